@@ -1,0 +1,84 @@
+# Cake Agents — `make help` lists the targets.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT      := $(abspath .)
+CACHE_DIR ?= $(ROOT)/.cache
+BIN_DIR   := $(ROOT)/bin
+TOOLS_BIN := $(CACHE_DIR)/tools/bin
+export CACHE_DIR
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+VPKG    := github.com/cakeai/cake-agents/pkg/version
+LDFLAGS := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Commit=$(COMMIT) -X $(VPKG).Date=$(DATE)
+
+GO_TEST_FLAGS ?= -race -count=1
+TESTCLUSTER   := $(BIN_DIR)/testcluster
+
+##@ General
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Build
+.PHONY: build
+build: $(BIN_DIR)/kubectl-agents $(BIN_DIR)/agent ## Build the plugin (CGO-free) and the agent (cgo, for go-sqlite3).
+
+.PHONY: $(BIN_DIR)/kubectl-agents
+$(BIN_DIR)/kubectl-agents:
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/kubectl-agents
+
+.PHONY: $(BIN_DIR)/agent
+$(BIN_DIR)/agent:
+	CGO_ENABLED=1 go build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/agent
+
+.PHONY: $(TESTCLUSTER)
+$(TESTCLUSTER):
+	go build -o $@ ./internal/testcluster/cmd/testcluster
+
+##@ Test
+.PHONY: test
+test: build cluster-binaries ## Run every test tier (unit, integration on a real local cluster, e2e).
+	hack/test.sh all
+
+.PHONY: test-unit
+test-unit: ## Run the fast unit tests only (no cluster, no database server).
+	go test $(GO_TEST_FLAGS) -short ./...
+
+.PHONY: bench
+bench: build cluster-binaries ## Run the benchmarks and print ratios against peers measured in the same run.
+	hack/bench.sh
+
+##@ Lint
+.PHONY: lint
+lint: ## gofmt, go vet, golangci-lint and the dependency rules (plugin CGO-free, agent with cgo).
+	hack/lint.sh
+
+##@ Local cluster
+.PHONY: cluster-binaries
+cluster-binaries: ## Build (once, cached) etcd, kube-apiserver, controller-manager, scheduler, kubectl and kwok.
+	hack/build-cluster.sh all
+
+.PHONY: cluster-up
+cluster-up: cluster-binaries $(TESTCLUSTER) ## Start the local test cluster and print how to use it.
+	$(TESTCLUSTER) up
+
+.PHONY: cluster-down
+cluster-down: $(TESTCLUSTER) ## Stop the local test cluster.
+	$(TESTCLUSTER) down
+
+.PHONY: demo
+demo: build cluster-binaries ## Bring up a local cluster with the agent and a demo session you can attach to.
+	hack/demo.sh
+
+.PHONY: clean
+clean: ## Remove build outputs (keeps the cached cluster and tools; `make distclean` removes those too).
+	-$(TESTCLUSTER) down 2>/dev/null
+	rm -rf $(BIN_DIR) dist test/artifacts
+
+.PHONY: distclean
+distclean: clean ## Also remove cached tools and cluster binaries.
+	rm -rf $(CACHE_DIR)

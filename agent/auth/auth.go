@@ -1,0 +1,69 @@
+// Package auth decides who is calling the agent and whether they may do what they ask.
+//
+// Authenticators are tried in order (trusted-proxy headers, the caller's Kubernetes
+// identity, personal access tokens); the first that recognises a request decides.
+// Authorization asks the Kubernetes API with SubjectAccessReview about the virtual
+// resource sessions.agents.cake.ai, then applies ownership and visibility rules.
+package auth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+)
+
+// Identity is an authenticated caller.
+type Identity struct {
+	// UserID is the store's id of the user (upserted on first sight).
+	UserID string
+	// Username and Groups are what SubjectAccessReview is asked about.
+	Username string
+	Groups   []string
+	Email    string
+	// Source names the authenticator: "header", "kubernetes" or "token".
+	Source string
+	// Admin is true when the caller may act on every session (SAR allows verb "*"
+	// on sessions.agents.cake.ai, or the user is flagged admin in the store).
+	Admin bool
+}
+
+// Display is how the identity is shown to people (email when known).
+func (i *Identity) Display() string {
+	if i.Email != "" {
+		return i.Email
+	}
+	return i.Username
+}
+
+// ErrUnauthenticated is returned by an authenticator that recognised the request's
+// credentials but rejected them (bad token, untrusted identity headers, ...). The
+// message of the wrapping error is shown to the caller.
+var ErrUnauthenticated = errors.New("unauthenticated")
+
+// Authenticator recognises one kind of credential.
+type Authenticator interface {
+	// Authenticate returns (identity, true, nil) when the request carries valid
+	// credentials of its kind, (nil, false, nil) when it carries none of its kind, and
+	// an error wrapping ErrUnauthenticated when it carries invalid ones.
+	Authenticate(r *http.Request) (*Identity, bool, error)
+	// Name is shown in the 401 message that lists the ways to authenticate.
+	Name() string
+}
+
+// Authorizer answers whether an identity may perform a verb on sessions.agents.cake.ai.
+type Authorizer interface {
+	Authorize(ctx context.Context, id *Identity, verb string) (allowed bool, reason string, err error)
+}
+
+type ctxKey struct{}
+
+// WithIdentity returns a context carrying id.
+func WithIdentity(ctx context.Context, id *Identity) context.Context {
+	return context.WithValue(ctx, ctxKey{}, id)
+}
+
+// FromContext returns the identity stored by the authentication middleware, or nil.
+func FromContext(ctx context.Context) *Identity {
+	id, _ := ctx.Value(ctxKey{}).(*Identity)
+	return id
+}

@@ -1,0 +1,201 @@
+// Package store defines the agent's persistence contract: users, sessions, personal
+// access tokens, encrypted credentials, audit events and settings. The database is the
+// source of truth for which sessions should exist; pods only realise it.
+//
+// Backends live in sub-packages (sqlite, postgres) and must pass the conformance suite
+// in storetest. Every backend maps its driver's errors onto the sentinel errors below so
+// callers never see a driver type.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// Sentinel errors returned (possibly wrapped) by every backend.
+var (
+	// ErrNotFound: the row does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a unique key already exists, or an update carried a stale ResourceVersion.
+	ErrConflict = errors.New("conflict")
+	// ErrQuotaExceeded: creating the session would exceed the owner's active-session limit.
+	ErrQuotaExceeded = errors.New("quota exceeded")
+	// ErrSchemaTooNew: the database was migrated by a newer binary than this one.
+	ErrSchemaTooNew = errors.New("database schema is newer than this binary")
+)
+
+// User is a person or service account, keyed by (Source, Subject).
+type User struct {
+	ID          string
+	Source      string // "header", "kubernetes", "token"
+	Subject     string // email for header users, username for Kubernetes users
+	Email       string
+	DisplayName string
+	Groups      []string
+	Admin       bool
+	CreatedAt   time.Time
+	LastSeenAt  time.Time
+}
+
+// Session is the stored record of a session; see apiv1.Session for field meanings.
+type Session struct {
+	ID           string
+	Title        string
+	OwnerID      string
+	Private      bool
+	Repo         string
+	Branch       string
+	Prompt       string
+	Model        string
+	Persistent   bool
+	IdleTimeout  time.Duration
+	TTL          time.Duration
+	State        apiv1.SessionState
+	Reason       string
+	Message      string
+	PodName      string
+	PodNamespace string
+	// Image overrides (admin-permitted only); empty means the agent's configured images.
+	Image     string
+	InitImage string
+	// OpenCodeSessionID is the id of the conversation created inside OpenCode once the
+	// pod is ready; PromptSent records that the initial prompt was delivered, so a
+	// restart never sends it twice.
+	OpenCodeSessionID string
+	PromptSent        bool
+
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	StartedAt          *time.Time
+	StoppedAt          *time.Time
+	LastActivityAt     time.Time
+	LastActivitySource string
+	// ResourceVersion is bumped by every UpdateSession; an update whose ResourceVersion
+	// does not match the stored one fails with ErrConflict.
+	ResourceVersion int64
+}
+
+// SessionFilter selects sessions for ListSessions. Zero fields do not filter.
+type SessionFilter struct {
+	// OwnerID keeps only sessions of this owner.
+	OwnerID string
+	// VisibleTo keeps sessions owned by this user id or not private.
+	VisibleTo string
+	// States keeps only sessions in one of these states.
+	States []apiv1.SessionState
+	// Limit is the page size (default 100, max 1000).
+	Limit int
+	// Continue is the opaque token from the previous page.
+	Continue string
+}
+
+// SessionPage is one page of ListSessions, ordered by (CreatedAt, ID) ascending; the
+// order is stable while rows are inserted.
+type SessionPage struct {
+	Items    []*Session
+	Continue string
+}
+
+// Token is a personal access token; only a hash of the secret is ever stored.
+type Token struct {
+	ID         string
+	OwnerID    string
+	Name       string
+	Hash       []byte // SHA-256 of the secret
+	CreatedAt  time.Time
+	ExpiresAt  *time.Time
+	LastUsedAt *time.Time
+}
+
+// Credential is a secret a user linked (an API key, an OAuth token). Secret is the
+// plaintext in memory only: backends store it encrypted with the Store's Keyring.
+type Credential struct {
+	OwnerID   string
+	Provider  string
+	Secret    []byte
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// AuditEvent is one audited decision.
+type AuditEvent struct {
+	ID        int64
+	Time      time.Time
+	Actor     string
+	Action    string
+	Target    string
+	Outcome   string
+	Detail    string
+	RequestID string
+}
+
+// AuditFilter selects audit events, newest first.
+type AuditFilter struct {
+	Actor    string
+	Target   string
+	Limit    int
+	Continue string
+}
+
+// AuditPage is one page of audit events.
+type AuditPage struct {
+	Items    []*AuditEvent
+	Continue string
+}
+
+// Store is the persistence contract. All methods are safe for concurrent use.
+type Store interface {
+	// Ping checks the database is reachable.
+	Ping(ctx context.Context) error
+	// Close releases the connections.
+	Close() error
+
+	// UpsertUser creates the user keyed by (Source, Subject) or updates its email,
+	// display name, groups, admin flag and LastSeenAt; it fills ID and CreatedAt.
+	UpsertUser(ctx context.Context, u *User) error
+	GetUser(ctx context.Context, id string) (*User, error)
+
+	// CreateSession inserts s (ID set by the caller) with ResourceVersion 1. When
+	// maxActive > 0 and the owner already has maxActive sessions in an active state it
+	// fails with ErrQuotaExceeded; the check and insert are atomic. A duplicate ID is ErrConflict.
+	CreateSession(ctx context.Context, s *Session, maxActive int) error
+	GetSession(ctx context.Context, id string) (*Session, error)
+	// UpdateSession writes every mutable field of s if s.ResourceVersion matches the
+	// stored one, then increments s.ResourceVersion and sets UpdatedAt. A stale
+	// version is ErrConflict; a missing row ErrNotFound.
+	UpdateSession(ctx context.Context, s *Session) error
+	// TouchSession records activity (time and source) without bumping ResourceVersion;
+	// it never moves LastActivityAt backwards.
+	TouchSession(ctx context.Context, id string, at time.Time, source string) error
+	DeleteSession(ctx context.Context, id string) error
+	ListSessions(ctx context.Context, f SessionFilter) (*SessionPage, error)
+	// CountSessions counts sessions by state (for metrics).
+	CountSessions(ctx context.Context) (map[apiv1.SessionState]int, error)
+
+	CreateToken(ctx context.Context, t *Token) error
+	// GetTokenByHash finds a token by the hash of its secret.
+	GetTokenByHash(ctx context.Context, hash []byte) (*Token, error)
+	ListTokens(ctx context.Context, ownerID string) ([]*Token, error)
+	// DeleteToken revokes a token of ownerID; ErrNotFound when it is not theirs.
+	DeleteToken(ctx context.Context, ownerID, id string) error
+	TouchToken(ctx context.Context, id string, at time.Time) error
+
+	// PutCredential stores (or replaces) the credential encrypted at rest.
+	PutCredential(ctx context.Context, c *Credential) error
+	GetCredential(ctx context.Context, ownerID, provider string) (*Credential, error)
+	// ListCredentials returns the owner's credentials without their secrets.
+	ListCredentials(ctx context.Context, ownerID string) ([]*Credential, error)
+	DeleteCredential(ctx context.Context, ownerID, provider string) error
+	// RotateCredentials re-encrypts every credential with the keyring's primary key and
+	// returns how many were rewritten.
+	RotateCredentials(ctx context.Context) (int, error)
+
+	AppendAudit(ctx context.Context, e *AuditEvent) error
+	ListAudit(ctx context.Context, f AuditFilter) (*AuditPage, error)
+
+	GetSetting(ctx context.Context, key string) (string, error)
+	PutSetting(ctx context.Context, key, value string) error
+}

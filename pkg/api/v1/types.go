@@ -1,0 +1,270 @@
+package v1
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// SessionState is where a session is in its lifecycle:
+// Pending → Starting → Running → Stopping → Stopped, Failed, Deleting → (gone).
+type SessionState string
+
+// Session states.
+const (
+	StatePending  SessionState = "Pending"
+	StateStarting SessionState = "Starting"
+	StateRunning  SessionState = "Running"
+	StateStopping SessionState = "Stopping"
+	StateStopped  SessionState = "Stopped"
+	StateFailed   SessionState = "Failed"
+	StateDeleting SessionState = "Deleting"
+)
+
+// AllStates lists every state in lifecycle order.
+var AllStates = []SessionState{StatePending, StateStarting, StateRunning, StateStopping, StateStopped, StateFailed, StateDeleting}
+
+// Active reports whether a session in this state should have a pod (and counts against
+// the per-user limit of active sessions).
+func (s SessionState) Active() bool {
+	return s == StatePending || s == StateStarting || s == StateRunning
+}
+
+// Valid reports whether s is a known state.
+func (s SessionState) Valid() bool {
+	for _, v := range AllStates {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Duration is a time.Duration that travels as a Go duration string ("1h30m").
+type Duration struct{ time.Duration }
+
+// MarshalJSON encodes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON accepts a Go duration string ("90m", "1h30m").
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"30m\" or \"2h\"")
+	}
+	if s == "" {
+		d.Duration = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: use a value such as \"30m\" or \"2h\"", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// Session is a coding-agent session as the API shows it.
+type Session struct {
+	ID          string       `json:"id"`
+	Title       string       `json:"title,omitempty"`
+	OwnerID     string       `json:"ownerId"`
+	Owner       string       `json:"owner"` // the owner's email or user name
+	Private     bool         `json:"private"`
+	Repo        string       `json:"repo,omitempty"`
+	Branch      string       `json:"branch,omitempty"`
+	Prompt      string       `json:"prompt,omitempty"`
+	Model       string       `json:"model,omitempty"`
+	Persistent  bool         `json:"persistent"`
+	IdleTimeout Duration     `json:"idleTimeout"`
+	TTL         Duration     `json:"ttl"`
+	State       SessionState `json:"state"`
+	// Reason is a CamelCase machine-readable cause of the state (ImagePullBackOff,
+	// IdleTimeout, StoppedByUser, ...); Message explains it to a person.
+	Reason       string `json:"reason,omitempty"`
+	Message      string `json:"message,omitempty"`
+	PodName      string `json:"podName,omitempty"`
+	PodNamespace string `json:"podNamespace,omitempty"`
+
+	CreatedAt time.Time  `json:"createdAt"`
+	UpdatedAt time.Time  `json:"updatedAt"`
+	StartedAt *time.Time `json:"startedAt,omitempty"`
+	StoppedAt *time.Time `json:"stoppedAt,omitempty"`
+	// LastActivityAt and LastActivitySource say what last kept the session alive
+	// ("attach", "proxy", "message", "create", ...).
+	LastActivityAt     time.Time `json:"lastActivityAt"`
+	LastActivitySource string    `json:"lastActivitySource,omitempty"`
+	// IdleDeadline is when the idle timeout will stop the session, ExpiresAt when its
+	// TTL will delete it; nil when that limit is off or the session is not running.
+	IdleDeadline *time.Time `json:"idleDeadline,omitempty"`
+	ExpiresAt    *time.Time `json:"expiresAt,omitempty"`
+	// ResourceVersion changes on every update; PATCH may send it for optimistic concurrency.
+	ResourceVersion int64 `json:"resourceVersion"`
+}
+
+// CreateSessionRequest is the body of POST /api/v1/sessions.
+type CreateSessionRequest struct {
+	Title      string `json:"title,omitempty"`
+	Repo       string `json:"repo,omitempty"`
+	Branch     string `json:"branch,omitempty"`
+	Prompt     string `json:"prompt,omitempty"`
+	Private    *bool  `json:"private,omitempty"` // default true
+	Model      string `json:"model,omitempty"`
+	Persistent bool   `json:"persistent,omitempty"`
+	// IdleTimeout and TTL default to the agent's configuration when zero.
+	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
+	TTL         *Duration `json:"ttl,omitempty"`
+}
+
+// UpdateSessionRequest is the body of PATCH /api/v1/sessions/{id}; nil fields are unchanged.
+type UpdateSessionRequest struct {
+	Title       *string   `json:"title,omitempty"`
+	Private     *bool     `json:"private,omitempty"`
+	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
+	TTL         *Duration `json:"ttl,omitempty"`
+	// ResourceVersion, when set, must match or the update fails with 409 Conflict.
+	ResourceVersion int64 `json:"resourceVersion,omitempty"`
+}
+
+// SessionList is a page of sessions. Continue is an opaque token for the next page,
+// empty on the last one.
+type SessionList struct {
+	Items    []Session `json:"items"`
+	Continue string    `json:"continue,omitempty"`
+}
+
+// SendMessageRequest is the body of POST /api/v1/sessions/{id}/messages.
+type SendMessageRequest struct {
+	Text string `json:"text"`
+}
+
+// Message is one message of a session's conversation, as GET /api/v1/sessions/{id}/logs returns it.
+type Message struct {
+	ID        string    `json:"id"`
+	Role      string    `json:"role"` // "user" or "assistant"
+	Text      string    `json:"text"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// MessageList is the conversation of a session.
+type MessageList struct {
+	Items []Message `json:"items"`
+}
+
+// User is a person or service account known to the agent.
+type User struct {
+	ID          string    `json:"id"`
+	Source      string    `json:"source"` // "header", "kubernetes", "token"
+	Subject     string    `json:"subject"`
+	Email       string    `json:"email,omitempty"`
+	DisplayName string    `json:"displayName,omitempty"`
+	Groups      []string  `json:"groups,omitempty"`
+	Admin       bool      `json:"admin"`
+	CreatedAt   time.Time `json:"createdAt"`
+	LastSeenAt  time.Time `json:"lastSeenAt"`
+}
+
+// WhoAmI is the answer of GET /api/v1/whoami: who the agent thinks the caller is and
+// what the caller may do.
+type WhoAmI struct {
+	User User `json:"user"`
+	// Authenticator names the way the caller was recognised: "header", "kubernetes", "token".
+	Authenticator string `json:"authenticator"`
+	// Username and Groups are the identity used for SubjectAccessReview.
+	Username string   `json:"username"`
+	Groups   []string `json:"groups,omitempty"`
+	// Permissions maps each verb on sessions.agents.cake.ai to whether it is allowed.
+	Permissions map[string]bool `json:"permissions"`
+}
+
+// Token is a personal access token. Token (the secret) is present only in the response
+// that created it.
+type Token struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Token      string     `json:"token,omitempty"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	ExpiresAt  *time.Time `json:"expiresAt,omitempty"`
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+}
+
+// CreateTokenRequest is the body of POST /api/v1/tokens.
+type CreateTokenRequest struct {
+	Name string `json:"name"`
+	// ExpiresIn is the lifetime; zero means the agent's default.
+	ExpiresIn *Duration `json:"expiresIn,omitempty"`
+}
+
+// TokenList lists the caller's tokens (never their secrets).
+type TokenList struct {
+	Items []Token `json:"items"`
+}
+
+// AuditEvent records one state-changing call or denial.
+type AuditEvent struct {
+	ID        int64     `json:"id"`
+	Time      time.Time `json:"time"`
+	Actor     string    `json:"actor"` // user id, or the presented identity when unauthenticated
+	Action    string    `json:"action"`
+	Target    string    `json:"target,omitempty"`
+	Outcome   string    `json:"outcome"` // "success", "denied", "error"
+	Detail    string    `json:"detail,omitempty"`
+	RequestID string    `json:"requestId,omitempty"`
+}
+
+// AuditList is a page of audit events, newest first.
+type AuditList struct {
+	Items    []AuditEvent `json:"items"`
+	Continue string       `json:"continue,omitempty"`
+}
+
+// Readiness is the body of GET /readyz: each dependency and "ok" or the error.
+type Readiness struct {
+	Ready  bool              `json:"ready"`
+	Checks map[string]string `json:"checks"`
+}
+
+// VersionInfo is the body of GET /api/v1/version.
+type VersionInfo struct {
+	Version   string `json:"version"`
+	Commit    string `json:"commit"`
+	Date      string `json:"date"`
+	GoVersion string `json:"goVersion"`
+	Platform  string `json:"platform"`
+}
+
+// Error is the body of every error response: {"error":{"code":"...","message":"..."}}.
+type Error struct {
+	Body ErrorBody `json:"error"`
+}
+
+// ErrorBody carries a stable machine code and a message for people.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error implements error so clients can return the agent's error as is.
+func (e *Error) Error() string { return e.Body.Message }
+
+// Stable error codes.
+const (
+	CodeBadRequest       = "BadRequest"
+	CodeUnauthorized     = "Unauthorized"
+	CodeForbidden        = "Forbidden"
+	CodeNotFound         = "NotFound"
+	CodeConflict         = "Conflict"
+	CodeQuotaExceeded    = "QuotaExceeded"
+	CodeTooLarge         = "RequestTooLarge"
+	CodeUnavailable      = "Unavailable"
+	CodeInternal         = "Internal"
+	CodeMethodNotAllowed = "MethodNotAllowed"
+	CodeNotRunning       = "SessionNotRunning"
+)
+
+// Limits enforced by the agent on requests.
+const (
+	MaxPromptBytes = 64 << 10
+	MaxTitleLen    = 200
+	MaxBodyBytes   = 1 << 20
+)

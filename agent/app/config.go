@@ -1,0 +1,335 @@
+// Package app wires the agent together: configuration from flags and environment,
+// the logger, the Kubernetes client, the store, the session controller and the HTTP
+// servers, and their lifecycle from start to graceful shutdown.
+package app
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Config is everything `agent serve` can be told. Each field is bound to one flag and
+// one environment variable (see Options); the chart sets the environment variables,
+// people running the agent by hand usually use flags. Flags win over the environment.
+type Config struct {
+	HTTPAddr    string
+	HTTPSAddr   string
+	TLSCertFile string
+	TLSKeyFile  string
+	// ServingCAConfigMap is the ConfigMap (in Namespace) where the agent publishes the CA
+	// of its serving certificate so the plugin can verify it.
+	ServingCAConfigMap string
+
+	Kubeconfig  string
+	Namespace   string
+	PodName     string
+	Release     string
+	ExternalURL string
+
+	DatabaseURL string
+	AuthSecret  string
+
+	LogFormat string
+	LogLevel  string
+
+	SessionNamespace    string
+	DataPlaneImage      string
+	DataPlaneInitImage  string
+	ImagePullPolicy     string
+	ImagePullSecrets    []string
+	SessionCPURequest   string
+	SessionCPULimit     string
+	SessionMemRequest   string
+	SessionMemLimit     string
+	SessionNodeSelector map[string]string
+	SessionTolerations  string // JSON array of corev1.Toleration
+	SessionStorageClass string
+	SessionStorageSize  string
+	SessionIdleTimeout  time.Duration
+	SessionTTL          time.Duration
+	MaxActiveSessions   int
+	ReconcileInterval   time.Duration
+
+	HeaderAuthEnabled     bool
+	HeaderAuthEmailHeader string
+	HeaderAuthEmailClaim  string
+	HeaderAuthUserHeader  string
+	HeaderAuthJWTHeader   string
+	HeaderAuthGroups      []string
+	TrustedProxyCIDRs     []string
+	JWKSURL               string
+	TokenAudiences        []string
+	AdminGroups           []string
+
+	LeaderElection bool
+	LeaseName      string
+
+	LiteLLMBaseURL string
+	LiteLLMAPIKey  string
+	DefaultModel   string
+	ProviderJSON   string
+
+	LinearAPIKey       string
+	SlackBotToken      string
+	SlackSigningSecret string
+}
+
+// Option describes one configuration setting: its flag, its environment variable and
+// its help. The chart test checks every env var the chart sets is listed here.
+type Option struct {
+	Flag    string
+	Env     string
+	Usage   string
+	Default string
+	Secret  bool // never logged or printed
+}
+
+// Options returns every setting, in the order `agent serve --help` shows them.
+func Options() []Option {
+	return []Option{
+		{Flag: "http-addr", Env: "AGENT_HTTP_ADDR", Default: ":8080", Usage: "address of the plain-HTTP listener (web UI and API behind the authenticating proxy / ingress)"},
+		{Flag: "https-addr", Env: "AGENT_HTTPS_ADDR", Default: ":8443", Usage: "address of the TLS listener the plugin reaches by port-forward (client certificates accepted); empty disables it"},
+		{Flag: "tls-cert-file", Env: "AGENT_TLS_CERT_FILE", Usage: "serving certificate (PEM); generated at start when empty"},
+		{Flag: "tls-key-file", Env: "AGENT_TLS_KEY_FILE", Usage: "serving key (PEM) for --tls-cert-file"},
+		{Flag: "serving-ca-configmap", Env: "AGENT_SERVING_CA_CONFIGMAP", Default: "cake-agents-serving-ca", Usage: "ConfigMap in --namespace where the serving CA is published for the plugin (empty: don't publish)"},
+		{Flag: "kubeconfig", Env: "KUBECONFIG", Usage: "kubeconfig to use outside a cluster; in-cluster config when empty and running in a pod"},
+		{Flag: "namespace", Env: "AGENT_NAMESPACE", Default: "cake-agents", Usage: "namespace the agent runs in (Lease, serving-CA ConfigMap)"},
+		{Flag: "pod-name", Env: "AGENT_POD_NAME", Usage: "this replica's pod name (leader-election identity; hostname when empty)"},
+		{Flag: "release", Env: "AGENT_RELEASE", Default: "cake-agents", Usage: "Helm release name, set as app.kubernetes.io/instance on session objects"},
+		{Flag: "external-url", Env: "AGENT_EXTERNAL_URL", Usage: "public URL of the web UI/API (e.g. https://agents.example.com), used in links"},
+		{Flag: "database-url", Env: "DATABASE_URL", Default: "sqlite:///data/agents.db", Secret: true, Usage: "sqlite:///path/to.db or postgres://user:pass@host/db; when empty and PG* variables are set, pgx builds the connection from them"},
+		{Flag: "auth-secret", Env: "AGENT_AUTH_SECRET", Secret: true, Usage: "secret for cookie signing and credential encryption at rest (required with Postgres; generated and stored when empty with SQLite)"},
+		{Flag: "log-format", Env: "AGENT_LOG_FORMAT", Default: "text", Usage: "log format: text or json"},
+		{Flag: "log-level", Env: "AGENT_LOG_LEVEL", Default: "info", Usage: "log level: trace, debug, info, warn, error"},
+		{Flag: "session-namespace", Env: "AGENT_SESSION_NAMESPACE", Usage: "namespace for session pods (default: --namespace)"},
+		{Flag: "data-plane-image", Env: "AGENT_DATA_PLANE_IMAGE", Default: "cake-agents/data-plane:latest", Usage: "image of the session container (OpenCode)"},
+		{Flag: "data-plane-init-image", Env: "AGENT_DATA_PLANE_INIT_IMAGE", Default: "cake-agents/data-plane-init:latest", Usage: "image of the session init container (workspace preparation)"},
+		{Flag: "image-pull-policy", Env: "AGENT_IMAGE_PULL_POLICY", Default: "IfNotPresent", Usage: "pull policy of session images: Always, IfNotPresent or Never"},
+		{Flag: "image-pull-secrets", Env: "AGENT_IMAGE_PULL_SECRETS", Usage: "comma-separated image pull Secrets for session pods"},
+		{Flag: "session-cpu-request", Env: "AGENT_SESSION_CPU_REQUEST", Default: "250m", Usage: "CPU request of the session container"},
+		{Flag: "session-cpu-limit", Env: "AGENT_SESSION_CPU_LIMIT", Default: "2", Usage: "CPU limit of the session container (empty: none)"},
+		{Flag: "session-memory-request", Env: "AGENT_SESSION_MEMORY_REQUEST", Default: "512Mi", Usage: "memory request of the session container"},
+		{Flag: "session-memory-limit", Env: "AGENT_SESSION_MEMORY_LIMIT", Default: "2Gi", Usage: "memory limit of the session container (empty: none)"},
+		{Flag: "session-node-selector", Env: "AGENT_SESSION_NODE_SELECTOR", Usage: "node selector for session pods as key=value,key=value"},
+		{Flag: "session-tolerations", Env: "AGENT_SESSION_TOLERATIONS", Usage: "tolerations for session pods as a JSON array of Kubernetes tolerations"},
+		{Flag: "session-storage-class", Env: "AGENT_SESSION_STORAGE_CLASS", Usage: "storage class of persistent session workspaces (empty: cluster default)"},
+		{Flag: "session-storage-size", Env: "AGENT_SESSION_STORAGE_SIZE", Default: "10Gi", Usage: "size of persistent session workspaces"},
+		{Flag: "session-idle-timeout", Env: "AGENT_SESSION_IDLE_TIMEOUT", Default: "1h", Usage: "stop a session after this long without activity (0 disables)"},
+		{Flag: "session-ttl", Env: "AGENT_SESSION_TTL", Default: "0", Usage: "delete a session this long after creation (0 disables)"},
+		{Flag: "max-active-sessions", Env: "AGENT_MAX_ACTIVE_SESSIONS", Default: "5", Usage: "active sessions allowed per user (0: unlimited)"},
+		{Flag: "reconcile-interval", Env: "AGENT_RECONCILE_INTERVAL", Default: "30s", Usage: "how often every session is reconciled in full (watches handle the rest)"},
+		{Flag: "header-auth", Env: "AGENT_HEADER_AUTH_ENABLED", Default: "false", Usage: "trust identity headers set by an authenticating proxy (only from --trusted-proxy-cidrs)"},
+		{Flag: "header-auth-email-header", Env: "AGENT_HEADER_AUTH_EMAIL_HEADER", Default: "x-auth-request-email", Usage: "header carrying the user's email"},
+		{Flag: "header-auth-email-claim", Env: "AGENT_HEADER_AUTH_EMAIL_CLAIM", Default: "email", Usage: "JWT claim carrying the email, when the JWT header is used"},
+		{Flag: "header-auth-user-header", Env: "AGENT_HEADER_AUTH_USER_HEADER", Default: "x-auth-request-user", Usage: "header carrying the user name"},
+		{Flag: "header-auth-jwt-header", Env: "AGENT_HEADER_AUTH_JWT_HEADER", Default: "x-auth-request-access-token", Usage: "header carrying the proxy's JWT"},
+		{Flag: "header-auth-groups", Env: "AGENT_HEADER_AUTH_GROUPS", Default: "cake-agents:users", Usage: "comma-separated groups given to header-authenticated users for SubjectAccessReview"},
+		{Flag: "trusted-proxy-cidrs", Env: "AGENT_TRUSTED_PROXY_CIDRS", Usage: "comma-separated CIDRs of the authenticating proxy; identity headers from anywhere else are rejected. Loopback is never trusted unless listed"},
+		{Flag: "jwks-url", Env: "AGENT_JWKS_URL", Usage: "verify the proxy JWT's signature against this JWKS (https:// URL or file path); without it the proxy is the trust boundary"},
+		{Flag: "token-audiences", Env: "AGENT_TOKEN_AUDIENCES", Usage: "comma-separated audiences for TokenReview (empty: the API server's default)"},
+		{Flag: "admin-groups", Env: "AGENT_ADMIN_GROUPS", Default: "system:masters", Usage: "comma-separated groups whose members are agent admins in addition to RBAC's sessions verb \"*\""},
+		{Flag: "leader-election", Env: "AGENT_LEADER_ELECTION", Default: "false", Usage: "elect one reconciling replica with a Lease (needed when replicas > 1)"},
+		{Flag: "lease-name", Env: "AGENT_LEASE_NAME", Default: "cake-agents-reconciler", Usage: "name of the leader-election Lease in --namespace"},
+		{Flag: "litellm-base-url", Env: "LITELLM_BASE_URL", Usage: "OpenAI-compatible gateway URL for sessions (e.g. http://litellm:4000/v1)"},
+		{Flag: "litellm-api-key", Env: "LITELLM_API_KEY", Secret: true, Usage: "API key for the gateway, given to session pods by Secret reference"},
+		{Flag: "default-model", Env: "AGENT_DEFAULT_MODEL", Default: "gpt-4o-mini", Usage: "model used when a session names none"},
+		{Flag: "provider-json", Env: "AGENT_PROVIDER_JSON", Usage: "OpenCode provider configuration (JSON) overriding the LiteLLM one; keys by {env:NAME} reference only"},
+		{Flag: "linear-api-key", Env: "LINEAR_API_KEY", Secret: true, Usage: "Linear API key (optional integration)"},
+		{Flag: "slack-bot-token", Env: "SLACK_BOT_TOKEN", Secret: true, Usage: "Slack bot token (optional integration)"},
+		{Flag: "slack-signing-secret", Env: "SLACK_SIGNING_SECRET", Secret: true, Usage: "Slack signing secret (optional integration)"},
+	}
+}
+
+// EnvVars lists every environment variable the agent reads for its configuration,
+// plus the PG* variables pgx reads when DATABASE_URL is empty.
+func EnvVars() []string {
+	var out []string
+	for _, o := range Options() {
+		out = append(out, o.Env)
+	}
+	out = append(out, "PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSSLMODE", "PGSSLROOTCERT", "PGAPPNAME", "PGCONNECT_TIMEOUT", "PGOPTIONS")
+	sort.Strings(out)
+	return out
+}
+
+// BindFlags registers every option on fs with the defaults (or environment values)
+// and returns a function that, after parsing, fills and validates a Config.
+func BindFlags(fs *pflag.FlagSet, getenv func(string) string) func() (*Config, error) {
+	vals := map[string]*string{}
+	for _, o := range Options() {
+		def := o.Default
+		if v, ok := lookup(getenv, o.Env); ok {
+			def = v
+		}
+		shown := def
+		if o.Secret && shown != "" {
+			shown = "(from env)"
+		}
+		p := new(string)
+		fs.StringVar(p, o.Flag, def, fmt.Sprintf("%s [$%s]", o.Usage, o.Env))
+		if f := fs.Lookup(o.Flag); f != nil {
+			f.DefValue = shown
+		}
+		vals[o.Flag] = p
+	}
+	return func() (*Config, error) { return parse(vals) }
+}
+
+func lookup(getenv func(string) string, key string) (string, bool) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	v := getenv(key)
+	return v, v != ""
+}
+
+func parse(v map[string]*string) (*Config, error) {
+	var errs []string
+	get := func(k string) string { return strings.TrimSpace(*v[k]) }
+	dur := func(k string) time.Duration {
+		s := get(k)
+		if s == "" || s == "0" {
+			return 0
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			errs = append(errs, fmt.Sprintf("--%s=%q: want a duration such as 30m or 2h", k, s))
+		}
+		return d
+	}
+	boolean := func(k string) bool {
+		s := get(k)
+		if s == "" {
+			return false
+		}
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("--%s=%q: want true or false", k, s))
+		}
+		return b
+	}
+	integer := func(k string) int {
+		n, err := strconv.Atoi(get(k))
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Sprintf("--%s=%q: want a whole number >= 0", k, get(k)))
+		}
+		return n
+	}
+	c := &Config{
+		HTTPAddr:              get("http-addr"),
+		HTTPSAddr:             get("https-addr"),
+		TLSCertFile:           get("tls-cert-file"),
+		TLSKeyFile:            get("tls-key-file"),
+		ServingCAConfigMap:    get("serving-ca-configmap"),
+		Kubeconfig:            get("kubeconfig"),
+		Namespace:             get("namespace"),
+		PodName:               get("pod-name"),
+		Release:               get("release"),
+		ExternalURL:           get("external-url"),
+		DatabaseURL:           get("database-url"),
+		AuthSecret:            *v["auth-secret"],
+		LogFormat:             get("log-format"),
+		LogLevel:              get("log-level"),
+		SessionNamespace:      get("session-namespace"),
+		DataPlaneImage:        get("data-plane-image"),
+		DataPlaneInitImage:    get("data-plane-init-image"),
+		ImagePullPolicy:       get("image-pull-policy"),
+		ImagePullSecrets:      list(get("image-pull-secrets")),
+		SessionCPURequest:     get("session-cpu-request"),
+		SessionCPULimit:       get("session-cpu-limit"),
+		SessionMemRequest:     get("session-memory-request"),
+		SessionMemLimit:       get("session-memory-limit"),
+		SessionTolerations:    get("session-tolerations"),
+		SessionStorageClass:   get("session-storage-class"),
+		SessionStorageSize:    get("session-storage-size"),
+		SessionIdleTimeout:    dur("session-idle-timeout"),
+		SessionTTL:            dur("session-ttl"),
+		MaxActiveSessions:     integer("max-active-sessions"),
+		ReconcileInterval:     dur("reconcile-interval"),
+		HeaderAuthEnabled:     boolean("header-auth"),
+		HeaderAuthEmailHeader: get("header-auth-email-header"),
+		HeaderAuthEmailClaim:  get("header-auth-email-claim"),
+		HeaderAuthUserHeader:  get("header-auth-user-header"),
+		HeaderAuthJWTHeader:   get("header-auth-jwt-header"),
+		HeaderAuthGroups:      list(get("header-auth-groups")),
+		TrustedProxyCIDRs:     list(get("trusted-proxy-cidrs")),
+		JWKSURL:               get("jwks-url"),
+		TokenAudiences:        list(get("token-audiences")),
+		AdminGroups:           list(get("admin-groups")),
+		LeaderElection:        boolean("leader-election"),
+		LeaseName:             get("lease-name"),
+		LiteLLMBaseURL:        get("litellm-base-url"),
+		LiteLLMAPIKey:         *v["litellm-api-key"],
+		DefaultModel:          get("default-model"),
+		ProviderJSON:          get("provider-json"),
+		LinearAPIKey:          *v["linear-api-key"],
+		SlackBotToken:         *v["slack-bot-token"],
+		SlackSigningSecret:    *v["slack-signing-secret"],
+	}
+	if c.SessionNamespace == "" {
+		c.SessionNamespace = c.Namespace
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = 30 * time.Second
+	}
+	if ns := get("session-node-selector"); ns != "" {
+		c.SessionNodeSelector = map[string]string{}
+		for _, kv := range list(ns) {
+			k, val, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				errs = append(errs, fmt.Sprintf("--session-node-selector: %q is not key=value", kv))
+				continue
+			}
+			c.SessionNodeSelector[k] = val
+		}
+	}
+	if c.SessionTolerations != "" {
+		var any []map[string]any
+		if err := json.Unmarshal([]byte(c.SessionTolerations), &any); err != nil {
+			errs = append(errs, fmt.Sprintf("--session-tolerations: want a JSON array of tolerations: %v", err))
+		}
+	}
+	for _, cidr := range c.TrustedProxyCIDRs {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			errs = append(errs, fmt.Sprintf("--trusted-proxy-cidrs: %q is not a CIDR such as 10.0.0.0/8", cidr))
+		}
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Sprintf("--log-format=%q: want text or json", c.LogFormat))
+	}
+	switch c.ImagePullPolicy {
+	case "Always", "IfNotPresent", "Never":
+	default:
+		errs = append(errs, fmt.Sprintf("--image-pull-policy=%q: want Always, IfNotPresent or Never", c.ImagePullPolicy))
+	}
+	if c.HTTPAddr == "" && c.HTTPSAddr == "" {
+		errs = append(errs, "--http-addr and --https-addr are both empty: set at least one")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, "--tls-cert-file and --tls-key-file must be set together")
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
+	}
+	return c, nil
+}
+
+func list(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

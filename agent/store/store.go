@@ -25,6 +25,12 @@ var (
 	ErrQuotaExceeded = errors.New("quota exceeded")
 	// ErrSchemaTooNew: the database was migrated by a newer binary than this one.
 	ErrSchemaTooNew = errors.New("database schema is newer than this binary")
+	// ErrInvalid: an argument is malformed (an unknown state, a tampered continue
+	// token, a missing id); the caller should answer 400 rather than 500.
+	ErrInvalid = errors.New("invalid argument")
+	// ErrUnavailable: the database cannot be reached (yet). Opening a store wraps
+	// connection failures in it so the caller can retry; Ping wraps it too.
+	ErrUnavailable = errors.New("database unavailable")
 )
 
 // User is a person or service account, keyed by (Source, Subject).
@@ -198,4 +204,17 @@ type Store interface {
 
 	GetSetting(ctx context.Context, key string) (string, error)
 	PutSetting(ctx context.Context, key, value string) error
+}
+
+// Migrator is implemented by every backend's store: it applies the embedded schema
+// migrations (under a lock, so concurrent agents are safe) and reports the version.
+// Opening a store migrates unless told not to; `agent migrate` uses this directly.
+type Migrator interface {
+	// SchemaVersion returns the version the database is at and the newest version
+	// this binary knows. A current version above latest means a newer binary migrated it.
+	SchemaVersion(ctx context.Context) (current, latest int, err error)
+	// Migrate applies the missing migrations and returns their versions (none when the
+	// database is up to date). A database newer than the binary is an error wrapping
+	// ErrSchemaTooNew.
+	Migrate(ctx context.Context) (applied []int, err error)
 }

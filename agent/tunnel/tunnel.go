@@ -529,8 +529,10 @@ func (c *streamConn) Close() error {
 	return nil
 }
 
-func (c *streamConn) LocalAddr() net.Addr  { return addr("port-forward") }
-func (c *streamConn) RemoteAddr() net.Addr { return addr(c.pc.key.String() + ":" + strconv.Itoa(c.port)) }
+func (c *streamConn) LocalAddr() net.Addr { return addr("port-forward") }
+func (c *streamConn) RemoteAddr() net.Addr {
+	return addr(c.pc.key.String() + ":" + strconv.Itoa(c.port))
+}
 
 // SetDeadline and friends accept and ignore deadlines: port-forward streams have none.
 // The HTTP transport and reverse proxy that use these conns bound their work with

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Runs the test tiers.
+#
+#   hack/test.sh unit   unit tests only: go test -short, no cluster, no database server
+#   hack/test.sh all    every tier, on one local test cluster shared by all packages
+#
+# `all` starts the cluster with `testcluster up` in a fresh state dir, exports
+# CAKE_TESTCLUSTER_DIR (and KUBECONFIG) so every test binary attaches to it instead of starting
+# its own, runs go test over the whole module and always stops the cluster again, on success,
+# failure, Ctrl-C or SIGTERM. The exit code is go test's, and go test's summary is the last
+# thing printed. Extra arguments go to go test (e.g. -run TestFoo); TEST_PACKAGES narrows the
+# packages (default ./...), GO_TEST_FLAGS replaces "-race -count=1".
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${ROOT}"
+export CACHE_DIR="${CACHE_DIR:-${ROOT}/.cache}"
+read -r -a go_test_flags <<<"${GO_TEST_FLAGS:--race -count=1}"
+read -r -a packages <<<"${TEST_PACKAGES:-./...}"
+
+log() { echo "test.sh: $*" >&2; }
+
+mode="${1:-all}"
+[[ $# -gt 0 ]] && shift
+case "${mode}" in
+  unit)
+    exec go test "${go_test_flags[@]}" -short "$@" "${packages[@]}"
+    ;;
+  all) ;;
+  *)
+    echo "usage: $0 [unit|all] [go test flags...]" >&2
+    exit 2
+    ;;
+esac
+
+hack/build-cluster.sh all
+go build -o bin/testcluster ./internal/testcluster/cmd/testcluster
+
+run_dir="${CACHE_DIR}/cluster/test-run-$$"
+teardown_log="${CACHE_DIR}/cluster/test-run-$$.down.log"
+child=""
+
+# Teardown prints nothing (go test's summary must stay last); problems go to a log beside the
+# run dir, which is kept for inspection only when stopping failed.
+cleanup() {
+  if [[ -n "${pg_down:-}" ]]; then
+    ${pg_down} >>"${teardown_log}" 2>&1 || true
+  fi
+  if bin/testcluster down --dir "${run_dir}" >>"${teardown_log}" 2>&1; then
+    rm -rf "${run_dir}" "${teardown_log}"
+  fi
+}
+# go test runs in its own session (setsid) so an interrupt reaches it and every test binary it
+# started as one group; their own clusters, if any, die with them (Pdeathsig).
+on_signal() {
+  if [[ -n "${child}" ]]; then
+    kill -TERM -- "-${child}" 2>/dev/null || true
+    wait "${child}" 2>/dev/null || true
+  fi
+  exit "$1"
+}
+trap cleanup EXIT
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+
+eval "$(bin/testcluster up --dir "${run_dir}")"
+export KUBECONFIG CAKE_TESTCLUSTER_DIR
+
+# --- Shared PostgreSQL ------------------------------------------------------------------------
+# Tests read CAKE_TEST_POSTGRES_URL. Set it to use an external server; otherwise the Postgres
+# harness starts a throwaway one here, the same way as the cluster (its command prints `export`
+# lines on `up` and stops it on `down`).
+if [[ -z "${CAKE_TEST_POSTGRES_URL:-}" && -d internal/testpg/cmd/testpg ]]; then
+  go build -o bin/testpg ./internal/testpg/cmd/testpg
+  eval "$(bin/testpg up --dir "${run_dir}/postgres")"
+  export CAKE_TEST_POSTGRES_URL
+  pg_down="bin/testpg down --dir ${run_dir}/postgres"
+fi
+# ----------------------------------------------------------------------------------------------
+
+log "running go test ${go_test_flags[*]} $* ${packages[*]} against ${CAKE_TESTCLUSTER_DIR}"
+setsid -w go test "${go_test_flags[@]}" "$@" "${packages[@]}" &
+child=$!
+rc=0
+wait "${child}" || rc=$?
+child=""
+exit "${rc}"

@@ -1,0 +1,354 @@
+// Package sessioninit is the work of a session pod's init container (`agent
+// session-init`): clone the session's repository into the workspace and write the
+// OpenCode configuration file. It runs before OpenCode starts, so everything OpenCode
+// needs on disk is ready and nothing secret is ever written: provider keys are
+// referenced as {env:NAME} and resolved by OpenCode from the container environment.
+package sessioninit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// Options says what to prepare. The zero value of every field but Workspace and
+// ConfigPath is valid and means "none".
+type Options struct {
+	// Repo is the repository to clone: https://, ssh:// or scp-like git@host:path.
+	Repo string
+	// Branch is the branch or tag to check out; empty means the remote's default.
+	Branch string
+	// Workspace is the directory the repository is cloned into (it may exist, empty or
+	// holding an earlier checkout of a persistent session).
+	Workspace string
+	// ConfigPath is where the OpenCode configuration JSON is written.
+	ConfigPath string
+	// Model is the model to use, "provider/model" or a bare model name of the provider.
+	Model string
+	// LiteLLMBaseURL is an OpenAI-compatible gateway; its key comes from the
+	// LITELLM_API_KEY environment variable of the OpenCode container.
+	LiteLLMBaseURL string
+	// ProviderJSON, when set, replaces the LiteLLM provider: the JSON object OpenCode
+	// takes as "provider" (provider id → settings). Keys must be {env:...} or {file:...}
+	// references.
+	ProviderJSON string
+	// AllowLocalRepo permits file:// URLs and local paths; only tests need it.
+	AllowLocalRepo bool
+	// Git is the git binary; "git" from PATH when empty.
+	Git string
+	// Stderr receives progress; io.Discard when nil.
+	Stderr io.Writer
+}
+
+// Flag names shared by BindFlags and Args, so the pod spec and the command agree.
+const (
+	flagRepo       = "repo"
+	flagBranch     = "branch"
+	flagWorkspace  = "workspace"
+	flagConfig     = "config"
+	flagModel      = "model"
+	flagLiteLLM    = "litellm-base-url"
+	flagProvider   = "provider-json"
+	flagAllowLocal = "allow-local-repo"
+)
+
+// BindFlags registers the options on fs.
+func (o *Options) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Repo, flagRepo, o.Repo, "repository to clone (https://, ssh:// or git@host:path); empty: start with an empty workspace")
+	fs.StringVar(&o.Branch, flagBranch, o.Branch, "branch or tag to check out (default: the remote's default branch)")
+	fs.StringVar(&o.Workspace, flagWorkspace, orDefault(o.Workspace, "/workspace"), "directory to clone into")
+	fs.StringVar(&o.ConfigPath, flagConfig, orDefault(o.ConfigPath, "/etc/opencode/opencode.json"), "where to write the OpenCode configuration")
+	fs.StringVar(&o.Model, flagModel, o.Model, "model, as provider/model or a model name of the configured provider")
+	fs.StringVar(&o.LiteLLMBaseURL, flagLiteLLM, o.LiteLLMBaseURL, "OpenAI-compatible gateway URL; its key is read by OpenCode from $LITELLM_API_KEY")
+	fs.StringVar(&o.ProviderJSON, flagProvider, o.ProviderJSON, "OpenCode provider object (JSON) replacing the LiteLLM provider; keys by {env:NAME} or {file:PATH} only")
+	fs.BoolVar(&o.AllowLocalRepo, flagAllowLocal, o.AllowLocalRepo, "allow file:// and local repository paths (tests)")
+	_ = fs.MarkHidden(flagAllowLocal)
+}
+
+// Args renders o as command-line arguments for BindFlags (the pod spec uses it).
+func (o Options) Args() []string {
+	var a []string
+	add := func(name, v string) {
+		if v != "" {
+			a = append(a, "--"+name+"="+v)
+		}
+	}
+	add(flagRepo, o.Repo)
+	add(flagBranch, o.Branch)
+	add(flagWorkspace, o.Workspace)
+	add(flagConfig, o.ConfigPath)
+	add(flagModel, o.Model)
+	add(flagLiteLLM, o.LiteLLMBaseURL)
+	add(flagProvider, o.ProviderJSON)
+	if o.AllowLocalRepo {
+		a = append(a, "--"+flagAllowLocal)
+	}
+	return a
+}
+
+func orDefault(v, d string) string {
+	if v == "" {
+		return d
+	}
+	return v
+}
+
+// Run prepares the workspace and writes the OpenCode configuration.
+func Run(ctx context.Context, o Options) error {
+	if o.Workspace == "" || o.ConfigPath == "" {
+		return errors.New("--workspace and --config must be set")
+	}
+	if o.Stderr == nil {
+		o.Stderr = io.Discard
+	}
+	cfg, err := BuildConfig(o)
+	if err != nil {
+		return err
+	}
+	if o.Repo != "" {
+		if err := clone(ctx, o); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(o.ConfigPath), 0o755); err != nil {
+		return fmt.Errorf("create the OpenCode config directory: %w", err)
+	}
+	// Write then rename so OpenCode never reads half a file.
+	tmp := o.ConfigPath + ".tmp"
+	if err := os.WriteFile(tmp, cfg, 0o644); err != nil {
+		return fmt.Errorf("write the OpenCode config %s: %w", o.ConfigPath, err)
+	}
+	if err := os.Rename(tmp, o.ConfigPath); err != nil {
+		return fmt.Errorf("write the OpenCode config %s: %w", o.ConfigPath, err)
+	}
+	fmt.Fprintf(o.Stderr, "wrote OpenCode config %s\n", o.ConfigPath)
+	return nil
+}
+
+var scpLike = regexp.MustCompile(`^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^/]`)
+
+// CheckRepo rejects repository locations other than https://, ssh:// and scp-like
+// git@host:path (file:// and local paths only with allowLocal): git's other transports
+// (ext::, fd::, http://) could run commands or leak credentials in clear text.
+func CheckRepo(repo string, allowLocal bool) error {
+	if strings.HasPrefix(repo, "-") {
+		return fmt.Errorf("invalid repository %q: it must not start with '-'", repo)
+	}
+	if scpLike.MatchString(repo) {
+		return nil
+	}
+	u, err := url.Parse(repo)
+	if err == nil && u.Scheme != "" {
+		switch u.Scheme {
+		case "https", "ssh":
+			if u.Host == "" {
+				return fmt.Errorf("invalid repository %q: the URL has no host", repo)
+			}
+			return nil
+		case "file":
+			if allowLocal {
+				return nil
+			}
+		}
+		return fmt.Errorf("invalid repository %q: use an https:// or ssh:// URL (or git@host:path)", repo)
+	}
+	if allowLocal && (filepath.IsAbs(repo) || strings.HasPrefix(repo, ".")) {
+		return nil
+	}
+	return fmt.Errorf("invalid repository %q: use an https:// or ssh:// URL (or git@host:path)", repo)
+}
+
+// redact removes user:password@ from a URL so it never reaches a log.
+func redact(repo string) string {
+	u, err := url.Parse(repo)
+	if err != nil || u.User == nil {
+		return repo
+	}
+	u.User = nil
+	return u.String()
+}
+
+func clone(ctx context.Context, o Options) error {
+	if err := CheckRepo(o.Repo, o.AllowLocalRepo); err != nil {
+		return err
+	}
+	if o.Branch != "" && (strings.HasPrefix(o.Branch, "-") || strings.ContainsAny(o.Branch, " \t\n~^:?*[\\")) {
+		return fmt.Errorf("invalid branch %q", o.Branch)
+	}
+	git := o.Git
+	if git == "" {
+		git = "git"
+	}
+	if _, err := os.Stat(filepath.Join(o.Workspace, ".git")); err == nil {
+		// A persistent session restarting: the workspace holds the user's work.
+		fmt.Fprintf(o.Stderr, "workspace %s already has a checkout; not cloning\n", o.Workspace)
+		return nil
+	}
+	if err := os.MkdirAll(o.Workspace, 0o755); err != nil {
+		return fmt.Errorf("create workspace %s: %w", o.Workspace, err)
+	}
+	entries, err := os.ReadDir(o.Workspace)
+	if err != nil {
+		return fmt.Errorf("read workspace %s: %w", o.Workspace, err)
+	}
+	for _, e := range entries {
+		// An empty volume may carry lost+found; anything else is not ours to overwrite.
+		if e.Name() != "lost+found" {
+			return fmt.Errorf("workspace %s is not empty and has no git checkout: clear it or use a new session", o.Workspace)
+		}
+	}
+	args := []string{"-c", "protocol.ext.allow=never", "-c", "protocol.fd.allow=never", "clone", "--depth=1", "--no-tags"}
+	if o.AllowLocalRepo {
+		// --depth is ignored for local paths unless git is told to use the transport.
+		args = append(args, "--no-local")
+	}
+	if o.Branch != "" {
+		args = append(args, "--branch", o.Branch)
+	}
+	// Clone into the existing (empty) directory: "." keeps a mounted volume in place.
+	args = append(args, "--", o.Repo, ".")
+	cmd := exec.CommandContext(ctx, git, args...)
+	cmd.Dir = o.Workspace
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	fmt.Fprintf(o.Stderr, "cloning %s into %s\n", redact(o.Repo), o.Workspace)
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(strings.ReplaceAll(out.String(), o.Repo, redact(o.Repo)))
+		if o.Branch != "" && strings.Contains(msg, "Remote branch") {
+			return fmt.Errorf("clone %s: branch %q does not exist: %s", redact(o.Repo), o.Branch, lastLine(msg))
+		}
+		return fmt.Errorf("clone %s (branch %q): check the repository URL, branch and access: %s: %w", redact(o.Repo), o.Branch, lastLine(msg), err)
+	}
+	return nil
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return "no output"
+}
+
+// Provider settings of the LiteLLM gateway: OpenCode sends max_tokens 32000 unless a
+// model's output limit is set, which most gateways reject for small models.
+const (
+	litellmProvider = "litellm"
+	contextLimit    = 128000
+	outputLimit     = 4096
+)
+
+// BuildConfig renders the OpenCode configuration JSON for o.
+func BuildConfig(o Options) ([]byte, error) {
+	cfg := map[string]any{
+		"$schema":    "https://opencode.ai/config.json",
+		"autoupdate": false,
+		"share":      "disabled",
+	}
+	var providers map[string]any
+	model := o.Model
+	switch {
+	case o.ProviderJSON != "":
+		if err := json.Unmarshal([]byte(o.ProviderJSON), &providers); err != nil {
+			return nil, fmt.Errorf("--provider-json is not a JSON object of providers: %w", err)
+		}
+		if len(providers) == 0 {
+			return nil, errors.New("--provider-json names no provider")
+		}
+		if err := checkNoKeys(providers, "provider"); err != nil {
+			return nil, err
+		}
+		if model != "" && !strings.Contains(model, "/") {
+			ids := make([]string, 0, len(providers))
+			for id := range providers {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			model = ids[0] + "/" + model
+		}
+	case o.LiteLLMBaseURL != "":
+		u, err := url.Parse(o.LiteLLMBaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("--litellm-base-url %q is not an http(s) URL", o.LiteLLMBaseURL)
+		}
+		name := strings.TrimPrefix(model, litellmProvider+"/")
+		models := map[string]any{}
+		if name != "" {
+			models[name] = map[string]any{"name": name, "limit": map[string]any{"context": contextLimit, "output": outputLimit}}
+			model = litellmProvider + "/" + name
+		}
+		providers = map[string]any{litellmProvider: map[string]any{
+			"npm":  "@ai-sdk/openai-compatible",
+			"name": "LiteLLM",
+			"options": map[string]any{
+				"baseURL": o.LiteLLMBaseURL,
+				"apiKey":  "{env:LITELLM_API_KEY}",
+			},
+			"models": models,
+		}}
+	}
+	if providers != nil {
+		cfg["provider"] = providers
+		ids := make([]string, 0, len(providers))
+		for id := range providers {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		cfg["enabled_providers"] = ids
+	}
+	if model != "" {
+		cfg["model"] = model
+		cfg["small_model"] = model
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode the OpenCode config: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// checkNoKeys refuses literal secrets in provider settings: the file is readable by
+// anything in the pod and OpenCode's /config route prints it.
+func checkNoKeys(v any, path string) error {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, val := range t {
+			p := path + "." + k
+			if s, ok := val.(string); ok && isSecretKey(k) && s != "" &&
+				!strings.HasPrefix(s, "{env:") && !strings.HasPrefix(s, "{file:") {
+				return fmt.Errorf("--provider-json sets %s to a literal value: reference it as {env:NAME} or {file:PATH}", p)
+			}
+			if err := checkNoKeys(val, p); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for i, val := range t {
+			if err := checkNoKeys(val, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func isSecretKey(k string) bool {
+	k = strings.ToLower(k)
+	return strings.Contains(k, "key") || strings.Contains(k, "token") || strings.Contains(k, "secret") || strings.Contains(k, "password")
+}

@@ -1,0 +1,198 @@
+package sessioninit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+// gitRepo makes a local repository with a main and a feature branch.
+func gitRepo(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com", "GIT_CONFIG_GLOBAL=/dev/null")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	run("init", "-q", "-b", "main")
+	if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte("main\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run("add", ".")
+	run("commit", "-q", "-m", "init")
+	run("checkout", "-q", "-b", "feature")
+	if err := os.WriteFile(filepath.Join(dir, "FEATURE"), []byte("yes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run("add", ".")
+	run("commit", "-q", "-m", "feature")
+	run("checkout", "-q", "main")
+	return dir
+}
+
+func readConfig(t *testing.T, path string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("config is not JSON: %v\n%s", err, b)
+	}
+	return m
+}
+
+func TestRunClonesBranchAndWritesConfig(t *testing.T) {
+	repo := gitRepo(t)
+	ws := filepath.Join(t.TempDir(), "workspace")
+	cfgPath := filepath.Join(t.TempDir(), "etc", "opencode.json")
+	var log bytes.Buffer
+	err := Run(context.Background(), Options{
+		Repo: "file://" + repo, Branch: "feature", Workspace: ws, ConfigPath: cfgPath,
+		Model: "gpt-4o-mini", LiteLLMBaseURL: "http://litellm:4000/v1", AllowLocalRepo: true, Stderr: &log,
+	})
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, log.String())
+	}
+	if _, err := os.Stat(filepath.Join(ws, "FEATURE")); err != nil {
+		t.Errorf("branch feature not checked out: %v", err)
+	}
+	out, err := exec.Command("git", "-C", ws, "rev-list", "--count", "HEAD").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "1" {
+		t.Errorf("want a shallow clone (1 commit), got %q (%v)", out, err)
+	}
+	m := readConfig(t, cfgPath)
+	if m["model"] != "litellm/gpt-4o-mini" || m["small_model"] != "litellm/gpt-4o-mini" {
+		t.Errorf("model = %v / %v", m["model"], m["small_model"])
+	}
+	if m["autoupdate"] != false || m["share"] != "disabled" {
+		t.Errorf("autoupdate/share = %v/%v", m["autoupdate"], m["share"])
+	}
+	if !reflect.DeepEqual(m["enabled_providers"], []any{"litellm"}) {
+		t.Errorf("enabled_providers = %v", m["enabled_providers"])
+	}
+	p := m["provider"].(map[string]any)["litellm"].(map[string]any)
+	opts := p["options"].(map[string]any)
+	if opts["apiKey"] != "{env:LITELLM_API_KEY}" || opts["baseURL"] != "http://litellm:4000/v1" {
+		t.Errorf("provider options = %v", opts)
+	}
+	limit := p["models"].(map[string]any)["gpt-4o-mini"].(map[string]any)["limit"].(map[string]any)
+	if limit["output"] != float64(outputLimit) {
+		t.Errorf("limit.output = %v, want %d", limit["output"], outputLimit)
+	}
+}
+
+func TestRunSkipsExistingCheckout(t *testing.T) {
+	repo := gitRepo(t)
+	ws := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "opencode.json")
+	o := Options{Repo: repo, Workspace: ws, ConfigPath: cfg, AllowLocalRepo: true}
+	if err := Run(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	// The user's work in a persistent workspace survives a restart.
+	if err := os.WriteFile(filepath.Join(ws, "work.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(context.Background(), o); err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(ws, "work.txt")); err != nil || string(b) != "mine" {
+		t.Errorf("work lost: %q %v", b, err)
+	}
+}
+
+func TestRunErrorsNameTheProblem(t *testing.T) {
+	repo := gitRepo(t)
+	cases := []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"missing branch", Options{Repo: repo, Branch: "nope", AllowLocalRepo: true}, `branch "nope" does not exist`},
+		{"missing repo", Options{Repo: filepath.Join(repo, "absent"), AllowLocalRepo: true}, "check the repository URL"},
+		{"local path refused", Options{Repo: repo}, "use an https:// or ssh:// URL"},
+		{"file url refused", Options{Repo: "file://" + repo}, "use an https:// or ssh:// URL"},
+		{"ext transport refused", Options{Repo: "ext::sh -c touch% /tmp/pwned"}, "invalid repository"},
+		{"http refused", Options{Repo: "http://example.com/x.git"}, "use an https://"},
+		{"option injection", Options{Repo: "--upload-pack=touch /tmp/x"}, "must not start with '-'"},
+		{"bad branch", Options{Repo: repo, Branch: "--help", AllowLocalRepo: true}, "invalid branch"},
+		{"literal key", Options{ProviderJSON: `{"p":{"options":{"apiKey":"sk-123"}}}`}, "literal value"},
+		{"bad provider json", Options{ProviderJSON: `[1]`}, "not a JSON object"},
+		{"bad base url", Options{LiteLLMBaseURL: "litellm:4000"}, "not an http(s) URL"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.Workspace = t.TempDir()
+			tc.o.ConfigPath = filepath.Join(t.TempDir(), "c.json")
+			err := Run(context.Background(), tc.o)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "sk-123") {
+				t.Errorf("error leaks the key: %v", err)
+			}
+		})
+	}
+}
+
+func TestCloneErrorRedactsCredentials(t *testing.T) {
+	o := Options{Repo: "https://user:s3cret@127.0.0.1:1/org/repo.git", Workspace: t.TempDir(), ConfigPath: filepath.Join(t.TempDir(), "c.json")}
+	var log bytes.Buffer
+	o.Stderr = &log
+	err := Run(context.Background(), o)
+	if err == nil {
+		t.Fatal("want an error cloning from a closed port")
+	}
+	if strings.Contains(err.Error(), "s3cret") || strings.Contains(log.String(), "s3cret") {
+		t.Errorf("password leaked: %v\n%s", err, log.String())
+	}
+}
+
+func TestProviderJSON(t *testing.T) {
+	b, err := BuildConfig(Options{
+		ProviderJSON: `{"openai":{"options":{"apiKey":"{env:OPENAI_API_KEY}"}},"anthropic":{"options":{"apiKey":"{file:/keys/a}"}}}`,
+		Model:        "m1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["model"] != "anthropic/m1" {
+		t.Errorf("model = %v, want the first provider's", m["model"])
+	}
+	if !reflect.DeepEqual(m["enabled_providers"], []any{"anthropic", "openai"}) {
+		t.Errorf("enabled_providers = %v", m["enabled_providers"])
+	}
+}
+
+func TestArgsRoundTripThroughFlags(t *testing.T) {
+	in := Options{Repo: "https://github.com/org/repo", Branch: "dev", Workspace: "/workspace", ConfigPath: "/etc/opencode/opencode.json",
+		Model: "litellm/x", LiteLLMBaseURL: "http://l/v1", ProviderJSON: `{"a":{}}`}
+	var out Options
+	fs := pflag.NewFlagSet("session-init", pflag.ContinueOnError)
+	out.BindFlags(fs)
+	if err := fs.Parse(in.Args()); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
+	}
+}

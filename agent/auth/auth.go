@@ -19,13 +19,39 @@ type Identity struct {
 	// Username and Groups are what SubjectAccessReview is asked about.
 	Username string
 	Groups   []string
-	Email    string
+	// UID and Extra come from TokenReview and are passed on to SubjectAccessReview,
+	// so authorization sees exactly what the API server saw (webhook authorizers and
+	// scoped tokens depend on them).
+	UID   string
+	Extra map[string][]string
+	Email string
+	// DisplayName is a human name when the authenticator knows one (the proxy's user
+	// header); it is only shown, never used for decisions.
+	DisplayName string
 	// Source names the authenticator: "header", "kubernetes" or "token".
 	Source string
-	// Admin is true when the caller may act on every session (SAR allows verb "*"
-	// on sessions.agents.cake.ai, or the user is flagged admin in the store).
+	// Admin is true when the caller may act on every session: SAR allows verb "*" on
+	// sessions.agents.cake.ai, or the caller is in one of the configured admin groups.
+	// The middleware resolves it on every request (cached briefly) and records it on
+	// the stored user, so revoking the RBAC grant revokes admin rights.
 	Admin bool
 }
+
+// subject is the stable key of the user in the store for this identity's source:
+// the email for header users, the user name otherwise.
+func (i *Identity) subject() string {
+	if i.Source == SourceHeader {
+		return i.Email
+	}
+	return i.Username
+}
+
+// Sources of an identity, as stored in store.User.Source.
+const (
+	SourceHeader     = "header"
+	SourceKubernetes = "kubernetes"
+	SourceToken      = "token"
+)
 
 // Display is how the identity is shown to people (email when known).
 func (i *Identity) Display() string {

@@ -1,0 +1,193 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/cakeai/cake-agents/agent/audit"
+	"github.com/cakeai/cake-agents/agent/store"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// ActionAuthenticate is the audit action of a rejected authentication.
+const ActionAuthenticate = "auth.authenticate"
+
+// userUpsertInterval bounds how often a returning user's row is rewritten: LastSeenAt
+// is accurate to this, and a busy client does not turn every request into a write.
+const userUpsertInterval = time.Minute
+
+// AdminResolver decides whether an identity is an agent admin; *SARAuthorizer is one.
+type AdminResolver interface {
+	Admin(ctx context.Context, id *Identity) (bool, error)
+}
+
+// MiddlewareOption changes NewMiddleware's behaviour.
+type MiddlewareOption func(*middleware)
+
+// WithAdminResolver makes the middleware set Identity.Admin on every request. Without
+// it every caller is a non-admin. An error from the resolver is logged and counts as
+// "not admin": failing closed costs an admin a retry, failing open would hand out
+// everyone's sessions during an API outage.
+func WithAdminResolver(r AdminResolver) MiddlewareOption {
+	return func(m *middleware) { m.admin = r }
+}
+
+type middleware struct {
+	authenticators []Authenticator
+	st             store.Store
+	rec            *audit.Recorder
+	log            hclog.Logger
+	admin          AdminResolver
+	users          *ttlCache[string]
+	noCredentials  string
+}
+
+// NewMiddleware authenticates every request with the first authenticator that
+// recognises it, resolves admin rights, upserts the user into st (Source and Subject
+// from the identity) and puts the Identity in the request context (FromContext).
+//
+// Requests it turns away get a JSON apiv1.Error: 401 Unauthorized for missing or
+// rejected credentials (audited, with the reason; for no credentials the message
+// lists the ways available), 503 Unavailable when a credential could not be checked
+// (Kubernetes API or store unreachable). Nothing is exempt: mount health and metrics
+// endpoints outside it.
+func NewMiddleware(authenticators []Authenticator, st store.Store, rec *audit.Recorder, log hclog.Logger, opts ...MiddlewareOption) func(http.Handler) http.Handler {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	m := &middleware{
+		authenticators: slices.Clone(authenticators),
+		st:             st,
+		rec:            rec,
+		log:            log,
+		users:          newTTLCache[string](10000),
+	}
+	for _, o := range opts {
+		o(m)
+	}
+	m.noCredentials = noCredentialsMessage(m.authenticators)
+	return m.wrap
+}
+
+func noCredentialsMessage(as []Authenticator) string {
+	names := make([]string, 0, len(as))
+	for _, a := range as {
+		names = append(names, a.Name())
+	}
+	switch len(names) {
+	case 0:
+		return "no credentials, and this agent accepts none: configure an authentication method"
+	case 1:
+		return "no credentials: use " + names[0]
+	default:
+		return "no credentials: use " + strings.Join(names[:len(names)-1], ", ") + ", or " + names[len(names)-1]
+	}
+}
+
+func (m *middleware) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		id, via, err := m.authenticate(r)
+		if err != nil {
+			actor := "unauthenticated peer " + peerString(r.RemoteAddr)
+			if errors.Is(err, ErrUnauthenticated) {
+				m.rec.Denied(ctx, actor, ActionAuthenticate, via, err.Error())
+				writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, err.Error())
+				return
+			}
+			m.log.Error("authenticate request failed", "authenticator", via, "peer", peerString(r.RemoteAddr), "error", err)
+			m.rec.Error(ctx, actor, ActionAuthenticate, via, err)
+			writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "cannot check your credentials right now; try again shortly")
+			return
+		}
+		if id == nil {
+			m.rec.Denied(ctx, "unauthenticated peer "+peerString(r.RemoteAddr), ActionAuthenticate, "", "no credentials")
+			writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, m.noCredentials)
+			return
+		}
+		if m.admin != nil {
+			admin, err := m.admin.Admin(ctx, id)
+			if err != nil {
+				m.log.Warn("resolve admin rights failed, treating caller as non-admin", "user", id.Username, "error", err)
+			}
+			id.Admin = admin && err == nil
+		}
+		if err := m.upsertUser(ctx, id); err != nil {
+			m.log.Error("record user failed", "user", id.Username, "source", id.Source, "error", err)
+			writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "cannot record your user right now; try again shortly")
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(WithIdentity(ctx, id)))
+	})
+}
+
+// authenticate returns the identity, or nil when no authenticator recognised the
+// request, and the name of the authenticator that decided.
+func (m *middleware) authenticate(r *http.Request) (*Identity, string, error) {
+	for _, a := range m.authenticators {
+		id, ok, err := a.Authenticate(r)
+		if err != nil {
+			return nil, a.Name(), err
+		}
+		if ok && id != nil {
+			return id, a.Name(), nil
+		}
+	}
+	return nil, "", nil
+}
+
+// upsertUser fills id.UserID, creating or refreshing the stored user. Identities that
+// already carry a UserID (personal access tokens) belong to an existing user.
+func (m *middleware) upsertUser(ctx context.Context, id *Identity) error {
+	if id.UserID != "" {
+		return nil
+	}
+	u := &store.User{
+		Source:      id.Source,
+		Subject:     id.subject(),
+		Email:       id.Email,
+		DisplayName: id.DisplayName,
+		Groups:      slices.Clone(id.Groups),
+		Admin:       id.Admin,
+	}
+	if u.Subject == "" {
+		return fmt.Errorf("identity from %s authentication has no subject", id.Source)
+	}
+	// Everything stored goes into the key, so a change (new group, lost admin) is
+	// written at once rather than after the interval.
+	key := fmt.Sprintf("%q %q %q %q %q %t", u.Source, u.Subject, u.Email, u.DisplayName, u.Groups, u.Admin)
+	if uid, ok := m.users.get(key); ok {
+		id.UserID = uid
+		return nil
+	}
+	if m.st == nil {
+		return errors.New("no store to record users in")
+	}
+	if err := m.st.UpsertUser(ctx, u); err != nil {
+		return fmt.Errorf("upsert user: %w", err)
+	}
+	if u.ID == "" {
+		return errors.New("upsert user: the store returned no id")
+	}
+	m.users.put(key, u.ID, userUpsertInterval)
+	id.UserID = u.ID
+	return nil
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="cake-agents"`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(apiv1.Error{Body: apiv1.ErrorBody{Code: code, Message: msg}})
+}

@@ -1,0 +1,106 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/agent/store/storetest"
+	"github.com/cakeai/cake-agents/internal/testpg"
+)
+
+func TestMain(m *testing.M) { testpg.Main(m) }
+
+// testDB is a fresh database on the test binary's PostgreSQL server.
+type testDB struct{ dsn string }
+
+func newTestDB(tb testing.TB) storetest.DB { return &testDB{dsn: testpg.Start(tb)} }
+
+func (d *testDB) Open(ctx context.Context, o storetest.OpenOptions) (store.Store, error) {
+	s, err := Open(ctx, Options{ConnString: d.dsn, Keyring: o.Keyring, SkipMigrate: o.SkipMigrate})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (d *testDB) Exec(ctx context.Context, stmt string) error {
+	conn, err := pgx.Connect(ctx, d.dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, stmt)
+	return err
+}
+
+// Dump reads every column of every table of the current schema in pgx's wire form:
+// text as UTF-8, bytea as raw bytes.
+func (d *testDB) Dump(ctx context.Context) (map[string][][]byte, error) {
+	conn, err := pgx.Connect(ctx, d.dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT table_name FROM information_schema.tables
+		WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'`)
+	if err != nil {
+		return nil, err
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][][]byte{}
+	for _, tbl := range tables {
+		rows, err := conn.Query(ctx, `SELECT * FROM `+pgx.Identifier{tbl}.Sanitize())
+		if err != nil {
+			return nil, err
+		}
+		fields := rows.FieldDescriptions()
+		for rows.Next() {
+			for i, v := range rows.RawValues() {
+				key := tbl + "." + fields[i].Name
+				out[key] = append(out[key], append([]byte(nil), v...))
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, newTestDB)
+}
+
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, newTestDB)
+}
+
+func TestUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	// Port 9 on loopback: nothing listens there.
+	_, err := Open(ctx, Options{ConnString: "postgres://u:hunter2@127.0.0.1:9/db?connect_timeout=2"})
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Open of an unreachable server: %v, want ErrUnavailable", err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error leaks the password: %v", err)
+	}
+}
+
+func TestParseConfigRedacts(t *testing.T) {
+	_, err := ParseConfig("postgres://u:hunter2@host:notaport/db")
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("ParseConfig error %v", err)
+	}
+}

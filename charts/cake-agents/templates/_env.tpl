@@ -1,0 +1,224 @@
+{{/*
+Environment of the agent container. Every name here must be one the agent understands
+(agent/app/config.go, app.EnvVars()); test/chart checks that in both directions.
+*/}}
+{{- define "cake-agents.env" -}}
+{{- $cp := .Values.controlPlane }}
+{{- $mode := include "cake-agents.databaseMode" . }}
+{{- $replicas := int (include "cake-agents.replicas" .) }}
+- name: AGENT_HTTP_ADDR
+  value: ":8080"
+- name: AGENT_HTTPS_ADDR
+  value: ":8443"
+{{- if $cp.tlsSecretName }}
+- name: AGENT_TLS_CERT_FILE
+  value: /etc/cake-agents/tls/tls.crt
+- name: AGENT_TLS_KEY_FILE
+  value: /etc/cake-agents/tls/tls.key
+{{- end }}
+- name: AGENT_SERVING_CA_CONFIGMAP
+  value: {{ include "cake-agents.servingCAConfigMap" . | quote }}
+- name: AGENT_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: AGENT_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: AGENT_RELEASE
+  value: {{ .Release.Name | quote }}
+{{- if $cp.host }}
+- name: AGENT_EXTERNAL_URL
+  value: {{ printf "%s://%s" $cp.externalScheme $cp.host | quote }}
+{{- end }}
+- name: AGENT_LOG_FORMAT
+  value: {{ $cp.logFormat | quote }}
+- name: AGENT_LOG_LEVEL
+  value: {{ $cp.logLevel | quote }}
+{{- /* Database */}}
+{{- if eq $mode "sqlite" }}
+- name: DATABASE_URL
+  value: "sqlite:///data/agents.db"
+{{- else if eq $mode "postgresql" }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cake-agents.postgresql.fullname" . }}
+      key: DATABASE_URL
+{{- else }}
+{{- $ext := .Values.externalDatabase }}
+{{- if $ext.existingSecret }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ext.existingSecret | quote }}
+      key: {{ $ext.existingSecretKey | quote }}
+{{- else if .Values.externalSecrets.enabled }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cake-agents.externalSecrets.targetName" . | quote }}
+      key: DATABASE_URL
+{{- else }}
+{{- /* Only PG* variables: an empty postgres:// URL makes pgx take everything from them. */}}
+- name: DATABASE_URL
+  value: "postgres://"
+{{- end }}
+{{- range $name, $ref := $ext.existingSecretEnv }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      {{- if kindIs "string" $ref }}
+      {{- if not $ext.existingSecret }}
+      {{- fail (printf "externalDatabase.existingSecretEnv.%s names only a key: set externalDatabase.existingSecret, or give {secret: NAME, key: KEY}" $name) }}
+      {{- end }}
+      name: {{ $ext.existingSecret | quote }}
+      key: {{ $ref | quote }}
+      {{- else }}
+      name: {{ $ref.secret | default $ext.existingSecret | required (printf "externalDatabase.existingSecretEnv.%s.secret (or externalDatabase.existingSecret) is required" $name) | quote }}
+      key: {{ $ref.key | required (printf "externalDatabase.existingSecretEnv.%s.key is required" $name) | quote }}
+      {{- end }}
+{{- end }}
+{{- end }}
+{{- /* Auth */}}
+{{- $auth := include "cake-agents.secretName" (dict "secret" .Values.betterAuth.secret "suffix" "auth" "root" .) }}
+{{- if $auth }}
+- name: AGENT_AUTH_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth | quote }}
+      key: {{ .Values.betterAuth.secret.key | quote }}
+      {{- if eq $mode "sqlite" }}
+      optional: true
+      {{- end }}
+{{- end }}
+- name: AGENT_ADMIN_GROUPS
+  value: {{ join "," $cp.adminGroups | quote }}
+{{- with $cp.tokenAudiences }}
+- name: AGENT_TOKEN_AUDIENCES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- $ha := .Values.headerAuth }}
+- name: AGENT_HEADER_AUTH_ENABLED
+  value: {{ $ha.enabled | quote }}
+{{- if $ha.enabled }}
+- name: AGENT_HEADER_AUTH_EMAIL_HEADER
+  value: {{ $ha.email.header | quote }}
+- name: AGENT_HEADER_AUTH_EMAIL_CLAIM
+  value: {{ $ha.email.claim | quote }}
+- name: AGENT_HEADER_AUTH_USER_HEADER
+  value: {{ $ha.user.header | quote }}
+- name: AGENT_HEADER_AUTH_JWT_HEADER
+  value: {{ $ha.jwt.header | quote }}
+- name: AGENT_HEADER_AUTH_GROUPS
+  value: {{ join "," $ha.groups | quote }}
+{{- with $ha.trustedProxyCIDRs }}
+- name: AGENT_TRUSTED_PROXY_CIDRS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with $ha.jwksURL }}
+- name: AGENT_JWKS_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+- name: AGENT_LEADER_ELECTION
+  value: {{ gt $replicas 1 | quote }}
+{{- if gt $replicas 1 }}
+- name: AGENT_LEASE_NAME
+  value: {{ printf "%s-reconciler" (include "cake-agents.fullname" .) | quote }}
+{{- end }}
+{{- /* Sessions */}}
+{{- $s := .Values.sessions }}
+- name: AGENT_SESSION_NAMESPACE
+  value: {{ include "cake-agents.sessionNamespace" . | quote }}
+- name: AGENT_DATA_PLANE_IMAGE
+  value: {{ include "cake-agents.image" (dict "image" .Values.dataPlane.image "root" .) | quote }}
+- name: AGENT_DATA_PLANE_INIT_IMAGE
+  value: {{ include "cake-agents.image" (dict "image" .Values.dataPlaneInit.image "root" .) | quote }}
+- name: AGENT_IMAGE_PULL_POLICY
+  value: {{ .Values.dataPlane.image.pullPolicy | quote }}
+{{- with .Values.imagePullSecrets }}
+- name: AGENT_IMAGE_PULL_SECRETS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with dig "requests" "cpu" "" $s.resources }}
+- name: AGENT_SESSION_CPU_REQUEST
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- with dig "requests" "memory" "" $s.resources }}
+- name: AGENT_SESSION_MEMORY_REQUEST
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- with dig "limits" "cpu" "" $s.resources }}
+- name: AGENT_SESSION_CPU_LIMIT
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- with dig "limits" "memory" "" $s.resources }}
+- name: AGENT_SESSION_MEMORY_LIMIT
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- with $s.nodeSelector }}
+- name: AGENT_SESSION_NODE_SELECTOR
+  value: {{ $pairs := list }}{{ range $k, $v := . }}{{ $pairs = append $pairs (printf "%s=%s" $k $v) }}{{ end }}{{ join "," $pairs | quote }}
+{{- end }}
+{{- with $s.tolerations }}
+- name: AGENT_SESSION_TOLERATIONS
+  value: {{ toJson . | quote }}
+{{- end }}
+{{- with $s.storage.storageClassName }}
+- name: AGENT_SESSION_STORAGE_CLASS
+  value: {{ . | quote }}
+{{- end }}
+- name: AGENT_SESSION_STORAGE_SIZE
+  value: {{ $s.storage.size | quote }}
+- name: AGENT_SESSION_IDLE_TIMEOUT
+  value: {{ $s.idleTimeout | toString | quote }}
+- name: AGENT_SESSION_TTL
+  value: {{ $s.ttl | toString | quote }}
+- name: AGENT_MAX_ACTIVE_SESSIONS
+  value: {{ $s.maxActivePerUser | toString | quote }}
+- name: AGENT_RECONCILE_INTERVAL
+  value: {{ $s.reconcileInterval | toString | quote }}
+- name: AGENT_DEFAULT_MODEL
+  value: {{ $s.defaultModel | quote }}
+{{- with $s.providerJSON }}
+- name: AGENT_PROVIDER_JSON
+  value: {{ . | quote }}
+{{- end }}
+{{- /* Integrations: optional, so a missing Secret does not keep the agent from starting. */}}
+{{- with .Values.litellm.baseURL }}
+- name: LITELLM_BASE_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with include "cake-agents.secretName" (dict "secret" .Values.litellm.secret "suffix" "litellm" "root" .) }}
+- name: LITELLM_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.litellm.secret.apiKeyKey | quote }}
+      optional: true
+{{- end }}
+{{- with include "cake-agents.secretName" (dict "secret" .Values.linear.secret "suffix" "linear" "root" .) }}
+- name: LINEAR_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.linear.secret.apiKeyKey | quote }}
+      optional: true
+{{- end }}
+{{- with include "cake-agents.secretName" (dict "secret" .Values.slack.secret "suffix" "slack" "root" .) }}
+- name: SLACK_BOT_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.slack.secret.botTokenKey | quote }}
+      optional: true
+- name: SLACK_SIGNING_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.slack.secret.signingSecretKey | quote }}
+      optional: true
+{{- end }}
+{{- end }}

@@ -240,7 +240,6 @@ func normalizeEmail(s string) (string, error) {
 	return strings.ToLower(s), nil
 }
 
-
 // decodeUnverified reads a JWT's claims without checking its signature: the caller
 // has established that the proxy is trusted and the proxy vouches for the token.
 func decodeUnverified(token string) (jwt.MapClaims, error) {

@@ -1,0 +1,268 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/cakeai/cake-agents/agent/audit"
+	"github.com/cakeai/cake-agents/agent/store"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// stubAuthenticator answers from a fixed result; the real authenticators have their
+// own tests, these check the chain's rules.
+type stubAuthenticator struct {
+	name  string
+	id    *Identity
+	ok    bool
+	err   error
+	calls int
+}
+
+func (s *stubAuthenticator) Authenticate(*http.Request) (*Identity, bool, error) {
+	s.calls++
+	if s.id == nil {
+		return nil, s.ok, s.err
+	}
+	id := *s.id
+	return &id, s.ok, s.err
+}
+
+func (s *stubAuthenticator) Name() string { return s.name }
+
+type stubAdmin struct {
+	admin bool
+	err   error
+}
+
+func (s stubAdmin) Admin(context.Context, *Identity) (bool, error) { return s.admin, s.err }
+
+// whoami echoes the identity the middleware put in the context.
+var whoami = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	id := FromContext(r.Context())
+	if id == nil {
+		http.Error(w, "no identity", http.StatusInternalServerError)
+		return
+	}
+	_ = json.NewEncoder(w).Encode(id)
+})
+
+func serve(t *testing.T, h http.Handler, r *http.Request) (*httptest.ResponseRecorder, apiv1.Error, *Identity) {
+	t.Helper()
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	var e apiv1.Error
+	var id *Identity
+	if w.Code == http.StatusOK {
+		id = new(Identity)
+		if err := json.Unmarshal(w.Body.Bytes(), id); err != nil {
+			t.Fatalf("decode identity: %v (%s)", err, w.Body)
+		}
+	} else if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil {
+		t.Fatalf("decode error body: %v (%s)", err, w.Body)
+	}
+	return w, e, id
+}
+
+func auditRows(t *testing.T, st store.Store) []*store.AuditEvent {
+	t.Helper()
+	page, err := st.ListAudit(context.Background(), store.AuditFilter{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return page.Items
+}
+
+func TestMiddlewareNoCredentials(t *testing.T) {
+	st, _ := newStore(t)
+	a1 := &stubAuthenticator{name: "kubectl agents (your kubeconfig identity)"}
+	a2 := &stubAuthenticator{name: "a personal access token (Authorization: Bearer cka_...)"}
+	a3 := &stubAuthenticator{name: "sign in through the proxy"}
+	h := NewMiddleware([]Authenticator{a1, a2, a3}, st, audit.NewRecorder(st, nil), nil)(whoami)
+	w, e, _ := serve(t, h, httptest.NewRequest(http.MethodGet, "/api/v1/sessions", nil))
+	if w.Code != http.StatusUnauthorized || e.Body.Code != apiv1.CodeUnauthorized {
+		t.Fatalf("status %d code %q, want 401 Unauthorized", w.Code, e.Body.Code)
+	}
+	want := "no credentials: use kubectl agents (your kubeconfig identity), a personal access token (Authorization: Bearer cka_...), or sign in through the proxy"
+	if e.Body.Message != want {
+		t.Errorf("message = %q\nwant      %q", e.Body.Message, want)
+	}
+	if w.Header().Get("WWW-Authenticate") == "" || w.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("headers = %v", w.Header())
+	}
+	if a1.calls != 1 || a2.calls != 1 || a3.calls != 1 {
+		t.Errorf("calls = %d %d %d, want every authenticator asked once", a1.calls, a2.calls, a3.calls)
+	}
+	if rows := auditRows(t, st); len(rows) != 1 || rows[0].Outcome != audit.OutcomeDenied || rows[0].Action != ActionAuthenticate {
+		t.Errorf("audit rows = %+v, want one denial", rows)
+	}
+}
+
+func TestMiddlewareFirstRecogniserDecides(t *testing.T) {
+	st, _ := newStore(t)
+	reject := &stubAuthenticator{name: "headers", err: fmt.Errorf("%w: identity headers from 127.0.0.1", ErrUnauthenticated)}
+	accept := &stubAuthenticator{name: "kube", ok: true, id: &Identity{Username: "jane", Groups: []string{"devs"}, Source: SourceKubernetes}}
+	rec := audit.NewRecorder(st, nil)
+
+	// A rejection is final: the next authenticator is never asked.
+	h := NewMiddleware([]Authenticator{reject, accept}, st, rec, nil)(whoami)
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r = r.WithContext(audit.WithRequestID(r.Context(), "req-1"))
+	w, e, _ := serve(t, h, r)
+	if w.Code != http.StatusUnauthorized || !strings.Contains(e.Body.Message, "127.0.0.1") {
+		t.Fatalf("status %d message %q", w.Code, e.Body.Message)
+	}
+	if accept.calls != 0 {
+		t.Error("an authenticator after a rejection was asked")
+	}
+	rows := auditRows(t, st)
+	if len(rows) != 1 || rows[0].Target != "headers" || rows[0].RequestID != "req-1" || !strings.Contains(rows[0].Detail, "127.0.0.1") {
+		t.Fatalf("audit rows = %+v", rows)
+	}
+
+	// Acceptance: identity in context, user upserted, admin resolved.
+	h = NewMiddleware([]Authenticator{&stubAuthenticator{name: "none"}, accept}, st, rec, nil, WithAdminResolver(stubAdmin{admin: true}))(whoami)
+	w, _, id := serve(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
+	if w.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	if id.Username != "jane" || id.UserID == "" || !id.Admin {
+		t.Fatalf("identity = %+v", id)
+	}
+	u, err := st.GetUser(context.Background(), id.UserID)
+	if err != nil || u.Source != SourceKubernetes || u.Subject != "jane" || !u.Admin {
+		t.Fatalf("stored user = %+v, err %v", u, err)
+	}
+
+	// The admin resolver failing means "not admin", and the stored flag follows.
+	h = NewMiddleware([]Authenticator{accept}, st, rec, nil, WithAdminResolver(stubAdmin{admin: true, err: errors.New("apiserver down")}))(whoami)
+	_, _, id = serve(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
+	if id.Admin {
+		t.Fatal("admin despite a failed admin check")
+	}
+	if u, _ := st.GetUser(context.Background(), id.UserID); u.Admin {
+		t.Fatal("stored user still admin")
+	}
+}
+
+func TestMiddlewareUnavailable(t *testing.T) {
+	st, _ := newStore(t)
+	broken := &stubAuthenticator{name: "kube", err: errors.New("dial tcp: connection refused")}
+	h := NewMiddleware([]Authenticator{broken}, st, audit.NewRecorder(st, nil), nil)(whoami)
+	w, e, _ := serve(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
+	if w.Code != http.StatusServiceUnavailable || e.Body.Code != apiv1.CodeUnavailable {
+		t.Fatalf("status %d code %q, want 503 Unavailable", w.Code, e.Body.Code)
+	}
+	if strings.Contains(e.Body.Message, "connection refused") {
+		t.Errorf("internal error leaked to the caller: %q", e.Body.Message)
+	}
+}
+
+func TestMiddlewareUpsertIsCached(t *testing.T) {
+	st, _ := newStore(t)
+	cs := &upsertCounter{Store: st}
+	kube := &stubAuthenticator{name: "kube", ok: true, id: &Identity{Username: "jane", Source: SourceKubernetes}}
+	h := NewMiddleware([]Authenticator{kube}, cs, nil, nil)(whoami)
+	var first string
+	for range 3 {
+		_, _, id := serve(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
+		if first == "" {
+			first = id.UserID
+		}
+		if id.UserID != first {
+			t.Fatalf("user id changed: %s then %s", first, id.UserID)
+		}
+	}
+	if cs.upserts != 1 {
+		t.Fatalf("upserts = %d, want 1 for an unchanged identity", cs.upserts)
+	}
+	kube.id.Groups = []string{"new-group"}
+	serve(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
+	if cs.upserts != 2 {
+		t.Fatalf("upserts = %d, want a write when the groups change", cs.upserts)
+	}
+}
+
+type upsertCounter struct {
+	store.Store
+	upserts int
+}
+
+func (c *upsertCounter) UpsertUser(ctx context.Context, u *store.User) error {
+	c.upserts++
+	return c.Store.UpsertUser(ctx, u)
+}
+
+// TestHeaderAuthOverTCP drives the header authenticator through the middleware over
+// real loopback connections: the peer address is the kernel's, not a test's choice.
+func TestHeaderAuthOverTCP(t *testing.T) {
+	st, _ := newStore(t)
+	jwtAdmin := fakeJWT(t, map[string]any{"email": "admin@example.com"})
+	for _, tc := range []struct {
+		name    string
+		trusted []string
+		headers map[string]string
+		want    int
+	}{
+		{"loopback is not trusted by default", []string{"10.0.0.0/8"}, map[string]string{"X-Auth-Request-Email": "admin@example.com"}, http.StatusUnauthorized},
+		{"loopback with a valid-looking JWT", []string{"10.0.0.0/8"}, map[string]string{"X-Auth-Request-Access-Token": jwtAdmin}, http.StatusUnauthorized},
+		{"loopback with JWT and Kubernetes token", []string{"10.0.0.0/8"}, map[string]string{"X-Auth-Request-Access-Token": jwtAdmin, "Authorization": "Bearer cka_abc"}, http.StatusUnauthorized},
+		{"loopback listed as trusted", []string{"127.0.0.0/8"}, map[string]string{"X-Auth-Request-Email": "jane@example.com"}, http.StatusOK},
+		{"trusted loopback, JWT only", []string{"127.0.0.1/32"}, map[string]string{"X-Auth-Request-Access-Token": jwtAdmin}, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := headerConfig()
+			cfg.TrustedProxyCIDRs = tc.trusted
+			ha, err := NewHeaderAuthenticator(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(audit.RequestIDMiddleware(NewMiddleware([]Authenticator{ha, NewTokenAuthenticator(st, nil)}, st, audit.NewRecorder(st, nil), nil)(whoami)))
+			defer srv.Close()
+			req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/v1/whoami", nil)
+			for k, v := range tc.headers {
+				req.Header.Set(k, v)
+			}
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, tc.want)
+			}
+			if tc.want == http.StatusOK {
+				var id Identity
+				if err := json.Unmarshal(body, &id); err != nil {
+					t.Fatal(err)
+				}
+				u, err := st.GetUser(context.Background(), id.UserID)
+				if err != nil || u.Source != SourceHeader || u.Subject != id.Email || id.Email == "" {
+					t.Fatalf("stored user %+v (err %v) for identity %+v", u, err, id)
+				}
+				return
+			}
+			reqID := resp.Header.Get(audit.RequestIDHeader)
+			found := false
+			for _, row := range auditRows(t, st) {
+				if row.RequestID == reqID && row.Outcome == audit.OutcomeDenied && strings.Contains(row.Detail, "not a trusted proxy") {
+					found = true
+					if strings.Contains(row.Detail, jwtAdmin) {
+						t.Error("audit row holds the JWT")
+					}
+				}
+			}
+			if !found {
+				t.Errorf("no audited denial for request %s", reqID)
+			}
+		})
+	}
+}

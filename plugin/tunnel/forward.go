@@ -1,0 +1,306 @@
+// Package tunnel gets the plugin's bytes to pods through the Kubernetes API server:
+// it finds the agent by its labels, port-forwards to it with client-go's port-forward
+// dialers (WebSocket first, SPDY as fallback, like kubectl), verifies the agent's TLS
+// certificate against the CA the agent publishes in a ConfigMap, and runs the local
+// listeners that `attach` and `port-forward` hand to OpenCode.
+//
+// Connections are port-forward streams dialed on demand over one upgraded connection
+// per pod rather than client-go's PortForwarder with its local listener: every HTTP
+// request of the plugin becomes a stream pair on the existing connection, a failure
+// inside the pod surfaces as an error to the caller instead of a log line, and when the
+// connection drops (laptop sleep, API server restart, agent rollout) the next dial
+// simply opens a new one — which is what makes `attach` reconnect.
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+	streamhttp "k8s.io/streaming/pkg/httpstream"
+)
+
+// errorStreamWait bounds how long a finished data stream waits for the kubelet's
+// explanation on the error stream (it writes it and closes both, in either order).
+const errorStreamWait = 2 * time.Second
+
+// ErrForbidden marks port-forward failures caused by missing RBAC, so callers can name
+// the permission.
+var ErrForbidden = errors.New("forbidden")
+
+// Forwarder dials ports of one pod through the API server's pods/portforward
+// subresource. It keeps one upgraded connection and reopens it after it drops.
+// It is safe for concurrent use.
+type Forwarder struct {
+	Namespace, Pod string
+
+	connect func() (streamhttp.Connection, error)
+
+	mu     sync.Mutex
+	conn   streamhttp.Connection
+	closed bool
+	reqID  atomic.Int64
+}
+
+// NewForwarder returns a Forwarder to namespace/pod using the caller's kube credentials.
+func NewForwarder(cfg *rest.Config, namespace, pod string) (*Forwarder, error) {
+	c := rest.CopyConfig(cfg)
+	c.GroupVersion = &corev1.SchemeGroupVersion
+	c.APIPath = "/api"
+	c.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+	rc, err := rest.RESTClientFor(c)
+	if err != nil {
+		return nil, fmt.Errorf("build a REST client from the kubeconfig: %w", err)
+	}
+	u := rc.Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
+	rt, upgrader, err := spdy.RoundTripperFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("build the port-forward transport from the kubeconfig: %w", err)
+	}
+	spdyDialer := spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+	ws, err := portforward.NewSPDYOverWebsocketDialerForStreaming(u, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("build the port-forward WebSocket dialer: %w", err)
+	}
+	dialer := portforward.NewFallbackDialerForStreaming(ws, spdyDialer, func(err error) bool {
+		return streamhttp.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
+	})
+	f := &Forwarder{Namespace: namespace, Pod: pod}
+	f.connect = func() (streamhttp.Connection, error) {
+		conn, protocol, err := dialer.Dial(portforward.PortForwardProtocolV1Name)
+		if err != nil {
+			return nil, classify(err, namespace, pod)
+		}
+		if protocol != portforward.PortForwardProtocolV1Name {
+			_ = conn.Close()
+			return nil, fmt.Errorf("port-forward to pod %s/%s: the API server chose protocol %q", namespace, pod, protocol)
+		}
+		return conn, nil
+	}
+	return f, nil
+}
+
+// classify turns an upgrade failure into an error that says what to do about it.
+func classify(err error, namespace, pod string) error {
+	msg := err.Error()
+	if strings.Contains(msg, "forbidden") || strings.Contains(msg, "Forbidden") {
+		return fmt.Errorf("%w: you may not port-forward to pod %s/%s: missing permission \"create pods/portforward\" in namespace %q "+
+			"(check with `kubectl auth can-i create pods --subresource=portforward -n %s`; the chart's cake-agents-user ClusterRole grants it): %v",
+			ErrForbidden, namespace, pod, namespace, namespace, err)
+	}
+	return fmt.Errorf("port-forward to pod %s/%s: %w", namespace, pod, err)
+}
+
+// get returns the open connection, dialing one when there is none. The dial takes no
+// context (client-go's dialers don't), so a cancelled caller stops waiting and the
+// connection, once open, is kept for the next caller.
+func (f *Forwarder) get(ctx context.Context) (streamhttp.Connection, error) {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil, net.ErrClosed
+	}
+	if f.conn != nil {
+		c := f.conn
+		f.mu.Unlock()
+		return c, nil
+	}
+	f.mu.Unlock()
+
+	type result struct {
+		conn streamhttp.Connection
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := f.connect()
+		done <- result{c, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.conn != nil {
+				f.adopt(r.conn)
+			}
+		}()
+		return nil, ctx.Err()
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return f.adopt(r.conn), nil
+}
+
+// adopt makes c the forwarder's connection unless another dial won the race, and
+// forgets it when it closes so the next dial reconnects.
+func (f *Forwarder) adopt(c streamhttp.Connection) streamhttp.Connection {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		_ = c.Close()
+		return c
+	}
+	if f.conn != nil {
+		_ = c.Close()
+		return f.conn
+	}
+	f.conn = c
+	go func() {
+		<-c.CloseChan()
+		f.drop(c)
+	}()
+	return c
+}
+
+func (f *Forwarder) drop(c streamhttp.Connection) {
+	f.mu.Lock()
+	if f.conn == c {
+		f.conn = nil
+	}
+	f.mu.Unlock()
+	_ = c.Close()
+}
+
+// DialContext opens a connection to port of the pod. A connection refused inside the
+// pod surfaces as an error from the first Read.
+func (f *Forwarder) DialContext(ctx context.Context, port int) (net.Conn, error) {
+	// A connection may have died without its close notification having arrived yet;
+	// one retry on a fresh connection covers that race.
+	for attempt := 0; ; attempt++ {
+		conn, err := f.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c, err := f.open(conn, port)
+		if err == nil {
+			return c, nil
+		}
+		f.drop(conn)
+		if attempt > 0 || ctx.Err() != nil {
+			return nil, fmt.Errorf("port-forward to pod %s/%s port %d: %w", f.Namespace, f.Pod, port, err)
+		}
+	}
+}
+
+func (f *Forwarder) open(conn streamhttp.Connection, port int) (net.Conn, error) {
+	h := http.Header{}
+	h.Set(corev1.StreamType, corev1.StreamTypeError)
+	h.Set(corev1.PortHeader, strconv.Itoa(port))
+	h.Set(corev1.PortForwardRequestIDHeader, strconv.FormatInt(f.reqID.Add(1), 10))
+	errs, err := conn.CreateStream(h)
+	if err != nil {
+		return nil, fmt.Errorf("create error stream: %w", err)
+	}
+	// The error stream is read-only for the client.
+	_ = errs.Close()
+	h.Set(corev1.StreamType, corev1.StreamTypeData)
+	data, err := conn.CreateStream(h)
+	if err != nil {
+		_ = errs.Reset()
+		conn.RemoveStreams(errs)
+		return nil, fmt.Errorf("create data stream: %w", err)
+	}
+	c := &streamConn{conn: conn, data: data, errs: errs, errDone: make(chan struct{}),
+		remote: fmt.Sprintf("%s/%s:%d", f.Namespace, f.Pod, port)}
+	go c.readErrors()
+	return c, nil
+}
+
+// Close closes the pod connection; later dials fail.
+func (f *Forwarder) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	c := f.conn
+	f.conn = nil
+	f.mu.Unlock()
+	if c != nil {
+		return c.Close()
+	}
+	return nil
+}
+
+// streamConn is a net.Conn over one port-forward data stream.
+type streamConn struct {
+	conn   streamhttp.Connection
+	data   streamhttp.Stream
+	errs   streamhttp.Stream
+	remote string
+
+	errDone   chan struct{}
+	remoteErr error
+	closeOnce sync.Once
+}
+
+func (c *streamConn) readErrors() {
+	defer close(c.errDone)
+	msg, err := io.ReadAll(c.errs)
+	switch {
+	case len(msg) > 0:
+		c.remoteErr = fmt.Errorf("port-forward to %s: %s", c.remote, msg)
+	case err != nil && !errors.Is(err, io.EOF):
+		c.remoteErr = fmt.Errorf("port-forward to %s: read error stream: %w", c.remote, err)
+	}
+}
+
+// Read returns the kubelet's error (nothing listening on the port, ...) instead of a
+// bare io.EOF when the pod side ends the stream because of one.
+func (c *streamConn) Read(b []byte) (int, error) {
+	n, err := c.data.Read(b)
+	if err != nil {
+		select {
+		case <-c.errDone:
+		case <-time.After(errorStreamWait):
+		}
+		select {
+		case <-c.errDone:
+			if c.remoteErr != nil {
+				return n, c.remoteErr
+			}
+		default:
+		}
+	}
+	return n, err
+}
+
+func (c *streamConn) Write(b []byte) (int, error) { return c.data.Write(b) }
+
+// CloseWrite half-closes: the pod sees EOF while its answer still arrives.
+func (c *streamConn) CloseWrite() error { return c.data.Close() }
+
+func (c *streamConn) Close() error {
+	c.closeOnce.Do(func() {
+		_ = c.data.Reset()
+		_ = c.errs.Reset()
+		c.conn.RemoveStreams(c.data, c.errs)
+	})
+	return nil
+}
+
+func (c *streamConn) LocalAddr() net.Addr  { return addr("port-forward") }
+func (c *streamConn) RemoteAddr() net.Addr { return addr(c.remote) }
+
+// Deadlines are accepted and ignored: port-forward streams have none. Users of these
+// conns (http.Transport, the local listeners) bound their work with contexts and Close.
+func (c *streamConn) SetDeadline(time.Time) error      { return nil }
+func (c *streamConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *streamConn) SetWriteDeadline(time.Time) error { return nil }
+
+type addr string
+
+func (a addr) Network() string { return "port-forward" }
+func (a addr) String() string  { return string(a) }

@@ -91,7 +91,7 @@ func errForbidden(resource, verb string) error {
 
 type apiStatusError struct{ s metav1.Status }
 
-func (e *apiStatusError) Error() string          { return e.s.Message }
+func (e *apiStatusError) Error() string         { return e.s.Message }
 func (e *apiStatusError) Status() metav1.Status { return e.s }
 
 func TestClassifyNamesThePermission(t *testing.T) {

@@ -1,0 +1,177 @@
+// Package server is the agent's HTTP surface: the v1 JSON API, health and readiness
+// probes, Prometheus metrics, the OpenAPI document and the session proxy. Handlers are
+// methods on Server, which holds every dependency; nothing here is global.
+package server
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cakeai/cake-agents/agent/audit"
+	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/store"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// Sessions is the lifecycle controller as the API needs it (agent/sessions implements it).
+type Sessions interface {
+	Create(ctx context.Context, s *store.Session, maxActive int) error
+	Stop(ctx context.Context, id, reason, message string) (*store.Session, error)
+	Start(ctx context.Context, id string) (*store.Session, error)
+	Delete(ctx context.Context, id string) error
+	Touch(ctx context.Context, id, source string)
+	Password(ctx context.Context, s *store.Session) (string, error)
+	Ready(ctx context.Context) error
+}
+
+// Conversation talks to the OpenCode server inside a running session.
+type Conversation interface {
+	// Send delivers a prompt to the session's conversation.
+	Send(ctx context.Context, s *store.Session, text string) error
+	// Messages returns the conversation so far.
+	Messages(ctx context.Context, s *store.Session) ([]apiv1.Message, error)
+	// Events relays OpenCode's event stream as server-sent events until ctx ends.
+	Events(ctx context.Context, s *store.Session, w http.ResponseWriter) error
+	// Proxy forwards r (HTTP, SSE or WebSocket) to path rest of the session's OpenCode,
+	// adding OpenCode's own credentials.
+	Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string)
+}
+
+// Options configure a Server.
+type Options struct {
+	Store        store.Store
+	Sessions     Sessions
+	Conversation Conversation
+	Authorizer   auth.Authorizer
+	// Authenticate puts the caller's identity into the request context or answers 401.
+	Authenticate func(http.Handler) http.Handler
+	Audit        *audit.Recorder
+	Log          hclog.Logger
+	Registry     *prometheus.Registry
+	// Ready reports extra readiness checks (e.g. the store connection at start).
+	Ready func(ctx context.Context) map[string]error
+
+	DefaultIdleTimeout time.Duration
+	DefaultTTL         time.Duration
+	MaxActiveSessions  int
+	DefaultTokenTTL    time.Duration
+	// ExternalURL is the public URL of the agent, used in links.
+	ExternalURL string
+	// NewID makes session ids.
+	NewID func() string
+	// Now is the clock (tests replace it).
+	Now func() time.Time
+}
+
+// Server serves the agent's HTTP API.
+type Server struct {
+	opts    Options
+	log     hclog.Logger
+	metrics *metrics
+	handler http.Handler
+}
+
+// New builds the server and its routes.
+func New(o Options) *Server {
+	if o.Log == nil {
+		o.Log = hclog.NewNullLogger()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.DefaultTokenTTL == 0 {
+		o.DefaultTokenTTL = 90 * 24 * time.Hour
+	}
+	s := &Server{opts: o, log: o.Log.Named("http")}
+	s.metrics = newMetrics(o.Registry)
+	s.handler = s.routes()
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// jsonMuxErrors answers the mux's own 404 and 405 in the API's JSON error shape.
+func jsonMuxErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		rec := &headerRecorder{header: http.Header{}}
+		mux.ServeHTTP(rec, r)
+		if rec.code == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", rec.header.Get("Allow"))
+			writeError(w, http.StatusMethodNotAllowed, apiv1.CodeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; allowed: "+rec.header.Get("Allow"))
+			return
+		}
+		writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "no such API endpoint: "+r.Method+" "+r.URL.Path+" (see /api/v1/openapi.json)")
+	})
+}
+
+// headerRecorder captures the status and headers of the mux's built-in error answers.
+type headerRecorder struct {
+	header http.Header
+	code   int
+}
+
+func (h *headerRecorder) Header() http.Header         { return h.header }
+func (h *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (h *headerRecorder) WriteHeader(code int)        { h.code = code }
+
+// route is one API route: the pattern, the handler, and its OpenAPI summary.
+type route struct {
+	pattern string
+	summary string
+	h       http.HandlerFunc
+}
+
+func (s *Server) apiRoutes() []route {
+	return []route{
+		{"GET /api/v1/version", "Agent version", s.getVersion},
+		{"GET /api/v1/whoami", "The caller's identity and permissions", s.whoami},
+		{"POST /api/v1/sessions", "Create a session", s.createSession},
+		{"GET /api/v1/sessions", "List sessions (paginated: limit, continue; filters: owner, state, all)", s.listSessions},
+		{"GET /api/v1/sessions/{id}", "Get a session", s.getSession},
+		{"PATCH /api/v1/sessions/{id}", "Update a session's title, visibility or limits", s.patchSession},
+		{"DELETE /api/v1/sessions/{id}", "Delete a session and everything it created", s.deleteSession},
+		{"POST /api/v1/sessions/{id}/stop", "Stop a session (keeps a persistent workspace)", s.stopSession},
+		{"POST /api/v1/sessions/{id}/start", "Start a stopped session", s.startSession},
+		{"GET /api/v1/sessions/{id}/events", "OpenCode's event stream (server-sent events)", s.sessionEvents},
+		{"POST /api/v1/sessions/{id}/messages", "Send a prompt to the session", s.sendMessage},
+		{"GET /api/v1/sessions/{id}/logs", "The conversation so far", s.sessionLogs},
+		{"POST /api/v1/sessions/{id}/attach", "Credentials for a direct attach (owner only)", s.attachSession},
+		{"/api/v1/sessions/{id}/proxy/{rest...}", "Proxy to the session's OpenCode server (HTTP, SSE, WebSocket)", s.proxySession},
+		{"POST /api/v1/tokens", "Create a personal access token (shown once)", s.createToken},
+		{"GET /api/v1/tokens", "List the caller's tokens", s.listTokens},
+		{"DELETE /api/v1/tokens/{id}", "Revoke a token", s.deleteToken},
+		{"GET /api/v1/audit", "Audit log (admins)", s.listAudit},
+	}
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /api/v1/openapi.json", s.openAPI)
+
+	api := http.NewServeMux()
+	for _, rt := range s.apiRoutes() {
+		api.Handle(rt.pattern, s.instrument(rt.pattern, rt.h))
+	}
+	var apiHandler http.Handler = jsonMuxErrors(api)
+	if s.opts.Authenticate != nil {
+		apiHandler = s.opts.Authenticate(apiHandler)
+	}
+	mux.Handle("/api/", apiHandler)
+	return audit.RequestIDMiddleware(recoverer(s.log, mux))
+}

@@ -1,0 +1,488 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cakeai/cake-agents/agent/audit"
+	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/agent/store/sqlite"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// fakeSessions stands in for the Kubernetes controller in these handler tests: it
+// persists through the real store and records what it was asked. The controller
+// itself is tested against a real API server in agent/sessions and test/e2e.
+type fakeSessions struct {
+	st      store.Store
+	mu      sync.Mutex
+	touched []string
+}
+
+func (f *fakeSessions) Create(ctx context.Context, s *store.Session, maxActive int) error {
+	return f.st.CreateSession(ctx, s, maxActive)
+}
+
+func (f *fakeSessions) setState(ctx context.Context, id string, st apiv1.SessionState, reason string) (*store.Session, error) {
+	s, err := f.st.GetSession(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.State, s.Reason = st, reason
+	return s, f.st.UpdateSession(ctx, s)
+}
+
+func (f *fakeSessions) Stop(ctx context.Context, id, reason, _ string) (*store.Session, error) {
+	return f.setState(ctx, id, apiv1.StateStopping, reason)
+}
+
+func (f *fakeSessions) Start(ctx context.Context, id string) (*store.Session, error) {
+	return f.setState(ctx, id, apiv1.StatePending, "")
+}
+
+func (f *fakeSessions) Delete(ctx context.Context, id string) error {
+	_, err := f.setState(ctx, id, apiv1.StateDeleting, "")
+	return err
+}
+
+func (f *fakeSessions) Touch(_ context.Context, id, source string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.touched = append(f.touched, id+":"+source)
+}
+
+func (f *fakeSessions) Password(context.Context, *store.Session) (string, error) {
+	return "s3cret-password", nil
+}
+
+func (f *fakeSessions) Ready(context.Context) error { return nil }
+
+type fakeConversation struct {
+	mu   sync.Mutex
+	sent []string
+}
+
+func (f *fakeConversation) Send(_ context.Context, s *store.Session, text string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sent = append(f.sent, s.ID+":"+text)
+	return nil
+}
+
+func (f *fakeConversation) Messages(context.Context, *store.Session) ([]apiv1.Message, error) {
+	return []apiv1.Message{{ID: "m1", Role: "user", Text: "hi"}}, nil
+}
+
+func (f *fakeConversation) Events(_ context.Context, _ *store.Session, w http.ResponseWriter) error {
+	w.Header().Set("Content-Type", "text/event-stream")
+	_, err := io.WriteString(w, "data: {}\n\n")
+	return err
+}
+
+func (f *fakeConversation) Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string) {
+	_, _ = fmt.Fprintf(w, "proxied %s %s", s.ID, rest)
+}
+
+// denyAuthorizer allows every verb except those listed for a user.
+type denyAuthorizer map[string][]string
+
+func (d denyAuthorizer) Authorize(_ context.Context, id *auth.Identity, verb string) (bool, string, error) {
+	for _, v := range d[id.Username] {
+		if v == verb {
+			return false, "no RBAC rule allows it", nil
+		}
+	}
+	return true, "", nil
+}
+
+type env struct {
+	t     *testing.T
+	st    store.Store
+	srv   *httptest.Server
+	conv  *fakeConversation
+	sess  *fakeSessions
+	users map[string]*auth.Identity
+	seq   int
+}
+
+// newEnv serves the API with a real SQLite store; the caller is chosen per request
+// by the X-Test-User header (only this test's authenticator reads it).
+func newEnv(t *testing.T, deny denyAuthorizer) *env {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	e := &env{t: t, st: st, conv: &fakeConversation{}, sess: &fakeSessions{st: st}, users: map[string]*auth.Identity{}}
+	for _, name := range []string{"alice", "bob", "root"} {
+		u := &store.User{Source: "kubernetes", Subject: name, Email: name + "@example.com"}
+		if err := st.UpsertUser(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		e.users[name] = &auth.Identity{UserID: u.ID, Username: name, Email: u.Email, Source: "kubernetes", Admin: name == "root"}
+	}
+	authn := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id := e.users[r.Header.Get("X-Test-User")]
+			if id == nil {
+				writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "no test user")
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(auth.WithIdentity(r.Context(), id)))
+		})
+	}
+	s := New(Options{
+		Store: st, Sessions: e.sess, Conversation: e.conv, Authorizer: deny, Authenticate: authn,
+		Audit: audit.NewRecorder(st, nil), DefaultIdleTimeout: time.Hour, MaxActiveSessions: 3,
+		NewID: func() string { e.seq++; return fmt.Sprintf("s%03d", e.seq) },
+	})
+	e.srv = httptest.NewServer(s)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func (e *env) do(user, method, path string, body any) (int, []byte) {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, e.srv.URL+path, rd)
+	req.Header.Set("X-Test-User", user)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
+}
+
+func (e *env) create(user string, req apiv1.CreateSessionRequest) apiv1.Session {
+	e.t.Helper()
+	code, body := e.do(user, "POST", "/api/v1/sessions", req)
+	if code != http.StatusCreated {
+		e.t.Fatalf("create: %d %s", code, body)
+	}
+	var s apiv1.Session
+	if err := json.Unmarshal(body, &s); err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+func errorOf(t *testing.T, body []byte) apiv1.ErrorBody {
+	t.Helper()
+	var e apiv1.Error
+	if err := json.Unmarshal(body, &e); err != nil || e.Body.Code == "" {
+		t.Fatalf("not an error envelope: %s", body)
+	}
+	return e.Body
+}
+
+func TestCreateSession(t *testing.T) {
+	e := newEnv(t, nil)
+	pub := false
+	s := e.create("alice", apiv1.CreateSessionRequest{Repo: "https://github.com/org/repo.git", Branch: "main", Prompt: "fix the flaky test", Private: &pub})
+	if s.ID != "s001" || s.State != apiv1.StatePending || s.Owner != "alice@example.com" || s.Private || s.Title != "fix the flaky test" {
+		t.Fatalf("unexpected session: %+v", s)
+	}
+	if s.IdleTimeout.Duration != time.Hour || s.IdleDeadline == nil {
+		t.Fatalf("default idle timeout not applied: %+v", s)
+	}
+	s2 := e.create("alice", apiv1.CreateSessionRequest{Repo: "git@github.com:org/other.git"})
+	if !s2.Private || s2.Title != "other" {
+		t.Fatalf("defaults: private %v title %q", s2.Private, s2.Title)
+	}
+}
+
+func TestCreateSessionValidation(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, tc := range []struct {
+		name, body, want string
+		code             int
+	}{
+		{"unknown field", `{"repo":"https://h/o/r","colour":"red"}`, `unknown field "colour"`, 400},
+		{"file repo", `{"repo":"file:///etc"}`, `scheme "file" is not allowed`, 400},
+		{"not a url", `{"repo":"hello world"}`, `is not a repository URL`, 400},
+		{"password in url", `{"repo":"https://u:p@h/o/r"}`, `contains a password`, 400},
+		{"bad branch", `{"repo":"https://h/o/r","branch":"-x"}`, `not a valid git branch`, 400},
+		{"branch without repo", `{"branch":"main"}`, `set repo too`, 400},
+		{"bad duration", `{"idleTimeout":"soon"}`, `invalid duration "soon"`, 400},
+		{"negative ttl", `{"ttl":"-1h"}`, `must not be negative`, 400},
+		{"huge ttl", `{"ttl":"100000h"}`, `longer than the maximum`, 400},
+		{"control char title", `{"title":"a\nb"}`, `control characters`, 400},
+		{"bad model", `{"model":"x y"}`, `not a model name`, 400},
+		{"empty body", ``, `request body is empty`, 400},
+		{"two values", `{}{}`, `more than one value`, 400},
+		{"oversize prompt", `{"prompt":"` + strings.Repeat("a", apiv1.MaxPromptBytes+1) + `"}`, `is more than the maximum`, 400},
+		{"oversize body", `{"prompt":"` + strings.Repeat("a", apiv1.MaxBodyBytes) + `"}`, `larger than`, 413},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := e.do("alice", "POST", "/api/v1/sessions", tc.body)
+			if code != tc.code || !strings.Contains(errorOf(t, body).Message, tc.want) {
+				t.Fatalf("got %d %s, want %d containing %q", code, body, tc.code, tc.want)
+			}
+		})
+	}
+	code, _ := e.do("alice", "GET", "/api/v1/sessions", nil)
+	if code != 200 {
+		t.Fatal(code)
+	}
+	page, _ := e.st.ListSessions(context.Background(), store.SessionFilter{})
+	if len(page.Items) != 0 {
+		t.Fatalf("a rejected create left %d sessions", len(page.Items))
+	}
+}
+
+func TestVisibilityAndOwnership(t *testing.T) {
+	e := newEnv(t, nil)
+	pub := false
+	priv := e.create("alice", apiv1.CreateSessionRequest{Title: "private"})
+	public := e.create("alice", apiv1.CreateSessionRequest{Title: "public", Private: &pub})
+
+	if code, body := e.do("bob", "GET", "/api/v1/sessions/"+priv.ID, nil); code != 404 || errorOf(t, body).Code != apiv1.CodeNotFound {
+		t.Fatalf("bob sees alice's private session: %d %s", code, body)
+	}
+	if code, _ := e.do("bob", "GET", "/api/v1/sessions/"+public.ID, nil); code != 200 {
+		t.Fatalf("bob cannot see a public session: %d", code)
+	}
+	if code, body := e.do("bob", "DELETE", "/api/v1/sessions/"+public.ID, nil); code != 403 || !strings.Contains(string(body), "only the owner") {
+		t.Fatalf("bob deleted alice's session: %d %s", code, body)
+	}
+	if code, _ := e.do("bob", "POST", "/api/v1/sessions/"+public.ID+"/stop", nil); code != 403 {
+		t.Fatalf("bob stopped alice's session: %d", code)
+	}
+	// Bob's list holds only the public one; root's all=true holds both.
+	var list apiv1.SessionList
+	_, body := e.do("bob", "GET", "/api/v1/sessions", nil)
+	_ = json.Unmarshal(body, &list)
+	if len(list.Items) != 1 || list.Items[0].ID != public.ID {
+		t.Fatalf("bob's list: %s", body)
+	}
+	if code, _ := e.do("bob", "GET", "/api/v1/sessions?all=true", nil); code != 403 {
+		t.Fatalf("non-admin listed all: %d", code)
+	}
+	_, body = e.do("root", "GET", "/api/v1/sessions?all=true", nil)
+	_ = json.Unmarshal(body, &list)
+	if len(list.Items) != 2 {
+		t.Fatalf("admin list: %s", body)
+	}
+	// The admin may delete anyone's session.
+	if code, body := e.do("root", "DELETE", "/api/v1/sessions/"+priv.ID, nil); code != 202 || !strings.Contains(string(body), `"Deleting"`) {
+		t.Fatalf("admin delete: %d %s", code, body)
+	}
+	// Direct-attach credentials are the owner's alone.
+	s, _ := e.sess.setState(context.Background(), public.ID, apiv1.StateRunning, "")
+	_ = s
+	if code, _ := e.do("bob", "POST", "/api/v1/sessions/"+public.ID+"/attach", nil); code != 403 {
+		t.Fatalf("bob got alice's password: %d", code)
+	}
+	if code, body := e.do("alice", "POST", "/api/v1/sessions/"+public.ID+"/attach", nil); code != 200 || !strings.Contains(string(body), "s3cret-password") {
+		t.Fatalf("owner attach: %d %s", code, body)
+	}
+	// But bob may talk to a public running session through the proxy.
+	if code, body := e.do("bob", "GET", "/api/v1/sessions/"+public.ID+"/proxy/global/health", nil); code != 200 || string(body) != "proxied "+public.ID+" /global/health" {
+		t.Fatalf("proxy: %d %s", code, body)
+	}
+}
+
+func TestAuthorizationDeniedIsAudited(t *testing.T) {
+	e := newEnv(t, denyAuthorizer{"bob": {apiv1.VerbCreate}})
+	code, body := e.do("bob", "POST", "/api/v1/sessions", apiv1.CreateSessionRequest{})
+	if code != 403 || !strings.Contains(errorOf(t, body).Message, "cake-agents-user") {
+		t.Fatalf("got %d %s", code, body)
+	}
+	page, err := e.st.ListAudit(context.Background(), store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ev := range page.Items {
+		if ev.Action == "session.create" && ev.Outcome == "denied" && ev.Actor == "bob@example.com" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("denial not audited: %+v", page.Items)
+	}
+	if code, _ := e.do("bob", "GET", "/api/v1/audit", nil); code != 403 {
+		t.Fatalf("non-admin read the audit log: %d", code)
+	}
+	if code, _ := e.do("root", "GET", "/api/v1/audit", nil); code != 200 {
+		t.Fatalf("admin audit: %d", code)
+	}
+}
+
+func TestQuotaAndPagination(t *testing.T) {
+	e := newEnv(t, nil)
+	for i := 0; i < 3; i++ {
+		e.create("alice", apiv1.CreateSessionRequest{})
+	}
+	code, body := e.do("alice", "POST", "/api/v1/sessions", apiv1.CreateSessionRequest{})
+	if code != 429 || errorOf(t, body).Code != apiv1.CodeQuotaExceeded {
+		t.Fatalf("quota: %d %s", code, body)
+	}
+	seen := map[string]bool{}
+	cont := ""
+	for pages := 0; ; pages++ {
+		_, body := e.do("alice", "GET", "/api/v1/sessions?limit=2&continue="+cont, nil)
+		var list apiv1.SessionList
+		if err := json.Unmarshal(body, &list); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range list.Items {
+			if seen[s.ID] {
+				t.Fatalf("duplicate %s", s.ID)
+			}
+			seen[s.ID] = true
+		}
+		if list.Continue == "" {
+			break
+		}
+		cont = list.Continue
+		if pages > 5 {
+			t.Fatal("pagination does not end")
+		}
+	}
+	if len(seen) != 3 {
+		t.Fatalf("saw %d sessions", len(seen))
+	}
+	for _, q := range []string{"limit=0", "limit=x", "state=Sleeping", "continue=garbage"} {
+		if code, body := e.do("alice", "GET", "/api/v1/sessions?"+q, nil); code != 400 {
+			t.Errorf("%s: %d %s", q, code, body)
+		}
+	}
+}
+
+func TestMessagesNeedRunningSession(t *testing.T) {
+	e := newEnv(t, nil)
+	s := e.create("alice", apiv1.CreateSessionRequest{})
+	code, body := e.do("alice", "POST", "/api/v1/sessions/"+s.ID+"/messages", apiv1.SendMessageRequest{Text: "hello"})
+	if code != 409 || errorOf(t, body).Code != apiv1.CodeNotRunning || !strings.Contains(string(body), "session start") {
+		t.Fatalf("got %d %s", code, body)
+	}
+	_, _ = e.sess.setState(context.Background(), s.ID, apiv1.StateRunning, "")
+	if code, _ := e.do("alice", "POST", "/api/v1/sessions/"+s.ID+"/messages", apiv1.SendMessageRequest{Text: " "}); code != 400 {
+		t.Fatalf("empty prompt: %d", code)
+	}
+	if code, body := e.do("alice", "POST", "/api/v1/sessions/"+s.ID+"/messages", apiv1.SendMessageRequest{Text: "hello"}); code != 202 {
+		t.Fatalf("send: %d %s", code, body)
+	}
+	if len(e.conv.sent) != 1 || e.conv.sent[0] != s.ID+":hello" {
+		t.Fatalf("sent: %v", e.conv.sent)
+	}
+	if code, body := e.do("alice", "GET", "/api/v1/sessions/"+s.ID+"/logs", nil); code != 200 || !strings.Contains(string(body), `"role": "user"`) {
+		t.Fatalf("logs: %d %s", code, body)
+	}
+}
+
+func TestTokensAndWhoAmI(t *testing.T) {
+	e := newEnv(t, denyAuthorizer{"bob": {apiv1.VerbDelete}})
+	code, body := e.do("bob", "POST", "/api/v1/tokens", apiv1.CreateTokenRequest{Name: "laptop"})
+	if code != 201 {
+		t.Fatalf("create token: %d %s", code, body)
+	}
+	var tok apiv1.Token
+	_ = json.Unmarshal(body, &tok)
+	if !strings.HasPrefix(tok.Token, "cka_") || tok.ExpiresAt == nil {
+		t.Fatalf("token: %+v", tok)
+	}
+	_, body = e.do("bob", "GET", "/api/v1/tokens", nil)
+	if strings.Contains(string(body), tok.Token) || !strings.Contains(string(body), "laptop") {
+		t.Fatalf("list leaks the secret or misses the token: %s", body)
+	}
+	if code, _ := e.do("alice", "DELETE", "/api/v1/tokens/"+tok.ID, nil); code != 404 {
+		t.Fatalf("alice revoked bob's token: %d", code)
+	}
+	if code, _ := e.do("bob", "DELETE", "/api/v1/tokens/"+tok.ID, nil); code != 204 {
+		t.Fatalf("revoke: %d", code)
+	}
+	_, body = e.do("bob", "GET", "/api/v1/whoami", nil)
+	var who apiv1.WhoAmI
+	_ = json.Unmarshal(body, &who)
+	if who.Username != "bob" || who.Permissions["delete"] || !who.Permissions["create"] || who.User.Email != "bob@example.com" {
+		t.Fatalf("whoami: %s", body)
+	}
+}
+
+func TestProbesOpenAPIAndUnknownRoutes(t *testing.T) {
+	e := newEnv(t, nil)
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/api/v1/openapi.json": 200} {
+		resp, err := http.Get(e.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: %d", path, resp.StatusCode)
+		}
+	}
+	code, body := e.do("alice", "GET", "/api/v1/nope", nil)
+	if code != 404 || !strings.Contains(errorOf(t, body).Message, "openapi.json") {
+		t.Fatalf("unknown route: %d %s", code, body)
+	}
+	code, body = e.do("alice", "PUT", "/api/v1/sessions", nil)
+	if code != 405 {
+		t.Fatalf("wrong method: %d %s", code, body)
+	}
+	resp, err := http.Get(e.srv.URL + "/api/v1/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var doc struct {
+		Paths map[string]map[string]any `json:"paths"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{}
+	for _, rt := range s.apiRoutes() {
+		method, path, _ := strings.Cut(rt.pattern, " ")
+		path = strings.ReplaceAll(path, "{rest...}", "{rest}")
+		if _, ok := doc.Paths[path][strings.ToLower(method)]; !ok && !strings.HasPrefix(rt.pattern, "/") {
+			t.Errorf("route %s missing from the OpenAPI document", rt.pattern)
+		}
+	}
+	// Without an identity the API is closed.
+	resp, err = http.Get(e.srv.URL + "/api/v1/sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("anonymous list: %d", resp.StatusCode)
+	}
+}
+
+func TestNotReady(t *testing.T) {
+	h := NotReady(func() map[string]error { return map[string]error{"store": errors.New("connecting")} })
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/api/v1/sessions": 503} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != want {
+			t.Errorf("%s: %d", path, rec.Code)
+		}
+	}
+}

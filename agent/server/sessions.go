@@ -1,0 +1,578 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/store"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// Limits on session settings; larger values are almost always a typo.
+const (
+	maxIdleTimeout = 7 * 24 * time.Hour
+	maxTTL         = 90 * 24 * time.Hour
+)
+
+var (
+	branchRe = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,255}$`)
+	modelRe  = regexp.MustCompile(`^[A-Za-z0-9._:/@-]{1,200}$`)
+	idRe     = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	// scpRe matches git's scp-like syntax: git@github.com:org/repo.git
+	scpRe = regexp.MustCompile(`^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/-]+$`)
+)
+
+// validateRepo accepts https, http, ssh and git URLs and scp-like git addresses.
+func validateRepo(repo string) error {
+	if repo == "" {
+		return nil
+	}
+	if len(repo) > 2048 {
+		return errors.New("repo: URL is longer than 2048 characters")
+	}
+	if scpRe.MatchString(repo) {
+		return nil
+	}
+	u, err := url.Parse(repo)
+	if err != nil || u.Scheme == "" {
+		return fmt.Errorf("repo: %q is not a repository URL: use https://host/org/repo.git or git@host:org/repo.git", repo)
+	}
+	switch u.Scheme {
+	case "https", "http", "ssh", "git":
+	default:
+		return fmt.Errorf("repo: scheme %q is not allowed: use https://, ssh:// or git@host:org/repo", u.Scheme)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("repo: %q has no host: use https://host/org/repo.git", repo)
+	}
+	if u.User != nil {
+		if _, hasPassword := u.User.Password(); hasPassword {
+			return errors.New("repo: the URL contains a password: remove it and link the credential instead; URLs are stored and shown")
+		}
+	}
+	if strings.Trim(u.Path, "/") == "" {
+		return fmt.Errorf("repo: %q has no repository path", repo)
+	}
+	return nil
+}
+
+func validateBranch(b string) error {
+	if b == "" {
+		return nil
+	}
+	if !branchRe.MatchString(b) || strings.HasPrefix(b, "-") || strings.Contains(b, "..") || strings.HasSuffix(b, ".lock") || strings.HasSuffix(b, "/") {
+		return fmt.Errorf("branch: %q is not a valid git branch name", b)
+	}
+	return nil
+}
+
+func validateTitle(t string) error {
+	if utf8.RuneCountInString(t) > apiv1.MaxTitleLen {
+		return fmt.Errorf("title: longer than %d characters", apiv1.MaxTitleLen)
+	}
+	for _, r := range t {
+		if unicode.IsControl(r) {
+			return errors.New("title: must not contain control characters such as newlines")
+		}
+	}
+	return nil
+}
+
+func validateLimit(name string, d *apiv1.Duration, max time.Duration) error {
+	if d == nil {
+		return nil
+	}
+	if d.Duration < 0 {
+		return fmt.Errorf("%s: must not be negative (0 disables it)", name)
+	}
+	if d.Duration > max {
+		return fmt.Errorf("%s: %s is longer than the maximum %s", name, d.Duration, max)
+	}
+	if d.Duration > 0 && d.Duration < time.Minute {
+		return fmt.Errorf("%s: %s is shorter than one minute", name, d.Duration)
+	}
+	return nil
+}
+
+func validateCreate(req *apiv1.CreateSessionRequest) error {
+	var errs []string
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	add(validateTitle(req.Title))
+	add(validateRepo(req.Repo))
+	add(validateBranch(req.Branch))
+	if req.Branch != "" && req.Repo == "" {
+		errs = append(errs, "branch: set repo too, a branch needs a repository")
+	}
+	if len(req.Prompt) > apiv1.MaxPromptBytes {
+		errs = append(errs, fmt.Sprintf("prompt: %d bytes is more than the maximum %d", len(req.Prompt), apiv1.MaxPromptBytes))
+	}
+	if !utf8.ValidString(req.Prompt) {
+		errs = append(errs, "prompt: not valid UTF-8")
+	}
+	if req.Model != "" && !modelRe.MatchString(req.Model) {
+		errs = append(errs, fmt.Sprintf("model: %q is not a model name such as litellm/gpt-4o", req.Model))
+	}
+	add(validateLimit("idleTimeout", req.IdleTimeout, maxIdleTimeout))
+	add(validateLimit("ttl", req.TTL, maxTTL))
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.authorize(w, r, apiv1.VerbCreate, "sessions")
+	if !ok {
+		return
+	}
+	var req apiv1.CreateSessionRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if err := validateCreate(&req); err != nil {
+		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
+		return
+	}
+	now := s.opts.Now().UTC()
+	sess := &store.Session{
+		ID:                 s.opts.NewID(),
+		Title:              req.Title,
+		OwnerID:            id.UserID,
+		Private:            req.Private == nil || *req.Private,
+		Repo:               req.Repo,
+		Branch:             req.Branch,
+		Prompt:             req.Prompt,
+		Model:              req.Model,
+		Persistent:         req.Persistent,
+		IdleTimeout:        s.opts.DefaultIdleTimeout,
+		TTL:                s.opts.DefaultTTL,
+		State:              apiv1.StatePending,
+		CreatedAt:          now,
+		UpdatedAt:          now,
+		LastActivityAt:     now,
+		LastActivitySource: "create",
+	}
+	if req.IdleTimeout != nil {
+		sess.IdleTimeout = req.IdleTimeout.Duration
+	}
+	if req.TTL != nil {
+		sess.TTL = req.TTL.Duration
+	}
+	if sess.Title == "" {
+		sess.Title = defaultTitle(req)
+	}
+	limit := s.opts.MaxActiveSessions
+	if id.Admin {
+		limit = 0
+	}
+	if err := s.opts.Sessions.Create(r.Context(), sess, limit); err != nil {
+		s.record(r, "session.create", sess.ID, outcomeFor(err), err.Error())
+		if errors.Is(err, store.ErrQuotaExceeded) || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+			s.storeError(w, r, err, "session")
+			return
+		}
+		s.log.Error("create session failed", "session", sess.ID, "error", err)
+		writeError(w, http.StatusInternalServerError, apiv1.CodeInternal, "could not create the session: "+err.Error())
+		return
+	}
+	s.record(r, "session.create", sess.ID, "success", "")
+	w.Header().Set("Location", "/api/v1/sessions/"+sess.ID)
+	writeJSON(w, http.StatusCreated, s.toAPI(r, sess, nil))
+}
+
+func defaultTitle(req apiv1.CreateSessionRequest) string {
+	t := req.Prompt
+	if t == "" && req.Repo != "" {
+		t = strings.TrimSuffix(req.Repo[strings.LastIndexAny(req.Repo, "/:")+1:], ".git")
+	}
+	t = strings.Join(strings.Fields(t), " ")
+	if utf8.RuneCountInString(t) > 60 {
+		t = string([]rune(t)[:57]) + "..."
+	}
+	if t == "" {
+		t = "untitled"
+	}
+	return t
+}
+
+func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.authorize(w, r, apiv1.VerbList, "sessions")
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	f := store.SessionFilter{VisibleTo: id.UserID, Continue: q.Get("continue")}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "limit: want a number from 1 to 1000")
+			return
+		}
+		f.Limit = n
+	}
+	if all, _ := strconv.ParseBool(q.Get("all")); all {
+		if !id.Admin {
+			s.record(r, "session.list-all", "", "denied", "not an admin")
+			writeError(w, http.StatusForbidden, apiv1.CodeForbidden, "listing every user's sessions needs the admin role (verb \"*\" on sessions.agents.cake.ai)")
+			return
+		}
+		f.VisibleTo = ""
+	}
+	switch owner := q.Get("owner"); owner {
+	case "":
+	case "me":
+		f.OwnerID, f.VisibleTo = id.UserID, ""
+	default:
+		f.OwnerID = owner
+	}
+	if v := q.Get("state"); v != "" {
+		for _, st := range strings.Split(v, ",") {
+			state := apiv1.SessionState(strings.TrimSpace(st))
+			if !state.Valid() {
+				writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("state: %q is not one of %v", st, apiv1.AllStates))
+				return
+			}
+			f.States = append(f.States, state)
+		}
+	}
+	page, err := s.opts.Store.ListSessions(r.Context(), f)
+	if err != nil {
+		if errors.Is(err, store.ErrInvalid) {
+			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "continue: invalid token: list again from the start without it")
+			return
+		}
+		s.storeError(w, r, err, "sessions")
+		return
+	}
+	out := apiv1.SessionList{Items: make([]apiv1.Session, 0, len(page.Items)), Continue: page.Continue}
+	names := map[string]string{}
+	for _, sess := range page.Items {
+		out.Items = append(out.Items, s.toAPI(r, sess, names))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// loadSession authorizes verb, then loads the session and applies visibility: a
+// session the caller may not see is reported as not found, so ids are not probed.
+func (s *Server) loadSession(w http.ResponseWriter, r *http.Request, verb string) (*auth.Identity, *store.Session, bool) {
+	sid := r.PathValue("id")
+	if !idRe.MatchString(sid) {
+		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("session id %q is not valid: ids are lowercase letters, digits and dashes", sid))
+		return nil, nil, false
+	}
+	id, ok := s.authorize(w, r, verb, sid)
+	if !ok {
+		return nil, nil, false
+	}
+	sess, err := s.opts.Store.GetSession(r.Context(), sid)
+	if err != nil {
+		s.storeError(w, r, err, "session "+sid)
+		return nil, nil, false
+	}
+	if !auth.CanView(id, sess) {
+		s.record(r, "session."+verb, sid, "denied", "private session of another user")
+		writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "session "+sid+" not found")
+		return nil, nil, false
+	}
+	return id, sess, true
+}
+
+// requireOwner answers 403 unless the caller owns the session or is an admin.
+func (s *Server) requireOwner(w http.ResponseWriter, r *http.Request, id *auth.Identity, sess *store.Session, action string) bool {
+	if auth.CanModify(id, sess) {
+		return true
+	}
+	s.record(r, "session."+action, sess.ID, "denied", "not the owner")
+	writeError(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf("only the owner of session %s or an admin may %s it", sess.ID, action))
+	return false
+}
+
+func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
+	_, sess, ok := s.loadSession(w, r, apiv1.VerbGet)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, s.toAPI(r, sess, nil))
+}
+
+func (s *Server) patchSession(w http.ResponseWriter, r *http.Request) {
+	id, sess, ok := s.loadSession(w, r, apiv1.VerbUpdate)
+	if !ok || !s.requireOwner(w, r, id, sess, "update") {
+		return
+	}
+	var req apiv1.UpdateSessionRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	var errs []string
+	if req.Title != nil {
+		if err := validateTitle(*req.Title); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	for _, err := range []error{validateLimit("idleTimeout", req.IdleTimeout, maxIdleTimeout), validateLimit("ttl", req.TTL, maxTTL)} {
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, strings.Join(errs, "; "))
+		return
+	}
+	if req.ResourceVersion != 0 && req.ResourceVersion != sess.ResourceVersion {
+		writeError(w, http.StatusConflict, apiv1.CodeConflict, fmt.Sprintf("session %s is at resourceVersion %d, not %d: fetch it again and retry", sess.ID, sess.ResourceVersion, req.ResourceVersion))
+		return
+	}
+	if req.Title != nil {
+		sess.Title = *req.Title
+	}
+	if req.Private != nil {
+		sess.Private = *req.Private
+	}
+	if req.IdleTimeout != nil {
+		sess.IdleTimeout = req.IdleTimeout.Duration
+	}
+	if req.TTL != nil {
+		sess.TTL = req.TTL.Duration
+	}
+	if err := s.opts.Store.UpdateSession(r.Context(), sess); err != nil {
+		s.record(r, "session.update", sess.ID, outcomeFor(err), err.Error())
+		s.storeError(w, r, err, "session "+sess.ID)
+		return
+	}
+	s.record(r, "session.update", sess.ID, "success", "")
+	writeJSON(w, http.StatusOK, s.toAPI(r, sess, nil))
+}
+
+func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request) {
+	id, sess, ok := s.loadSession(w, r, apiv1.VerbDelete)
+	if !ok || !s.requireOwner(w, r, id, sess, "delete") {
+		return
+	}
+	if err := s.opts.Sessions.Delete(r.Context(), sess.ID); err != nil {
+		s.record(r, "session.delete", sess.ID, outcomeFor(err), err.Error())
+		s.storeError(w, r, err, "session "+sess.ID)
+		return
+	}
+	s.record(r, "session.delete", sess.ID, "success", "")
+	if got, err := s.opts.Store.GetSession(r.Context(), sess.ID); err == nil {
+		sess = got
+	} else {
+		sess.State = apiv1.StateDeleting
+	}
+	writeJSON(w, http.StatusAccepted, s.toAPI(r, sess, nil))
+}
+
+func (s *Server) stopSession(w http.ResponseWriter, r *http.Request) {
+	id, sess, ok := s.loadSession(w, r, apiv1.VerbUpdate)
+	if !ok || !s.requireOwner(w, r, id, sess, "stop") {
+		return
+	}
+	got, err := s.opts.Sessions.Stop(r.Context(), sess.ID, "StoppedByUser", "stopped by "+id.Display())
+	if err != nil {
+		s.record(r, "session.stop", sess.ID, outcomeFor(err), err.Error())
+		s.lifecycleError(w, r, err, sess.ID)
+		return
+	}
+	s.record(r, "session.stop", sess.ID, "success", "")
+	writeJSON(w, http.StatusAccepted, s.toAPI(r, got, nil))
+}
+
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request) {
+	id, sess, ok := s.loadSession(w, r, apiv1.VerbUpdate)
+	if !ok || !s.requireOwner(w, r, id, sess, "start") {
+		return
+	}
+	got, err := s.opts.Sessions.Start(r.Context(), sess.ID)
+	if err != nil {
+		s.record(r, "session.start", sess.ID, outcomeFor(err), err.Error())
+		s.lifecycleError(w, r, err, sess.ID)
+		return
+	}
+	s.record(r, "session.start", sess.ID, "success", "")
+	writeJSON(w, http.StatusAccepted, s.toAPI(r, got, nil))
+}
+
+// lifecycleError answers a failed stop/start: store sentinels keep their meaning,
+// anything else is a state the operation cannot apply to.
+func (s *Server) lifecycleError(w http.ResponseWriter, r *http.Request, err error, sid string) {
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrQuotaExceeded) {
+		s.storeError(w, r, err, "session "+sid)
+		return
+	}
+	writeError(w, http.StatusConflict, apiv1.CodeConflict, err.Error())
+}
+
+func (s *Server) runningSession(w http.ResponseWriter, r *http.Request, verb string) (*auth.Identity, *store.Session, bool) {
+	id, sess, ok := s.loadSession(w, r, verb)
+	if !ok {
+		return nil, nil, false
+	}
+	if sess.State != apiv1.StateRunning {
+		writeError(w, http.StatusConflict, apiv1.CodeNotRunning, fmt.Sprintf("session %s is %s, not Running: start it with `kubectl agents session start %s`", sess.ID, sess.State, sess.ID))
+		return nil, nil, false
+	}
+	return id, sess, true
+}
+
+func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
+	id, sess, ok := s.runningSession(w, r, apiv1.VerbAttach)
+	if !ok {
+		return
+	}
+	var req apiv1.SendMessageRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if strings.TrimSpace(req.Text) == "" {
+		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "text: the prompt is empty")
+		return
+	}
+	if len(req.Text) > apiv1.MaxPromptBytes {
+		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("text: %d bytes is more than the maximum %d", len(req.Text), apiv1.MaxPromptBytes))
+		return
+	}
+	if err := s.opts.Conversation.Send(r.Context(), sess, req.Text); err != nil {
+		s.record(r, "session.message", sess.ID, "error", err.Error())
+		writeError(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
+		return
+	}
+	s.opts.Sessions.Touch(r.Context(), sess.ID, "message")
+	s.record(r, "session.message", sess.ID, "success", "by "+id.Display())
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "sent"})
+}
+
+func (s *Server) sessionLogs(w http.ResponseWriter, r *http.Request) {
+	_, sess, ok := s.runningSession(w, r, apiv1.VerbGet)
+	if !ok {
+		return
+	}
+	msgs, err := s.opts.Conversation.Messages(r.Context(), sess)
+	if err != nil {
+		writeError(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
+		return
+	}
+	if msgs == nil {
+		msgs = []apiv1.Message{}
+	}
+	writeJSON(w, http.StatusOK, apiv1.MessageList{Items: msgs})
+}
+
+func (s *Server) sessionEvents(w http.ResponseWriter, r *http.Request) {
+	_, sess, ok := s.runningSession(w, r, apiv1.VerbGet)
+	if !ok {
+		return
+	}
+	if err := s.opts.Conversation.Events(r.Context(), sess, w); err != nil && r.Context().Err() == nil {
+		s.log.Warn("event stream ended", "session", sess.ID, "error", err)
+	}
+}
+
+// attachResponse carries what a direct attach needs; only the owner receives it.
+type attachResponse struct {
+	Password     string `json:"password"`
+	PodName      string `json:"podName"`
+	PodNamespace string `json:"podNamespace"`
+}
+
+func (s *Server) attachSession(w http.ResponseWriter, r *http.Request) {
+	id, sess, ok := s.runningSession(w, r, apiv1.VerbAttach)
+	if !ok {
+		return
+	}
+	if !auth.CanSeePassword(id, sess) {
+		s.record(r, "session.attach-direct", sess.ID, "denied", "not the owner")
+		writeError(w, http.StatusForbidden, apiv1.CodeForbidden, "a direct attach needs the session's password, which only its owner gets: attach without --direct to go through the agent")
+		return
+	}
+	pw, err := s.opts.Sessions.Password(r.Context(), sess)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "the session's password is not available yet: "+err.Error())
+		return
+	}
+	s.opts.Sessions.Touch(r.Context(), sess.ID, "attach")
+	s.record(r, "session.attach-direct", sess.ID, "success", "")
+	writeJSON(w, http.StatusOK, attachResponse{Password: pw, PodName: sess.PodName, PodNamespace: sess.PodNamespace})
+}
+
+func (s *Server) proxySession(w http.ResponseWriter, r *http.Request) {
+	_, sess, ok := s.runningSession(w, r, apiv1.VerbAttach)
+	if !ok {
+		return
+	}
+	s.opts.Sessions.Touch(r.Context(), sess.ID, "proxy")
+	s.opts.Conversation.Proxy(w, r, sess, "/"+r.PathValue("rest"))
+}
+
+// toAPI converts a stored session to its wire form, resolving the owner's name
+// (names caches lookups across a list).
+func (s *Server) toAPI(r *http.Request, sess *store.Session, names map[string]string) apiv1.Session {
+	owner, ok := names[sess.OwnerID]
+	if !ok {
+		owner = sess.OwnerID
+		if u, err := s.opts.Store.GetUser(r.Context(), sess.OwnerID); err == nil {
+			owner = u.Email
+			if owner == "" {
+				owner = u.Subject
+			}
+		}
+		if names != nil {
+			names[sess.OwnerID] = owner
+		}
+	}
+	out := apiv1.Session{
+		ID:                 sess.ID,
+		Title:              sess.Title,
+		OwnerID:            sess.OwnerID,
+		Owner:              owner,
+		Private:            sess.Private,
+		Repo:               sess.Repo,
+		Branch:             sess.Branch,
+		Prompt:             sess.Prompt,
+		Model:              sess.Model,
+		Persistent:         sess.Persistent,
+		IdleTimeout:        apiv1.Duration{Duration: sess.IdleTimeout},
+		TTL:                apiv1.Duration{Duration: sess.TTL},
+		State:              sess.State,
+		Reason:             sess.Reason,
+		Message:            sess.Message,
+		PodName:            sess.PodName,
+		PodNamespace:       sess.PodNamespace,
+		CreatedAt:          sess.CreatedAt,
+		UpdatedAt:          sess.UpdatedAt,
+		StartedAt:          sess.StartedAt,
+		StoppedAt:          sess.StoppedAt,
+		LastActivityAt:     sess.LastActivityAt,
+		LastActivitySource: sess.LastActivitySource,
+		ResourceVersion:    sess.ResourceVersion,
+	}
+	if sess.State.Active() && sess.IdleTimeout > 0 {
+		t := sess.LastActivityAt.Add(sess.IdleTimeout)
+		out.IdleDeadline = &t
+	}
+	if sess.TTL > 0 && sess.State != apiv1.StateDeleting {
+		t := sess.CreatedAt.Add(sess.TTL)
+		out.ExpiresAt = &t
+	}
+	return out
+}
+
+func outcomeFor(err error) string {
+	if errors.Is(err, store.ErrQuotaExceeded) {
+		return "denied"
+	}
+	return "error"
+}

@@ -165,8 +165,8 @@ func parseHeader(c []byte) ([keyIDLen]byte, error) {
 	return id, nil
 }
 
-// additional binds the header (version, key id, nonce) and the caller's aad. The
-// caller's part is length-prefixed by construction (header has a fixed size).
+// additional binds the header (version, key id, nonce) and the caller's aad; the
+// header has a fixed size, so the concatenation is unambiguous.
 func additional(header, aad []byte) []byte {
 	return bytes.Join([][]byte{header, aad}, nil)
 }

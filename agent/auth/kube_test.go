@@ -81,7 +81,12 @@ func (ca *testCA) issue(t testing.TB, cn string, orgs []string, usage x509.ExtKe
 func tlsServer(t *testing.T, k *KubernetesAuthenticator) *httptest.Server {
 	t.Helper()
 	st, _ := newStore(t)
-	srv := httptest.NewUnstartedServer(NewMiddleware([]Authenticator{k, NewTokenAuthenticator(st, nil)}, st, nil, nil)(whoami))
+	return httptestTLS(t, NewMiddleware([]Authenticator{k, NewTokenAuthenticator(st, nil)}, st, nil, nil)(whoami))
+}
+
+func httptestTLS(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)

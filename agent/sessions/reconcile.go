@@ -435,6 +435,9 @@ func (c *Controller) sweep(ctx context.Context) {
 func (c *Controller) needsWork(s *store.Session) bool {
 	switch s.State {
 	case apiv1.StateStopped, apiv1.StateFailed:
+		if d, ok := c.deadline(s); ok && !c.now().Before(d) {
+			return true
+		}
 		_, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(s.ID))
 		return err == nil
 	case apiv1.StatePending, apiv1.StateStarting, apiv1.StateRunning:
@@ -494,6 +497,14 @@ func (c *Controller) reconcile(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("read session %s: %w", id, err)
 	}
+	if s.State != apiv1.StateDeleting && s.TTL > 0 && !c.now().Before(s.CreatedAt.Add(s.TTL)) {
+		// The TTL applies whatever the session is doing, stopped ones included.
+		ds, err := c.markDeleting(ctx, s.ID, ReasonTTLExpired, fmt.Sprintf("the session reached its time to live of %s", s.TTL))
+		if err != nil {
+			return err
+		}
+		s = ds
+	}
 	switch s.State {
 	case apiv1.StateDeleting:
 		done, err := c.finishDelete(ctx, s)
@@ -506,6 +517,9 @@ func (c *Controller) reconcile(ctx context.Context, id string) error {
 		return err
 	case apiv1.StateStopped, apiv1.StateFailed:
 		c.leftRunning(id)
+		if d, ok := c.deadline(s); ok {
+			c.enqueueAfter(id, d.Sub(c.now())+100*time.Millisecond)
+		}
 		if pod, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(id)); err == nil && pod.DeletionTimestamp == nil {
 			_, err := c.deletePod(ctx, id)
 			return err
@@ -579,14 +593,6 @@ func (c *Controller) deadline(s *store.Session) (time.Time, bool) {
 
 func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) error {
 	now := c.now()
-	if s.TTL > 0 && !now.Before(s.CreatedAt.Add(s.TTL)) {
-		ds, err := c.markDeleting(ctx, s.ID, ReasonTTLExpired, fmt.Sprintf("the session reached its time to live of %s", s.TTL))
-		if err != nil {
-			return err
-		}
-		_, err = c.finishDelete(ctx, ds)
-		return err
-	}
 	if s.State == apiv1.StateRunning && s.IdleTimeout > 0 && !now.Before(s.LastActivityAt.Add(s.IdleTimeout)) {
 		msg := fmt.Sprintf("no activity for %s (last: %s at %s)", s.IdleTimeout, orText(s.LastActivitySource, "unknown"), s.LastActivityAt.UTC().Format(time.RFC3339))
 		ss, _, err := c.update(ctx, s.ID, func(x *store.Session) (bool, error) {

@@ -4,6 +4,22 @@
 // identity, personal access tokens); the first that recognises a request decides.
 // Authorization asks the Kubernetes API with SubjectAccessReview about the virtual
 // resource sessions.agents.cake.ai, then applies ownership and visibility rules.
+//
+// Trust boundaries, in order of the chain:
+//   - Identity headers are believed only from the TCP peers in the trusted proxy CIDRs;
+//     from anywhere else, loopback included (port-forwarded connections arrive there),
+//     they are rejected, never ignored. Without a JWKS the proxy's JWT is decoded but
+//     not verified: the proxy, and the network policy that lets only it reach the
+//     plain-HTTP port, are the trust boundary. With a JWKS the JWT must be valid.
+//   - Bearer tokens other than personal access tokens go to TokenReview. Client
+//     certificates are verified here against the cluster's client CA, so the TLS
+//     listener must set tls.Config.ClientAuth to tls.RequestClientCert.
+//   - Personal access tokens are looked up by their SHA-256; the secret is never stored.
+//
+// The agent's ServiceAccount therefore needs: create tokenreviews and
+// subjectaccessreviews (ClusterRole system:auth-delegator), and get/list/watch on the
+// ConfigMap kube-system/extension-apiserver-authentication (Role
+// extension-apiserver-authentication-reader in kube-system).
 package auth
 
 import (

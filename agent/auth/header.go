@@ -214,11 +214,17 @@ func (h *HeaderAuthenticator) identity(email, user, token string, claims jwt.Map
 	if len(user) > maxUserLen || strings.ContainsFunc(user, unicode.IsControl) || !utf8.ValidString(user) {
 		return nil, fmt.Errorf("%w: user header is not a plain name of at most %d bytes", ErrUnauthenticated, maxUserLen)
 	}
+	groups := slices.Clone(h.groups)
+	// As for every authenticated Kubernetes user (and for `kubectl auth can-i --as`),
+	// so a binding to system:authenticated means the same for header users.
+	if !slices.Contains(groups, groupAuthenticated) {
+		groups = append(groups, groupAuthenticated)
+	}
 	return &Identity{
 		Username:    norm,
 		Email:       norm,
 		DisplayName: user,
-		Groups:      slices.Clone(h.groups),
+		Groups:      groups,
 		Source:      SourceHeader,
 	}, nil
 }

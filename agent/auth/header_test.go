@@ -103,7 +103,7 @@ func TestHeaderAuthenticator(t *testing.T) {
 				if id.Email != tc.wantEmail || id.Username != tc.wantEmail || id.Source != SourceHeader {
 					t.Errorf("identity = %+v, want email/username %q, source header", id, tc.wantEmail)
 				}
-				if !slices.Equal(id.Groups, []string{"cake-agents:users"}) {
+				if !slices.Equal(id.Groups, []string{"cake-agents:users", "system:authenticated"}) {
 					t.Errorf("groups = %v", id.Groups)
 				}
 			case rejected:

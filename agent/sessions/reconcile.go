@@ -97,6 +97,10 @@ func imageOf(s *store.Session, cfg Config) string {
 }
 
 func (c *Controller) ensureSecret(ctx context.Context, s *store.Session) error {
+	if cur, err := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID)); err == nil && cur.DeletionTimestamp == nil &&
+		len(cur.Data[SecretKeyPassword]) > 0 && (c.cfg.LiteLLMAPIKey == "" || string(cur.Data[SecretKeyLiteLLM]) == c.cfg.LiteLLMAPIKey) {
+		return nil // the common restart case, without an API call
+	}
 	secrets := c.kube.CoreV1().Secrets(c.cfg.Namespace)
 	_, err := secrets.Create(ctx, c.buildSecret(s, newPassword()), metav1.CreateOptions{})
 	if err == nil || !apierrors.IsAlreadyExists(err) {
@@ -134,6 +138,9 @@ func (c *Controller) ensureSecret(ctx context.Context, s *store.Session) error {
 }
 
 func (c *Controller) ensurePVC(ctx context.Context, s *store.Session) error {
+	if cur, err := c.pvcLister.PersistentVolumeClaims(c.cfg.Namespace).Get(PVCName(s.ID)); err == nil && cur.DeletionTimestamp == nil {
+		return nil
+	}
 	pvc, err := c.buildPVC(s)
 	if err != nil {
 		return &permanentError{err}

@@ -1,0 +1,291 @@
+// Package sessionrunner plays the kubelet for session pods on a kwok cluster: for
+// every session pod the agent creates it runs the pod's own work as local processes —
+// the init container's `agent session-init` with the pod's arguments, then
+// `opencode serve` with the pod's environment (the password read from the session's
+// Secret) — and points a kwok PortForward at it, so port-forwarding to the pod's port
+// 4096 reaches a real OpenCode. `make demo` and the end-to-end tests use it; nothing
+// here ships in the agent.
+package sessionrunner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// PortForwardGVR is kwok's PortForward resource.
+var PortForwardGVR = schema.GroupVersionResource{Group: "kwok.x-k8s.io", Version: "v1alpha1", Resource: "portforwards"}
+
+// Options configure a Runner.
+type Options struct {
+	Kube    kubernetes.Interface
+	Dynamic dynamic.Interface
+	// Namespace holds the session pods.
+	Namespace string
+	// OpenCode is the opencode binary; Agent the agent binary (for session-init).
+	OpenCode string
+	Agent    string
+	// WorkDir receives one directory per pod (workspace, home, config, log).
+	WorkDir string
+	// Env is added to every process (PATH with rg, offline settings).
+	Env []string
+	// AllowLocalRepo lets session-init clone file:// repositories (tests).
+	AllowLocalRepo bool
+	Log            hclog.Logger
+}
+
+// Runner runs session pods locally.
+type Runner struct {
+	o    Options
+	log  hclog.Logger
+	mu   sync.Mutex
+	pods map[string]*podProc // by namespace/name
+}
+
+type podProc struct {
+	uid  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	dir  string
+	port int
+}
+
+// New returns a Runner; call Run to start it.
+func New(o Options) *Runner {
+	if o.Log == nil {
+		o.Log = hclog.NewNullLogger()
+	}
+	return &Runner{o: o, log: o.Log, pods: map[string]*podProc{}}
+}
+
+// Run watches session pods until ctx ends, then stops every process it started.
+func (r *Runner) Run(ctx context.Context) error {
+	factory := informers.NewSharedInformerFactoryWithOptions(r.o.Kube, 0,
+		informers.WithNamespace(r.o.Namespace),
+		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+			lo.LabelSelector = apiv1.LabelName + "=" + apiv1.SessionAppName
+		}))
+	inf := factory.Core().V1().Pods().Informer()
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { r.ensure(ctx, obj) },
+		UpdateFunc: func(_, obj any) { r.ensure(ctx, obj) },
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if p, ok := obj.(*corev1.Pod); ok {
+				r.stop(p.Namespace + "/" + p.Name)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	factory.Start(ctx.Done())
+	<-ctx.Done()
+	factory.Shutdown()
+	r.mu.Lock()
+	keys := make([]string, 0, len(r.pods))
+	for k := range r.pods {
+		keys = append(keys, k)
+	}
+	r.mu.Unlock()
+	for _, k := range keys {
+		r.stop(k)
+	}
+	return nil
+}
+
+// Port returns the local port serving the pod's OpenCode, or 0.
+func (r *Runner) Port(namespace, pod string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.pods[namespace+"/"+pod]; p != nil {
+		return p.port
+	}
+	return 0
+}
+
+func (r *Runner) ensure(ctx context.Context, obj any) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || pod.DeletionTimestamp != nil {
+		return
+	}
+	key := pod.Namespace + "/" + pod.Name
+	r.mu.Lock()
+	if p := r.pods[key]; p != nil {
+		if p.uid == string(pod.UID) {
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+		r.stop(key) // a new pod under the same name: start afresh
+		r.mu.Lock()
+	}
+	p := &podProc{uid: string(pod.UID), done: make(chan struct{})}
+	r.pods[key] = p
+	r.mu.Unlock()
+	go func() {
+		if err := r.start(ctx, pod, p); err != nil && ctx.Err() == nil {
+			r.log.Error("session pod failed to start locally", "pod", key, "error", err)
+		}
+	}()
+}
+
+func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
+	dir, err := os.MkdirTemp(r.o.WorkDir, pod.Name+"-")
+	if err != nil {
+		return err
+	}
+	p.dir = dir
+	ws, home, tmp := filepath.Join(dir, "workspace"), filepath.Join(dir, "home"), filepath.Join(dir, "tmp")
+	// A persistent session's workspace lives on its PVC: keep it in a directory named
+	// after the claim so a restarted pod finds the same files.
+	for _, v := range pod.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil {
+			ws = filepath.Join(r.o.WorkDir, "pvc-"+v.PersistentVolumeClaim.ClaimName)
+		}
+	}
+	cfgPath := filepath.Join(dir, "opencode.json")
+	for _, d := range []string{ws, home, tmp} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	secret, err := r.o.Kube.CoreV1().Secrets(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("read the session secret: %w", err)
+	}
+	if len(pod.Spec.InitContainers) > 0 {
+		ic := pod.Spec.InitContainers[0]
+		args := append([]string{"session-init"}, ic.Args...)
+		// pflag keeps the last value: point the pod's paths at the local directories.
+		args = append(args, "--workspace="+ws, "--config="+cfgPath)
+		if r.o.AllowLocalRepo {
+			args = append(args, "--allow-local-repo")
+		}
+		init := exec.CommandContext(ctx, r.o.Agent, args...)
+		init.Env = append(os.Environ(), "HOME="+home, "TMPDIR="+tmp, "GIT_TERMINAL_PROMPT=0")
+		if out, err := init.CombinedOutput(); err != nil {
+			return fmt.Errorf("session-init: %w: %s", err, out)
+		}
+	}
+	var main *corev1.Container
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == "opencode" {
+			main = &pod.Spec.Containers[i]
+		}
+	}
+	if main == nil {
+		return errors.New("pod has no opencode container")
+	}
+	env := append(os.Environ(), r.o.Env...)
+	for _, e := range main.Env {
+		v := e.Value
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			v = string(secret.Data[e.ValueFrom.SecretKeyRef.Key])
+		}
+		env = append(env, e.Name+"="+v)
+	}
+	env = append(env, "HOME="+home, "TMPDIR="+tmp, "OPENCODE_CONFIG="+cfgPath, "npm_config_registry=http://127.0.0.1:9/")
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "opencode.log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(r.o.OpenCode, "serve", "--port", fmt.Sprint(port), "--hostname", "127.0.0.1", "--print-logs", "--log-level", "INFO")
+	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = ws, env, logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return fmt.Errorf("start opencode: %w", err)
+	}
+	r.mu.Lock()
+	p.cmd, p.port = cmd, port
+	r.mu.Unlock()
+	go func() {
+		_ = cmd.Wait()
+		_ = logFile.Close()
+		close(p.done)
+	}()
+	r.log.Info("session pod running locally", "pod", pod.Namespace+"/"+pod.Name, "port", port, "dir", dir)
+	return r.forward(ctx, pod, port)
+}
+
+// forward points kwok's port-forward for the pod's OpenCode port at the local process.
+func (r *Runner) forward(ctx context.Context, pod *corev1.Pod, port int) error {
+	pf := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "kwok.x-k8s.io/v1alpha1",
+		"kind":       "PortForward",
+		"metadata":   map[string]any{"name": pod.Name, "namespace": pod.Namespace},
+		"spec": map[string]any{"forwards": []any{map[string]any{
+			"ports":  []any{int64(apiv1.OpenCodePort)},
+			"target": map[string]any{"address": "127.0.0.1", "port": int64(port)},
+		}}},
+	}}
+	res := r.o.Dynamic.Resource(PortForwardGVR).Namespace(pod.Namespace)
+	_ = res.Delete(ctx, pod.Name, metav1.DeleteOptions{})
+	for i := 0; ; i++ {
+		_, err := res.Create(ctx, pf, metav1.CreateOptions{})
+		if err == nil || !apierrors.IsAlreadyExists(err) || i > 20 {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond) // the old object is still being deleted
+	}
+}
+
+func (r *Runner) stop(key string) {
+	r.mu.Lock()
+	p := r.pods[key]
+	delete(r.pods, key)
+	r.mu.Unlock()
+	if p == nil || p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	// SIGTERM lets OpenCode exit cleanly (≈1.5 s); SIGKILL after 5 s.
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+	ns, name, _ := strings.Cut(key, "/")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = r.o.Dynamic.Resource(PortForwardGVR).Namespace(ns).Delete(ctx, name, metav1.DeleteOptions{})
+	r.log.Info("session pod stopped locally", "pod", key)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

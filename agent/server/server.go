@@ -62,6 +62,9 @@ type Options struct {
 	DefaultTokenTTL    time.Duration
 	// ExternalURL is the public URL of the agent, used in links.
 	ExternalURL string
+	// UI, when set, serves every path outside the API and the probes (the web UI,
+	// agent/ui). It does its own authentication.
+	UI http.Handler
 	// NewID makes session ids.
 	NewID func() string
 	// Now is the clock (tests replace it).
@@ -173,5 +176,8 @@ func (s *Server) routes() http.Handler {
 		apiHandler = s.opts.Authenticate(apiHandler)
 	}
 	mux.Handle("/api/", apiHandler)
+	if s.opts.UI != nil {
+		mux.Handle("/", s.opts.UI)
+	}
 	return audit.RequestIDMiddleware(recoverer(s.log, mux))
 }

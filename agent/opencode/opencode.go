@@ -1,0 +1,354 @@
+// Package opencode is a small client for the HTTP API that `opencode serve` exposes in
+// every session pod: just what the agent needs to deliver prompts, read a session's
+// conversation and relay its events. It takes an *http.Client so it runs over any
+// transport, in particular a port-forward tunnel (tunnel.Pool.Transport), since a
+// session's OpenCode listens on the pod's loopback only.
+//
+// The shapes here were checked against opencode-ai 1.18.33 (see DESIGN §8.2): every route
+// needs Basic auth, messages come as {info, parts} pairs, and /event is a Server-Sent
+// Events stream of {id, type, properties} objects.
+package opencode
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// Port is the port OpenCode serves on inside a session pod.
+const Port = 4096
+
+// Username is OpenCode's Basic-auth user unless OPENCODE_SERVER_USERNAME says otherwise.
+const Username = "opencode"
+
+// LocalBaseURL is the base URL to use with a transport that ignores the URL's host (a
+// tunnel): it is what OpenCode sees as its own address inside the pod.
+const LocalBaseURL = "http://127.0.0.1:4096"
+
+// maxResponseBytes bounds the JSON bodies the client reads; a long conversation is
+// a few MiB at most.
+const maxResponseBytes = 64 << 20
+
+// Client talks to one OpenCode server. It is safe for concurrent use.
+type Client struct {
+	base     *url.URL
+	username string
+	password string
+	hc       *http.Client
+}
+
+// New returns a client for the OpenCode server at baseURL ("http://127.0.0.1:4096")
+// that authenticates with password. A nil hc means http.DefaultClient.
+func New(baseURL, password string, hc *http.Client) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("opencode: invalid base URL %q: use a URL such as %q", baseURL, LocalBaseURL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	return &Client{base: u, username: Username, password: password, hc: hc}, nil
+}
+
+// NewForTransport returns a client whose requests go through rt (typically
+// tunnel.Pool.Transport for a session pod) to OpenCode's port.
+func NewForTransport(rt http.RoundTripper, password string) *Client {
+	c, err := New(LocalBaseURL, password, &http.Client{Transport: rt})
+	if err != nil {
+		panic(err) // LocalBaseURL is a valid constant
+	}
+	return c
+}
+
+// Error is a non-2xx answer from OpenCode.
+type Error struct {
+	Method     string
+	Path       string
+	StatusCode int
+	Body       string
+}
+
+func (e *Error) Error() string {
+	msg := fmt.Sprintf("opencode: %s %s: %d %s", e.Method, e.Path, e.StatusCode, http.StatusText(e.StatusCode))
+	if e.StatusCode == http.StatusUnauthorized {
+		return msg + ": the session's OpenCode password does not match its Secret"
+	}
+	if e.Body != "" {
+		msg += ": " + e.Body
+	}
+	return msg
+}
+
+// IsNotFound reports whether err is OpenCode answering 404 (for example an unknown
+// session id).
+func IsNotFound(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.StatusCode == http.StatusNotFound
+}
+
+func (c *Client) newRequest(ctx context.Context, method, path string, body any) (*http.Request, error) {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("opencode: encode %s %s body: %w", method, path, err)
+		}
+		r = bytes.NewReader(b)
+	}
+	u := *c.base
+	p, q, _ := strings.Cut(path, "?")
+	u.Path += p
+	u.RawQuery = q
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), r)
+	if err != nil {
+		return nil, fmt.Errorf("opencode: build %s %s: %w", method, path, err)
+	}
+	req.SetBasicAuth(c.username, c.password)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	return req, nil
+}
+
+// do sends the request and decodes a JSON answer into out (unless out is nil).
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	req, err := c.newRequest(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("opencode: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if err := checkStatus(resp, method, path); err != nil {
+		return err
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBytes))
+		return nil
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBytes)).Decode(out); err != nil {
+		return fmt.Errorf("opencode: decode %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+func checkStatus(resp *http.Response, method, path string) error {
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	return &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(b))}
+}
+
+// Health is the answer of GET /global/health.
+type Health struct {
+	Healthy bool   `json:"healthy"`
+	Version string `json:"version"`
+}
+
+// Health asks OpenCode whether it is up (and checks the password: health needs auth too).
+func (c *Client) Health(ctx context.Context) (*Health, error) {
+	var h Health
+	if err := c.do(ctx, http.MethodGet, "/global/health", nil, &h); err != nil {
+		return nil, err
+	}
+	if !h.Healthy {
+		return &h, fmt.Errorf("opencode: server %s reports itself unhealthy", h.Version)
+	}
+	return &h, nil
+}
+
+// WaitHealthy polls Health every interval until it succeeds or ctx ends. A 401 ends the
+// wait at once: retrying a wrong password cannot help.
+func (c *Client) WaitHealthy(ctx context.Context, interval time.Duration) (*Health, error) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		h, err := c.Health(ctx)
+		if err == nil {
+			return h, nil
+		}
+		var e *Error
+		if errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("opencode: not healthy before %w: last error: %w", ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// Session is an OpenCode conversation (what OpenCode calls a session; one agent session
+// pod may hold several).
+type Session struct {
+	ID        string `json:"id"`
+	Title     string `json:"title"`
+	Directory string `json:"directory"`
+	Version   string `json:"version"`
+	Time      struct {
+		Created int64 `json:"created"` // Unix milliseconds
+		Updated int64 `json:"updated"`
+	} `json:"time"`
+}
+
+// CreatedAt returns when the session was created.
+func (s *Session) CreatedAt() time.Time { return time.UnixMilli(s.Time.Created) }
+
+// CreateSession creates a conversation. An empty title lets OpenCode name it from the
+// first prompt (it asks the model).
+func (c *Client) CreateSession(ctx context.Context, title string) (*Session, error) {
+	body := map[string]string{}
+	if title != "" {
+		body["title"] = title
+	}
+	var s Session
+	if err := c.do(ctx, http.MethodPost, "/session", body, &s); err != nil {
+		return nil, err
+	}
+	if s.ID == "" {
+		return nil, errors.New("opencode: POST /session returned no session id")
+	}
+	return &s, nil
+}
+
+// Sessions lists the conversations, as OpenCode orders them.
+func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
+	var ss []Session
+	if err := c.do(ctx, http.MethodGet, "/session", nil, &ss); err != nil {
+		return nil, err
+	}
+	return ss, nil
+}
+
+// textPart is the body part OpenCode takes for a prompt.
+type textPart struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+// PromptAsync sends text as the next user message of the conversation and returns once
+// OpenCode accepted it (204); the model's answer arrives in Messages and Events.
+func (c *Client) PromptAsync(ctx context.Context, sessionID, text string) error {
+	if sessionID == "" {
+		return errors.New("opencode: a session id is required to send a prompt")
+	}
+	body := map[string]any{"parts": []textPart{{Type: "text", Text: text}}}
+	return c.do(ctx, http.MethodPost, "/session/"+url.PathEscape(sessionID)+"/prompt_async", body, nil)
+}
+
+// Abort stops the model's current turn in the conversation.
+func (c *Client) Abort(ctx context.Context, sessionID string) error {
+	return c.do(ctx, http.MethodPost, "/session/"+url.PathEscape(sessionID)+"/abort", nil, nil)
+}
+
+// SessionStatus is the state of one conversation in GET /session/status.
+type SessionStatus struct {
+	// Type is "busy" while the model works, "retry" while OpenCode retries the model.
+	Type string `json:"type"`
+}
+
+// Status returns the conversations that are not idle, keyed by session id; an empty
+// map means every conversation is idle.
+func (c *Client) Status(ctx context.Context) (map[string]SessionStatus, error) {
+	st := map[string]SessionStatus{}
+	if err := c.do(ctx, http.MethodGet, "/session/status", nil, &st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// wireMessage is one element of GET /session/{id}/message.
+type wireMessage struct {
+	Info struct {
+		ID   string `json:"id"`
+		Role string `json:"role"`
+		Time struct {
+			Created int64 `json:"created"`
+		} `json:"time"`
+		Error *struct {
+			Name string `json:"name"`
+			Data struct {
+				Message string `json:"message"`
+			} `json:"data"`
+		} `json:"error"`
+	} `json:"info"`
+	Parts []struct {
+		Type      string `json:"type"`
+		Text      string `json:"text"`
+		Synthetic bool   `json:"synthetic"`
+		Ignored   bool   `json:"ignored"`
+	} `json:"parts"`
+}
+
+// Messages returns the conversation: each message's role and the concatenation of its
+// text parts (tool calls, reasoning and step markers are left out; text OpenCode
+// injected itself is too). An assistant turn that failed carries the error as its text.
+func (c *Client) Messages(ctx context.Context, sessionID string) ([]apiv1.Message, error) {
+	if sessionID == "" {
+		return nil, errors.New("opencode: a session id is required to read messages")
+	}
+	var wire []wireMessage
+	if err := c.do(ctx, http.MethodGet, "/session/"+url.PathEscape(sessionID)+"/message", nil, &wire); err != nil {
+		return nil, err
+	}
+	out := make([]apiv1.Message, 0, len(wire))
+	for _, m := range wire {
+		var texts []string
+		for _, p := range m.Parts {
+			if p.Type == "text" && !p.Synthetic && !p.Ignored && p.Text != "" {
+				texts = append(texts, p.Text)
+			}
+		}
+		text := strings.Join(texts, "\n")
+		if text == "" && m.Info.Error != nil {
+			msg := m.Info.Error.Data.Message
+			if msg == "" {
+				msg = m.Info.Error.Name
+			}
+			text = "error: " + msg
+		}
+		out = append(out, apiv1.Message{
+			ID:        m.Info.ID,
+			Role:      m.Info.Role,
+			Text:      text,
+			CreatedAt: time.UnixMilli(m.Info.Time.Created).UTC(),
+		})
+	}
+	return out, nil
+}
+
+// DeliverPrompt starts a conversation titled title and sends prompt as its first
+// message, returning the conversation's id; the agent calls it when a session with an
+// initial prompt becomes ready. It waits (until ctx ends) for OpenCode to answer its
+// health check first, since the pod turning Ready and the tunnel reaching OpenCode
+// can race. When the conversation was created but the prompt could not be sent, the id
+// is returned with the error so a retry can call PromptAsync on the same conversation
+// instead of starting another.
+func DeliverPrompt(ctx context.Context, c *Client, title, prompt string) (string, error) {
+	if _, err := c.WaitHealthy(ctx, 500*time.Millisecond); err != nil {
+		return "", err
+	}
+	s, err := c.CreateSession(ctx, title)
+	if err != nil {
+		return "", err
+	}
+	if err := c.PromptAsync(ctx, s.ID, prompt); err != nil {
+		return s.ID, err
+	}
+	return s.ID, nil
+}

@@ -1,0 +1,134 @@
+package opencode_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cakeai/cake-agents/agent/opencode"
+	"github.com/cakeai/cake-agents/agent/opencode/opencodetest"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/test/fakemodel"
+)
+
+// TestRealOpenCode drives a real `opencode serve` wired to the fake model: the client's
+// JSON shapes must match what OpenCode really sends.
+func TestRealOpenCode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: runs a real OpenCode (drop -short to run it)")
+	}
+	oc := opencodetest.Start(t, opencodetest.Options{})
+	c := oc.Client
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	h, err := c.Health(ctx)
+	if err != nil || !h.Healthy || h.Version == "" {
+		t.Fatalf("Health = %+v, %v", h, err)
+	}
+
+	wrong, err := opencode.New(oc.URL, "wrong-password", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var oerr *opencode.Error
+	if _, err := wrong.Health(ctx); !errors.As(err, &oerr) || oerr.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("Health with a wrong password: err = %v, want a 401 *opencode.Error", err)
+	}
+
+	events, err := c.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer events.Close()
+	first, err := events.Next()
+	if err != nil || first.Type != "server.connected" {
+		t.Fatalf("first event = %+v, %v; want server.connected", first, err)
+	}
+
+	prompt := "integration prompt " + t.Name()
+	id, err := opencode.DeliverPrompt(ctx, c, "integration", prompt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(id, "ses_") {
+		t.Fatalf("DeliverPrompt returned id %q", id)
+	}
+
+	// The events of the turn arrive, ending with the conversation going idle.
+	seen := map[string]bool{}
+	for !seen["session.idle"] {
+		ev, err := events.Next()
+		if err != nil {
+			t.Fatalf("events ended before session.idle (saw %v): %v", seen, err)
+		}
+		if sid := ev.SessionID(); sid != "" && sid != id {
+			continue
+		}
+		seen[ev.Type] = true
+	}
+	for _, typ := range []string{"session.status", "message.updated", "message.part.updated"} {
+		if !seen[typ] {
+			t.Errorf("no %s event during the turn (saw %v)", typ, seen)
+		}
+	}
+
+	msgs := waitForReply(t, ctx, c, id, fakemodel.Reply(prompt))
+	if msgs[0].Role != "user" || msgs[0].Text != prompt {
+		t.Fatalf("first message = %+v, want the user's prompt", msgs[0])
+	}
+	if msgs[0].CreatedAt.Before(time.Now().Add(-time.Hour)) || msgs[0].ID == "" {
+		t.Fatalf("first message has no id or a wrong time: %+v", msgs[0])
+	}
+	if !oc.Model.Received(prompt) {
+		t.Fatalf("the model never received the prompt; requests: %+v", oc.Model.Requests())
+	}
+
+	sessions, err := c.Sessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sessions) != 1 || sessions[0].ID != id || sessions[0].Title != "integration" {
+		t.Fatalf("Sessions = %+v", sessions)
+	}
+	st, err := c.Status(ctx)
+	if err != nil || len(st) != 0 {
+		t.Fatalf("Status after the turn = %v, %v; want idle", st, err)
+	}
+
+	// A tool call round trip: the model asks for bash, OpenCode runs it, the model
+	// answers with what it saw.
+	if err := c.PromptAsync(ctx, id, "run it #tool:bash echo tool-ran-here"); err != nil {
+		t.Fatal(err)
+	}
+	waitForReply(t, ctx, c, id, fakemodel.ToolResultPrefix+"tool-ran-here")
+
+	if _, err := c.Messages(ctx, "ses_doesnotexist"); err == nil {
+		t.Fatal("Messages of an unknown session succeeded")
+	}
+}
+
+func waitForReply(t *testing.T, ctx context.Context, c *opencode.Client, id, want string) []apiv1.Message {
+	t.Helper()
+	var msgs []apiv1.Message
+	for {
+		var err error
+		msgs, err = c.Messages(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if m.Role == "assistant" && strings.Contains(m.Text, want) {
+				return msgs
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no assistant reply %q; messages: %+v", want, msgs)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

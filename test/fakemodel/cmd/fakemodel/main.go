@@ -1,0 +1,64 @@
+// Command fakemodel serves the fake OpenAI-compatible model (package fakemodel) for the
+// demo and end-to-end tests that run OpenCode out of process. It prints its base URL
+// (the value for a provider's baseURL) on stdout once it listens, and serves
+// GET /_requests so those tests can see what the model received.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cakeai/cake-agents/test/fakemodel"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "error: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("fakemodel", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on (port 0 picks a free one)")
+	delay := fs.Duration("chunk-delay", 0, "pause between streamed chunks, to make streaming visible")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (pick another address with -listen)", *listen, err)
+	}
+	model := fakemodel.New()
+	model.ChunkDelay = *delay
+	srv := &http.Server{Handler: model, ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(out, "http://%s/v1\n", l.Addr())
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,8 +162,8 @@ func TestLifecycle(t *testing.T) {
 
 	var hooked sync.Map
 	c.SetReadyHook(func(_ context.Context, s *store.Session) {
-		n, _ := hooked.LoadOrStore(s.ID, new(int))
-		*(n.(*int))++
+		n, _ := hooked.LoadOrStore(s.ID, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
 	})
 	s := &store.Session{ID: id, OwnerID: e.owner, Repo: "https://github.com/org/repo", Persistent: true, Prompt: "hi"}
 	if err := c.Create(ctx, s, 0); err != nil {
@@ -190,7 +191,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
 		n, ok := hooked.Load(id)
-		return ok && *(n.(*int)) == 1, nil
+		return ok && n.(*atomic.Int32).Load() == 1, nil
 	}); err != nil {
 		t.Errorf("ready hook not called exactly once")
 	}

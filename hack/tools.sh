@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds one pinned developer tool on demand and prints the path of its binary.
 #
-#   hack/tools.sh helm|helm-unittest|golangci-lint
+#   hack/tools.sh helm|helm-unittest|golangci-lint|goreleaser|krew|validate-krew-manifest
 #
 # Versions are pinned by the tools modules under hack/tools (never the project's own go.mod,
 # so tools never move its k8s.io versions). Binaries land in $CACHE_DIR/tools/bin with a stamp
@@ -23,7 +23,7 @@ BIN="${CACHE_DIR}/tools/bin"
 TOOLS="${ROOT}/hack/tools"
 
 log() { echo "tools: $*" >&2; }
-usage() { echo "usage: $0 [--check] helm|helm-unittest|golangci-lint" >&2; exit 2; }
+usage() { echo "usage: $0 [--check] helm|helm-unittest|golangci-lint|goreleaser|krew|validate-krew-manifest" >&2; exit 2; }
 
 check=false
 if [[ "${1:-}" == "--check" ]]; then check=true; shift; fi
@@ -49,6 +49,14 @@ case "${name}" in
     mod="${TOOLS}/golangci-lint"; pkg="github.com/golangci/golangci-lint/v2/cmd/golangci-lint"
     modpath="github.com/golangci/golangci-lint/v2"
     ldflags_extra="-X main.version=@VERSION@"
+    ;;
+  goreleaser)
+    mod="${TOOLS}/goreleaser"; pkg="github.com/goreleaser/goreleaser/v2"; modpath="github.com/goreleaser/goreleaser/v2"
+    ldflags_extra="-X main.version=@VERSION@ -X main.builtBy=hack/tools.sh"
+    ;;
+  krew | validate-krew-manifest)
+    mod="${TOOLS}/krew"; pkg="sigs.k8s.io/krew/cmd/${name}"; modpath="sigs.k8s.io/krew"
+    ldflags_extra="-X sigs.k8s.io/krew/internal/version.gitTag=@VERSION@"
     ;;
   *) usage ;;
 esac

@@ -1,0 +1,213 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/cakeai/cake-agents/agent/opencode"
+	"github.com/cakeai/cake-agents/agent/proxy"
+	"github.com/cakeai/cake-agents/agent/sessions"
+	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/agent/tunnel"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// conversation reaches each session's OpenCode through the port-forward pool. It
+// implements server.Conversation and delivers initial prompts when sessions turn Running.
+type conversation struct {
+	pool  *tunnel.Pool
+	ctrl  *sessions.Controller
+	st    store.Store
+	proxy *proxy.Proxy
+	log   hclog.Logger
+}
+
+// newConversation builds the relay; stripHeaders are the identity headers the
+// authenticating proxy sets, which must never reach a session's OpenCode.
+func newConversation(pool *tunnel.Pool, ctrl *sessions.Controller, st store.Store, log hclog.Logger, stripHeaders ...string) *conversation {
+	return &conversation{pool: pool, ctrl: ctrl, st: st, proxy: proxy.New(pool, log.Named("proxy"), proxy.WithStripHeaders(stripHeaders...)), log: log}
+}
+
+// client returns an OpenCode client for the session's pod, authenticated with the
+// session's own password.
+func (c *conversation) client(ctx context.Context, s *store.Session) (*opencode.Client, error) {
+	pw, err := c.ctrl.Password(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return opencode.NewForTransport(c.pool.Transport(s.PodNamespace, s.PodName, apiv1.OpenCodePort), pw), nil
+}
+
+// ensureConversation returns the session's OpenCode conversation id, creating the
+// conversation on first use and recording it so every client shares it.
+func (c *conversation) ensureConversation(ctx context.Context, s *store.Session, oc *opencode.Client) (string, error) {
+	if s.OpenCodeSessionID != "" {
+		return s.OpenCodeSessionID, nil
+	}
+	created, err := oc.CreateSession(ctx, s.Title)
+	if err != nil {
+		return "", fmt.Errorf("create the OpenCode conversation: %w", err)
+	}
+	id := created.ID
+	err = retry.OnError(retry.DefaultRetry, isConflict, func() error {
+		cur, err := c.st.GetSession(ctx, s.ID)
+		if err != nil {
+			return err
+		}
+		if cur.OpenCodeSessionID != "" {
+			id = cur.OpenCodeSessionID // another replica or request won the race
+			return nil
+		}
+		cur.OpenCodeSessionID = id
+		if err := c.st.UpdateSession(ctx, cur); err != nil {
+			return err
+		}
+		*s = *cur
+		return nil
+	})
+	return id, err
+}
+
+func (c *conversation) Send(ctx context.Context, s *store.Session, text string) error {
+	oc, err := c.client(ctx, s)
+	if err != nil {
+		return err
+	}
+	id, err := c.ensureConversation(ctx, s, oc)
+	if err != nil {
+		return err
+	}
+	return oc.PromptAsync(ctx, id, text)
+}
+
+func (c *conversation) Messages(ctx context.Context, s *store.Session) ([]apiv1.Message, error) {
+	if s.OpenCodeSessionID == "" {
+		return []apiv1.Message{}, nil
+	}
+	oc, err := c.client(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return oc.Messages(ctx, s.OpenCodeSessionID)
+}
+
+// Events relays OpenCode's /event stream verbatim as server-sent events.
+func (c *conversation) Events(ctx context.Context, s *store.Session, w http.ResponseWriter) error {
+	oc, err := c.client(ctx, s)
+	if err != nil {
+		return err
+	}
+	stream, err := oc.Events(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = stream.Close() }()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	lastTouch := time.Time{}
+	for {
+		ev, err := stream.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b); err != nil {
+			return err
+		}
+		if err := rc.Flush(); err != nil {
+			return err
+		}
+		// A watcher keeps the session alive, but heartbeats need not write each time.
+		if time.Since(lastTouch) > 30*time.Second {
+			c.ctrl.Touch(ctx, s.ID, "events")
+			lastTouch = time.Now()
+		}
+	}
+}
+
+func (c *conversation) Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string) {
+	pw, err := c.ctrl.Password(r.Context(), s)
+	if err != nil {
+		http.Error(w, "session password unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	c.proxy.Serve(w, r, proxy.Target{
+		SessionID:  s.ID,
+		Namespace:  s.PodNamespace,
+		Pod:        s.PodName,
+		Password:   pw,
+		OnActivity: func() { c.ctrl.Touch(context.WithoutCancel(r.Context()), s.ID, "proxy") },
+	}, rest)
+}
+
+// deliverInitialPrompt runs when a session turns Running: it creates the OpenCode
+// conversation and sends the session's prompt once (PromptSent survives restarts).
+func (c *conversation) deliverInitialPrompt(ctx context.Context, s *store.Session) {
+	if s.PromptSent || s.Prompt == "" {
+		return
+	}
+	log := c.log.With("session", s.ID)
+	var lastErr error
+	// OpenCode may need a moment after the readiness probe before it accepts prompts.
+	for attempt := 0; attempt < 10; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Duration(attempt) * time.Second):
+			}
+		}
+		cur, err := c.st.GetSession(ctx, s.ID)
+		if err != nil || cur.PromptSent || cur.State != apiv1.StateRunning {
+			return
+		}
+		oc, err := c.client(ctx, cur)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		id, err := c.ensureConversation(ctx, cur, oc)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if err := oc.PromptAsync(ctx, id, cur.Prompt); err != nil {
+			lastErr = err
+			continue
+		}
+		err = retry.OnError(retry.DefaultRetry, isConflict, func() error {
+			cur, err := c.st.GetSession(ctx, s.ID)
+			if err != nil {
+				return err
+			}
+			cur.PromptSent = true
+			return c.st.UpdateSession(ctx, cur)
+		})
+		if err != nil {
+			log.Warn("record prompt delivery failed", "error", err)
+		}
+		log.Info("initial prompt delivered", "conversation", id)
+		return
+	}
+	log.Error("initial prompt delivery failed", "error", lastErr)
+}
+
+func isConflict(err error) bool { return err != nil && errors.Is(err, store.ErrConflict) }

@@ -1,0 +1,207 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/cakeai/cake-agents/agent/audit"
+	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/server"
+	"github.com/cakeai/cake-agents/agent/sessions"
+	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/agent/store/keyring"
+	"github.com/cakeai/cake-agents/agent/store/storeopen"
+	"github.com/cakeai/cake-agents/agent/tunnel"
+)
+
+// authSecret returns the configured auth secret. Without one, a SQLite agent keeps a
+// generated secret in a key file beside its database (same volume, separate file), so
+// dev installs work out of the box; Postgres installs must configure one because
+// replicas have to agree on it.
+func authSecret(cfg *Config, log hclog.Logger) ([]byte, error) {
+	if cfg.AuthSecret != "" {
+		return []byte(cfg.AuthSecret), nil
+	}
+	t, err := storeopen.Parse(cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if t.Driver != storeopen.SQLite || t.Path == "" || t.Path == ":memory:" {
+		if t.Driver == storeopen.SQLite {
+			// An in-memory database dies with the process; so may its key.
+			return randomSecret()
+		}
+		return nil, errors.New("no auth secret: set AGENT_AUTH_SECRET (the chart's betterAuth.secret) — every replica must share it to read encrypted credentials")
+	}
+	keyFile := t.Path + ".key"
+	if b, err := os.ReadFile(keyFile); err == nil && len(strings.TrimSpace(string(b))) >= 32 {
+		return []byte(strings.TrimSpace(string(b))), nil
+	}
+	secret, err := randomSecret()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(keyFile, append(secret, '\n'), 0o600); err != nil {
+		return nil, fmt.Errorf("no auth secret configured and cannot keep a generated one in %s: set AGENT_AUTH_SECRET: %w", keyFile, err)
+	}
+	log.Warn("no auth secret configured: generated one beside the SQLite database; set AGENT_AUTH_SECRET for production", "file", keyFile)
+	return secret, nil
+}
+
+func randomSecret() ([]byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	return []byte(hex.EncodeToString(b)), nil
+}
+
+// openStoreWithRetry opens the database, retrying while it is unreachable;
+// onRetry reports the reason so /readyz can show it.
+func openStoreWithRetry(ctx context.Context, cfg *Config, log hclog.Logger, onRetry func(error)) (store.Store, error) {
+	secret, err := authSecret(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	kr, err := keyring.New(secret)
+	if err != nil {
+		return nil, fmt.Errorf("auth secret: %w", err)
+	}
+	return storeopen.WaitOpen(ctx, storeopen.Options{URL: cfg.DatabaseURL, Keyring: kr, Logger: log.Named("store")},
+		storeopen.Backoff{OnRetry: func(err error, _ time.Duration) { onRetry(err) }})
+}
+
+// components is the wired agent: the HTTP handler and what runs in the background.
+type components struct {
+	handler http.Handler
+	run     func(ctx context.Context) error
+}
+
+func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, error) {
+	var tolerations []corev1.Toleration
+	if cfg.SessionTolerations != "" {
+		if err := json.Unmarshal([]byte(cfg.SessionTolerations), &tolerations); err != nil {
+			return sessions.Config{}, fmt.Errorf("--session-tolerations: %w", err)
+		}
+	}
+	identity := cfg.PodName
+	if identity == "" {
+		identity, _ = os.Hostname()
+	}
+	return sessions.Config{
+		Namespace:          cfg.SessionNamespace,
+		Release:            cfg.Release,
+		DataPlaneImage:     cfg.DataPlaneImage,
+		DataPlaneInitImage: cfg.DataPlaneInitImage,
+		ImagePullPolicy:    cfg.ImagePullPolicy,
+		ImagePullSecrets:   cfg.ImagePullSecrets,
+		CPURequest:         cfg.SessionCPURequest,
+		CPULimit:           cfg.SessionCPULimit,
+		MemoryRequest:      cfg.SessionMemRequest,
+		MemoryLimit:        cfg.SessionMemLimit,
+		NodeSelector:       cfg.SessionNodeSelector,
+		Tolerations:        tolerations,
+		StorageClass:       cfg.SessionStorageClass,
+		StorageSize:        cfg.SessionStorageSize,
+		DefaultIdleTimeout: cfg.SessionIdleTimeout,
+		DefaultTTL:         cfg.SessionTTL,
+		ReconcileInterval:  cfg.ReconcileInterval,
+		LiteLLMBaseURL:     cfg.LiteLLMBaseURL,
+		LiteLLMAPIKey:      cfg.LiteLLMAPIKey,
+		DefaultModel:       cfg.DefaultModel,
+		ProviderJSON:       cfg.ProviderJSON,
+		LeaderElection:     cfg.LeaderElection,
+		LeaseNamespace:     cfg.Namespace,
+		LeaseName:          cfg.LeaseName,
+		Identity:           identity,
+		Registerer:         reg,
+	}, nil
+}
+
+// wire builds every component on top of an open store.
+func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernetes.Interface, st store.Store, reg *prometheus.Registry, log hclog.Logger) (*components, error) {
+	scfg, err := sessionsConfig(cfg, reg)
+	if err != nil {
+		return nil, err
+	}
+	ctrl, err := sessions.New(scfg, kube, st, log.Named("sessions"))
+	if err != nil {
+		return nil, err
+	}
+	pool, err := tunnel.NewPool(restCfg, log.Named("tunnel"))
+	if err != nil {
+		return nil, err
+	}
+	var strip []string
+	for _, h := range []string{cfg.HeaderAuthEmailHeader, cfg.HeaderAuthUserHeader, cfg.HeaderAuthJWTHeader} {
+		if h != "" {
+			strip = append(strip, h)
+		}
+	}
+	conv := newConversation(pool, ctrl, st, log.Named("conversation"), strip...)
+	ctrl.SetReadyHook(conv.deliverInitialPrompt)
+
+	rec := audit.NewRecorder(st, log.Named("audit"))
+	var authenticators []auth.Authenticator
+	if cfg.HeaderAuthEnabled {
+		h, err := auth.NewHeaderAuthenticator(auth.HeaderConfig{
+			EmailHeader:       cfg.HeaderAuthEmailHeader,
+			UserHeader:        cfg.HeaderAuthUserHeader,
+			JWTHeader:         cfg.HeaderAuthJWTHeader,
+			EmailClaim:        cfg.HeaderAuthEmailClaim,
+			TrustedProxyCIDRs: cfg.TrustedProxyCIDRs,
+			Groups:            cfg.HeaderAuthGroups,
+			JWKS:              cfg.JWKSURL,
+		})
+		if err != nil {
+			return nil, err
+		}
+		authenticators = append(authenticators, h)
+	}
+	kubeAuth := auth.NewKubernetesAuthenticator(auth.KubernetesConfig{Client: kube, Audiences: cfg.TokenAudiences, Log: log.Named("auth")})
+	authenticators = append(authenticators, kubeAuth, auth.NewTokenAuthenticator(st, log.Named("auth")))
+	authz := auth.NewSARAuthorizer(auth.SARConfig{Client: kube, Namespace: cfg.Namespace, AdminGroups: cfg.AdminGroups, Log: log.Named("auth")})
+
+	srv := server.New(server.Options{
+		Store:              st,
+		Sessions:           ctrl,
+		Conversation:       conv,
+		Authorizer:         authz,
+		Authenticate:       auth.NewMiddleware(authenticators, st, rec, log.Named("auth"), auth.WithAdminResolver(authz)),
+		Audit:              rec,
+		Log:                log,
+		Registry:           reg,
+		DefaultIdleTimeout: cfg.SessionIdleTimeout,
+		DefaultTTL:         cfg.SessionTTL,
+		MaxActiveSessions:  cfg.MaxActiveSessions,
+		ExternalURL:        cfg.ExternalURL,
+		NewID:              sessions.NewID,
+	})
+	run := func(ctx context.Context) error {
+		defer pool.Close()
+		errc := make(chan error, 2)
+		go func() { errc <- kubeAuth.Start(ctx) }()
+		go func() { errc <- ctrl.Run(ctx) }()
+		for i := 0; i < 2; i++ {
+			if err := <-errc; err != nil && ctx.Err() == nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return &components{handler: srv, run: run}, nil
+}

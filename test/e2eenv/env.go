@@ -1,0 +1,462 @@
+// Package e2eenv brings up the whole product on the local test cluster the way a user
+// meets it: the Helm chart installed by helm (kwok runs the agent's pod), the real agent
+// binary running locally with exactly the environment the chart's Deployment gives it
+// and the chart's ServiceAccount identity, a kwok port-forward from the agent pod to
+// that process (so `kubectl agents` finds and reaches it by label like in a real
+// cluster), the fake OpenAI-compatible model, and session pods run locally by
+// sessionrunner with the real OpenCode. `make demo` and test/e2e both use it.
+package e2eenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/test/fakemodel"
+	"github.com/cakeai/cake-agents/test/sessionrunner"
+)
+
+// Options configure Start.
+type Options struct {
+	// Kubeconfig is an admin kubeconfig of the cluster (testcluster's).
+	Kubeconfig string
+	// Namespace and Release of the chart install (default cake-agents for both).
+	Namespace, Release string
+	// Helm, Agent, OpenCode are binaries; Chart the chart directory.
+	Helm, Agent, OpenCode, Chart string
+	// Values are extra `--set` values for the chart.
+	Values []string
+	// DatabaseURL overrides the chart's database for the local agent (default: a SQLite
+	// file in WorkDir, since the pod's /data does not exist here).
+	DatabaseURL string
+	// WorkDir holds the agent's database, logs and the session workspaces.
+	WorkDir string
+	// Env is added to the agent and OpenCode processes (PATH with rg, ...).
+	Env []string
+	// AllowLocalRepo lets sessions clone file:// repositories (tests use local repos).
+	AllowLocalRepo bool
+	// AgentLog receives the agent's log (default: WorkDir/agent.log).
+	AgentLog io.Writer
+	Log      hclog.Logger
+}
+
+// Env is a running installation.
+type Env struct {
+	o        Options
+	Kube     kubernetes.Interface
+	Dynamic  dynamic.Interface
+	Config   *rest.Config
+	Model    *fakemodel.Server
+	ModelURL string
+	Runner   *sessionrunner.Runner
+	// AgentPod is the kwok pod of the chart's Deployment that stands for the agent.
+	AgentPod string
+	// HTTPURL and HTTPSURL reach the local agent process directly.
+	HTTPURL, HTTPSURL string
+
+	modelSrv  *http.Server
+	cancel    context.CancelFunc
+	runnerErr chan error
+	mu        sync.Mutex
+	agent     *exec.Cmd
+	agentDone chan struct{}
+	agentEnv  []string
+	httpPort  int
+	httpsPort int
+}
+
+// Start installs and starts everything; Stop undoes it.
+func Start(ctx context.Context, o Options) (_ *Env, err error) {
+	if o.Namespace == "" {
+		o.Namespace = "cake-agents"
+	}
+	if o.Release == "" {
+		o.Release = "cake-agents"
+	}
+	if o.Log == nil {
+		o.Log = hclog.NewNullLogger()
+	}
+	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
+		return nil, err
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", o.Kubeconfig, err)
+	}
+	e := &Env{o: o, Config: cfg}
+	if e.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if e.Dynamic, err = dynamic.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			e.Stop()
+		}
+	}()
+
+	// The fake model first: the chart points sessions at it.
+	e.Model = fakemodel.New()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	e.ModelURL = "http://" + ln.Addr().String() + "/v1"
+	e.modelSrv = &http.Server{Handler: e.Model, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = e.modelSrv.Serve(ln) }()
+
+	if err := e.helm(ctx, "upgrade", "--install", o.Release, o.Chart, "--namespace", o.Namespace, "--create-namespace",
+		"--wait", "--timeout", "3m",
+		"--set", "persistence.enabled=false",
+		"--set", "litellm.baseURL="+e.ModelURL,
+		"--set", "sessions.defaultModel=fake-model",
+	); err != nil {
+		return nil, err
+	}
+	pod, err := e.agentPod(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.AgentPod = pod.Name
+
+	// Session pods: run them locally with the real OpenCode.
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.cancel = cancel
+	e.Runner = sessionrunner.New(sessionrunner.Options{
+		Kube: e.Kube, Dynamic: e.Dynamic, Namespace: e.sessionNamespace(pod),
+		OpenCode: o.OpenCode, Agent: o.Agent, WorkDir: filepath.Join(o.WorkDir, "sessions"),
+		Env: o.Env, AllowLocalRepo: o.AllowLocalRepo, Log: o.Log.Named("sessionrunner"),
+	})
+	if err := os.MkdirAll(filepath.Join(o.WorkDir, "sessions"), 0o755); err != nil {
+		return nil, err
+	}
+	e.runnerErr = make(chan error, 1)
+	go func() { e.runnerErr <- e.Runner.Run(rctx) }()
+
+	if err := e.prepareAgent(ctx, pod); err != nil {
+		return nil, err
+	}
+	if err := e.StartAgent(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Env) helm(ctx context.Context, args ...string) error {
+	if args[0] == "upgrade" {
+		for _, v := range e.o.Values {
+			args = append(args, "--set", v)
+		}
+	}
+	cmd := exec.CommandContext(ctx, e.o.Helm, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.o.Kubeconfig, "HELM_CACHE_HOME="+filepath.Join(e.o.WorkDir, "helm-cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(e.o.WorkDir, "helm-config"), "HELM_DATA_HOME="+filepath.Join(e.o.WorkDir, "helm-data"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("helm %s: %w: %s", strings.Join(args[:2], " "), err, out)
+	}
+	return nil
+}
+
+// agentPod waits for the chart's agent pod to run (kwok plays its kubelet).
+func (e *Env) agentPod(ctx context.Context) (*corev1.Pod, error) {
+	sel := apiv1.LabelName + "=" + apiv1.AgentAppName + "," + apiv1.LabelComponent + "=" + apiv1.AgentComponent + "," + apiv1.LabelInstance + "=" + e.o.Release
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		pods, err := e.Kube.CoreV1().Pods(e.o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err == nil {
+			for i := range pods.Items {
+				p := &pods.Items[i]
+				if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+					return p, nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no running agent pod (%s) in %s: %v", sel, e.o.Namespace, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+func (e *Env) sessionNamespace(pod *corev1.Pod) string {
+	for _, c := range pod.Spec.Containers {
+		for _, v := range c.Env {
+			if v.Name == "AGENT_SESSION_NAMESPACE" && v.Value != "" {
+				return v.Value
+			}
+		}
+	}
+	return e.o.Namespace
+}
+
+// prepareAgent resolves the agent container's environment exactly as the kubelet
+// would (values, Secret and ConfigMap references, the downward API), swaps what cannot
+// apply outside a pod (listen ports, the database path) and writes a kubeconfig with
+// a token of the chart's ServiceAccount, so the local agent has the chart's RBAC.
+func (e *Env) prepareAgent(ctx context.Context, pod *corev1.Pod) error {
+	var c *corev1.Container
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == "agent" {
+			c = &pod.Spec.Containers[i]
+		}
+	}
+	if c == nil {
+		return errors.New("the chart's pod has no agent container")
+	}
+	env := map[string]string{}
+	for _, v := range c.Env {
+		val, ok, err := e.resolve(ctx, pod, v)
+		if err != nil {
+			return fmt.Errorf("env %s: %w", v.Name, err)
+		}
+		if ok {
+			env[v.Name] = val
+		}
+	}
+	var err error
+	if e.httpPort, err = freePort(); err != nil {
+		return err
+	}
+	if e.httpsPort, err = freePort(); err != nil {
+		return err
+	}
+	env["AGENT_HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", e.httpPort)
+	env["AGENT_HTTPS_ADDR"] = fmt.Sprintf("127.0.0.1:%d", e.httpsPort)
+	env["AGENT_LOG_FORMAT"] = "text"
+	if e.o.DatabaseURL != "" {
+		env["DATABASE_URL"] = e.o.DatabaseURL
+	} else {
+		env["DATABASE_URL"] = "sqlite://" + filepath.Join(e.o.WorkDir, "agents.db")
+	}
+	e.HTTPURL = fmt.Sprintf("http://127.0.0.1:%d", e.httpPort)
+	e.HTTPSURL = fmt.Sprintf("https://127.0.0.1:%d", e.httpsPort)
+
+	// The pod's identity: a token of its ServiceAccount.
+	tr, err := e.Kube.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, pod.Spec.ServiceAccountName, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(24 * 3600))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("token for the agent's ServiceAccount: %w", err)
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["cluster"] = &clientcmdapi.Cluster{Server: e.Config.Host, CertificateAuthorityData: e.Config.CAData}
+	if len(kc.Clusters["cluster"].CertificateAuthorityData) == 0 && e.Config.CAFile != "" {
+		if kc.Clusters["cluster"].CertificateAuthorityData, err = os.ReadFile(e.Config.CAFile); err != nil {
+			return err
+		}
+	}
+	kc.AuthInfos["agent"] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	kc.Contexts["agent"] = &clientcmdapi.Context{Cluster: "cluster", AuthInfo: "agent", Namespace: pod.Namespace}
+	kc.CurrentContext = "agent"
+	kcPath := filepath.Join(e.o.WorkDir, "agent.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, kcPath); err != nil {
+		return err
+	}
+	env["KUBECONFIG"] = kcPath
+
+	e.agentEnv = append(append([]string{}, os.Environ()...), e.o.Env...)
+	for k, v := range env {
+		e.agentEnv = append(e.agentEnv, k+"="+v)
+	}
+	// Port-forwards to the agent pod reach the local process, as they would the pod.
+	return e.forward(ctx, pod, map[int]int{apiv1.AgentHTTPSPort: e.httpsPort, apiv1.AgentHTTPPort: e.httpPort})
+}
+
+func (e *Env) resolve(ctx context.Context, pod *corev1.Pod, v corev1.EnvVar) (string, bool, error) {
+	if v.ValueFrom == nil {
+		return v.Value, true, nil
+	}
+	switch {
+	case v.ValueFrom.FieldRef != nil:
+		switch v.ValueFrom.FieldRef.FieldPath {
+		case "metadata.namespace":
+			return pod.Namespace, true, nil
+		case "metadata.name":
+			return pod.Name, true, nil
+		case "spec.nodeName":
+			return pod.Spec.NodeName, true, nil
+		case "spec.serviceAccountName":
+			return pod.Spec.ServiceAccountName, true, nil
+		}
+		return "", false, fmt.Errorf("unsupported fieldRef %s", v.ValueFrom.FieldRef.FieldPath)
+	case v.ValueFrom.SecretKeyRef != nil:
+		ref := v.ValueFrom.SecretKeyRef
+		s, err := e.Kube.CoreV1().Secrets(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if err != nil || s.Data[ref.Key] == nil {
+			if ref.Optional != nil && *ref.Optional {
+				return "", false, nil
+			}
+			return "", false, fmt.Errorf("secret %s key %s: %v", ref.Name, ref.Key, err)
+		}
+		return string(s.Data[ref.Key]), true, nil
+	case v.ValueFrom.ConfigMapKeyRef != nil:
+		ref := v.ValueFrom.ConfigMapKeyRef
+		cm, err := e.Kube.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if err != nil {
+			if ref.Optional != nil && *ref.Optional {
+				return "", false, nil
+			}
+			return "", false, err
+		}
+		val, ok := cm.Data[ref.Key]
+		return val, ok, nil
+	}
+	return "", false, nil
+}
+
+func (e *Env) forward(ctx context.Context, pod *corev1.Pod, ports map[int]int) error {
+	var forwards []any
+	for from, to := range ports {
+		forwards = append(forwards, map[string]any{
+			"ports":  []any{int64(from)},
+			"target": map[string]any{"address": "127.0.0.1", "port": int64(to)},
+		})
+	}
+	pf := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "kwok.x-k8s.io/v1alpha1",
+		"kind":       "PortForward",
+		"metadata":   map[string]any{"name": pod.Name, "namespace": pod.Namespace},
+		"spec":       map[string]any{"forwards": forwards},
+	}}
+	res := e.Dynamic.Resource(sessionrunner.PortForwardGVR).Namespace(pod.Namespace)
+	_ = res.Delete(ctx, pod.Name, metav1.DeleteOptions{})
+	var err error
+	for i := 0; i < 50; i++ {
+		if _, err = res.Create(ctx, pf, metav1.CreateOptions{}); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("port-forward for the agent pod: %w", err)
+}
+
+// StartAgent starts the agent process and waits until it is ready.
+func (e *Env) StartAgent(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.agent != nil {
+		return errors.New("agent already running")
+	}
+	logw := e.o.AgentLog
+	if logw == nil {
+		f, err := os.OpenFile(filepath.Join(e.o.WorkDir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		logw = f
+	}
+	cmd := exec.Command(e.o.Agent, "serve")
+	cmd.Env, cmd.Stdout, cmd.Stderr = e.agentEnv, logw, logw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the agent: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	e.agent, e.agentDone = cmd, done
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(e.HTTPURL + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-done:
+			e.agent = nil
+			return fmt.Errorf("the agent exited during start: see %s", filepath.Join(e.o.WorkDir, "agent.log"))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the agent did not become ready within 60s: see agent.log")
+		}
+	}
+}
+
+// StopAgent stops the agent process: gracefully (SIGTERM) or, with kill, as a crash.
+func (e *Env) StopAgent(kill bool) {
+	e.mu.Lock()
+	cmd, done := e.agent, e.agentDone
+	e.agent = nil
+	e.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	sig := syscall.SIGTERM
+	if kill {
+		sig = syscall.SIGKILL
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Stop tears everything down: the agent, the session processes, the chart, the model.
+func (e *Env) Stop() {
+	e.StopAgent(false)
+	if e.cancel != nil {
+		e.cancel()
+		<-e.runnerErr
+	}
+	if e.o.Helm != "" && e.Kube != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		// Sessions first (the agent is gone, so delete their objects directly), then the release.
+		sel := apiv1.LabelName + "=" + apiv1.SessionAppName + "," + apiv1.LabelInstance + "=" + e.o.Release
+		ns := e.o.Namespace
+		_ = e.Kube.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel})
+		_ = e.Kube.CoreV1().Secrets(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel})
+		_ = e.Kube.CoreV1().PersistentVolumeClaims(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel})
+		_ = e.helm(ctx, "uninstall", e.o.Release, "--namespace", ns, "--wait")
+	}
+	if e.modelSrv != nil {
+		_ = e.modelSrv.Close()
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func ptr[T any](v T) *T { return &v }

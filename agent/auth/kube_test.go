@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -245,4 +248,61 @@ func TestSARKeyDistinguishesIdentities(t *testing.T) {
 	if sarKey(base, "get") == sarKey(base, "delete") {
 		t.Error("verb not in the key")
 	}
+}
+
+// TestClientCAFollowsConfigMap checks the informer handlers: a rotated CA replaces the
+// old one, a deleted ConfigMap disables certificates. (The real API server's copy is
+// read in TestClientCertificateFromClusterCA; it can't be edited on a shared cluster.)
+func TestClientCAFollowsConfigMap(t *testing.T) {
+	oldCA, newCA := newTestCA(t), newTestCA(t)
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ClientCANamespace, Name: ClientCAConfigMap},
+		Data:       map[string]string{ClientCAKey: string(oldCA.pem)},
+	}
+	client := fake.NewClientset(cm)
+	k := NewKubernetesAuthenticator(KubernetesConfig{Client: client})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := k.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	oldCert := oldCA.issue(t, "jane", nil, x509.ExtKeyUsageClientAuth, time.Now().Add(time.Hour))
+	newCert := newCA.issue(t, "jane", nil, x509.ExtKeyUsageClientAuth, time.Now().Add(time.Hour))
+	verifies := func(c tls.Certificate) bool {
+		_, err := k.verifyCertificate([]*x509.Certificate{c.Leaf})
+		return err == nil
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if ctx.Err() != nil {
+				t.Fatalf("timed out waiting until %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if !verifies(oldCert) || verifies(newCert) {
+		t.Fatal("initial CA not loaded")
+	}
+	cm = cm.DeepCopy()
+	cm.Data[ClientCAKey] = string(newCA.pem)
+	if _, err := client.CoreV1().ConfigMaps(ClientCANamespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the rotated CA is used", func() bool { return verifies(newCert) && !verifies(oldCert) })
+
+	cm = cm.DeepCopy()
+	cm.Data[ClientCAKey] = "not a certificate"
+	if _, err := client.CoreV1().ConfigMaps(ClientCANamespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if !verifies(newCert) {
+		t.Fatal("a broken update discarded the working CA")
+	}
+
+	if err := client.CoreV1().ConfigMaps(ClientCANamespace).Delete(ctx, ClientCAConfigMap, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("certificates are refused without the ConfigMap", func() bool { return !verifies(newCert) })
 }

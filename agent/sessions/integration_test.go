@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/agent/store/sqlite"
 	"github.com/cakeai/cake-agents/internal/testcluster"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -197,6 +199,20 @@ func TestLifecycle(t *testing.T) {
 	}
 	if testutil.CollectAndCount(c.metrics.podStart) != 1 {
 		t.Errorf("pod start latency not observed")
+	}
+	reg := c.cfg.Registerer.(*prometheus.Registry)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP cake_agents_sessions Sessions by state, as stored in the database.
+# TYPE cake_agents_sessions gauge
+cake_agents_sessions{state="Deleting"} 0
+cake_agents_sessions{state="Failed"} 0
+cake_agents_sessions{state="Pending"} 0
+cake_agents_sessions{state="Running"} 1
+cake_agents_sessions{state="Starting"} 0
+cake_agents_sessions{state="Stopped"} 0
+cake_agents_sessions{state="Stopping"} 0
+`), "cake_agents_sessions"); err != nil {
+		t.Errorf("sessions gauge: %v", err)
 	}
 
 	// Stop: pod gone, PVC and Secret kept.
@@ -587,4 +603,67 @@ func TestLeaderElection(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitSession(s.ID, "Stopped by the new leader", inState(apiv1.StateStopped))
+}
+
+// TestUnschedulableTimesOut: a pod no node accepts shows Unschedulable with the
+// scheduler's message, and the start timeout then fails the session and removes the pod.
+func TestUnschedulableTimesOut(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.NodeSelector = map[string]string{"agents.cake.ai/test-pool": "absent"}
+	cfg.StartTimeout = 4 * time.Second
+	c, _ := e.start(cfg)
+	ctx := ctxT(t)
+	s := &store.Session{OwnerID: e.owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	p := e.waitSession(s.ID, "Unschedulable", func(s *store.Session) bool { return s != nil && s.Reason == ReasonUnschedulable })
+	if p.State != apiv1.StatePending || !strings.Contains(p.Message, "node") {
+		t.Errorf("unschedulable session %s %q", p.State, p.Message)
+	}
+	f := e.waitSession(s.ID, "Failed", inState(apiv1.StateFailed))
+	if f.Reason != ReasonStartTimeout || !strings.Contains(f.Message, ReasonUnschedulable) {
+		t.Errorf("timed-out session %s %q", f.Reason, f.Message)
+	}
+	e.waitGone("timed-out session's pod", func(ctx context.Context) error { _, err := e.pod(ctx, s.ID); return err })
+}
+
+// BenchmarkCreate compares the agent's session create (row + Secret + Pod) with a raw
+// client-go Pod create against the same API server.
+func BenchmarkCreate(b *testing.B) {
+	cl := testcluster.Get(b)
+	ns := cl.NewNamespace(b, nil)
+	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	u := &store.User{Source: "kubernetes", Subject: "bench"}
+	if err := st.UpsertUser(context.Background(), u); err != nil {
+		b.Fatal(err)
+	}
+	c, err := New(testConfig(ns), cl.AdminClient(), st, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.Run("agent", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if err := c.Create(ctx, &store.Session{OwnerID: u.ID}, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("raw-pod", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			pod, err := c.buildPod(&store.Session{ID: NewID(), OwnerID: u.ID})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := cl.AdminClient().CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -1,0 +1,159 @@
+package cmd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/cakeai/cake-agents/pkg/client"
+	"github.com/cakeai/cake-agents/plugin/config"
+)
+
+// LoginOptions are the inputs of `login`.
+type LoginOptions struct {
+	genericiooptions.IOStreams
+	Factory *Factory
+	Server  string
+	Token   string
+	// HTTPClient reaches the server (nil: a default client); tests inject one.
+	HTTPClient *http.Client
+}
+
+// NewCmdLogin returns `login`.
+func NewCmdLogin(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &LoginOptions{IOStreams: streams, Factory: f}
+	cmd := &cobra.Command{
+		Use:   "login --server URL [--token TOKEN]",
+		Short: "Use the agent behind an ingress with a personal access token",
+		Long: `Remember an agent URL (behind an ingress or an authenticating proxy) and a personal
+access token, so later commands reach the agent there instead of port-forwarding.
+The token (cka_...) comes from the agent's web UI; it is checked before it is saved,
+in a file readable only by you. Without --token, the token is read from standard
+input so it stays out of your shell history.
+
+"kubectl agents logout" forgets both; --agent-namespace on any command uses
+discovery for that command only.`,
+		Example: `  kubectl agents login --server https://agents.example.com --token cka_0123456789
+  kubectl agents login --server https://agents.example.com < token.txt`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Server = f.Server
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&o.Token, "token", "", "Personal access token (default: read from standard input)")
+	return cmd
+}
+
+// Complete reads the token from standard input when it was not given.
+func (o *LoginOptions) Complete() error {
+	if o.Token == "" && o.In != nil {
+		fmt.Fprint(o.ErrOut, "Token: ")
+		line, err := bufio.NewReader(o.In).ReadString('\n')
+		if err != nil && line == "" {
+			fmt.Fprintln(o.ErrOut)
+			return errors.New("no token: pass --token or type it on standard input")
+		}
+		o.Token = strings.TrimSpace(line)
+	}
+	return nil
+}
+
+// Validate checks the flags.
+func (o *LoginOptions) Validate() error {
+	if o.Server == "" {
+		return errors.New("--server is required: the agent's URL, e.g. --server https://agents.example.com")
+	}
+	if o.Token == "" {
+		return errors.New("--token is empty")
+	}
+	if o.Factory.StatePath == "" {
+		return fmt.Errorf("nowhere to save the token: set $%s to a file path", config.EnvPath)
+	}
+	return nil
+}
+
+// Run checks the token against the agent and saves it.
+func (o *LoginOptions) Run(ctx context.Context) error {
+	hc := o.HTTPClient
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	c, err := client.New(o.Server, hc, client.WithToken(o.Token), client.WithUserAgent(userAgent()))
+	if err != nil {
+		return fmt.Errorf("--server: %w", err)
+	}
+	who, err := c.WhoAmI(ctx)
+	if err != nil {
+		if client.StatusCode(err) == http.StatusUnauthorized {
+			return fmt.Errorf("the agent at %s does not accept this token (expired or revoked?): create a new one in the web UI: %w", o.Server, err)
+		}
+		return fmt.Errorf("check the token with %s: %w", o.Server, err)
+	}
+	if err := config.Update(o.Factory.StatePath, func(s *config.State) { s.Server, s.Token = o.Server, o.Token }); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "Logged in to %s as %s.\n", o.Server, displayUser(who.User.Email, who.User.DisplayName, who.Username))
+	return nil
+}
+
+func displayUser(candidates ...string) string {
+	for _, c := range candidates {
+		if c != "" {
+			return c
+		}
+	}
+	return "<unknown>"
+}
+
+// LogoutOptions are the inputs of `logout`.
+type LogoutOptions struct {
+	genericiooptions.IOStreams
+	Factory *Factory
+}
+
+// NewCmdLogout returns `logout`.
+func NewCmdLogout(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &LogoutOptions{IOStreams: streams, Factory: f}
+	return &cobra.Command{
+		Use:   "logout",
+		Short: "Forget the server and token saved by login",
+		Long: `Forget the agent URL and personal access token saved by "kubectl agents login";
+later commands find the agent by port-forward again. The token itself stays valid
+until it expires or you revoke it in the web UI.`,
+		Example: `  kubectl agents logout`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.Run()
+		},
+	}
+}
+
+// Run clears the login state.
+func (o *LogoutOptions) Run() error {
+	if o.Factory.StatePath == "" {
+		return fmt.Errorf("no plugin state file: set $%s to a file path", config.EnvPath)
+	}
+	s, _ := config.Load(o.Factory.StatePath)
+	if s.Server == "" && s.Token == "" {
+		fmt.Fprintln(o.Out, "Not logged in.")
+		return nil
+	}
+	if err := config.Update(o.Factory.StatePath, func(s *config.State) { s.Server, s.Token = "", "" }); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "Logged out of %s.\n", s.Server)
+	return nil
+}

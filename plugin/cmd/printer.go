@@ -1,0 +1,277 @@
+package cmd
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/printers"
+	"k8s.io/client-go/util/jsonpath"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// Sessions print as objects of a virtual kind so kubectl's printers, jsonpath and
+// custom-columns work on them the way users expect from kubectl.
+const (
+	sessionAPIVersion = apiv1.Group + "/v1"
+	sessionKind       = "Session"
+	sessionListKind   = "SessionList"
+)
+
+// sessionObject wraps s in an unstructured object: apiVersion agents.cake.ai/v1, kind
+// Session, metadata.name = the id, and every wire field at the top level (.state,
+// .owner, .repo, ...), so `-o jsonpath={.state}` reads like the API.
+func sessionObject(s apiv1.Session) (*unstructured.Unstructured, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	m["apiVersion"] = sessionAPIVersion
+	m["kind"] = sessionKind
+	m["metadata"] = map[string]any{
+		"name":              s.ID,
+		"creationTimestamp": s.CreatedAt.UTC().Format(time.RFC3339),
+	}
+	return &unstructured.Unstructured{Object: m}, nil
+}
+
+// PrintFlags are the -o flags of commands that print sessions: kubectl's own printers
+// for json, yaml, name, jsonpath and go-template, plus the table (default), wide and
+// custom-columns which kubectl keeps in k8s.io/kubectl.
+type PrintFlags struct {
+	*genericclioptions.PrintFlags
+	NoHeaders bool
+	// now is the clock for the AGE column (tests pin it).
+	now func() time.Time
+}
+
+// NewPrintFlags returns print flags with the table as default.
+func NewPrintFlags() *PrintFlags {
+	return &PrintFlags{PrintFlags: genericclioptions.NewPrintFlags(""), now: time.Now}
+}
+
+// AddFlags registers -o and friends.
+func (f *PrintFlags) AddFlags(cmd *cobra.Command) {
+	f.PrintFlags.AddFlags(cmd)
+	if fl := cmd.Flags().Lookup("output"); fl != nil {
+		fl.Usage = "Output format: one of (" + strings.Join(f.allowed(), ", ") + ")"
+	}
+	cmd.Flags().BoolVar(&f.NoHeaders, "no-headers", false, "Omit the header line of the table output")
+	_ = cmd.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return f.allowed(), cobra.ShellCompDirectiveNoFileComp
+	})
+}
+
+func (f *PrintFlags) allowed() []string {
+	return append([]string{"wide", "custom-columns="}, f.PrintFlags.AllowedFormats()...)
+}
+
+func (f *PrintFlags) format() string {
+	if f.OutputFormat == nil {
+		return ""
+	}
+	return *f.OutputFormat
+}
+
+// Validate rejects unknown formats before anything is sent to the agent.
+func (f *PrintFlags) Validate() error {
+	switch o := f.format(); {
+	case o == "" || o == "wide":
+		return nil
+	case strings.HasPrefix(o, "custom-columns="):
+		_, err := parseCustomColumns(strings.TrimPrefix(o, "custom-columns="))
+		return err
+	default:
+		if _, err := f.PrintFlags.ToPrinter(); err != nil {
+			return fmt.Errorf("--output: %w", err)
+		}
+		return nil
+	}
+}
+
+// IsName reports whether -o name was asked for (commands that act on sessions then
+// print "session.agents.cake.ai/ID verb" like kubectl).
+func (f *PrintFlags) IsName() bool { return f.format() == "name" }
+
+// IsDefault reports whether no -o was given.
+func (f *PrintFlags) IsDefault() bool { return f.format() == "" }
+
+// Print writes sessions to out; list selects the list form for json/yaml/jsonpath.
+func (f *PrintFlags) Print(out io.Writer, sessions []apiv1.Session, list bool) error {
+	switch o := f.format(); {
+	case o == "" || o == "wide":
+		return f.printTable(out, sessions, o == "wide")
+	case strings.HasPrefix(o, "custom-columns="):
+		cols, err := parseCustomColumns(strings.TrimPrefix(o, "custom-columns="))
+		if err != nil {
+			return err
+		}
+		return f.printCustom(out, sessions, cols)
+	}
+	p, err := f.PrintFlags.ToPrinter()
+	if err != nil {
+		return fmt.Errorf("--output: %w", err)
+	}
+	objs := make([]runtime.Object, 0, len(sessions))
+	items := make([]unstructured.Unstructured, 0, len(sessions))
+	for _, s := range sessions {
+		u, err := sessionObject(s)
+		if err != nil {
+			return err
+		}
+		objs = append(objs, u)
+		items = append(items, *u)
+	}
+	if !list || f.IsName() {
+		for _, o := range objs {
+			if err := p.PrintObj(o, out); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	l := &unstructured.UnstructuredList{Object: map[string]any{"apiVersion": sessionAPIVersion, "kind": sessionListKind, "metadata": map[string]any{}}}
+	l.Items = items
+	return p.PrintObj(l, out)
+}
+
+func (f *PrintFlags) age(t time.Time) string {
+	if t.IsZero() {
+		return "<unknown>"
+	}
+	return duration.HumanDuration(f.now().Sub(t))
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
+}
+
+// shortRepo drops the scheme so the REPO column stays narrow.
+func shortRepo(r string) string {
+	for _, p := range []string{"https://", "http://", "ssh://"} {
+		r = strings.TrimPrefix(r, p)
+	}
+	return strings.TrimSuffix(r, ".git")
+}
+
+func truncateCell(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}
+
+func (f *PrintFlags) printTable(out io.Writer, sessions []apiv1.Session, wide bool) error {
+	w := printers.GetNewTabWriter(out)
+	if !f.NoHeaders {
+		h := "NAME\tTITLE\tSTATE\tOWNER\tREPO\tAGE"
+		if wide {
+			h += "\tBRANCH\tMODEL\tPRIVATE\tPOD\tLAST ACTIVITY\tREASON"
+		}
+		fmt.Fprintln(w, h)
+	}
+	for _, s := range sessions {
+		row := []string{s.ID, dash(truncateCell(s.Title, 40)), string(s.State), dash(s.Owner), dash(shortRepo(s.Repo)), f.age(s.CreatedAt)}
+		if wide {
+			activity := "<none>"
+			if !s.LastActivityAt.IsZero() {
+				activity = f.age(s.LastActivityAt) + " ago"
+				if s.LastActivitySource != "" {
+					activity += " (" + s.LastActivitySource + ")"
+				}
+			}
+			row = append(row, dash(s.Branch), dash(s.Model), fmt.Sprint(s.Private), dash(s.PodName), activity, dash(s.Reason))
+		}
+		fmt.Fprintln(w, strings.Join(row, "\t"))
+	}
+	return w.Flush()
+}
+
+type column struct {
+	header string
+	path   *jsonpath.JSONPath
+}
+
+// parseCustomColumns reads "HEADER:.path,HEADER2:.other" like kubectl does.
+func parseCustomColumns(spec string) ([]column, error) {
+	if spec == "" {
+		return nil, fmt.Errorf("custom-columns format specified but no custom columns given: use e.g. -o custom-columns=NAME:.id,STATE:.state")
+	}
+	var cols []column
+	for _, part := range strings.Split(spec, ",") {
+		header, expr, ok := strings.Cut(part, ":")
+		if !ok || header == "" || expr == "" {
+			return nil, fmt.Errorf("unexpected custom-columns spec %q: expected HEADER:.field, e.g. STATE:.state", part)
+		}
+		if !strings.HasPrefix(expr, "{") {
+			expr = "{" + expr + "}"
+		}
+		jp := jsonpath.New(header).AllowMissingKeys(true)
+		if err := jp.Parse(expr); err != nil {
+			return nil, fmt.Errorf("custom-columns: parse %q: %w", part, err)
+		}
+		cols = append(cols, column{header: header, path: jp})
+	}
+	return cols, nil
+}
+
+func (f *PrintFlags) printCustom(out io.Writer, sessions []apiv1.Session, cols []column) error {
+	w := printers.GetNewTabWriter(out)
+	if !f.NoHeaders {
+		hs := make([]string, len(cols))
+		for i, c := range cols {
+			hs[i] = c.header
+		}
+		fmt.Fprintln(w, strings.Join(hs, "\t"))
+	}
+	for _, s := range sessions {
+		u, err := sessionObject(s)
+		if err != nil {
+			return err
+		}
+		cells := make([]string, len(cols))
+		for i, c := range cols {
+			results, err := c.path.FindResults(u.Object)
+			if err != nil {
+				return err
+			}
+			var vals []string
+			for _, r := range results {
+				for _, v := range r {
+					if !v.IsValid() || (v.Kind() == reflect.Interface || v.Kind() == reflect.Pointer) && v.IsNil() {
+						continue
+					}
+					var buf bytes.Buffer
+					if err := c.path.PrintResults(&buf, []reflect.Value{v}); err != nil {
+						return err
+					}
+					vals = append(vals, buf.String())
+				}
+			}
+			cells[i] = "<none>"
+			if len(vals) > 0 {
+				cells[i] = strings.Join(vals, ",")
+			}
+		}
+		fmt.Fprintln(w, strings.Join(cells, "\t"))
+	}
+	return w.Flush()
+}

@@ -1,0 +1,238 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/pkg/client"
+)
+
+// SessionCreateOptions are the inputs of `session create`.
+type SessionCreateOptions struct {
+	genericiooptions.IOStreams
+	Factory    *Factory
+	PrintFlags *PrintFlags
+
+	Title       string
+	Repo        string
+	Branch      string
+	Prompt      string
+	Private     bool
+	Model       string
+	Persistent  bool
+	IdleTimeout time.Duration
+	TTL         time.Duration
+	Wait        bool
+	Timeout     time.Duration
+
+	// PollInterval is how often --wait asks the agent for the state (the API has no
+	// watch for sessions).
+	PollInterval time.Duration
+	// privateSet records whether --private was given, so the agent's default applies
+	// otherwise.
+	privateSet bool
+	client     *client.Client
+}
+
+// NewSessionCreateOptions returns options with defaults.
+func NewSessionCreateOptions(f *Factory, streams genericiooptions.IOStreams) *SessionCreateOptions {
+	return &SessionCreateOptions{IOStreams: streams, Factory: f, PrintFlags: NewPrintFlags(), Private: true,
+		Timeout: 5 * time.Minute, PollInterval: time.Second}
+}
+
+// NewCmdSessionCreate returns `session create`.
+func NewCmdSessionCreate(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	o := NewSessionCreateOptions(f, streams)
+	cmd := &cobra.Command{
+		Use:   "create [--repo URL] [--prompt TEXT] [flags]",
+		Short: "Start a new session",
+		Long: `Create a session: the agent starts a pod that clones --repo (at --branch) into
+/workspace and runs OpenCode there, giving it --prompt as the first message.
+
+With --wait the command follows the session through Pending, Starting and Running
+on stderr and fails if it ends Failed or --timeout passes first.`,
+		Example: `  # Work on a repository with a first prompt, and wait until the agent runs
+  kubectl agents session create --repo https://github.com/org/repo --prompt "fix the flaky test" --wait
+
+  # A session shared with everyone, kept for a day, on a branch
+  kubectl agents session create --title "release notes" --repo https://github.com/org/repo --branch release-1.2 --private=false --ttl 24h
+
+  # Print only the new session's name
+  kubectl agents session create --repo https://github.com/org/repo -o name`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.privateSet = cmd.Flags().Changed("private")
+			if err := o.Complete(cmd.Context()); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.Title, "title", "", "Title shown in lists (default: OpenCode names the session)")
+	fl.StringVar(&o.Repo, "repo", "", "Git repository to clone into the workspace (https URL)")
+	fl.StringVar(&o.Branch, "branch", "", "Branch to check out (default: the repository's default branch)")
+	fl.StringVar(&o.Prompt, "prompt", "", "First message for the agent")
+	fl.BoolVar(&o.Private, "private", true, "Only you (and admins) can see and attach; --private=false shares the session with all users")
+	fl.StringVar(&o.Model, "model", "", "Model as provider/name (default: the agent's configuration)")
+	fl.BoolVar(&o.Persistent, "persistent", false, "Keep the workspace on a volume across stop and start")
+	fl.DurationVar(&o.IdleTimeout, "idle-timeout", 0, "Stop the session after this long without activity (default: the agent's configuration)")
+	fl.DurationVar(&o.TTL, "ttl", 0, "Delete the session this long after creation (default: the agent's configuration)")
+	fl.BoolVar(&o.Wait, "wait", false, "Wait until the session is Running, showing progress on stderr")
+	fl.DurationVar(&o.Timeout, "timeout", o.Timeout, "How long --wait waits")
+	o.PrintFlags.AddFlags(cmd)
+	return cmd
+}
+
+// Complete connects to the agent.
+func (o *SessionCreateOptions) Complete(ctx context.Context) error {
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
+	o.client = c
+	return nil
+}
+
+// Validate checks the flags before anything is created.
+func (o *SessionCreateOptions) Validate() error {
+	if len(o.Prompt) > apiv1.MaxPromptBytes {
+		return fmt.Errorf("--prompt is %d bytes, more than the agent accepts (%d): send the rest with `kubectl agents session send`", len(o.Prompt), apiv1.MaxPromptBytes)
+	}
+	if len([]rune(o.Title)) > apiv1.MaxTitleLen {
+		return fmt.Errorf("--title is longer than %d characters", apiv1.MaxTitleLen)
+	}
+	if o.Repo != "" {
+		u, err := url.Parse(o.Repo)
+		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "ssh") {
+			return fmt.Errorf("--repo %q is not a repository URL: use e.g. https://github.com/org/repo", o.Repo)
+		}
+	}
+	if o.Branch != "" && o.Repo == "" {
+		return errors.New("--branch needs --repo")
+	}
+	if o.IdleTimeout < 0 || o.TTL < 0 {
+		return errors.New("--idle-timeout and --ttl must not be negative")
+	}
+	if o.Wait && o.Timeout <= 0 {
+		return errors.New("--timeout must be positive with --wait")
+	}
+	return o.PrintFlags.Validate()
+}
+
+// Run creates the session and, with --wait, follows it to Running.
+func (o *SessionCreateOptions) Run(ctx context.Context) error {
+	req := apiv1.CreateSessionRequest{
+		Title: o.Title, Repo: o.Repo, Branch: o.Branch, Prompt: o.Prompt, Model: o.Model, Persistent: o.Persistent,
+	}
+	if o.privateSet {
+		p := o.Private
+		req.Private = &p
+	}
+	if o.IdleTimeout > 0 {
+		req.IdleTimeout = &apiv1.Duration{Duration: o.IdleTimeout}
+	}
+	if o.TTL > 0 {
+		req.TTL = &apiv1.Duration{Duration: o.TTL}
+	}
+	s, err := o.client.CreateSession(ctx, req)
+	if err != nil {
+		return fmt.Errorf("create session: %w", err)
+	}
+	if o.PrintFlags.IsDefault() {
+		fmt.Fprintf(o.Out, "%s created\n", sessionRef(s.ID))
+	}
+	if o.Wait {
+		s, err = waitRunning(ctx, o.client, o.ErrOut, s, o.Timeout, o.PollInterval)
+		if err != nil {
+			return err
+		}
+	}
+	if o.PrintFlags.IsDefault() {
+		return nil
+	}
+	return o.PrintFlags.Print(o.Out, []apiv1.Session{*s}, false)
+}
+
+// waitRunning polls the session until it is Running, showing each state on errOut: one
+// line rewritten in place on a terminal, one line per change otherwise (logs, CI).
+func waitRunning(ctx context.Context, c *client.Client, errOut interface{ Write([]byte) (int, error) }, s *apiv1.Session, timeout, every time.Duration) (*apiv1.Session, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tty := isTerminal(errOut)
+	start := time.Now()
+	last := ""
+	show := func(s *apiv1.Session, final bool) {
+		line := fmt.Sprintf("%s: %s", sessionRef(s.ID), s.State)
+		if s.Reason != "" {
+			line += " (" + s.Reason + ")"
+		}
+		if tty {
+			fmt.Fprintf(errOut, "\r\033[K%s %s", line, time.Since(start).Round(time.Second))
+			if final {
+				fmt.Fprintln(errOut)
+			}
+			return
+		}
+		if line != last {
+			fmt.Fprintln(errOut, line)
+		}
+		last = line
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		switch s.State {
+		case apiv1.StateRunning:
+			show(s, true)
+			return s, nil
+		case apiv1.StateFailed, apiv1.StateStopped, apiv1.StateStopping, apiv1.StateDeleting:
+			show(s, true)
+			msg := s.Message
+			if msg == "" {
+				msg = s.Reason
+			}
+			if msg != "" {
+				msg = ": " + msg
+			}
+			return s, fmt.Errorf("%s is %s instead of Running%s; see `kubectl agents session why %s`", sessionRef(s.ID), s.State, msg, s.ID)
+		}
+		show(s, false)
+		select {
+		case <-ctx.Done():
+			if tty {
+				fmt.Fprintln(errOut)
+			}
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return s, fmt.Errorf("%s is still %s after %s: raise --timeout, or see `kubectl agents session why %s`", sessionRef(s.ID), s.State, timeout, s.ID)
+			}
+			return s, ctx.Err()
+		case <-tick.C:
+		}
+		next, err := c.GetSession(ctx, s.ID)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			return s, fmt.Errorf("wait for %s: %w", sessionRef(s.ID), err)
+		}
+		s = next
+	}
+}
+
+// isTerminal reports whether w is a terminal, where progress may rewrite its line.
+func isTerminal(w any) bool {
+	f, ok := w.(interface{ Fd() uintptr })
+	return ok && term.IsTerminal(int(f.Fd()))
+}

@@ -618,6 +618,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		"--tls-cert-file="+pki("kwok.crt"),
 		"--tls-private-key-file="+pki("kwok.key"),
 		"--cidr="+podCIDR,
+		// Without a lease kwok renews nothing between the heartbeat stage's 10-minute beats:
+		// the node lifecycle controller marks the node NotReady after 50 s and its pods unready.
+		"--node-lease-duration-seconds=40",
 		"--enable-crds="+strings.Join(kwokCRDs, ","),
 	); err != nil {
 		return nil, err

@@ -26,7 +26,7 @@ func TestHelperOwnedCluster(t *testing.T) {
 	if dir == "" {
 		t.Skip("helper process only")
 	}
-	if _, err := Start(context.Background(), Options{Dir: dir}); err != nil {
+	if _, err := Start(context.Background(), Options{Dir: filepath.Join(dir, "cluster")}); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "ready"), nil, 0o600); err != nil {
@@ -73,7 +73,7 @@ func TestNoStraysWhenTestBinaryIsKilled(t *testing.T) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	st, err := ReadState(dir)
+	st, err := ReadState(filepath.Join(dir, "cluster"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestNoStraysWhenTestBinaryIsKilled(t *testing.T) {
 		}
 	}
 	if t.Failed() {
-		_ = StopDir(dir)
+		_ = StopDir(filepath.Join(dir, "cluster"))
 	}
 }
 

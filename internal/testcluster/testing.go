@@ -24,8 +24,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
-	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -215,13 +213,18 @@ func (c *Cluster) NewNamespace(t testing.TB, labels map[string]string) string {
 			t.Errorf("delete namespace %s: %v", name, err)
 		}
 	})
-	lw := cache.NewFilteredListWatchFromClient(c.client.CoreV1().RESTClient(), "serviceaccounts", name,
-		func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", "default").String()
-		})
-	if _, err := watchtools.UntilWithSync(ctx, lw, &corev1.ServiceAccount{}, nil, func(ev watch.Event) (bool, error) {
-		return ev.Type == watch.Added || ev.Type == watch.Modified, nil
-	}); err != nil {
+	sas := c.client.CoreV1().ServiceAccounts(name)
+	if _, err := waitUntil(ctx, fields.OneTermEqualSelector("metadata.name", "default").String(),
+		func(ctx context.Context, o metav1.ListOptions) ([]corev1.ServiceAccount, string, error) {
+			l, err := sas.List(ctx, o)
+			if err != nil {
+				return nil, "", err
+			}
+			return l.Items, l.ResourceVersion, nil
+		},
+		sas.Watch,
+		func(watch.EventType, *corev1.ServiceAccount) (bool, error) { return true, nil },
+	); err != nil {
 		t.Fatalf("namespace %s: waiting for its default ServiceAccount: %v", name, err)
 	}
 	return name
@@ -231,21 +234,79 @@ func (c *Cluster) NewNamespace(t testing.TB, labels map[string]string) string {
 func (c *Cluster) WaitForPod(t testing.TB, ns, name string, cond func(*corev1.Pod) bool) *corev1.Pod {
 	t.Helper()
 	ctx := testContext(t)
-	lw := cache.NewFilteredListWatchFromClient(c.client.CoreV1().RESTClient(), "pods", ns,
-		func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
-		})
-	ev, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, nil, func(ev watch.Event) (bool, error) {
-		if ev.Type == watch.Deleted {
-			return false, fmt.Errorf("pod %s/%s was deleted", ns, name)
-		}
-		pod, ok := ev.Object.(*corev1.Pod)
-		return ok && cond(pod), nil
-	})
+	pods := c.client.CoreV1().Pods(ns)
+	pod, err := waitUntil(ctx, fields.OneTermEqualSelector("metadata.name", name).String(),
+		func(ctx context.Context, o metav1.ListOptions) ([]corev1.Pod, string, error) {
+			l, err := pods.List(ctx, o)
+			if err != nil {
+				return nil, "", err
+			}
+			return l.Items, l.ResourceVersion, nil
+		},
+		pods.Watch,
+		func(ev watch.EventType, p *corev1.Pod) (bool, error) {
+			if ev == watch.Deleted {
+				return false, fmt.Errorf("pod %s/%s was deleted", ns, name)
+			}
+			return cond(p), nil
+		},
+	)
 	if err != nil {
 		t.Fatalf("waiting for pod %s/%s: %v", ns, name, err)
 	}
-	return ev.Object.(*corev1.Pod)
+	return pod
+}
+
+// waitUntil lists the objects a field selector picks and then watches them from the list's
+// resource version until cond holds for one, re-listing if the watch ends early.
+func waitUntil[T any](
+	ctx context.Context,
+	fieldSelector string,
+	list func(context.Context, metav1.ListOptions) ([]T, string, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error),
+	cond func(watch.EventType, *T) (bool, error),
+) (*T, error) {
+	for {
+		items, rv, err := list(ctx, metav1.ListOptions{FieldSelector: fieldSelector})
+		if err != nil {
+			return nil, err
+		}
+		for i := range items {
+			if ok, err := cond(watch.Added, &items[i]); err != nil || ok {
+				return &items[i], err
+			}
+		}
+		w, err := watchFn(ctx, metav1.ListOptions{FieldSelector: fieldSelector, ResourceVersion: rv})
+		if err != nil {
+			return nil, err
+		}
+		obj, done, err := func() (*T, bool, error) {
+			defer w.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil, true, ctx.Err()
+				case ev, ok := <-w.ResultChan():
+					if !ok {
+						return nil, false, nil // watch ended: list again
+					}
+					if ev.Type == watch.Error {
+						return nil, false, nil
+					}
+					obj, ok := any(ev.Object).(*T)
+					if !ok {
+						continue
+					}
+					if ok, err := cond(ev.Type, obj); err != nil || ok {
+						return obj, true, err
+					}
+				}
+			}
+		}()
+		if done {
+			return obj, err
+		}
+	}
 }
 
 // PodRunning is a WaitForPod condition: phase Running and condition Ready.

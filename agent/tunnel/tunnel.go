@@ -175,10 +175,12 @@ type podConn struct {
 	err   error
 
 	requestID atomic.Int64
-	// active counts open streams; idleSince is when it last dropped to zero.
-	// Both are guarded by Pool.mu.
+	// active counts open streams; idleSince is when it last dropped to zero; retired
+	// means new dials use another connection and this one closes with its last stream.
+	// All three are guarded by Pool.mu.
 	active    int
 	idleSince time.Time
+	retired   bool
 }
 
 // DialContext opens a connection to port of the pod, reusing the pod's port-forward
@@ -296,13 +298,34 @@ func (p *Pool) drop(pc *podConn, reason error) {
 	}
 }
 
+// retire stops new dials from using pc but lets its open streams finish; the
+// connection closes with the last of them. It is for errors that say the connection is
+// stale (the pod behind it was replaced) without breaking the streams that still work.
+func (p *Pool) retire(pc *podConn, reason error) {
+	p.mu.Lock()
+	if p.conns[pc.key] == pc {
+		delete(p.conns, pc.key)
+		p.log.Debug("port-forward retired", "pod", pc.key.String(), "reason", reason)
+	}
+	pc.retired = true
+	closeNow := pc.active == 0
+	p.mu.Unlock()
+	if closeNow {
+		_ = pc.conn.Close()
+	}
+}
+
 func (p *Pool) release(pc *podConn) {
 	p.mu.Lock()
 	pc.active--
+	closeNow := pc.active == 0 && pc.retired && pc.conn != nil
 	if pc.active == 0 {
 		pc.idleSince = time.Now()
 	}
 	p.mu.Unlock()
+	if closeNow {
+		_ = pc.conn.Close()
+	}
 }
 
 // open creates the error and data streams of one forwarded connection. The caller's
@@ -455,6 +478,14 @@ func (p *Pool) reap() {
 				if pc.active == 0 && pc.conn != nil && now.Sub(pc.idleSince) >= p.idleTimeout {
 					delete(p.conns, k)
 					idle = append(idle, pc)
+					// Forget the pod's cached Transports too, so the cache does not grow
+					// with every session ever reached; Transports already handed out keep
+					// working (they dial through the pool).
+					for tk := range p.transports {
+						if tk.podKey == k {
+							delete(p.transports, tk)
+						}
+					}
 				}
 			}
 			p.mu.Unlock()
@@ -488,6 +519,10 @@ func (c *streamConn) readErrors() {
 	switch {
 	case len(msg) > 0:
 		c.remoteErr = fmt.Errorf("tunnel: forward to %s port %d: %s", c.pc.key, c.port, msg)
+		// Like client-go's PortForwarder, treat a kubelet error as a sign the connection
+		// may be stale (e.g. the pod was recreated under the same name) and make the next
+		// dial reconnect; unlike it, let this connection's other streams finish.
+		c.pool.retire(c.pc, c.remoteErr)
 	case err != nil:
 		c.remoteErr = fmt.Errorf("tunnel: read error stream of %s port %d: %w", c.pc.key, c.port, err)
 	}

@@ -287,6 +287,18 @@ func TestPoolReportsRemoteError(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "nothing listens on that port") {
 		t.Fatalf("read from a closed pod port: err = %v, want the kubelet's message", err)
 	}
+	// The error retires the connection: the next dial reconnects.
+	if p.Len() != 0 {
+		t.Fatal("a connection that reported a kubelet error still serves new dials")
+	}
+	c2, err := p.DialContext(context.Background(), "ns", "pod", 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Close()
+	if got := f.upgrades.Load(); got != 2 {
+		t.Fatalf("%d port-forward connections after a kubelet error, want 2", got)
+	}
 }
 
 func TestPoolReconnectsAfterConnectionLoss(t *testing.T) {
@@ -392,5 +404,37 @@ func TestTransportRoundTrip(t *testing.T) {
 	}
 	if got := f.upgrades.Load(); got != 1 {
 		t.Fatalf("three requests made %d connections, want 1", got)
+	}
+}
+
+func TestPoolForget(t *testing.T) {
+	f := newFakeKubelet(t, map[string]string{"4096": echoServer(t)})
+	p := f.pool(t)
+	c, err := p.DialContext(context.Background(), "ns", "pod", 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, c, "before")
+	p.Forget("ns", "pod")
+	// The forgotten connection is closed: its streams end.
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.ReadAll(c)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a stream of a forgotten pod stayed open")
+	}
+	c.Close()
+	c2, err := p.DialContext(context.Background(), "ns", "pod", 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	roundTrip(t, c2, "after")
+	if got := f.upgrades.Load(); got != 2 {
+		t.Fatalf("%d connections after Forget, want 2", got)
 	}
 }

@@ -50,7 +50,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	}
 }
 
-func TestRunRejectsBusyAddress(t *testing.T) {
+func TestRunRejectsInvalidAddress(t *testing.T) {
 	if err := run(context.Background(), []string{"-listen", "256.0.0.1:1"}, io.Discard); err == nil {
 		t.Fatal("an invalid listen address was accepted")
 	}

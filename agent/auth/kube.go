@@ -62,6 +62,8 @@ type KubernetesAuthenticator struct {
 	now       func() time.Time
 	reviews   *ttlCache[tokenReviewResult]
 	roots     atomic.Pointer[x509.CertPool]
+	// syncTimeout bounds Start's wait for the first copy of the ConfigMap.
+	syncTimeout time.Duration
 }
 
 type tokenReviewResult struct {
@@ -79,6 +81,8 @@ func NewKubernetesAuthenticator(cfg KubernetesConfig) *KubernetesAuthenticator {
 		log:       cfg.Log,
 		now:       time.Now,
 		reviews:   newTTLCache[tokenReviewResult](10000),
+
+		syncTimeout: time.Minute,
 	}
 	if k.ttl <= 0 {
 		k.ttl = 10 * time.Second
@@ -94,7 +98,7 @@ func (k *KubernetesAuthenticator) Name() string {
 	return "kubectl agents (your kubeconfig identity)"
 }
 
-// Start watches the client-CA ConfigMap until ctx ends and waits (bounded by ctx) for
+// Start watches the client-CA ConfigMap until ctx ends and waits up to a minute for
 // the first copy. An error means the CA could not be read yet, typically because the
 // agent may not read the ConfigMap (bind the Role extension-apiserver-authentication-reader
 // in kube-system to its ServiceAccount); the watch keeps retrying, and token
@@ -118,7 +122,14 @@ func (k *KubernetesAuthenticator) Start(ctx context.Context) error {
 		return fmt.Errorf("watch client CA config map: %w", err)
 	}
 	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+	// Bounded, so missing RBAC surfaces as an error instead of a silent hang; the
+	// informer itself runs on until ctx ends and picks the CA up once allowed.
+	waitCtx, cancel := context.WithTimeout(ctx, k.syncTimeout)
+	defer cancel()
+	if !cache.WaitForCacheSync(waitCtx.Done(), inf.HasSynced) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return fmt.Errorf("read config map %s/%s: not synced before the deadline; check the agent may get/list/watch it (Role extension-apiserver-authentication-reader in %s)",
 			ClientCANamespace, ClientCAConfigMap, ClientCANamespace)
 	}

@@ -306,3 +306,20 @@ func TestClientCAFollowsConfigMap(t *testing.T) {
 	}
 	waitFor("certificates are refused without the ConfigMap", func() bool { return !verifies(newCert) })
 }
+
+// TestStartReportsUnreadableConfigMap: without RBAC to read the ConfigMap the informer
+// never syncs; Start must say so rather than block.
+func TestStartReportsUnreadableConfigMap(t *testing.T) {
+	client := fake.NewClientset()
+	client.PrependReactor("list", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New(`configmaps "extension-apiserver-authentication" is forbidden`)
+	})
+	k := NewKubernetesAuthenticator(KubernetesConfig{Client: client})
+	k.syncTimeout = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err := k.Start(ctx)
+	if err == nil || !strings.Contains(err.Error(), "extension-apiserver-authentication-reader") {
+		t.Fatalf("err = %v, want one naming the Role to bind", err)
+	}
+}

@@ -257,7 +257,6 @@ const (
 // BuildConfig renders the OpenCode configuration JSON for o.
 func BuildConfig(o Options) ([]byte, error) {
 	cfg := map[string]any{
-		"$schema":    "https://opencode.ai/config.json",
 		"autoupdate": false,
 		"share":      "disabled",
 	}

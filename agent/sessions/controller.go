@@ -8,6 +8,12 @@
 // tolerate AlreadyExists and NotFound; the reconciler finishes any intent it finds, so
 // a crash between two steps is repaired on the next start. Pods, Secrets and PVCs that
 // carry this release's labels but have no session row are deleted.
+//
+// Failures a retry will not fix end in Failed with the kubelet's or API server's reason
+// (ImagePullBackOff, CrashLoopBackOff, OOMKilled, InitFailed, PodRejected,
+// StartTimeout, ...) and the pod is removed; the Secret and PVC stay so Start can try
+// again. Waiting states that may heal (ErrImagePull, Unschedulable) keep the session
+// Pending or Starting with the reason shown, until StartTimeout.
 package sessions
 
 import (

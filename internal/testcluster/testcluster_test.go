@@ -90,6 +90,30 @@ func TestPodGoesRunning(t *testing.T) {
 	}
 }
 
+// TestNodeKeepsItsLease guards against a fake node that flaps: without a renewed Lease the node
+// lifecycle controller marks the node NotReady after 50 s, and every pod on it unready.
+func TestNodeKeepsItsLease(t *testing.T) {
+	c := testcluster.Get(t)
+	ctx := ctxFor(t)
+	for {
+		lease, err := c.AdminClient().CoordinationV1().Leases("kube-node-lease").Get(ctx, c.NodeName(), metav1.GetOptions{})
+		if err == nil && lease.Spec.RenewTime != nil {
+			if age := time.Since(lease.Spec.RenewTime.Time); age > 30*time.Second {
+				t.Errorf("node lease last renewed %s ago", age.Round(time.Second))
+			}
+			return
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no renewed Lease for node %s: %v", c.NodeName(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // dialerKind selects how the port-forward connection is made.
 type dialerKind int
 

@@ -86,10 +86,12 @@
     let s = Math.round((Date.now() - t) / 1000);
     const inFuture = s < 0;
     s = Math.abs(s);
+    const m = Math.round(s / 60);
+    const h = Math.round(s / 3600);
     let v;
     if (s < 45) v = inFuture ? 'moments' : 'just now';
-    else if (s < 3600) v = Math.round(s / 60) + 'm';
-    else if (s < 86400) v = Math.round(s / 3600) + 'h';
+    else if (m < 60) v = m + 'm';
+    else if (h < 24) v = h + 'h';
     else v = Math.round(s / 86400) + 'd';
     if (v === 'just now') return v;
     return inFuture || future ? 'in ' + v : v + ' ago';
@@ -161,7 +163,7 @@
     const title = el('a', { class: 's-title', href: '/sessions/' + encodeURIComponent(s.id) }, s.title || s.id);
     const first = el('td', { 'data-label': 'Session' }, title, el('span', { class: 's-id' }, s.id),
       s.private ? null : el('span', { class: 'tag', title: 'Visible to everyone' }, 'public'),
-      s.persistent ? el('span', { class: 'tag', title: 'Workspace kept on a volume' }, 'persistent'));
+      s.persistent ? el('span', { class: 'tag', title: 'Workspace kept on a volume' }, 'persistent') : null);
     const state = el('td', { 'data-label': 'State' }, badge(s.state));
     if (s.reason && s.state !== 'Running') state.title = s.reason + (s.message ? ': ' + s.message : '');
     return el('tr', { 'data-id': s.id, 'data-state': s.state },
@@ -280,9 +282,13 @@
     const roles = new Map(); // message id -> role, from OpenCode's message events
     let logsTimer = null;
 
+    // note sets the status line under the conversation (none when text is empty).
     function note(text) {
-      messages.replaceChildren(el('p', { class: 'msg-note' }, text));
-      bubbles.clear();
+      let n = messages.querySelector('.msg-note');
+      if (!text) { if (n) n.remove(); return; }
+      if (!n) { n = el('p', { class: 'msg-note' }); }
+      messages.append(n);
+      n.textContent = text;
     }
 
     function bubble(mid, role) {
@@ -433,11 +439,10 @@
         openStream();
       } else if (!running) {
         closeStream();
-        if (wasRunning || !messages.hasChildNodes()) {
-          note(sess.state === 'Pending' || sess.state === 'Starting'
-            ? 'Starting the session… the conversation appears when it is Running.'
-            : 'The session is ' + sess.state + '. Start it to continue the conversation.');
-        }
+        activity.textContent = '';
+        note(sess.state === 'Pending' || sess.state === 'Starting'
+          ? 'Starting the session… the conversation appears when it is Running.'
+          : 'The session is ' + sess.state + '.' + (sess.state === 'Stopped' || sess.state === 'Failed' ? ' Start it to continue the conversation.' : ''));
       }
       wasRunning = running;
     }

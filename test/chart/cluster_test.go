@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 
 	"github.com/cakeai/cake-agents/internal/testcluster"
@@ -357,6 +359,13 @@ func assertNothingLeft(t *testing.T, c *testcluster.Cluster, ns string) {
 	ownedByRelease := func(o *unstructured.Unstructured) bool {
 		return o.GetNamespace() == ns || o.GetAnnotations()["meta.helm.sh/release-namespace"] == ns
 	}
+	// Listing every kind touches deprecated APIs (v1 Endpoints, ComponentStatus): not our warnings.
+	cfg := c.RESTConfig()
+	cfg.WarningHandler = rest.NoWarnings{}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	lists, err := c.AdminClient().Discovery().ServerPreferredResources()
 	if err != nil {
 		t.Logf("discovery (partial): %v", err)
@@ -373,7 +382,7 @@ func assertNothingLeft(t *testing.T, c *testcluster.Cluster, ns string) {
 				if strings.Contains(r.Name, "/") || !contains(r.Verbs, "list") || r.Name == "events" {
 					continue
 				}
-				ri := c.Dynamic().Resource(gv.WithResource(r.Name))
+				ri := dyn.Resource(gv.WithResource(r.Name))
 				var objs *unstructured.UnstructuredList
 				if r.Namespaced {
 					objs, err = ri.Namespace(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: sel})

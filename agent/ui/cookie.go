@@ -147,7 +147,10 @@ func (h *handler) secureCookie(r *http.Request) bool {
 func (h *handler) renderLogin(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	d := h.data(r, "login", "Sign in")
 	d.User = nil
-	d.Error = msg
+	// "No credentials" is the normal way here, not an error worth a red box.
+	if !strings.HasPrefix(msg, "no credentials") {
+		d.Error = strings.TrimPrefix(msg, auth.ErrUnauthenticated.Error()+": ")
+	}
 	d.TokenAuth = h.opts.Tokens != nil
 	d.Next = r.URL.RequestURI()
 	if r.URL.Path == "/login" {

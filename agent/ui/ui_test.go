@@ -145,7 +145,7 @@ func TestNoPageWithoutTrustedIdentity(t *testing.T) {
 	if strings.Contains(body, `data-page="sessions"`) || strings.Contains(body, "root@example.com") {
 		t.Errorf("forged header got the app page:\n%s", body)
 	}
-	if !strings.Contains(body, "not a trusted proxy") {
+	if !strings.Contains(body, `id="login-error"`) || !strings.Contains(body, "not a trusted proxy") || strings.Contains(body, "unauthenticated:") {
 		t.Errorf("the 401 page does not say why:\n%s", body)
 	}
 	checkStrictPage(t, "401", rec.Header(), body)
@@ -154,6 +154,9 @@ func TestNoPageWithoutTrustedIdentity(t *testing.T) {
 	rec = s.serve(httptest.NewRequest(http.MethodGet, "/tokens", nil))
 	if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), `action="/login"`) || !strings.Contains(rec.Body.String(), `value="/tokens"`) {
 		t.Errorf("no credentials: %d\n%s", rec.Code, rec.Body.String())
+	}
+	if strings.Contains(rec.Body.String(), `id="login-error"`) {
+		t.Errorf("no credentials is shown as an error:\n%s", rec.Body.String())
 	}
 	// Static assets and the sign-in page need no identity.
 	for _, path := range []string{"/login", "/static/app.css", "/static/app.js", "/static/favicon.svg"} {

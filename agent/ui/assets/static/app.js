@@ -321,6 +321,8 @@
           const b = bubble(m.id, m.role);
           b.text.textContent = m.text;
         }
+        const last = items[items.length - 1];
+        if (last && last.role === 'user' && !activity.textContent) activity.textContent = 'Agent is working…';
         scrollDown();
       } catch (e) {
         if (e.code !== 'SessionNotRunning') note('Could not load the conversation: ' + e.message);

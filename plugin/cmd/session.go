@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -26,6 +27,13 @@ and admins.`,
 		Example: `  kubectl agents session create --repo https://github.com/org/repo --prompt "fix the flaky test" --wait
   kubectl agents session list
   kubectl agents session logs SESSION -f`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown command %q for %q; see %q", args[0], cmd.CommandPath(), cmd.CommandPath()+" --help")
+			}
+			return cmd.Help()
+		},
 	}
 	cmd.AddCommand(
 		NewCmdSessionCreate(f, streams),

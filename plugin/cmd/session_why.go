@@ -34,7 +34,7 @@ func NewCmdSessionWhy(f *Factory, streams genericiooptions.IOStreams) *cobra.Com
 		Short: "Explain a session's state: what keeps it alive and when it will stop",
 		Long: `Explain why a session is in its state: what last kept it alive, when the idle
 timeout will stop it, when its TTL will delete it, and why it failed or stopped.`,
-		Example: `  kubectl agents session why SESSION`,
+		Example:           `  kubectl agents session why SESSION`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeSessions(f, false),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -23,7 +23,7 @@ type VersionOptions struct {
 
 // versionOutput is what -o json|yaml prints.
 type versionOutput struct {
-	Client version.Info        `json:"client"`
+	Client version.Info       `json:"client"`
 	Agent  *apiv1.VersionInfo `json:"agent,omitempty"`
 }
 

@@ -1,0 +1,216 @@
+package cmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/pkg/client"
+)
+
+// fakeAgent implements the agent's HTTP API contract (DESIGN §5) in memory, enough for
+// command tests until the real agent can run in-process.
+type fakeAgent struct {
+	t  *testing.T
+	mu sync.Mutex
+
+	sessions map[string]*apiv1.Session
+	messages map[string][]apiv1.Message
+	// progress is the state sequence a session goes through on each GET after create.
+	progress []apiv1.SessionState
+	gets     map[string]int
+	created  []apiv1.CreateSessionRequest
+	sent     []string
+	who      apiv1.WhoAmI
+	version  apiv1.VersionInfo
+	ready    apiv1.Readiness
+	// token, when set, must arrive as a bearer token.
+	token string
+	// trustHeaders makes the fake (wrongly) accept X-Auth-Request-Email.
+	trustHeaders bool
+	events       string
+	proxied      []string
+}
+
+func newFakeAgent(t *testing.T) *fakeAgent {
+	return &fakeAgent{
+		t:        t,
+		sessions: map[string]*apiv1.Session{},
+		messages: map[string][]apiv1.Message{},
+		gets:     map[string]int{},
+		who: apiv1.WhoAmI{
+			User:          apiv1.User{ID: "u-1", Email: "alice@example.com", Source: "kubernetes"},
+			Authenticator: "kubernetes", Username: "alice", Groups: []string{"dev", "system:authenticated"},
+			Permissions: map[string]bool{"get": true, "list": true, "create": true, "delete": true, "attach": true, "update": true},
+		},
+		version: apiv1.VersionInfo{Version: "v0.3.1", Commit: "abc1234", Date: "2026-11-01T00:00:00Z", GoVersion: "go1.26.8", Platform: "linux/amd64"},
+		ready:   apiv1.Readiness{Ready: true, Checks: map[string]string{"store": "ok", "kube": "ok"}},
+	}
+}
+
+func (a *fakeAgent) add(s apiv1.Session) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.sessions[s.ID] = &s
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, apiv1.Error{Body: apiv1.ErrorBody{Code: code, Message: msg}})
+}
+
+func (a *fakeAgent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		status := http.StatusOK
+		if !a.ready.Ready {
+			status = http.StatusServiceUnavailable
+		}
+		writeJSON(w, status, a.ready)
+	})
+	mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.version) })
+	mux.HandleFunc("GET /api/v1/whoami", func(w http.ResponseWriter, r *http.Request) {
+		if e := r.Header.Get("X-Auth-Request-Email"); e != "" {
+			if !a.trustHeaders {
+				writeErr(w, 401, apiv1.CodeUnauthorized, "identity headers are accepted only from the configured proxies")
+				return
+			}
+			who := a.who
+			who.User.Email = e
+			writeJSON(w, 200, who)
+			return
+		}
+		writeJSON(w, 200, a.who)
+	})
+	mux.HandleFunc("GET /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		var items []apiv1.Session
+		for _, s := range a.sessions {
+			if st := r.URL.Query().Get("state"); st != "" && string(s.State) != st {
+				continue
+			}
+			items = append(items, *s)
+		}
+		sort.Slice(items, func(i, j int) bool { return items[i].ID < items[j].ID })
+		// Two per page, to exercise continue.
+		start := 0
+		if c := r.URL.Query().Get("continue"); c != "" {
+			_, _ = fmt.Sscan(c, &start)
+		}
+		end, next := start+2, ""
+		if end < len(items) {
+			next = fmt.Sprint(end)
+		} else {
+			end = len(items)
+		}
+		writeJSON(w, 200, apiv1.SessionList{Items: items[start:end], Continue: next})
+	})
+	mux.HandleFunc("POST /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		var req apiv1.CreateSessionRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeErr(w, 400, apiv1.CodeBadRequest, err.Error())
+			return
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.created = append(a.created, req)
+		s := &apiv1.Session{ID: fmt.Sprintf("s%d", len(a.created)), Title: req.Title, Repo: req.Repo, Owner: "alice@example.com",
+			OwnerID: "u-1", State: apiv1.StatePending, CreatedAt: time.Now(), Private: req.Private == nil || *req.Private}
+		a.sessions[s.ID] = s
+		writeJSON(w, 201, s)
+	})
+	withSession := func(fn func(w http.ResponseWriter, r *http.Request, s *apiv1.Session)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			s, ok := a.sessions[r.PathValue("id")]
+			if !ok {
+				writeErr(w, 404, apiv1.CodeNotFound, fmt.Sprintf("session %q not found", r.PathValue("id")))
+				return
+			}
+			fn(w, r, s)
+		}
+	}
+	mux.HandleFunc("GET /api/v1/sessions/{id}", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
+		if n := a.gets[s.ID]; n < len(a.progress) {
+			s.State = a.progress[n]
+			if s.State == apiv1.StateFailed {
+				s.Reason, s.Message = "ImagePullBackOff", "cannot pull image data-plane:1.0"
+			}
+		}
+		a.gets[s.ID]++
+		writeJSON(w, 200, s)
+	}))
+	mux.HandleFunc("DELETE /api/v1/sessions/{id}", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
+		s.State = apiv1.StateDeleting
+		delete(a.sessions, s.ID)
+		writeJSON(w, 202, s)
+	}))
+	mux.HandleFunc("POST /api/v1/sessions/{id}/stop", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
+		s.State = apiv1.StateStopping
+		writeJSON(w, 200, s)
+	}))
+	mux.HandleFunc("POST /api/v1/sessions/{id}/start", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
+		s.State = apiv1.StatePending
+		writeJSON(w, 200, s)
+	}))
+	mux.HandleFunc("POST /api/v1/sessions/{id}/messages", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
+		if s.State != apiv1.StateRunning {
+			writeErr(w, 409, apiv1.CodeNotRunning, "session is "+string(s.State))
+			return
+		}
+		var req apiv1.SendMessageRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		a.sent = append(a.sent, req.Text)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	mux.HandleFunc("GET /api/v1/sessions/{id}/logs", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
+		writeJSON(w, 200, apiv1.MessageList{Items: a.messages[s.ID]})
+	}))
+	mux.HandleFunc("GET /api/v1/sessions/{id}/events", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = w.Write([]byte(a.events))
+	}))
+	mux.HandleFunc("POST /api/v1/sessions/{id}/attach", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
+		writeJSON(w, 200, client.AttachInfo{Password: "session-secret", PodName: s.PodName, PodNamespace: s.PodNamespace})
+	}))
+	mux.HandleFunc("/api/v1/sessions/{id}/proxy/", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
+		a.proxied = append(a.proxied, r.Method+" "+r.URL.Path+" auth="+r.Header.Get("Authorization"))
+		_, _ = w.Write([]byte(`{"healthy":true,"version":"1.18.33"}`))
+	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.token != "" && r.Header.Get("Authorization") != "Bearer "+a.token && !strings.HasPrefix(r.URL.Path, "/healthz") {
+			writeErr(w, 401, apiv1.CodeUnauthorized, "invalid or expired token")
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// start serves the fake and returns a Factory whose client reaches it.
+func (a *fakeAgent) start() (*Factory, *httptest.Server) {
+	srv := httptest.NewServer(a.handler())
+	a.t.Cleanup(srv.Close)
+	c, err := client.New(srv.URL, srv.Client())
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	f := NewFactory()
+	f.Client = c
+	return f, srv
+}

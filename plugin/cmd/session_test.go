@@ -1,0 +1,436 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+var fixedNow = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+func seeded(t *testing.T) *fakeAgent {
+	a := newFakeAgent(t)
+	started := fixedNow.Add(-50 * time.Minute)
+	a.add(apiv1.Session{ID: "abc12", Title: "fix the flaky test", State: apiv1.StateRunning, Owner: "alice@example.com",
+		Repo: "https://github.com/org/repo.git", Branch: "main", Model: "litellm/m", Private: true, PodName: "cake-agents-session-abc12",
+		PodNamespace: "sessions", CreatedAt: fixedNow.Add(-time.Hour), StartedAt: &started,
+		LastActivityAt: fixedNow.Add(-2 * time.Minute), LastActivitySource: "attach"})
+	a.add(apiv1.Session{ID: "def34", State: apiv1.StateStopped, Owner: "bob@example.com", Reason: "IdleTimeout",
+		CreatedAt: fixedNow.Add(-49 * time.Hour)})
+	a.add(apiv1.Session{ID: "ghi56", Title: "docs", State: apiv1.StatePending, Owner: "alice@example.com",
+		Repo: "https://github.com/org/docs", CreatedAt: fixedNow.Add(-30 * time.Second)})
+	return a
+}
+
+func runList(t *testing.T, f *Factory, mutate func(*SessionListOptions)) (string, string, error) {
+	t.Helper()
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	o := NewSessionListOptions(f, streams)
+	o.PrintFlags.now = func() time.Time { return fixedNow }
+	if mutate != nil {
+		mutate(o)
+	}
+	ctx := context.Background()
+	if err := o.Complete(ctx); err != nil {
+		return "", "", err
+	}
+	if err := o.Validate(); err != nil {
+		return "", "", err
+	}
+	err := o.Run(ctx)
+	return out.String(), errOut.String(), err
+}
+
+func setOutput(o *PrintFlags, format string) { *o.OutputFormat = format }
+
+func TestSessionListTable(t *testing.T) {
+	f, _ := seeded(t).start()
+	out, _, err := runList(t, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `NAME    TITLE                STATE     OWNER               REPO                  AGE
+abc12   fix the flaky test   Running   alice@example.com   github.com/org/repo   60m
+def34   <none>               Stopped   bob@example.com     <none>                2d1h
+ghi56   docs                 Pending   alice@example.com   github.com/org/docs   30s
+`
+	if out != want {
+		t.Errorf("table:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+func TestSessionListWideAndFilters(t *testing.T) {
+	f, _ := seeded(t).start()
+	out, _, err := runList(t, f, func(o *SessionListOptions) {
+		setOutput(o.PrintFlags, "wide")
+		o.State = "Running"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `NAME    TITLE                STATE     OWNER               REPO                  AGE   BRANCH   MODEL       PRIVATE   POD                         LAST ACTIVITY     REASON
+abc12   fix the flaky test   Running   alice@example.com   github.com/org/repo   60m   main     litellm/m   true      cake-agents-session-abc12   2m ago (attach)   <none>
+`
+	if out != want {
+		t.Errorf("wide:\n%s\nwant:\n%s", out, want)
+	}
+
+	_, _, err = runList(t, f, func(o *SessionListOptions) { o.State = "running" })
+	if err == nil || !strings.Contains(err.Error(), `--state "running" is not a session state`) {
+		t.Errorf("bad state: %v", err)
+	}
+}
+
+func TestSessionListEmpty(t *testing.T) {
+	f, _ := newFakeAgent(t).start()
+	out, errOut, err := runList(t, f, nil)
+	if err != nil || out != "" || errOut != "No sessions found.\n" {
+		t.Errorf("empty list: out=%q errOut=%q err=%v", out, errOut, err)
+	}
+}
+
+func TestSessionListPrinters(t *testing.T) {
+	f, _ := seeded(t).start()
+	for _, tc := range []struct{ format, want string }{
+		{"name", "session.agents.cake.ai/abc12\nsession.agents.cake.ai/def34\nsession.agents.cake.ai/ghi56\n"},
+		{"jsonpath={.items[*].metadata.name}", "abc12 def34 ghi56"},
+		{"jsonpath={range .items[*]}{.id}={.state}{\"\\n\"}{end}", "abc12=Running\ndef34=Stopped\nghi56=Pending\n"},
+		{"custom-columns=ID:.id,STATE:.state,REASON:.reason", "ID      STATE     REASON\nabc12   Running   <none>\ndef34   Stopped   IdleTimeout\nghi56   Pending   <none>\n"},
+	} {
+		out, _, err := runList(t, f, func(o *SessionListOptions) { setOutput(o.PrintFlags, tc.format) })
+		if err != nil {
+			t.Errorf("-o %s: %v", tc.format, err)
+			continue
+		}
+		if out != tc.want {
+			t.Errorf("-o %s:\n%q\nwant\n%q", tc.format, out, tc.want)
+		}
+	}
+
+	out, _, err := runList(t, f, func(o *SessionListOptions) { setOutput(o.PrintFlags, "yaml"); o.State = "Stopped" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"apiVersion: agents.cake.ai/v1\nitems:\n- apiVersion: agents.cake.ai/v1\n", "  kind: Session\n", "    name: def34\n", "  reason: IdleTimeout\n", "kind: SessionList\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("yaml misses %q:\n%s", want, out)
+		}
+	}
+
+	_, _, err = runList(t, f, func(o *SessionListOptions) { setOutput(o.PrintFlags, "xml") })
+	if err == nil || !strings.Contains(err.Error(), `--output: unable to match a printer suitable for the output format "xml"`) {
+		t.Errorf("-o xml: %v", err)
+	}
+	_, _, err = runList(t, f, func(o *SessionListOptions) { setOutput(o.PrintFlags, "custom-columns=ID") })
+	if err == nil || !strings.Contains(err.Error(), `expected HEADER:.field`) {
+		t.Errorf("bad custom-columns: %v", err)
+	}
+}
+
+func TestSessionGet(t *testing.T) {
+	f, _ := seeded(t).start()
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o := &SessionGetOptions{IOStreams: streams, Factory: f, PrintFlags: NewPrintFlags(), IDs: []string{"abc12", "nope"}}
+	setOutput(o.PrintFlags, "jsonpath={.items[*].state}")
+	if err := o.Complete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := o.Run(context.Background())
+	if err == nil || err.Error() != `session "nope" not found` {
+		t.Errorf("err = %v", err)
+	}
+	if out.String() != "Running" {
+		t.Errorf("out = %q (found sessions print before the error)", out.String())
+	}
+}
+
+func runCreate(t *testing.T, f *Factory, mutate func(*SessionCreateOptions)) (string, string, error) {
+	t.Helper()
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	o := NewSessionCreateOptions(f, streams)
+	o.PollInterval = time.Millisecond
+	mutate(o)
+	if err := o.Complete(context.Background()); err != nil {
+		return "", "", err
+	}
+	if err := o.Validate(); err != nil {
+		return "", "", err
+	}
+	err := o.Run(context.Background())
+	return out.String(), errOut.String(), err
+}
+
+func TestSessionCreateWait(t *testing.T) {
+	a := newFakeAgent(t)
+	a.progress = []apiv1.SessionState{apiv1.StatePending, apiv1.StateStarting, apiv1.StateStarting, apiv1.StateRunning}
+	f, _ := a.start()
+	out, errOut, err := runCreate(t, f, func(o *SessionCreateOptions) {
+		o.Repo, o.Prompt, o.Wait, o.TTL = "https://github.com/org/repo", "fix it", true, 2*time.Hour
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != "session/s1 created\n" {
+		t.Errorf("out = %q", out)
+	}
+	if want := "session/s1: Pending\nsession/s1: Starting\nsession/s1: Running\n"; errOut != want {
+		t.Errorf("progress = %q, want %q", errOut, want)
+	}
+	req := a.created[0]
+	if req.Repo != "https://github.com/org/repo" || req.Prompt != "fix it" || req.TTL == nil || req.TTL.Duration != 2*time.Hour ||
+		req.Private != nil || req.IdleTimeout != nil {
+		t.Errorf("request = %+v (private and idle timeout must be left to the agent)", req)
+	}
+}
+
+func TestSessionCreateWaitFailsAndTimesOut(t *testing.T) {
+	a := newFakeAgent(t)
+	a.progress = []apiv1.SessionState{apiv1.StateStarting, apiv1.StateFailed}
+	f, _ := a.start()
+	_, errOut, err := runCreate(t, f, func(o *SessionCreateOptions) { o.Wait = true })
+	want := "session/s1 is Failed instead of Running: cannot pull image data-plane:1.0; see `kubectl agents session why s1`"
+	if err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %s", err, want)
+	}
+	if errOut != "session/s1: Pending\nsession/s1: Starting\nsession/s1: Failed (ImagePullBackOff)\n" {
+		t.Errorf("progress = %q", errOut)
+	}
+
+	a = newFakeAgent(t)
+	f, _ = a.start()
+	_, _, err = runCreate(t, f, func(o *SessionCreateOptions) { o.Wait, o.Timeout = true, 20*time.Millisecond })
+	if err == nil || !strings.HasPrefix(err.Error(), "session/s1 is still Pending after 20ms: raise --timeout") {
+		t.Errorf("timeout err = %v", err)
+	}
+}
+
+func TestSessionCreateValidateAndOutput(t *testing.T) {
+	f, _ := newFakeAgent(t).start()
+	_, _, err := runCreate(t, f, func(o *SessionCreateOptions) { o.Repo = "github.com/org/repo" })
+	if err == nil || err.Error() != `--repo "github.com/org/repo" is not a repository URL: use e.g. https://github.com/org/repo` {
+		t.Errorf("err = %v", err)
+	}
+	_, _, err = runCreate(t, f, func(o *SessionCreateOptions) { o.Prompt = strings.Repeat("x", apiv1.MaxPromptBytes+1) })
+	if err == nil || !strings.Contains(err.Error(), "send the rest with `kubectl agents session send`") {
+		t.Errorf("err = %v", err)
+	}
+	out, _, err := runCreate(t, f, func(o *SessionCreateOptions) { setOutput(o.PrintFlags, "name") })
+	if err != nil || out != "session.agents.cake.ai/s1\n" {
+		t.Errorf("-o name: %q, %v", out, err)
+	}
+}
+
+func TestSessionDelete(t *testing.T) {
+	a := seeded(t)
+	f, _ := a.start()
+	streams, in, out, errOut := genericiooptions.NewTestIOStreams()
+	o := &SessionDeleteOptions{IOStreams: streams, Factory: f, IDs: []string{"abc12", "nope", "def34"}}
+	if err := o.Complete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := o.Run(context.Background())
+	if err == nil || err.Error() != `session "nope" not found` {
+		t.Errorf("err = %v", err)
+	}
+	if out.String() != "session/abc12 deleted\nsession/def34 deleted\n" {
+		t.Errorf("out = %q", out.String())
+	}
+
+	out.Reset()
+	o = &SessionDeleteOptions{IOStreams: streams, Factory: f, All: true}
+	in.WriteString("n\n")
+	if err := o.Complete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err = o.Run(context.Background())
+	if err == nil || err.Error() != "nothing deleted: not confirmed (pass --yes to skip the question)" {
+		t.Errorf("declined: %v", err)
+	}
+	if errOut.String() != "Delete 1 session(s): ghi56? [y/N]: " {
+		t.Errorf("question = %q", errOut.String())
+	}
+	in.WriteString("y\n")
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "session/ghi56 deleted\n" {
+		t.Errorf("out = %q", out.String())
+	}
+
+	if err := (&SessionDeleteOptions{All: true, IDs: []string{"x"}}).Validate(); err == nil {
+		t.Error("names with --all accepted")
+	}
+	if err := (&SessionDeleteOptions{}).Validate(); err == nil {
+		t.Error("nothing to delete accepted")
+	}
+}
+
+func TestSessionStopStart(t *testing.T) {
+	f, _ := seeded(t).start()
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	for _, verb := range []string{"stop", "start"} {
+		o := &SessionLifecycleOptions{IOStreams: streams, Factory: f, Verb: verb, IDs: []string{"abc12"}}
+		if err := o.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Complete(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := "session/abc12 stopped (Stopping)\nsession/abc12 started (Pending)\n"; out.String() != want {
+		t.Errorf("out = %q, want %q", out.String(), want)
+	}
+}
+
+func TestSessionLogsAndFollow(t *testing.T) {
+	a := seeded(t)
+	a.messages["abc12"] = []apiv1.Message{
+		{ID: "m1", Role: "user", Text: "fix the flaky test", CreatedAt: fixedNow.Add(-3 * time.Minute)},
+		{ID: "m2", Role: "assistant", Text: "Done: the test waited on a timer.\n", CreatedAt: fixedNow.Add(-2 * time.Minute)},
+	}
+	a.events = "data: {\"type\":\"server.connected\",\"properties\":{}}\n\n" +
+		"data: {\"type\":\"message.part.delta\",\"properties\":{\"delta\":\"Looking\"}}\n\n" +
+		": heartbeat\n\n" +
+		"event: message.part.delta\ndata: {\"properties\":{\"delta\":\" at it.\"}}\n\n" +
+		"data: {\"type\":\"session.idle\",\"properties\":{}}\n\n"
+	f, _ := a.start()
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o := &SessionLogsOptions{IOStreams: streams, Factory: f, ID: "abc12", Timestamps: true}
+	if err := o.Complete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := "2026-11-28T11:57:00Z user:\nfix the flaky test\n\n2026-11-28T11:58:00Z assistant:\nDone: the test waited on a timer.\n"
+	if out.String() != want {
+		t.Errorf("logs:\n%q\nwant\n%q", out.String(), want)
+	}
+
+	out.Reset()
+	o.Follow, o.Timestamps = true, false
+	err := o.Run(context.Background())
+	if err == nil || err.Error() != "follow session/abc12: the agent ended the stream (the session stopped?)" {
+		t.Errorf("err = %v", err)
+	}
+	want = "user:\nfix the flaky test\n\nassistant:\nDone: the test waited on a timer.\nLooking at it.\n"
+	if out.String() != want {
+		t.Errorf("follow:\n%q\nwant\n%q", out.String(), want)
+	}
+}
+
+func TestSessionSend(t *testing.T) {
+	a := seeded(t)
+	f, _ := a.start()
+	streams, in, out, _ := genericiooptions.NewTestIOStreams()
+	root := NewCmdRootWithFactory(f, streams)
+	in.WriteString("from stdin\n")
+	root.SetArgs([]string{"session", "send", "abc12"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	root.SetArgs([]string{"session", "send", "abc12", "now", "add", "a", "test"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.sent) != 2 || a.sent[0] != "from stdin\n" || a.sent[1] != "now add a test" {
+		t.Errorf("sent = %q", a.sent)
+	}
+	if out.String() != "session/abc12: message sent\nsession/abc12: message sent\n" {
+		t.Errorf("out = %q", out.String())
+	}
+	root.SetArgs([]string{"session", "send", "def34", "hello"})
+	err := root.Execute()
+	want := "send to session/def34: session is Stopped (HTTP 409 SessionNotRunning); start it with `kubectl agents session start def34`"
+	if err == nil || err.Error() != want {
+		t.Errorf("err = %v\nwant %s", err, want)
+	}
+}
+
+func TestSessionWhy(t *testing.T) {
+	a := seeded(t)
+	idle := fixedNow.Add(28 * time.Minute)
+	expires := fixedNow.Add(23 * time.Hour)
+	a.sessions["abc12"].IdleTimeout = apiv1.Duration{Duration: 30 * time.Minute}
+	a.sessions["abc12"].IdleDeadline = &idle
+	a.sessions["abc12"].TTL = apiv1.Duration{Duration: 24 * time.Hour}
+	a.sessions["abc12"].ExpiresAt = &expires
+	f, _ := a.start()
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	for _, id := range []string{"abc12", "def34"} {
+		o := &SessionWhyOptions{IOStreams: streams, Factory: f, ID: id, Now: func() time.Time { return fixedNow }}
+		if err := o.Complete(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := `session/abc12 is Running.
+  Running since 50m ago in pod sessions/cake-agents-session-abc12.
+  Last activity 2m ago (attach).
+  Idle timeout 30m0s: it stops in 28m (2026-11-28T12:28:00Z) unless something keeps it busy: an attached TUI, a message, or requests through the proxy.
+  TTL 24h0m0s: it will be deleted in 23h (2026-11-29T11:00:00Z).
+  Its workspace is ephemeral: stopping the session discards it (use --persistent to keep it).
+session/def34 is Stopped (IdleTimeout).
+  Start it again with ` + "`kubectl agents session start def34`" + `.
+  Its workspace is ephemeral: stopping the session discards it (use --persistent to keep it).
+`
+	if out.String() != want {
+		t.Errorf("why:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+func TestRootCommandRunsSessionListAndExplainsErrors(t *testing.T) {
+	a := seeded(t)
+	f, _ := a.start()
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	root := NewCmdRootWithFactory(f, streams)
+	root.SetArgs([]string{"session", "list", "-o", "name", "--state", "Pending"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "session.agents.cake.ai/ghi56\n" {
+		t.Errorf("out = %q", out.String())
+	}
+
+	a.who.Permissions = nil
+	a.token = "cka_expected"
+	root.SetArgs([]string{"whoami"})
+	err := root.Execute()
+	if err == nil || !strings.HasPrefix(err.Error(), "the agent could not verify your kube identity: ask the agent who you are: invalid or expired token (HTTP 401 Unauthorized)") {
+		t.Errorf("401: %v", err)
+	}
+
+	var buf bytes.Buffer
+	root.SetOut(&buf)
+	root.SetArgs([]string{"session", "nosuch"})
+	if err := root.Execute(); err == nil || err.Error() != `unknown command "nosuch" for "kubectl agents session"; see "kubectl agents session --help"` {
+		t.Errorf("unknown command: %v", err)
+	}
+}
+
+func TestSessionNameCompletion(t *testing.T) {
+	f, _ := seeded(t).start()
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	root := NewCmdRootWithFactory(f, streams)
+	root.SetOut(out)
+	root.SetErr(errOut)
+	root.SetArgs([]string{"__complete", "session", "get", "abc12", ""})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	want := "def34\tStopped\nghi56\tPending docs\n:4\n"
+	if !strings.HasPrefix(out.String(), want) {
+		t.Errorf("completion:\n%q\nwant prefix\n%q", out.String(), want)
+	}
+}

@@ -175,6 +175,12 @@ func css(s string) chromedp.CSS { return chromedp.CSS(s) }
 func TestBrowserSessionLifecycle(t *testing.T) {
 	s := newStack(t)
 	b := newBrowser(t)
+	lifecycle(t, s, b, "", true)
+}
+
+// lifecycle is the session flow of a user behind the proxy; screenshots are named
+// with prefix. persistent asks for a persistent workspace.
+func lifecycle(t *testing.T, s *stack, b *browser, prefix string, persistent bool) {
 	base := s.proxy("alice@example.com").URL
 
 	res := b.navigate("open the sessions page", chromedp.Navigate(base+"/"))
@@ -182,7 +188,7 @@ func TestBrowserSessionLifecycle(t *testing.T) {
 		t.Fatalf("GET /: %d, headers %v", res.Status, res.Headers)
 	}
 	b.wait("the empty state", `!document.querySelector('#empty').hidden`, 10*time.Second)
-	b.shot("01-sessions-empty")
+	b.shot(prefix + "01-sessions-empty")
 
 	b.navigate("open the form", chromedp.Click(css(`.pagehead a[href="/new"]`)))
 	b.do("fill the form",
@@ -192,9 +198,11 @@ func TestBrowserSessionLifecycle(t *testing.T) {
 		chromedp.SendKeys(css("#branch"), "main"),
 		chromedp.SendKeys(css("#title"), "Flaky queue test"),
 		chromedp.Click(css("#private")),
-		chromedp.Click(css("#persistent")),
 	)
-	b.shot("02-create-form")
+	if persistent {
+		b.do("persistent", chromedp.Click(css("#persistent")))
+	}
+	b.shot(prefix + "02-create-form")
 	b.navigate("submit the form", chromedp.Click(css("#submit")))
 	path := b.eval(`location.pathname`)
 	id := strings.TrimPrefix(path, "/sessions/")
@@ -205,7 +213,7 @@ func TestBrowserSessionLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the form created no session %s: %v", id, err)
 	}
-	if sess.Title != "Flaky queue test" || sess.Repo != "https://github.com/cakeai/demo-service.git" || sess.Branch != "main" || sess.Private || !sess.Persistent ||
+	if sess.Title != "Flaky queue test" || sess.Repo != "https://github.com/cakeai/demo-service.git" || sess.Branch != "main" || sess.Private || sess.Persistent != persistent ||
 		sess.Prompt != "Fix the flaky TestQueueDrain and explain the cause." {
 		t.Errorf("stored session does not match the form: %+v", sess)
 	}
@@ -213,7 +221,7 @@ func TestBrowserSessionLifecycle(t *testing.T) {
 	if got := b.text("#attach-cmd"); got != "kubectl agents attach "+id {
 		t.Errorf("attach command %q", got)
 	}
-	b.shot("03-session-starting")
+	b.shot(prefix + "03-session-starting")
 
 	b.wait("state Running", `document.querySelector('#state').textContent === 'Running'`, 20*time.Second)
 	if got := b.eval(`document.querySelector('#open').getAttribute('aria-disabled')`); got != "false" {
@@ -233,12 +241,12 @@ func TestBrowserSessionLifecycle(t *testing.T) {
 		chromedp.Click(css("#send-btn")),
 	)
 	b.wait("a streaming reply", `(() => { const m = document.querySelector('.msg-streaming .msg-text'); return m && m.textContent.length > 0 && m.textContent.length < `+fmt.Sprint(len(Reply))+` })()`, 15*time.Second)
-	b.shot("04-reply-streaming")
+	b.shot(prefix + "04-reply-streaming")
 	b.wait("the full second reply", fmt.Sprintf(`[...document.querySelectorAll('.msg-assistant .msg-text')].filter(e => e.textContent === %q).length === 2 && !document.querySelector('.msg-streaming')`, Reply), 30*time.Second)
 	if got := s.conv.sentTexts(); len(got) != 2 || got[1] != id+":Please add a regression test too." {
 		t.Errorf("prompts delivered: %q", got)
 	}
-	b.shot("05-conversation")
+	b.shot(prefix + "05-conversation")
 
 	// Phone-sized screens get the same page, one column.
 	b.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
@@ -246,7 +254,7 @@ func TestBrowserSessionLifecycle(t *testing.T) {
 	if overflow := b.eval(`String(document.documentElement.scrollWidth > window.innerWidth + 1)`); overflow != "false" {
 		t.Errorf("the session page scrolls sideways on a phone")
 	}
-	b.shot("06-session-phone")
+	b.shot(prefix + "06-session-phone")
 	b.do("desktop viewport", chromedp.EmulateViewport(1280, 860))
 
 	b.do("stop", chromedp.Click(css("#stop")))
@@ -258,10 +266,10 @@ func TestBrowserSessionLifecycle(t *testing.T) {
 	if got := b.text("#reason"); !strings.Contains(got, "StoppedByUser") {
 		t.Errorf("the stop reason is not shown: %q", got)
 	}
-	b.shot("07-session-stopped")
+	b.shot(prefix + "07-session-stopped")
 
 	b.do("ask to delete", chromedp.Click(css("#delete")), chromedp.WaitVisible(css("#confirm-ok")))
-	b.shot("08-delete-confirm")
+	b.shot(prefix + "08-delete-confirm")
 	b.navigate("confirm delete", chromedp.Click(css("#confirm-ok")))
 	if p := b.eval(`location.pathname`); p != "/" {
 		t.Fatalf("after delete the browser is at %q", p)

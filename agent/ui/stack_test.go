@@ -44,6 +44,13 @@ type stack struct {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
+	return newStackWith(t, nil)
+}
+
+// newStackWith builds the stack with the sessions controller mk returns (nil: the
+// stand-in). mk gets the store and the conversation, whose Send delivers prompts.
+func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) server.Sessions) *stack {
+	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, sqlite.Options{Path: sqlite.Memory})
 	if err != nil {
@@ -66,10 +73,14 @@ func newStack(t *testing.T) *stack {
 		auth.WithAdminResolver(emailAdmins{"root@example.com": true}))
 	conv := newFakeConversation()
 	ctrl := &fakeController{st: st, conv: conv, step: 400 * time.Millisecond}
+	var sessions server.Sessions = ctrl
+	if mk != nil {
+		sessions = mk(st, conv)
+	}
 	var seq atomic.Int64
 	srv := server.New(server.Options{
 		Store:              st,
-		Sessions:           ctrl,
+		Sessions:           sessions,
 		Conversation:       conv,
 		Authenticate:       authn,
 		Audit:              rec,

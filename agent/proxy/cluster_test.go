@@ -338,6 +338,20 @@ func TestRealOpenCodeThroughCluster(t *testing.T) {
 	if !model.Received(prompt) {
 		t.Fatal("the fake model never received the prompt")
 	}
+
+	// OpenCode answers /config with the resolved provider key; through the proxy it is
+	// redacted (opencodetest's key is "fake-key").
+	for _, path := range []string{"/config", "/config/providers", "/provider"} {
+		r, err := http.Get(fe.URL + "/api/v1/sessions/realoc/proxy" + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode != http.StatusOK || strings.Contains(string(b), "fake-key") || !strings.Contains(string(b), proxy.Redacted) {
+			t.Fatalf("%s through the proxy: %d %s", path, r.StatusCode, b)
+		}
+	}
 }
 
 type testWriter struct{ t *testing.T }

@@ -6,7 +6,8 @@
 // Serve; from then on the agent speaks for the caller. So the caller's credentials
 // (Authorization, cookies, identity headers set by an authenticating proxy, OpenCode's
 // own ?auth_token=) never reach the pod, and the agent adds OpenCode's Basic auth
-// itself: users never learn a session's OpenCode password.
+// itself: users never learn a session's OpenCode password. OpenCode's configuration
+// routes answer with provider API keys in plain text; the proxy redacts them.
 package proxy
 
 import (
@@ -159,6 +160,10 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target, rest str
 			out.Host = out.URL.Host
 			p.stripHeaders(out.Header)
 			out.SetBasicAuth(opencode.Username, t.Password)
+			if isConfigRoute(out.URL.Path) {
+				// The answer is rewritten, so ask for it uncompressed.
+				out.Header.Del("Accept-Encoding")
+			}
 			if out.Body != nil && out.Body != http.NoBody {
 				out.Body = &activityBody{ReadCloser: out.Body, act: act}
 			}
@@ -172,6 +177,9 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target, rest str
 				return errOpenCodeAuth
 			}
 			resp.Header.Del("Www-Authenticate")
+			if isConfigRoute(resp.Request.URL.Path) {
+				return redactResponse(resp)
+			}
 			if resp.StatusCode == http.StatusSwitchingProtocols {
 				if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
 					resp.Body = &activityConn{ReadWriteCloser: rwc, act: act}
@@ -185,7 +193,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target, rest str
 				return
 			}
 			msg := "cannot reach the session's OpenCode: " + err.Error()
-			if errors.Is(err, errOpenCodeAuth) {
+			if errors.Is(err, errOpenCodeAuth) || errors.Is(err, errUnredactable) {
 				msg = err.Error()
 			}
 			logger.Warn("proxy to session failed", "path", rest, "error", err)

@@ -29,6 +29,7 @@ type directPool struct {
 func (d *directPool) Transport(namespace, pod string, port int) http.RoundTripper {
 	d.calls.Add(1)
 	return &http.Transport{
+		DisableCompression: true, // like the tunnel's Transports
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var dd net.Dialer
 			return dd.DialContext(ctx, "tcp", d.addr)
@@ -250,5 +251,50 @@ func TestProxyPodUnreachable(t *testing.T) {
 	var e apiv1.Error
 	if resp.StatusCode != http.StatusBadGateway || json.NewDecoder(resp.Body).Decode(&e) != nil || e.Body.Code != apiv1.CodeUnavailable {
 		t.Fatalf("status %d body %+v; want 502 Unavailable", resp.StatusCode, e)
+	}
+}
+
+func TestProxyRedactsProviderKeys(t *testing.T) {
+	const cfg = `{"provider":{"litellm":{"npm":"@ai-sdk/openai-compatible","options":{"baseURL":"http://litellm/v1","apiKey":"sk-master","headers":{"X-Api-Key":"sk-header"}},"models":{"m":{"limit":{"output":4096}}}}},"model":"litellm/m","count":12345678901234567890}`
+	_, pool := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/config", "/api/config", "/config/providers":
+			if r.Header.Get("Accept-Encoding") != "" {
+				t.Errorf("configuration request asked for encoding %q", r.Header.Get("Accept-Encoding"))
+			}
+			io.WriteString(w, cfg)
+		case "/provider":
+			io.WriteString(w, `not json`)
+		default:
+			io.WriteString(w, `{"apiKey":"left-alone-elsewhere"}`)
+		}
+	}))
+	fe := frontend(t, New(pool, nil), Target{Namespace: "ns", Pod: "p", Password: "pw"})
+	get := func(path string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, fe.URL+"/api/v1/sessions/abc/proxy"+path, nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, path := range []string{"/config", "/api/config", "/config/providers"} {
+		code, body := get(path)
+		if code != http.StatusOK || strings.Contains(body, "sk-master") || strings.Contains(body, "sk-header") {
+			t.Fatalf("%s: %d %s", path, code, body)
+		}
+		if !strings.Contains(body, `"baseURL":"http://litellm/v1"`) || !strings.Contains(body, Redacted) || !strings.Contains(body, "12345678901234567890") {
+			t.Fatalf("%s: redaction lost more than the secrets: %s", path, body)
+		}
+	}
+	if code, body := get("/provider"); code != http.StatusBadGateway || strings.Contains(body, "not json") {
+		t.Fatalf("an unparseable configuration answer was passed on: %d %s", code, body)
+	}
+	if _, body := get("/session"); !strings.Contains(body, "left-alone-elsewhere") {
+		t.Fatalf("a non-configuration route was rewritten: %s", body)
 	}
 }

@@ -8,7 +8,8 @@
 # the platform package (opencode-linux-x64, ...). We install with --ignore-scripts so no
 # postinstall runs, take the platform binary and copy it under $CACHE_DIR/opencode/bin
 # with a version stamp; Node is not needed to run it. A second run with the same version
-# does nothing.
+# does nothing. The registry lags behind for some platforms (linux-arm64 stopped at
+# 1.18.18): set OPENCODE_VERSION_ARM64 (here or in hack/versions.env) to pin arm64 apart.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +20,10 @@ BIN="${DIR}/bin/opencode"
 STAMP="${DIR}/bin/.opencode.version"
 
 log() { echo "install-opencode: $*" >&2; }
+
+case "$(uname -m)" in
+  aarch64 | arm64) OPENCODE_VERSION="${OPENCODE_VERSION_ARM64:-${OPENCODE_VERSION}}" ;;
+esac
 
 if [[ -x "${BIN}" && -f "${STAMP}" && "$(cat "${STAMP}")" == "${OPENCODE_VERSION}" ]]; then
   echo "${BIN}"
@@ -40,6 +45,7 @@ command -v npm >/dev/null || { log "npm is required to download OpenCode (apt-ge
 
 log "installing opencode-ai@${OPENCODE_VERSION} (${platform}, ~180 MiB, first time only)"
 work="${DIR}/npm"
+rm -rf "${work}"
 mkdir -p "${work}" "${DIR}/bin"
 # The wrapper depends on every platform package as optional; npm keeps only ours.
 npm install --prefix "${work}" --no-save --no-audit --no-fund --ignore-scripts \
@@ -53,5 +59,7 @@ cp "${src}" "${BIN}.tmp"
 chmod +x "${BIN}.tmp"
 mv "${BIN}.tmp" "${BIN}"
 echo "${OPENCODE_VERSION}" >"${STAMP}"
+# The npm tree is a second copy of the ~180 MiB binary; only ours is kept.
+rm -rf "${work}"
 log "installed $("${BIN}" --version 2>/dev/null || echo "${OPENCODE_VERSION}")"
 echo "${BIN}"

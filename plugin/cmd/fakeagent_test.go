@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/client"
 )

@@ -1,0 +1,397 @@
+package cmd
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/pkg/version"
+	"github.com/cakeai/cake-agents/plugin/config"
+	"github.com/cakeai/cake-agents/plugin/tunnel"
+)
+
+func TestWhoAmI(t *testing.T) {
+	f, _ := newFakeAgent(t).start()
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o := &WhoAmIOptions{IOStreams: streams, Factory: f}
+	if err := o.Complete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := `User:               alice@example.com
+User ID:            u-1
+Authenticated by:   kubernetes
+Username:           alice
+Groups:             dev, system:authenticated
+Admin:              false
+Permissions on sessions.agents.cake.ai:
+  attach            yes
+  create            yes
+  delete            yes
+  get               yes
+  list              yes
+  update            yes
+`
+	if out.String() != want {
+		t.Errorf("whoami:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+func withVersion(t *testing.T, v string) {
+	old := version.Version
+	version.Version = v
+	t.Cleanup(func() { version.Version = old })
+}
+
+func TestVersion(t *testing.T) {
+	withVersion(t, "v0.1.0")
+	a := newFakeAgent(t)
+	f, _ := a.start()
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+
+	o := &VersionOptions{IOStreams: streams, Factory: f, ClientOnly: true}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if want := "Client Version: " + version.Get().String() + "\n"; out.String() != want {
+		t.Errorf("--client = %q, want %q", out.String(), want)
+	}
+
+	out.Reset()
+	o.ClientOnly = false
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := "Client Version: " + version.Get().String() + "\nAgent Version: v0.3.1 (commit abc1234, built 2026-11-01T00:00:00Z, go1.26.8, linux/amd64)\n"
+	if out.String() != want {
+		t.Errorf("version = %q, want %q", out.String(), want)
+	}
+	if want := "WARNING: the plugin (v0.1.0) and the agent (v0.3.1) are more than one minor version apart; some commands may fail: upgrade the plugin (kubectl krew upgrade agents)\n"; errOut.String() != want {
+		t.Errorf("skew warning = %q, want %q", errOut.String(), want)
+	}
+
+	errOut.Reset()
+	a.version.Version = "v0.2.5"
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if errOut.String() != "" {
+		t.Errorf("warned within one minor version: %q", errOut.String())
+	}
+}
+
+func TestSkewWarning(t *testing.T) {
+	for _, tc := range []struct {
+		plugin, agent string
+		warn          bool
+	}{
+		{"v1.2.0", "v1.3.9", false},
+		{"v1.4.0", "v1.2.0", true},
+		{"v2.0.0", "v1.9.0", true},
+		{"dev", "v1.0.0", false},
+		{"v1.2.0-rc.1", "1.2.3", false},
+	} {
+		if got := skewWarning(tc.plugin, tc.agent) != ""; got != tc.warn {
+			t.Errorf("skewWarning(%s, %s) = %v, want %v", tc.plugin, tc.agent, got, tc.warn)
+		}
+	}
+}
+
+// ssarReactor answers every SelfSubjectAccessReview, denying the ones deny matches.
+func ssarReactor(deny func(authorizationv1.ResourceAttributes) bool) k8stesting.ReactionFunc {
+	return func(action k8stesting.Action) (bool, runtime.Object, error) {
+		r := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+		r.Status.Allowed = !deny(*r.Spec.ResourceAttributes)
+		return true, r, nil
+	}
+}
+
+func TestDoctor(t *testing.T) {
+	withVersion(t, "v0.3.0")
+	a := newFakeAgent(t)
+	f, _ := a.start()
+	kube := fake.NewClientset()
+	kube.PrependReactor("create", "selfsubjectaccessreviews", ssarReactor(func(authorizationv1.ResourceAttributes) bool { return false }))
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o := &DoctorOptions{IOStreams: streams, Factory: f, Kube: kube}
+	if err := o.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	url := f.Client.BaseURL().String()
+	want := `[ok]   agent reachable: injected client ` + url + `
+[ok]   versions: plugin v0.3.0, agent v0.3.1
+[ok]   agent readiness kube: ok
+[ok]   agent readiness store: ok
+[ok]   identity: alice@example.com (alice, authenticated by kubernetes)
+[ok]   RBAC: get sessions.agents.cake.ai; list sessions.agents.cake.ai; create sessions.agents.cake.ai; delete sessions.agents.cake.ai; attach sessions.agents.cake.ai; list pods in cake-agents; create pods/portforward in cake-agents; get configmaps in cake-agents
+[ok]   forged identity headers are refused (X-Auth-Request-Email: 401)
+`
+	if out.String() != want {
+		t.Errorf("doctor:\n%s\nwant:\n%s", out.String(), want)
+	}
+
+	// A broken setup: the agent trusts forged headers, the database is down, the user
+	// may not port-forward.
+	a.trustHeaders = true
+	a.ready = apiv1.Readiness{Ready: false, Checks: map[string]string{"store": "dial tcp: connection refused", "kube": "ok"}}
+	kube = fake.NewClientset()
+	kube.PrependReactor("create", "selfsubjectaccessreviews", ssarReactor(func(r authorizationv1.ResourceAttributes) bool {
+		return r.Subresource == "portforward"
+	}))
+	out.Reset()
+	o = &DoctorOptions{IOStreams: streams, Factory: f, Kube: kube}
+	err := o.Run(context.Background())
+	if err == nil || err.Error() != "3 check(s) failed" {
+		t.Errorf("err = %v", err)
+	}
+	for _, line := range []string{
+		"[FAIL] agent readiness store: dial tcp: connection refused\n",
+		"[FAIL] RBAC: you may not create pods/portforward in cake-agents; ask for the chart's cake-agents-user ClusterRole\n",
+		"[FAIL] forged identity headers are TRUSTED: the agent took X-Auth-Request-Email from a port-forward",
+	} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("doctor output misses %q:\n%s", line, out.String())
+		}
+	}
+}
+
+func TestLoginLogout(t *testing.T) {
+	a := newFakeAgent(t)
+	a.token = "cka_good"
+	_, srv := a.start()
+	state := filepath.Join(t.TempDir(), "plugin.json")
+	f := NewFactory()
+	f.StatePath = state
+	streams, in, out, _ := genericiooptions.NewTestIOStreams()
+
+	login := &LoginOptions{IOStreams: streams, Factory: f, Server: srv.URL, Token: "cka_bad", HTTPClient: srv.Client()}
+	err := login.Run(context.Background())
+	if err == nil || !strings.HasPrefix(err.Error(), "the agent at "+srv.URL+" does not accept this token") {
+		t.Errorf("bad token: %v", err)
+	}
+	if s, _ := config.Load(state); s.Token != "" {
+		t.Errorf("a refused token was saved: %+v", s)
+	}
+
+	in.WriteString("cka_good\n")
+	login.Token = ""
+	if err := login.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := login.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := login.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if want := "Logged in to " + srv.URL + " as alice@example.com.\n"; out.String() != want {
+		t.Errorf("out = %q, want %q", out.String(), want)
+	}
+
+	// Later commands use the saved server and token without discovery.
+	out.Reset()
+	root := NewCmdRootWithFactory(f, streams)
+	root.SetArgs([]string{"whoami", "-o", "json"})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("whoami after login: %v", err)
+	}
+	if !strings.Contains(out.String(), `"email": "alice@example.com"`) {
+		t.Errorf("whoami -o json = %s", out.String())
+	}
+	if f.Mode() != "server "+srv.URL {
+		t.Errorf("mode = %q", f.Mode())
+	}
+
+	out.Reset()
+	logout := &LogoutOptions{IOStreams: streams, Factory: f}
+	if err := logout.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := logout.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if want := "Logged out of " + srv.URL + ".\nNot logged in.\n"; out.String() != want {
+		t.Errorf("out = %q, want %q", out.String(), want)
+	}
+}
+
+func TestServerModeExplains401(t *testing.T) {
+	a := newFakeAgent(t)
+	a.token = "cka_good"
+	_, srv := a.start()
+	f := NewFactory()
+	f.StatePath = filepath.Join(t.TempDir(), "plugin.json")
+	streams, _, _, _ := genericiooptions.NewTestIOStreams()
+	root := NewCmdRootWithFactory(f, streams)
+	root.SetArgs([]string{"session", "list", "--server", srv.URL})
+	err := root.Execute()
+	want := "the agent did not accept your token: list sessions: invalid or expired token (HTTP 401 Unauthorized); log in again with `kubectl agents login --server " + srv.URL + " --token TOKEN`"
+	if err == nil || err.Error() != want {
+		t.Errorf("err = %v\nwant %s", err, want)
+	}
+}
+
+func TestAgentNamespaceIsRemembered(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "plugin.json")
+	f := NewFactory()
+	f.StatePath = state
+	if f.Namespace() != tunnel.DefaultAgentNamespace {
+		t.Errorf("default namespace = %q", f.Namespace())
+	}
+	rt := &rememberNamespace{next: roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Body: http.NoBody}, nil
+	}), path: state, namespace: "platform"}
+	req, _ := http.NewRequest(http.MethodGet, "https://x/healthz", nil)
+	if _, err := rt.RoundTrip(req); err != nil {
+		t.Fatal(err)
+	}
+	if f.Namespace() != "platform" {
+		t.Errorf("remembered namespace = %q", f.Namespace())
+	}
+	f.AgentNamespace = "other"
+	if f.Namespace() != "other" {
+		t.Errorf("--agent-namespace did not win: %q", f.Namespace())
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+var accessRE = regexp.MustCompile(`Forwarding (http://127\.0\.0\.1:\d+) to session/abc12 \(OpenCode\)\n  user:     opencode\n  password: ([0-9a-f]{48})\n`)
+
+func TestAttachWithoutOpenCodePrintsAccessAndRelays(t *testing.T) {
+	a := seeded(t)
+	f, _ := a.start()
+	streams, _, _, errOut := genericiooptions.NewTestIOStreams()
+	pr, pw := io.Pipe()
+	streams.Out = pw
+	o := &AttachOptions{SessionTunnelOptions: SessionTunnelOptions{IOStreams: streams, Factory: f, ID: "abc12", Address: "127.0.0.1"},
+		OpenCode: "opencode-not-installed-here"}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Complete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx); pw.Close() }()
+
+	br := bufio.NewReader(pr)
+	var printed strings.Builder
+	for i := 0; i < 5; i++ {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("read attach output: %v (so far %q)", err, printed.String())
+		}
+		printed.WriteString(line)
+	}
+	m := accessRE.FindStringSubmatch(printed.String())
+	if m == nil {
+		t.Fatalf("attach printed:\n%s", printed.String())
+	}
+	base, password := m[1], m[2]
+	wantRest := fmt.Sprintf("  TUI:      OPENCODE_SERVER_PASSWORD=%s opencode attach %s\n  web UI:   %s/?auth_token=%s\n", password, base, base, tunnel.AuthToken(password))
+	if !strings.HasSuffix(printed.String(), wantRest) {
+		t.Errorf("attach printed:\n%s\nwant suffix:\n%s", printed.String(), wantRest)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, base+"/global/health", nil)
+	req.SetBasicAuth("opencode", password)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != `{"healthy":true,"version":"1.18.33"}` {
+		t.Errorf("relayed: %d %s", resp.StatusCode, body)
+	}
+	if len(a.proxied) != 1 || a.proxied[0] != "GET /api/v1/sessions/abc12/proxy/global/health auth=" {
+		t.Errorf("agent saw %q (the local password must not reach it)", a.proxied)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("attach did not end after Ctrl-C")
+	}
+	wantErr := "opencode-not-installed-here was not found on your PATH: install it (npm install -g opencode-ai) to get the TUI here.\nPress Ctrl-C to close the tunnel.\n"
+	if errOut.String() != wantErr {
+		t.Errorf("stderr = %q, want %q", errOut.String(), wantErr)
+	}
+}
+
+func TestAttachRunsOpenCodeWithThePasswordInTheEnvironment(t *testing.T) {
+	a := seeded(t)
+	f, _ := a.start()
+	dir := t.TempDir()
+	report := filepath.Join(dir, "report")
+	script := "#!/bin/sh\nprintf 'args=%s\\n' \"$*\" > " + report + "\nprintf 'password=%s\\n' \"$OPENCODE_SERVER_PASSWORD\" >> " + report + "\n"
+	fakeOpenCode := filepath.Join(dir, "opencode")
+	if err := os.WriteFile(fakeOpenCode, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	streams, _, _, errOut := genericiooptions.NewTestIOStreams()
+	o := &AttachOptions{SessionTunnelOptions: SessionTunnelOptions{IOStreams: streams, Factory: f, ID: "abc12", Address: "127.0.0.1"},
+		OpenCode: fakeOpenCode}
+	if err := o.Complete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`^args=attach (http://127\.0\.0\.1:\d+)\npassword=([0-9a-f]{48})\n$`).FindStringSubmatch(string(b))
+	if m == nil {
+		t.Fatalf("opencode ran with:\n%s", b)
+	}
+	if want := "Attaching to session/abc12 through " + m[1] + " ...\n"; errOut.String() != want {
+		t.Errorf("stderr = %q, want %q", errOut.String(), want)
+	}
+}
+
+func TestAttachRefusesStoppedSessionsAndOpenAddresses(t *testing.T) {
+	f, _ := seeded(t).start()
+	streams, _, _, _ := genericiooptions.NewTestIOStreams()
+	o := &AttachOptions{SessionTunnelOptions: SessionTunnelOptions{IOStreams: streams, Factory: f, ID: "def34", Address: "127.0.0.1"}, OpenCode: "x"}
+	if err := o.Complete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := o.Run(context.Background())
+	if err == nil || err.Error() != "session/def34 is Stopped: start it with `kubectl agents session start def34`" {
+		t.Errorf("stopped: %v", err)
+	}
+	o.Address = "0.0.0.0"
+	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "must be a loopback address") {
+		t.Errorf("0.0.0.0: %v", err)
+	}
+}

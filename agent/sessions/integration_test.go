@@ -572,7 +572,13 @@ func TestLeaderElection(t *testing.T) {
 	var holder string
 	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		l, err := e.kube.CoordinationV1().Leases(e.ns).Get(ctx, "sessions-test", metav1.GetOptions{})
-		if err != nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" {
+		if apierrors.IsNotFound(err) {
+			return false, nil // not elected yet
+		}
+		if err != nil {
+			return false, err
+		}
+		if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" {
 			return false, nil
 		}
 		holder = *l.Spec.HolderIdentity

@@ -424,4 +424,3 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
-

@@ -284,8 +284,46 @@ func TestGuideInstallUpgradeUninstall(t *testing.T) {
 		t.Error("the generated auth secret changed on upgrade: credentials encrypted with it would be lost")
 	}
 
+	helmTest(t, c, h, ns)
+
 	h.run("uninstall", releaseName, "--namespace", ns, "--wait", "--timeout", "5m")
 	assertNothingLeft(t, c, ns)
+}
+
+// helmTest runs `helm test` and plays the kubelet for its hook pod: kwok runs no containers and
+// completes only Job pods, so once the pod runs the test checks it calls the agent's /readyz
+// through the Service and reports it Succeeded, as the real wget would against a ready agent.
+func helmTest(t *testing.T, c *testcluster.Cluster, h *helmCmd, ns string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := runErr(h.root, h.env, h.bin, "test", releaseName, "--namespace", ns, "--timeout", "2m")
+		done <- err
+	}()
+	pod := c.WaitForPod(t, ns, "cake-agents-test-readyz", testcluster.PodRunning)
+	if hook := pod.Annotations["helm.sh/hook"]; hook != "test" {
+		t.Errorf("test pod hook annotation %q", hook)
+	}
+	want := fmt.Sprintf("http://cake-agents.%s.svc:8080/readyz", ns)
+	if cmd := pod.Spec.Containers[0].Command; len(cmd) == 0 || cmd[len(cmd)-1] != want {
+		t.Errorf("test pod runs %q, want it to fetch %s", cmd, want)
+	}
+	pod.Status.Phase = corev1.PodSucceeded
+	for i := range pod.Status.ContainerStatuses {
+		pod.Status.ContainerStatuses[i].Ready = false
+		pod.Status.ContainerStatuses[i].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}
+	}
+	if _, err := c.AdminClient().CoreV1().Pods(ns).UpdateStatus(context.Background(), pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("complete the test pod: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("helm test: %v", err)
+		}
+	case <-time.After(3 * time.Minute):
+		t.Error("helm test did not finish")
+	}
 }
 
 // TestDefaultInstallSQLite installs the chart's defaults: SQLite on a PVC (bound here to a

@@ -224,6 +224,7 @@ func TestCreateSessionValidation(t *testing.T) {
 	}{
 		{"unknown field", `{"repo":"https://h/o/r","colour":"red"}`, `unknown field "colour"`, 400},
 		{"file repo", `{"repo":"file:///etc"}`, `scheme "file" is not allowed`, 400},
+		{"plain http repo", `{"repo":"http://h/o/r"}`, `scheme "http" is not allowed`, 400},
 		{"not a url", `{"repo":"hello world"}`, `is not a repository URL`, 400},
 		{"password in url", `{"repo":"https://u:p@h/o/r"}`, `contains a password`, 400},
 		{"bad branch", `{"repo":"https://h/o/r","branch":"-x"}`, `not a valid git branch`, 400},

@@ -31,7 +31,8 @@ var (
 	scpRe = regexp.MustCompile(`^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/-]+$`)
 )
 
-// validateRepo accepts https, http, ssh and git URLs and scp-like git addresses.
+// validateRepo accepts https and ssh URLs and scp-like git addresses, like the
+// session init container does.
 func validateRepo(repo string) error {
 	if repo == "" {
 		return nil
@@ -47,8 +48,10 @@ func validateRepo(repo string) error {
 		return fmt.Errorf("repo: %q is not a repository URL: use https://host/org/repo.git or git@host:org/repo.git", repo)
 	}
 	switch u.Scheme {
-	case "https", "http", "ssh", "git":
+	case "https", "ssh":
 	default:
+		// Plain http:// and git:// would let anyone on the path change the code the
+		// agent then runs with the user's credentials.
 		return fmt.Errorf("repo: scheme %q is not allowed: use https://, ssh:// or git@host:org/repo", u.Scheme)
 	}
 	if u.Host == "" {

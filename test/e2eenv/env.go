@@ -71,6 +71,8 @@ type Env struct {
 	Model    *fakemodel.Server
 	ModelURL string
 	Runner   *sessionrunner.Runner
+	// Git serves test repositories over HTTPS; sessions trust its CA.
+	Git *GitServer
 	// AgentPod is the kwok pod of the chart's Deployment that stands for the agent.
 	AgentPod string
 	// HTTPURL and HTTPSURL reach the local agent process directly.
@@ -141,6 +143,11 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		return nil, err
 	}
 	e.AgentPod = pod.Name
+
+	if e.Git, err = NewGitServer(filepath.Join(o.WorkDir, "git")); err != nil {
+		return nil, err
+	}
+	o.Env = append(o.Env, "GIT_SSL_CAINFO="+e.Git.CAFile)
 
 	// Session pods: run them locally with the real OpenCode.
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -447,6 +454,9 @@ func (e *Env) Stop() {
 	}
 	if e.modelSrv != nil {
 		_ = e.modelSrv.Close()
+	}
+	if e.Git != nil {
+		e.Git.Close()
 	}
 }
 

@@ -186,7 +186,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 			args = append(args, "--allow-local-repo")
 		}
 		init := exec.CommandContext(ctx, r.o.Agent, args...)
-		init.Env = append(os.Environ(), "HOME="+home, "TMPDIR="+tmp, "GIT_TERMINAL_PROMPT=0")
+		init.Env = append(append(os.Environ(), r.o.Env...), "HOME="+home, "TMPDIR="+tmp, "GIT_TERMINAL_PROMPT=0")
 		if out, err := init.CombinedOutput(); err != nil {
 			return fmt.Errorf("session-init: %w: %s", err, out)
 		}

@@ -1,0 +1,96 @@
+package e2eenv
+
+import (
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// GitServer serves git repositories over HTTPS with git's own smart-HTTP backend
+// (git http-backend as CGI), so sessions clone a local repository — shallow, like
+// real ones — through the same https:// path a hosted one takes. Its CA is written to
+// CAFile; give git GIT_SSL_CAINFO=CAFile.
+type GitServer struct {
+	srv    *httptest.Server
+	root   string
+	CAFile string
+}
+
+// NewGitServer serves the bare repositories under root (created if missing).
+func NewGitServer(root string) (*GitServer, error) {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, err
+	}
+	backend, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		return nil, fmt.Errorf("git --exec-path: %w", err)
+	}
+	srv := httptest.NewUnstartedServer(&cgi.Handler{
+		Path: filepath.Join(strings.TrimSpace(string(backend)), "git-http-backend"),
+		Env:  []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"},
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv.Listener = ln
+	srv.StartTLS()
+	g := &GitServer{srv: srv, root: root, CAFile: filepath.Join(root, "ca.crt")}
+	cert := srv.Certificate()
+	if err := os.WriteFile(g.CAFile, pemCert(cert.Raw), 0o644); err != nil {
+		srv.Close()
+		return nil, err
+	}
+	return g, nil
+}
+
+// Close stops the server.
+func (g *GitServer) Close() { g.srv.Close() }
+
+// AddRepo creates repository name.git with files committed on branch main and returns
+// its https:// URL. Calling it again with the same name adds a commit.
+func (g *GitServer) AddRepo(name string, files map[string]string) (string, error) {
+	work := filepath.Join(g.root, ".work", name)
+	bare := filepath.Join(g.root, name+".git")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return "", err
+	}
+	for f, content := range files {
+		p := filepath.Join(work, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			return "", err
+		}
+	}
+	steps := [][]string{}
+	if _, err := os.Stat(filepath.Join(work, ".git")); err != nil {
+		steps = append(steps, []string{"-C", work, "init", "-q", "-b", "main"})
+	}
+	steps = append(steps,
+		[]string{"-C", work, "add", "."},
+		[]string{"-C", work, "-c", "user.name=e2e", "-c", "user.email=e2e@example.com", "commit", "-q", "--allow-empty", "-m", "update"},
+	)
+	if _, err := os.Stat(bare); err != nil {
+		steps = append(steps, []string{"clone", "-q", "--bare", work, bare})
+	} else {
+		steps = append(steps, []string{"-C", work, "push", "-q", bare, "main"})
+	}
+	for _, args := range steps {
+		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return g.srv.URL + "/" + name + ".git", nil
+}
+
+func pemCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}

@@ -156,22 +156,26 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	ctrl.SetReadyHook(conv.deliverInitialPrompt)
 
 	rec := audit.NewRecorder(st, log.Named("audit"))
-	var authenticators []auth.Authenticator
-	if cfg.HeaderAuthEnabled {
-		h, err := auth.NewHeaderAuthenticator(auth.HeaderConfig{
-			EmailHeader:       cfg.HeaderAuthEmailHeader,
-			UserHeader:        cfg.HeaderAuthUserHeader,
-			JWTHeader:         cfg.HeaderAuthJWTHeader,
-			EmailClaim:        cfg.HeaderAuthEmailClaim,
-			TrustedProxyCIDRs: cfg.TrustedProxyCIDRs,
-			Groups:            cfg.HeaderAuthGroups,
-			JWKS:              cfg.JWKSURL,
-		})
-		if err != nil {
-			return nil, err
-		}
-		authenticators = append(authenticators, h)
+	// The header authenticator is always first. With header auth disabled it trusts no
+	// peer, so a request carrying identity headers is refused (401) rather than served
+	// under some other identity: a forged header never goes unnoticed.
+	trusted, jwks := cfg.TrustedProxyCIDRs, cfg.JWKSURL
+	if !cfg.HeaderAuthEnabled {
+		trusted, jwks = nil, ""
 	}
+	header, err := auth.NewHeaderAuthenticator(auth.HeaderConfig{
+		EmailHeader:       cfg.HeaderAuthEmailHeader,
+		UserHeader:        cfg.HeaderAuthUserHeader,
+		JWTHeader:         cfg.HeaderAuthJWTHeader,
+		EmailClaim:        cfg.HeaderAuthEmailClaim,
+		TrustedProxyCIDRs: trusted,
+		Groups:            cfg.HeaderAuthGroups,
+		JWKS:              jwks,
+	})
+	if err != nil {
+		return nil, err
+	}
+	authenticators := []auth.Authenticator{header}
 	kubeAuth := auth.NewKubernetesAuthenticator(auth.KubernetesConfig{Client: kube, Audiences: cfg.TokenAudiences, Log: log.Named("auth")})
 	authenticators = append(authenticators, kubeAuth, auth.NewTokenAuthenticator(st, log.Named("auth")))
 	authz := auth.NewSARAuthorizer(auth.SARConfig{Client: kube, Namespace: cfg.Namespace, AdminGroups: cfg.AdminGroups, Log: log.Named("auth")})

@@ -52,17 +52,20 @@ func (a *CookieAuthenticator) Name() string { return "the web UI's token sign-in
 
 // Authenticate implements auth.Authenticator.
 func (a *CookieAuthenticator) Authenticate(r *http.Request) (*auth.Identity, bool, error) {
-	c, err := r.Cookie(CookieName)
-	if err != nil || c.Value == "" {
+	var token string
+	if c, err := r.Cookie(CookieName); err == nil { // the only error is "no such cookie"
+		token = c.Value
+	}
+	if token == "" {
 		return nil, false, nil
 	}
-	if !strings.HasPrefix(c.Value, auth.TokenPrefix) {
+	if !strings.HasPrefix(token, auth.TokenPrefix) {
 		return nil, false, fmt.Errorf("%w: the sign-in cookie does not hold a personal access token: sign in again at /login", auth.ErrUnauthenticated)
 	}
 	if err := CheckCSRF(r, a.externalURL); err != nil {
 		return nil, false, fmt.Errorf("%w: %v", auth.ErrUnauthenticated, err)
 	}
-	id, ok, err := a.tokens.Authenticate(tokenRequest(r, c.Value))
+	id, ok, err := a.tokens.Authenticate(tokenRequest(r, token))
 	if err != nil {
 		return nil, false, err
 	}

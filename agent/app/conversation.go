@@ -116,7 +116,9 @@ func (c *conversation) Events(ctx context.Context, s *store.Session, w http.Resp
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
-	lastTouch := time.Time{}
+	// Opening the stream is activity; what streams afterwards is not, or a browser tab
+	// left open would keep the session from ever reaching its idle timeout.
+	c.ctrl.Touch(ctx, s.ID, "events")
 	for {
 		ev, err := stream.Next()
 		if errors.Is(err, io.EOF) {
@@ -134,11 +136,6 @@ func (c *conversation) Events(ctx context.Context, s *store.Session, w http.Resp
 		}
 		if err := rc.Flush(); err != nil {
 			return err
-		}
-		// A watcher keeps the session alive, but heartbeats need not write each time.
-		if time.Since(lastTouch) > 30*time.Second {
-			c.ctrl.Touch(ctx, s.ID, "events")
-			lastTouch = time.Now()
 		}
 	}
 }

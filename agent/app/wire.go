@@ -26,6 +26,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/storeopen"
 	"github.com/cakeai/cake-agents/agent/tunnel"
+	"github.com/cakeai/cake-agents/agent/ui"
 )
 
 // authSecret returns the configured auth secret. Without one, a SQLite agent keeps a
@@ -177,15 +178,19 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	}
 	authenticators := []auth.Authenticator{header}
 	kubeAuth := auth.NewKubernetesAuthenticator(auth.KubernetesConfig{Client: kube, Audiences: cfg.TokenAudiences, Log: log.Named("auth")})
-	authenticators = append(authenticators, kubeAuth, auth.NewTokenAuthenticator(st, log.Named("auth")))
+	tokens := auth.NewTokenAuthenticator(st, log.Named("auth"))
+	// The web UI's sign-in cookie carries a personal access token; it is tried last.
+	authenticators = append(authenticators, kubeAuth, tokens, ui.NewCookieAuthenticator(tokens, cfg.ExternalURL))
 	authz := auth.NewSARAuthorizer(auth.SARConfig{Client: kube, Namespace: cfg.Namespace, AdminGroups: cfg.AdminGroups, Log: log.Named("auth")})
 
+	authn := withHeaderCSRF(auth.NewMiddleware(authenticators, st, rec, log.Named("auth"), auth.WithAdminResolver(authz)), cfg.ExternalURL)
 	srv := server.New(server.Options{
 		Store:              st,
 		Sessions:           ctrl,
 		Conversation:       conv,
 		Authorizer:         authz,
-		Authenticate:       auth.NewMiddleware(authenticators, st, rec, log.Named("auth"), auth.WithAdminResolver(authz)),
+		Authenticate:       authn,
+		UI:                 ui.New(ui.Options{Authenticate: authn, Tokens: tokens, Log: log.Named("ui"), ExternalURL: cfg.ExternalURL}),
 		Audit:              rec,
 		Log:                log,
 		Registry:           reg,
@@ -208,4 +213,24 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		return nil
 	}
 	return &components{handler: srv, run: run}, nil
+}
+
+// withHeaderCSRF applies the web UI's CSRF rules to callers authenticated by proxy
+// headers: those are browsers whose proxy cookie another site could make them send.
+// Kubernetes identities and bearer tokens are never sent by a browser on its own.
+func withHeaderCSRF(authn func(http.Handler) http.Handler, externalURL string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		guard := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if id := auth.FromContext(r.Context()); id != nil && id.Source == "header" {
+				if err := ui.CheckCSRF(r, externalURL); err != nil {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusForbidden)
+					_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": "Forbidden", "message": "cross-site request refused: " + err.Error()}})
+					return
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+		return authn(guard)
+	}
 }

@@ -67,6 +67,8 @@ func NewPrintFlags() *PrintFlags {
 // AddFlags registers -o and friends.
 func (f *PrintFlags) AddFlags(cmd *cobra.Command) {
 	f.PrintFlags.AddFlags(cmd)
+	// Sessions have no managed fields; the flag would only be noise in --help.
+	_ = cmd.Flags().MarkHidden("show-managed-fields")
 	if fl := cmd.Flags().Lookup("output"); fl != nil {
 		fl.Usage = "Output format: one of (" + strings.Join(f.allowed(), ", ") + ")"
 	}

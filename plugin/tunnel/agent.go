@@ -146,7 +146,9 @@ func VerifyWithPool(pool *x509.CertPool) func(tls.ConnectionState) error {
 }
 
 // AgentTunnel reaches the agent's HTTPS port through a port-forward. It finds the agent
-// pod lazily and finds it again when the pod it used stops answering (a rollout).
+// pod lazily and finds it again when the pod it used stops answering (a rollout, an
+// eviction): the dial that notices fails, the next one reaches the new pod. That is how
+// a long `attach` survives the agent being replaced.
 type AgentTunnel struct {
 	Namespace  string
 	kube       kubernetes.Interface
@@ -185,6 +187,9 @@ func (a *AgentTunnel) forwarder(ctx context.Context) (*Forwarder, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A pod that refuses forwarded connections is going away (rollout) or broken:
+	// the next dial looks for the agent again instead of insisting on it.
+	fwd.onRemoteError = func(error) { a.forget(fwd) }
 	a.fwd = fwd
 	return fwd, nil
 }

@@ -48,6 +48,9 @@ type Forwarder struct {
 	Namespace, Pod string
 
 	connect func() (streamhttp.Connection, error)
+	// onRemoteError, when set, is called when the pod side refuses a forwarded
+	// connection (nothing listening, pod gone), so a caller can look for another pod.
+	onRemoteError func(error)
 
 	mu     sync.Mutex
 	conn   streamhttp.Connection
@@ -113,10 +116,16 @@ func (f *Forwarder) get(ctx context.Context) (streamhttp.Connection, error) {
 		f.mu.Unlock()
 		return nil, net.ErrClosed
 	}
-	if f.conn != nil {
-		c := f.conn
-		f.mu.Unlock()
-		return c, nil
+	if c := f.conn; c != nil {
+		select {
+		case <-c.CloseChan():
+			// Closed but not yet dropped by adopt's goroutine: a stream on it would
+			// wait for its 30 s reply timeout, so dial afresh now.
+			f.conn = nil
+		default:
+			f.mu.Unlock()
+			return c, nil
+		}
 	}
 	f.mu.Unlock()
 
@@ -216,7 +225,7 @@ func (f *Forwarder) open(conn streamhttp.Connection, port int) (net.Conn, error)
 		return nil, fmt.Errorf("create data stream: %w", err)
 	}
 	c := &streamConn{conn: conn, data: data, errs: errs, errDone: make(chan struct{}),
-		remote: fmt.Sprintf("%s/%s:%d", f.Namespace, f.Pod, port)}
+		remote: fmt.Sprintf("%s/%s:%d", f.Namespace, f.Pod, port), onRemoteError: f.onRemoteError}
 	go c.readErrors()
 	return c, nil
 }
@@ -241,9 +250,10 @@ type streamConn struct {
 	errs   streamhttp.Stream
 	remote string
 
-	errDone   chan struct{}
-	remoteErr error
-	closeOnce sync.Once
+	errDone       chan struct{}
+	remoteErr     error
+	onRemoteError func(error)
+	closeOnce     sync.Once
 }
 
 func (c *streamConn) readErrors() {
@@ -254,6 +264,9 @@ func (c *streamConn) readErrors() {
 		c.remoteErr = fmt.Errorf("port-forward to %s: %s", c.remote, msg)
 	case err != nil && !errors.Is(err, io.EOF):
 		c.remoteErr = fmt.Errorf("port-forward to %s: read error stream: %w", c.remote, err)
+	}
+	if len(msg) > 0 && c.onRemoteError != nil {
+		c.onRemoteError(c.remoteErr)
 	}
 }
 

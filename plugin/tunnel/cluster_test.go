@@ -1,0 +1,192 @@
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/cakeai/cake-agents/internal/testcluster"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+func TestMain(m *testing.M) { testcluster.Main(m) }
+
+// echoServer answers every line with prefix+line, standing in for the process a pod's
+// port leads to.
+func echoServer(t *testing.T, prefix string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if _, err := io.WriteString(c, prefix+line); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln
+}
+
+func runPod(t *testing.T, c *testcluster.Cluster, ns, name string, labels map[string]string) {
+	t.Helper()
+	no := false
+	_, err := c.AdminClient().CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec: corev1.PodSpec{AutomountServiceAccountToken: &no,
+			Containers: []corev1.Container{{Name: "main", Image: "example.invalid/never-pulled:1"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WaitForPod(t, ns, name, testcluster.PodRunning)
+}
+
+func roundTrip(conn net.Conn, line string) (string, error) {
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second)) // ignored by streams; the test timeout bounds it
+	if _, err := io.WriteString(conn, line); err != nil {
+		return "", err
+	}
+	return bufio.NewReader(conn).ReadString('\n')
+}
+
+func TestForwarderReconnectsAfterTheConnectionDrops(t *testing.T) {
+	c := testcluster.Get(t)
+	ns := c.NewNamespace(t, nil)
+	echo := echoServer(t, "pod: ")
+	c.ForwardPodPort(t, ns, "opencode", apiv1.OpenCodePort, echo.Addr().String())
+	runPod(t, c, ns, "opencode", nil)
+
+	fwd, err := NewForwarder(c.RESTConfig(), ns, "opencode")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fwd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := fwd.DialContext(ctx, apiv1.OpenCodePort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := roundTrip(conn, "hello\n"); err != nil || got != "pod: hello\n" {
+		t.Fatalf("first connection: %q, %v", got, err)
+	}
+
+	// The laptop sleeps: the upgraded connection to the API server is gone.
+	fwd.mu.Lock()
+	first := fwd.conn
+	fwd.mu.Unlock()
+	_ = first.Close()
+	dropped := time.Now()
+	if _, err := roundTrip(conn, "again\n"); err == nil {
+		t.Fatal("a stream of the closed connection still works")
+	}
+
+	conn2, err := fwd.DialContext(ctx, apiv1.OpenCodePort)
+	if err != nil {
+		t.Fatalf("dial after the drop: %v", err)
+	}
+	defer conn2.Close()
+	if got, err := roundTrip(conn2, "back\n"); err != nil || got != "pod: back\n" {
+		t.Fatalf("after reconnecting: %q, %v", got, err)
+	}
+	fwd.mu.Lock()
+	second := fwd.conn
+	fwd.mu.Unlock()
+	if second == first {
+		t.Error("the dropped connection was reused")
+	}
+
+	// A closed connection must be noticed at once, not after a stream's 30 s reply timeout.
+	if d := time.Since(dropped); d > 10*time.Second {
+		t.Errorf("reconnecting took %s", d)
+	}
+	// Nothing listens behind another port: the kubelet's reason comes back on Read.
+	conn3, err := fwd.DialContext(ctx, 9)
+	if err != nil {
+		t.Fatalf("dial port 9: %v", err)
+	}
+	defer conn3.Close()
+	if _, err := roundTrip(conn3, "x\n"); err == nil {
+		t.Error("a port nothing forwards to answered")
+	}
+}
+
+func TestAgentTunnelFollowsTheAgentToANewPod(t *testing.T) {
+	c := testcluster.Get(t)
+	ns := c.NewNamespace(t, nil)
+	labels := map[string]string{apiv1.LabelName: apiv1.AgentAppName, apiv1.LabelComponent: apiv1.AgentComponent}
+	oldAgent := echoServer(t, "old: ")
+	c.ForwardPodPort(t, ns, "agent-old", apiv1.AgentHTTPSPort, oldAgent.Addr().String())
+	runPod(t, c, ns, "agent-old", labels)
+
+	at := NewAgentTunnel(c.AdminClient(), c.RESTConfig(), ns)
+	defer at.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, err := at.DialContext(ctx, "tcp", "ignored:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := roundTrip(conn, "hi\n"); err != nil || got != "old: hi\n" {
+		t.Fatalf("old agent: %q, %v", got, err)
+	}
+	conn.Close()
+	if at.Pod() != "agent-old" {
+		t.Fatalf("pod = %q", at.Pod())
+	}
+
+	// A rollout: the new pod comes up, the old one goes away and stops answering.
+	newAgent := echoServer(t, "new: ")
+	c.ForwardPodPort(t, ns, "agent-new", apiv1.AgentHTTPSPort, newAgent.Addr().String())
+	runPod(t, c, ns, "agent-new", labels)
+	zero := int64(0)
+	if err := c.AdminClient().CoreV1().Pods(ns).Delete(ctx, "agent-old", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	oldAgent.Close()
+
+	// The dial that notices may fail; a later one must reach the new agent.
+	var got string
+	for attempt := 0; attempt < 5 && got != "new: hi\n"; attempt++ {
+		conn, err := at.DialContext(ctx, "tcp", "ignored:443")
+		if err != nil {
+			t.Logf("attempt %d: dial: %v", attempt, err)
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		got, err = roundTrip(conn, "hi\n")
+		conn.Close()
+		if err != nil {
+			t.Logf("attempt %d: %v", attempt, err)
+		}
+	}
+	if got != "new: hi\n" {
+		t.Fatalf("never reached the new agent; last answer %q", got)
+	}
+	if at.Pod() != "agent-new" {
+		t.Errorf("pod = %q, want agent-new", at.Pod())
+	}
+}

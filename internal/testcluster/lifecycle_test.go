@@ -114,7 +114,7 @@ func TestNamespaceName(t *testing.T) {
 			t.Errorf("namespaceName(%q) = %q: not a DNS-1123 label", name, got)
 		}
 	}
-	if namespaceName("TestFoo") == namespaceName("TestFoo") {
+	if a, b := namespaceName("TestFoo"), namespaceName("TestFoo"); a == b {
 		t.Error("two namespaces for the same test share a name")
 	}
 }

@@ -199,9 +199,6 @@ func (p pkiFiles) path(name string) string { return filepath.Join(p.dir, name) }
 func (p pkiFiles) caCert() string { return p.path("ca.crt") }
 func (p pkiFiles) caKey() string  { return p.path("ca.key") }
 
-// front-proxy CA: the requestheader client CA, as kubeadm sets it up for aggregated APIs.
-func (p pkiFiles) frontProxyCACert() string { return p.path("front-proxy-ca.crt") }
-
 // writePKI generates every certificate and key the control plane needs.
 func writePKI(dir string) (*authority, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -252,6 +249,7 @@ func writePKI(dir string) (*authority, error) {
 	}
 	files["kwok.crt"], files["kwok.key"] = kwokServing.CertPEM, kwokServing.KeyPEM
 
+	// The requestheader client CA, as kubeadm sets it up for aggregated APIs.
 	frontProxyCA, err := newAuthority("cake-testcluster-front-proxy-ca")
 	if err != nil {
 		return nil, err

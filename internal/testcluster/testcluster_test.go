@@ -17,12 +17,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	streamhttp "k8s.io/streaming/pkg/httpstream"
 
 	"github.com/cakeai/cake-agents/internal/testcluster"
 )
@@ -136,22 +136,22 @@ func forward(t *testing.T, cfg *rest.Config, ns, pod string, port int32, kind di
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dialer httpstream.Dialer = spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
+	dialer := spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
 	if kind != spdyOnly {
-		tunneling, err := portforward.NewSPDYOverWebsocketDialer(url, cfg)
+		tunneling, err := portforward.NewSPDYOverWebsocketDialerForStreaming(url, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if kind == websocketOnly {
 			dialer = tunneling
 		} else {
-			dialer = portforward.NewFallbackDialer(tunneling, dialer, func(err error) bool {
-				return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+			dialer = portforward.NewFallbackDialerForStreaming(tunneling, dialer, func(err error) bool {
+				return streamhttp.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
 			})
 		}
 	}
 	stop, ready := make(chan struct{}), make(chan struct{})
-	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", port)}, stop, ready, io.Discard, tlog{t})
+	fw, err := portforward.NewOnAddressesForStreaming(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", port)}, stop, ready, io.Discard, tlog{t})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,11 @@
 package cmd
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/pem"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -164,5 +166,119 @@ func TestPluginNamesTheMissingPortForwardPermission(t *testing.T) {
 	want := `you may not port-forward to pod ` + ns + `/cake-agents-0: missing permission "create pods/portforward" in namespace "` + ns + `"`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("err = %v\nwant it to contain %s", err, want)
+	}
+}
+
+// grantSessions gives user the verbs of the chart's cake-agents-user ClusterRole on the
+// virtual sessions.agents.cake.ai resource.
+func grantSessions(t *testing.T, c *testcluster.Cluster, name, user string) {
+	t.Helper()
+	ctx := context.Background()
+	admin := c.AdminClient()
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{apiv1.Group}, Resources: []string{apiv1.Resource},
+			Verbs: []string{"get", "list", "create", "delete", "attach"}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name},
+		Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: user}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), name, metav1.DeleteOptions{})
+		_ = admin.RbacV1().ClusterRoles().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+}
+
+func TestDoctorOnTheCluster(t *testing.T) {
+	withVersion(t, "v0.3.0")
+	c := testcluster.Get(t)
+	ns, _ := agentBehindPod(t, c, newFakeAgent(t))
+	grant(t, c, ns, "carol")
+	grantSessions(t, c, "cake-agents-user-"+ns, "carol")
+	kubeconfig := c.KubeconfigFor(t, c.UserConfig(t, "carol"))
+	out, _, err := runPlugin(t, filepath.Join(t.TempDir(), "plugin.json"), "--kubeconfig", kubeconfig, "--agent-namespace", ns, "doctor")
+	if err != nil {
+		t.Fatalf("doctor: %v\n%s", err, out)
+	}
+	want := `[ok]   agent reachable: port-forward to the agent in namespace ` + ns + ` (pod cake-agents-0)
+[ok]   versions: plugin v0.3.0, agent v0.3.1
+[ok]   agent readiness kube: ok
+[ok]   agent readiness store: ok
+[ok]   identity: alice@example.com (alice, authenticated by kubernetes)
+[ok]   RBAC: get sessions.agents.cake.ai; list sessions.agents.cake.ai; create sessions.agents.cake.ai; delete sessions.agents.cake.ai; attach sessions.agents.cake.ai; list pods in ` + ns + `; create pods/portforward in ` + ns + `; get configmaps in ` + ns + `
+[ok]   forged identity headers are refused (X-Auth-Request-Email: 401)
+`
+	if out != want {
+		t.Errorf("doctor:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+func TestPortForwardDirectReachesTheSessionPod(t *testing.T) {
+	c := testcluster.Get(t)
+	a := seeded(t)
+	sessionNS := c.NewNamespace(t, nil)
+	a.sessions["abc12"].PodNamespace = sessionNS
+	ns, _ := agentBehindPod(t, c, a)
+	grant(t, c, ns, "alice")
+	grant(t, c, sessionNS, "alice")
+
+	// OpenCode behind the session pod, guarded by the session's password.
+	opencode := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pass, ok := r.BasicAuth(); !ok || pass != "session-secret" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		_, _ = w.Write([]byte(`{"healthy":true}`))
+	}))
+	t.Cleanup(opencode.Close)
+	c.ForwardPodPort(t, sessionNS, "cake-agents-session-abc12", apiv1.OpenCodePort, opencode.Listener.Addr().String())
+	no := false
+	if _, err := c.AdminClient().CoreV1().Pods(sessionNS).Create(context.Background(), &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "cake-agents-session-abc12"},
+		Spec: corev1.PodSpec{AutomountServiceAccountToken: &no,
+			Containers: []corev1.Container{{Name: "opencode", Image: "example.invalid/data-plane:test"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitForPod(t, sessionNS, "cake-agents-session-abc12", testcluster.PodRunning)
+
+	streams, _, _, errOut := genericiooptions.NewTestIOStreams()
+	pr, pw := io.Pipe()
+	streams.Out = pw
+	f := NewFactory()
+	f.StatePath = filepath.Join(t.TempDir(), "plugin.json")
+	root := NewCmdRootWithFactory(f, streams)
+	root.SetArgs([]string{"--kubeconfig", c.KubeconfigFor(t, c.UserConfig(t, "alice")), "--agent-namespace", ns, "port-forward", "abc12", "--direct"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx); pw.Close() }()
+
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("port-forward printed nothing: %v (stderr %q)", err, errOut.String())
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	fields := strings.Fields(line)
+	if len(fields) < 2 || fields[0] != "Forwarding" {
+		t.Fatalf("first line = %q", line)
+	}
+	// In direct mode the credentials are the session's own: the plugin relays bytes.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fields[1]+"/global/health", nil)
+	req.SetBasicAuth("opencode", "session-secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != `{"healthy":true}` {
+		t.Errorf("through the direct port-forward: %d %s", resp.StatusCode, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("port-forward: %v", err)
 	}
 }

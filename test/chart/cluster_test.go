@@ -231,8 +231,13 @@ func TestGuideInstallUpgradeUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The only deviation from the guide: the ClusterRoles cake-agents-user/-admin have fixed,
+	// cluster-wide names and one release per cluster owns them; in the shared test cluster that
+	// is the end-to-end environment's release, so this one must not claim them (their content
+	// is checked by TestRenderedObjectsAccepted and the helm-unittest suites).
+	noUserRoles := []string{"--set", "rbac.createUserRoles=false"}
 	h.run("dependency", "build", "charts/cake-agents")
-	h.run("upgrade", "--install", releaseName, "charts/cake-agents", "--namespace", ns, "--create-namespace", "-f", values, "--wait", "--timeout", "5m")
+	h.run(append([]string{"upgrade", "--install", releaseName, "charts/cake-agents", "--namespace", ns, "--create-namespace", "-f", values, "--wait", "--timeout", "5m"}, noUserRoles...)...)
 	t.Cleanup(func() { _, _ = runErr(h.root, h.env, h.bin, "uninstall", releaseName, "--namespace", ns, "--wait") })
 	if status := h.run("status", releaseName, "--namespace", ns); !strings.Contains(status, "STATUS: deployed") {
 		t.Errorf("helm status:\n%s", status)
@@ -255,7 +260,7 @@ func TestGuideInstallUpgradeUninstall(t *testing.T) {
 	authBefore := secretValue(t, c, ns, "cake-agents-auth", "secret")
 
 	// Upgrade with changed values: more replicas (Postgres allows them), an integration, proxies.
-	h.run("upgrade", releaseName, "charts/cake-agents", "--namespace", ns, "-f", values,
+	h.run("upgrade", releaseName, "charts/cake-agents", "--namespace", ns, "-f", values, noUserRoles[0], noUserRoles[1],
 		"--set", "controlPlane.replicas=2",
 		"--set", "linear.secret.create=true", "--set", "linear.secret.apiKey=lin_api_test",
 		"--set", "headerAuth.trustedProxyCIDRs={10.0.0.0/8}",
@@ -351,7 +356,7 @@ func TestDefaultInstallSQLite(t *testing.T) {
 	})
 	h := newHelm(t, c)
 	h.run("install", releaseName, "charts/cake-agents", "--namespace", ns, "--wait", "--timeout", "5m",
-		"--set", "rbac.createUserRoles=false") // the cluster-wide ClusterRoles belong to the guide test
+		"--set", "rbac.createUserRoles=false") // see TestGuideInstallUpgradeUninstall
 	t.Cleanup(func() { _, _ = runErr(h.root, h.env, h.bin, "uninstall", releaseName, "--namespace", ns, "--wait") })
 	pvc, err := kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "cake-agents-data", metav1.GetOptions{})
 	if err != nil || pvc.Status.Phase != corev1.ClaimBound {

@@ -157,21 +157,18 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	ctrl.SetReadyHook(conv.deliverInitialPrompt)
 
 	rec := audit.NewRecorder(st, log.Named("audit"))
-	// The header authenticator is always first. With header auth disabled it trusts no
-	// peer, so a request carrying identity headers is refused (401) rather than served
-	// under some other identity: a forged header never goes unnoticed.
-	trusted, jwks := cfg.TrustedProxyCIDRs, cfg.JWKSURL
-	if !cfg.HeaderAuthEnabled {
-		trusted, jwks = nil, ""
-	}
+	// The header authenticator is always first. With header auth disabled it refuses
+	// every request carrying identity headers (401) rather than serving it under some
+	// other identity: a forged header never goes unnoticed.
 	header, err := auth.NewHeaderAuthenticator(auth.HeaderConfig{
 		EmailHeader:       cfg.HeaderAuthEmailHeader,
 		UserHeader:        cfg.HeaderAuthUserHeader,
 		JWTHeader:         cfg.HeaderAuthJWTHeader,
 		EmailClaim:        cfg.HeaderAuthEmailClaim,
-		TrustedProxyCIDRs: trusted,
+		TrustedProxyCIDRs: cfg.TrustedProxyCIDRs,
 		Groups:            cfg.HeaderAuthGroups,
-		JWKS:              jwks,
+		JWKS:              cfg.JWKSURL,
+		Disabled:          !cfg.HeaderAuthEnabled,
 	})
 	if err != nil {
 		return nil, err

@@ -40,6 +40,9 @@ type HeaderConfig struct {
 	JWKS string
 	// HTTPClient fetches a JWKS URL (default: a client with a 10s timeout).
 	HTTPClient *http.Client
+	// Disabled turns header authentication off without ignoring the headers: every
+	// request that carries one is refused, so a forged identity never passes silently.
+	Disabled bool
 }
 
 // HeaderAuthenticator authenticates requests by the identity headers of a trusted
@@ -50,6 +53,7 @@ type HeaderAuthenticator struct {
 	trusted                            []netip.Prefix
 	groups                             []string
 	keys                               *keySet
+	disabled                           bool
 }
 
 // Limits on header values: real ones are far smaller; bigger ones are hostile.
@@ -82,6 +86,11 @@ func NewHeaderAuthenticator(cfg HeaderConfig) (*HeaderAuthenticator, error) {
 			return nil, fmt.Errorf("trusted proxy CIDR %q is not a CIDR such as 10.0.0.0/8: %w", c, err)
 		}
 		h.trusted = append(h.trusted, p.Masked())
+	}
+	h.disabled = cfg.Disabled
+	if h.disabled {
+		h.trusted, h.keys = nil, nil
+		return h, nil
 	}
 	if len(h.trusted) == 0 {
 		return nil, errors.New("header auth is enabled but no trusted proxy CIDR is set: set --trusted-proxy-cidrs to the authenticating proxy's network")
@@ -122,6 +131,10 @@ func (h *HeaderAuthenticator) Authenticate(r *http.Request) (*Identity, bool, er
 	}
 	if len(present) == 0 {
 		return nil, false, nil
+	}
+	if h.disabled {
+		return nil, false, fmt.Errorf("%w: identity headers (%s) are refused: header authentication is disabled on this agent; use your kubeconfig identity or a personal access token",
+			ErrUnauthenticated, strings.Join(present, ", "))
 	}
 	peer, ok := peerAddr(r.RemoteAddr)
 	if !ok || !h.isTrusted(peer) {

@@ -199,15 +199,14 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	})
 	run := func(ctx context.Context) error {
 		defer pool.Close()
-		errc := make(chan error, 2)
-		go func() { errc <- kubeAuth.Start(ctx) }()
-		go func() { errc <- ctrl.Run(ctx) }()
-		for i := 0; i < 2; i++ {
-			if err := <-errc; err != nil && ctx.Err() == nil {
-				return err
+		go func() {
+			// Without the client CA only certificate logins fail; tokens still work, so
+			// this is worth a loud log line, not a crash loop.
+			if err := kubeAuth.Start(ctx); err != nil && ctx.Err() == nil {
+				log.Error("client certificate authentication unavailable", "error", err)
 			}
-		}
-		return nil
+		}()
+		return ctrl.Run(ctx)
 	}
 	return &components{handler: srv, run: run}, nil
 }

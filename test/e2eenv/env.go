@@ -412,6 +412,16 @@ func (e *Env) StartAgent(ctx context.Context) error {
 	}
 }
 
+// AgentPID is the running agent process's id (0 when stopped).
+func (e *Env) AgentPID() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.agent == nil {
+		return 0
+	}
+	return e.agent.Process.Pid
+}
+
 // StopAgent stops the agent process: gracefully (SIGTERM) or, with kill, as a crash.
 func (e *Env) StopAgent(kill bool) {
 	e.mu.Lock()

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# `make bench`: runs the benchmarks on one local cluster and one Postgres, then prints a
+# table of ratios against the peers measured in the same run (plugin vs kubectl, agent
+# create vs raw client-go, SQLite vs Postgres) with the machine noted.
+#
+# Raw results go to bench/results.txt in Go's benchmark format (benchstat reads it:
+# `benchstat old.txt bench/results.txt`); the ratio table also goes to bench/summary.txt.
+# BENCHTIME (default 20x) and COUNT (default 1) tune the runs.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${ROOT}"
+export CACHE_DIR="${CACHE_DIR:-${ROOT}/.cache}"
+OUT="${BENCH_OUT:-${ROOT}/bench}"
+mkdir -p "${OUT}"
+benchtime="${BENCHTIME:-20x}"
+count="${COUNT:-1}"
+
+log() { echo "bench: $*" >&2; }
+
+hack/build-cluster.sh all
+go build -o bin/testcluster ./internal/testcluster/cmd/testcluster
+go build -o bin/testpg ./internal/testpg/cmd/testpg
+run_dir="${CACHE_DIR}/bench-run-$$"
+cleanup() {
+  bin/testpg down --dir "${run_dir}/postgres" >/dev/null 2>&1 || true
+  bin/testcluster down --dir "${run_dir}/cluster" >/dev/null 2>&1 || true
+  rm -rf "${run_dir}"
+}
+trap cleanup EXIT
+eval "$(bin/testcluster up --dir "${run_dir}/cluster")"
+eval "$(bin/testpg up --dir "${run_dir}/postgres")"
+export KUBECONFIG CAKE_TESTCLUSTER_DIR CAKE_TEST_POSTGRES_URL
+
+results="${OUT}/results.txt"
+{
+  echo "# cake-agents benchmarks $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "# machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sm), $(go env GOVERSION)"
+} >"${results}"
+log "store benchmarks (SQLite and Postgres, 10k sessions)"
+go test -run '^$' -bench 'BenchmarkStore' -benchtime "${benchtime}" -count "${count}" ./agent/store/sqlite ./agent/store/postgres | tee -a "${results}" >&2
+log "controller benchmark (create → pod, agent vs raw client-go)"
+go test -run '^$' -bench 'BenchmarkCreate' -benchtime "${benchtime}" -count "${count}" ./agent/sessions | tee -a "${results}" >&2
+log "product benchmarks (plugin vs kubectl, API create vs raw pod, 10k sessions)"
+go test -run '^$' -bench . -benchtime "${benchtime}" -count "${count}" -timeout 30m ./test/bench | tee -a "${results}" >&2
+
+# ratio NAME A B: the ns/op (or first metric) of benchmark A over B.
+awk -v machine="$(nproc) cores, $(uname -m), $(go env GOVERSION)" '
+  /^pkg:/ { pkg = $2; sub(/.*\//, "", pkg) }
+  /^Benchmark/ {
+    name = $1; sub(/-[0-9]+$/, "", name); name = pkg "." name
+    for (i = 3; i < NF; i += 2) { v[name, $(i+1)] = $i }
+    names[name] = 1
+  }
+  function ratio(label, a, b, unit,   x, y) {
+    x = v[a, unit]; y = v[b, unit]
+    if (x == "" || y == "" || y == 0) { printf "%-52s %12s\n", label, "n/a"; return }
+    printf "%-52s %12.2fx   (%s %s vs %s %s)\n", label, x / y, x, unit, y, unit
+  }
+  END {
+    print "Cake Agents benchmarks — ratios against peers measured in this run (" machine ")"
+    print "lower is better for the first column; 1.00x means equal to the peer"
+    ratio("plugin start-up vs kubectl version --client", "bench.BenchmarkStartup/plugin", "bench.BenchmarkStartup/kubectl", "ns/op")
+    ratio("kubectl agents session list vs kubectl get pods", "bench.BenchmarkList/plugin", "bench.BenchmarkList/kubectl", "ns/op")
+    ratio("API create→pod vs raw client-go pod create", "bench.BenchmarkCreateToPod/agent", "bench.BenchmarkCreateToPod/raw-client-go", "ns/op")
+    ratio("controller create→pod vs raw client-go", "sessions.BenchmarkCreate/agent", "sessions.BenchmarkCreate/raw-pod", "ns/op")
+    ratio("store create: SQLite vs Postgres", "sqlite.BenchmarkStore/CreateSession", "postgres.BenchmarkStore/CreateSession", "ns/op")
+    ratio("store list page at 10k: SQLite vs Postgres (p50)", "sqlite.BenchmarkStore/ListSessionsPage", "postgres.BenchmarkStore/ListSessionsPage", "p50-us")
+    ratio("list page p99 vs p50 at 10k (API)", "bench.BenchmarkAt10k/list-page", "bench.BenchmarkAt10k/list-page", "p99-us")
+    for (k in v) { split(k, kk, SUBSEP); if (kk[2] ~ /MiB|s-to-ready|p50-us|p99-us|sessions\/s/) printf "%-52s %12s %s\n", kk[1], v[k], kk[2] }
+  }' "${results}" | tee "${OUT}/summary.txt"

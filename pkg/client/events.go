@@ -78,7 +78,7 @@ func (s *EventStream) Next() (Event, error) {
 		ev      Event
 		data    bytes.Buffer
 		hasData bool
-		any     bool
+		started bool
 	)
 	for {
 		line, err := s.readLine()
@@ -90,12 +90,12 @@ func (s *EventStream) Next() (Event, error) {
 			return Event{}, err
 		}
 		if line == "" {
-			if !any {
+			if !started {
 				continue
 			}
 			if !hasData {
 				// Events without data are not dispatched; keep reading.
-				ev, data, any = Event{ID: ev.ID}, bytes.Buffer{}, false
+				ev, data, started = Event{ID: ev.ID}, bytes.Buffer{}, false
 				continue
 			}
 			if ev.Type == "" {
@@ -109,7 +109,7 @@ func (s *EventStream) Next() (Event, error) {
 		}
 		field, value, _ := strings.Cut(line, ":")
 		value = strings.TrimPrefix(value, " ")
-		any = true
+		started = true
 		switch field {
 		case "event":
 			ev.Type = value

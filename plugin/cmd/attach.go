@@ -76,13 +76,13 @@ func (o *SessionTunnelOptions) open(ctx context.Context) (*localTunnel, error) {
 		}
 		return nil, fmt.Errorf("get %s: %w", sessionRef(o.ID), err)
 	}
-	switch {
-	case s.State == apiv1.StateRunning:
-	case s.State == apiv1.StatePending || s.State == apiv1.StateStarting:
-		if s, err = waitRunning(ctx, o.client, o.ErrOut, s, startWait, time.Second); err != nil {
+	switch s.State {
+	case apiv1.StateRunning:
+	case apiv1.StatePending, apiv1.StateStarting:
+		if _, err := waitRunning(ctx, o.client, o.ErrOut, s, startWait, time.Second); err != nil {
 			return nil, err
 		}
-	case s.State == apiv1.StateStopped:
+	case apiv1.StateStopped:
 		return nil, fmt.Errorf("%s is Stopped: start it with `kubectl agents session start %s`", sessionRef(s.ID), s.ID)
 	default:
 		return nil, fmt.Errorf("%s is %s, not Running: see `kubectl agents session why %s`", sessionRef(s.ID), s.State, s.ID)

@@ -79,7 +79,7 @@ func (f *PrintFlags) AddFlags(cmd *cobra.Command) {
 }
 
 func (f *PrintFlags) allowed() []string {
-	return append([]string{"wide", "custom-columns="}, f.PrintFlags.AllowedFormats()...)
+	return append([]string{"wide", "custom-columns="}, f.AllowedFormats()...)
 }
 
 func (f *PrintFlags) format() string {
@@ -98,7 +98,7 @@ func (f *PrintFlags) Validate() error {
 		_, err := parseCustomColumns(strings.TrimPrefix(o, "custom-columns="))
 		return err
 	default:
-		if _, err := f.PrintFlags.ToPrinter(); err != nil {
+		if _, err := f.ToPrinter(); err != nil {
 			return fmt.Errorf("--output: %w", err)
 		}
 		return nil
@@ -124,7 +124,7 @@ func (f *PrintFlags) Print(out io.Writer, sessions []apiv1.Session, list bool) e
 		}
 		return f.printCustom(out, sessions, cols)
 	}
-	p, err := f.PrintFlags.ToPrinter()
+	p, err := f.ToPrinter()
 	if err != nil {
 		return fmt.Errorf("--output: %w", err)
 	}

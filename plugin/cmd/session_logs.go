@@ -81,6 +81,10 @@ func (o *SessionLogsOptions) Run(ctx context.Context) error {
 		if client.IsNotFound(err) {
 			return fmt.Errorf("session %q not found", o.ID)
 		}
+		var apiErr *apiv1.Error
+		if errors.As(err, &apiErr) && apiErr.Body.Code == apiv1.CodeNotRunning {
+			return fmt.Errorf("read the conversation of %s: %w; the conversation lives in the session's OpenCode, so start it first with `kubectl agents session start %s`", sessionRef(o.ID), err, o.ID)
+		}
 		return fmt.Errorf("read the conversation of %s: %w", sessionRef(o.ID), err)
 	}
 	for i, m := range msgs.Items {

@@ -120,10 +120,10 @@ func majorMinor(v string) (int, int, bool) {
 	if len(parts) < 2 {
 		return 0, 0, false
 	}
-	maj, err1 := strconv.Atoi(parts[0])
-	min, err2 := strconv.Atoi(strings.SplitN(parts[1], "-", 2)[0])
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(strings.SplitN(parts[1], "-", 2)[0])
 	if err1 != nil || err2 != nil {
 		return 0, 0, false
 	}
-	return maj, min, true
+	return major, minor, true
 }

@@ -20,6 +20,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/pkg/version"
 	"github.com/cakeai/cake-agents/plugin/config"
 	"github.com/cakeai/cake-agents/plugin/tunnel"
@@ -393,5 +394,23 @@ func TestAttachRefusesStoppedSessionsAndOpenAddresses(t *testing.T) {
 	o.Address = "0.0.0.0"
 	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "must be a loopback address") {
 		t.Errorf("0.0.0.0: %v", err)
+	}
+}
+
+func TestExplainSaysWhyTheAgentRefused(t *testing.T) {
+	f := NewFactory()
+	f.StatePath = filepath.Join(t.TempDir(), "plugin.json")
+	forbidden := &client.StatusError{StatusCode: http.StatusForbidden, Err: &apiv1.Error{Body: apiv1.ErrorBody{Code: apiv1.CodeForbidden, Message: `alice may not delete session "x"`}}}
+	want := `the agent refused: alice may not delete session "x" (HTTP 403 Forbidden); see what you may do with ` +
+		"`kubectl agents whoami` or `kubectl auth can-i --list | grep sessions.agents.cake.ai` (the chart's cake-agents-user ClusterRole grants the usual verbs)"
+	if err := explain(f, forbidden); err == nil || err.Error() != want {
+		t.Errorf("403:\n got %v\nwant %s", err, want)
+	}
+	if err := explain(f, nil); err != nil {
+		t.Errorf("explain(nil) = %v", err)
+	}
+	plain := fmt.Errorf("boom")
+	if err := explain(f, plain); err != plain {
+		t.Errorf("other errors must pass unchanged, got %v", err)
 	}
 }

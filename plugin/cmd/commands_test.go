@@ -410,7 +410,7 @@ func TestExplainSaysWhyTheAgentRefused(t *testing.T) {
 		t.Errorf("explain(nil) = %v", err)
 	}
 	plain := fmt.Errorf("boom")
-	if err := explain(f, plain); err != plain {
+	if err := explain(f, plain); err == nil || err.Error() != "boom" {
 		t.Errorf("other errors must pass unchanged, got %v", err)
 	}
 }

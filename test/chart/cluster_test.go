@@ -343,7 +343,7 @@ func TestDefaultInstallSQLite(t *testing.T) {
 		Spec: corev1.PersistentVolumeSpec{
 			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
 			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimDelete,
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
 			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/lib/cake-agents-test"}},
 			ClaimRef:                      &corev1.ObjectReference{Kind: "PersistentVolumeClaim", Namespace: ns, Name: "cake-agents-data"},
 		},
@@ -368,6 +368,37 @@ func TestDefaultInstallSQLite(t *testing.T) {
 	}
 	if dep.Status.AvailableReplicas != 1 || dep.Spec.Strategy.Type != "Recreate" {
 		t.Errorf("available %d strategy %s; want 1 Recreate", dep.Status.AvailableReplicas, dep.Spec.Strategy.Type)
+	}
+
+	// Moving to Postgres and back switches the rollout strategy both ways; the API server
+	// rejects a Recreate Deployment that keeps RollingUpdate parameters from before.
+	if _, err := kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "db"},
+		StringData: map[string]string{"DATABASE_URL": "postgres://cake:secret@db.example.com:5432/cake"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		set      []string
+		strategy string
+		replicas int32
+	}{
+		{[]string{"externalDatabase.existingSecret=db", "controlPlane.replicas=2"}, "RollingUpdate", 2},
+		{[]string{"persistence.enabled=false", "controlPlane.replicas=2"}, "Recreate", 1},
+	} {
+		args := []string{"upgrade", releaseName, "charts/cake-agents", "--namespace", ns, "--wait", "--timeout", "5m", "--set", "rbac.createUserRoles=false"}
+		for _, s := range step.set {
+			args = append(args, "--set", s)
+		}
+		h.run(args...)
+		dep, err := kube.AppsV1().Deployments(ns).Get(ctx, "cake-agents", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(dep.Spec.Strategy.Type) != step.strategy || *dep.Spec.Replicas != step.replicas || dep.Status.AvailableReplicas != step.replicas {
+			t.Errorf("after --set %v: strategy %s, replicas %d (%d available); want %s, %d",
+				step.set, dep.Spec.Strategy.Type, *dep.Spec.Replicas, dep.Status.AvailableReplicas, step.strategy, step.replicas)
+		}
 	}
 	h.run("uninstall", releaseName, "--namespace", ns, "--wait", "--timeout", "5m")
 	assertNothingLeft(t, c, ns)

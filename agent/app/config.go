@@ -292,8 +292,8 @@ func parse(v map[string]*string) (*Config, error) {
 		}
 	}
 	if c.SessionTolerations != "" {
-		var any []map[string]any
-		if err := json.Unmarshal([]byte(c.SessionTolerations), &any); err != nil {
+		var tolerations []map[string]any
+		if err := json.Unmarshal([]byte(c.SessionTolerations), &tolerations); err != nil {
 			errs = append(errs, fmt.Sprintf("--session-tolerations: want a JSON array of tolerations: %v", err))
 		}
 	}

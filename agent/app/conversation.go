@@ -81,6 +81,16 @@ func (c *conversation) Send(ctx context.Context, s *store.Session, text string) 
 	if err != nil {
 		return err
 	}
+	// Right after a (re)start OpenCode may still be coming up behind a Ready pod; give
+	// it a moment instead of failing the user's prompt.
+	if _, err := oc.Health(ctx); err != nil {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err = oc.WaitHealthy(wctx, 500*time.Millisecond)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	id, err := c.ensureConversation(ctx, s, oc)
 	if err != nil {
 		return err

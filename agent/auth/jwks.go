@@ -241,7 +241,11 @@ func decodeJWK(kty, crv, n, e, x, y string) (crypto.PublicKey, error) {
 		if _, err := dh.NewPublicKey(append(append([]byte{4}, xb...), yb...)); err != nil {
 			return nil, fmt.Errorf("bad EC point: %w", err)
 		}
-		return &ecdsa.PublicKey{Curve: curve, X: new(big.Int).SetBytes(xb), Y: new(big.Int).SetBytes(yb)}, nil
+		pub, err := ecdsa.ParseUncompressedPublicKey(curve, append(append([]byte{4}, xb...), yb...))
+		if err != nil {
+			return nil, fmt.Errorf("bad EC point: %w", err)
+		}
+		return pub, nil
 	case "OKP":
 		if crv != "Ed25519" {
 			return nil, fmt.Errorf("unsupported curve %q", crv)

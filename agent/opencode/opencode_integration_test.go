@@ -76,7 +76,7 @@ func TestRealOpenCode(t *testing.T) {
 		}
 	}
 
-	msgs := waitForReply(t, ctx, c, id, fakemodel.Reply(prompt))
+	msgs := waitForReply(ctx, t, c, id, fakemodel.Reply(prompt))
 	if msgs[0].Role != "user" || msgs[0].Text != prompt {
 		t.Fatalf("first message = %+v, want the user's prompt", msgs[0])
 	}
@@ -104,14 +104,14 @@ func TestRealOpenCode(t *testing.T) {
 	if err := c.PromptAsync(ctx, id, "run it #tool:bash echo tool-ran-here"); err != nil {
 		t.Fatal(err)
 	}
-	waitForReply(t, ctx, c, id, fakemodel.ToolResultPrefix+"tool-ran-here")
+	waitForReply(ctx, t, c, id, fakemodel.ToolResultPrefix+"tool-ran-here")
 
 	if _, err := c.Messages(ctx, "ses_doesnotexist"); err == nil {
 		t.Fatal("Messages of an unknown session succeeded")
 	}
 }
 
-func waitForReply(t *testing.T, ctx context.Context, c *opencode.Client, id, want string) []apiv1.Message {
+func waitForReply(ctx context.Context, t *testing.T, c *opencode.Client, id, want string) []apiv1.Message {
 	t.Helper()
 	var msgs []apiv1.Message
 	for {

@@ -224,7 +224,7 @@ func TestEventsParsesServerSentEvents(t *testing.T) {
 			t.Fatalf("event %+v (session %q), want %+v", ev, ev.SessionID(), w)
 		}
 	}
-	if _, err := s.Next(); err != io.EOF {
+	if _, err := s.Next(); !errors.Is(err, io.EOF) {
 		t.Fatalf("end of stream: %v, want io.EOF", err)
 	}
 }

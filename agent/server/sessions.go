@@ -90,15 +90,15 @@ func validateTitle(t string) error {
 	return nil
 }
 
-func validateLimit(name string, d *apiv1.Duration, max time.Duration) error {
+func validateLimit(name string, d *apiv1.Duration, limit time.Duration) error {
 	if d == nil {
 		return nil
 	}
 	if d.Duration < 0 {
 		return fmt.Errorf("%s: must not be negative (0 disables it)", name)
 	}
-	if d.Duration > max {
-		return fmt.Errorf("%s: %s is longer than the maximum %s", name, d.Duration, max)
+	if d.Duration > limit {
+		return fmt.Errorf("%s: %s is longer than the maximum %s", name, d.Duration, limit)
 	}
 	if d.Duration > 0 && d.Duration < time.Minute {
 		return fmt.Errorf("%s: %s is shorter than one minute", name, d.Duration)

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -375,7 +376,7 @@ func TestPoolCloseRefusesDials(t *testing.T) {
 	f := newFakeKubelet(t, map[string]string{"4096": echoServer(t)})
 	p := f.pool(t)
 	p.Close()
-	if _, err := p.DialContext(context.Background(), "ns", "pod", 4096); err != ErrClosed {
+	if _, err := p.DialContext(context.Background(), "ns", "pod", 4096); !errors.Is(err, ErrClosed) {
 		t.Fatalf("dial after Close: err = %v, want ErrClosed", err)
 	}
 }

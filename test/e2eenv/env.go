@@ -449,7 +449,7 @@ func (e *Env) Stop() {
 	e.StopAgent(false)
 	if e.cancel != nil {
 		e.cancel()
-		<-e.runnerErr
+		<-e.runnerErr //nolint:errcheck // Run returns nil once ctx ends
 	}
 	if e.o.Helm != "" && e.Kube != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -86,6 +86,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
 			lo.LabelSelector = apiv1.LabelName + "=" + apiv1.SessionAppName
 		}))
+	// Pods and claims share the label selector above.
 	inf := factory.Core().V1().Pods().Informer()
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { r.ensure(ctx, obj) },
@@ -96,6 +97,26 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 			if p, ok := obj.(*corev1.Pod); ok {
 				r.stop(p.Namespace + "/" + p.Name)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	// The local cluster has no storage provisioner: provision persistent workspaces
+	// as host paths in WorkDir, which is also where the pods' workspaces live.
+	pvcs := factory.Core().V1().PersistentVolumeClaims().Informer()
+	_, err = pvcs.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { r.provision(ctx, obj) },
+		UpdateFunc: func(_, obj any) { r.provision(ctx, obj) },
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if c, ok := obj.(*corev1.PersistentVolumeClaim); ok {
+				dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = r.o.Kube.CoreV1().PersistentVolumes().Delete(dctx, pvName(c), metav1.DeleteOptions{})
 			}
 		},
 	})
@@ -115,6 +136,39 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.stop(k)
 	}
 	return nil
+}
+
+func pvName(c *corev1.PersistentVolumeClaim) string {
+	return "cake-local-" + c.Namespace + "-" + c.Name
+}
+
+// provision creates a host-path PersistentVolume pre-bound to an unbound claim.
+func (r *Runner) provision(ctx context.Context, obj any) {
+	c, ok := obj.(*corev1.PersistentVolumeClaim)
+	if !ok || c.Spec.VolumeName != "" || c.DeletionTimestamp != nil {
+		return
+	}
+	size := c.Spec.Resources.Requests[corev1.ResourceStorage]
+	class := ""
+	if c.Spec.StorageClassName != nil {
+		class = *c.Spec.StorageClassName
+	}
+	pv := &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: pvName(c)},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: size},
+			AccessModes:                   c.Spec.AccessModes,
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimDelete,
+			StorageClassName:              class,
+			ClaimRef:                      &corev1.ObjectReference{Kind: "PersistentVolumeClaim", Namespace: c.Namespace, Name: c.Name, UID: c.UID},
+			PersistentVolumeSource: corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{
+				Path: filepath.Join(r.o.WorkDir, "pvc-"+c.Name),
+			}},
+		},
+	}
+	if _, err := r.o.Kube.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		r.log.Warn("provision volume failed", "claim", c.Namespace+"/"+c.Name, "error", err)
+	}
 }
 
 // Port returns the local port serving the pod's OpenCode, or 0.

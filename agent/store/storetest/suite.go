@@ -109,18 +109,6 @@ func user(t testing.TB, s store.Store, subject string) *store.User {
 	return u
 }
 
-var idSeq struct {
-	sync.Mutex
-	n int
-}
-
-func nextID(prefix string) string {
-	idSeq.Lock()
-	defer idSeq.Unlock()
-	idSeq.n++
-	return fmt.Sprintf("%s%05d", prefix, idSeq.n)
-}
-
 // fullSession has every field set to a non-zero value.
 func fullSession(id, owner string, created time.Time) *store.Session {
 	started := created.Add(3 * time.Second)
@@ -278,18 +266,18 @@ func testSessionCRUD(t *testing.T, h *harness) {
 
 	// Defaults: Pending, CreatedAt now, LastActivityAt = CreatedAt.
 	before := time.Now().Add(-time.Second)
-	min := &store.Session{ID: "crud2", OwnerID: owner.ID}
-	if err := s.CreateSession(ctx, min, 0); err != nil {
+	minimal := &store.Session{ID: "crud2", OwnerID: owner.ID}
+	if err := s.CreateSession(ctx, minimal, 0); err != nil {
 		t.Fatal(err)
 	}
-	if min.State != apiv1.StatePending || min.CreatedAt.Before(before) || !min.LastActivityAt.Equal(min.CreatedAt) {
-		t.Errorf("defaults: %s", fmtSession(min))
+	if minimal.State != apiv1.StatePending || minimal.CreatedAt.Before(before) || !minimal.LastActivityAt.Equal(minimal.CreatedAt) {
+		t.Errorf("defaults: %s", fmtSession(minimal))
 	}
 	got, err = s.GetSession(ctx, "crud2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameSession(t, min, got)
+	sameSession(t, minimal, got)
 
 	wantErr(t, s.CreateSession(ctx, fullSession("crud1", owner.ID, created), 0), store.ErrConflict, "duplicate id")
 	wantErr(t, s.CreateSession(ctx, session("crud3", "nosuchowner0", apiv1.StatePending), 0), store.ErrNotFound, "unknown owner")

@@ -1,0 +1,333 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/cakeai/cake-agents/internal/testcluster"
+	"github.com/cakeai/cake-agents/internal/testpg"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/test/e2eenv"
+	"github.com/cakeai/cake-agents/test/fakemodel"
+)
+
+// product is one installation under test, with two users: alice and bob (both in the
+// group the chart binds to cake-agents-user), and the cluster admin.
+type product struct {
+	x          *tools
+	env        *e2eenv.Env
+	kube       kubernetes.Interface
+	ns         string
+	alice, bob string // kubeconfigs
+	admin      string
+	repo       string
+}
+
+func install(t *testing.T, backend string) *product {
+	t.Helper()
+	x := setup(t)
+	c := testcluster.Get(t)
+	ns := "cake-e2e-" + backend
+	p := &product{x: x, kube: c.AdminClient(), ns: ns, admin: c.Kubeconfig()}
+	ctx := context.Background()
+	if _, err := p.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: ns,
+		// Session pods must pass the restricted Pod Security profile.
+		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"},
+	}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	var values []string
+	if backend == "postgres" {
+		// The production shape: DATABASE_URL from an existing Secret.
+		dsn := testpg.Start(t)
+		if _, err := p.kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "agents-db"},
+			StringData: map[string]string{"DATABASE_URL": dsn},
+		}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		values = append(values, "externalDatabase.existingSecret=agents-db", "externalDatabase.existingSecretKey=DATABASE_URL",
+			"betterAuth.secret.create=true", "betterAuth.secret.value=e2e-auth-secret-0123456789abcdef")
+	}
+	work := t.TempDir()
+	env, err := e2eenv.Start(ctx, e2eenv.Options{
+		Kubeconfig: c.Kubeconfig(), Namespace: ns, Release: "cake-agents",
+		Helm: x.helm, Agent: x.agent, OpenCode: x.oc, Chart: filepath.Join(x.root, "charts", "cake-agents"),
+		Values: values, WorkDir: work,
+		Log: hclog.New(&hclog.LoggerOptions{Name: "e2e", Level: hclog.Warn, Output: testWriter{t}}),
+	})
+	if err != nil {
+		if b, rerr := os.ReadFile(filepath.Join(work, "agent.log")); rerr == nil {
+			t.Logf("agent log:\n%s", b)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(work, "agent.log")); err == nil {
+				t.Logf("agent log:\n%s", tail(string(b), 80))
+			}
+		}
+		env.Stop()
+		_ = p.kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	})
+	p.env = env
+	p.alice = c.KubeconfigFor(t, c.UserConfig(t, "alice@example.com", "cake-agents:users"))
+	p.bob = c.KubeconfigFor(t, c.UserConfig(t, "bob@example.com", "cake-agents:users"))
+	p.repo, err = env.Git.AddRepo("project", map[string]string{"README.md": "# project\n", "main.go": "package main\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// agents runs the plugin as user against this installation.
+func (p *product) agents(t *testing.T, kubeconfig string, args ...string) string {
+	t.Helper()
+	return p.x.mustAgents(t, kubeconfig, append(args, "--agent-namespace", p.ns)...)
+}
+
+func (p *product) agentsErr(t *testing.T, kubeconfig string, args ...string) (string, error) {
+	t.Helper()
+	return p.x.kubectlAgents(t, kubeconfig, append(args, "--agent-namespace", p.ns)...)
+}
+
+func (p *product) state(t *testing.T, kubeconfig, id string) string {
+	t.Helper()
+	return strings.TrimSpace(p.agents(t, kubeconfig, "session", "get", id, "-o", "jsonpath={.state}"))
+}
+
+func (p *product) waitState(t *testing.T, kubeconfig, id string, want apiv1.SessionState) {
+	t.Helper()
+	eventually(t, 2*time.Minute, "session "+id+" "+string(want), func() error {
+		if got := p.state(t, kubeconfig, id); got != string(want) {
+			return fmt.Errorf("state %s", got)
+		}
+		return nil
+	})
+}
+
+// waitReply waits until the session's conversation holds the fake model's answer to prompt.
+func (p *product) waitReply(t *testing.T, kubeconfig, id, prompt string) {
+	t.Helper()
+	want := fakemodel.Reply(prompt)
+	eventually(t, 2*time.Minute, "reply to "+prompt, func() error {
+		out, err := p.agentsErr(t, kubeconfig, "session", "logs", id)
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if !strings.Contains(out, want) {
+			return fmt.Errorf("logs so far:\n%s", out)
+		}
+		return nil
+	})
+}
+
+func TestEndToEnd(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			p := install(t, backend)
+			t.Run("CreateWaitLogsSend", p.testCreateWaitLogsSend)
+			t.Run("Attach", p.testAttach)
+			t.Run("StopStartDelete", p.testStopStartDelete)
+			t.Run("SecondUser", p.testSecondUser)
+			t.Run("DoctorAndHeaderSpoofing", p.testDoctor)
+			t.Run("AgentRestart", p.testAgentRestart)
+		})
+	}
+}
+
+func (p *product) testCreateWaitLogsSend(t *testing.T) {
+	prompt := "fix the flaky test"
+	id := lastField(p.agents(t, p.alice, "session", "create", "--repo", p.repo, "--prompt", prompt, "--wait", "-o", "name"))
+	if got := p.state(t, p.alice, id); got != "Running" {
+		t.Fatalf("after --wait the session is %s", got)
+	}
+	p.waitReply(t, p.alice, id, prompt)
+	if !p.env.Model.Received(prompt) {
+		t.Fatal("the fake model never received the prompt")
+	}
+	p.agents(t, p.alice, "session", "send", id, "now add a test")
+	p.waitReply(t, p.alice, id, "now add a test")
+	list := p.agents(t, p.alice, "session", "list")
+	if !strings.Contains(list, id) || !strings.Contains(list, "Running") {
+		t.Fatalf("session list:\n%s", list)
+	}
+	p.agents(t, p.alice, "session", "delete", id)
+}
+
+// testAttach drives `kubectl agents attach` in tmux: the OpenCode TUI appears and a
+// typed prompt gets the fake model's reply on screen.
+func (p *product) testAttach(t *testing.T) {
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatal("tmux is missing: apt-get install tmux")
+	}
+	id := lastField(p.agents(t, p.alice, "session", "create", "--repo", p.repo, "--wait", "-o", "name"))
+	defer p.agents(t, p.alice, "session", "delete", id)
+	sock := filepath.Join(t.TempDir(), "tmux.sock")
+	tm := func(args ...string) (string, error) {
+		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	script := fmt.Sprintf("export PATH=%q KUBECONFIG=%q HOME=%q; exec kubectl agents attach %s --agent-namespace %s",
+		p.x.path(), p.alice, t.TempDir(), id, p.ns)
+	if out, err := tm("new-session", "-d", "-s", "attach", "-x", "150", "-y", "40", "bash", "-c", script); err != nil {
+		t.Fatalf("tmux: %v %s", err, out)
+	}
+	defer func() { _, _ = tm("kill-server") }()
+	screen := func() string { out, _ := tm("capture-pane", "-p", "-t", "attach"); return out }
+	eventually(t, 90*time.Second, "the OpenCode TUI", func() error {
+		if s := screen(); !strings.Contains(s, "Ask anything") && !strings.Contains(s, "ctrl+p") {
+			return fmt.Errorf("screen:\n%s", s)
+		}
+		return nil
+	})
+	prompt := "hello from tmux"
+	if out, err := tm("send-keys", "-t", "attach", prompt, "Enter"); err != nil {
+		t.Fatalf("send-keys: %v %s", err, out)
+	}
+	eventually(t, 90*time.Second, "the reply on screen", func() error {
+		if s := screen(); !strings.Contains(s, fakemodel.Reply(prompt)) {
+			return fmt.Errorf("screen:\n%s", s)
+		}
+		return nil
+	})
+}
+
+func (p *product) testStopStartDelete(t *testing.T) {
+	ctx := context.Background()
+	id := lastField(p.agents(t, p.alice, "session", "create", "--repo", p.repo, "--persistent", "--wait", "-o", "name"))
+	pod, pvc := "cake-session-"+id, "cake-session-"+id+"-workspace"
+	// Leave a file in the workspace, as work in progress would.
+	ws := filepath.Join(p.envWorkDir(), "sessions", "pvc-"+pvc)
+	eventually(t, time.Minute, "workspace checked out", func() error {
+		_, err := os.Stat(filepath.Join(ws, "README.md"))
+		return err
+	})
+	if err := os.WriteFile(filepath.Join(ws, "progress.txt"), []byte("halfway there\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	p.agents(t, p.alice, "session", "stop", id)
+	p.waitState(t, p.alice, id, apiv1.StateStopped)
+	if _, err := p.kube.CoreV1().Pods(p.ns).Get(ctx, pod, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("pod still there after stop: %v", err)
+	}
+	if _, err := p.kube.CoreV1().PersistentVolumeClaims(p.ns).Get(ctx, pvc, metav1.GetOptions{}); err != nil {
+		t.Fatalf("PVC gone after stop: %v", err)
+	}
+
+	p.agents(t, p.alice, "session", "start", id)
+	p.waitState(t, p.alice, id, apiv1.StateRunning)
+	// The same workspace: OpenCode itself reads the file (the fake model runs the tool).
+	p.agents(t, p.alice, "session", "send", id, "#tool:bash cat progress.txt")
+	eventually(t, 2*time.Minute, "OpenCode reads the kept file", func() error {
+		out, err := p.agentsErr(t, p.alice, "session", "logs", id)
+		if err != nil || !strings.Contains(out, "halfway there") {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+
+	p.agents(t, p.alice, "session", "delete", id)
+	eventually(t, time.Minute, "nothing left after delete", func() error {
+		if _, err := p.kube.CoreV1().Pods(p.ns).Get(ctx, pod, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("pod: %v", err)
+		}
+		if _, err := p.kube.CoreV1().Secrets(p.ns).Get(ctx, pod, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("secret: %v", err)
+		}
+		if _, err := p.kube.CoreV1().PersistentVolumeClaims(p.ns).Get(ctx, pvc, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("pvc: %v", err)
+		}
+		if out, err := p.agentsErr(t, p.alice, "session", "get", id); err == nil {
+			return fmt.Errorf("session still listed: %s", out)
+		}
+		return nil
+	})
+}
+
+func (p *product) envWorkDir() string {
+	return filepath.Dir(filepath.Dir(p.env.Git.CAFile))
+}
+
+// testSecondUser: bob cannot see alice's private session, can see and use a public
+// one, and cannot delete it.
+func (p *product) testSecondUser(t *testing.T) {
+	priv := lastField(p.agents(t, p.alice, "session", "create", "--title", "secret plans", "-o", "name"))
+	pub := lastField(p.agents(t, p.alice, "session", "create", "--title", "pairing", "--private=false", "--wait", "-o", "name"))
+	defer p.agents(t, p.alice, "session", "delete", priv, pub)
+
+	if out, err := p.agentsErr(t, p.bob, "session", "get", priv); err == nil || !strings.Contains(out, "not found") {
+		t.Fatalf("bob reads alice's private session: %v %s", err, out)
+	}
+	list := p.agents(t, p.bob, "session", "list")
+	if strings.Contains(list, priv) || !strings.Contains(list, pub) {
+		t.Fatalf("bob's list:\n%s", list)
+	}
+	p.agents(t, p.bob, "session", "send", pub, "bob says hi")
+	p.waitReply(t, p.bob, pub, "bob says hi")
+	if out, err := p.agentsErr(t, p.bob, "session", "delete", pub); err == nil || !strings.Contains(out, "only the owner") {
+		t.Fatalf("bob deleted alice's session: %v %s", err, out)
+	}
+	if out, err := p.agentsErr(t, p.bob, "session", "stop", pub); err == nil {
+		t.Fatalf("bob stopped alice's session: %s", out)
+	}
+}
+
+func (p *product) testDoctor(t *testing.T) {
+	out := p.agents(t, p.alice, "doctor")
+	if strings.Contains(out, "[FAIL]") || !strings.Contains(out, "forged identity headers") {
+		t.Fatalf("doctor:\n%s", out)
+	}
+}
+
+// testAgentRestart kills the agent mid-flight (a create just accepted, a stop just
+// issued) and checks the restarted agent converges: nothing lost, nothing orphaned.
+func (p *product) testAgentRestart(t *testing.T) {
+	ctx := context.Background()
+	keep := lastField(p.agents(t, p.alice, "session", "create", "--title", "keeps running", "--wait", "-o", "name"))
+	stopping := lastField(p.agents(t, p.alice, "session", "create", "--title", "to stop", "--wait", "-o", "name"))
+	p.agents(t, p.alice, "session", "stop", stopping)
+	fresh := lastField(p.agents(t, p.alice, "session", "create", "--title", "just created", "-o", "name"))
+	p.env.StopAgent(true) // SIGKILL: no graceful shutdown
+
+	if err := p.env.StartAgent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.waitState(t, p.alice, keep, apiv1.StateRunning)
+	p.waitState(t, p.alice, stopping, apiv1.StateStopped)
+	p.waitState(t, p.alice, fresh, apiv1.StateRunning)
+	if _, err := p.kube.CoreV1().Pods(p.ns).Get(ctx, "cake-session-"+stopping, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the stopped session's pod survived the restart: %v", err)
+	}
+	p.agents(t, p.alice, "session", "delete", keep, stopping, fresh)
+}

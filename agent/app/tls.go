@@ -132,26 +132,39 @@ func sharedServingCA(ctx context.Context, kube kubernetes.Interface, namespace, 
 	secrets := kube.CoreV1().Secrets(namespace)
 	for attempt := 0; attempt < 3; attempt++ {
 		sec, err := secrets.Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
+		if err == nil && len(sec.Data["tls.crt"]) > 0 {
 			return parseServingCA(sec.Data["tls.crt"], sec.Data["tls.key"])
 		}
-		if !apierrors.IsNotFound(err) {
+		if err != nil && !apierrors.IsNotFound(err) {
 			return nil, err
 		}
-		ca, err := newServingCA()
-		if err != nil {
-			return nil, err
+		ca, err2 := newServingCA()
+		if err2 != nil {
+			return nil, err2
 		}
-		keyDER, err := x509.MarshalECPrivateKey(ca.key)
-		if err != nil {
-			return nil, err
+		keyDER, err2 := x509.MarshalECPrivateKey(ca.key)
+		if err2 != nil {
+			return nil, err2
+		}
+		data := map[string][]byte{"tls.crt": ca.pem, "tls.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})}
+		if err == nil {
+			// The chart created it empty (so it belongs to the release): fill it. A
+			// conflict means another replica filled it first; read theirs.
+			sec.Data = data
+			if _, err = secrets.Update(ctx, sec, metav1.UpdateOptions{}); err == nil {
+				return ca, nil
+			}
+			if !apierrors.IsConflict(err) {
+				return nil, err
+			}
+			continue
 		}
 		_, err = secrets.Create(ctx, &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{
 				apiv1.LabelName: apiv1.AgentAppName, apiv1.LabelComponent: apiv1.AgentComponent,
 			}},
-			Type: corev1.SecretTypeTLS,
-			Data: map[string][]byte{"tls.crt": ca.pem, "tls.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})},
+			Type: corev1.SecretTypeOpaque,
+			Data: data,
 		}, metav1.CreateOptions{})
 		if err == nil {
 			return ca, nil

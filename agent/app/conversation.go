@@ -84,7 +84,7 @@ func (c *conversation) Send(ctx context.Context, s *store.Session, text string) 
 	// Right after a (re)start OpenCode may still be coming up behind a Ready pod; give
 	// it a moment instead of failing the user's prompt.
 	if _, err := oc.Health(ctx); err != nil {
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		_, err = oc.WaitHealthy(wctx, 500*time.Millisecond)
 		cancel()
 		if err != nil {
@@ -187,6 +187,15 @@ func (c *conversation) deliverInitialPrompt(ctx context.Context, s *store.Sessio
 			return
 		}
 		oc, err := c.client(ctx, cur)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		// OpenCode takes seconds to start (more on a busy node); wait for it rather
+		// than burn the attempts.
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		_, err = oc.WaitHealthy(wctx, time.Second)
+		cancel()
 		if err != nil {
 			lastErr = err
 			continue

@@ -135,6 +135,19 @@ func (p *product) waitState(t *testing.T, kubeconfig, id string, want apiv1.Sess
 	})
 }
 
+// send sends a prompt, retrying while the session's OpenCode is still starting (kwok
+// reports pods Ready at once, before the real process listens).
+func (p *product) send(t *testing.T, kubeconfig, id, text string) {
+	t.Helper()
+	eventually(t, 2*time.Minute, "send "+text, func() error {
+		out, err := p.agentsErr(t, kubeconfig, "session", "send", id, text)
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+}
+
 // waitReply waits until the session's conversation holds the fake model's answer to prompt.
 func (p *product) waitReply(t *testing.T, kubeconfig, id, prompt string) {
 	t.Helper()
@@ -175,7 +188,7 @@ func (p *product) testCreateWaitLogsSend(t *testing.T) {
 	if !p.env.Model.Received(prompt) {
 		t.Fatal("the fake model never received the prompt")
 	}
-	p.agents(t, p.alice, "session", "send", id, "now add a test")
+	p.send(t, p.alice, id, "now add a test")
 	p.waitReply(t, p.alice, id, "now add a test")
 	list := p.agents(t, p.alice, "session", "list")
 	if !strings.Contains(list, id) || !strings.Contains(list, "Running") {
@@ -248,7 +261,7 @@ func (p *product) testStopStartDelete(t *testing.T) {
 	p.agents(t, p.alice, "session", "start", id)
 	p.waitState(t, p.alice, id, apiv1.StateRunning)
 	// The same workspace: OpenCode itself reads the file (the fake model runs the tool).
-	p.agents(t, p.alice, "session", "send", id, "#tool:bash cat progress.txt")
+	p.send(t, p.alice, id, "#tool:bash cat progress.txt")
 	eventually(t, 2*time.Minute, "OpenCode reads the kept file", func() error {
 		out, err := p.agentsErr(t, p.alice, "session", "logs", id)
 		if err != nil || !strings.Contains(out, "halfway there") {
@@ -293,7 +306,7 @@ func (p *product) testSecondUser(t *testing.T) {
 	if strings.Contains(list, priv) || !strings.Contains(list, pub) {
 		t.Fatalf("bob's list:\n%s", list)
 	}
-	p.agents(t, p.bob, "session", "send", pub, "bob says hi")
+	p.send(t, p.bob, pub, "bob says hi")
 	p.waitReply(t, p.bob, pub, "bob says hi")
 	if out, err := p.agentsErr(t, p.bob, "session", "delete", pub); err == nil || !strings.Contains(out, "only the owner") {
 		t.Fatalf("bob deleted alice's session: %v %s", err, out)

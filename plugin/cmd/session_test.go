@@ -213,7 +213,7 @@ func TestSessionCreateWaitFailsAndTimesOut(t *testing.T) {
 func TestSessionCreateValidateAndOutput(t *testing.T) {
 	f, _ := newFakeAgent(t).start()
 	_, _, err := runCreate(t, f, func(o *SessionCreateOptions) { o.Repo = "github.com/org/repo" })
-	if err == nil || err.Error() != `--repo "github.com/org/repo" is not a repository URL: use e.g. https://github.com/org/repo` {
+	if err == nil || err.Error() != `--repo "github.com/org/repo" is not a repository URL: use e.g. https://github.com/org/repo or git@github.com:org/repo.git` {
 		t.Errorf("err = %v", err)
 	}
 	_, _, err = runCreate(t, f, func(o *SessionCreateOptions) { o.Prompt = strings.Repeat("x", apiv1.MaxPromptBytes+1) })

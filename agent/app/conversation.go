@@ -83,13 +83,8 @@ func (c *conversation) Send(ctx context.Context, s *store.Session, text string) 
 	}
 	// Right after a (re)start OpenCode may still be coming up behind a Ready pod; give
 	// it a moment instead of failing the user's prompt.
-	if _, err := oc.Health(ctx); err != nil {
-		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		_, err = oc.WaitHealthy(wctx, 500*time.Millisecond)
-		cancel()
-		if err != nil {
-			return err
-		}
+	if err := waitHealthy(ctx, oc, time.Minute); err != nil {
+		return err
 	}
 	id, err := c.ensureConversation(ctx, s, oc)
 	if err != nil {
@@ -193,10 +188,7 @@ func (c *conversation) deliverInitialPrompt(ctx context.Context, s *store.Sessio
 		}
 		// OpenCode takes seconds to start (more on a busy node); wait for it rather
 		// than burn the attempts.
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		_, err = oc.WaitHealthy(wctx, time.Second)
-		cancel()
-		if err != nil {
+		if err := waitHealthy(ctx, oc, 2*time.Minute); err != nil {
 			lastErr = err
 			continue
 		}
@@ -224,6 +216,29 @@ func (c *conversation) deliverInitialPrompt(ctx context.Context, s *store.Sessio
 		return
 	}
 	log.Error("initial prompt delivery failed", "error", lastErr)
+}
+
+// waitHealthy polls OpenCode's health until it answers or total passes. Each probe has
+// its own short deadline: a probe sent while the pod's port is not yet listening can
+// stall inside the port-forward, and must not eat the whole wait.
+func waitHealthy(ctx context.Context, oc *opencode.Client, total time.Duration) error {
+	deadline := time.Now().Add(total)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := oc.Health(pctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the session's OpenCode is not answering: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func isConflict(err error) bool { return err != nil && errors.Is(err, store.ErrConflict) }

@@ -82,3 +82,13 @@ clean: ## Remove build outputs (keeps the cached cluster and tools; `make distcl
 .PHONY: distclean
 distclean: clean ## Also remove cached tools and cluster binaries.
 	rm -rf $(CACHE_DIR)
+
+##@ Release
+.PHONY: release-snapshot
+# goreleaser reads the commit only when `git ls-remote --get-url` answers: a clone without a
+# remote gets the project's URL through git's environment config (nothing is written).
+RELEASE_GIT_ENV := $(if $(shell git remote 2>/dev/null),,GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url GIT_CONFIG_VALUE_0=https://github.com/cakeai/cake-agents.git)
+release-snapshot: ## Build the plugin's release offline: archives, checksums and krew manifest in dist/; refresh krew/agents.yaml.
+	GORELEASER="$$(hack/tools.sh goreleaser)"; $(RELEASE_GIT_ENV) "$${GORELEASER}" release --snapshot --clean
+	cp dist/krew/agents.yaml krew/agents.yaml
+	@echo "dist/: $$(cd dist && ls *.tar.gz *.zip checksums.txt | tr '\n' ' ')"

@@ -149,7 +149,10 @@ func distIsFresh(t *testing.T, root string) bool {
 	fresh := true
 	for _, in := range releaseInputs {
 		_ = filepath.WalkDir(filepath.Join(root, in), func(_ string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
+			if err != nil {
+				return err // unreadable input: WalkDir stops, fresh stays as found so far
+			}
+			if d.IsDir() {
 				return nil
 			}
 			if info, err := d.Info(); err == nil && info.ModTime().After(st.ModTime()) {

@@ -227,6 +227,15 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 			return err
 		}
 	}
+	// Point the pod's port at loopback first: until OpenCode listens, a port-forward
+	// is refused at once instead of kwok trying the pod's fake IP.
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	if err := r.forward(ctx, pod, port); err != nil {
+		return err
+	}
 	secret, err := r.o.Kube.CoreV1().Secrets(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("read the session secret: %w", err)
@@ -263,10 +272,6 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 		env = append(env, e.Name+"="+v)
 	}
 	env = append(env, "HOME="+home, "TMPDIR="+tmp, "OPENCODE_CONFIG="+cfgPath, "npm_config_registry=http://127.0.0.1:9/")
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
 	logFile, err := os.Create(filepath.Join(dir, "opencode.log"))
 	if err != nil {
 		return err
@@ -287,7 +292,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 		close(p.done)
 	}()
 	r.log.Info("session pod running locally", "pod", pod.Namespace+"/"+pod.Name, "port", port, "dir", dir)
-	return r.forward(ctx, pod, port)
+	return nil
 }
 
 // forward points kwok's port-forward for the pod's OpenCode port at the local process.

@@ -396,16 +396,42 @@ func TestOpenCodeServesThePodContract(t *testing.T) {
 	}
 	start := time.Now()
 	logs := &syncBuffer{}
-	cmd := exec.Command(opencode, args[1:]...)
-	cmd.Dir = hostPath(c.WorkingDir)
-	cmd.Env = environ
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// As root, a private mount namespace gives the pod's filesystem: the root (and /tmp,
+	// /var/tmp, /dev/shm when they are mounts of their own) read-only, the volume dirs bound
+	// writable over themselves, then setpriv drops to the pod's uid/gid.
+	readOnlyRoot := asPodUser && exec.Command("unshare", "--mount", "true").Run() == nil && hasCommand("setpriv")
+	podUser := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if asPodUser {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	} else {
-		t.Logf("not root: running OpenCode as uid %d instead of the pod's %d", os.Geteuid(), uid)
+		podUser.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
+	var cmd *exec.Cmd
+	switch {
+	case readOnlyRoot:
+		script := `for d; do [ "$d" = -- ] && break; mount --bind "$d" "$d"; done
+while [ "$1" != -- ]; do shift; done; shift
+mount -o remount,bind,ro /
+for m in /tmp /var/tmp /dev/shm; do if mountpoint -q "$m"; then mount -o remount,bind,ro "$m"; fi; done
+cd "$PWD"
+exec setpriv --reuid=` + strconv.Itoa(uid) + ` --regid=` + strconv.Itoa(gid) + ` --clear-groups --pdeathsig SIGKILL -- "$@"`
+		shArgs := []string{"--mount", "--propagation", "private", "sh", "-ec", script, "sh"}
+		for _, dir := range volumes {
+			shArgs = append(shArgs, dir)
+		}
+		shArgs = append(shArgs, "--", opencode)
+		cmd = exec.Command("unshare", append(shArgs, args[1:]...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	case asPodUser:
+		t.Log("no mount namespace here: running OpenCode as the pod's uid on the normal root filesystem")
+		cmd = exec.Command(opencode, args[1:]...)
+		cmd.SysProcAttr = podUser
+	default:
+		t.Logf("not root: running OpenCode as uid %d instead of the pod's %d, root filesystem writable", os.Geteuid(), uid)
+		cmd = exec.Command(opencode, args[1:]...)
+		cmd.SysProcAttr = podUser
+	}
+	cmd.Dir = hostPath(c.WorkingDir)
+	cmd.Env = append(slices.Clone(environ), "PWD="+cmd.Dir)
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +452,7 @@ func TestOpenCodeServesThePodContract(t *testing.T) {
 		pc[last] = strings.ReplaceAll(pc[last], "127.0.0.1:"+podPort, "127.0.0.1:"+strconv.Itoa(port))
 		p := exec.Command(pc[0], pc[1:]...)
 		p.Env = append(slices.Clone(environ), "OPENCODE_SERVER_PASSWORD="+pw)
-		p.SysProcAttr = cmd.SysProcAttr
+		p.SysProcAttr = podUser // the kubelet execs the probe as the container's user
 		o, err := p.CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("%w: %s", err, o)
@@ -450,7 +476,7 @@ func TestOpenCodeServesThePodContract(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	t.Logf("ready in %s (readiness probe passed)", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("ready in %s (readiness probe passed; read-only root: %v)", time.Since(start).Round(100*time.Millisecond), readOnlyRoot)
 
 	if err := probe("wrong-" + password); err == nil {
 		t.Error("readiness probe passed with a wrong password: OpenCode is not guarded")
@@ -475,6 +501,11 @@ func TestOpenCodeServesThePodContract(t *testing.T) {
 	case <-time.After(grace):
 		t.Errorf("opencode did not exit within the pod's grace period (%s) after SIGTERM", grace)
 	}
+}
+
+func hasCommand(name string) bool {
+	_, err := exec.LookPath(name)
+	return err == nil
 }
 
 func randomHex(t *testing.T) string {

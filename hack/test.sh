@@ -24,6 +24,7 @@ mode="${1:-all}"
 [[ $# -gt 0 ]] && shift
 case "${mode}" in
   unit)
+    (cd test/dockerfile && go test -count=1 -short ./...)
     exec go test "${go_test_flags[@]}" -short "$@" "${packages[@]}"
     ;;
   all) ;;
@@ -78,10 +79,21 @@ if [[ -z "${CAKE_TEST_POSTGRES_URL:-}" && -d internal/testpg/cmd/testpg ]]; then
 fi
 # ----------------------------------------------------------------------------------------------
 
+# The Dockerfile lint lives in its own module (BuildKit's linter must not enter ours); run it
+# first so the main go test summary stays the last thing printed.
+nested_rc=0
+if [[ "${TEST_PACKAGES:-./...}" == "./..." ]]; then
+  log "running the Dockerfile lint module (test/dockerfile)"
+  (cd test/dockerfile && go test -count=1 ./...) || nested_rc=$?
+fi
+
 log "running go test ${go_test_flags[*]} $* ${packages[*]} against ${CAKE_TESTCLUSTER_DIR}"
 setsid -w go test "${go_test_flags[@]}" "$@" "${packages[@]}" &
 child=$!
 rc=0
 wait "${child}" || rc=$?
 child=""
+if [[ ${rc} -eq 0 && ${nested_rc} -ne 0 ]]; then
+  rc=${nested_rc}
+fi
 exit "${rc}"

@@ -66,6 +66,8 @@ awk -v machine="$(nproc) cores, $(uname -m), $(go env GOVERSION)" '
     ratio("controller create→pod vs raw client-go", "sessions.BenchmarkCreate/agent", "sessions.BenchmarkCreate/raw-pod", "ns/op")
     ratio("store create: SQLite vs Postgres", "sqlite.BenchmarkStore/CreateSession", "postgres.BenchmarkStore/CreateSession", "ns/op")
     ratio("store list page at 10k: SQLite vs Postgres (p50)", "sqlite.BenchmarkStore/ListSessionsPage", "postgres.BenchmarkStore/ListSessionsPage", "p50-us")
+    ratio("proxy throughput: agent proxy vs port-forward (MB/s)", "bench.BenchmarkProxy/throughput/agent-proxy", "bench.BenchmarkProxy/throughput/port-forward", "MB/s")
+    ratio("proxy latency: agent proxy vs port-forward", "bench.BenchmarkProxy/latency/agent-proxy", "bench.BenchmarkProxy/latency/port-forward", "ns/op")
     ratio("list page p99 vs p50 at 10k (API)", "bench.BenchmarkAt10k/list-page", "bench.BenchmarkAt10k/list-page", "p99-us")
-    for (k in v) { split(k, kk, SUBSEP); if (kk[2] ~ /MiB|s-to-ready|p50-us|p99-us|sessions\/s/) printf "%-52s %12s %s\n", kk[1], v[k], kk[2] }
+    for (k in v) { split(k, kk, SUBSEP); if (kk[2] ~ /MiB|s-to-ready|p50-us|p99-us|sessions\/s|running\/s/) printf "%-52s %12s %s\n", kk[1], v[k], kk[2] }
   }' "${results}" | tee "${OUT}/summary.txt"

@@ -10,6 +10,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,15 +27,18 @@ import (
 	"github.com/hashicorp/go-hclog"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
+	"github.com/cakeai/cake-agents/agent/tunnel"
 	"github.com/cakeai/cake-agents/internal/testcluster"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/test/e2eenv"
+	"github.com/cakeai/cake-agents/test/sessionrunner"
 )
 
 func TestMain(m *testing.M) {
@@ -86,9 +91,10 @@ func setup(b *testing.B) *e2eenv.Env {
 			Kubeconfig: cluster, Namespace: "cake-bench", Release: "cake-agents",
 			Helm: strings.TrimSpace(string(helm)), Agent: filepath.Join(binDir, "agent"), OpenCode: "opencode",
 			Chart: filepath.Join(root, "charts", "cake-agents"), WorkDir: work,
-			// Benchmarks create many sessions quickly.
-			Values: []string{"sessions.maxActivePerUser=0"},
-			Log:    hclog.NewNullLogger(),
+			// Benchmarks create many sessions quickly; their pods get stand-ins, not OpenCode.
+			Values:          []string{"sessions.maxActivePerUser=0"},
+			NoSessionRunner: true,
+			Log:             hclog.NewNullLogger(),
 		})
 	})
 	if setupErr != nil {
@@ -339,4 +345,155 @@ func restTransport(e *e2eenv.Env) (http.RoundTripper, error) {
 		return nil, err
 	}
 	return &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}, nil
+}
+
+// BenchmarkConcurrentCreates: 100 sessions created at once through the API; reports how
+// many reach Running per second.
+func BenchmarkConcurrentCreates(b *testing.B) {
+	e := setup(b)
+	ctx := context.Background()
+	c := adminClient(b, e)
+	for i := 0; i < b.N; i++ {
+		const n = 100
+		start := time.Now()
+		ids := make([]string, n)
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for j := 0; j < n; j++ {
+			wg.Add(1)
+			go func(j int) {
+				defer wg.Done()
+				s, err := c.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "burst"})
+				if err != nil {
+					errs <- err
+					return
+				}
+				ids[j] = s.ID
+			}(j)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		for _, id := range ids {
+			for {
+				s, err := c.GetSession(ctx, id)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if s.State == apiv1.StateRunning {
+					break
+				}
+				if time.Since(start) > 5*time.Minute {
+					b.Fatalf("session %s still %s", id, s.State)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "running/s")
+		b.StopTimer()
+		for _, id := range ids {
+			_, _ = c.DeleteSession(ctx, id)
+		}
+		b.StartTimer()
+	}
+}
+
+// BenchmarkProxy: 8 MiB through the agent's session proxy (TLS, authn, authz, tunnel)
+// against the same bytes through a plain client-go port-forward to the pod, which is
+// what `kubectl port-forward` does.
+func BenchmarkProxy(b *testing.B) {
+	e := setup(b)
+	ctx := context.Background()
+	c := adminClient(b, e)
+	blob := make([]byte, 8<<20)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/blob" {
+			_, _ = w.Write(blob)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	}), ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() { _ = srv.Close() }()
+
+	s, err := c.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "proxy bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _, _ = c.DeleteSession(ctx, s.ID) }()
+	if err := forwardTo(ctx, e, s.PodName, ln.Addr().(*net.TCPAddr).Port); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		got, err := c.GetSession(ctx, s.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got.State == apiv1.StateRunning {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	pool, err := tunnel.NewPool(e.Config, hclog.NewNullLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	direct := &http.Client{Transport: pool.Transport("cake-bench", s.PodName, apiv1.OpenCodePort)}
+	via := c.HTTPClient()
+	get := func(b *testing.B, hc *http.Client, url string, want int) {
+		resp, err := hc.Get(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || int(n) != want {
+			b.Fatalf("GET %s: %d, %d bytes", url, resp.StatusCode, n)
+		}
+	}
+	proxyURL := e.HTTPSURL + "/api/v1/sessions/" + s.ID + "/proxy"
+	b.Run("throughput/agent-proxy", func(b *testing.B) {
+		b.SetBytes(int64(len(blob)))
+		for i := 0; i < b.N; i++ {
+			get(b, via, proxyURL+"/blob", len(blob))
+		}
+	})
+	b.Run("throughput/port-forward", func(b *testing.B) {
+		b.SetBytes(int64(len(blob)))
+		for i := 0; i < b.N; i++ {
+			get(b, direct, "http://pod/blob", len(blob))
+		}
+	})
+	b.Run("latency/agent-proxy", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			get(b, via, proxyURL+"/ping", 2)
+		}
+	})
+	b.Run("latency/port-forward", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			get(b, direct, "http://pod/ping", 2)
+		}
+	})
+}
+
+// forwardTo points kwok's port-forward for the pod's OpenCode port at a local port.
+func forwardTo(ctx context.Context, e *e2eenv.Env, pod string, port int) error {
+	pf := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "kwok.x-k8s.io/v1alpha1",
+		"kind":       "PortForward",
+		"metadata":   map[string]any{"name": pod, "namespace": "cake-bench"},
+		"spec": map[string]any{"forwards": []any{map[string]any{
+			"ports":  []any{int64(apiv1.OpenCodePort)},
+			"target": map[string]any{"address": "127.0.0.1", "port": int64(port)},
+		}}},
+	}}
+	_, err := e.Dynamic.Resource(sessionrunner.PortForwardGVR).Namespace("cake-bench").Create(ctx, pf, metav1.CreateOptions{})
+	return err
 }

@@ -57,6 +57,9 @@ type Options struct {
 	Env []string
 	// AllowLocalRepo lets sessions clone file:// repositories (tests use local repos).
 	AllowLocalRepo bool
+	// NoSessionRunner leaves session pods to the caller (benchmarks point their ports
+	// at stand-ins instead of starting OpenCode).
+	NoSessionRunner bool
 	// AgentLog receives the agent's log (default: WorkDir/agent.log).
 	AgentLog io.Writer
 	Log      hclog.Logger
@@ -161,7 +164,11 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		return nil, err
 	}
 	e.runnerErr = make(chan error, 1)
-	go func() { e.runnerErr <- e.Runner.Run(rctx) }()
+	if o.NoSessionRunner {
+		e.runnerErr <- nil
+	} else {
+		go func() { e.runnerErr <- e.Runner.Run(rctx) }()
+	}
 
 	if err := e.prepareAgent(ctx, pod); err != nil {
 		return nil, err

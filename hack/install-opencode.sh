@@ -43,6 +43,16 @@ esac
 
 command -v npm >/dev/null || { log "npm is required to download OpenCode (apt-get install -y npm)"; exit 1; }
 
+# Test packages run in parallel and may all ask at once: one installs, the others wait
+# for it and then find the stamp.
+mkdir -p "${DIR}"
+exec 9>"${DIR}/.lock"
+flock 9
+if [[ -x "${BIN}" && -f "${STAMP}" && "$(cat "${STAMP}")" == "${OPENCODE_VERSION}" ]]; then
+  echo "${BIN}"
+  exit 0
+fi
+
 log "installing opencode-ai@${OPENCODE_VERSION} (${platform}, ~180 MiB, first time only)"
 work="${DIR}/npm"
 rm -rf "${work}"

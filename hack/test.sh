@@ -35,6 +35,9 @@ case "${mode}" in
 esac
 
 hack/build-cluster.sh all
+# Install the pinned OpenCode and helm once up front rather than from parallel test binaries.
+hack/install-opencode.sh >/dev/null
+hack/tools.sh helm >/dev/null
 go build -o bin/testcluster ./internal/testcluster/cmd/testcluster
 
 run_dir="${CACHE_DIR}/cluster/test-run-$$"

@@ -5,7 +5,8 @@
 #
 # Raw results go to bench/results.txt in Go's benchmark format (benchstat reads it:
 # `benchstat old.txt bench/results.txt`); the ratio table also goes to bench/summary.txt.
-# BENCHTIME (default 20x) and COUNT (default 1) tune the runs.
+# BENCHTIME (default 20x), HEAVY_BENCHTIME (default 3x, for the 100-session and 10k-session
+# runs) and COUNT (default 1) tune the runs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,7 +43,9 @@ go test -run '^$' -bench 'BenchmarkStore' -benchtime "${benchtime}" -count "${co
 log "controller benchmark (create → pod, agent vs raw client-go)"
 go test -run '^$' -bench 'BenchmarkCreate' -benchtime "${benchtime}" -count "${count}" ./agent/sessions | tee -a "${results}" >&2
 log "product benchmarks (plugin vs kubectl, API create vs raw pod, 10k sessions)"
-go test -run '^$' -bench . -benchtime "${benchtime}" -count "${count}" -timeout 30m ./test/bench | tee -a "${results}" >&2
+go test -run '^$' -bench 'Startup|List|CreateToPod|Proxy|At10k/list-page' -benchtime "${benchtime}" -count "${count}" -timeout 30m ./test/bench | tee -a "${results}" >&2
+log "heavy product benchmarks (100 concurrent creates, RSS and restart at 10k sessions)"
+go test -run '^$' -bench 'ConcurrentCreates|At10k/(rss|restart)' -benchtime "${HEAVY_BENCHTIME:-3x}" -count "${count}" -timeout 30m ./test/bench | tee -a "${results}" >&2
 
 # ratio NAME A B: the ns/op (or first metric) of benchmark A over B.
 awk -v machine="$(nproc) cores, $(uname -m), $(go env GOVERSION)" '

@@ -95,7 +95,7 @@ func validateLimit(name string, d *apiv1.Duration, limit time.Duration) error {
 		return nil
 	}
 	if d.Duration < 0 {
-		return fmt.Errorf("%s: must not be negative (0 disables it)", name)
+		return fmt.Errorf("%s: must not be negative", name)
 	}
 	if d.Duration > limit {
 		return fmt.Errorf("%s: %s is longer than the maximum %s", name, d.Duration, limit)

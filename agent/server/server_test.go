@@ -227,6 +227,7 @@ func TestCreateSessionValidation(t *testing.T) {
 		{"plain http repo", `{"repo":"http://h/o/r"}`, `scheme "http" is not allowed`, 400},
 		{"not a url", `{"repo":"hello world"}`, `is not a repository URL`, 400},
 		{"password in url", `{"repo":"https://u:p@h/o/r"}`, `contains a password`, 400},
+		{"token as https user", `{"repo":"https://ghp_0123456789abcdef@h/o/r"}`, `contains a user name`, 400},
 		{"bad branch", `{"repo":"https://h/o/r","branch":"-x"}`, `not a valid git branch`, 400},
 		{"branch without repo", `{"branch":"main"}`, `set repo too`, 400},
 		{"bad duration", `{"idleTimeout":"soon"}`, `invalid duration "soon"`, 400},
@@ -484,6 +485,21 @@ func TestNotReady(t *testing.T) {
 		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 		if rec.Code != want {
 			t.Errorf("%s: %d", path, rec.Code)
+		}
+	}
+}
+
+func TestValidateRepoUserInfo(t *testing.T) {
+	for repo, ok := range map[string]bool{
+		"ssh://git@github.com/org/repo.git":         true,
+		"git@github.com:org/repo.git":               true,
+		"https://github.com/org/repo.git":           true,
+		"https://x-access-token@github.com/org/r":   false,
+		"https://oauth2:glpat-abc@gitlab.com/org/r": false,
+		"ssh://git:secret@github.com/org/repo.git":  false,
+	} {
+		if err := validateRepo(repo); (err == nil) != ok {
+			t.Errorf("validateRepo(%q) = %v, want ok=%v", repo, err, ok)
 		}
 	}
 }

@@ -61,6 +61,11 @@ func validateRepo(repo string) error {
 		if _, hasPassword := u.User.Password(); hasPassword {
 			return errors.New("repo: the URL contains a password: remove it and link the credential instead; URLs are stored and shown")
 		}
+		// An https user name is where access tokens go (https://<token>@github.com/...);
+		// only ssh:// has a meaningful plain user name (git@).
+		if u.Scheme == "https" {
+			return errors.New("repo: the https URL contains a user name, which is often an access token: remove it and link the credential instead; URLs are stored and shown")
+		}
 	}
 	if strings.Trim(u.Path, "/") == "" {
 		return fmt.Errorf("repo: %q has no repository path", repo)

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -413,4 +416,27 @@ func TestExplainSaysWhyTheAgentRefused(t *testing.T) {
 	if err := explain(f, plain); err == nil || err.Error() != "boom" {
 		t.Errorf("other errors must pass unchanged, got %v", err)
 	}
+}
+
+// pflag takes text in backticks as the flag's value name: a backticked command in a
+// usage string would show as "--server kubectl agents login" in --help.
+func TestFlagUsagesShowValueNames(t *testing.T) {
+	streams, _, _, _ := genericiooptions.NewTestIOStreams()
+	root := NewCmdRootWithFactory(NewFactory(), streams)
+	usage := root.PersistentFlags().FlagUsages()
+	if !strings.Contains(usage, "--server string ") {
+		t.Errorf("--server is not shown as taking a string:\n%s", usage)
+	}
+	var check func(c *cobra.Command)
+	check = func(c *cobra.Command) {
+		c.LocalFlags().VisitAll(func(fl *pflag.Flag) {
+			if strings.Contains(fl.Usage, "`") {
+				t.Errorf("%s --%s: backticks in the usage become the value name: %q", c.CommandPath(), fl.Name, fl.Usage)
+			}
+		})
+		for _, sub := range c.Commands() {
+			check(sub)
+		}
+	}
+	check(root)
 }

@@ -259,7 +259,7 @@ Behind an ingress, use --server URL with a token from "kubectl agents login".`,
 		_ = flags.MarkHidden(name)
 	}
 	flags.StringVar(&f.AgentNamespace, "agent-namespace", "", `Namespace of the agent (default: the last one that worked, else "cake-agents")`)
-	flags.StringVar(&f.Server, "server", "", "URL of the agent behind an ingress or proxy; skips discovery and port-forward (log in first with `kubectl agents login`)")
+	flags.StringVar(&f.Server, "server", "", `URL of the agent behind an ingress or proxy; skips discovery and port-forward (log in first with "kubectl agents login")`)
 	_ = cmd.RegisterFlagCompletionFunc("agent-namespace", completeNamespaces(f))
 
 	cmd.AddCommand(

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
@@ -28,9 +29,14 @@ type fakeSessions struct {
 	st      store.Store
 	mu      sync.Mutex
 	touched []string
+	// fail, when set, is returned by Create, Stop and Start.
+	fail error
 }
 
 func (f *fakeSessions) Create(ctx context.Context, s *store.Session, maxActive int) error {
+	if f.fail != nil {
+		return f.fail
+	}
 	return f.st.CreateSession(ctx, s, maxActive)
 }
 
@@ -44,10 +50,16 @@ func (f *fakeSessions) setState(ctx context.Context, id string, st apiv1.Session
 }
 
 func (f *fakeSessions) Stop(ctx context.Context, id, reason, _ string) (*store.Session, error) {
+	if f.fail != nil {
+		return nil, f.fail
+	}
 	return f.setState(ctx, id, apiv1.StateStopping, reason)
 }
 
 func (f *fakeSessions) Start(ctx context.Context, id string) (*store.Session, error) {
+	if f.fail != nil {
+		return nil, f.fail
+	}
 	return f.setState(ctx, id, apiv1.StatePending, "")
 }
 
@@ -501,5 +513,39 @@ func TestValidateRepoUserInfo(t *testing.T) {
 		if err := validateRepo(repo); (err == nil) != ok {
 			t.Errorf("validateRepo(%q) = %v, want ok=%v", repo, err, ok)
 		}
+	}
+}
+
+// TestLifecycleErrorStatus: an unreachable database is a 503 whose message does not
+// echo the driver's error (it names hosts and users), an operation the session's state
+// does not allow is a 409 that says why, and anything else is a 500 without detail.
+func TestLifecycleErrorStatus(t *testing.T) {
+	e := newEnv(t, nil)
+	s := e.create("alice", apiv1.CreateSessionRequest{})
+	dbDown := fmt.Errorf("postgres: create session: %w: failed to connect to user=agents host=10.1.2.3", store.ErrUnavailable)
+	for _, tc := range []struct {
+		name, method, path string
+		fail               error
+		code               int
+		want               string
+	}{
+		{"create, database down", "POST", "/api/v1/sessions", dbDown, 503, "database is unavailable"},
+		{"create, unexpected", "POST", "/api/v1/sessions", errors.New("boom at 10.1.2.3"), 500, "internal error"},
+		{"stop, database down", "POST", "/api/v1/sessions/" + s.ID + "/stop", dbDown, 503, "database is unavailable"},
+		{"start, database down", "POST", "/api/v1/sessions/" + s.ID + "/start", dbDown, 503, "database is unavailable"},
+		{"start, wrong state", "POST", "/api/v1/sessions/" + s.ID + "/start", fmt.Errorf("session %s is still stopping: %w", s.ID, sessions.ErrInvalidState), 409, "still stopping"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.sess.fail = tc.fail
+			defer func() { e.sess.fail = nil }()
+			body := any(nil)
+			if tc.path == "/api/v1/sessions" {
+				body = apiv1.CreateSessionRequest{}
+			}
+			code, out := e.do("alice", tc.method, tc.path, body)
+			if code != tc.code || !strings.Contains(errorOf(t, out).Message, tc.want) || strings.Contains(string(out), "10.1.2.3") {
+				t.Fatalf("got %d %s, want %d containing %q and no driver detail", code, out, tc.code, tc.want)
+			}
+		})
 	}
 }

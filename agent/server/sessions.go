@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -188,12 +189,10 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.opts.Sessions.Create(r.Context(), sess, limit); err != nil {
 		s.record(r, "session.create", sess.ID, outcomeFor(err), err.Error())
-		if errors.Is(err, store.ErrQuotaExceeded) || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
-			s.storeError(w, r, err, "session")
-			return
-		}
-		s.log.Error("create session failed", "session", sess.ID, "error", err)
-		writeError(w, http.StatusInternalServerError, apiv1.CodeInternal, "could not create the session: "+err.Error())
+		// Every store sentinel keeps its status (an unreachable database is a 503);
+		// anything else is logged and answered without detail, since driver errors
+		// name database hosts and users.
+		s.storeError(w, r, err, "session")
 		return
 	}
 	s.record(r, "session.create", sess.ID, "success", "")
@@ -414,14 +413,15 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, s.toAPI(r, got, nil))
 }
 
-// lifecycleError answers a failed stop/start: store sentinels keep their meaning,
-// anything else is a state the operation cannot apply to.
+// lifecycleError answers a failed stop/start: a state the operation cannot apply to
+// is a 409 that says why; store sentinels keep their meaning (an unreachable database
+// is a 503, not a conflict); anything else is an internal error.
 func (s *Server) lifecycleError(w http.ResponseWriter, r *http.Request, err error, sid string) {
-	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrQuotaExceeded) {
-		s.storeError(w, r, err, "session "+sid)
+	if errors.Is(err, sessions.ErrInvalidState) {
+		writeError(w, http.StatusConflict, apiv1.CodeConflict, err.Error())
 		return
 	}
-	writeError(w, http.StatusConflict, apiv1.CodeConflict, err.Error())
+	s.storeError(w, r, err, "session "+sid)
 }
 
 func (s *Server) runningSession(w http.ResponseWriter, r *http.Request, verb string) (*auth.Identity, *store.Session, bool) {

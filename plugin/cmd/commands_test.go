@@ -440,3 +440,23 @@ func TestFlagUsagesShowValueNames(t *testing.T) {
 	}
 	check(root)
 }
+
+// Without --server, login must say so before it asks for (and swallows) a token.
+func TestLoginWithoutServerAsksForNoToken(t *testing.T) {
+	f := NewFactory()
+	f.StatePath = filepath.Join(t.TempDir(), "plugin.json")
+	streams, in, _, errOut := genericiooptions.NewTestIOStreams()
+	in.WriteString("cka_typed\n")
+	root := NewCmdRootWithFactory(f, streams)
+	root.SetArgs([]string{"login"})
+	err := root.Execute()
+	if err == nil || !strings.HasPrefix(err.Error(), "--server is required") {
+		t.Errorf("err = %v, want --server is required", err)
+	}
+	if errOut.String() != "" {
+		t.Errorf("stderr = %q, want no token prompt", errOut.String())
+	}
+	if in.String() != "cka_typed\n" {
+		t.Errorf("standard input was read: %q left", in.String())
+	}
+}

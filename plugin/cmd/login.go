@@ -57,9 +57,10 @@ discovery for that command only.`,
 	return cmd
 }
 
-// Complete reads the token from standard input when it was not given.
+// Complete reads the token from standard input when it was not given. Without --server
+// it reads nothing: Validate reports the missing flag before the user types a token.
 func (o *LoginOptions) Complete() error {
-	if o.Token == "" && o.In != nil {
+	if o.Token == "" && o.Server != "" && o.In != nil {
 		fmt.Fprint(o.ErrOut, "Token: ")
 		line, err := bufio.NewReader(o.In).ReadString('\n')
 		if err != nil && line == "" {

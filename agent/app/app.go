@@ -118,6 +118,11 @@ func Serve(ctx context.Context, cfg *Config, logOut io.Writer) error {
 		return err
 	}
 	restCfg.UserAgent = "cake-agents/" + version.Version
+	// client-go's default of 5 requests/s throttles a burst of session creates (each is
+	// a Secret, a Pod and an Event) to hundreds of milliseconds apiece.
+	if restCfg.QPS == 0 {
+		restCfg.QPS, restCfg.Burst = 50, 100
+	}
 	kube, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)

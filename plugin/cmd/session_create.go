@@ -71,10 +71,11 @@ on stderr and fails if it ends Failed or --timeout passes first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.privateSet = cmd.Flags().Changed("private")
-			if err := o.Complete(cmd.Context()); err != nil {
+			// Flags first: a typo is reported without reaching the agent.
+			if err := o.Validate(); err != nil {
 				return err
 			}
-			if err := o.Validate(); err != nil {
+			if err := o.Complete(cmd.Context()); err != nil {
 				return err
 			}
 			return o.Run(cmd.Context())

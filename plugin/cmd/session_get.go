@@ -36,10 +36,11 @@ func NewCmdSessionGet(f *Factory, streams genericiooptions.IOStreams) *cobra.Com
 		ValidArgsFunction: completeSessions(f, true),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.IDs = args
-			if err := o.Complete(cmd.Context()); err != nil {
+			// Flags first: a typo is reported without reaching the agent.
+			if err := o.Validate(); err != nil {
 				return err
 			}
-			if err := o.Validate(); err != nil {
+			if err := o.Complete(cmd.Context()); err != nil {
 				return err
 			}
 			return o.Run(cmd.Context())

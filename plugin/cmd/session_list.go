@@ -46,10 +46,11 @@ every user's sessions with --all-users.`,
   kubectl agents session list -o custom-columns=NAME:.id,STATE:.state,POD:.podName`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(cmd.Context()); err != nil {
+			// Flags first: a typo is reported without reaching the agent.
+			if err := o.Validate(); err != nil {
 				return err
 			}
-			if err := o.Validate(); err != nil {
+			if err := o.Complete(cmd.Context()); err != nil {
 				return err
 			}
 			return o.Run(cmd.Context())

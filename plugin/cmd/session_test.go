@@ -3,6 +3,7 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -432,5 +433,28 @@ func TestSessionNameCompletion(t *testing.T) {
 	want := "def34\tStopped\nghi56\tPending docs\n:4\n"
 	if !strings.HasPrefix(out.String(), want) {
 		t.Errorf("completion:\n%q\nwant prefix\n%q", out.String(), want)
+	}
+}
+
+// Flag mistakes are reported as such, before the plugin tries to reach the agent (here it
+// could not: the kubeconfig does not exist).
+func TestSessionFlagsAreCheckedBeforeConnecting(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"session", "create", "--branch", "main"}, "--branch needs --repo"},
+		{[]string{"session", "create", "--repo", "github.com/org/repo"}, `--repo "github.com/org/repo" is not a repository URL`},
+		{[]string{"session", "list", "--state", "running"}, `--state "running" is not a session state`},
+		{[]string{"session", "list", "-o", "bogus"}, "--output:"},
+		{[]string{"session", "get", "x", "-o", "custom-columns="}, "custom-columns format specified but no custom columns given"},
+	} {
+		streams, _, _, _ := genericiooptions.NewTestIOStreams()
+		root := NewCmdRootWithFactory(NewFactory(), streams)
+		root.SetArgs(append(tc.args, "--kubeconfig", filepath.Join(t.TempDir(), "missing")))
+		err := root.Execute()
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want prefix %q", tc.args, err, tc.want)
+		}
 	}
 }

@@ -54,7 +54,7 @@ bench: build cluster-binaries ## Run the benchmarks and print ratios against pee
 
 ##@ Lint
 .PHONY: lint
-lint: $(BIN_DIR)/agent ## gofmt, go vet, golangci-lint and the dependency rules (plugin CGO-free, agent with cgo).
+lint: $(BIN_DIR)/agent ## gofmt, go vet, golangci-lint, the dependency rules (plugin CGO-free, agent with cgo), helm lint --strict and helm-unittest.
 	hack/lint.sh
 
 ##@ Local cluster

@@ -148,7 +148,13 @@ func (c *conversation) Events(ctx context.Context, s *store.Session, w http.Resp
 func (c *conversation) Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string) {
 	pw, err := c.ctrl.Password(r.Context(), s)
 	if err != nil {
-		http.Error(w, "session password unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		// In the API's JSON error shape, like every other answer under /api/v1.
+		c.log.Warn("read session password failed", "session", s.ID, "error", err)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(apiv1.Error{Body: apiv1.ErrorBody{Code: apiv1.CodeUnavailable,
+			Message: fmt.Sprintf("the password of session %s is not readable yet; retry shortly, or restart the session if this persists", s.ID)}})
 		return
 	}
 	c.proxy.Serve(w, r, proxy.Target{

@@ -1,0 +1,38 @@
+package app
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/cakeai/cake-agents/agent/sessions"
+	"github.com/cakeai/cake-agents/agent/store"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// TestProxyWithoutPasswordAnswersJSON: a session whose Secret cannot be read is
+// answered in the API's JSON error shape, like every other /api/v1 answer.
+func TestProxyWithoutPasswordAnswersJSON(t *testing.T) {
+	ctrl, err := sessions.New(sessions.Config{
+		Namespace: "sessions", Release: "cake-agents",
+		DataPlaneImage: "dp", DataPlaneInitImage: "dpi",
+		Registerer: prometheus.NewRegistry(),
+	}, fake.NewClientset(), nil, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newConversation(nil, ctrl, nil, hclog.NewNullLogger())
+	rec := httptest.NewRecorder()
+	c.Proxy(rec, httptest.NewRequest(http.MethodGet, "/api/v1/sessions/abc/proxy/", nil),
+		&store.Session{ID: "abc", PodName: "cake-session-abc", PodNamespace: "sessions"}, "/")
+	var body apiv1.Error
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Content-Type") != "application/json" ||
+		json.Unmarshal(rec.Body.Bytes(), &body) != nil || body.Body.Code != apiv1.CodeUnavailable {
+		t.Fatalf("got %d %q %s, want 503 with a JSON error", rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+	}
+}

@@ -333,10 +333,11 @@ func (c *Client) Messages(ctx context.Context, sessionID string) ([]apiv1.Messag
 }
 
 // DeliverPrompt starts a conversation titled title and sends prompt as its first
-// message, returning the conversation's id; the agent calls it when a session with an
-// initial prompt becomes ready. It waits (until ctx ends) for OpenCode to answer its
-// health check first, since the pod turning Ready and the tunnel reaching OpenCode
-// can race. When the conversation was created but the prompt could not be sent, the id
+// message, returning the conversation's id. It is for tests and tools: the agent
+// itself delivers a session's initial prompt in agent/app, which also records the
+// conversation id and the delivery in the store. It waits (until ctx ends) for
+// OpenCode to answer its health check first, since the pod turning Ready and the
+// tunnel reaching OpenCode can race. When the conversation was created but the prompt could not be sent, the id
 // is returned with the error so a retry can call PromptAsync on the same conversation
 // instead of starting another.
 func DeliverPrompt(ctx context.Context, c *Client, title, prompt string) (string, error) {

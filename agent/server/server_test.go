@@ -83,6 +83,8 @@ func (f *fakeSessions) Ready(context.Context) error { return nil }
 type fakeConversation struct {
 	mu   sync.Mutex
 	sent []string
+	// eventsErr, when set, makes Events fail before writing anything.
+	eventsErr error
 }
 
 func (f *fakeConversation) Send(_ context.Context, s *store.Session, text string) error {
@@ -97,6 +99,9 @@ func (f *fakeConversation) Messages(context.Context, *store.Session) ([]apiv1.Me
 }
 
 func (f *fakeConversation) Events(_ context.Context, _ *store.Session, w http.ResponseWriter) error {
+	if f.eventsErr != nil {
+		return f.eventsErr
+	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	_, err := io.WriteString(w, "data: {}\n\n")
 	return err
@@ -547,5 +552,25 @@ func TestLifecycleErrorStatus(t *testing.T) {
 				t.Fatalf("got %d %s, want %d containing %q and no driver detail", code, out, tc.code, tc.want)
 			}
 		})
+	}
+}
+
+// TestEventsFailureBeforeStreamIs502: when OpenCode cannot be reached before the event
+// stream starts, the caller gets an error, not an empty 200.
+func TestEventsFailureBeforeStreamIs502(t *testing.T) {
+	e := newEnv(t, nil)
+	s := e.create("alice", apiv1.CreateSessionRequest{})
+	if _, err := e.sess.setState(context.Background(), s.ID, apiv1.StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.conv.eventsErr = errors.New("dial pod: connection refused")
+	code, body := e.do("alice", "GET", "/api/v1/sessions/"+s.ID+"/events", nil)
+	if code != http.StatusBadGateway || !strings.Contains(errorOf(t, body).Message, "connection refused") {
+		t.Fatalf("got %d %s, want 502 naming the cause", code, body)
+	}
+	e.conv.eventsErr = nil
+	code, body = e.do("alice", "GET", "/api/v1/sessions/"+s.ID+"/events", nil)
+	if code != http.StatusOK || !strings.Contains(string(body), "data: {}") {
+		t.Fatalf("stream: got %d %s", code, body)
 	}
 }

@@ -484,10 +484,38 @@ func (s *Server) sessionEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.opts.Conversation.Events(r.Context(), sess, w); err != nil && r.Context().Err() == nil {
-		s.log.Warn("event stream ended", "session", sess.ID, "error", err)
+	tw := &startedWriter{ResponseWriter: w}
+	err := s.opts.Conversation.Events(r.Context(), sess, tw)
+	if err == nil || r.Context().Err() != nil {
+		return
 	}
+	if !tw.started {
+		// Nothing sent yet: without this the client would get an empty 200.
+		writeError(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
+		return
+	}
+	s.log.Warn("event stream ended", "session", sess.ID, "error", err)
 }
+
+// startedWriter remembers whether a response was started, so a handler can still
+// answer an error when the streaming call it delegated to failed before writing.
+type startedWriter struct {
+	http.ResponseWriter
+	started bool
+}
+
+func (w *startedWriter) WriteHeader(code int) {
+	w.started = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *startedWriter) Write(b []byte) (int, error) {
+	w.started = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController flush the underlying writer.
+func (w *startedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // attachResponse carries what a direct attach needs; only the owner receives it.
 type attachResponse struct {

@@ -46,7 +46,7 @@ test: build cluster-binaries ## Run every test tier (unit, integration on a real
 
 .PHONY: test-unit
 test-unit: ## Run the fast unit tests only (no cluster, no database server).
-	go test $(GO_TEST_FLAGS) -short ./...
+	hack/test.sh unit
 
 .PHONY: bench
 bench: build cluster-binaries ## Run the benchmarks and print ratios against peers measured in the same run.

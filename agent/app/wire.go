@@ -217,7 +217,7 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 func withHeaderCSRF(authn func(http.Handler) http.Handler, externalURL string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		guard := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if id := auth.FromContext(r.Context()); id != nil && id.Source == "header" {
+			if id := auth.FromContext(r.Context()); id != nil && id.Source == auth.SourceHeader {
 				if err := ui.CheckCSRF(r, externalURL); err != nil {
 					w.Header().Set("Content-Type", "application/json")
 					w.WriteHeader(http.StatusForbidden)

@@ -175,8 +175,11 @@ restart) is reopened on the next request.`,
   # Through a direct port-forward to the session pod
   kubectl agents attach SESSION --direct
 
-  # On a fixed local port, e.g. to open the web UI in a browser
-  kubectl agents attach SESSION --port 4096`,
+  # On a fixed local port (the TUI connects to it)
+  kubectl agents attach SESSION --port 4096
+
+  # For OpenCode's web UI in a browser, use port-forward instead
+  kubectl agents port-forward SESSION 4096`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeSessions(f, false),
 		RunE: func(cmd *cobra.Command, args []string) error {

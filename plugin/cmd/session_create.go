@@ -83,7 +83,7 @@ on stderr and fails if it ends Failed or --timeout passes first.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&o.Title, "title", "", "Title shown in lists (default: OpenCode names the session)")
-	fl.StringVar(&o.Repo, "repo", "", "Git repository to clone into the workspace (https URL)")
+	fl.StringVar(&o.Repo, "repo", "", "Git repository to clone into the workspace (https://, ssh:// or git@host:org/repo)")
 	fl.StringVar(&o.Branch, "branch", "", "Branch to check out (default: the repository's default branch)")
 	fl.StringVar(&o.Prompt, "prompt", "", "First message for the agent")
 	fl.BoolVar(&o.Private, "private", true, "Only you (and admins) can see and attach; --private=false shares the session with all users")

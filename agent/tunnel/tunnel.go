@@ -19,7 +19,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -35,6 +34,8 @@ import (
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
+
+	pf "github.com/cakeai/cake-agents/pkg/portforward"
 )
 
 // DefaultIdleTimeout is how long a pod connection with no open streams is kept.
@@ -44,11 +45,6 @@ const DefaultIdleTimeout = 2 * time.Minute
 // may sit unused in a Transport; it is shorter than the pool's idle timeout so that idle
 // keep-alives do not keep pod connections open forever.
 const transportIdleTimeout = 30 * time.Second
-
-// errorStreamWait is how long a finished data stream waits for the error stream to report
-// why the far side closed it (the kubelet writes the error and closes both streams, in
-// either order).
-const errorStreamWait = 2 * time.Second
 
 // ErrClosed is returned by DialContext after Close.
 var ErrClosed = errors.New("tunnel pool is closed")
@@ -332,36 +328,27 @@ func (p *Pool) release(pc *podConn) {
 // active count taken in get is handed over to the returned conn (released on Close) or
 // released here on failure.
 func (p *Pool) open(pc *podConn, port int) (net.Conn, error) {
-	headers := http.Header{}
-	headers.Set(corev1.StreamType, corev1.StreamTypeError)
-	headers.Set(corev1.PortHeader, strconv.Itoa(port))
-	headers.Set(corev1.PortForwardRequestIDHeader, strconv.FormatInt(pc.requestID.Add(1), 10))
-	errStream, err := pc.conn.CreateStream(headers)
+	key := pc.key
+	c, err := pf.Open(pc.conn, port, pc.requestID.Add(1), pf.Options{
+		RemoteAddr: key.String() + ":" + strconv.Itoa(port),
+		Network:    "portforward",
+		RemoteError: func(msg string) error {
+			return fmt.Errorf("tunnel: forward to %s port %d: %s", key, port, msg)
+		},
+		ReadError: func(err error) error {
+			return fmt.Errorf("tunnel: read error stream of %s port %d: %w", key, port, err)
+		},
+		// Like client-go's PortForwarder, treat a kubelet error as a sign the connection
+		// may be stale (e.g. the pod was recreated under the same name) and make the next
+		// dial reconnect; unlike it, let this connection's other streams finish.
+		OnRemoteError: func(err error) { p.retire(pc, err) },
+		// Closing the conn returns its streams to the pool.
+		OnClose: func() { p.release(pc) },
+	})
 	if err != nil {
 		p.release(pc)
-		return nil, fmt.Errorf("create error stream: %w", err)
+		return nil, err
 	}
-	// The protocol's error stream is read-only for the client.
-	_ = errStream.Close()
-
-	headers.Set(corev1.StreamType, corev1.StreamTypeData)
-	data, err := pc.conn.CreateStream(headers)
-	if err != nil {
-		_ = errStream.Reset()
-		pc.conn.RemoveStreams(errStream)
-		p.release(pc)
-		return nil, fmt.Errorf("create data stream: %w", err)
-	}
-
-	c := &streamConn{
-		pool:    p,
-		pc:      pc,
-		port:    port,
-		data:    data,
-		errs:    errStream,
-		errDone: make(chan struct{}),
-	}
-	go c.readErrors()
 	return c, nil
 }
 
@@ -496,87 +483,3 @@ func (p *Pool) reap() {
 		}
 	}
 }
-
-// streamConn is a net.Conn over one port-forward data stream.
-type streamConn struct {
-	pool *Pool
-	pc   *podConn
-	port int
-	data streamhttp.Stream
-	errs streamhttp.Stream
-
-	// errDone is closed once the error stream is read to its end; remoteErr then holds
-	// the kubelet's message, if any.
-	errDone   chan struct{}
-	remoteErr error
-
-	closeOnce sync.Once
-}
-
-func (c *streamConn) readErrors() {
-	defer close(c.errDone)
-	msg, err := io.ReadAll(c.errs)
-	switch {
-	case len(msg) > 0:
-		c.remoteErr = fmt.Errorf("tunnel: forward to %s port %d: %s", c.pc.key, c.port, msg)
-		// Like client-go's PortForwarder, treat a kubelet error as a sign the connection
-		// may be stale (e.g. the pod was recreated under the same name) and make the next
-		// dial reconnect; unlike it, let this connection's other streams finish.
-		c.pool.retire(c.pc, c.remoteErr)
-	case err != nil:
-		c.remoteErr = fmt.Errorf("tunnel: read error stream of %s port %d: %w", c.pc.key, c.port, err)
-	}
-}
-
-// Read reads from the pod. When the pod side ends the stream because of an error (for
-// example nothing listens on the port), Read returns that error instead of io.EOF.
-func (c *streamConn) Read(b []byte) (int, error) {
-	n, err := c.data.Read(b)
-	if err != nil {
-		select {
-		case <-c.errDone:
-		case <-time.After(errorStreamWait):
-		}
-		select {
-		case <-c.errDone:
-			if c.remoteErr != nil {
-				return n, c.remoteErr
-			}
-		default:
-		}
-	}
-	return n, err
-}
-
-func (c *streamConn) Write(b []byte) (int, error) { return c.data.Write(b) }
-
-// CloseWrite half-closes the connection: the pod sees EOF, replies still arrive.
-func (c *streamConn) CloseWrite() error { return c.data.Close() }
-
-// Close resets both streams and returns them to the pool.
-func (c *streamConn) Close() error {
-	c.closeOnce.Do(func() {
-		_ = c.data.Reset()
-		_ = c.errs.Reset()
-		c.pc.conn.RemoveStreams(c.data, c.errs)
-		c.pool.release(c.pc)
-	})
-	return nil
-}
-
-func (c *streamConn) LocalAddr() net.Addr { return addr("port-forward") }
-func (c *streamConn) RemoteAddr() net.Addr {
-	return addr(c.pc.key.String() + ":" + strconv.Itoa(c.port))
-}
-
-// SetDeadline and friends accept and ignore deadlines: port-forward streams have none.
-// The HTTP transport and reverse proxy that use these conns bound their work with
-// contexts and Close instead, which do interrupt a blocked Read or Write.
-func (c *streamConn) SetDeadline(time.Time) error      { return nil }
-func (c *streamConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *streamConn) SetWriteDeadline(time.Time) error { return nil }
-
-type addr string
-
-func (a addr) Network() string { return "portforward" }
-func (a addr) String() string  { return string(a) }

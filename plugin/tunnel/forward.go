@@ -16,14 +16,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -31,11 +28,9 @@ import (
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
-)
 
-// errorStreamWait bounds how long a finished data stream waits for the kubelet's
-// explanation on the error stream (it writes it and closes both, in either order).
-const errorStreamWait = 2 * time.Second
+	pf "github.com/cakeai/cake-agents/pkg/portforward"
+)
 
 // ErrForbidden marks port-forward failures caused by missing RBAC, so callers can name
 // the permission.
@@ -207,26 +202,13 @@ func (f *Forwarder) DialContext(ctx context.Context, port int) (net.Conn, error)
 }
 
 func (f *Forwarder) open(conn streamhttp.Connection, port int) (net.Conn, error) {
-	h := http.Header{}
-	h.Set(corev1.StreamType, corev1.StreamTypeError)
-	h.Set(corev1.PortHeader, strconv.Itoa(port))
-	h.Set(corev1.PortForwardRequestIDHeader, strconv.FormatInt(f.reqID.Add(1), 10))
-	errs, err := conn.CreateStream(h)
+	c, err := pf.Open(conn, port, f.reqID.Add(1), pf.Options{
+		RemoteAddr:    fmt.Sprintf("%s/%s:%d", f.Namespace, f.Pod, port),
+		OnRemoteError: f.onRemoteError,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("create error stream: %w", err)
+		return nil, err
 	}
-	// The error stream is read-only for the client.
-	_ = errs.Close()
-	h.Set(corev1.StreamType, corev1.StreamTypeData)
-	data, err := conn.CreateStream(h)
-	if err != nil {
-		_ = errs.Reset()
-		conn.RemoveStreams(errs)
-		return nil, fmt.Errorf("create data stream: %w", err)
-	}
-	c := &streamConn{conn: conn, data: data, errs: errs, errDone: make(chan struct{}),
-		remote: fmt.Sprintf("%s/%s:%d", f.Namespace, f.Pod, port), onRemoteError: f.onRemoteError}
-	go c.readErrors()
 	return c, nil
 }
 
@@ -242,78 +224,3 @@ func (f *Forwarder) Close() error {
 	}
 	return nil
 }
-
-// streamConn is a net.Conn over one port-forward data stream.
-type streamConn struct {
-	conn   streamhttp.Connection
-	data   streamhttp.Stream
-	errs   streamhttp.Stream
-	remote string
-
-	errDone       chan struct{}
-	remoteErr     error
-	onRemoteError func(error)
-	closeOnce     sync.Once
-}
-
-func (c *streamConn) readErrors() {
-	defer close(c.errDone)
-	msg, err := io.ReadAll(c.errs)
-	switch {
-	case len(msg) > 0:
-		c.remoteErr = fmt.Errorf("port-forward to %s: %s", c.remote, msg)
-	case err != nil && !errors.Is(err, io.EOF):
-		c.remoteErr = fmt.Errorf("port-forward to %s: read error stream: %w", c.remote, err)
-	}
-	if len(msg) > 0 && c.onRemoteError != nil {
-		c.onRemoteError(c.remoteErr)
-	}
-}
-
-// Read returns the kubelet's error (nothing listening on the port, ...) instead of a
-// bare io.EOF when the pod side ends the stream because of one.
-func (c *streamConn) Read(b []byte) (int, error) {
-	n, err := c.data.Read(b)
-	if err != nil {
-		select {
-		case <-c.errDone:
-		case <-time.After(errorStreamWait):
-		}
-		select {
-		case <-c.errDone:
-			if c.remoteErr != nil {
-				return n, c.remoteErr
-			}
-		default:
-		}
-	}
-	return n, err
-}
-
-func (c *streamConn) Write(b []byte) (int, error) { return c.data.Write(b) }
-
-// CloseWrite half-closes: the pod sees EOF while its answer still arrives.
-func (c *streamConn) CloseWrite() error { return c.data.Close() }
-
-func (c *streamConn) Close() error {
-	c.closeOnce.Do(func() {
-		_ = c.data.Reset()
-		_ = c.errs.Reset()
-		c.conn.RemoveStreams(c.data, c.errs)
-	})
-	return nil
-}
-
-func (c *streamConn) LocalAddr() net.Addr  { return addr("port-forward") }
-func (c *streamConn) RemoteAddr() net.Addr { return addr(c.remote) }
-
-// Deadlines are accepted and ignored: port-forward streams have none. Users of these
-// conns (http.Transport, the local listeners) bound their work with contexts and Close.
-func (c *streamConn) SetDeadline(time.Time) error      { return nil }
-func (c *streamConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *streamConn) SetWriteDeadline(time.Time) error { return nil }
-
-type addr string
-
-func (a addr) Network() string { return "port-forward" }
-func (a addr) String() string  { return string(a) }

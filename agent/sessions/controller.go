@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -527,11 +526,6 @@ func (c *Controller) forgetFailures(id string) {
 // permanent reports whether a Kubernetes error will not go away by retrying.
 func permanent(err error) bool {
 	var pe *permanentError
-	if apierrors.IsForbidden(err) && strings.Contains(apiMessage(err), "exceeded quota") {
-		// A ResourceQuota refusal clears when other pods go away: retry it like any
-		// transient failure (MaxCreateAttempts still bounds it).
-		return false
-	}
 	return errors.As(err, &pe) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) ||
 		apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) || apierrors.IsMethodNotSupported(err)
 }

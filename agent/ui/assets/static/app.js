@@ -366,7 +366,9 @@
       if (es) return;
       es = new EventSource(API + path + '/events');
       es.onmessage = onEvent;
-      es.onopen = () => { activity.textContent = ''; };
+      // Once the stream is live, read the history again: events sent while it was
+      // connecting are in it.
+      es.onopen = () => { activity.textContent = ''; loadLogsSoon(); };
       es.onerror = () => {
         if (es && es.readyState === EventSource.CLOSED) { es = null; }
         if (sess && sess.state === 'Running') activity.textContent = 'Reconnecting to the event stream…';
@@ -437,8 +439,10 @@
       if (key !== lastKey) { lastKey = key; render(); }
       const running = sess.state === 'Running';
       if (running && !wasRunning) {
-        await loadLogs();
+        // Subscribe before reading the history: a reply that lands in between is then
+        // either in the history or on the stream, never lost.
         openStream();
+        await loadLogs();
       } else if (!running) {
         closeStream();
         activity.textContent = '';

@@ -7,8 +7,6 @@ package bench
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -147,11 +145,7 @@ func BenchmarkList(b *testing.B) {
 // certificate, as the plugin would after its port-forward.
 func adminClient(b *testing.B, e *e2eenv.Env) *client.Client {
 	b.Helper()
-	tr, err := restTransport(e)
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := client.New(e.HTTPSURL, &http.Client{Transport: tr})
+	c, err := e.AdminClient(context.Background())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -317,34 +311,6 @@ func agentRSS(b *testing.B, e *e2eenv.Env) int64 {
 	}
 	b.Fatal("no VmRSS")
 	return 0
-}
-
-// restTransport presents the cluster admin's client certificate to the agent and
-// verifies the agent with the CA it publishes, as the plugin does.
-func restTransport(e *e2eenv.Env) (http.RoundTripper, error) {
-	cm, err := e.Kube.CoreV1().ConfigMaps("cake-bench").Get(context.Background(), apiv1.AgentCertMapName, metav1.GetOptions{})
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(cm.Data["ca.crt"])) {
-		return nil, fmt.Errorf("configmap %s holds no CA", apiv1.AgentCertMapName)
-	}
-	cfg := e.Config
-	certPEM, keyPEM := cfg.CertData, cfg.KeyData
-	if len(certPEM) == 0 {
-		if certPEM, err = os.ReadFile(cfg.CertFile); err != nil {
-			return nil, err
-		}
-		if keyPEM, err = os.ReadFile(cfg.KeyFile); err != nil {
-			return nil, err
-		}
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, err
-	}
-	return &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}, nil
 }
 
 // BenchmarkConcurrentCreates: 100 sessions created at once through the API; reports how

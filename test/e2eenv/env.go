@@ -9,6 +9,8 @@ package e2eenv
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +36,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/test/fakemodel"
 	"github.com/cakeai/cake-agents/test/sessionrunner"
 )
@@ -417,6 +420,35 @@ func (e *Env) StartAgent(ctx context.Context) error {
 			return errors.New("the agent did not become ready within 60s: see agent.log")
 		}
 	}
+}
+
+// AdminClient talks to the agent's HTTPS port as the kubeconfig's user (its client
+// certificate), verifying the agent with the CA it publishes — as the plugin does after
+// its port-forward.
+func (e *Env) AdminClient(ctx context.Context) (*client.Client, error) {
+	cm, err := e.Kube.CoreV1().ConfigMaps(e.o.Namespace).Get(ctx, apiv1.AgentCertMapName, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(cm.Data["ca.crt"])) {
+		return nil, fmt.Errorf("configmap %s holds no CA", apiv1.AgentCertMapName)
+	}
+	certPEM, keyPEM := e.Config.CertData, e.Config.KeyData
+	if len(certPEM) == 0 {
+		if certPEM, err = os.ReadFile(e.Config.CertFile); err != nil {
+			return nil, err
+		}
+		if keyPEM, err = os.ReadFile(e.Config.KeyFile); err != nil {
+			return nil, err
+		}
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("the kubeconfig's client certificate: %w", err)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+	return client.New(e.HTTPSURL, &http.Client{Transport: tr})
 }
 
 // AgentPID is the running agent process's id (0 when stopped).

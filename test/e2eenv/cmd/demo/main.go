@@ -13,9 +13,11 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/test/e2eenv"
 )
 
@@ -83,6 +85,16 @@ func run(ctx context.Context) error {
 	id := strings.TrimSpace(string(out))
 	id = id[strings.LastIndex(id, "/")+1:]
 
+	// The web UI sits behind an authenticating proxy in a real install; here, sign in
+	// with a personal access token made for the demo.
+	uiLogin := "sign in with a personal access token"
+	if c, err := env.AdminClient(ctx); err == nil {
+		day := apiv1.Duration{Duration: 24 * time.Hour}
+		if tok, err := c.CreateToken(ctx, apiv1.CreateTokenRequest{Name: "demo web UI", ExpiresIn: &day}); err == nil {
+			uiLogin = "sign in with the token " + tok.Token
+		}
+	}
+
 	fmt.Printf(`
 Cake Agents is running on a local cluster, with session %[1]s answering through a fake model.
 In another terminal:
@@ -95,9 +107,9 @@ In another terminal:
   kubectl agents session logs %[1]s -f
   kubectl agents session create --prompt "write a haiku" --wait
 
-The web UI: %[4]s (behind a real deployment's authenticating proxy).
+The web UI: %[4]s — %[5]s.
 Press Ctrl-C here to stop and clean up.
-`, id, o.Kubeconfig, userPath, env.HTTPURL)
+`, id, o.Kubeconfig, userPath, env.HTTPURL, uiLogin)
 	<-ctx.Done()
 	return nil
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/cakeai/cake-agents/agent/store"
@@ -393,7 +392,7 @@ func BenchmarkProxy(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer func() { _, _ = c.DeleteSession(ctx, s.ID) }()
-	if err := forwardTo(ctx, e, s.PodName, ln.Addr().(*net.TCPAddr).Port); err != nil {
+	if err := sessionrunner.Forward(ctx, e.Dynamic, "cake-bench", s.PodName, map[int]int{apiv1.OpenCodePort: ln.Addr().(*net.TCPAddr).Port}); err != nil {
 		b.Fatal(err)
 	}
 	for {
@@ -447,19 +446,4 @@ func BenchmarkProxy(b *testing.B) {
 			get(b, direct, "http://pod/ping", 2)
 		}
 	})
-}
-
-// forwardTo points kwok's port-forward for the pod's OpenCode port at a local port.
-func forwardTo(ctx context.Context, e *e2eenv.Env, pod string, port int) error {
-	pf := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "kwok.x-k8s.io/v1alpha1",
-		"kind":       "PortForward",
-		"metadata":   map[string]any{"name": pod, "namespace": "cake-bench"},
-		"spec": map[string]any{"forwards": []any{map[string]any{
-			"ports":  []any{int64(apiv1.OpenCodePort)},
-			"target": map[string]any{"address": "127.0.0.1", "port": int64(port)},
-		}}},
-	}}
-	_, err := e.Dynamic.Resource(sessionrunner.PortForwardGVR).Namespace("cake-bench").Create(ctx, pf, metav1.CreateOptions{})
-	return err
 }

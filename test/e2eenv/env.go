@@ -28,7 +28,6 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -304,7 +303,7 @@ func (e *Env) prepareAgent(ctx context.Context, pod *corev1.Pod) error {
 		e.agentEnv = append(e.agentEnv, k+"="+v)
 	}
 	// Port-forwards to the agent pod reach the local process, as they would the pod.
-	return e.forward(ctx, pod, map[int]int{apiv1.AgentHTTPSPort: e.httpsPort, apiv1.AgentHTTPPort: e.httpPort})
+	return sessionrunner.Forward(ctx, e.Dynamic, pod.Namespace, pod.Name, map[int]int{apiv1.AgentHTTPSPort: e.httpsPort, apiv1.AgentHTTPPort: e.httpPort})
 }
 
 func (e *Env) resolve(ctx context.Context, pod *corev1.Pod, v corev1.EnvVar) (string, bool, error) {
@@ -347,32 +346,6 @@ func (e *Env) resolve(ctx context.Context, pod *corev1.Pod, v corev1.EnvVar) (st
 		return val, ok, nil
 	}
 	return "", false, nil
-}
-
-func (e *Env) forward(ctx context.Context, pod *corev1.Pod, ports map[int]int) error {
-	var forwards []any
-	for from, to := range ports {
-		forwards = append(forwards, map[string]any{
-			"ports":  []any{int64(from)},
-			"target": map[string]any{"address": "127.0.0.1", "port": int64(to)},
-		})
-	}
-	pf := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "kwok.x-k8s.io/v1alpha1",
-		"kind":       "PortForward",
-		"metadata":   map[string]any{"name": pod.Name, "namespace": pod.Namespace},
-		"spec":       map[string]any{"forwards": forwards},
-	}}
-	res := e.Dynamic.Resource(sessionrunner.PortForwardGVR).Namespace(pod.Namespace)
-	_ = res.Delete(ctx, pod.Name, metav1.DeleteOptions{})
-	var err error
-	for i := 0; i < 50; i++ {
-		if _, err = res.Create(ctx, pf, metav1.CreateOptions{}); err == nil {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("port-forward for the agent pod: %w", err)
 }
 
 // StartAgent starts the agent process and waits until it is ready.

@@ -297,21 +297,34 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 
 // forward points kwok's port-forward for the pod's OpenCode port at the local process.
 func (r *Runner) forward(ctx context.Context, pod *corev1.Pod, port int) error {
+	return Forward(ctx, r.o.Dynamic, pod.Namespace, pod.Name, map[int]int{apiv1.OpenCodePort: port})
+}
+
+// Forward (re)creates kwok's PortForward for a pod so that port-forwards to each key
+// port of the pod reach the value port on 127.0.0.1.
+func Forward(ctx context.Context, dyn dynamic.Interface, namespace, pod string, ports map[int]int) error {
+	var forwards []any
+	for from, to := range ports {
+		forwards = append(forwards, map[string]any{
+			"ports":  []any{int64(from)},
+			"target": map[string]any{"address": "127.0.0.1", "port": int64(to)},
+		})
+	}
 	pf := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "kwok.x-k8s.io/v1alpha1",
 		"kind":       "PortForward",
-		"metadata":   map[string]any{"name": pod.Name, "namespace": pod.Namespace},
-		"spec": map[string]any{"forwards": []any{map[string]any{
-			"ports":  []any{int64(apiv1.OpenCodePort)},
-			"target": map[string]any{"address": "127.0.0.1", "port": int64(port)},
-		}}},
+		"metadata":   map[string]any{"name": pod, "namespace": namespace},
+		"spec":       map[string]any{"forwards": forwards},
 	}}
-	res := r.o.Dynamic.Resource(PortForwardGVR).Namespace(pod.Namespace)
-	_ = res.Delete(ctx, pod.Name, metav1.DeleteOptions{})
+	res := dyn.Resource(PortForwardGVR).Namespace(namespace)
+	_ = res.Delete(ctx, pod, metav1.DeleteOptions{})
 	for i := 0; ; i++ {
 		_, err := res.Create(ctx, pf, metav1.CreateOptions{})
-		if err == nil || !apierrors.IsAlreadyExists(err) || i > 20 {
-			return err
+		if err == nil || !apierrors.IsAlreadyExists(err) || i > 50 {
+			if err != nil {
+				return fmt.Errorf("port-forward for pod %s/%s: %w", namespace, pod, err)
+			}
+			return nil
 		}
 		time.Sleep(100 * time.Millisecond) // the old object is still being deleted
 	}

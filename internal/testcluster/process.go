@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cakeai/cake-agents/internal/ownedproc"
 )
 
 // ProcessRecord identifies one control-plane process in the state file. StartTime (field 22 of
@@ -32,33 +32,6 @@ type process struct {
 }
 
 // spawnRequest asks the spawner goroutine to start cmd.
-type spawnRequest struct {
-	cmd    *exec.Cmd
-	result chan error
-}
-
-var spawner struct {
-	once sync.Once
-	reqs chan spawnRequest
-}
-
-// startOwned starts cmd from one OS thread that never exits. Pdeathsig fires when the *thread*
-// that forked the child exits, not the process, and the Go runtime may retire threads; a
-// goroutine locked to its thread forever makes "the parent died" mean exactly that.
-func startOwned(cmd *exec.Cmd) error {
-	spawner.once.Do(func() {
-		spawner.reqs = make(chan spawnRequest)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
-			for req := range spawner.reqs {
-				req.result <- req.cmd.Start()
-			}
-		}()
-	})
-	result := make(chan error, 1)
-	spawner.reqs <- spawnRequest{cmd: cmd, result: result}
-	return <-result
-}
 
 // startProcess runs bin with args, stdout and stderr appended to logPath, in its own process
 // group. Owned processes get SIGKILL when this process dies; detached ones get their own session
@@ -79,7 +52,7 @@ func startProcess(name, bin string, args []string, logPath string, detached bool
 		err = cmd.Start()
 	} else {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		err = startOwned(cmd)
+		err = ownedproc.Start(cmd)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)

@@ -19,15 +19,15 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/cakeai/cake-agents/internal/ownedproc"
 )
 
 // EnvURL names the variable holding the URL of an existing server for the tests; its
@@ -168,7 +168,7 @@ func start(ctx context.Context, binDir, dir, data string, port int, cred *syscal
 	} else {
 		// SIGQUIT is postgres' immediate shutdown: the postmaster takes its backends along.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGQUIT}
-		err = startOwned(cmd)
+		err = ownedproc.Start(cmd)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
@@ -304,34 +304,6 @@ func tail(path string) string {
 		b = b[len(b)-4000:]
 	}
 	return string(b)
-}
-
-var spawner struct {
-	once sync.Once
-	reqs chan spawnRequest
-}
-
-type spawnRequest struct {
-	cmd    *exec.Cmd
-	result chan error
-}
-
-// startOwned starts cmd from one OS thread that never exits. Pdeathsig fires when the
-// *thread* that forked the child exits, and the Go runtime may retire threads; a
-// goroutine locked to its thread forever makes "the parent died" mean exactly that.
-func startOwned(cmd *exec.Cmd) error {
-	spawner.once.Do(func() {
-		spawner.reqs = make(chan spawnRequest)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
-			for req := range spawner.reqs {
-				req.result <- req.cmd.Start()
-			}
-		}()
-	})
-	result := make(chan error, 1)
-	spawner.reqs <- spawnRequest{cmd: cmd, result: result}
-	return <-result
 }
 
 // Record identifies a server so that another process can find and stop it (what

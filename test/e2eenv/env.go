@@ -34,6 +34,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/cakeai/cake-agents/internal/ownedproc"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/test/fakemodel"
@@ -366,7 +367,7 @@ func (e *Env) StartAgent(ctx context.Context) error {
 	cmd := exec.Command(e.o.Agent, "serve")
 	cmd.Env, cmd.Stdout, cmd.Stderr = e.agentEnv, logw, logw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := ownedproc.Start(cmd); err != nil {
 		return fmt.Errorf("start the agent: %w", err)
 	}
 	done := make(chan struct{})

@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/cakeai/cake-agents/internal/ownedproc"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
@@ -279,7 +280,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 	cmd := exec.Command(r.o.OpenCode, "serve", "--port", fmt.Sprint(port), "--hostname", "127.0.0.1", "--print-logs", "--log-level", "INFO")
 	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = ws, env, logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := ownedproc.Start(cmd); err != nil {
 		_ = logFile.Close()
 		return fmt.Errorf("start opencode: %w", err)
 	}

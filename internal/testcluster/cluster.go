@@ -72,16 +72,18 @@ var ErrBinariesMissing = errors.New("test cluster binaries missing: run `make cl
 // State is the content of the state file: enough for another process to use the cluster and
 // to stop it.
 type State struct {
-	Version        int             `json:"version"`
-	Server         string          `json:"server"`
-	EtcdClientPort int             `json:"etcdClientPort"`
-	EtcdPeerPort   int             `json:"etcdPeerPort"`
-	APIServerPort  int             `json:"apiServerPort"`
-	KwokPort       int             `json:"kwokPort"`
-	NodeName       string          `json:"nodeName"`
-	Detached       bool            `json:"detached"`
-	StartedAt      time.Time       `json:"startedAt"`
-	Processes      []ProcessRecord `json:"processes"`
+	Version        int    `json:"version"`
+	Server         string `json:"server"`
+	EtcdClientPort int    `json:"etcdClientPort"`
+	EtcdPeerPort   int    `json:"etcdPeerPort"`
+	APIServerPort  int    `json:"apiServerPort"`
+	KwokPort       int    `json:"kwokPort"`
+	NodeName       string `json:"nodeName"`
+	// Node is "kwok" (a fake kubelet) or "real" (kubelet, containerd, runc).
+	Node      string          `json:"node,omitempty"`
+	Detached  bool            `json:"detached"`
+	StartedAt time.Time       `json:"startedAt"`
+	Processes []ProcessRecord `json:"processes"`
 }
 
 // Options configure Start.
@@ -98,7 +100,14 @@ type Options struct {
 	Timeout time.Duration
 	// Logf reports progress; nil discards it.
 	Logf func(format string, args ...any)
+	// RealNode, when set, runs a real kubelet node instead of kwok (see RealNodeOptions).
+	RealNode *RealNodeOptions
 }
+
+const (
+	nodeKwok = "kwok"
+	nodeReal = "real"
+)
 
 // Cluster is a running local control plane: etcd, kube-apiserver, kube-controller-manager,
 // kube-scheduler and kwok with one fake node. It is safe for concurrent use.
@@ -119,6 +128,10 @@ type Cluster struct {
 
 	stopOnce sync.Once
 	stopErr  error
+
+	logf            func(format string, args ...any)
+	node            *realNode // a real node started by this process
+	stopProvisioner func()
 }
 
 // Dir returns the state dir.
@@ -406,9 +419,18 @@ func (c *Cluster) Stop() error {
 	}
 	c.stopOnce.Do(func() {
 		var errs []error
+		if c.stopProvisioner != nil {
+			c.stopProvisioner()
+		}
 		for i := len(c.procs) - 1; i >= 0; i-- {
 			p := c.procs[i]
 			if err := stopRecord(p.ProcessRecord, 10*time.Second, p.done); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if c.node != nil {
+			// Shims and containers outlive containerd; cgroups and mounts outlive them all.
+			if err := c.node.cleanup(); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -438,6 +460,35 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := CheckBinaries(opts.BinDir); err != nil {
 		return nil, err
 	}
+	node, advertise, bind := nodeKwok, "127.0.0.1", "127.0.0.1"
+	var extraIPs []net.IP
+	if opts.RealNode != nil {
+		if err := CheckRealNodeBinaries(opts.BinDir); err != nil {
+			return nil, err
+		}
+		if err := CanRunRealNode(); err != nil {
+			return nil, err
+		}
+		private, err := InPrivateNamespaces()
+		if err != nil {
+			return nil, err
+		}
+		if !private {
+			return nil, errors.New("a real node runs only in network and mount namespaces of its own: call testcluster.ReexecInPrivateNamespaces first")
+		}
+		if opts.Detached {
+			return nil, errors.New("a real node cannot be detached: it lives in this process's namespaces")
+		}
+		if err := setupNodeNetwork(); err != nil {
+			return nil, err
+		}
+		// Pods reach the apiserver at the kubernetes Service, which kube-proxy sends to the
+		// advertised address: the node's bridge address (loopback is fatal to the endpoint
+		// reconciler and unreachable from pods). Inside the private namespace 0.0.0.0 means
+		// loopback and the bridge.
+		node, advertise, bind = nodeReal, RealNodeIP, "0.0.0.0"
+		extraIPs = append(extraIPs, net.ParseIP(RealNodeIP))
+	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -450,7 +501,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	began := time.Now()
 
 	pkiDir := filepath.Join(dir, "pki")
-	ca, err := writePKI(pkiDir)
+	ca, err := writePKI(pkiDir, extraIPs...)
 	if err != nil {
 		return nil, fmt.Errorf("generate certificates: %w", err)
 	}
@@ -466,6 +517,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		KwokPort:       ports[3],
 		Server:         "https://127.0.0.1:" + strconv.Itoa(ports[2]),
 		NodeName:       NodeName,
+		Node:           node,
 		Detached:       opts.Detached,
 		StartedAt:      time.Now().UTC(),
 	}
@@ -481,6 +533,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.owned = true
+	c.logf = logf
 	c.ca = ca
 	c.caOnce.Do(func() {})
 	defer func() {
@@ -495,8 +548,8 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
 		return nil, err
 	}
-	start := func(name string, args ...string) error {
-		p, err := startProcess(name, filepath.Join(opts.BinDir, name), args, filepath.Join(logDir, name+".log"), opts.Detached)
+	startWith := func(name, bin string, env []string, args ...string) error {
+		p, err := startProcess(name, bin, args, env, filepath.Join(logDir, name+".log"), opts.Detached)
 		if err != nil {
 			return err
 		}
@@ -504,6 +557,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		c.state.Processes = append(c.state.Processes, p.ProcessRecord)
 		// Record every PID at once, so `testcluster down` can clean up even a half-started cluster.
 		return writeState(dir, c.state)
+	}
+	start := func(name string, args ...string) error {
+		return startWith(name, filepath.Join(opts.BinDir, name), nil, args...)
 	}
 	pki := func(name string) string { return filepath.Join(pkiDir, name) }
 	kubeconfig := func(name string) string { return filepath.Join(dir, "kubeconfigs", name+".kubeconfig") }
@@ -531,8 +587,8 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	logf("starting kube-apiserver on %s", st.Server)
 	if err := start(binAPIServer,
 		"--etcd-servers="+etcdClient,
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+		"--bind-address="+bind,
+		"--advertise-address="+advertise,
 		"--secure-port="+strconv.Itoa(st.APIServerPort),
 		"--cert-dir="+pkiDir,
 		"--tls-cert-file="+pki("apiserver.crt"),
@@ -542,8 +598,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		"--service-account-key-file="+pki("sa.pub"),
 		"--service-account-signing-key-file="+pki("sa.key"),
 		"--service-cluster-ip-range="+serviceCIDR,
-		// A loopback advertise address is fatal to the endpoint reconciler.
-		"--endpoint-reconciler-type=none",
+		// A loopback advertise address is fatal to the endpoint reconciler; with a real node the
+		// reconciler keeps the kubernetes Service pointing at the node's bridge address.
+		"--endpoint-reconciler-type="+map[string]string{nodeKwok: "none", nodeReal: "lease"}[node],
 		// Never resolve the fake node's hostname: port-forward and logs go to 127.0.0.1.
 		"--kubelet-preferred-address-types=InternalIP",
 		"--kubelet-client-certificate="+pki("apiserver-kubelet-client.crt"),
@@ -593,6 +650,25 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		"--profiling=false",
 	); err != nil {
 		return nil, err
+	}
+
+	if opts.RealNode != nil {
+		if err := c.startRealNode(ctx, opts, startWith, pkiDir); err != nil {
+			return nil, err
+		}
+		st.NodeName = RealNodeName
+		c.state.NodeName = RealNodeName
+		if err := writeState(dir, c.state); err != nil {
+			return nil, err
+		}
+		if err := c.waitFor(ctx, "ServiceAccount default/default", func(ctx context.Context) error {
+			_, err := c.client.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{})
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		logf("cluster with a real node ready in %s", time.Since(began).Round(100*time.Millisecond))
+		return c, nil
 	}
 
 	logf("installing kwok CRDs and the fake node")
@@ -668,6 +744,7 @@ func prepareDir(dir string) error {
 	ours := map[string]bool{
 		StateFile: true, KubeconfigFile: true, "pki": true, "kubeconfigs": true, "logs": true,
 		"etcd": true, "kwok.yaml": true, StateFile + ".tmp": true, ownerFile: true,
+		"node": true, "volumes": true,
 	}
 	for _, e := range entries {
 		if !ours[e.Name()] {

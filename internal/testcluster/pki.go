@@ -200,7 +200,7 @@ func (p pkiFiles) caCert() string { return p.path("ca.crt") }
 func (p pkiFiles) caKey() string  { return p.path("ca.key") }
 
 // writePKI generates every certificate and key the control plane needs.
-func writePKI(dir string) (*authority, error) {
+func writePKI(dir string, extraIPs ...net.IP) (*authority, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -220,7 +220,7 @@ func writePKI(dir string) (*authority, error) {
 
 	serving, err := ca.sign(certRequest{
 		CommonName: "kube-apiserver",
-		IPs:        []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP(kubernetesServiceIP)},
+		IPs:        append([]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP(kubernetesServiceIP)}, extraIPs...),
 		DNSNames: []string{
 			"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local",

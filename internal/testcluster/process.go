@@ -36,7 +36,7 @@ type process struct {
 // startProcess runs bin with args, stdout and stderr appended to logPath, in its own process
 // group. Owned processes get SIGKILL when this process dies; detached ones get their own session
 // and outlive it.
-func startProcess(name, bin string, args []string, logPath string, detached bool) (*process, error) {
+func startProcess(name, bin string, args, env []string, logPath string, detached bool) (*process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -46,7 +46,10 @@ func startProcess(name, bin string, args []string, logPath string, detached bool
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.Env = childEnv()
+	cmd.Env = env
+	if cmd.Env == nil {
+		cmd.Env = childEnv()
+	}
 	if detached {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		err = cmd.Start()

@@ -1,0 +1,83 @@
+package testcluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+
+	"github.com/cakeai/cake-agents/internal/ownedproc"
+)
+
+// EnvPrivateNamespaces is set in the environment of a process that ReexecInPrivateNamespaces
+// started, so it does not re-execute itself again.
+const EnvPrivateNamespaces = "CAKE_TESTCLUSTER_PRIVATE_NS"
+
+// InPrivateNamespaces reports whether this process runs in a network and a mount namespace of
+// its own (not those of PID 1). A real node is only started there: its bridge and pod addresses
+// are private-range, and traffic to them must stay inside a namespace the test run made; its
+// mounts (faked sysctls, a tmpfs over /run/containerd) must vanish with it.
+func InPrivateNamespaces() (bool, error) {
+	for _, ns := range []string{"net", "mnt"} {
+		self, err := os.Readlink("/proc/self/ns/" + ns)
+		if err != nil {
+			return false, err
+		}
+		init, err := os.Readlink("/proc/1/ns/" + ns)
+		if err != nil {
+			return false, fmt.Errorf("cannot compare with PID 1's %s namespace (run as root): %w", ns, err)
+		}
+		if self == init {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// CanRunRealNode reports why a real node cannot run on this machine, or nil. It needs root
+// (namespaces, cgroups, mounts) and unshare from util-linux.
+func CanRunRealNode() error {
+	if os.Geteuid() != 0 {
+		return errors.New("a real node needs root (network and mount namespaces, cgroups, containerd)")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		return errors.New("unshare (util-linux) is not installed: run hack/install-deps.sh")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return errors.New("ip (iproute2) is not installed: run hack/install-deps.sh")
+	}
+	if _, err := exec.LookPath("iptables"); err != nil {
+		return errors.New("iptables is not installed (kube-proxy needs it): run hack/install-deps.sh")
+	}
+	return nil
+}
+
+// ReexecInPrivateNamespaces runs this program again, with the same arguments and environment,
+// inside new network and mount namespaces (`unshare --net --mount --propagation private`), and
+// returns its exit code. The child dies with this process (--kill-child), and it sees
+// EnvPrivateNamespaces so it does not re-execute itself. Call it first thing in a TestMain when
+// InPrivateNamespaces reports false; nothing inside can reach the network, so build before.
+func ReexecInPrivateNamespaces() (int, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	args := append([]string{"--net", "--mount", "--propagation", "private", "--kill-child", "--", self}, os.Args[1:]...)
+	cmd := exec.Command("unshare", args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), EnvPrivateNamespaces+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := ownedproc.Start(cmd); err != nil {
+		return 0, fmt.Errorf("unshare: %w", err)
+	}
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return exit.ExitCode(), nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("unshare: %w", err)
+	}
+	return 0, nil
+}

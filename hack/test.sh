@@ -15,7 +15,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
 export CACHE_DIR="${CACHE_DIR:-${ROOT}/.cache}"
-read -r -a go_test_flags <<<"${GO_TEST_FLAGS:--race -count=1}"
+# The real-node tier (test/realnode) runs for minutes: go test's default 10-minute limit per
+# package is too tight on a busy 2-core machine.
+read -r -a go_test_flags <<<"${GO_TEST_FLAGS:--race -count=1 -timeout 40m}"
 read -r -a packages <<<"${TEST_PACKAGES:-./...}"
 
 log() { echo "test.sh: $*" >&2; }
@@ -39,6 +41,9 @@ hack/build-cluster.sh all
 hack/install-opencode.sh >/dev/null
 hack/tools.sh helm >/dev/null
 go build -o bin/testcluster ./internal/testcluster/cmd/testcluster
+# The real-node tier's images (the Dockerfile's three targets and the fixtures), built here:
+# nothing inside the tier's network namespace can reach a package registry.
+hack/build-images.sh >/dev/null
 
 run_dir="${CACHE_DIR}/cluster/test-run-$$"
 teardown_log="${CACHE_DIR}/cluster/test-run-$$.down.log"
@@ -90,12 +95,26 @@ if [[ "${TEST_PACKAGES:-./...}" == "./..." ]]; then
   (cd test/dockerfile && go test -count=1 ./...) || nested_rc=$?
 fi
 
+# Figures the tests record (test/artifacts/figures.txt) are printed after the run, followed by
+# go test's per-package summary again, so that summary stays the last thing printed.
+figures="${ROOT}/test/artifacts/figures.txt"
+mkdir -p "$(dirname "${figures}")"
+: >"${figures}"
+test_log="${run_dir}/go-test.log"
 log "running go test ${go_test_flags[*]} $* ${packages[*]} against ${CAKE_TESTCLUSTER_DIR}"
-setsid -w go test "${go_test_flags[@]}" "$@" "${packages[@]}" &
+TEST_LOG="${test_log}" setsid -w bash -c 'set -o pipefail; go test "$@" 2>&1 | tee "${TEST_LOG}"' go-test "${go_test_flags[@]}" "$@" "${packages[@]}" &
 child=$!
 rc=0
 wait "${child}" || rc=$?
 child=""
+if [[ -s "${figures}" ]]; then
+  echo
+  echo "figures:"
+  sed 's/^/  /' "${figures}"
+  echo
+  grep -E '^(ok|FAIL|\?) ' "${test_log}" || true
+  tail -n 1 "${test_log}" | grep -Ex 'FAIL|PASS' || true
+fi
 if [[ ${rc} -eq 0 && ${nested_rc} -ne 0 ]]; then
   rc=${nested_rc}
 fi

@@ -1,0 +1,400 @@
+package realnode
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/cakeai/cake-agents/test/fakemodel"
+)
+
+const (
+	infraNS   = "infra"
+	gitHost   = "gitserver." + infraNS + ".svc.cluster.local"
+	gitCAName = "git-ca"
+	readme    = "# demo\n\nA repository cloned by a real init container.\n"
+)
+
+// tlsPair is a CA and a server certificate it signed for the git server's Service names.
+func tlsPair(t *testing.T) (caPEM, certPEM, keyPEM []byte) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "realnode test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: gitHost},
+		DNSNames:  []string{gitHost, "gitserver." + infraNS + ".svc", "gitserver." + infraNS},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+// bareRepo makes dir/name.git with one commit holding README.md on main.
+func bareRepo(t *testing.T, dir, name string) {
+	t.Helper()
+	work := filepath.Join(t.TempDir(), name)
+	git := func(dir string, args ...string) {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=test", "GIT_AUTHOR_EMAIL=test@example.com",
+			"GIT_COMMITTER_NAME=test", "GIT_COMMITTER_EMAIL=test@example.com", "HOME="+dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(work, "README.md"), []byte(readme), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git(work, "init", "-q", "-b", "main")
+	git(work, "add", ".")
+	git(work, "commit", "-q", "-m", "initial")
+	git(dir, "clone", "-q", "--bare", work, filepath.Join(dir, name+".git"))
+	// The server runs as another user and only reads.
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil {
+			mode := os.FileMode(0o644)
+			if d.IsDir() {
+				mode = 0o755
+			}
+			_ = os.Chmod(p, mode)
+		}
+		return nil
+	})
+}
+
+// infra starts the fake model and an HTTPS git server as pods in their own namespace, reached
+// by Service names (cluster DNS and kube-proxy), and returns the model's base URL, the repo
+// URL and the CA that signed the git server's certificate.
+func infra(t *testing.T) (modelURL, repoURL string, caPEM []byte) {
+	t.Helper()
+	namespace(t, infraNS, false)
+	ctx := context.Background()
+	kube := cluster.AdminClient()
+	model := deployment(t, infraNS, "fakemodel", 8080, 65532, corev1.Container{
+		Image: images.name(imgFakeModel),
+		Args:  []string{"-listen", "0.0.0.0:8080"},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intOrPort(8080)}},
+			PeriodSeconds: 1,
+		},
+	})
+	caPEM, certPEM, keyPEM := tlsPair(t)
+	if _, err := kube.CoreV1().Secrets(infraNS).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "gitserver-tls"},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	repos := filepath.Join(tmp, "repos")
+	if err := os.MkdirAll(repos, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The server runs as uid 65532 and reaches the host path through this folder.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bareRepo(t, repos, "demo")
+	deployment(t, infraNS, "gitserver", 8443, 65532, corev1.Container{
+		Image: images.name(imgGitServer),
+		Env: []corev1.EnvVar{
+			{Name: "GITSERVER_TLS_CERT", Value: "/tls/tls.crt"},
+			{Name: "GITSERVER_TLS_KEY", Value: "/tls/tls.key"},
+			{Name: "GITSERVER_ROOT", Value: "/srv/git"},
+			{Name: "GITSERVER_LISTEN", Value: ":8443"},
+		},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intOrPort(8443), Scheme: corev1.URISchemeHTTPS}},
+			PeriodSeconds: 1,
+		},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: "repos", MountPath: "/srv/git", ReadOnly: true},
+			{Name: "tls", MountPath: "/tls", ReadOnly: true},
+			{Name: "tmp", MountPath: "/tmp"},
+		},
+	},
+		corev1.Volume{Name: "repos", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: repos}}},
+		corev1.Volume{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "gitserver-tls"}}},
+		corev1.Volume{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	)
+	return "http://" + model + ":8080/v1", "https://" + gitHost + ":8443/demo.git", caPEM
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("%s: not after %s: %v", what, timeout, err)
+}
+
+// TestSessionLifecycle is the README's main flow on the real node: the chart with sessions in
+// a namespace of their own (created by the chart, restricted), `kubectl agents session create
+// --wait` whose init container clones over HTTPS for real and whose OpenCode runs from the
+// data-plane image against the fake model, `attach` in tmux through the kubelet's
+// port-forward, `send`, `logs`, stop/start of a persistent session keeping its workspace, and
+// `delete` leaving no object behind.
+func TestSessionLifecycle(t *testing.T) {
+	node(t)
+	ctx := context.Background()
+	kube := cluster.AdminClient()
+	modelURL, repoURL, caPEM := infra(t)
+	ns := namespace(t, "agents", false)
+	const sessionNS = "agent-sessions"
+	t.Cleanup(func() { deleteNamespace(t, sessionNS) }) // after the uninstall that owns it
+	install(t, ns, append([]string{
+		"--set", "sessionNamespace.name=" + sessionNS,
+		"--set", "sessionNamespace.create=true",
+		"--set", "litellm.baseURL=" + modelURL,
+		"--set", "sessions.defaultModel=fake-model",
+		"--set", "sessions.caBundle.configMapName=" + gitCAName,
+	}, imageValues...)...)
+	nsObj, err := kube.CoreV1().Namespaces().Get(ctx, sessionNS, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the chart did not create the session namespace: %v", err)
+	}
+	if got := nsObj.Labels["pod-security.kubernetes.io/enforce"]; got != "restricted" {
+		t.Errorf("session namespace enforces %q, want restricted", got)
+	}
+	if _, err := kube.CoreV1().ConfigMaps(sessionNS).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: gitCAName},
+		Data:       map[string]string{"ca-certificates.crt": string(caPEM)},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	e := env(t)
+	agents := func(args ...string) string {
+		t.Helper()
+		return run(t, e, 4*time.Minute, tool(t, "kubectl"), append(append([]string{"agents"}, args...), "--agent-namespace", ns)...)
+	}
+	agentsErr := func(args ...string) (string, error) {
+		t.Helper()
+		return runErr(t, e, 2*time.Minute, tool(t, "kubectl"), append(append([]string{"agents"}, args...), "--agent-namespace", ns)...)
+	}
+	sessionPods := "app.kubernetes.io/name=cake-agents-session"
+
+	// create --wait: Running means OpenCode in its container answers its readiness probe.
+	prompt := "fix the flaky test"
+	began := time.Now()
+	out, err := runErr(t, e, 4*time.Minute, tool(t, "kubectl"), "agents", "session", "create", "--repo", repoURL, "--prompt", prompt,
+		"--persistent", "--wait", "-o", "name", "--agent-namespace", ns)
+	if err != nil {
+		t.Fatalf("session create --wait: %v\n%s\n%s\n%s", err, out, podLogs(sessionNS, sessionPods), podLogs(ns, "app.kubernetes.io/component=control-plane"))
+	}
+	running := time.Since(began)
+	id := strings.TrimSpace(out)
+	id = id[strings.LastIndex(id, "/")+1:]
+	podName := "cake-session-" + id
+	pod, err := kube.CoreV1().Pods(sessionNS).Get(ctx, podName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("session pod %s in %s: %v", podName, sessionNS, err)
+	}
+	if pod.Status.Phase != corev1.PodRunning {
+		t.Errorf("session pod phase %s", pod.Status.Phase)
+	}
+	for _, cs := range pod.Status.InitContainerStatuses {
+		if cs.State.Terminated == nil || cs.State.Terminated.ExitCode != 0 {
+			t.Errorf("init container %s: %+v", cs.Name, cs.State)
+		}
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if !cs.Ready {
+			t.Errorf("container %s not ready: %+v", cs.Name, cs.State)
+		}
+	}
+	if got, want := pod.Spec.Containers[0].Image, images.name(imgData); got != want {
+		t.Errorf("session image %s, want %s", got, want)
+	}
+	if got, want := pod.Spec.InitContainers[0].Image, images.name(imgInit); got != want {
+		t.Errorf("init image %s, want %s", got, want)
+	}
+	kubectl := func(args ...string) string { t.Helper(); return run(t, e, time.Minute, tool(t, "kubectl"), args...) }
+	if got := kubectl("exec", "-n", sessionNS, podName, "-c", pod.Spec.Containers[0].Name, "--", "cat", "/workspace/README.md"); got != readme {
+		t.Errorf("the workspace's README.md (cloned by the init container): %q", got)
+	}
+
+	// The first prompt reached the model and its reply is in the conversation.
+	eventually(t, 2*time.Minute, "the reply to the first prompt in session logs", func() error {
+		out, err := agentsErr("session", "logs", id)
+		if err != nil || !strings.Contains(out, fakemodel.Reply(prompt)) {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+
+	// attach: OpenCode's TUI in tmux, through the agent and the kubelet's port-forward.
+	attach(t, e, ns, id)
+
+	// send + logs.
+	agents("session", "send", id, "now add a test")
+	eventually(t, 2*time.Minute, "the reply to send in session logs", func() error {
+		out, err := agentsErr("session", "logs", id)
+		if err != nil || !strings.Contains(out, fakemodel.Reply("now add a test")) {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+
+	// stop/start keeps the persistent workspace.
+	kubectl("exec", "-n", sessionNS, podName, "-c", pod.Spec.Containers[0].Name, "--", "sh", "-c", "echo halfway there > /workspace/progress.txt")
+	agents("session", "stop", id)
+	eventually(t, 2*time.Minute, "the session pod gone after stop", func() error {
+		if _, err := kube.CoreV1().Pods(sessionNS).Get(ctx, podName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("pod still there: %v", err)
+		}
+		return nil
+	})
+	agents("session", "start", id)
+	eventually(t, 3*time.Minute, "the session Running again", func() error {
+		out, err := agentsErr("session", "get", id)
+		if err != nil || !strings.Contains(out, "Running") {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	if got := kubectl("exec", "-n", sessionNS, podName, "-c", pod.Spec.Containers[0].Name, "--", "cat", "/workspace/progress.txt"); got != "halfway there\n" {
+		t.Errorf("the workspace after stop/start: progress.txt = %q", got)
+	}
+
+	// delete leaves nothing behind.
+	agents("session", "delete", id)
+	var left []string
+	eventually(t, 2*time.Minute, "nothing left after delete", func() error {
+		left = leftovers(ctx, sessionNS, id)
+		if len(left) > 0 {
+			return fmt.Errorf("left: %s", strings.Join(left, ", "))
+		}
+		return nil
+	})
+	figure("session", "pod Running in %s, clone + attach + send + stop/start ok, %d objects left", running.Round(time.Second), len(left))
+}
+
+// leftovers lists the objects of session id still in ns (pods, secrets, claims) and any volume
+// still bound to one of its claims.
+func leftovers(ctx context.Context, ns, id string) []string {
+	kube := cluster.AdminClient()
+	var left []string
+	if pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, p := range pods.Items {
+			if strings.Contains(p.Name, id) {
+				left = append(left, "pod/"+p.Name)
+			}
+		}
+	}
+	if secrets, err := kube.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, s := range secrets.Items {
+			if strings.Contains(s.Name, id) {
+				left = append(left, "secret/"+s.Name)
+			}
+		}
+	}
+	if pvcs, err := kube.CoreV1().PersistentVolumeClaims(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, c := range pvcs.Items {
+			if strings.Contains(c.Name, id) {
+				left = append(left, "pvc/"+c.Name)
+			}
+		}
+	}
+	if pvs, err := kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{}); err == nil {
+		for _, v := range pvs.Items {
+			if v.Spec.ClaimRef != nil && v.Spec.ClaimRef.Namespace == ns && strings.Contains(v.Spec.ClaimRef.Name, id) {
+				left = append(left, "pv/"+v.Name)
+			}
+		}
+	}
+	return left
+}
+
+// attach drives `kubectl agents attach` in tmux: OpenCode's TUI appears and a typed prompt gets
+// the fake model's reply on screen. On failure it shows the screen and how attach exited.
+func attach(t *testing.T, e []string, ns, id string) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "tmux.sock")
+	status := filepath.Join(t.TempDir(), "attach.status")
+	tm := func(args ...string) (string, error) {
+		cmd := exec.Command("tmux", append([]string{"-S", sock}, args...)...)
+		cmd.Env = e
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	// remain-on-exit keeps the pane (and what attach printed) if it exits.
+	script := fmt.Sprintf("kubectl agents attach %s --agent-namespace %s; echo \"attach exited with $?\" | tee %s; sleep 600", id, ns, status)
+	if out, err := tm("new-session", "-d", "-s", "attach", "-x", "150", "-y", "40", "bash", "-c", script); err != nil {
+		t.Fatalf("tmux: %v %s", err, out)
+	}
+	defer func() { _, _ = tm("kill-server") }()
+	screen := func() string { out, _ := tm("capture-pane", "-p", "-t", "attach"); return out }
+	exited := func() string { b, _ := os.ReadFile(status); return strings.TrimSpace(string(b)) }
+	eventually(t, 2*time.Minute, "the OpenCode TUI", func() error {
+		s := screen()
+		if x := exited(); x != "" {
+			t.Fatalf("%s; screen:\n%s", x, s)
+		}
+		if !strings.Contains(s, "Ask anything") && !strings.Contains(s, "ctrl+p") {
+			return fmt.Errorf("screen:\n%s", s)
+		}
+		return nil
+	})
+	prompt := "hello from tmux"
+	if out, err := tm("send-keys", "-t", "attach", prompt, "Enter"); err != nil {
+		t.Fatalf("send-keys: %v %s", err, out)
+	}
+	eventually(t, 2*time.Minute, "the reply on screen", func() error {
+		if s := screen(); !strings.Contains(s, fakemodel.Reply(prompt)) {
+			return fmt.Errorf("screen (%s):\n%s", exited(), s)
+		}
+		return nil
+	})
+}

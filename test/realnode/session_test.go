@@ -137,8 +137,10 @@ func infra(t *testing.T) (modelURL, repoURL string, caPEM []byte) {
 		t.Fatal(err)
 	}
 	// The server runs as uid 65532 and reaches the host path through this folder.
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{filepath.Dir(tmp), tmp} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	bareRepo(t, repos, "demo")
 	deployment(t, infraNS, "gitserver", 8443, 65532, corev1.Container{

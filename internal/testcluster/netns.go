@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 
 	"github.com/cakeai/cake-agents/internal/ownedproc"
@@ -14,25 +15,49 @@ import (
 // started, so it does not re-execute itself again.
 const EnvPrivateNamespaces = "CAKE_TESTCLUSTER_PRIVATE_NS"
 
-// InPrivateNamespaces reports whether this process runs in a network and a mount namespace of
-// its own (not those of PID 1). A real node is only started there: its bridge and pod addresses
-// are private-range, and traffic to them must stay inside a namespace the test run made; its
-// mounts (faked sysctls, a tmpfs over /run/containerd) must vanish with it.
+// EnvOuterNamespaces carries the namespaces ReexecInPrivateNamespaces was called from, so the
+// re-executed process can check that it really left them.
+const EnvOuterNamespaces = "CAKE_TESTCLUSTER_OUTER_NS"
+
+// InPrivateNamespaces reports whether this process was started by ReexecInPrivateNamespaces and
+// runs in network and mount namespaces other than those of the process that called it. A real
+// node is only started there: its bridge and pod addresses are private-range, and traffic to
+// them must stay inside a namespace the test run made; its mounts (faked sysctls, a tmpfs over
+// /run/containerd) must vanish with it. (PID 1's namespaces are not readable on every machine,
+// so the caller's are the reference.)
 func InPrivateNamespaces() (bool, error) {
-	for _, ns := range []string{"net", "mnt"} {
-		self, err := os.Readlink("/proc/self/ns/" + ns)
-		if err != nil {
-			return false, err
-		}
-		init, err := os.Readlink("/proc/1/ns/" + ns)
-		if err != nil {
-			return false, fmt.Errorf("cannot compare with PID 1's %s namespace (run as root): %w", ns, err)
-		}
-		if self == init {
-			return false, nil
+	if os.Getenv(EnvPrivateNamespaces) != "1" {
+		return false, nil
+	}
+	self, err := currentNamespaces()
+	if err != nil {
+		return false, err
+	}
+	outer := os.Getenv(EnvOuterNamespaces)
+	if outer == "" || outer == self {
+		return false, fmt.Errorf("%s is set but the namespaces did not change (%s)", EnvPrivateNamespaces, self)
+	}
+	for _, a := range strings.Split(self, ",") {
+		for _, b := range strings.Split(outer, ",") {
+			if a == b {
+				return false, fmt.Errorf("still in namespace %s of the caller", a)
+			}
 		}
 	}
 	return true, nil
+}
+
+// currentNamespaces returns "net:[N],mnt:[M]" of this process.
+func currentNamespaces() (string, error) {
+	var ids []string
+	for _, ns := range []string{"net", "mnt"} {
+		id, err := os.Readlink("/proc/self/ns/" + ns)
+		if err != nil {
+			return "", err
+		}
+		ids = append(ids, id)
+	}
+	return strings.Join(ids, ","), nil
 }
 
 // CanRunRealNode reports why a real node cannot run on this machine, or nil. It needs root
@@ -66,7 +91,14 @@ func ReexecInPrivateNamespaces() (int, error) {
 	args := append([]string{"--net", "--mount", "--propagation", "private", "--kill-child", "--", self}, os.Args[1:]...)
 	cmd := exec.Command("unshare", args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), EnvPrivateNamespaces+"=1")
+	outer, err := currentNamespaces()
+	if err != nil {
+		return 0, err
+	}
+	if os.Getenv(EnvPrivateNamespaces) != "" {
+		return 0, errors.New("already re-executed once and still not in private namespaces")
+	}
+	cmd.Env = append(os.Environ(), EnvPrivateNamespaces+"=1", EnvOuterNamespaces+"="+outer)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := ownedproc.Start(cmd); err != nil {
 		return 0, fmt.Errorf("unshare: %w", err)

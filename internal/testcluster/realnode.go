@@ -329,11 +329,11 @@ func (c *Cluster) startRealNode(ctx context.Context, opts Options, start startFu
 		return err
 	}
 	kubeletPort := ports[0]
-	local, err := freePorts(4)
+	local, err := freePorts(5)
 	if err != nil {
 		return err
 	}
-	kubeletHealthz, proxyHealthz, dnsHealth, dnsReady := local[0], local[1], local[2], local[3]
+	kubeletHealthz, proxyHealthz, proxyMetrics, dnsHealth, dnsReady := local[0], local[1], local[2], local[3], local[4]
 
 	// Certificates and kubeconfigs of the node's components.
 	ca := c.ca
@@ -399,6 +399,9 @@ func (c *Cluster) startRealNode(ctx context.Context, opts Options, start startFu
 	}
 	for _, img := range ro.Images {
 		began := time.Now()
+		if img, err = filepath.Abs(img); err != nil {
+			return err
+		}
 		out, err := exec.CommandContext(ctx, n.ctr, "--address", n.socket, "-n", "k8s.io", "images", "import", "--no-unpack=false", img).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("import %s into containerd: %v: %s", img, err, out)
@@ -431,7 +434,7 @@ func (c *Cluster) startRealNode(ctx context.Context, opts Options, start startFu
 	}
 
 	proxyConf := filepath.Join(n.root, "kube-proxy.yaml")
-	if err := os.WriteFile(proxyConf, []byte(kubeProxyConfig(kc["kube-proxy"], proxyHealthz)), 0o600); err != nil {
+	if err := os.WriteFile(proxyConf, []byte(kubeProxyConfig(kc["kube-proxy"], proxyHealthz, proxyMetrics)), 0o600); err != nil {
 		return err
 	}
 	c.logf("starting kube-proxy and CoreDNS")
@@ -601,7 +604,7 @@ localStorageCapacityIsolation: true
 `
 }
 
-func kubeProxyConfig(kubeconfig string, healthz int) string {
+func kubeProxyConfig(kubeconfig string, healthz, metrics int) string {
 	return `apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -610,7 +613,7 @@ clientConnection:
 hostnameOverride: ` + RealNodeName + `
 bindAddress: ` + RealNodeIP + `
 healthzBindAddress: 127.0.0.1:` + strconv.Itoa(healthz) + `
-metricsBindAddress: 127.0.0.1:0
+metricsBindAddress: 127.0.0.1:` + strconv.Itoa(metrics) + `
 clusterCIDR: ` + realNodeSubnet + `
 nodePortAddresses: [` + RealNodeIP + `/32]
 # Replies of a pod reached through a Service on the same bridge would bypass the node (no

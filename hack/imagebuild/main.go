@@ -97,6 +97,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("nothing to build: name an image with --target TARGET=NAME or --dockerfile DIR=NAME")
 	}
 
+	if os.Geteuid() != 0 {
+		return errors.New("hack/imagebuild needs root (it chroots, mounts in private namespaces and chowns files): run it with sudo")
+	}
 	var err error
 	if *root == "" {
 		if *root, err = findRoot(); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -41,7 +40,7 @@ func (r *baseRecipe) config() imageConfig {
 }
 
 // baseVersion changes the base key when slimRootfs changes.
-const baseVersion = "debootstrap-minbase-slim-v1"
+const baseVersion = "debootstrap-minbase-slim-v2"
 
 // aptSource is one source from the host's apt configuration.
 type aptSource struct {
@@ -327,6 +326,9 @@ func slimRootfs(root, sources string) error {
 		if err := os.WriteFile(filepath.Join(root, f), nil, 0o644); err != nil {
 			return err
 		}
+		if err := os.Chmod(filepath.Join(root, f), 0o644); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -346,20 +348,4 @@ func emptyDir(dir string) error {
 		}
 	}
 	return nil
-}
-
-// osRelease reads a value of a root's /etc/os-release (tests use it).
-func osRelease(root, key string) string {
-	f, err := os.Open(filepath.Join(root, "etc/os-release"))
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if k, v, ok := strings.Cut(s.Text(), "="); ok && k == key {
-			return strings.Trim(v, `"`)
-		}
-	}
-	return ""
 }

@@ -150,12 +150,20 @@ func TestRunInChroot(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ctxDir, "probe"), data, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Found through PATH by an absolute symlink, which must resolve inside the image.
+	if err := os.MkdirAll(filepath.Join(ctxDir, "links"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/probe", filepath.Join(ctxDir, "links", "run-probe")); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(`FROM scratch
 COPY probe /probe
+COPY links/ /usr/local/bin/
 ARG GREETING=from-arg
 USER 1000:1000
 WORKDIR /work
-RUN ["/probe"]
+RUN ["run-probe"]
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -365,7 +365,12 @@ func chrootHelper(args []string) int {
 	if !strings.Contains(bin, "/") {
 		p, _ := envList(os.Environ()).get("PATH")
 		for _, d := range filepath.SplitList(p) {
-			if info, err := os.Stat(filepath.Join(root, d, bin)); err == nil && info.Mode().IsRegular() && info.Mode()&0o111 != 0 {
+			// Symlinks resolve inside the image (busybox applets, /etc/alternatives).
+			hp, err := resolveIn(root, filepath.Join(d, bin), true)
+			if err != nil {
+				continue
+			}
+			if info, err := os.Stat(hp); err == nil && info.Mode().IsRegular() && info.Mode()&0o111 != 0 {
 				bin = filepath.Join(d, bin)
 				break
 			}

@@ -22,7 +22,8 @@
 # The first three are the names the chart renders by default (registry.default empty), postgres
 # and busybox those of postgresql.image and tests.image. The agent is built from the
 # Dockerfile's own go build command (VERSION/COMMIT from git, DATE the commit's time, so an
-# unchanged tree rebuilds nothing), OpenCode by hack/install-opencode.sh. Archives and caches
+# unchanged tree rebuilds nothing; the environment's VERSION, COMMIT and DATE win), OpenCode
+# by hack/install-opencode.sh. Archives and caches
 # live in $CACHE_DIR/images. Needs root, debootstrap, go, gcc, git and npm. The first run takes
 # minutes (debootstrap and apt-get in every image); with nothing changed, seconds. Set
 # IMAGEBUILD_FLAGS=-v to see every RUN's output.
@@ -60,9 +61,11 @@ for image in "${order[@]}"; do
   args+=("${words[@]}")
 done
 
-version="$(git describe --tags --always --dirty 2>/dev/null || echo dev)"
-commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-date="$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo unknown)"
+# VERSION/COMMIT/DATE in the environment win (VERSION=dev COMMIT=unknown DATE=unknown keeps the
+# agent, and so the archives, unchanged across commits that do not touch its code).
+version="${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}"
+commit="${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+date="${DATE:-$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo unknown)}"
 
 # The builder is a nested module (BuildKit's parser stays out of the project's go.mod).
 bin="${CACHE_DIR}/images/bin/imagebuild"

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,11 +89,12 @@ func (b *builder) close() {
 	}
 }
 
-// prune deletes snapshots and archives unused for longer than age (each use touches them).
+// prune deletes base images, snapshots and archives unused for longer than age (each use touches them).
 func (b *builder) prune(age time.Duration) {
-	old, _ := filepath.Glob(filepath.Join(b.cacheDir, "steps", "*.tar"))
+	steps, _ := filepath.Glob(filepath.Join(b.cacheDir, "steps", "*.tar"))
+	bases, _ := filepath.Glob(filepath.Join(b.cacheDir, "base", "*.tar"))
 	archives, _ := filepath.Glob(filepath.Join(b.cacheDir, "*.tar"))
-	for _, f := range append(old, archives...) {
+	for _, f := range slices.Concat(steps, bases, archives) {
 		if info, err := os.Stat(f); err == nil && time.Since(info.ModTime()) > age {
 			_ = os.Remove(f)
 		}

@@ -219,7 +219,7 @@ func TestE2EPostgres(t *testing.T) {
 		t.Errorf("ExposedPorts %v", c.ExposedPorts)
 	}
 	img.requireFile(t, "usr/lib/postgresql/15/bin/pg_isready", 0, 0, 0o755)
-	img.requireFile(t, "var/run/postgresql", 999, 999, 0o3777)
+	img.requireFile(t, "run/postgresql", 999, 999, 0o3777) // /var/run is a link to /run
 	img.requireFile(t, "var/lib/postgresql/data", 999, 999, 0o700)
 	root := img.extract(t)
 	if _, err := exec.LookPath("unshare"); err != nil {
@@ -238,6 +238,7 @@ wait $! || true
 echo stopped`
 	env := []string{"POSTGRES_USER=cake_agents", "POSTGRES_PASSWORD=s3cret", "POSTGRES_DB=cake_agents", "PGDATA=/var/lib/postgresql/data/pgdata"}
 	out := img.execInNetns(t, root, env, "sh", "-c", script)
+	t.Logf("%s", out)
 	if !strings.Contains(out, "cake_agents cake_agents true *") || !strings.Contains(out, "stopped") {
 		t.Errorf("postgres in the image:\n%s", out)
 	}

@@ -98,13 +98,13 @@ func TestDockerfileTargets(t *testing.T) {
 		t.Errorf("control-plane RUN: %+v", run)
 	}
 
-	init := plan("data-plane-init")
-	if c := init.config; c.User != "1000:1000" || c.WorkingDir != "/workspace" || !slices.Equal(c.Entrypoint, []string{"agent"}) ||
+	dpi := plan("data-plane-init")
+	if c := dpi.config; c.User != "1000:1000" || c.WorkingDir != "/workspace" || !slices.Equal(c.Entrypoint, []string{"agent"}) ||
 		!slices.Equal(c.Cmd, []string{"session-init", "--help"}) || !slices.Contains(c.Env, "GIT_TERMINAL_PROMPT=0") || !slices.Contains(c.Env, "HOME=/home/opencode") {
 		t.Errorf("data-plane-init config: %+v", c)
 	}
-	if init.ops[len(init.ops)-1].User != "1000:1000" {
-		t.Errorf("WORKDIR after USER creates the directory as that user: %+v", init.ops[len(init.ops)-1])
+	if dpi.ops[len(dpi.ops)-1].User != "1000:1000" {
+		t.Errorf("WORKDIR after USER creates the directory as that user: %+v", dpi.ops[len(dpi.ops)-1])
 	}
 
 	dp := plan("data-plane")
@@ -116,7 +116,7 @@ func TestDockerfileTargets(t *testing.T) {
 		t.Errorf("data-plane COPY of OpenCode: %+v", o)
 	}
 	// The agent stage is shared, planned (and built) once for both targets that copy it.
-	if cp.ops[1].SrcHash != init.ops[1].SrcHash {
+	if cp.ops[1].SrcHash != dpi.ops[1].SrcHash {
 		t.Error("control-plane and data-plane-init copy different agent builds")
 	}
 }

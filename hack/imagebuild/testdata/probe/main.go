@@ -17,11 +17,11 @@ func main() {
 	cwd, _ := os.Getwd()
 	_, procErr := os.Stat("/proc/self/status")
 	resolv, _ := os.ReadFile("/etc/resolv.conf")
-	init, _ := os.ReadFile("/proc/1/cmdline")
+	pid1, _ := os.ReadFile("/proc/1/cmdline")
 	report := map[string]any{
 		"uid": os.Getuid(), "gid": os.Getgid(), "pid": os.Getpid(), "cwd": cwd,
 		"home": os.Getenv("HOME"), "path": os.Getenv("PATH"), "arg": os.Getenv("GREETING"),
-		"proc": procErr == nil, "resolv": len(resolv), "init": string(init),
+		"proc": procErr == nil, "resolv": len(resolv), "init": string(pid1),
 	}
 	if err := os.WriteFile("made-by-run", []byte("hi\n"), 0o640); err != nil {
 		panic(err)

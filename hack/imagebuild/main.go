@@ -41,8 +41,14 @@
 // The final root filesystem becomes a single layer with numeric ownership and modes kept.
 // Everything lives under --cache (default $CACHE_DIR/images): the base tarball, a snapshot
 // after every RUN keyed by a hash of everything before it (so changing the agent only redoes
-// the COPY), the host-built artifacts, and the archives, named after a hash of all their
-// inputs — a warm run that finds its archive builds nothing but the Go binaries (to hash them).
+// the COPY), the host-built artifacts, and the archives, <name>-<hash>.tar with the hash over
+// all their inputs — a warm run that finds its archive builds nothing but the Go binaries (to
+// hash them). A new archive replaces older ones of the same name; base images, snapshots and
+// archives unused for two weeks are pruned. Builds sharing a cache take turns (a lock file).
+//
+// The name is written into the archive as given (":latest" added when it has no tag);
+// containerd's importer normalizes it as the kubelet normalizes a pod's image, so
+// "postgres:15" is found as docker.io/library/postgres:15 by both.
 package main
 
 import (

@@ -13,6 +13,8 @@ import (
 func main() {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+	// Said only once the handlers are in place, so a caller knows a signal is now handled.
+	_, _ = os.Stderr.WriteString("pause: waiting for SIGTERM or SIGINT\n")
 	for sig := range sigs {
 		if sig != syscall.SIGCHLD {
 			return

@@ -39,6 +39,10 @@ $(BIN_DIR)/agent:
 $(TESTCLUSTER):
 	go build -o $@ ./internal/testcluster/cmd/testcluster
 
+.PHONY: images
+images: ## Build every container image without Docker (root, debootstrap) into $(CACHE_DIR)/images.
+	hack/build-images.sh
+
 ##@ Test
 .PHONY: test
 test: build cluster-binaries ## Run every test tier (unit, integration on a real local cluster, e2e).

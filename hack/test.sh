@@ -27,6 +27,7 @@ mode="${1:-all}"
 case "${mode}" in
   unit)
     (cd test/dockerfile && go test -count=1 -short ./...)
+    (cd hack/imagebuild && go test -count=1 -short ./...)
     exec go test "${go_test_flags[@]}" -short "$@" "${packages[@]}"
     ;;
   all) ;;
@@ -87,12 +88,15 @@ if [[ -z "${CAKE_TEST_POSTGRES_URL:-}" && -d internal/testpg/cmd/testpg ]]; then
 fi
 # ----------------------------------------------------------------------------------------------
 
-# The Dockerfile lint lives in its own module (BuildKit's linter must not enter ours); run it
-# first so the main go test summary stays the last thing printed.
+# The Dockerfile lint and the image builder live in their own modules (BuildKit must not enter
+# ours); run them first so the main go test summary stays the last thing printed. The builder's
+# end-to-end tests build real images into $CACHE_DIR/images (minutes the first time).
 nested_rc=0
 if [[ "${TEST_PACKAGES:-./...}" == "./..." ]]; then
   log "running the Dockerfile lint module (test/dockerfile)"
   (cd test/dockerfile && go test -count=1 ./...) || nested_rc=$?
+  log "running the image builder module (hack/imagebuild)"
+  (cd hack/imagebuild && go test -count=1 -timeout 60m ./...) || nested_rc=$?
 fi
 
 # Figures the tests record (test/artifacts/figures.txt) are printed after the run, followed by

@@ -1,0 +1,112 @@
+// Command gitserver serves the bare git repositories under a directory over HTTPS with git's
+// own smart-HTTP backend (git http-backend as CGI), like e2eenv.GitServer does in process, for
+// tests where the client is a pod: the real-node tier runs it from the gitserver image
+// (test/images/gitserver) so session pods clone a repository through the same https:// path a
+// hosted one takes.
+//
+//	gitserver -root /srv/git -cert tls.crt -key tls.key -listen :8443
+//
+// Every flag has an environment variable (GITSERVER_ROOT, GITSERVER_TLS_CERT, GITSERVER_TLS_KEY,
+// GITSERVER_LISTEN) so a pod sets them from a Secret. Repositories are served read-only and
+// whoever owns them (a hostPath volume is usually root's while the server runs as another
+// user: git's safe.directory check is turned off for the backend). GET /healthz answers 200
+// for probes. It prints its URL on stdout once it listens and stops on SIGTERM or SIGINT.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cgi"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "error: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("gitserver", flag.ContinueOnError)
+	root := fs.String("root", envOr("GITSERVER_ROOT", "/srv/git"), "directory of bare repositories (name.git), served as https://host/name.git (env GITSERVER_ROOT)")
+	certFile := fs.String("cert", os.Getenv("GITSERVER_TLS_CERT"), "TLS certificate (PEM) (env GITSERVER_TLS_CERT)")
+	keyFile := fs.String("key", os.Getenv("GITSERVER_TLS_KEY"), "TLS private key (PEM) (env GITSERVER_TLS_KEY)")
+	listen := fs.String("listen", envOr("GITSERVER_LISTEN", ":8443"), "address to listen on (env GITSERVER_LISTEN)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *certFile == "" || *keyFile == "" {
+		return errors.New("a TLS certificate is required: pass -cert and -key (or GITSERVER_TLS_CERT and GITSERVER_TLS_KEY)")
+	}
+	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+	if err != nil {
+		return fmt.Errorf("load the TLS certificate: %w (check -cert and -key)", err)
+	}
+	if info, err := os.Stat(*root); err != nil || !info.IsDir() {
+		return fmt.Errorf("repository directory %s: not a directory (set -root)", *root)
+	}
+	execPath, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		return fmt.Errorf("git --exec-path: %w (gitserver needs git installed)", err)
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.Handle("/", &cgi.Handler{
+		Path: filepath.Join(strings.TrimSpace(string(execPath)), "git-http-backend"),
+		Env: []string{
+			"GIT_PROJECT_ROOT=" + *root, "GIT_HTTP_EXPORT_ALL=1",
+			// Command-line scope counts as protected configuration, where safe.directory is read.
+			"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", "GIT_CONFIG_VALUE_0=*",
+		},
+	})
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (pick another address with -listen)", *listen, err)
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+	}
+	fmt.Fprintf(out, "https://%s\n", l.Addr())
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(l, "", "") }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
@@ -224,4 +225,58 @@ func TestCreateWithoutCABundleLeavesNothing(t *testing.T) {
 			checkCABundleMounted(t, pod, "corp-roots", "ca-certificates.crt")
 		})
 	}
+}
+
+// TestCABundleOnCluster, on the real test cluster: with the bundle ConfigMap missing from
+// the (restricted) session namespace a session fails at once with the ConfigMap, the
+// namespace and the chart value named, and leaves no Secret, PVC or pod; once the
+// ConfigMap is there, start gives a pod the API server admits under restricted Pod
+// Security, with the bundle mounted in both containers, and the session runs.
+func TestCABundleOnCluster(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.CABundleConfigMap = "corp-roots"
+	c, _ := e.start(cfg)
+	ctx := ctxT(t)
+
+	s := &store.Session{OwnerID: e.owner, Repo: "https://git.internal.example/org/repo", Persistent: true}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	if s.State != apiv1.StateFailed || s.Reason != ReasonCABundleMissing {
+		t.Fatalf("session %s/%s %q, want Failed/CABundleMissing", s.State, s.Reason, s.Message)
+	}
+	for _, want := range []string{`"corp-roots"`, `"` + e.ns + `"`, "sessions.caBundle.configMapName"} {
+		if !strings.Contains(s.Message, want) {
+			t.Errorf("message %q does not name %s", s.Message, want)
+		}
+	}
+	t.Logf("create failed with: %s", s.Message)
+	for what, get := range map[string]func(context.Context) error{
+		"pod": func(ctx context.Context) error { _, err := e.pod(ctx, s.ID); return err },
+		"secret": func(ctx context.Context) error {
+			_, err := e.kube.CoreV1().Secrets(e.ns).Get(ctx, SecretName(s.ID), metav1.GetOptions{})
+			return err
+		},
+		"pvc": func(ctx context.Context) error {
+			_, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Get(ctx, PVCName(s.ID), metav1.GetOptions{})
+			return err
+		},
+	} {
+		if err := get(ctx); !apierrors.IsNotFound(err) {
+			t.Errorf("%s of the failed session: %v, want NotFound (nothing may be created)", what, err)
+		}
+	}
+
+	caBundleConfigMap(t, e.kube, e.ns, "corp-roots", map[string]string{"ca-certificates.crt": testCAPEM(t)})
+	e.preBoundPV(s.ID)
+	if _, err := c.Start(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	pod, err := e.pod(ctx, s.ID)
+	if err != nil {
+		t.Fatalf("no pod after start: %v", err)
+	}
+	checkCABundleMounted(t, pod, "corp-roots", "ca-certificates.crt")
+	e.waitSession(s.ID, "Running", inState(apiv1.StateRunning))
 }

@@ -53,6 +53,8 @@ type Config struct {
 	SessionTolerations  string // JSON array of corev1.Toleration
 	SessionStorageClass string
 	SessionStorageSize  string
+	SessionCAConfigMap  string
+	SessionCAKey        string
 	SessionIdleTimeout  time.Duration
 	SessionTTL          time.Duration
 	MaxActiveSessions   int
@@ -122,6 +124,8 @@ func Options() []Option {
 		{Flag: "session-tolerations", Env: "AGENT_SESSION_TOLERATIONS", Usage: "tolerations for session pods as a JSON array of Kubernetes tolerations"},
 		{Flag: "session-storage-class", Env: "AGENT_SESSION_STORAGE_CLASS", Usage: "storage class of persistent session workspaces (empty: cluster default)"},
 		{Flag: "session-storage-size", Env: "AGENT_SESSION_STORAGE_SIZE", Default: "10Gi", Usage: "size of persistent session workspaces"},
+		{Flag: "session-ca-configmap", Env: "AGENT_SESSION_CA_CONFIGMAP", Usage: "ConfigMap in the session namespace with the complete PEM bundle of CAs sessions trust (public roots included: it replaces the image's for git); empty: the image's roots"},
+		{Flag: "session-ca-key", Env: "AGENT_SESSION_CA_KEY", Default: "ca-certificates.crt", Usage: "key of --session-ca-configmap holding the PEM bundle"},
 		{Flag: "session-idle-timeout", Env: "AGENT_SESSION_IDLE_TIMEOUT", Default: "1h", Usage: "stop a session after this long without activity (0 disables)"},
 		{Flag: "session-ttl", Env: "AGENT_SESSION_TTL", Default: "0", Usage: "delete a session this long after creation (0 disables)"},
 		{Flag: "max-active-sessions", Env: "AGENT_MAX_ACTIVE_SESSIONS", Default: "5", Usage: "active sessions allowed per user (0: unlimited)"},
@@ -250,6 +254,8 @@ func parse(v map[string]*string) (*Config, error) {
 		SessionTolerations:    get("session-tolerations"),
 		SessionStorageClass:   get("session-storage-class"),
 		SessionStorageSize:    get("session-storage-size"),
+		SessionCAConfigMap:    get("session-ca-configmap"),
+		SessionCAKey:          get("session-ca-key"),
 		SessionIdleTimeout:    dur("session-idle-timeout"),
 		SessionTTL:            dur("session-ttl"),
 		MaxActiveSessions:     integer("max-active-sessions"),
@@ -311,6 +317,9 @@ func parse(v map[string]*string) (*Config, error) {
 	case "Always", "IfNotPresent", "Never":
 	default:
 		errs = append(errs, fmt.Sprintf("--image-pull-policy=%q: want Always, IfNotPresent or Never", c.ImagePullPolicy))
+	}
+	if c.SessionCAConfigMap != "" && c.SessionCAKey == "" {
+		errs = append(errs, "--session-ca-key is empty: name the key of --session-ca-configmap that holds the PEM bundle")
 	}
 	if c.HTTPAddr == "" && c.HTTPSAddr == "" {
 		errs = append(errs, "--http-addr and --https-addr are both empty: set at least one")

@@ -118,6 +118,8 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 		Tolerations:        tolerations,
 		StorageClass:       cfg.SessionStorageClass,
 		StorageSize:        cfg.SessionStorageSize,
+		CABundleConfigMap:  cfg.SessionCAConfigMap,
+		CABundleKey:        cfg.SessionCAKey,
 		DefaultIdleTimeout: cfg.SessionIdleTimeout,
 		DefaultTTL:         cfg.SessionTTL,
 		ReconcileInterval:  cfg.ReconcileInterval,

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -64,6 +66,10 @@ type Config struct {
 	Tolerations                                         []corev1.Toleration
 	// StorageClass ("" = cluster default) and StorageSize of persistent workspaces.
 	StorageClass, StorageSize string
+	// CABundleConfigMap ("" = none) names a ConfigMap in Namespace whose CABundleKey
+	// holds the PEM bundle of every CA sessions trust. It is mounted into both containers
+	// and replaces the image's roots for git, curl/OpenSSL and (added to them) Node.
+	CABundleConfigMap, CABundleKey string
 
 	// DefaultIdleTimeout and DefaultTTL fill sessions created with zero values.
 	DefaultIdleTimeout, DefaultTTL time.Duration
@@ -108,6 +114,17 @@ func (c *Config) defaults() error {
 	}
 	if c.StorageSize == "" {
 		c.StorageSize = "10Gi"
+	}
+	if c.CABundleConfigMap != "" {
+		if c.CABundleKey == "" {
+			c.CABundleKey = DefaultCABundleKey
+		}
+		if errs := validation.IsDNS1123Subdomain(c.CABundleConfigMap); len(errs) > 0 {
+			return fmt.Errorf("--session-ca-configmap=%q is not a ConfigMap name: %s", c.CABundleConfigMap, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsConfigMapKey(c.CABundleKey); len(errs) > 0 {
+			return fmt.Errorf("--session-ca-key=%q is not a ConfigMap key: %s", c.CABundleKey, strings.Join(errs, "; "))
+		}
 	}
 	if c.ReconcileInterval <= 0 {
 		c.ReconcileInterval = 30 * time.Second
@@ -262,6 +279,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.cachesSynced.Store(true)
 	c.log.Info("session caches synced", "namespace", c.cfg.Namespace, "release", c.cfg.Release)
+	if err := c.checkCABundle(ctx); err != nil {
+		// Not fatal: the API and running sessions work, and the ConfigMap may be on its
+		// way (trust-manager); every new session reports it until then.
+		c.log.Warn("sessions cannot start until the CA bundle is fixed", "error", err)
+	}
 
 	if !c.cfg.LeaderElection {
 		c.reconcileLoop(ctx)
@@ -296,7 +318,8 @@ func (c *Controller) lock(id string) func() {
 // the row: a transient failure leaves the session Pending for the reconciler to retry,
 // and a permanent one (admission rejects the pod, invalid spec) removes whatever was
 // created and leaves the session Failed with reason PodRejected and the API server's
-// message — the caller sees it in s.
+// message (or CABundleMissing, before anything is created, when the configured CA
+// bundle ConfigMap is not there) — the caller sees it in s.
 func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int) error {
 	if s.ID == "" {
 		s.ID = NewID()
@@ -530,8 +553,12 @@ func permanent(err error) bool {
 		apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) || apierrors.IsMethodNotSupported(err)
 }
 
-// permanentError marks our own configuration errors (bad quantities) as not retryable.
-type permanentError struct{ err error }
+// permanentError marks our own configuration errors (bad quantities, a missing CA
+// bundle) as not retryable; reason, when set, replaces PodRejected on the session.
+type permanentError struct {
+	err    error
+	reason string
+}
 
 func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }

@@ -24,6 +24,15 @@ const (
 	HomeDir           = "/home/opencode"
 	TmpDir            = "/tmp"
 
+	// CADir holds the sessions' CA bundle (CAFile) when one is configured: a ConfigMap
+	// volume of its own, so the kubelet refreshes the file when the bundle is rotated.
+	CADir      = "/etc/cake-agents/ca"
+	caFileName = "ca-certificates.crt"
+	CAFile     = CADir + "/" + caFileName
+	// DefaultCABundleKey is the ConfigMap key read when none is configured (the name
+	// Debian gives its PEM bundle of roots).
+	DefaultCABundleKey = "ca-certificates.crt"
+
 	// SecretKeyPassword holds OPENCODE_SERVER_PASSWORD; SecretKeyLiteLLM the gateway key.
 	SecretKeyPassword = "password"
 	SecretKeyLiteLLM  = "LITELLM_API_KEY"
@@ -165,6 +174,31 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 		{Name: "home", MountPath: HomeDir},
 		{Name: "tmp", MountPath: TmpDir},
 	}
+	initEnv := []corev1.EnvVar{
+		{Name: "HOME", Value: HomeDir},
+		{Name: "TMPDIR", Value: TmpDir},
+		// Never prompt for credentials: a private repo without them must fail fast.
+		{Name: "GIT_TERMINAL_PROMPT", Value: "0"},
+	}
+	var caVolumes []corev1.Volume
+	if c.cfg.CABundleConfigMap != "" {
+		// git and curl/OpenSSL take the file instead of the image's roots, which is why
+		// the bundle must be complete; Node-style runtimes (OpenCode's HTTP client for
+		// the model gateway) add it to their built-in roots.
+		mounts = append(mounts, corev1.VolumeMount{Name: "ca-bundle", MountPath: CADir, ReadOnly: true})
+		caEnv := []corev1.EnvVar{
+			{Name: "GIT_SSL_CAINFO", Value: CAFile},
+			{Name: "SSL_CERT_FILE", Value: CAFile},
+		}
+		initEnv = append(initEnv, caEnv...)
+		env = append(env, caEnv...)
+		env = append(env, corev1.EnvVar{Name: "NODE_EXTRA_CA_CERTS", Value: CAFile})
+		caVolumes = append(caVolumes, corev1.Volume{Name: "ca-bundle", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: c.cfg.CABundleConfigMap},
+			Items:                []corev1.KeyToPath{{Key: c.cfg.CABundleKey, Path: caFileName}},
+			DefaultMode:          ptr.To[int32](0o444),
+		}}})
+	}
 	workspace := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
 	if s.Persistent {
 		workspace = corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: PVCName(s.ID)}}
@@ -200,17 +234,12 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
 			InitContainers: []corev1.Container{{
-				Name:            InitContainerName,
-				Image:           initImage,
-				ImagePullPolicy: corev1.PullPolicy(c.cfg.ImagePullPolicy),
-				Command:         []string{"agent", "session-init"},
-				Args:            initOpts.Args(),
-				Env: []corev1.EnvVar{
-					{Name: "HOME", Value: HomeDir},
-					{Name: "TMPDIR", Value: TmpDir},
-					// Never prompt for credentials: a private repo without them must fail fast.
-					{Name: "GIT_TERMINAL_PROMPT", Value: "0"},
-				},
+				Name:                     InitContainerName,
+				Image:                    initImage,
+				ImagePullPolicy:          corev1.PullPolicy(c.cfg.ImagePullPolicy),
+				Command:                  []string{"agent", "session-init"},
+				Args:                     initOpts.Args(),
+				Env:                      initEnv,
 				Resources:                res,
 				VolumeMounts:             mounts,
 				SecurityContext:          secCtx,
@@ -236,12 +265,12 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 				SecurityContext:          secCtx,
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 			}},
-			Volumes: []corev1.Volume{
+			Volumes: append([]corev1.Volume{
 				{Name: "workspace", VolumeSource: workspace},
 				{Name: "opencode-config", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}},
 				{Name: "home", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 				{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-			},
+			}, caVolumes...),
 		},
 	}
 	return pod, nil

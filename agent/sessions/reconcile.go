@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
@@ -27,7 +28,12 @@ import (
 // returns nil; a transient one returns the error for a retry, and marks the session
 // Failed after MaxCreateAttempts in a row. It returns the session as last written.
 func (c *Controller) launch(ctx context.Context, s *store.Session, cleanup bool) (*store.Session, error) {
-	err := c.ensureSecret(ctx, s)
+	// The CA bundle first: when it is missing nothing is created, so a failed Create
+	// leaves only the Failed row that names the ConfigMap.
+	err := c.checkCABundle(ctx)
+	if err == nil {
+		err = c.ensureSecret(ctx, s)
+	}
 	if err == nil && s.Persistent {
 		err = c.ensurePVC(ctx, s)
 	}
@@ -64,6 +70,9 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, cleanup bool)
 	reason := ReasonCreateFailed
 	if permanent(err) {
 		reason = ReasonPodRejected
+		if pe := (*permanentError)(nil); errors.As(err, &pe) && pe.reason != "" {
+			reason = pe.reason
+		}
 	}
 	c.log.Error("session objects cannot be created; marking the session failed", "session", s.ID, "reason", reason, "error", err)
 	if cleanup {
@@ -94,6 +103,47 @@ func imageOf(s *store.Session, cfg Config) string {
 		return s.Image
 	}
 	return cfg.DataPlaneImage
+}
+
+// checkCABundle makes sure the CA bundle ConfigMap the pod mounts exists in the session
+// namespace and holds a certificate under its key. Without the check the kubelet keeps
+// the pod in ContainerCreating (FailedMount) until StartTimeout, with the cause only in
+// an Event. A missing bundle is treated as permanent: the session fails at once and
+// `start` retries it once the ConfigMap is there.
+func (c *Controller) checkCABundle(ctx context.Context) error {
+	name, key, ns := c.cfg.CABundleConfigMap, c.cfg.CABundleKey, c.cfg.Namespace
+	if name == "" {
+		return nil
+	}
+	missing := func(format string, args ...any) error {
+		return &permanentError{err: fmt.Errorf(format, args...), reason: ReasonCABundleMissing}
+	}
+	cm, err := c.kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return missing("the sessions' CA bundle ConfigMap %q does not exist in the session namespace %q: create it there "+
+			"with the PEM bundle under key %q, or fix the chart value sessions.caBundle.configMapName (agent flag --session-ca-configmap)", name, ns, key)
+	case apierrors.IsForbidden(err):
+		return missing("the agent may not read the sessions' CA bundle ConfigMap %q in namespace %q: grant its service account get on that "+
+			"ConfigMap (the chart does when sessions.caBundle.configMapName is set): %s", name, ns, apiMessage(err))
+	case err != nil:
+		return fmt.Errorf("read the sessions' CA bundle ConfigMap %s/%s: %w", ns, name, err)
+	}
+	pem, ok := cm.Data[key]
+	if !ok {
+		if b, inBinary := cm.BinaryData[key]; inBinary {
+			pem, ok = string(b), true
+		}
+	}
+	if !ok {
+		return missing("the sessions' CA bundle ConfigMap %q in namespace %q has no key %q: put the PEM bundle there, "+
+			"or set the chart value sessions.caBundle.key (agent flag --session-ca-key) to the key that holds it", name, ns, key)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM([]byte(pem)) {
+		return missing("key %q of the sessions' CA bundle ConfigMap %q in namespace %q holds no PEM certificate: "+
+			"it must be the complete bundle of CAs sessions trust (-----BEGIN CERTIFICATE----- blocks)", key, name, ns)
+	}
+	return nil
 }
 
 func (c *Controller) ensureSecret(ctx context.Context, s *store.Session) error {
@@ -143,7 +193,7 @@ func (c *Controller) ensurePVC(ctx context.Context, s *store.Session) error {
 	}
 	pvc, err := c.buildPVC(s)
 	if err != nil {
-		return &permanentError{err}
+		return &permanentError{err: err}
 	}
 	_, err = c.kube.CoreV1().PersistentVolumeClaims(c.cfg.Namespace).Create(ctx, pvc, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
@@ -155,7 +205,7 @@ func (c *Controller) ensurePVC(ctx context.Context, s *store.Session) error {
 func (c *Controller) ensurePod(ctx context.Context, s *store.Session) (bool, error) {
 	pod, err := c.buildPod(s)
 	if err != nil {
-		return false, &permanentError{err}
+		return false, &permanentError{err: err}
 	}
 	_, err = c.kube.CoreV1().Pods(c.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	switch {

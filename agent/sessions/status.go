@@ -25,6 +25,10 @@ const (
 	ReasonStoppedByUser = "StoppedByUser"
 	ReasonDeletedByUser = "DeletedByUser"
 	ReasonStarted       = "Started"
+
+	// ReasonCABundleMissing: the configured CA bundle ConfigMap (or its key) is not in
+	// the session namespace, so the pod would wait in ContainerCreating forever.
+	ReasonCABundleMissing = "CABundleMissing"
 )
 
 // observation is what a pod says about its session.

@@ -172,6 +172,12 @@ Environment of the agent container. Every name here must be one the agent unders
 {{- end }}
 - name: AGENT_SESSION_STORAGE_SIZE
   value: {{ $s.storage.size | quote }}
+{{- with $s.caBundle.configMapName }}
+- name: AGENT_SESSION_CA_CONFIGMAP
+  value: {{ . | quote }}
+- name: AGENT_SESSION_CA_KEY
+  value: {{ $s.caBundle.key | required "sessions.caBundle.key is required with sessions.caBundle.configMapName: the ConfigMap key holding the PEM bundle" | quote }}
+{{- end }}
 - name: AGENT_SESSION_IDLE_TIMEOUT
   value: {{ $s.idleTimeout | toString | quote }}
 - name: AGENT_SESSION_TTL

@@ -8,6 +8,9 @@
 #   hack/build-images.sh                    every image below
 #   hack/build-images.sh postgres pause     only those (names from the first column)
 #   TAG=dev hack/build-images.sh            another tag for the three project images
+#   REGISTRY=registry.example.com/cake hack/build-images.sh
+#                                           every name prefixed, as the chart's registry.default does
+#   INDEX=FILE hack/build-images.sh         also write "<image><TAB><name><TAB><archive>" lines to FILE
 #
 #   image            default name                          from
 #   control-plane    cake-agents/web:<chart appVersion>    Dockerfile target control-plane
@@ -42,15 +45,16 @@ command -v debootstrap >/dev/null || { log "debootstrap is missing: apt-get inst
 
 app_version="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/cake-agents/Chart.yaml)"
 tag="${TAG:-${app_version}}"
+prefix="${REGISTRY:+${REGISTRY%/}/}"
 declare -A spec=(
-  [control-plane]="--target control-plane=cake-agents/web:${tag}"
-  [data-plane]="--target data-plane=cake-agents/data-plane:${tag}"
-  [data-plane-init]="--target data-plane-init=cake-agents/data-plane-init:${tag}"
-  [postgres]="--dockerfile test/images/postgres=postgres:15"
-  [busybox]="--dockerfile test/images/busybox=busybox:1.37"
-  [fakemodel]="--dockerfile test/images/fakemodel=cake-agents-test/fakemodel:dev"
-  [gitserver]="--dockerfile test/images/gitserver=cake-agents-test/gitserver:dev"
-  [pause]="--dockerfile test/images/pause=cake-agents-test/pause:dev"
+  [control-plane]="--target control-plane=${prefix}cake-agents/web:${tag}"
+  [data-plane]="--target data-plane=${prefix}cake-agents/data-plane:${tag}"
+  [data-plane-init]="--target data-plane-init=${prefix}cake-agents/data-plane-init:${tag}"
+  [postgres]="--dockerfile test/images/postgres=${prefix}postgres:15"
+  [busybox]="--dockerfile test/images/busybox=${prefix}busybox:1.37"
+  [fakemodel]="--dockerfile test/images/fakemodel=${prefix}cake-agents-test/fakemodel:dev"
+  [gitserver]="--dockerfile test/images/gitserver=${prefix}cake-agents-test/gitserver:dev"
+  [pause]="--dockerfile test/images/pause=${prefix}cake-agents-test/pause:dev"
 )
 order=(control-plane data-plane data-plane-init postgres busybox fakemodel gitserver pause)
 [[ $# -gt 0 ]] && order=("$@")
@@ -73,6 +77,15 @@ mkdir -p "$(dirname "${bin}")"
 go build -C hack/imagebuild -o "${bin}" .
 
 read -r -a extra <<<"${IMAGEBUILD_FLAGS:-}"
-exec "${bin}" "${extra[@]}" --root "${ROOT}" \
+out="$("${bin}" "${extra[@]}" --root "${ROOT}" \
   --build-arg "VERSION=${version}" --build-arg "COMMIT=${commit}" --build-arg "DATE=${date}" \
-  "${args[@]}"
+  "${args[@]}")"
+printf '%s\n' "${out}"
+if [[ -n "${INDEX:-}" ]]; then
+  # The builder prints the images in the order asked: pair each line with its image.
+  mapfile -t lines <<<"${out}"
+  [[ ${#lines[@]} -eq ${#order[@]} ]] || { log "expected ${#order[@]} images, got ${#lines[@]} lines"; exit 1; }
+  mkdir -p "$(dirname "${INDEX}")"
+  for i in "${!order[@]}"; do printf '%s\t%s\n' "${order[$i]}" "${lines[$i]}"; done >"${INDEX}.tmp"
+  mv "${INDEX}.tmp" "${INDEX}"
+fi

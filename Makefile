@@ -24,6 +24,10 @@ help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Build
+.PHONY: deps
+deps: ## Install the Debian packages the build, tests and demo need (does nothing when present).
+	hack/install-deps.sh
+
 .PHONY: build
 build: $(BIN_DIR)/kubectl-agents $(BIN_DIR)/agent ## Build the plugin (CGO-free) and the agent (cgo, for go-sqlite3).
 
@@ -45,7 +49,8 @@ images: ## Build every container image without Docker (root, debootstrap) into $
 
 ##@ Test
 .PHONY: test
-test: build cluster-binaries ## Run every test tier (unit, integration on a real local cluster, e2e).
+# deps comes first so a missing package stops the run before the long cluster build.
+test: deps build cluster-binaries ## Run every test tier (unit, integration on a real local cluster, e2e).
 	hack/test.sh all
 
 .PHONY: test-unit
@@ -53,7 +58,7 @@ test-unit: ## Run the fast unit tests only (no cluster, no database server).
 	hack/test.sh unit
 
 .PHONY: bench
-bench: build cluster-binaries ## Run the benchmarks and print ratios against peers measured in the same run.
+bench: deps build cluster-binaries ## Run the benchmarks and print ratios against peers measured in the same run.
 	hack/bench.sh
 
 ##@ Lint
@@ -75,7 +80,7 @@ cluster-down: $(TESTCLUSTER) ## Stop the local test cluster.
 	$(TESTCLUSTER) down
 
 .PHONY: demo
-demo: build cluster-binaries ## Bring up a local cluster with the agent and a demo session you can attach to.
+demo: deps build cluster-binaries ## Bring up a local cluster with the agent and a demo session you can attach to.
 	hack/demo.sh
 
 .PHONY: clean

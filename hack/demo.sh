@@ -12,15 +12,7 @@ DEMO_DIR="${CACHE_DIR}/demo"
 
 log() { echo "demo: $*" >&2; }
 
-need=()
-command -v rg >/dev/null 2>&1 || need+=(ripgrep)   # OpenCode's grep/glob tools
-command -v git >/dev/null 2>&1 || need+=(git)
-if [[ ${#need[@]} -gt 0 ]]; then
-  log "installing ${need[*]}"
-  sudo=""; [[ "$(id -u)" != 0 ]] && sudo=sudo
-  ${sudo} apt-get update -qq && ${sudo} apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-
+hack/install-deps.sh
 hack/build-cluster.sh all
 OPENCODE="$(hack/install-opencode.sh)"
 HELM="$(hack/tools.sh helm)"

@@ -4,7 +4,8 @@
 #   hack/test.sh unit   unit tests only: go test -short, no cluster, no database server
 #   hack/test.sh all    every tier, on one local test cluster shared by all packages
 #
-# `all` starts the cluster with `testcluster up` in a fresh state dir, exports
+# `all` first installs the system packages the tests need (hack/install-deps.sh), then starts
+# the cluster with `testcluster up` in a fresh state dir, exports
 # CAKE_TESTCLUSTER_DIR (and KUBECONFIG) so every test binary attaches to it instead of starting
 # its own, runs go test over the whole module and always stops the cluster again, on success,
 # failure, Ctrl-C or SIGTERM. The exit code is go test's, and go test's summary is the last
@@ -37,6 +38,8 @@ case "${mode}" in
     ;;
 esac
 
+# System packages first: a missing one must stop the run now, not fail a test 40 minutes in.
+hack/install-deps.sh
 hack/build-cluster.sh all
 # Install the pinned OpenCode and helm once up front rather than from parallel test binaries.
 hack/install-opencode.sh >/dev/null

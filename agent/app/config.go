@@ -136,7 +136,7 @@ func Options() []Option {
 		{Flag: "header-auth-user-header", Env: "AGENT_HEADER_AUTH_USER_HEADER", Default: "x-auth-request-user", Usage: "header carrying the user name"},
 		{Flag: "header-auth-jwt-header", Env: "AGENT_HEADER_AUTH_JWT_HEADER", Default: "x-auth-request-access-token", Usage: "header carrying the proxy's JWT"},
 		{Flag: "header-auth-groups", Env: "AGENT_HEADER_AUTH_GROUPS", Default: "cake-agents:users", Usage: "comma-separated groups given to header-authenticated users for SubjectAccessReview"},
-		{Flag: "trusted-proxy-cidrs", Env: "AGENT_TRUSTED_PROXY_CIDRS", Usage: "comma-separated CIDRs of the authenticating proxy; identity headers from anywhere else are rejected. Loopback is never trusted unless listed"},
+		{Flag: "trusted-proxy-cidrs", Env: "AGENT_TRUSTED_PROXY_CIDRS", Usage: "comma-separated CIDRs of the authenticating proxy; identity headers from anywhere else are rejected. Loopback is never trusted unless listed. With --header-auth and none set, header auth is inert: every request carrying identity headers is refused"},
 		{Flag: "jwks-url", Env: "AGENT_JWKS_URL", Usage: "verify the proxy JWT's signature against this JWKS (https:// URL or file path); without it the proxy is the trust boundary"},
 		{Flag: "token-audiences", Env: "AGENT_TOKEN_AUDIENCES", Usage: "comma-separated audiences for TokenReview (empty: the API server's default)"},
 		{Flag: "admin-groups", Env: "AGENT_ADMIN_GROUPS", Default: "system:masters", Usage: "comma-separated groups whose members are agent admins in addition to RBAC's sessions verb \"*\""},

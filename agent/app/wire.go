@@ -27,6 +27,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/store/storeopen"
 	"github.com/cakeai/cake-agents/agent/tunnel"
 	"github.com/cakeai/cake-agents/agent/ui"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
 // authSecret returns the configured auth secret. Without one, a SQLite agent keeps a
@@ -175,6 +176,12 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	if err != nil {
 		return nil, err
 	}
+	if header.State() == apiv1.HeaderAuthNoTrustedProxy {
+		// Starting matters more than the proxy: kubeconfig and token users keep working,
+		// and proxy users get a 401 naming the setting (see auth.NewHeaderAuthenticator).
+		log.Warn("header auth is inert until trusted proxy networks are set: requests carrying identity headers are refused",
+			"set", auth.TrustedProxySetting)
+	}
 	authenticators := []auth.Authenticator{header}
 	kubeAuth := auth.NewKubernetesAuthenticator(auth.KubernetesConfig{Client: kube, Audiences: cfg.TokenAudiences, Log: log.Named("auth")})
 	tokens := auth.NewTokenAuthenticator(st, log.Named("auth"))
@@ -197,6 +204,7 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		DefaultTTL:         cfg.SessionTTL,
 		MaxActiveSessions:  cfg.MaxActiveSessions,
 		ExternalURL:        cfg.ExternalURL,
+		HeaderAuth:         header.State(),
 		NewID:              sessions.NewID,
 	})
 	run := func(ctx context.Context) error {

@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
 // HeaderConfig configures authentication by identity headers that an authenticating
@@ -29,7 +31,9 @@ type HeaderConfig struct {
 	// TrustedProxyCIDRs are the networks the proxy connects from. Identity headers
 	// from any other peer are rejected. Loopback is trusted only when listed, because
 	// port-forwarded connections arrive on the pod's loopback and anyone with
-	// pods/portforward could otherwise claim any identity.
+	// pods/portforward could otherwise claim any identity. With none, header
+	// authentication is inert (apiv1.HeaderAuthNoTrustedProxy): every request carrying
+	// identity headers is refused, naming this setting.
 	TrustedProxyCIDRs []string
 	// Groups are given to every header-authenticated user for SubjectAccessReview.
 	Groups []string
@@ -42,8 +46,14 @@ type HeaderConfig struct {
 	HTTPClient *http.Client
 	// Disabled turns header authentication off without ignoring the headers: every
 	// request that carries one is refused, so a forged identity never passes silently.
+	// The header names are then only what to look for; all may be empty.
 	Disabled bool
 }
+
+// TrustedProxySetting names the setting that lists the proxy networks as the chart, the
+// agent's flag and its environment call it, so every message points at the one its
+// reader uses.
+const TrustedProxySetting = "headerAuth.trustedProxyCIDRs (agent flag --trusted-proxy-cidrs, env AGENT_TRUSTED_PROXY_CIDRS)"
 
 // HeaderAuthenticator authenticates requests by the identity headers of a trusted
 // authenticating proxy. See HeaderConfig for the trust model.
@@ -53,7 +63,7 @@ type HeaderAuthenticator struct {
 	trusted                            []netip.Prefix
 	groups                             []string
 	keys                               *keySet
-	disabled                           bool
+	state                              apiv1.HeaderAuthState
 }
 
 // Limits on header values: real ones are far smaller; bigger ones are hostile.
@@ -64,8 +74,11 @@ const (
 )
 
 // NewHeaderAuthenticator validates cfg and returns the authenticator. With no trusted
-// CIDR every identity header is rejected, which is safe but useless, so that is an
-// error naming the setting to fix.
+// CIDR it is inert rather than an error: the install guide's minimal values enable
+// header auth without naming the proxy's network, and an agent that refused to start
+// would crash-loop, taking kubeconfig and token users down with it. Inert stays closed:
+// identity headers are refused with a message naming TrustedProxySetting, and State
+// reports it so the agent's log, whoami and `kubectl agents doctor` can say so.
 func NewHeaderAuthenticator(cfg HeaderConfig) (*HeaderAuthenticator, error) {
 	h := &HeaderAuthenticator{
 		emailHeader: canonicalHeader(cfg.EmailHeader),
@@ -77,9 +90,6 @@ func NewHeaderAuthenticator(cfg HeaderConfig) (*HeaderAuthenticator, error) {
 	if h.emailClaim == "" {
 		h.emailClaim = "email"
 	}
-	if h.emailHeader == "" && h.jwtHeader == "" {
-		return nil, errors.New("header auth needs an email header or a JWT header name: set --header-auth-email-header or --header-auth-jwt-header")
-	}
 	for _, c := range cfg.TrustedProxyCIDRs {
 		p, err := netip.ParsePrefix(strings.TrimSpace(c))
 		if err != nil {
@@ -87,13 +97,17 @@ func NewHeaderAuthenticator(cfg HeaderConfig) (*HeaderAuthenticator, error) {
 		}
 		h.trusted = append(h.trusted, p.Masked())
 	}
-	h.disabled = cfg.Disabled
-	if h.disabled {
-		h.trusted, h.keys = nil, nil
+	if cfg.Disabled {
+		// Nothing is believed, so nothing else needs to be configured.
+		h.trusted, h.state = nil, apiv1.HeaderAuthDisabled
 		return h, nil
 	}
+	if h.emailHeader == "" && h.jwtHeader == "" {
+		return nil, errors.New("header auth needs an email header or a JWT header name: set --header-auth-email-header or --header-auth-jwt-header")
+	}
+	h.state = apiv1.HeaderAuthEnabled
 	if len(h.trusted) == 0 {
-		return nil, errors.New("header auth is enabled but no trusted proxy CIDR is set: set --trusted-proxy-cidrs to the authenticating proxy's network")
+		h.state = apiv1.HeaderAuthNoTrustedProxy
 	}
 	if cfg.JWKS != "" {
 		if h.jwtHeader == "" {
@@ -103,10 +117,21 @@ func NewHeaderAuthenticator(cfg HeaderConfig) (*HeaderAuthenticator, error) {
 		if client == nil {
 			client = &http.Client{Timeout: 10 * time.Second}
 		}
-		h.keys = newKeySet(cfg.JWKS, client)
+		if h.state == apiv1.HeaderAuthEnabled {
+			h.keys = newKeySet(cfg.JWKS, client)
+		}
 	}
 	return h, nil
 }
+
+// State says whether identity headers are believed: apiv1.HeaderAuthEnabled,
+// apiv1.HeaderAuthDisabled, or apiv1.HeaderAuthNoTrustedProxy when enabled without a
+// trusted proxy network (inert: every identity header is refused).
+func (h *HeaderAuthenticator) State() apiv1.HeaderAuthState { return h.state }
+
+// Offered reports whether signing in through the proxy can work at all; the
+// middleware leaves the proxy out of the ways to authenticate it lists when not.
+func (h *HeaderAuthenticator) Offered() bool { return h.state == apiv1.HeaderAuthEnabled }
 
 func canonicalHeader(name string) string {
 	name = strings.TrimSpace(name)
@@ -132,14 +157,18 @@ func (h *HeaderAuthenticator) Authenticate(r *http.Request) (*Identity, bool, er
 	if len(present) == 0 {
 		return nil, false, nil
 	}
-	if h.disabled {
+	switch h.state {
+	case apiv1.HeaderAuthDisabled:
 		return nil, false, fmt.Errorf("%w: identity headers (%s) are refused: header authentication is disabled on this agent; use your kubeconfig identity or a personal access token",
 			ErrUnauthenticated, strings.Join(present, ", "))
+	case apiv1.HeaderAuthNoTrustedProxy:
+		return nil, false, fmt.Errorf("%w: identity headers (%s) are refused: header authentication is enabled but no trusted proxy network is set, so no proxy is believed; an admin must set %s to the authenticating proxy's network. Until then use your kubeconfig identity or a personal access token",
+			ErrUnauthenticated, strings.Join(present, ", "), TrustedProxySetting)
 	}
 	peer, ok := peerAddr(r.RemoteAddr)
 	if !ok || !h.isTrusted(peer) {
-		return nil, false, fmt.Errorf("%w: identity headers (%s) from %s, which is not a trusted proxy: sign in through the proxy, or add its network to --trusted-proxy-cidrs",
-			ErrUnauthenticated, strings.Join(present, ", "), peerString(r.RemoteAddr))
+		return nil, false, fmt.Errorf("%w: identity headers (%s) from %s, which is not a trusted proxy: sign in through the proxy, or add its network to %s",
+			ErrUnauthenticated, strings.Join(present, ", "), peerString(r.RemoteAddr), TrustedProxySetting)
 	}
 	email, err := h.single(r, h.emailHeader)
 	if err != nil {

@@ -124,7 +124,6 @@ func TestHeaderAuthenticator(t *testing.T) {
 
 func TestNewHeaderAuthenticatorConfig(t *testing.T) {
 	for name, mutate := range map[string]func(*HeaderConfig){
-		"no trusted CIDR":         func(c *HeaderConfig) { c.TrustedProxyCIDRs = nil },
 		"bad CIDR":                func(c *HeaderConfig) { c.TrustedProxyCIDRs = []string{"10.0.0.1"} },
 		"no email nor JWT header": func(c *HeaderConfig) { c.EmailHeader, c.JWTHeader = "", "" },
 		"JWKS without JWT header": func(c *HeaderConfig) { c.JWTHeader, c.JWKS = "", "/jwks.json" },

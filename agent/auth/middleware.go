@@ -77,9 +77,17 @@ func NewMiddleware(authenticators []Authenticator, st store.Store, rec *audit.Re
 	return m.wrap
 }
 
+// offerer is implemented by authenticators that can be configured so that they never
+// accept anyone (header auth disabled, or without a trusted proxy): a way that cannot
+// work is not offered to a caller without credentials.
+type offerer interface{ Offered() bool }
+
 func noCredentialsMessage(as []Authenticator) string {
 	names := make([]string, 0, len(as))
 	for _, a := range as {
+		if o, ok := a.(offerer); ok && !o.Offered() {
+			continue
+		}
 		names = append(names, a.Name())
 	}
 	switch len(names) {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -264,5 +265,54 @@ func TestHeaderAuthOverTCP(t *testing.T) {
 				t.Errorf("no audited denial for request %s", reqID)
 			}
 		})
+	}
+}
+
+// TestInertHeaderAuthServesTokens runs the guide's minimal configuration (header auth
+// enabled, no trusted proxy network) through the middleware over real connections: a
+// personal access token gets in, the same token plus an identity header is refused with
+// the setting to fix, and a caller without credentials is not told to sign in through a
+// proxy that cannot work.
+func TestInertHeaderAuthServesTokens(t *testing.T) {
+	st, _ := newStore(t)
+	ctx := context.Background()
+	u := mustUser(t, st, SourceKubernetes, "jane")
+	secret, _, err := IssueToken(ctx, st, u.ID, "laptop", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := headerConfig()
+	cfg.TrustedProxyCIDRs = nil
+	ha, err := NewHeaderAuthenticator(cfg)
+	if err != nil {
+		t.Fatalf("inert header auth must not be a configuration error: %v", err)
+	}
+	srv := httptest.NewServer(NewMiddleware([]Authenticator{ha, NewTokenAuthenticator(st, nil)}, st, audit.NewRecorder(st, nil), nil)(whoami))
+	defer srv.Close()
+	call := func(headers map[string]string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/v1/whoami", nil)
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+
+	if code, body := call(map[string]string{"Authorization": "Bearer " + secret}); code != http.StatusOK || !strings.Contains(body, u.ID) {
+		t.Fatalf("token: %d %s", code, body)
+	}
+	code, body := call(map[string]string{"Authorization": "Bearer " + secret, "X-Auth-Request-Email": "jane@example.com"})
+	if code != http.StatusUnauthorized || !strings.Contains(body, "headerAuth.trustedProxyCIDRs") {
+		t.Fatalf("token plus identity header: %d %s, want 401 naming headerAuth.trustedProxyCIDRs", code, body)
+	}
+	code, body = call(nil)
+	if code != http.StatusUnauthorized || strings.Contains(body, ha.Name()) || !strings.Contains(body, "personal access token") {
+		t.Fatalf("no credentials: %d %s, want 401 offering tokens but not the proxy", code, body)
 	}
 }

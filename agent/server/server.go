@@ -62,6 +62,8 @@ type Options struct {
 	DefaultTokenTTL    time.Duration
 	// ExternalURL is the public URL of the agent, used in links.
 	ExternalURL string
+	// HeaderAuth is the header authenticator's state, reported by whoami.
+	HeaderAuth apiv1.HeaderAuthState
 	// UI, when set, serves every path outside the API and the probes (the web UI,
 	// agent/ui). It does its own authentication.
 	UI http.Handler

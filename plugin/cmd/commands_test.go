@@ -179,6 +179,36 @@ func TestDoctor(t *testing.T) {
 	}
 }
 
+// An agent with header auth enabled but no trusted proxy network serves kubeconfig
+// users and refuses every proxy sign-in; doctor must say so, with the value to set,
+// while the rest of the checks pass.
+func TestDoctorReportsInertHeaderAuth(t *testing.T) {
+	withVersion(t, "v0.3.0")
+	a := newFakeAgent(t)
+	a.who.HeaderAuth = apiv1.HeaderAuthNoTrustedProxy
+	f, _ := a.start()
+	kube := fake.NewClientset()
+	kube.PrependReactor("create", "selfsubjectaccessreviews", ssarReactor(func(authorizationv1.ResourceAttributes) bool { return false }))
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o := &DoctorOptions{IOStreams: streams, Factory: f, Kube: kube}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatalf("doctor failed on a working agent with inert header auth: %v\n%s", err, out)
+	}
+	want := "[warn] header auth: enabled but inert: no trusted proxy network is set, so every request signed in through the authenticating proxy is refused (401); set headerAuth.trustedProxyCIDRs in the chart's values (agent flag --trusted-proxy-cidrs) to the proxy's network\n"
+	if !strings.Contains(out.String(), "[ok]   identity: alice@example.com (alice, authenticated by kubernetes)\n"+want) {
+		t.Errorf("doctor:\n%s\nwant after the identity line:\n%s", out, want)
+	}
+
+	a.who.HeaderAuth = apiv1.HeaderAuthEnabled
+	out.Reset()
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "[ok]   header auth: identity headers are believed from the trusted proxy networks only\n") || strings.Contains(out.String(), "inert") {
+		t.Errorf("doctor with header auth enabled:\n%s", out)
+	}
+}
+
 func TestLoginLogout(t *testing.T) {
 	a := newFakeAgent(t)
 	a.token = "cka_good"

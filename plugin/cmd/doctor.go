@@ -144,11 +144,25 @@ func (o *DoctorOptions) Run(ctx context.Context) error {
 		if len(denied) > 0 {
 			o.report("warn", "the agent lets you %s but not %s sessions", orNothing(allowed), strings.Join(denied, ", "))
 		}
+		o.reportHeaderAuth(who.HeaderAuth)
 	}
 
 	o.checkRBAC(ctx)
 	o.checkForgedHeaders(ctx, c)
 	return o.result()
+}
+
+// reportHeaderAuth says whether people signing in through the authenticating proxy can
+// get in. Kubeconfig users are unaffected either way, which is why an inert header auth
+// is easy to miss: the agent runs, and only the browser users are refused.
+func (o *DoctorOptions) reportHeaderAuth(state apiv1.HeaderAuthState) {
+	switch state {
+	case apiv1.HeaderAuthNoTrustedProxy:
+		o.report("warn", "header auth: enabled but inert: no trusted proxy network is set, so every request signed in through the authenticating proxy is refused (401); set headerAuth.trustedProxyCIDRs in the chart's values (agent flag --trusted-proxy-cidrs) to the proxy's network")
+	case apiv1.HeaderAuthEnabled:
+		o.report("ok", "header auth: identity headers are believed from the trusted proxy networks only")
+	}
+	// Disabled, or an agent that does not report it: nothing to say.
 }
 
 func orNothing(verbs []string) string {

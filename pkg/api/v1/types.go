@@ -175,7 +175,30 @@ type WhoAmI struct {
 	Groups   []string `json:"groups,omitempty"`
 	// Permissions maps each verb on sessions.agents.cake.ai to whether it is allowed.
 	Permissions map[string]bool `json:"permissions"`
+	// HeaderAuth is the agent's header-authentication state (the same for every
+	// caller), so a client such as `kubectl agents doctor` can tell why sign-ins through
+	// the authenticating proxy fail. Empty from agents that predate it.
+	HeaderAuth HeaderAuthState `json:"headerAuth,omitempty"`
 }
+
+// HeaderAuthState says whether the agent believes the identity headers of an
+// authenticating proxy.
+type HeaderAuthState string
+
+// Header-authentication states.
+const (
+	// HeaderAuthDisabled: header authentication is off; every request carrying identity
+	// headers is refused.
+	HeaderAuthDisabled HeaderAuthState = "Disabled"
+	// HeaderAuthEnabled: identity headers are believed from the trusted proxy networks
+	// and refused from anywhere else.
+	HeaderAuthEnabled HeaderAuthState = "Enabled"
+	// HeaderAuthNoTrustedProxy: header authentication is on but no trusted proxy network
+	// is configured, so it is inert: every request carrying identity headers is refused
+	// until headerAuth.trustedProxyCIDRs (agent flag --trusted-proxy-cidrs) is set.
+	// Kubernetes identities and personal access tokens work as usual.
+	HeaderAuthNoTrustedProxy HeaderAuthState = "NoTrustedProxy"
+)
 
 // Token is a personal access token. Token (the secret) is present only in the response
 // that created it.

@@ -122,11 +122,17 @@ func tool(t testing.TB, name string) string {
 }
 
 // env is the environment of commands run against the cluster: its admin kubeconfig, helm's
-// state in a temp dir, and bin/ (kubectl-agents) and kubectl's folder on PATH.
+// state in a temp dir, and bin/ (kubectl-agents), kubectl's folder and the pinned OpenCode
+// (attach runs the user's local `opencode attach`, as on a laptop) on PATH.
 func env(t testing.TB) []string {
 	t.Helper()
 	home := t.TempDir()
-	path := filepath.Join(repoRoot(t), "bin") + ":" + testcluster.DefaultBinDir() + ":" + os.Getenv("PATH")
+	path := strings.Join([]string{
+		filepath.Join(repoRoot(t), "bin"),
+		testcluster.DefaultBinDir(),
+		filepath.Join(testcluster.DefaultCacheDir(), "opencode", "bin"),
+		os.Getenv("PATH"),
+	}, ":")
 	var out []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "KUBECONFIG=") && !strings.HasPrefix(kv, "PATH=") {

@@ -40,6 +40,11 @@ func PrepareVolumes(ctx context.Context, kube kubernetes.Interface, pod *corev1.
 		}
 		dir := filepath.Join(root, "volumes", m.Name)
 		switch {
+		case serviceAccountTokenVolume(v, m):
+			// The API server's admission adds this volume for the in-cluster config; client-go
+			// reads it from its fixed path only, so Prepare hands the process the same
+			// identity through KUBECONFIG instead.
+			continue
 		case v.EmptyDir != nil:
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return nil, err
@@ -88,6 +93,20 @@ func PrepareVolumes(ctx context.Context, kube kubernetes.Interface, pod *corev1.
 		mounts[filepath.Clean(m.MountPath)] = dir
 	}
 	return mounts, nil
+}
+
+// serviceAccountTokenVolume reports whether v is the volume ServiceAccount admission adds
+// (kube-api-access-*): a projected ServiceAccount token at the in-cluster config's path.
+func serviceAccountTokenVolume(v corev1.Volume, m corev1.VolumeMount) bool {
+	if v.Projected == nil || filepath.Clean(m.MountPath) != "/var/run/secrets/kubernetes.io/serviceaccount" {
+		return false
+	}
+	for _, s := range v.Projected.Sources {
+		if s.ServiceAccountToken != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // project writes data as files into dir: every key, or only the listed items under their paths.

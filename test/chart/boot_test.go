@@ -158,6 +158,7 @@ type boot struct {
 	supplied  map[string]string   // env var -> value the test gave a Secret it provided
 	database  string              // URL of the Postgres database the agent must use (empty: SQLite)
 	appName   string              // PGAPPNAME given through PG* variables, if any
+	pgVars    bool                // the agent container reads PG* variables
 	tls       *servingCertificate // for a TLS Secret the values expect to exist
 }
 
@@ -311,6 +312,9 @@ func (b *boot) provideSecrets(dep *appsv1.Deployment) {
 		want[secret][key] = value
 	}
 	for _, e := range c.Env {
+		b.pgVars = b.pgVars || strings.HasPrefix(e.Name, "PG")
+	}
+	for _, e := range c.Env {
 		if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || b.rendered[e.ValueFrom.SecretKeyRef.Name] {
 			continue
 		}
@@ -386,6 +390,13 @@ func (b *boot) valueFor(env string) string {
 	v := func() string {
 		switch env {
 		case "DATABASE_URL":
+			if b.pgVars {
+				// Values that give the connection as PG* variables but also name
+				// existingSecret make the chart read a URL from that Secret as well (it is
+				// not optional). The empty URL is what such a platform team puts there: pgx
+				// then takes everything from the PG* variables, which this run must prove.
+				return "postgres://"
+			}
 			return b.externalDatabase()
 		case "PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD":
 			u, err := url.Parse(b.externalDatabase())
@@ -522,22 +533,25 @@ func (b *boot) playDatabaseStatefulSets() {
 		}
 		su, _ := url.Parse(server.URL)
 		local := su.Host
-		for _, svc := range b.objs {
-			if svc.GetKind() != "Service" {
+		for _, o := range b.objs {
+			if o.GetKind() != "Service" {
 				continue
 			}
-			sel, _, _ := unstructured.NestedStringMap(svc.Object, "spec", "selector")
-			if len(sel) == 0 || !labels.SelectorFromSet(sel).Matches(labels.Set(sts.Spec.Template.Labels)) {
+			var svc corev1.Service
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &svc); err != nil {
+				t.Fatal(err)
+			}
+			if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(sts.Spec.Template.Labels)) {
 				continue
 			}
-			ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
-			for _, p := range ports {
-				pm, _ := p.(map[string]any)
-				port, _ := pm["port"].(int64)
-				for _, addr := range agentpod.ServiceAddresses(svc.GetName(), b.ns, b.ns, int32(port)) {
+			for _, p := range svc.Spec.Ports {
+				for _, addr := range agentpod.ServiceAddresses(svc.Name, b.ns, b.ns, p.Port) {
 					b.services[addr] = local
 				}
 			}
+		}
+		if len(b.services) == 0 {
+			t.Fatalf("no rendered Service selects the pods of StatefulSet %s", sts.Name)
 		}
 		u := &url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Host: local, Path: "/" + db, RawQuery: "sslmode=disable"}
 		b.database = u.String()
@@ -733,6 +747,7 @@ func (b *boot) startAgent(proc *agentpod.Process, logPath, readyURL string) {
 	}
 	done := make(chan struct{})
 	var waitErr error
+	logShown := false
 	go func() { waitErr = cmd.Wait(); logFile.Close(); close(done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -742,7 +757,7 @@ func (b *boot) startAgent(proc *agentpod.Process, logPath, readyURL string) {
 			_ = cmd.Process.Kill()
 			<-done
 		}
-		if t.Failed() {
+		if t.Failed() && !logShown {
 			t.Logf("agent log:%s", logTail(logPath))
 		}
 	})
@@ -764,10 +779,12 @@ func (b *boot) startAgent(proc *agentpod.Process, logPath, readyURL string) {
 		}
 		select {
 		case <-done:
+			logShown = true
 			t.Fatalf("the agent exited before it was ready (%v)%s", waitErr, logTail(logPath))
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Since(began) > 90*time.Second {
+			logShown = true
 			t.Fatalf("the agent was not ready after 90s (last probe: %s)%s", last, logTail(logPath))
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -347,7 +348,6 @@ func (b *boot) provideSecrets(dep *appsv1.Deployment) {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: b.ns}, Data: want[name]}
 		if owner, ok := owners[name]; ok {
 			s.OwnerReferences = []metav1.OwnerReference{owner}
-			s.Labels = map[string]string{"reconcile.external-secrets.io/created-by": string(owner.UID)}
 		}
 		if _, err := b.c.AdminClient().CoreV1().Secrets(b.ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create Secret %s: %v", name, err)
@@ -764,16 +764,14 @@ func (b *boot) startAgent(proc *agentpod.Process, logPath, readyURL string) {
 	began := time.Now()
 	var last string
 	for {
-		resp, err := http.Get(readyURL) //nolint:noctx // each probe is short; the loop has its own deadline
+		resp, err := probe(readyURL)
 		if err == nil {
-			body := make([]byte, 512)
-			n, _ := resp.Body.Read(body)
-			_ = resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode == http.StatusOK {
 				t.Logf("agent ready in %s", time.Since(began).Round(10*time.Millisecond))
 				return
 			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(body[:n]))
+			last = fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(body))
 		} else {
 			last = err.Error()
 		}
@@ -788,6 +786,24 @@ func (b *boot) startAgent(proc *agentpod.Process, logPath, readyURL string) {
 			t.Fatalf("the agent was not ready after 90s (last probe: %s)%s", last, logTail(logPath))
 		}
 	}
+}
+
+// probe is one readiness probe: a GET with the kubelet's default timeout of one second.
+func probe(u string) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 512))
+	_ = resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return resp, err
 }
 
 // apiClient talks to the agent's HTTPS port the way `kubectl agents` does after its

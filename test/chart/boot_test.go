@@ -676,11 +676,11 @@ func (b *boot) agentPod(dep *appsv1.Deployment) *corev1.Pod {
 	sel := labels.SelectorFromSet(dep.Spec.Selector.MatchLabels).String()
 	pods := b.c.AdminClient().CoreV1().Pods(b.ns)
 	lw := &cache.ListWatch{
-		ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = sel
 			return pods.List(ctx, o)
 		},
-		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = sel
 			return pods.Watch(ctx, o)
 		},
@@ -979,7 +979,8 @@ func chartImage(t *testing.T, vals map[string]any, component string) string {
 		t.Fatalf("%s.image.digest is set: teach chartImage about digests", component)
 	}
 	first, _, hasSlash := strings.Cut(repo, "/")
-	if reg, _ := lookup(vals, "registry", "default").(string); reg != "" && !(hasSlash && (strings.ContainsAny(first, ".:") || first == "localhost")) {
+	namesRegistry := hasSlash && (strings.ContainsAny(first, ".:") || first == "localhost")
+	if reg, _ := lookup(vals, "registry", "default").(string); reg != "" && !namesRegistry {
 		repo = strings.TrimSuffix(reg, "/") + "/" + repo
 	}
 	tag := fmt.Sprint(lookup(vals, component, "image", "tag"))

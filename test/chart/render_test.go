@@ -2,7 +2,9 @@
 // a real API server: every environment variable it sets is one the agent understands (and the
 // important ones are set), the install guide's values file and every ci/ values file render to
 // objects the API server accepts (Istio and External Secrets CRDs installed from their Go
-// modules), and a real install, upgrade and uninstall work as the guide describes.
+// modules), a real install, upgrade and uninstall work as the guide describes, and every
+// values file starts the real agent binary with the environment and identity the rendered
+// Deployment gives it (boot_test.go).
 package chart
 
 import (
@@ -17,9 +19,15 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/app"
 	"github.com/cakeai/cake-agents/internal/testcluster"
+	"github.com/cakeai/cake-agents/internal/testpg"
 )
 
-func TestMain(m *testing.M) { testcluster.Main(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	_ = testcluster.Shutdown()
+	_ = testpg.Shutdown()
+	os.Exit(code)
+}
 
 // notSetByChart lists the agent's environment variables the chart deliberately never sets, with
 // the reason. Everything else in app.EnvVars() must be set by at least one ci values file.

@@ -25,18 +25,17 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/cakeai/cake-agents/internal/ownedproc"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/client"
+	"github.com/cakeai/cake-agents/test/agentpod"
 	"github.com/cakeai/cake-agents/test/fakemodel"
 	"github.com/cakeai/cake-agents/test/sessionrunner"
 )
@@ -248,17 +247,11 @@ func (e *Env) prepareAgent(ctx context.Context, pod *corev1.Pod) error {
 	if c == nil {
 		return errors.New("the chart's pod has no agent container")
 	}
-	env := map[string]string{}
-	for _, v := range c.Env {
-		val, ok, err := e.resolve(ctx, pod, v)
-		if err != nil {
-			return fmt.Errorf("env %s: %w", v.Name, err)
-		}
-		if ok {
-			env[v.Name] = val
-		}
+	resolved, err := agentpod.ResolveEnv(ctx, e.Kube, pod, c)
+	if err != nil {
+		return err
 	}
-	var err error
+	env := resolved.Map()
 	if e.httpPort, err = freePort(); err != nil {
 		return err
 	}
@@ -276,25 +269,10 @@ func (e *Env) prepareAgent(ctx context.Context, pod *corev1.Pod) error {
 	e.HTTPURL = fmt.Sprintf("http://127.0.0.1:%d", e.httpPort)
 	e.HTTPSURL = fmt.Sprintf("https://127.0.0.1:%d", e.httpsPort)
 
-	// The pod's identity: a token of its ServiceAccount.
-	tr, err := e.Kube.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, pod.Spec.ServiceAccountName, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(24 * 3600))},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("token for the agent's ServiceAccount: %w", err)
-	}
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["cluster"] = &clientcmdapi.Cluster{Server: e.Config.Host, CertificateAuthorityData: e.Config.CAData}
-	if len(kc.Clusters["cluster"].CertificateAuthorityData) == 0 && e.Config.CAFile != "" {
-		if kc.Clusters["cluster"].CertificateAuthorityData, err = os.ReadFile(e.Config.CAFile); err != nil {
-			return err
-		}
-	}
-	kc.AuthInfos["agent"] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
-	kc.Contexts["agent"] = &clientcmdapi.Context{Cluster: "cluster", AuthInfo: "agent", Namespace: pod.Namespace}
-	kc.CurrentContext = "agent"
+	// The pod's identity: a token of its ServiceAccount, valid for a day (a demo runs for
+	// hours; the kubelet would refresh a pod's token, nothing here does).
 	kcPath := filepath.Join(e.o.WorkDir, "agent.kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, kcPath); err != nil {
+	if err := agentpod.ServiceAccountKubeconfig(ctx, e.Kube, e.Config, pod.Namespace, pod.Spec.ServiceAccountName, nil, 24*time.Hour, kcPath); err != nil {
 		return err
 	}
 	env["KUBECONFIG"] = kcPath
@@ -305,48 +283,6 @@ func (e *Env) prepareAgent(ctx context.Context, pod *corev1.Pod) error {
 	}
 	// Port-forwards to the agent pod reach the local process, as they would the pod.
 	return sessionrunner.Forward(ctx, e.Dynamic, pod.Namespace, pod.Name, map[int]int{apiv1.AgentHTTPSPort: e.httpsPort, apiv1.AgentHTTPPort: e.httpPort})
-}
-
-func (e *Env) resolve(ctx context.Context, pod *corev1.Pod, v corev1.EnvVar) (string, bool, error) {
-	if v.ValueFrom == nil {
-		return v.Value, true, nil
-	}
-	switch {
-	case v.ValueFrom.FieldRef != nil:
-		switch v.ValueFrom.FieldRef.FieldPath {
-		case "metadata.namespace":
-			return pod.Namespace, true, nil
-		case "metadata.name":
-			return pod.Name, true, nil
-		case "spec.nodeName":
-			return pod.Spec.NodeName, true, nil
-		case "spec.serviceAccountName":
-			return pod.Spec.ServiceAccountName, true, nil
-		}
-		return "", false, fmt.Errorf("unsupported fieldRef %s", v.ValueFrom.FieldRef.FieldPath)
-	case v.ValueFrom.SecretKeyRef != nil:
-		ref := v.ValueFrom.SecretKeyRef
-		s, err := e.Kube.CoreV1().Secrets(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil || s.Data[ref.Key] == nil {
-			if ref.Optional != nil && *ref.Optional {
-				return "", false, nil
-			}
-			return "", false, fmt.Errorf("secret %s key %s: %v", ref.Name, ref.Key, err)
-		}
-		return string(s.Data[ref.Key]), true, nil
-	case v.ValueFrom.ConfigMapKeyRef != nil:
-		ref := v.ValueFrom.ConfigMapKeyRef
-		cm, err := e.Kube.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil {
-			if ref.Optional != nil && *ref.Optional {
-				return "", false, nil
-			}
-			return "", false, err
-		}
-		val, ok := cm.Data[ref.Key]
-		return val, ok, nil
-	}
-	return "", false, nil
 }
 
 // StartAgent starts the agent process and waits until it is ready.
@@ -491,5 +427,3 @@ func freePort() (int, error) {
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
-
-func ptr[T any](v T) *T { return &v }

@@ -219,6 +219,7 @@ func bootValuesFile(t *testing.T, c *testcluster.Cluster, img agentpod.Image, vf
 		t.Fatal(err)
 	}
 	api := b.apiClient(httpsPort)
+	b.provideCABundle()
 	s, err := api.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "boot " + vf.name})
 	if err != nil {
 		t.Fatalf("create a session: %v%s", err, logTail(logPath))
@@ -864,6 +865,25 @@ func (b *boot) checkSessionPod(s *apiv1.Session) {
 		}
 	}
 	t.Logf("session %s: pod %s/%s (%s, %s)", s.ID, wantNS, pod.Name, got["data-plane-init"], got["opencode"])
+}
+
+// provideCABundle creates the sessions' CA bundle ConfigMap the values name, in the session
+// namespace, as a platform team (or trust-manager) would before the first session.
+func (b *boot) provideCABundle() {
+	name, _ := lookup(b.values, "sessions", "caBundle", "configMapName").(string)
+	if name == "" {
+		return
+	}
+	key, _ := lookup(b.values, "sessions", "caBundle", "key").(string)
+	ns := b.ns
+	if n, _ := lookup(b.values, "sessionNamespace", "name").(string); n != "" {
+		ns = n
+	}
+	cert := newServingCertificate(b.t, ns)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{key: string(cert.chainPEM)}}
+	if _, err := b.c.AdminClient().CoreV1().ConfigMaps(ns).Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+		b.t.Fatalf("create the CA bundle ConfigMap %s/%s: %v", ns, name, err)
+	}
 }
 
 // checkDatabase requires the session in the database the values point the agent at: the

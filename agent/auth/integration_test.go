@@ -14,7 +14,6 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/internal/testcluster"
@@ -97,56 +96,12 @@ func TestClientCertificateFromClusterCA(t *testing.T) {
 	}
 }
 
-// grant creates a (Cluster)Role allowing verbs on sessions.agents.cake.ai and binds it
-// to subject, removing both when the test ends. ns "" makes cluster-wide objects.
-func grant(t *testing.T, client kubernetes.Interface, ns, name string, verbs []string, subject rbacv1.Subject) {
+// grant allows subject verbs on sessions.agents.cake.ai in ns ("" cluster-wide) through
+// a (Cluster)Role and binding named name, removed when the test ends; it returns once the
+// API server enforces them.
+func grant(t *testing.T, c *testcluster.Cluster, ns, name string, verbs []string, subject rbacv1.Subject) {
 	t.Helper()
-	ctx := testCtx(t)
-	rules := []rbacv1.PolicyRule{{APIGroups: []string{apiv1.Group}, Resources: []string{apiv1.Resource}, Verbs: verbs}}
-	roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Name: name}
-	meta := metav1.ObjectMeta{Name: name, Namespace: ns}
-	if ns == "" {
-		roleRef.Kind = "ClusterRole"
-		if _, err := client.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: meta, Rules: rules}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := client.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: meta, RoleRef: roleRef, Subjects: []rbacv1.Subject{subject}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			bg := context.Background()
-			_ = client.RbacV1().ClusterRoleBindings().Delete(bg, name, metav1.DeleteOptions{})
-			_ = client.RbacV1().ClusterRoles().Delete(bg, name, metav1.DeleteOptions{})
-		})
-		return
-	}
-	roleRef.Kind = "Role"
-	if _, err := client.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: meta, Rules: rules}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: meta, RoleRef: roleRef, Subjects: []rbacv1.Subject{subject}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// eventually polls until the authorizer allows: RBAC reaches the authorizer through
-// the API server's informers, a moment after the objects are created.
-func eventually(t *testing.T, a *SARAuthorizer, id *Identity, verb string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ok, reason, err := a.Authorize(context.Background(), id, verb)
-		if err != nil {
-			t.Fatalf("authorize %s %s: %v", id.Username, verb, err)
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s was never allowed to %s: %s", id.Username, verb, reason)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.Grant(t, ns, name, subject, rbacv1.PolicyRule{APIGroups: []string{apiv1.Group}, Resources: []string{apiv1.Resource}, Verbs: verbs})
 }
 
 func TestSubjectAccessReview(t *testing.T) {
@@ -157,19 +112,16 @@ func TestSubjectAccessReview(t *testing.T) {
 	user := "sar-user-" + ns
 	adminUser := "sar-admin-" + ns
 	group := "sar-group-" + ns
-	grant(t, client, "", "cake-agents-user-"+ns, []string{"get", "list", "create"}, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user})
-	grant(t, client, "", "cake-agents-admin-"+ns, []string{"*"}, rbacv1.Subject{Kind: rbacv1.UserKind, Name: adminUser})
-	grant(t, client, ns, "attachers", []string{"attach"}, rbacv1.Subject{Kind: rbacv1.GroupKind, Name: group})
+	grant(t, c, "", "cake-agents-user-"+ns, []string{"get", "list", "create"}, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user})
+	grant(t, c, "", "cake-agents-admin-"+ns, []string{"*"}, rbacv1.Subject{Kind: rbacv1.UserKind, Name: adminUser})
+	grant(t, c, ns, "attachers", []string{"attach"}, rbacv1.Subject{Kind: rbacv1.GroupKind, Name: group})
 
-	// A tiny TTL so polling sees RBAC arrive; caching has its own test below.
+	// A tiny TTL so every question reaches the API server; caching has its own test below.
 	a := NewSARAuthorizer(SARConfig{Client: client, Namespace: ns, AdminGroups: []string{"platform-admins"}, CacheTTL: time.Nanosecond})
 	cluster := NewSARAuthorizer(SARConfig{Client: client, CacheTTL: time.Nanosecond})
 	plain := &Identity{Username: user, Groups: []string{"system:authenticated"}}
 	member := &Identity{Username: "someone-" + ns, Groups: []string{group, "system:authenticated"}}
 	admin := &Identity{Username: adminUser, Groups: []string{"system:authenticated"}}
-	eventually(t, a, plain, apiv1.VerbCreate)
-	eventually(t, a, member, apiv1.VerbAttach)
-	eventually(t, a, admin, apiv1.VerbDelete)
 
 	for _, tc := range []struct {
 		name  string
@@ -261,7 +213,7 @@ func TestChainOnCluster(t *testing.T) {
 	st, _ := newStore(t)
 	client := c.AdminClient()
 	saUser := "system:serviceaccount:" + ns + ":ops"
-	grant(t, client, ns, "admins", []string{"*"}, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "ops", Namespace: ns})
+	grant(t, c, ns, "admins", []string{"*"}, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "ops", Namespace: ns})
 
 	ha, err := NewHeaderAuthenticator(headerConfig())
 	if err != nil {
@@ -269,7 +221,6 @@ func TestChainOnCluster(t *testing.T) {
 	}
 	k := NewKubernetesAuthenticator(KubernetesConfig{Client: client})
 	authz := NewSARAuthorizer(SARConfig{Client: client, Namespace: ns, CacheTTL: time.Nanosecond})
-	eventually(t, authz, &Identity{Username: saUser, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}}, VerbAll)
 
 	mw := NewMiddleware([]Authenticator{ha, k, NewTokenAuthenticator(st, nil)}, st, audit.NewRecorder(st, nil), nil, WithAdminResolver(authz))
 	srv := httptestTLS(t, audit.RequestIDMiddleware(mw(whoami)))

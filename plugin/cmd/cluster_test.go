@@ -74,7 +74,7 @@ func agentBehindPod(t *testing.T, c *testcluster.Cluster, a *fakeAgent) (ns stri
 }
 
 // grant gives user the permissions the chart's cake-agents-user role gives in the agent
-// namespace, minus those in drop.
+// namespace, minus those in drop, and returns once the API server enforces them.
 func grant(t *testing.T, c *testcluster.Cluster, ns, user string, drop ...string) {
 	t.Helper()
 	rules := []rbacv1.PolicyRule{
@@ -89,18 +89,7 @@ func grant(t *testing.T, c *testcluster.Cluster, ns, user string, drop ...string
 		}
 		kept = append(kept, r)
 	}
-	ctx := context.Background()
-	admin := c.AdminClient()
-	if _, err := admin.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: user}, Rules: kept}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: user},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: user},
-		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: user}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	c.Grant(t, ns, user, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user}, kept...)
 }
 
 // runPlugin runs the whole command tree the way main does, with a kubeconfig and a
@@ -170,25 +159,12 @@ func TestPluginNamesTheMissingPortForwardPermission(t *testing.T) {
 }
 
 // grantSessions gives user the verbs of the chart's cake-agents-user ClusterRole on the
-// virtual sessions.agents.cake.ai resource.
+// virtual sessions.agents.cake.ai resource, and returns once the API server enforces them.
 func grantSessions(t *testing.T, c *testcluster.Cluster, name, user string) {
 	t.Helper()
-	ctx := context.Background()
-	admin := c.AdminClient()
-	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{apiv1.Group}, Resources: []string{apiv1.Resource},
-			Verbs: []string{"get", "list", "create", "delete", "attach"}}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name},
-		Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: user}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), name, metav1.DeleteOptions{})
-		_ = admin.RbacV1().ClusterRoles().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
+	c.Grant(t, "", name, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user},
+		rbacv1.PolicyRule{APIGroups: []string{apiv1.Group}, Resources: []string{apiv1.Resource},
+			Verbs: []string{"get", "list", "create", "delete", "attach"}})
 }
 
 func TestDoctorOnTheCluster(t *testing.T) {

@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cakeai/cake-agents/internal/ownedproc"
+	"github.com/cakeai/cake-agents/internal/testcluster"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/test/agentpod"
@@ -142,6 +143,17 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		"--set", "sessions.defaultModel=fake-model",
 	); err != nil {
 		return nil, err
+	}
+	// helm's --wait does not cover RBAC: the agent and the users use the release's
+	// bindings at once, so wait until the API server enforces them. Another release of the
+	// same name in another namespace may come and go meanwhile: only this one's count.
+	rbacCtx, rbacDone := context.WithTimeout(ctx, time.Minute)
+	err = testcluster.WaitForBindings(rbacCtx, e.Kube, "app.kubernetes.io/instance="+o.Release, func(m metav1.ObjectMeta) bool {
+		return m.Annotations["meta.helm.sh/release-namespace"] == o.Namespace
+	})
+	rbacDone()
+	if err != nil {
+		return nil, fmt.Errorf("the release's RBAC: %w", err)
 	}
 	pod, err := e.agentPod(ctx)
 	if err != nil {

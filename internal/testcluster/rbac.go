@@ -80,7 +80,7 @@ func WaitForAccess(ctx context.Context, client kubernetes.Interface, ns string, 
 			r, err := client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
 			if err != nil {
 				last = err.Error()
-				return false, nil // the API server may be busy; ctx bounds the wait
+				return false, nil //nolint:nilerr // the API server may be busy: retried until ctx ends, last names it
 			}
 			last = r.Status.Reason
 			return r.Status.Allowed, nil

@@ -22,12 +22,6 @@ import (
 
 func TestMain(m *testing.M) { testcluster.Main(m) }
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestServiceAccountTokenReview(t *testing.T) {
 	c := testcluster.Get(t)
 	ns := c.NewNamespace(t, nil)

@@ -46,6 +46,17 @@ func (c *conversation) client(ctx context.Context, s *store.Session) (*opencode.
 	return opencode.NewForTransport(c.pool.Transport(s.PodNamespace, s.PodName, apiv1.OpenCodePort), pw), nil
 }
 
+// healthy asks the session's OpenCode for its health once, through the tunnel pool,
+// with the session's password: the path attach, send and the proxy take.
+func (c *conversation) healthy(ctx context.Context, s *store.Session) error {
+	oc, err := c.client(ctx, s)
+	if err != nil {
+		return err
+	}
+	_, err = oc.Health(ctx)
+	return err
+}
+
 // ensureConversation returns the session's OpenCode conversation id, creating the
 // conversation on first use and recording it so every client shares it.
 func (c *conversation) ensureConversation(ctx context.Context, s *store.Session, oc *opencode.Client) (string, error) {

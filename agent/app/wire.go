@@ -158,6 +158,10 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	}
 	conv := newConversation(pool, ctrl, st, log.Named("conversation"), strip...)
 	ctrl.SetReadyHook(conv.deliverInitialPrompt)
+	// Running means OpenCode answers through the same tunnel every client uses, so
+	// `session create --wait` then `attach` works even where a pod is Ready before its
+	// server listens.
+	ctrl.SetHealthCheck(conv.healthy)
 
 	rec := audit.NewRecorder(st, log.Named("audit"))
 	// The header authenticator is always first. With header auth disabled it refuses

@@ -14,6 +14,10 @@
 // StartTimeout, ...) and the pod is removed; the Secret and PVC stay so Start can try
 // again. Waiting states that may heal (ErrImagePull, Unschedulable) keep the session
 // Pending or Starting with the reason shown, until StartTimeout.
+//
+// With a health check set (SetHealthCheck, as the agent does), Running also means the
+// session's OpenCode answers through the agent; until it does the session stays
+// Starting with reason OpenCodeStarting.
 package sessions
 
 import (
@@ -183,8 +187,12 @@ type Controller struct {
 	baseCtx   context.Context
 	readyHook func(ctx context.Context, s *store.Session)
 	hookState map[string]hookMark // id → hook fired / in flight during this Running period
-	touched   map[string]touchMark
-	failures  map[string]int // consecutive transient create failures
+	// healthCheck, when set, must pass before a session turns Running (see
+	// SetHealthCheck); health tracks it per session.
+	healthCheck HealthCheck
+	health      map[string]healthMark
+	touched     map[string]touchMark
+	failures    map[string]int // consecutive transient create failures
 }
 
 type hookMark struct{ fired, inflight bool }
@@ -209,6 +217,7 @@ func New(cfg Config, kube kubernetes.Interface, st store.Store, log hclog.Logger
 		cfg: cfg, kube: kube, st: st, log: log, now: time.Now,
 		baseCtx:   context.Background(),
 		hookState: map[string]hookMark{},
+		health:    map[string]healthMark{},
 		touched:   map[string]touchMark{},
 		failures:  map[string]int{},
 	}

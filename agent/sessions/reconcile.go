@@ -311,6 +311,7 @@ func (c *Controller) forget(id string) {
 	delete(c.failures, id)
 	delete(c.touched, id)
 	delete(c.hookState, id)
+	delete(c.health, id)
 	c.mu.Unlock()
 }
 
@@ -686,10 +687,13 @@ func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) erro
 		return fmt.Errorf("pod %s does not belong to session %s (label %s=%q): delete it", pod.Name, s.ID, apiv1.LabelSessionID, pod.Labels[apiv1.LabelSessionID])
 	}
 
-	o := observe(pod)
+	o := c.gateRunning(s, pod, observe(pod))
 	if (o.State == apiv1.StatePending || o.State == apiv1.StateStarting) && s.StartedAt != nil && !now.Before(s.StartedAt.Add(c.cfg.StartTimeout)) {
 		msg := fmt.Sprintf("the pod did not become ready within %s", c.cfg.StartTimeout)
-		if o.Reason != "" {
+		switch {
+		case o.Reason == ReasonOpenCodeStarting:
+			msg = fmt.Sprintf("the pod is ready but OpenCode did not answer on port %d within %s: see the log of container %s", apiv1.OpenCodePort, c.cfg.StartTimeout, ContainerName)
+		case o.Reason != "":
 			msg += fmt.Sprintf(" (%s: %s)", o.Reason, o.Message)
 		}
 		o = observation{apiv1.StateFailed, ReasonStartTimeout, msg}
@@ -765,6 +769,7 @@ func (c *Controller) transitioned(ctx context.Context, s *store.Session, prev ap
 			c.metrics.podStart.Observe(c.now().Sub(*s.StartedAt).Seconds())
 		}
 		c.recorder.Event(pod, corev1.EventTypeNormal, "SessionRunning", "OpenCode is ready")
+		c.clearHealth(s.ID, "") // only the way into Running is gated
 		c.maybeFireHook(s, true)
 	case apiv1.StateFailed:
 		c.recorder.Event(pod, corev1.EventTypeWarning, orText(s.Reason, "Failed"), "Session failed: "+s.Message)

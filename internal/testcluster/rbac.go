@@ -78,12 +78,15 @@ func WaitForAccess(ctx context.Context, client kubernetes.Interface, ns string, 
 			sar := &authorizationv1.SubjectAccessReview{Spec: attrs.SubjectAccessReviewSpec}
 			sar.Spec.User, sar.Spec.Groups = user, groups
 			r, err := client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-			if err != nil {
-				last = err.Error()
-				return false, nil //nolint:nilerr // the API server may be busy: retried until ctx ends, last names it
+			switch {
+			case err != nil:
+				last = err.Error() // the API server may be busy: ask again; ctx bounds the wait
+			case r.Status.Allowed:
+				return true, nil
+			default:
+				last = r.Status.Reason
 			}
-			last = r.Status.Reason
-			return r.Status.Allowed, nil
+			return false, nil
 		})
 		if err != nil {
 			return fmt.Errorf("%s %s is still not allowed to %s (last answer: %q): %w", subject.Kind, subject.Name, attrs.label, last, err)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -214,6 +216,12 @@ func (o *AttachOptions) Run(ctx context.Context) error {
 		fmt.Fprintln(o.ErrOut, "Press Ctrl-C to close the tunnel.")
 		return waitTunnel(ctx, lt)
 	}
+	// `opencode attach` exits at once if the server does not answer; a session that has
+	// just started (or an agent that reports Running as soon as the pod is Ready) may
+	// need a few more seconds.
+	if err := waitOpenCode(ctx, o.ErrOut, o.ID, lt, startWait); err != nil {
+		return err
+	}
 	fmt.Fprintf(o.ErrOut, "Attaching to %s through %s ...\n", sessionRef(o.ID), lt.URL)
 	c := exec.CommandContext(ctx, path, "attach", lt.URL)
 	c.Env = append(os.Environ(), "OPENCODE_SERVER_PASSWORD="+lt.Password)
@@ -227,6 +235,49 @@ func (o *AttachOptions) Run(ctx context.Context) error {
 		return fmt.Errorf("%s attach: %w", o.OpenCode, runErr)
 	}
 	return nil
+}
+
+// waitOpenCode waits until the session's OpenCode answers its health endpoint through
+// the local tunnel, saying so once if it has to wait. Each try has its own deadline: a
+// request sent before the server listens can stall inside a port-forward.
+func waitOpenCode(ctx context.Context, errOut io.Writer, id string, lt *localTunnel, timeout time.Duration) error {
+	hc := &http.Client{Timeout: 10 * time.Second}
+	deadline := time.Now().Add(timeout)
+	said := false
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, lt.URL+"/global/health", nil)
+		if err != nil {
+			return err
+		}
+		req.SetBasicAuth(tunnel.LocalUser, lt.Password)
+		resp, err := hc.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("health check answered %s", resp.Status)
+			if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+				return fmt.Errorf("reach the OpenCode of %s: %w", sessionRef(id), err)
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the OpenCode of %s did not answer within %s (%v): see `kubectl agents session why %s`", sessionRef(id), timeout, err, id)
+		}
+		if !said {
+			fmt.Fprintf(errOut, "Waiting for the OpenCode server of %s to answer ...\n", sessionRef(id))
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // printAccess tells the user how to reach OpenCode through the tunnel.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -410,6 +411,42 @@ func TestAttachRunsOpenCodeWithThePasswordInTheEnvironment(t *testing.T) {
 	}
 	if want := "Attaching to session/abc12 through " + m[1] + " ...\n"; errOut.String() != want {
 		t.Errorf("stderr = %q, want %q", errOut.String(), want)
+	}
+}
+
+// A session can be Running a moment before its OpenCode answers (an agent that trusts
+// pod readiness alone, a server restarting). `opencode attach` would exit at once, so
+// attach waits for the server's health through the tunnel first, and says so.
+func TestAttachWaitsForOpenCodeToAnswer(t *testing.T) {
+	a := seeded(t)
+	a.openCodeDown = 2
+	f, _ := a.start()
+	dir := t.TempDir()
+	report := filepath.Join(dir, "report")
+	fakeOpenCode := filepath.Join(dir, "opencode")
+	if err := os.WriteFile(fakeOpenCode, []byte("#!/bin/sh\necho ran > "+report+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	streams, _, _, errOut := genericiooptions.NewTestIOStreams()
+	o := &AttachOptions{SessionTunnelOptions: SessionTunnelOptions{IOStreams: streams, Factory: f, ID: "abc12", Address: "127.0.0.1"},
+		OpenCode: fakeOpenCode}
+	if err := o.Complete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(report); err != nil || string(b) != "ran\n" {
+		t.Fatalf("opencode did not run after the server answered: %q %v", b, err)
+	}
+	a.mu.Lock()
+	proxied := slices.Clone(a.proxied)
+	a.mu.Unlock()
+	if len(proxied) != 3 || proxied[2] != "GET /api/v1/sessions/abc12/proxy/global/health auth=" {
+		t.Errorf("agent saw %q, want three health checks", proxied)
+	}
+	if !strings.HasPrefix(errOut.String(), "Waiting for the OpenCode server of session/abc12 to answer ...\nAttaching to session/abc12 through ") {
+		t.Errorf("stderr = %q", errOut.String())
 	}
 }
 

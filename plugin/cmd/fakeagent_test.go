@@ -37,6 +37,9 @@ type fakeAgent struct {
 	trustHeaders bool
 	events       string
 	proxied      []string
+	// openCodeDown answers this many proxied requests with 502, as the agent does
+	// while a session's OpenCode is not listening yet.
+	openCodeDown int
 }
 
 func newFakeAgent(t *testing.T) *fakeAgent {
@@ -189,7 +192,13 @@ func (a *fakeAgent) handler() http.Handler {
 		writeJSON(w, 200, client.AttachInfo{Password: "session-secret", PodName: s.PodName, PodNamespace: s.PodNamespace})
 	}))
 	mux.HandleFunc("/api/v1/sessions/{id}/proxy/", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
+		// withSession holds a.mu.
 		a.proxied = append(a.proxied, r.Method+" "+r.URL.Path+" auth="+r.Header.Get("Authorization"))
+		if a.openCodeDown > 0 {
+			a.openCodeDown--
+			writeErr(w, http.StatusBadGateway, apiv1.CodeUnavailable, "cannot reach the session's OpenCode: connection refused")
+			return
+		}
 		_, _ = w.Write([]byte(`{"healthy":true,"version":"1.18.33"}`))
 	}))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

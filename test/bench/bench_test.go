@@ -374,8 +374,12 @@ func BenchmarkProxy(b *testing.B) {
 	c := adminClient(b, e)
 	blob := make([]byte, 8<<20)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/blob" {
+		switch r.URL.Path {
+		case "/blob":
 			_, _ = w.Write(blob)
+			return
+		case "/global/health": // what the agent asks before the session is Running
+			_, _ = w.Write([]byte(`{"healthy":true}`))
 			return
 		}
 		_, _ = w.Write([]byte("ok"))

@@ -210,29 +210,46 @@ func (p *product) testAttach(t *testing.T) {
 		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	script := fmt.Sprintf("export PATH=%q KUBECONFIG=%q HOME=%q; exec kubectl agents attach %s --agent-namespace %s",
-		p.x.path(), p.alice, t.TempDir(), id, p.ns)
+	// Not exec: when attach ends, the shell prints its exit code and keeps the pane (and
+	// tmux) alive, so a failure shows what attach printed and how it ended instead of
+	// "no server running".
+	const exited = "kubectl agents attach exited with code"
+	script := fmt.Sprintf("export PATH=%q KUBECONFIG=%q HOME=%q; kubectl agents attach %s --agent-namespace %s; rc=$?; echo; echo %q $rc; sleep 3600",
+		p.x.path(), p.alice, t.TempDir(), id, p.ns, exited)
 	if out, err := tm("new-session", "-d", "-s", "attach", "-x", "150", "-y", "40", "bash", "-c", script); err != nil {
 		t.Fatalf("tmux: %v %s", err, out)
 	}
 	defer func() { _, _ = tm("kill-server") }()
-	screen := func() string { out, _ := tm("capture-pane", "-p", "-t", "attach"); return out }
-	eventually(t, 90*time.Second, "the OpenCode TUI", func() error {
-		if s := screen(); !strings.Contains(s, "Ask anything") && !strings.Contains(s, "ctrl+p") {
-			return fmt.Errorf("screen:\n%s", s)
+	screen := func() string {
+		out, err := tm("capture-pane", "-p", "-S", "-100", "-t", "attach")
+		if err != nil {
+			return fmt.Sprintf("(capture-pane: %v %s)", err, out)
 		}
-		return nil
-	})
+		return out
+	}
+	// waitScreen waits for want on screen, failing at once (with the whole screen:
+	// attach's own messages and its exit code) if attach has ended.
+	waitScreen := func(what string, want ...string) {
+		t.Helper()
+		eventually(t, 90*time.Second, what, func() error {
+			s := screen()
+			if strings.Contains(s, exited) {
+				t.Fatalf("waiting for %s, attach ended:\n%s", what, s)
+			}
+			for _, w := range want {
+				if strings.Contains(s, w) {
+					return nil
+				}
+			}
+			return fmt.Errorf("screen:\n%s", s)
+		})
+	}
+	waitScreen("the OpenCode TUI", "Ask anything", "ctrl+p")
 	prompt := "hello from tmux"
 	if out, err := tm("send-keys", "-t", "attach", prompt, "Enter"); err != nil {
 		t.Fatalf("send-keys: %v %s", err, out)
 	}
-	eventually(t, 90*time.Second, "the reply on screen", func() error {
-		if s := screen(); !strings.Contains(s, fakemodel.Reply(prompt)) {
-			return fmt.Errorf("screen:\n%s", s)
-		}
-		return nil
-	})
+	waitScreen("the reply on screen", fakemodel.Reply(prompt))
 }
 
 func (p *product) testStopStartDelete(t *testing.T) {

@@ -27,6 +27,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -60,8 +62,10 @@ type Options struct {
 	Env []string
 	// AllowLocalRepo lets sessions clone file:// repositories (tests use local repos).
 	AllowLocalRepo bool
-	// NoSessionRunner leaves session pods to the caller (benchmarks point their ports
-	// at stand-ins instead of starting OpenCode).
+	// NoSessionRunner starts no OpenCode for session pods (benchmarks create hundreds):
+	// their port 4096 reaches a stand-in that answers only OpenCode's health endpoint,
+	// which is what the agent waits for before a session is Running. A caller may point
+	// a pod elsewhere with sessionrunner.Forward (a pod's own PortForward wins).
 	NoSessionRunner bool
 	// AgentLog receives the agent's log (default: WorkDir/agent.log).
 	AgentLog io.Writer
@@ -85,6 +89,8 @@ type Env struct {
 	HTTPURL, HTTPSURL string
 
 	modelSrv  *http.Server
+	standIn   *http.Server
+	standInPF string // the stand-in's ClusterPortForward
 	cancel    context.CancelFunc
 	runnerErr chan error
 	mu        sync.Mutex
@@ -180,6 +186,9 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	e.runnerErr = make(chan error, 1)
 	if o.NoSessionRunner {
 		e.runnerErr <- nil
+		if err := e.serveStandIn(ctx, e.sessionNamespace(pod)); err != nil {
+			return nil, err
+		}
 	} else {
 		go func() { e.runnerErr <- e.Runner.Run(rctx) }()
 	}
@@ -423,12 +432,62 @@ func (e *Env) Stop() {
 		_ = e.Kube.CoreV1().PersistentVolumeClaims(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel})
 		_ = e.helm(ctx, "uninstall", e.o.Release, "--namespace", ns, "--wait")
 	}
+	if e.standInPF != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_ = e.Dynamic.Resource(clusterPortForwardGVR).Delete(ctx, e.standInPF, metav1.DeleteOptions{})
+		cancel()
+	}
+	if e.standIn != nil {
+		_ = e.standIn.Close()
+	}
 	if e.modelSrv != nil {
 		_ = e.modelSrv.Close()
 	}
 	if e.Git != nil {
 		e.Git.Close()
 	}
+}
+
+// clusterPortForwardGVR is kwok's ClusterPortForward: port-forwards to every pod of the
+// selected namespaces (without a PortForward of their own) reach its target.
+var clusterPortForwardGVR = schema.GroupVersionResource{Group: "kwok.x-k8s.io", Version: "v1alpha1", Resource: "clusterportforwards"}
+
+// serveStandIn answers OpenCode's health endpoint for the session pods of ns, so they
+// turn Running without an OpenCode behind them.
+func (e *Env) serveStandIn(ctx context.Context, ns string) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	e.standIn = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/global/health" {
+			http.Error(w, "a stand-in for OpenCode: only /global/health answers", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"healthy":true,"version":"stand-in"}`))
+	})}
+	go func() { _ = e.standIn.Serve(ln) }()
+	name := "cake-e2eenv-standin-" + ns
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "kwok.x-k8s.io/v1alpha1",
+		"kind":       "ClusterPortForward",
+		"metadata":   map[string]any{"name": name},
+		"spec": map[string]any{
+			"selector": map[string]any{"matchNamespaces": []any{ns}},
+			"forwards": []any{map[string]any{
+				"ports":  []any{int64(apiv1.OpenCodePort)},
+				"target": map[string]any{"address": "127.0.0.1", "port": int64(ln.Addr().(*net.TCPAddr).Port)},
+			}},
+		},
+	}}
+	res := e.Dynamic.Resource(clusterPortForwardGVR)
+	_ = res.Delete(ctx, name, metav1.DeleteOptions{}) // left by a run killed before Stop
+	if _, err := res.Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("forward session pods in %s to the health stand-in: %w", ns, err)
+	}
+	e.standInPF = name
+	return nil
 }
 
 func freePort() (int, error) {

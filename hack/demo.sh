@@ -24,6 +24,7 @@ bin/testcluster down --dir "${DEMO_DIR}/cluster" >/dev/null 2>&1 || true
 rm -rf "${DEMO_DIR}/run"
 cleanup() { bin/testcluster down --dir "${DEMO_DIR}/cluster" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
+log "kwok mode: the agent and sessions run as local processes behind a fake kubelet (the demo on a real node is not built yet; make test shows the product in its images on one: test/realnode)"
 log "starting the local cluster"
 eval "$(bin/testcluster up --dir "${DEMO_DIR}/cluster")"
 export KUBECONFIG

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"syscall"
 
@@ -84,6 +85,24 @@ func CanRunRealNode() error {
 // EnvPrivateNamespaces so it does not re-execute itself. Call it first thing in a TestMain when
 // InPrivateNamespaces reports false; nothing inside can reach the network, so build before.
 func ReexecInPrivateNamespaces() (int, error) {
+	return Reexec(ReexecOptions{})
+}
+
+// ReexecOptions tune Reexec.
+type ReexecOptions struct {
+	// ExtraFiles are passed to the child as file descriptors 3, 4, ... A listening socket
+	// opened here stays in this network namespace: the child can serve this side through it
+	// (the demo reaches the apiserver inside from the host's loopback this way).
+	ExtraFiles []*os.File
+	// ForwardInterrupt starts the child in a process group of its own, with unshare ignoring
+	// SIGINT, and turns SIGINT or SIGTERM received here into SIGINT to that group. Without it
+	// a Ctrl-C kills unshare, which SIGKILLs the child (--kill-child) before it can stop what
+	// it started.
+	ForwardInterrupt bool
+}
+
+// Reexec is ReexecInPrivateNamespaces with options.
+func Reexec(o ReexecOptions) (int, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 0, err
@@ -91,6 +110,7 @@ func ReexecInPrivateNamespaces() (int, error) {
 	args := append([]string{"--net", "--mount", "--propagation", "private", "--kill-child", "--", self}, os.Args[1:]...)
 	cmd := exec.Command("unshare", args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.ExtraFiles = o.ExtraFiles
 	outer, err := currentNamespaces()
 	if err != nil {
 		return 0, err
@@ -100,8 +120,35 @@ func ReexecInPrivateNamespaces() (int, error) {
 	}
 	cmd.Env = append(os.Environ(), EnvPrivateNamespaces+"=1", EnvOuterNamespaces+"="+outer)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := ownedproc.Start(cmd); err != nil {
+	var signals chan os.Signal
+	if o.ForwardInterrupt {
+		cmd.SysProcAttr.Setpgid = true
+		// A signal ignored at exec stays ignored in unshare; the child's signal.Notify turns
+		// SIGINT back on for itself.
+		signal.Ignore(os.Interrupt)
+	}
+	err = ownedproc.Start(cmd)
+	if o.ForwardInterrupt {
+		signals = make(chan os.Signal, 1)
+		signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(signals)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("unshare: %w", err)
+	}
+	if o.ForwardInterrupt {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			for {
+				select {
+				case <-signals:
+					_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+				case <-done:
+					return
+				}
+			}
+		}()
 	}
 	err = cmd.Wait()
 	var exit *exec.ExitError

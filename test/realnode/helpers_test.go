@@ -1,14 +1,12 @@
 package realnode
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -20,68 +18,11 @@ import (
 
 	"github.com/cakeai/cake-agents/internal/figures"
 	"github.com/cakeai/cake-agents/internal/testcluster"
+	"github.com/cakeai/cake-agents/test/nodeenv"
 )
 
-// Image keys of the index hack/build-images.sh writes.
-const (
-	imgPause     = "pause"
-	imgWeb       = "control-plane"
-	imgData      = "data-plane"
-	imgInit      = "data-plane-init"
-	imgPostgres  = "postgres"
-	imgBusybox   = "busybox"
-	imgFakeModel = "fakemodel"
-	imgGitServer = "gitserver"
-)
-
-// imageSet maps an image key to its name and docker-save archive.
-type imageSet map[string]struct{ name, archive string }
-
-var images imageSet
-
-// loadImages reads the index of built images: $CAKE_REALNODE_IMAGES, else
-// $CACHE_DIR/images/index.tsv, one `key<TAB>name<TAB>archive` per line.
-func loadImages() (imageSet, error) {
-	path := os.Getenv("CAKE_REALNODE_IMAGES")
-	if path == "" {
-		path = filepath.Join(testcluster.DefaultCacheDir(), "images", "index.tsv")
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("the real-node images are not built (run hack/build-images.sh): %w", err)
-	}
-	defer f.Close()
-	set := imageSet{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Split(sc.Text(), "\t")
-		if len(fields) != 3 {
-			continue
-		}
-		set[fields[0]] = struct{ name, archive string }{fields[1], fields[2]}
-	}
-	var missing []string
-	for _, k := range []string{imgPause, imgWeb, imgData, imgInit, imgPostgres, imgBusybox, imgFakeModel, imgGitServer} {
-		if _, ok := set[k]; !ok {
-			missing = append(missing, k)
-		}
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("%s lacks images %s: run hack/build-images.sh", path, strings.Join(missing, ", "))
-	}
-	return set, sc.Err()
-}
-
-func (s imageSet) name(key string) string { return s[key].name }
-
-func (s imageSet) archives() []string {
-	var out []string
-	for _, v := range s {
-		out = append(out, v.archive)
-	}
-	sort.Strings(out)
-	return out
-}
+// images are the built images imported into the node.
+var images nodeenv.Images
 
 // figure records a real-node figure for the run's summary and logs it.
 func figure(scenario, format string, args ...any) {
@@ -206,39 +147,6 @@ func deleteNamespace(t testing.TB, name string) {
 	}
 }
 
-// podLogs returns the logs of every container of the pods matching selector in ns, for
-// failure messages.
-func podLogs(ns, selector string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	kube := cluster.AdminClient()
-	pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
-	if err != nil {
-		return err.Error()
-	}
-	var b strings.Builder
-	for _, p := range pods.Items {
-		fmt.Fprintf(&b, "pod %s: phase %s\n", p.Name, p.Status.Phase)
-		for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
-			fmt.Fprintf(&b, "  container %s: ready=%v restarts=%d state=%+v last=%+v\n", cs.Name, cs.Ready, cs.RestartCount, cs.State, cs.LastTerminationState)
-		}
-		for _, c := range append(p.Spec.InitContainers, p.Spec.Containers...) {
-			tail := int64(40)
-			data, err := kube.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: c.Name, TailLines: &tail}).DoRaw(ctx)
-			if err != nil {
-				fmt.Fprintf(&b, "  logs of %s: %v\n", c.Name, err)
-				continue
-			}
-			fmt.Fprintf(&b, "  --- logs of %s ---\n%s\n", c.Name, data)
-		}
-	}
-	events, err := kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
-	if err == nil {
-		for _, e := range events.Items {
-			if e.Type != corev1.EventTypeNormal {
-				fmt.Fprintf(&b, "event %s %s: %s\n", e.InvolvedObject.Name, e.Reason, e.Message)
-			}
-		}
-	}
-	return b.String()
-}
+// podLogs returns the state and logs of the pods matching selector in ns, for failure
+// messages.
+func podLogs(ns, selector string) string { return nodeenv.PodLogs(cluster.AdminClient(), ns, selector) }

@@ -11,13 +11,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/cakeai/cake-agents/test/nodeenv"
 )
 
 const (
 	release = "cake-agents"
-	// The guide's placeholders and what the real node's images are named after.
-	registry = "registry.example.com/cake"
-	imageTag = "1.2.3"
 )
 
 // guideValues writes the install guide's values file with its placeholders filled in: the
@@ -28,7 +27,7 @@ func guideValues(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := strings.NewReplacer("<registry>", registry, "<image-tag>", imageTag).Replace(string(data))
+	s := strings.NewReplacer("<registry>", nodeenv.Registry, "<image-tag>", nodeenv.ImageTag).Replace(string(data))
 	path := filepath.Join(t.TempDir(), "guide-values.yaml")
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
@@ -36,13 +35,7 @@ func guideValues(t *testing.T) string {
 	return path
 }
 
-// imageValues point a values file without the guide's registry at the imported images.
-var imageValues = []string{
-	"--set", "registry.default=" + registry,
-	"--set", "controlPlane.image.tag=" + imageTag,
-	"--set", "dataPlane.image.tag=" + imageTag,
-	"--set", "dataPlaneInit.image.tag=" + imageTag,
-}
+var imageValues = nodeenv.ImageValues
 
 // install runs `helm upgrade --install --wait` and returns how long until helm saw the
 // release ready; on failure it shows the pods' state and logs.
@@ -115,8 +108,8 @@ func TestGuideValues(t *testing.T) {
 	}
 	ready := install(t, ns, "-f", guideValues(t))
 	pod := agentPod(t, ns)
-	if img := pod.Spec.Containers[0].Image; img != images.name(imgWeb) {
-		t.Errorf("agent image %s, want %s", img, images.name(imgWeb))
+	if img := pod.Spec.Containers[0].Image; img != images.Name(nodeenv.ImgWeb) {
+		t.Errorf("agent image %s, want %s", img, images.Name(nodeenv.ImgWeb))
 	}
 	helmTest(t, ns)
 	// The agent migrated the external database: its tables are in that Postgres.

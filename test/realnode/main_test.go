@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cakeai/cake-agents/internal/testcluster"
+	"github.com/cakeai/cake-agents/test/nodeenv"
 )
 
 // cluster is the real-node cluster every test of this package shares.
@@ -53,7 +54,7 @@ func runMain(m *testing.M) int {
 		}
 		return code
 	}
-	imgs, err := loadImages()
+	imgs, err := nodeenv.LoadImages(nodeenv.DefaultIndex())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "realnode: %v\n", err)
 		return 1
@@ -69,8 +70,8 @@ func runMain(m *testing.M) int {
 		Timeout: 5 * time.Minute,
 		Logf:    func(format string, args ...any) { fmt.Fprintf(os.Stderr, "realnode: "+format+"\n", args...) },
 		RealNode: &testcluster.RealNodeOptions{
-			Images:     imgs.archives(),
-			PauseImage: imgs.name("pause"),
+			Images:     imgs.Archives(),
+			PauseImage: imgs.Name(nodeenv.ImgPause),
 		},
 	})
 	if err != nil {

@@ -2,14 +2,7 @@ package realnode
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,150 +15,25 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cakeai/cake-agents/test/fakemodel"
+
+	"github.com/cakeai/cake-agents/test/nodeenv"
 )
 
 const (
-	infraNS   = "infra"
-	gitHost   = "gitserver." + infraNS + ".svc.cluster.local"
 	gitCAName = "git-ca"
 	readme    = "# demo\n\nA repository cloned by a real init container.\n"
 )
 
-// tlsPair is a CA and a server certificate it signed for the git server's Service names.
-func tlsPair(t *testing.T) (caPEM, certPEM, keyPEM []byte) {
+// infra starts the fake model and an HTTPS git server as pods in their own namespace (deleted
+// at the end), serving one repository whose README.md is readme.
+func infra(t *testing.T) *nodeenv.Infra {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	t.Cleanup(func() { deleteNamespace(t, nodeenv.InfraNamespace) })
+	inf, err := nodeenv.StartInfra(context.Background(), cluster.AdminClient(), images, t.TempDir(), "demo", map[string]string{"README.md": readme})
 	if err != nil {
 		t.Fatal(err)
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "realnode test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: gitHost},
-		DNSNames:  []string{gitHost, "gitserver." + infraNS + ".svc", "gitserver." + infraNS},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-}
-
-// bareRepo makes dir/name.git with one commit holding README.md on main.
-func bareRepo(t *testing.T, dir, name string) {
-	t.Helper()
-	work := filepath.Join(t.TempDir(), name)
-	git := func(dir string, args ...string) {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=test", "GIT_AUTHOR_EMAIL=test@example.com",
-			"GIT_COMMITTER_NAME=test", "GIT_COMMITTER_EMAIL=test@example.com", "HOME="+dir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	if err := os.MkdirAll(work, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(work, "README.md"), []byte(readme), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	git(work, "init", "-q", "-b", "main")
-	git(work, "add", ".")
-	git(work, "commit", "-q", "-m", "initial")
-	git(dir, "clone", "-q", "--bare", work, filepath.Join(dir, name+".git"))
-	// The server runs as another user and only reads.
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil {
-			mode := os.FileMode(0o644)
-			if d.IsDir() {
-				mode = 0o755
-			}
-			_ = os.Chmod(p, mode)
-		}
-		return nil
-	})
-}
-
-// infra starts the fake model and an HTTPS git server as pods in their own namespace, reached
-// by Service names (cluster DNS and kube-proxy), and returns the model's base URL, the repo
-// URL and the CA that signed the git server's certificate.
-func infra(t *testing.T) (modelURL, repoURL string, caPEM []byte) {
-	t.Helper()
-	namespace(t, infraNS, false)
-	ctx := context.Background()
-	kube := cluster.AdminClient()
-	model := deployment(t, infraNS, "fakemodel", 8080, 65532, corev1.Container{
-		Image: images.name(imgFakeModel),
-		Args:  []string{"-listen", "0.0.0.0:8080"},
-		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intOrPort(8080)}},
-			PeriodSeconds: 1,
-		},
-	})
-	caPEM, certPEM, keyPEM := tlsPair(t)
-	if _, err := kube.CoreV1().Secrets(infraNS).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "gitserver-tls"},
-		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	tmp := t.TempDir()
-	repos := filepath.Join(tmp, "repos")
-	if err := os.MkdirAll(repos, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// The server runs as uid 65532 and reaches the host path through this folder.
-	for _, d := range []string{filepath.Dir(tmp), tmp} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bareRepo(t, repos, "demo")
-	deployment(t, infraNS, "gitserver", 8443, 65532, corev1.Container{
-		Image: images.name(imgGitServer),
-		Env: []corev1.EnvVar{
-			{Name: "GITSERVER_TLS_CERT", Value: "/tls/tls.crt"},
-			{Name: "GITSERVER_TLS_KEY", Value: "/tls/tls.key"},
-			{Name: "GITSERVER_ROOT", Value: "/srv/git"},
-			{Name: "GITSERVER_LISTEN", Value: ":8443"},
-		},
-		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intOrPort(8443), Scheme: corev1.URISchemeHTTPS}},
-			PeriodSeconds: 1,
-		},
-		VolumeMounts: []corev1.VolumeMount{
-			{Name: "repos", MountPath: "/srv/git", ReadOnly: true},
-			{Name: "tls", MountPath: "/tls", ReadOnly: true},
-			{Name: "tmp", MountPath: "/tmp"},
-		},
-	},
-		corev1.Volume{Name: "repos", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: repos}}},
-		corev1.Volume{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "gitserver-tls"}}},
-		corev1.Volume{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-	)
-	return "http://" + model + ":8080/v1", "https://" + gitHost + ":8443/demo.git", caPEM
+	return inf
 }
 
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
@@ -191,14 +59,14 @@ func TestSessionLifecycle(t *testing.T) {
 	node(t)
 	ctx := context.Background()
 	kube := cluster.AdminClient()
-	modelURL, repoURL, caPEM := infra(t)
+	inf := infra(t)
 	ns := namespace(t, "agents", false)
 	const sessionNS = "agent-sessions"
 	t.Cleanup(func() { deleteNamespace(t, sessionNS) }) // after the uninstall that owns it
 	install(t, ns, append([]string{
 		"--set", "sessionNamespace.name=" + sessionNS,
 		"--set", "sessionNamespace.create=true",
-		"--set", "litellm.baseURL=" + modelURL,
+		"--set", "litellm.baseURL=" + inf.ModelURL,
 		"--set", "sessions.defaultModel=fake-model",
 		"--set", "sessions.caBundle.configMapName=" + gitCAName,
 	}, imageValues...)...)
@@ -209,10 +77,7 @@ func TestSessionLifecycle(t *testing.T) {
 	if got := nsObj.Labels["pod-security.kubernetes.io/enforce"]; got != "restricted" {
 		t.Errorf("session namespace enforces %q, want restricted", got)
 	}
-	if _, err := kube.CoreV1().ConfigMaps(sessionNS).Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: gitCAName},
-		Data:       map[string]string{"ca-certificates.crt": string(caPEM)},
-	}, metav1.CreateOptions{}); err != nil {
+	if _, err := kube.CoreV1().ConfigMaps(sessionNS).Create(ctx, inf.CABundle(gitCAName), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -230,7 +95,7 @@ func TestSessionLifecycle(t *testing.T) {
 	// create --wait: Running means OpenCode in its container answers its readiness probe.
 	prompt := "fix the flaky test"
 	began := time.Now()
-	out, err := runErr(t, e, 4*time.Minute, tool(t, "kubectl"), "agents", "session", "create", "--repo", repoURL, "--prompt", prompt,
+	out, err := runErr(t, e, 4*time.Minute, tool(t, "kubectl"), "agents", "session", "create", "--repo", inf.RepoURL, "--prompt", prompt,
 		"--persistent", "--wait", "-o", "name", "--agent-namespace", ns)
 	if err != nil {
 		t.Fatalf("session create --wait: %v\n%s\n%s\n%s", err, out, podLogs(sessionNS, sessionPods), podLogs(ns, "app.kubernetes.io/component=control-plane"))
@@ -256,10 +121,10 @@ func TestSessionLifecycle(t *testing.T) {
 			t.Errorf("container %s not ready: %+v", cs.Name, cs.State)
 		}
 	}
-	if got, want := pod.Spec.Containers[0].Image, images.name(imgData); got != want {
+	if got, want := pod.Spec.Containers[0].Image, images.Name(nodeenv.ImgData); got != want {
 		t.Errorf("session image %s, want %s", got, want)
 	}
-	if got, want := pod.Spec.InitContainers[0].Image, images.name(imgInit); got != want {
+	if got, want := pod.Spec.InitContainers[0].Image, images.Name(nodeenv.ImgInit); got != want {
 		t.Errorf("init image %s, want %s", got, want)
 	}
 	kubectl := func(args ...string) string { t.Helper(); return run(t, e, time.Minute, tool(t, "kubectl"), args...) }

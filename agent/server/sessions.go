@@ -15,6 +15,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/internal/failpoint"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
@@ -196,6 +197,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(r, "session.create", sess.ID, "success", "")
+	failpoint.Hit("create", "respond")
 	w.Header().Set("Location", "/api/v1/sessions/"+sess.ID)
 	writeJSON(w, http.StatusCreated, s.toAPI(r, sess, nil))
 }
@@ -375,6 +377,7 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(r, "session.delete", sess.ID, "success", "")
+	failpoint.Hit("delete", "respond")
 	if got, err := s.opts.Store.GetSession(r.Context(), sess.ID); err == nil {
 		sess = got
 	} else {
@@ -395,6 +398,7 @@ func (s *Server) stopSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(r, "session.stop", sess.ID, "success", "")
+	failpoint.Hit("stop", "respond")
 	writeJSON(w, http.StatusAccepted, s.toAPI(r, got, nil))
 }
 
@@ -410,6 +414,7 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(r, "session.start", sess.ID, "success", "")
+	failpoint.Hit("start", "respond")
 	writeJSON(w, http.StatusAccepted, s.toAPI(r, got, nil))
 }
 

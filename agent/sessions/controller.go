@@ -48,7 +48,19 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/internal/failpoint"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// The operations, as failpoint.Hit names them: every step that changes the database or
+// the cluster is followed by a failpoint, so the reliability tests crash the agent there.
+const (
+	opCreate    = "create"
+	opStart     = "start"
+	opRecreate  = "recreate"
+	opStop      = "stop"
+	opDelete    = "delete"
+	opReconcile = "reconcile"
 )
 
 // ErrInvalidState is returned (wrapped) when an operation does not apply to the
@@ -357,9 +369,10 @@ func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int
 	if err := c.st.CreateSession(ctx, s, maxActive); err != nil {
 		return fmt.Errorf("store session: %w", err)
 	}
+	failpoint.Hit(opCreate, "stored")
 	unlock := c.lock(s.ID)
 	defer unlock()
-	fresh, err := c.launch(ctx, s, true)
+	fresh, err := c.launch(ctx, s, opCreate)
 	if fresh != nil {
 		*s = *fresh
 	}
@@ -394,6 +407,7 @@ func (c *Controller) Stop(ctx context.Context, id, reason, message string) (*sto
 	}
 	if changed {
 		c.log.Info("stopping session", "session", id, "reason", reason)
+		failpoint.Hit(opStop, "marked")
 	}
 	if s.State == apiv1.StateStopping {
 		if s2, err := c.finishStop(ctx, s); err != nil {
@@ -432,9 +446,10 @@ func (c *Controller) Start(ctx context.Context, id string) (*store.Session, erro
 	if !changed {
 		return s, nil
 	}
+	failpoint.Hit(opStart, "marked")
 	c.forgetFailures(id)
 	c.log.Info("starting session", "session", id)
-	fresh, err := c.launch(ctx, s, false)
+	fresh, err := c.launch(ctx, s, opStart)
 	if fresh != nil {
 		s = fresh
 	}
@@ -455,6 +470,7 @@ func (c *Controller) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	failpoint.Hit(opDelete, "marked")
 	if _, err := c.finishDelete(ctx, s); err != nil {
 		c.log.Warn("delete session objects failed; the reconciler will retry", "session", id, "error", err)
 	}

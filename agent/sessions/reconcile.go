@@ -18,28 +18,34 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/internal/failpoint"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
-// launch makes sure the Secret, the PVC (persistent sessions) and the Pod of s exist.
-// Every step tolerates AlreadyExists, so it is safe to repeat after a crash. A
-// permanent failure marks the session Failed (removing the Secret and PVC when
-// cleanup is set, i.e. on first creation, when they hold nothing worth keeping) and
-// returns nil; a transient one returns the error for a retry, and marks the session
-// Failed after MaxCreateAttempts in a row. It returns the session as last written.
-func (c *Controller) launch(ctx context.Context, s *store.Session, cleanup bool) (*store.Session, error) {
+// launch makes sure the Secret, the PVC (persistent sessions) and the Pod of s exist;
+// op (create, start, recreate) names its failpoints. Every step tolerates
+// AlreadyExists, so it is safe to repeat after a crash. A permanent failure marks the
+// session Failed (removing the Secret and PVC on first creation, when they hold
+// nothing worth keeping) and returns nil; a transient one returns the error for a
+// retry, and marks the session Failed after MaxCreateAttempts in a row. It returns the
+// session as last written.
+func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*store.Session, error) {
+	cleanup := op == opCreate
 	// The CA bundle first: when it is missing nothing is created, so a failed Create
 	// leaves only the Failed row that names the ConfigMap.
 	err := c.checkCABundle(ctx)
 	if err == nil {
 		err = c.ensureSecret(ctx, s)
+		failpoint.Hit(op, "secret")
 	}
 	if err == nil && s.Persistent {
 		err = c.ensurePVC(ctx, s)
+		failpoint.Hit(op, "pvc")
 	}
 	created := false
 	if err == nil {
 		created, err = c.ensurePod(ctx, s)
+		failpoint.Hit(op, "pod")
 	}
 	if err == nil {
 		c.forgetFailures(s.ID)
@@ -77,7 +83,7 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, cleanup bool)
 	c.log.Error("session objects cannot be created; marking the session failed", "session", s.ID, "reason", reason, "error", err)
 	if cleanup {
 		// Nothing ran yet: leave nothing behind but the Failed row that explains why.
-		if _, derr := c.deleteObjects(ctx, s.ID, true); derr != nil {
+		if _, derr := c.deleteObjects(ctx, op, s.ID, true); derr != nil {
 			c.log.Warn("clean up after failed create failed; the reconciler will retry", "session", s.ID, "error", derr)
 		}
 	} else if _, derr := c.deletePod(ctx, s.ID); derr != nil {
@@ -238,23 +244,26 @@ func (c *Controller) deletePod(ctx context.Context, id string) (bool, error) {
 
 // deleteObjects deletes the pod, the Secret and (withPVC) the PVC of a session; it
 // reports whether all of them are gone (pods terminate gracefully and PVCs wait for
-// their pod, so that can take another pass).
-func (c *Controller) deleteObjects(ctx context.Context, id string, withPVC bool) (bool, error) {
+// their pod, so that can take another pass). op names its failpoints.
+func (c *Controller) deleteObjects(ctx context.Context, op, id string, withPVC bool) (bool, error) {
 	gone, err := c.deletePod(ctx, id)
 	if err != nil {
 		return false, err
 	}
+	failpoint.Hit(op, "pod-deleted")
 	// Secrets have no graceful deletion: a successful delete means gone.
 	err = c.kube.CoreV1().Secrets(c.cfg.Namespace).Delete(ctx, SecretName(id), metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return false, fmt.Errorf("delete secret %s: %w", SecretName(id), err)
 	}
+	failpoint.Hit(op, "secret-deleted")
 	if withPVC {
 		pvcs := c.kube.CoreV1().PersistentVolumeClaims(c.cfg.Namespace)
 		err = pvcs.Delete(ctx, PVCName(id), metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return false, fmt.Errorf("delete persistent volume claim %s: %w", PVCName(id), err)
 		}
+		failpoint.Hit(op, "pvc-deleted")
 		if err == nil {
 			// The pvc-protection finalizer keeps it until its pod is gone.
 			_, err = pvcs.Get(ctx, PVCName(id), metav1.GetOptions{})
@@ -270,6 +279,7 @@ func (c *Controller) finishStop(ctx context.Context, s *store.Session) (*store.S
 	if err != nil || !gone {
 		return s, err
 	}
+	failpoint.Hit(opStop, "pod-deleted")
 	now := c.now().UTC()
 	fresh, changed, err := c.update(ctx, s.ID, func(s *store.Session) (bool, error) {
 		if s.State != apiv1.StateStopping {
@@ -282,6 +292,7 @@ func (c *Controller) finishStop(ctx context.Context, s *store.Session) (*store.S
 		return s, err
 	}
 	if changed {
+		failpoint.Hit(opStop, "stopped")
 		c.log.Info("session stopped", "session", s.ID, "reason", fresh.Reason)
 		c.event(fresh, corev1.EventTypeNormal, "Stopped", "Session stopped ("+fresh.Reason+")")
 		c.leftRunning(s.ID)
@@ -292,13 +303,14 @@ func (c *Controller) finishStop(ctx context.Context, s *store.Session) (*store.S
 // finishDelete removes every object of a Deleting session, then its row.
 // It reports whether the row is gone.
 func (c *Controller) finishDelete(ctx context.Context, s *store.Session) (bool, error) {
-	gone, err := c.deleteObjects(ctx, s.ID, true)
+	gone, err := c.deleteObjects(ctx, opDelete, s.ID, true)
 	if err != nil || !gone {
 		return false, err
 	}
 	if err := c.st.DeleteSession(ctx, s.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return false, fmt.Errorf("delete session %s: %w", s.ID, err)
 	}
+	failpoint.Hit(opDelete, "row-deleted")
 	c.log.Info("session deleted", "session", s.ID, "reason", s.Reason)
 	c.event(s, corev1.EventTypeNormal, "Deleted", "Session deleted ("+s.Reason+")")
 	c.forget(s.ID)
@@ -712,6 +724,7 @@ func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) erro
 		}
 		s = fresh
 		if changed {
+			failpoint.Hit(opReconcile, "observed")
 			c.transitioned(ctx, s, prev, pod)
 		}
 	}
@@ -756,7 +769,7 @@ func (c *Controller) recreate(ctx context.Context, s *store.Session) error {
 			return nil
 		}
 	}
-	_, err := c.launch(ctx, s, false)
+	_, err := c.launch(ctx, s, opRecreate)
 	return err
 }
 

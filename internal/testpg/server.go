@@ -86,6 +86,12 @@ type Server struct {
 	PID int
 
 	done chan struct{} // closed when the postmaster exits (owned servers only)
+
+	// What Restart needs to start the same server again.
+	binDir   string
+	port     int
+	cred     *syscall.Credential
+	detached bool
 }
 
 // StartServer runs initdb in a fresh temp dir and starts postgres on a free loopback
@@ -160,6 +166,8 @@ func start(ctx context.Context, binDir, dir, data string, port int, cred *syscal
 	s := &Server{
 		URL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port),
 		Dir: dir,
+
+		binDir: binDir, port: port, cred: cred, detached: detached,
 	}
 	var err error
 	if detached {
@@ -204,6 +212,32 @@ func start(ctx context.Context, binDir, dir, data string, port int, cred *syscal
 			return nil, fmt.Errorf("postgres not ready after 90s: %v\n%s", err, tail(filepath.Join(dir, "postgres.log")))
 		}
 	}
+}
+
+// Halt stops the postmaster (fast shutdown, then immediate) and keeps its data dir, so
+// Restart brings the same databases back: a database outage, for the tests of what a
+// client does meanwhile.
+func (s *Server) Halt() error {
+	return stopPID(s.PID, s.done)
+}
+
+// Restart starts a halted server again on its port, with its data, returning once it
+// accepts connections.
+func (s *Server) Restart(ctx context.Context) error {
+	if s.binDir == "" {
+		return errors.New("restart postgres: this server was not started by StartServer")
+	}
+	logFile, err := os.OpenFile(filepath.Join(s.Dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close() // the child holds its own descriptor
+	n, err := start(ctx, s.binDir, s.Dir, filepath.Join(s.Dir, "data"), s.port, s.cred, logFile, s.detached)
+	if err != nil {
+		return fmt.Errorf("restart postgres on port %d: %w", s.port, err)
+	}
+	s.PID, s.done = n.PID, n.done
+	return nil
 }
 
 // Stop shuts the server down (fast shutdown, then immediate) and removes its dir.

@@ -63,6 +63,29 @@ func Start(t testing.TB) string {
 	return dsn
 }
 
+// NewServer starts a server of the test's own, stopped and removed when t ends, for
+// tests that halt and restart the database (Server.Halt, Server.Restart) and so must
+// not use the shared one. Its URL names the "postgres" database; CreateDatabase makes
+// others. With -short it skips t, like Start.
+func NewServer(t testing.TB) *Server {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a PostgreSQL server of its own; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s, err := StartServer(ctx, Options{})
+	if err != nil {
+		t.Fatalf("test postgres: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Errorf("test postgres: %v", err)
+		}
+	})
+	return s
+}
+
 func server(t testing.TB) (string, error) {
 	shared.mu.Lock()
 	defer shared.mu.Unlock()

@@ -48,3 +48,41 @@ func TestDatabaseName(t *testing.T) {
 		t.Errorf("%d characters: %q", len(long), long)
 	}
 }
+
+// TestHaltRestartKeepsData: a halted server refuses connections, and after Restart the
+// same URL reaches the same data.
+func TestHaltRestartKeepsData(t *testing.T) {
+	s := NewServer(t)
+	ctx := context.Background()
+	exec := func(sql string) {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, s.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)`)
+	if err := s.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if conn, err := pgx.Connect(ctx, s.URL); err == nil {
+		conn.Close(ctx)
+		t.Fatal("a halted server accepted a connection")
+	}
+	if err := s.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var x int
+	if err := conn.QueryRow(ctx, `SELECT x FROM kept`).Scan(&x); err != nil || x != 42 {
+		t.Fatalf("after restart: x = %d, %v; want 42", x, err)
+	}
+}

@@ -197,7 +197,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(r, "session.create", sess.ID, "success", "")
-	failpoint.Hit("create", "respond")
+	failpoint.Hit("create", "respond", sess.ID)
 	w.Header().Set("Location", "/api/v1/sessions/"+sess.ID)
 	writeJSON(w, http.StatusCreated, s.toAPI(r, sess, nil))
 }
@@ -377,7 +377,7 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(r, "session.delete", sess.ID, "success", "")
-	failpoint.Hit("delete", "respond")
+	failpoint.Hit("delete", "respond", sess.ID)
 	if got, err := s.opts.Store.GetSession(r.Context(), sess.ID); err == nil {
 		sess = got
 	} else {
@@ -398,7 +398,7 @@ func (s *Server) stopSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(r, "session.stop", sess.ID, "success", "")
-	failpoint.Hit("stop", "respond")
+	failpoint.Hit("stop", "respond", sess.ID)
 	writeJSON(w, http.StatusAccepted, s.toAPI(r, got, nil))
 }
 
@@ -414,7 +414,7 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(r, "session.start", sess.ID, "success", "")
-	failpoint.Hit("start", "respond")
+	failpoint.Hit("start", "respond", sess.ID)
 	writeJSON(w, http.StatusAccepted, s.toAPI(r, got, nil))
 }
 

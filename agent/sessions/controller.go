@@ -369,7 +369,7 @@ func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int
 	if err := c.st.CreateSession(ctx, s, maxActive); err != nil {
 		return fmt.Errorf("store session: %w", err)
 	}
-	failpoint.Hit(opCreate, "stored")
+	failpoint.Hit(opCreate, "stored", s.ID)
 	unlock := c.lock(s.ID)
 	defer unlock()
 	fresh, err := c.launch(ctx, s, opCreate)
@@ -407,7 +407,7 @@ func (c *Controller) Stop(ctx context.Context, id, reason, message string) (*sto
 	}
 	if changed {
 		c.log.Info("stopping session", "session", id, "reason", reason)
-		failpoint.Hit(opStop, "marked")
+		failpoint.Hit(opStop, "marked", id)
 	}
 	if s.State == apiv1.StateStopping {
 		if s2, err := c.finishStop(ctx, s); err != nil {
@@ -446,7 +446,7 @@ func (c *Controller) Start(ctx context.Context, id string) (*store.Session, erro
 	if !changed {
 		return s, nil
 	}
-	failpoint.Hit(opStart, "marked")
+	failpoint.Hit(opStart, "marked", id)
 	c.forgetFailures(id)
 	c.log.Info("starting session", "session", id)
 	fresh, err := c.launch(ctx, s, opStart)
@@ -470,7 +470,7 @@ func (c *Controller) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	failpoint.Hit(opDelete, "marked")
+	failpoint.Hit(opDelete, "marked", id)
 	if _, err := c.finishDelete(ctx, s); err != nil {
 		c.log.Warn("delete session objects failed; the reconciler will retry", "session", id, "error", err)
 	}

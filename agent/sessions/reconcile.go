@@ -36,16 +36,16 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*
 	err := c.checkCABundle(ctx)
 	if err == nil {
 		err = c.ensureSecret(ctx, s)
-		failpoint.Hit(op, "secret")
+		failpoint.Hit(op, "secret", s.ID)
 	}
 	if err == nil && s.Persistent {
 		err = c.ensurePVC(ctx, s)
-		failpoint.Hit(op, "pvc")
+		failpoint.Hit(op, "pvc", s.ID)
 	}
 	created := false
 	if err == nil {
 		created, err = c.ensurePod(ctx, s)
-		failpoint.Hit(op, "pod")
+		failpoint.Hit(op, "pod", s.ID)
 	}
 	if err == nil {
 		c.forgetFailures(s.ID)
@@ -250,20 +250,20 @@ func (c *Controller) deleteObjects(ctx context.Context, op, id string, withPVC b
 	if err != nil {
 		return false, err
 	}
-	failpoint.Hit(op, "pod-deleted")
+	failpoint.Hit(op, "pod-deleted", id)
 	// Secrets have no graceful deletion: a successful delete means gone.
 	err = c.kube.CoreV1().Secrets(c.cfg.Namespace).Delete(ctx, SecretName(id), metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return false, fmt.Errorf("delete secret %s: %w", SecretName(id), err)
 	}
-	failpoint.Hit(op, "secret-deleted")
+	failpoint.Hit(op, "secret-deleted", id)
 	if withPVC {
 		pvcs := c.kube.CoreV1().PersistentVolumeClaims(c.cfg.Namespace)
 		err = pvcs.Delete(ctx, PVCName(id), metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return false, fmt.Errorf("delete persistent volume claim %s: %w", PVCName(id), err)
 		}
-		failpoint.Hit(op, "pvc-deleted")
+		failpoint.Hit(op, "pvc-deleted", id)
 		if err == nil {
 			// The pvc-protection finalizer keeps it until its pod is gone.
 			_, err = pvcs.Get(ctx, PVCName(id), metav1.GetOptions{})
@@ -279,7 +279,7 @@ func (c *Controller) finishStop(ctx context.Context, s *store.Session) (*store.S
 	if err != nil || !gone {
 		return s, err
 	}
-	failpoint.Hit(opStop, "pod-deleted")
+	failpoint.Hit(opStop, "pod-deleted", s.ID)
 	now := c.now().UTC()
 	fresh, changed, err := c.update(ctx, s.ID, func(s *store.Session) (bool, error) {
 		if s.State != apiv1.StateStopping {
@@ -292,7 +292,7 @@ func (c *Controller) finishStop(ctx context.Context, s *store.Session) (*store.S
 		return s, err
 	}
 	if changed {
-		failpoint.Hit(opStop, "stopped")
+		failpoint.Hit(opStop, "stopped", s.ID)
 		c.log.Info("session stopped", "session", s.ID, "reason", fresh.Reason)
 		c.event(fresh, corev1.EventTypeNormal, "Stopped", "Session stopped ("+fresh.Reason+")")
 		c.leftRunning(s.ID)
@@ -310,7 +310,7 @@ func (c *Controller) finishDelete(ctx context.Context, s *store.Session) (bool, 
 	if err := c.st.DeleteSession(ctx, s.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return false, fmt.Errorf("delete session %s: %w", s.ID, err)
 	}
-	failpoint.Hit(opDelete, "row-deleted")
+	failpoint.Hit(opDelete, "row-deleted", s.ID)
 	c.log.Info("session deleted", "session", s.ID, "reason", s.Reason)
 	c.event(s, corev1.EventTypeNormal, "Deleted", "Session deleted ("+s.Reason+")")
 	c.forget(s.ID)
@@ -724,7 +724,7 @@ func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) erro
 		}
 		s = fresh
 		if changed {
-			failpoint.Hit(opReconcile, "observed")
+			failpoint.Hit(opReconcile, "observed", s.ID)
 			c.transitioned(ctx, s, prev, pod)
 		}
 	}

@@ -17,18 +17,19 @@ const childEnv = "CAKE_FAILPOINT_TEST_CHILD"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
-		failpoint.Hit("some", "other.step")
-		failpoint.Hit("armed", "other")
-		failpoint.Hit("armed.step", "")
+		failpoint.Hit("some", "other.step", "s1")
+		failpoint.Hit("armed", "other", "s1")
+		failpoint.Hit("armed.step", "", "s1")
+		failpoint.Hit("armed", "step", "s2") // another session
 		fmt.Println("passed some.other.step")
-		failpoint.Hit("armed", "step")
+		failpoint.Hit("armed", "step", "s1")
 		fmt.Println("passed armed.step")
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
 
-// TestHit runs a process with armed.step armed: a release build (no tag) must pass every
+// TestHit runs a process with armed.step@s1 armed: a release build (no tag) must pass every
 // step as if the variable were not there; a failpoints build must die of SIGKILL at
 // exactly the armed step. `go test ./...` checks the first, `go test -tags failpoints`
 // the second.
@@ -38,7 +39,7 @@ func TestHit(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(self, "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", failpoint.EnvVar+"=armed.step")
+	cmd.Env = append(os.Environ(), childEnv+"=1", failpoint.EnvVar+"="+failpoint.Name("armed", "step", "s1"))
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err = cmd.Run()
@@ -66,7 +67,7 @@ func TestHit(t *testing.T) {
 	if got, want := stdout.String(), "passed some.other.step\n"; got != want {
 		t.Fatalf("output %q, want %q: only the armed step may crash", got, want)
 	}
-	if want := failpoint.Marker + "armed.step\n"; stderr.String() != want {
+	if want := failpoint.Marker + "armed.step@s1\n"; stderr.String() != want {
 		t.Fatalf("stderr %q, want %q", stderr.String(), want)
 	}
 }

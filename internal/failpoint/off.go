@@ -6,4 +6,4 @@ package failpoint
 const Enabled = false
 
 // Hit marks a step; without the failpoints build tag it does nothing.
-func Hit(op, step string) {}
+func Hit(op, step, id string) {}

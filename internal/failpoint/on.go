@@ -4,28 +4,35 @@ package failpoint
 
 import (
 	"os"
+	"strings"
 	"syscall"
 )
 
 // Enabled reports whether this binary honours failpoints (built with -tags failpoints).
 const Enabled = true
 
-// armed is the step to crash at, read once: the tests start a process per crash.
-var armed = os.Getenv(EnvVar)
+// The step to crash at, read once: the tests start a process per crash.
+var armed, armedID = parse(os.Getenv(EnvVar))
 
-// Hit kills this process with SIGKILL when op.step is the armed step.
-func Hit(op, step string) {
-	if armed == "" || len(armed) != len(op)+1+len(step) || armed[:len(op)] != op || armed[len(op)] != '.' || armed[len(op)+1:] != step {
-		return
-	}
-	crash(armed)
+func parse(v string) (name, id string) {
+	name, id, _ = strings.Cut(v, "@")
+	return name, id
 }
 
-// crash is a separate function so the release build's absence of it can be checked in
-// the binary's symbol table.
-func crash(name string) {
+// Hit kills this process with SIGKILL when op.step (for session id) is armed.
+func Hit(op, step, id string) {
+	if armed == "" || (armedID != "" && id != armedID) ||
+		len(armed) != len(op)+1+len(step) || armed[:len(op)] != op || armed[len(op)] != '.' || armed[len(op)+1:] != step {
+		return
+	}
+	crash()
+}
+
+// crash is a function of its own so that its absence from a release binary can be
+// checked in the symbol table.
+func crash() {
 	// One write, so the line is whole in the log even as the process dies.
-	_, _ = os.Stderr.Write([]byte(Marker + name + "\n"))
+	_, _ = os.Stderr.Write([]byte(Marker + os.Getenv(EnvVar) + "\n"))
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	select {} // the signal is on its way; never return into the step
 }

@@ -119,8 +119,9 @@ type Cluster struct {
 	client kubernetes.Interface
 	dyn    dynamic.Interface
 
-	owned bool       // started by this process, stopped by Stop
-	procs []*process // in start order; nil when attached
+	owned  bool       // started by this process, stopped by Stop
+	procMu sync.Mutex // guards procs and state.Processes against a restart
+	procs  []*process // in start order; nil when attached
 
 	caOnce sync.Once
 	ca     *authority
@@ -152,9 +153,73 @@ func (c *Cluster) NodeName() string { return c.state.NodeName }
 
 // State returns a copy of the cluster's state.
 func (c *Cluster) State() State {
+	c.procMu.Lock()
+	defer c.procMu.Unlock()
 	s := c.state
 	s.Processes = append([]ProcessRecord(nil), s.Processes...)
 	return s
+}
+
+// processes is a snapshot of the processes this Cluster started, in start order.
+func (c *Cluster) processes() []*process {
+	c.procMu.Lock()
+	defer c.procMu.Unlock()
+	return append([]*process(nil), c.procs...)
+}
+
+// StopAPIServer stops kube-apiserver (SIGTERM, then SIGKILL) and leaves etcd and every
+// other process running: an API server outage, for tests of what clients and
+// controllers do meanwhile. StartAPIServer ends it. Only for a cluster this process
+// started.
+func (c *Cluster) StopAPIServer() error {
+	_, p, err := c.apiServer()
+	if err != nil {
+		return err
+	}
+	return stopRecord(p.ProcessRecord, 10*time.Second, p.done)
+}
+
+// StartAPIServer starts kube-apiserver again with its first arguments (same port,
+// certificates and etcd, so every object is still there) and waits until it is ready.
+// It does nothing while the apiserver still runs.
+func (c *Cluster) StartAPIServer(ctx context.Context) error {
+	i, p, err := c.apiServer()
+	if err != nil {
+		return err
+	}
+	if exited, _ := p.exited(); !exited {
+		return nil
+	}
+	// Its log goes on in the same file, after the outage.
+	np, err := startProcess(p.Name, p.bin, p.args, p.env, p.Log, p.detached)
+	if err != nil {
+		return err
+	}
+	c.procMu.Lock()
+	c.procs[i] = np
+	c.state.Processes[i] = np.ProcessRecord
+	err = writeState(c.dir, c.state)
+	c.procMu.Unlock()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	return c.waitFor(ctx, "kube-apiserver", func(ctx context.Context) error {
+		_, err := c.client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err
+	})
+}
+
+func (c *Cluster) apiServer() (int, *process, error) {
+	c.procMu.Lock()
+	defer c.procMu.Unlock()
+	for i, p := range c.procs {
+		if p.Name == binAPIServer {
+			return i, p, nil
+		}
+	}
+	return 0, nil, errors.New("kube-apiserver was not started by this process: only a cluster from Start can stop and start it")
 }
 
 // RESTConfig returns a fresh copy of the admin rest.Config.
@@ -422,8 +487,9 @@ func (c *Cluster) Stop() error {
 		if c.stopProvisioner != nil {
 			c.stopProvisioner()
 		}
-		for i := len(c.procs) - 1; i >= 0; i-- {
-			p := c.procs[i]
+		procs := c.processes()
+		for i := len(procs) - 1; i >= 0; i-- {
+			p := procs[i]
 			if err := stopRecord(p.ProcessRecord, 10*time.Second, p.done); err != nil {
 				errs = append(errs, err)
 			}
@@ -553,6 +619,8 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		if err != nil {
 			return err
 		}
+		c.procMu.Lock()
+		defer c.procMu.Unlock()
 		c.procs = append(c.procs, p)
 		c.state.Processes = append(c.state.Processes, p.ProcessRecord)
 		// Record every PID at once, so `testcluster down` can clean up even a half-started cluster.
@@ -771,7 +839,7 @@ func prepareDir(dir string) error {
 func (c *Cluster) waitFor(ctx context.Context, what string, check func(context.Context) error) error {
 	var last error
 	for {
-		for _, p := range c.procs {
+		for _, p := range c.processes() {
 			if exited, werr := p.exited(); exited {
 				return fmt.Errorf("%s exited (%v) while waiting for %s; last log lines from %s:\n%s",
 					p.Name, werr, what, p.Log, tailFile(p.Log, 2000))

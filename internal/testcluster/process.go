@@ -29,9 +29,13 @@ type process struct {
 	ProcessRecord
 	done chan struct{} // closed when Wait returns
 	err  error         // Wait's result, valid after done is closed
-}
 
-// spawnRequest asks the spawner goroutine to start cmd.
+	// How it was started, so it can be started again (Cluster.StartAPIServer).
+	bin      string
+	args     []string
+	env      []string
+	detached bool
+}
 
 // startProcess runs bin with args, stdout and stderr appended to logPath, in its own process
 // group. Owned processes get SIGKILL when this process dies; detached ones get their own session
@@ -63,6 +67,7 @@ func startProcess(name, bin string, args, env []string, logPath string, detached
 	p := &process{
 		ProcessRecord: ProcessRecord{Name: name, PID: cmd.Process.Pid, Log: logPath},
 		done:          make(chan struct{}),
+		bin:           bin, args: args, env: env, detached: detached,
 	}
 	if st, err := readProcStat(p.PID); err == nil {
 		p.StartTime = st.startTime

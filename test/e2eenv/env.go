@@ -307,7 +307,11 @@ func (e *Env) prepareAgent(ctx context.Context, pod *corev1.Pod) error {
 }
 
 // StartAgent starts the agent process and waits until it is ready.
-func (e *Env) StartAgent(ctx context.Context) error {
+func (e *Env) StartAgent(ctx context.Context) error { return e.StartAgentEnv(ctx) }
+
+// StartAgentEnv is StartAgent with extra environment variables ("KEY=value") for this
+// run of the process only, e.g. a failpoint to crash at.
+func (e *Env) StartAgentEnv(ctx context.Context, extra ...string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.agent != nil {
@@ -322,7 +326,7 @@ func (e *Env) StartAgent(ctx context.Context) error {
 		logw = f
 	}
 	cmd := exec.Command(e.o.Agent, "serve")
-	cmd.Env, cmd.Stdout, cmd.Stderr = e.agentEnv, logw, logw
+	cmd.Env, cmd.Stdout, cmd.Stderr = append(append([]string(nil), e.agentEnv...), extra...), logw, logw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := ownedproc.Start(cmd); err != nil {
 		return fmt.Errorf("start the agent: %w", err)
@@ -390,6 +394,17 @@ func (e *Env) AgentPID() int {
 		return 0
 	}
 	return e.agent.Process.Pid
+}
+
+// AgentExited returns a channel closed when the running agent process exits, by itself
+// or killed (nil when none runs): how a test sees a crash it caused.
+func (e *Env) AgentExited() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.agent == nil {
+		return nil
+	}
+	return e.agentDone
 }
 
 // StopAgent stops the agent process: gracefully (SIGTERM) or, with kill, as a crash.

@@ -191,8 +191,12 @@ func (m *middleware) upsertUser(ctx context.Context, id *Identity) error {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	if status == http.StatusUnauthorized {
+	switch status {
+	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cake-agents"`)
+	case http.StatusServiceUnavailable:
+		// A credential could not be checked (Kubernetes API or database away): retry.
+		w.Header().Set("Retry-After", "2")
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

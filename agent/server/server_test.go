@@ -124,18 +124,22 @@ func (d denyAuthorizer) Authorize(_ context.Context, id *auth.Identity, verb str
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	st    store.Store
 	srv   *httptest.Server
 	conv  *fakeConversation
 	sess  *fakeSessions
 	users map[string]*auth.Identity
 	seq   int
+	// header is the last answer's header (do).
+	header http.Header
+	// api is the server itself, for requests served in process (the fuzz tests).
+	api *Server
 }
 
 // newEnv serves the API with a real SQLite store; the caller is chosen per request
 // by the X-Test-User header (only this test's authenticator reads it).
-func newEnv(t *testing.T, deny denyAuthorizer) *env {
+func newEnv(t testing.TB, deny denyAuthorizer) *env {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory})
 	if err != nil {
@@ -165,6 +169,7 @@ func newEnv(t *testing.T, deny denyAuthorizer) *env {
 		Audit: audit.NewRecorder(st, nil), DefaultIdleTimeout: time.Hour, MaxActiveSessions: 3,
 		NewID: func() string { e.seq++; return fmt.Sprintf("s%03d", e.seq) },
 	})
+	e.api = s
 	e.srv = httptest.NewServer(s)
 	t.Cleanup(e.srv.Close)
 	return e
@@ -192,6 +197,7 @@ func (e *env) do(user, method, path string, body any) (int, []byte) {
 	}
 	defer func() { _ = resp.Body.Close() }()
 	out, _ := io.ReadAll(resp.Body)
+	e.header = resp.Header
 	return resp.StatusCode, out
 }
 
@@ -239,7 +245,12 @@ func TestCreateSessionValidation(t *testing.T) {
 		name, body, want string
 		code             int
 	}{
-		{"unknown field", `{"repo":"https://h/o/r","colour":"red"}`, `unknown field "colour"`, 400},
+		{"unknown field", `{"repo":"https://h/o/r","colour":"red"}`, `unknown field "colour"; the fields are title, repo, branch`, 400},
+		{"unknown field, odd name", `{"a\"b\u00e9":1}`, `unknown field "a\"bé"`, 400},
+		{"mistyped field", `{"title":5}`, `field "title": want a string, got number`, 400},
+		{"mistyped bool", `{"persistent":"yes"}`, `field "persistent": want true or false, got string`, 400},
+		{"not an object", `[1,2]`, `want a JSON object, got array`, 400},
+		{"truncated", `{"title":"x"`, `unexpected EOF`, 400},
 		{"file repo", `{"repo":"file:///etc"}`, `scheme "file" is not allowed`, 400},
 		{"plain http repo", `{"repo":"http://h/o/r"}`, `scheme "http" is not allowed`, 400},
 		{"not a url", `{"repo":"hello world"}`, `is not a repository URL`, 400},
@@ -256,6 +267,9 @@ func TestCreateSessionValidation(t *testing.T) {
 		{"two values", `{}{}`, `more than one value`, 400},
 		{"oversize prompt", `{"prompt":"` + strings.Repeat("a", apiv1.MaxPromptBytes+1) + `"}`, `is more than the maximum`, 400},
 		{"oversize body", `{"prompt":"` + strings.Repeat("a", apiv1.MaxBodyBytes) + `"}`, `larger than`, 413},
+		// A value that ends before the limit does not make the body acceptable.
+		{"oversize after a value", `{"title":"x"}` + strings.Repeat(" ", apiv1.MaxBodyBytes), `larger than`, 413},
+		{"garbage after a value", `{"title":"x"} x`, `more than one value`, 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := e.do("alice", "POST", "/api/v1/sessions", tc.body)
@@ -550,6 +564,9 @@ func TestLifecycleErrorStatus(t *testing.T) {
 			code, out := e.do("alice", tc.method, tc.path, body)
 			if code != tc.code || !strings.Contains(errorOf(t, out).Message, tc.want) || strings.Contains(string(out), "10.1.2.3") {
 				t.Fatalf("got %d %s, want %d containing %q and no driver detail", code, out, tc.code, tc.want)
+			}
+			if ra := e.header.Get("Retry-After"); (code == http.StatusServiceUnavailable) != (ra != "") {
+				t.Fatalf("status %d with Retry-After %q: every 503 and only a 503 says when to retry", code, ra)
 			}
 		})
 	}

@@ -232,7 +232,16 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Limit = n
 	}
-	if all, _ := strconv.ParseBool(q.Get("all")); all {
+	all := false
+	if v := q.Get("all"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("all: %q is not true or false", v))
+			return
+		}
+		all = b
+	}
+	if all {
 		if !id.Admin {
 			s.record(r, "session.list-all", "", "denied", "not an admin")
 			writeError(w, http.StatusForbidden, apiv1.CodeForbidden, "listing every user's sessions needs the admin role (verb \"*\" on sessions.agents.cake.ai)")

@@ -25,6 +25,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -36,6 +38,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -574,8 +577,34 @@ func (c *Controller) forgetFailures(id string) {
 // permanent reports whether a Kubernetes error will not go away by retrying.
 func permanent(err error) bool {
 	var pe *permanentError
-	return errors.As(err, &pe) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) ||
+	return errors.As(err, &pe) || (apierrors.IsForbidden(err) && !deniedToAgent(err)) || apierrors.IsInvalid(err) ||
 		apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) || apierrors.IsMethodNotSupported(err)
+}
+
+// deniedToAgent reports whether a Forbidden answer is the API server's authorizer
+// refusing the agent itself ("secrets is forbidden: User \"system:serviceaccount:...\"
+// cannot create resource ..."), not an admission plugin refusing this session's objects
+// (Pod Security, a quota). An API server that has just started answers so until its
+// RBAC caches are filled, so such an answer is retried like any transient failure —
+// MaxCreateAttempts in a row still fail the session when the agent's RBAC is wrong.
+func deniedToAgent(err error) bool {
+	return strings.Contains(apiMessage(err), ` is forbidden: User "`)
+}
+
+// unreachable reports whether err says the API server could not be reached, or asked to
+// come back later, rather than that it refused this session. Such failures are retried
+// without counting against MaxCreateAttempts (StartTimeout still bounds them): an API
+// server outage must not fail every session created or started meanwhile.
+func unreachable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) {
+		return true
+	}
+	// client-go reports a request that got no answer (refused, reset, cut short, a TLS
+	// failure) as a *url.Error; an answer comes as an APIStatus instead.
+	var ue *url.Error
+	var ne net.Error
+	return errors.As(err, &ue) || errors.As(err, &ne) || utilnet.IsConnectionRefused(err) || utilnet.IsProbableEOF(err)
 }
 
 // permanentError marks our own configuration errors (bad quantities, a missing CA

@@ -55,12 +55,18 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*
 		return s, nil
 	}
 
+	outage := unreachable(err)
 	c.mu.Lock()
-	c.failures[s.ID]++
+	if !outage {
+		c.failures[s.ID]++
+	}
 	attempts := c.failures[s.ID]
 	c.mu.Unlock()
-	if !permanent(err) && attempts < c.cfg.MaxCreateAttempts {
+	if !permanent(err) && (outage || attempts < c.cfg.MaxCreateAttempts) {
 		msg := fmt.Sprintf("creating the session's objects failed (attempt %d of %d), retrying: %s", attempts, c.cfg.MaxCreateAttempts, apiMessage(err))
+		if outage {
+			msg = "the Kubernetes API cannot be reached, retrying: " + apiMessage(err)
+		}
 		if fresh, _, uerr := c.update(ctx, s.ID, func(s *store.Session) (bool, error) {
 			if !s.State.Active() || s.Message == msg {
 				return false, nil

@@ -3,7 +3,10 @@ package sessions
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -355,7 +358,8 @@ func TestCreateRejectedLeavesNothing(t *testing.T) {
 func TestCreateTransientThenFailed(t *testing.T) {
 	kube := fake.NewClientset()
 	kube.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, apierrors.NewServiceUnavailable("etcd is down")
+		// What a failing admission webhook answers.
+		return true, nil, apierrors.NewInternalError(errors.New("etcd is down"))
 	})
 	st, owner := newStore(t)
 	cfg := testConfig("ns")
@@ -378,6 +382,100 @@ func TestCreateTransientThenFailed(t *testing.T) {
 	got, _ := st.GetSession(ctx, s.ID)
 	if got.State != apiv1.StateFailed || got.Reason != ReasonCreateFailed || !strings.Contains(got.Message, "etcd is down") {
 		t.Errorf("session %s/%s/%q, want Failed/CreateFailed", got.State, got.Reason, got.Message)
+	}
+}
+
+// TestCreateDeniedToAgentIsRetried: the API server's authorizer refusing the agent (as
+// one that has just started does until its RBAC caches are filled) is retried; only
+// MaxCreateAttempts of it in a row fail the session, while an admission plugin's
+// refusal fails it at once (TestCreateRejectedLeavesNothing).
+func TestCreateDeniedToAgentIsRetried(t *testing.T) {
+	kube := fake.NewClientset()
+	var denials atomic.Int32
+	denials.Store(1)
+	kube.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if denials.Add(-1) < 0 {
+			return false, nil, nil
+		}
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "",
+			errors.New(`User "system:serviceaccount:ns:cake-agents" cannot create resource "secrets" in API group "" in the namespace "ns"`))
+	})
+	st, owner := newStore(t)
+	cfg := testConfig("ns")
+	cfg.MaxCreateAttempts = 2
+	c := newTestController(t, cfg, kube, st)
+	ctx := context.Background()
+	s := &store.Session{OwnerID: owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if s.State != apiv1.StatePending || !strings.Contains(s.Message, "cannot create resource") {
+		t.Fatalf("after one denial: %s/%s/%q, want Pending with the API server's message", s.State, s.Reason, s.Message)
+	}
+	if err := c.reconcile(ctx, s.ID); err != nil {
+		t.Fatalf("reconcile once the denial is over: %v", err)
+	}
+	if _, err := kube.CoreV1().Pods("ns").Get(ctx, PodName(s.ID), metav1.GetOptions{}); err != nil {
+		t.Fatalf("no pod after the denial ended: %v", err)
+	}
+
+	// Denied for good: Failed after MaxCreateAttempts.
+	denials.Store(100)
+	s2 := &store.Session{OwnerID: owner}
+	if err := c.Create(ctx, s2, 0); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	_ = c.reconcile(ctx, s2.ID)
+	got, _ := st.GetSession(ctx, s2.ID)
+	if got.State != apiv1.StateFailed || got.Reason != ReasonCreateFailed {
+		t.Fatalf("after %d denials: %s/%s/%q, want Failed/CreateFailed", cfg.MaxCreateAttempts, got.State, got.Reason, got.Message)
+	}
+}
+
+// TestCreateDuringAPIOutage: while the API server cannot be reached (no answer, or
+// 503), a session stays Pending however often the create is retried, with a message
+// that says so, and its pod is made once the API server answers again.
+func TestCreateDuringAPIOutage(t *testing.T) {
+	for name, outage := range map[string]error{
+		"refused":     &url.Error{Op: "Post", URL: "https://127.0.0.1:6443/api/v1/namespaces/ns/pods", Err: syscall.ECONNREFUSED},
+		"unavailable": apierrors.NewServiceUnavailable("the server is shutting down"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			kube := fake.NewClientset()
+			var down atomic.Bool
+			down.Store(true)
+			kube.PrependReactor("create", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+				if down.Load() {
+					return true, nil, outage
+				}
+				return false, nil, nil
+			})
+			st, owner := newStore(t)
+			cfg := testConfig("ns")
+			cfg.MaxCreateAttempts = 2
+			c := newTestController(t, cfg, kube, st)
+			ctx := context.Background()
+			s := &store.Session{OwnerID: owner}
+			if err := c.Create(ctx, s, 0); err != nil {
+				t.Fatalf("Create: %v", err)
+			}
+			for i := 0; i < 4; i++ {
+				if err := c.reconcile(ctx, s.ID); err == nil {
+					t.Fatal("reconcile during the outage should report the error for a retry")
+				}
+			}
+			got, _ := st.GetSession(ctx, s.ID)
+			if got.State != apiv1.StatePending || !strings.Contains(got.Message, "the Kubernetes API cannot be reached") {
+				t.Fatalf("after 5 attempts during an outage: %s/%s/%q, want Pending saying the API cannot be reached", got.State, got.Reason, got.Message)
+			}
+			down.Store(false)
+			if err := c.reconcile(ctx, s.ID); err != nil {
+				t.Fatalf("reconcile after the outage: %v", err)
+			}
+			if _, err := kube.CoreV1().Pods("ns").Get(ctx, PodName(s.ID), metav1.GetOptions{}); err != nil {
+				t.Fatalf("no pod after the outage: %v", err)
+			}
+		})
 	}
 }
 

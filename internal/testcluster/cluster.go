@@ -167,16 +167,16 @@ func (c *Cluster) processes() []*process {
 	return append([]*process(nil), c.procs...)
 }
 
-// StopAPIServer stops kube-apiserver (SIGTERM, then SIGKILL) and leaves etcd and every
-// other process running: an API server outage, for tests of what clients and
-// controllers do meanwhile. StartAPIServer ends it. Only for a cluster this process
-// started.
+// StopAPIServer kills kube-apiserver at once (its graceful shutdown would keep serving
+// for seconds) and leaves etcd and every other process running: an API server outage,
+// for tests of what clients and controllers do meanwhile. StartAPIServer ends it. Only
+// for a cluster this process started.
 func (c *Cluster) StopAPIServer() error {
 	_, p, err := c.apiServer()
 	if err != nil {
 		return err
 	}
-	return stopRecord(p.ProcessRecord, 10*time.Second, p.done)
+	return stopRecord(p.ProcessRecord, 0, p.done)
 }
 
 // StartAPIServer starts kube-apiserver again with its first arguments (same port,

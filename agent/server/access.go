@@ -1,12 +1,14 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
@@ -97,8 +99,8 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Name = strings.TrimSpace(req.Name)
-	if req.Name == "" || len(req.Name) > 100 {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "name: give the token a name of 1 to 100 characters, e.g. \"laptop\"")
+	if req.Name == "" || len(req.Name) > auth.MaxTokenNameLen || strings.ContainsFunc(req.Name, unicode.IsControl) {
+		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("name: give the token a name of plain text, 1 to %d bytes, e.g. \"laptop\"", auth.MaxTokenNameLen))
 		return
 	}
 	ttl := s.opts.DefaultTokenTTL
@@ -112,6 +114,11 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	secret, tok, err := auth.IssueToken(r.Context(), s.opts.Store, id.UserID, req.Name, ttl)
 	if err != nil {
 		s.record(r, "token.create", req.Name, audit.OutcomeError, err.Error())
+		if errors.Is(err, store.ErrConflict) {
+			// Names are unique per user, so people can tell their tokens apart.
+			writeError(w, http.StatusConflict, apiv1.CodeConflict, fmt.Sprintf("you already have a token named %q: choose another name, or revoke that token first", req.Name))
+			return
+		}
 		s.storeError(w, r, err, "token")
 		return
 	}

@@ -441,6 +441,15 @@ func TestTokensAndWhoAmI(t *testing.T) {
 	if !strings.HasPrefix(tok.Token, "cka_") || tok.ExpiresAt == nil {
 		t.Fatalf("token: %+v", tok)
 	}
+	// Names are unique per user; a second "laptop" is a conflict that says so (it once
+	// read "changed by someone else"), and a name with control characters is refused
+	// before the store sees it (it once was a 500).
+	if code, body := e.do("bob", "POST", "/api/v1/tokens", apiv1.CreateTokenRequest{Name: "laptop"}); code != 409 || !strings.Contains(errorOf(t, body).Message, `already have a token named "laptop"`) {
+		t.Fatalf("second token named laptop: %d %s", code, body)
+	}
+	if code, body := e.do("bob", "POST", "/api/v1/tokens", apiv1.CreateTokenRequest{Name: "lap\ttop"}); code != 400 || !strings.Contains(errorOf(t, body).Message, "plain text") {
+		t.Fatalf("token name with a tab: %d %s", code, body)
+	}
 	_, body = e.do("bob", "GET", "/api/v1/tokens", nil)
 	if strings.Contains(string(body), tok.Token) || !strings.Contains(string(body), "laptop") {
 		t.Fatalf("list leaks the secret or misses the token: %s", body)

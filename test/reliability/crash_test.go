@@ -58,6 +58,7 @@ var crashSteps = []crashStep{
 // (no crash function, not even the variable's name), and the test build does — so the
 // crash scenario tests a build with failpoints, and users never run one.
 func TestReleaseBuildHasNoFailpoints(t *testing.T) {
+	t.Parallel()
 	build(t)
 	for _, b := range []struct {
 		path string
@@ -86,6 +87,7 @@ func TestReleaseBuildHasNoFailpoints(t *testing.T) {
 // with exactly one pod or Stopped with none, the operation's intent carried out once it
 // was recorded, no object without its session, no session lost.
 func TestCrashAtEveryStep(t *testing.T) {
+	t.Parallel()
 	c := testcluster.Get(t)
 	p := install(t, c, "crash", installOptions{crash: true})
 	bindVolumes(t, p)

@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -41,6 +42,15 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The scenarios spend most of their time waiting (an outage, a restart, the
+	// reconciler); run them side by side unless -parallel says otherwise, not just
+	// GOMAXPROCS of them.
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", "4")
+	}
 	code := m.Run()
 	_ = testcluster.Shutdown()
 	_ = testpg.Shutdown()
@@ -152,8 +162,10 @@ func install(t *testing.T, c *testcluster.Cluster, name string, o installOptions
 		if t.Failed() {
 			t.Logf("agent log:\n%s", p.logTail(80))
 		}
+		began := time.Now()
 		env.Stop()
 		_ = kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+		t.Logf("uninstalled from %s in %s", ns, time.Since(began).Round(100*time.Millisecond))
 	})
 	if p.api, err = env.AdminClient(ctx); err != nil {
 		t.Fatal(err)

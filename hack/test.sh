@@ -10,7 +10,8 @@
 # its own, runs go test over the whole module and always stops the cluster again, on success,
 # failure, Ctrl-C or SIGTERM. The exit code is go test's, and go test's summary is the last
 # thing printed. Extra arguments go to go test (e.g. -run TestFoo); TEST_PACKAGES narrows the
-# packages (default ./...), GO_TEST_FLAGS replaces "-race -count=1".
+# packages (default ./...), GO_TEST_FLAGS replaces "-race -count=1". FUZZ_TIME (default 8s, 0 to
+# skip) is how long each fuzz test of the API's decoders and query parsers runs beyond its corpus.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -106,6 +107,22 @@ if [[ "${TEST_PACKAGES:-./...}" == "./..." ]]; then
   (cd test/dockerfile && go test -count=1 ./...) || nested_rc=$?
   log "running the image builder module (hack/imagebuild)"
   (cd hack/imagebuild && go test -count=1 -timeout 60m ./...) || nested_rc=$?
+fi
+
+# The API's JSON decoders and query parsers are fuzzed for a bounded time each (go test runs
+# their committed corpus, agent/server/testdata/fuzz, as ordinary tests anyway). A failure
+# writes the input that broke it to that folder: commit it with the fix.
+fuzz_time="${FUZZ_TIME:-8s}"
+if [[ "${TEST_PACKAGES:-./...}" == "./..." && "${fuzz_time}" != 0 ]]; then
+  for target in $(go test -list '^Fuzz' ./agent/server | grep '^Fuzz'); do
+    log "fuzzing ${target} for ${fuzz_time}"
+    fuzz_log="${run_dir}/fuzz-${target}.log"
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "${fuzz_time}" ./agent/server >"${fuzz_log}" 2>&1 || {
+      nested_rc=$?
+      cat "${fuzz_log}" >&2
+      log "${target} failed: go test -run '^$' -fuzz '^${target}\$' ./agent/server reproduces it"
+    }
+  done
 fi
 
 # Figures the tests record (test/artifacts/figures.txt) are printed after the run, followed by

@@ -37,7 +37,7 @@ func TestAPIServerOutage(t *testing.T) {
 		}
 	})
 	p := install(t, c, "apiout", installOptions{})
-	running, stopped := p.prepare(t, ctx, 6, 4, false)
+	running, stopped := p.prepare(ctx, t, 6, 4, false)
 	want := map[string]apiv1.SessionState{}
 	for _, id := range running {
 		want[id] = apiv1.StateRunning

@@ -119,7 +119,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 				needStopped++
 			}
 		}
-		running, stopped := p.prepare(t, ctx, needRunning, needStopped, persistent)
+		running, stopped := p.prepare(ctx, t, needRunning, needStopped, persistent)
 		for _, id := range running {
 			known[id] = apiv1.StateRunning
 		}
@@ -295,7 +295,7 @@ func (p *product) call(ctx context.Context, call, id string, persistent bool) (s
 
 // prepare creates running+stopped sessions, stops the latter, and waits until all are
 // where they should be.
-func (p *product) prepare(t *testing.T, ctx context.Context, running, stopped int, persistent bool) (runIDs, stopIDs []string) {
+func (p *product) prepare(ctx context.Context, t *testing.T, running, stopped int, persistent bool) (runIDs, stopIDs []string) {
 	t.Helper()
 	began := time.Now()
 	defer func() {

@@ -30,12 +30,15 @@ cleanup() {
 }
 trap cleanup EXIT
 eval "$(bin/testcluster up --dir "${run_dir}/cluster")"
-eval "$(bin/testpg up --dir "${run_dir}/postgres")"
+# Postgres with its production durability (fsync, synchronous_commit, full_page_writes on):
+# its numbers are compared with SQLite's, which syncs its WAL.
+eval "$(bin/testpg up --durable --dir "${run_dir}/postgres")"
 export KUBECONFIG CAKE_TESTCLUSTER_DIR CAKE_TEST_POSTGRES_URL
 
 results="${OUT}/results.txt"
 {
   echo "# cake-agents benchmarks $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "# postgres: fsync, synchronous_commit and full_page_writes on (production durability); sqlite: WAL, synchronous=NORMAL (the agent's settings)"
   echo "# machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sm), $(go env GOVERSION)"
 } >"${results}"
 log "store benchmarks (SQLite and Postgres, 10k sessions)"

@@ -38,6 +38,27 @@ func TestConfigFlagsWinOverEnvironment(t *testing.T) {
 	}
 }
 
+// The chart's existingSecretEnv may point DATABASE_URL at a Secret without a URL (the key is
+// optional then): PG* variables alone must select Postgres, not the SQLite default.
+func TestDatabaseFromPGVariablesWhenTheURLIsUnset(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, "sqlite:///data/agents.db"},
+		{map[string]string{"PGHOST": "db.example.com", "PGUSER": "agents"}, ""},
+		{map[string]string{"PGHOST": "db.example.com", "DATABASE_URL": "postgres://other/agents"}, "postgres://other/agents"},
+	} {
+		cfg, err := parseArgs(t, tc.env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.DatabaseURL != tc.want {
+			t.Errorf("env %v: database URL %q, want %q", tc.env, cfg.DatabaseURL, tc.want)
+		}
+	}
+}
+
 func TestConfigErrorsNameTheFix(t *testing.T) {
 	_, err := parseArgs(t, map[string]string{"AGENT_SESSION_TTL": "forever"},
 		"--trusted-proxy-cidrs", "10.0.0.1", "--log-format", "xml", "--image-pull-policy", "Sometimes",

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/cakeai/cake-agents/agent/store/storeopen"
 )
 
 // Config is everything `agent serve` can be told. Each field is bound to one flag and
@@ -107,7 +109,7 @@ func Options() []Option {
 		{Flag: "pod-name", Env: "AGENT_POD_NAME", Usage: "this replica's pod name (leader-election identity; hostname when empty)"},
 		{Flag: "release", Env: "AGENT_RELEASE", Default: "cake-agents", Usage: "Helm release name, set as app.kubernetes.io/instance on session objects"},
 		{Flag: "external-url", Env: "AGENT_EXTERNAL_URL", Usage: "public URL of the web UI/API (e.g. https://agents.example.com), used in links"},
-		{Flag: "database-url", Env: "DATABASE_URL", Default: "sqlite:///data/agents.db", Secret: true, Usage: "sqlite:///path/to.db or postgres://user:pass@host/db; when empty and PG* variables are set, pgx builds the connection from them"},
+		{Flag: "database-url", Env: "DATABASE_URL", Default: "sqlite:///data/agents.db", Secret: true, Usage: "sqlite:///path/to.db or postgres://user:pass@host/db; when unset or empty and PG* variables are set, pgx builds the connection from them"},
 		{Flag: "auth-secret", Env: "AGENT_AUTH_SECRET", Secret: true, Usage: "secret for cookie signing and credential encryption at rest (required with Postgres; generated and stored when empty with SQLite)"},
 		{Flag: "log-format", Env: "AGENT_LOG_FORMAT", Default: "text", Usage: "log format: text or json"},
 		{Flag: "log-level", Env: "AGENT_LOG_LEVEL", Default: "info", Usage: "log level: trace, debug, info, warn, error"},
@@ -172,6 +174,10 @@ func BindFlags(fs *pflag.FlagSet, getenv func(string) string) func() (*Config, e
 		def := o.Default
 		if v, ok := lookup(getenv, o.Env); ok {
 			def = v
+		} else if o.Env == storeopen.EnvURL && pgEnvSet(getenv) {
+			// PG* variables without a URL (the chart's existingSecretEnv, whose Secret may
+			// hold no URL) mean Postgres from them, never the SQLite default.
+			def = ""
 		}
 		shown := def
 		if o.Secret && shown != "" {
@@ -185,6 +191,16 @@ func BindFlags(fs *pflag.FlagSet, getenv func(string) string) func() (*Config, e
 		vals[o.Flag] = p
 	}
 	return func() (*Config, error) { return parse(vals) }
+}
+
+// pgEnvSet reports whether any PG* variable pgx reads is set.
+func pgEnvSet(getenv func(string) string) bool {
+	for _, k := range storeopen.PGEnv {
+		if _, ok := lookup(getenv, k); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func lookup(getenv func(string) string, key string) (string, bool) {

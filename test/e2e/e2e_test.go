@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pgx/v5"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,6 +33,7 @@ type product struct {
 	env        *e2eenv.Env
 	kube       kubernetes.Interface
 	ns         string
+	dsn        string // the Postgres database the agent must use ("" with SQLite)
 	alice, bob string // kubeconfigs
 	admin      string
 	repo       string
@@ -50,17 +54,34 @@ func install(t *testing.T, backend string) *product {
 		t.Fatal(err)
 	}
 	var values []string
-	if backend == "postgres" {
-		// The production shape: DATABASE_URL from an existing Secret.
-		dsn := testpg.Start(t)
+	if backend != "sqlite" {
+		// The production shape: the database from an existing Secret, either as one URL
+		// (existingSecret/existingSecretKey) or as PG* variables (existingSecretEnv).
+		p.dsn = testpg.Start(t)
+		data := map[string]string{"DATABASE_URL": p.dsn}
+		values = append(values, "externalDatabase.existingSecret=agents-db",
+			"betterAuth.secret.create=true", "betterAuth.secret.value=e2e-auth-secret-0123456789abcdef")
+		if backend == "postgres-pgenv" {
+			u, err := url.Parse(p.dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A Secret holding no URL at all: only what PG* variables need.
+			data = map[string]string{"host": u.Hostname(), "port": u.Port(), "user": u.User.Username(),
+				"password": "unused-with-trust-auth", "database": strings.TrimPrefix(u.Path, "/"), "sslmode": "disable"}
+			for env, key := range map[string]string{"PGHOST": "host", "PGPORT": "port", "PGUSER": "user",
+				"PGPASSWORD": "password", "PGDATABASE": "database", "PGSSLMODE": "sslmode"} {
+				values = append(values, "externalDatabase.existingSecretEnv."+env+"="+key)
+			}
+		} else {
+			values = append(values, "externalDatabase.existingSecretKey=DATABASE_URL")
+		}
 		if _, err := p.kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: "agents-db"},
-			StringData: map[string]string{"DATABASE_URL": dsn},
+			StringData: data,
 		}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
-		values = append(values, "externalDatabase.existingSecret=agents-db", "externalDatabase.existingSecretKey=DATABASE_URL",
-			"betterAuth.secret.create=true", "betterAuth.secret.value=e2e-auth-secret-0123456789abcdef")
 	}
 	work := t.TempDir()
 	env, err := e2eenv.Start(ctx, e2eenv.Options{
@@ -165,16 +186,55 @@ func (p *product) waitReply(t *testing.T, kubeconfig, id, prompt string) {
 }
 
 func TestEndToEnd(t *testing.T) {
-	for _, backend := range []string{"sqlite", "postgres"} {
+	for _, backend := range []string{"sqlite", "postgres", "postgres-pgenv"} {
 		t.Run(backend, func(t *testing.T) {
 			p := install(t, backend)
 			t.Run("CreateWaitLogsSend", p.testCreateWaitLogsSend)
+			if backend == "postgres-pgenv" {
+				// The same agent on the same Postgres as the variant before, wired through
+				// PG* variables: what differs is the wiring, which these prove.
+				t.Run("AgentRestart", p.testAgentRestart)
+				t.Run("DatabaseIsTheChartsOne", p.testDatabase)
+				return
+			}
 			t.Run("Attach", p.testAttach)
 			t.Run("StopStartDelete", p.testStopStartDelete)
 			t.Run("SecondUser", p.testSecondUser)
 			t.Run("DoctorAndHeaderSpoofing", p.testDoctor)
 			t.Run("AgentRestart", p.testAgentRestart)
+			t.Run("DatabaseIsTheChartsOne", p.testDatabase)
 		})
+	}
+}
+
+// testDatabase proves the agent keeps its rows where the chart said: with Postgres, a new
+// session's row is read from Postgres itself and no SQLite file exists; with SQLite, the row
+// is in the file.
+func (p *product) testDatabase(t *testing.T) {
+	ctx := context.Background()
+	id := lastField(p.agents(t, p.alice, "session", "create", "--title", "where am I stored", "-o", "name"))
+	defer p.agents(t, p.alice, "session", "delete", id)
+	sqlitePath := p.env.SQLitePath()
+	if p.dsn == "" {
+		if _, err := os.Stat(sqlitePath); err != nil {
+			t.Fatalf("the SQLite install keeps no database file: %v", err)
+		}
+		return
+	}
+	if _, err := os.Stat(sqlitePath); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a Postgres install wrote a SQLite file at %s (%v)", sqlitePath, err)
+	}
+	conn, err := pgx.Connect(ctx, p.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var title, owner string
+	if err := conn.QueryRow(ctx, "select s.title, u.subject from sessions s join users u on u.id = s.owner_id where s.id = $1", id).Scan(&title, &owner); err != nil {
+		t.Fatalf("session %s in Postgres: %v", id, err)
+	}
+	if title != "where am I stored" || owner != "alice@example.com" {
+		t.Fatalf("session %s in Postgres: title %q owner %q", id, title, owner)
 	}
 }
 

@@ -53,8 +53,9 @@ type Options struct {
 	Helm, Agent, OpenCode, Chart string
 	// Values are extra `--set` values for the chart.
 	Values []string
-	// DatabaseURL overrides the chart's database for the local agent (default: a SQLite
-	// file in WorkDir, since the pod's /data does not exist here).
+	// DatabaseURL overrides the chart's database for the local agent. Without it the agent
+	// uses what the chart rendered (a Postgres URL or PG* variables from Secrets), except
+	// that a SQLite path becomes SQLitePath (the pod's /data does not exist here).
 	DatabaseURL string
 	// WorkDir holds the agent's database, logs and the session workspaces.
 	WorkDir string
@@ -282,10 +283,12 @@ func (e *Env) prepareAgent(ctx context.Context, pod *corev1.Pod) error {
 	env["AGENT_HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", e.httpPort)
 	env["AGENT_HTTPS_ADDR"] = fmt.Sprintf("127.0.0.1:%d", e.httpsPort)
 	env["AGENT_LOG_FORMAT"] = "text"
+	// The chart's database as rendered: Postgres URLs and PG* variables from the Secrets are
+	// used as they are; only a SQLite path moves, since the pod's /data does not exist here.
 	if e.o.DatabaseURL != "" {
 		env["DATABASE_URL"] = e.o.DatabaseURL
-	} else {
-		env["DATABASE_URL"] = "sqlite://" + filepath.Join(e.o.WorkDir, "agents.db")
+	} else if strings.HasPrefix(env["DATABASE_URL"], "sqlite://") {
+		env["DATABASE_URL"] = "sqlite://" + e.SQLitePath()
 	}
 	e.HTTPURL = fmt.Sprintf("http://127.0.0.1:%d", e.httpPort)
 	e.HTTPSURL = fmt.Sprintf("https://127.0.0.1:%d", e.httpsPort)
@@ -381,6 +384,9 @@ func (e *Env) AdminClient(ctx context.Context) (*client.Client, error) {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
 	return client.New(e.HTTPSURL, &http.Client{Transport: tr})
 }
+
+// SQLitePath is where the local agent keeps a SQLite database the chart put under /data.
+func (e *Env) SQLitePath() string { return filepath.Join(e.o.WorkDir, "agents.db") }
 
 // AgentPID is the running agent process's id (0 when stopped).
 func (e *Env) AgentPID() int {

@@ -54,6 +54,10 @@ Environment of the agent container. Every name here must be one the agent unders
     secretKeyRef:
       name: {{ $ext.existingSecret | quote }}
       key: {{ $ext.existingSecretKey | quote }}
+      {{- if $ext.existingSecretEnv }}
+      {{- /* With PG* variables the Secret may hold no URL at all: pgx then takes everything from them. */}}
+      optional: true
+      {{- end }}
 {{- else if .Values.externalSecrets.enabled }}
 - name: DATABASE_URL
   valueFrom:

@@ -320,6 +320,11 @@ func (b *boot) provideSecrets(dep *appsv1.Deployment) {
 		if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || b.rendered[e.ValueFrom.SecretKeyRef.Name] {
 			continue
 		}
+		if e.Name == "DATABASE_URL" && b.pgVars && e.ValueFrom.SecretKeyRef.Optional != nil && *e.ValueFrom.SecretKeyRef.Optional {
+			// With PG* variables the URL key is optional: a platform team's Secret holds
+			// only the PG* keys, and the agent must take Postgres from them alone.
+			continue
+		}
 		need(e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key, []byte(b.valueFor(e.Name)))
 	}
 	// Secret volumes: their files are named by the env vars that point into them.
@@ -391,13 +396,6 @@ func (b *boot) valueFor(env string) string {
 	v := func() string {
 		switch env {
 		case "DATABASE_URL":
-			if b.pgVars {
-				// Values that give the connection as PG* variables but also name
-				// existingSecret make the chart read a URL from that Secret as well (it is
-				// not optional). The empty URL is what such a platform team puts there: pgx
-				// then takes everything from the PG* variables, which this run must prove.
-				return "postgres://"
-			}
 			return b.externalDatabase()
 		case "PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD":
 			u, err := url.Parse(b.externalDatabase())

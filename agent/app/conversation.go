@@ -235,27 +235,14 @@ func (c *conversation) deliverInitialPrompt(ctx context.Context, s *store.Sessio
 	log.Error("initial prompt delivery failed", "error", lastErr)
 }
 
-// waitHealthy polls OpenCode's health until it answers or total passes. Each probe has
-// its own short deadline: a probe sent while the pod's port is not yet listening can
-// stall inside the port-forward, and must not eat the whole wait.
+// waitHealthy waits up to total for the session's OpenCode to answer its health probe.
 func waitHealthy(ctx context.Context, oc *opencode.Client, total time.Duration) error {
-	deadline := time.Now().Add(total)
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := oc.Health(pctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the session's OpenCode is not answering: %w", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
+	ctx, cancel := context.WithTimeout(ctx, total)
+	defer cancel()
+	if _, err := oc.WaitHealthy(ctx, time.Second); err != nil {
+		return fmt.Errorf("the session's OpenCode is not answering: %w", err)
 	}
+	return nil
 }
 
 func isConflict(err error) bool { return err != nil && errors.Is(err, store.ErrConflict) }

@@ -171,3 +171,18 @@ value only when there is none.
 {{- randAlphaNum (int .length) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The namespace of an in-cluster model gateway named by litellm.baseURL as a Service:
+<service>.<namespace>.svc[.<cluster domain>]. Empty for anything else (a public host, or the
+ambiguous <service>.<namespace>, which networkPolicy.sessions.egressTo covers).
+*/}}
+{{- define "cake-agents.modelGatewayNamespace" -}}
+{{- with .Values.litellm.baseURL }}
+{{- $host := (urlParse .).host | splitList ":" | first }}
+{{- $labels := splitList "." $host }}
+{{- if and (ge (len $labels) 3) (eq (index $labels 2) "svc") }}
+{{- index $labels 1 }}
+{{- end }}
+{{- end }}
+{{- end }}

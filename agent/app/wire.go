@@ -199,6 +199,7 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		Sessions:           ctrl,
 		Conversation:       conv,
 		Authorizer:         authz,
+		Namespace:          cfg.Namespace,
 		Authenticate:       authn,
 		UI:                 ui.New(ui.Options{Authenticate: authn, Tokens: tokens, Log: log.Named("ui"), ExternalURL: cfg.ExternalURL}),
 		Audit:              rec,

@@ -94,7 +94,11 @@ type Authenticator interface {
 
 // Authorizer answers whether an identity may perform a verb on sessions.agents.cake.ai.
 type Authorizer interface {
+	// Authorize asks about sessions in general.
 	Authorize(ctx context.Context, id *Identity, verb string) (allowed bool, reason string, err error)
+	// AuthorizeSession asks about one session (the review names it), so RBAC can grant a
+	// verb on one session with resourceNames.
+	AuthorizeSession(ctx context.Context, id *Identity, verb, sessionID string) (allowed bool, reason string, err error)
 }
 
 type ctxKey struct{}

@@ -48,6 +48,9 @@ type Options struct {
 	Sessions     Sessions
 	Conversation Conversation
 	Authorizer   auth.Authorizer
+	// Namespace is the agent's: RBAC on sessions.agents.cake.ai is checked there, so errors
+	// name it when they say how to grant access.
+	Namespace string
 	// Authenticate puts the caller's identity into the request context or answers 401.
 	Authenticate func(http.Handler) http.Handler
 	Audit        *audit.Recorder

@@ -111,8 +111,18 @@ func (f *fakeConversation) Proxy(w http.ResponseWriter, r *http.Request, s *stor
 	_, _ = fmt.Fprintf(w, "proxied %s %s", s.ID, rest)
 }
 
-// denyAuthorizer allows every verb except those listed for a user.
+// denyAuthorizer allows every verb except those listed for a user; "verb/id" denies a verb
+// on one session only.
 type denyAuthorizer map[string][]string
+
+func (d denyAuthorizer) AuthorizeSession(ctx context.Context, id *auth.Identity, verb, sessionID string) (bool, string, error) {
+	for _, v := range d[id.Username] {
+		if v == verb+"/"+sessionID {
+			return false, "no RBAC rule allows it on this session", nil
+		}
+	}
+	return d.Authorize(ctx, id, verb)
+}
 
 func (d denyAuthorizer) Authorize(_ context.Context, id *auth.Identity, verb string) (bool, string, error) {
 	for _, v := range d[id.Username] {
@@ -143,7 +153,7 @@ func newEnv(t *testing.T, deny denyAuthorizer) *env {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	e := &env{t: t, st: st, conv: &fakeConversation{}, sess: &fakeSessions{st: st}, users: map[string]*auth.Identity{}}
-	for _, name := range []string{"alice", "bob", "root"} {
+	for _, name := range []string{"alice", "bob", "carol", "dave", "root"} {
 		u := &store.User{Source: "kubernetes", Subject: name, Email: name + "@example.com"}
 		if err := st.UpsertUser(context.Background(), u); err != nil {
 			t.Fatal(err)
@@ -323,6 +333,58 @@ func TestVisibilityAndOwnership(t *testing.T) {
 	// But bob may talk to a public running session through the proxy.
 	if code, body := e.do("bob", "GET", "/api/v1/sessions/"+public.ID+"/proxy/global/health", nil); code != 200 || string(body) != "proxied "+public.ID+" /global/health" {
 		t.Fatalf("proxy: %d %s", code, body)
+	}
+}
+
+// TestWhoMayDriveASession: reading a public session is for every user; sending it prompts and
+// attaching through the proxy are for its owner, admins, and users RBAC grants "attach" on it
+// (on every session, or on this one by resourceNames).
+func TestWhoMayDriveASession(t *testing.T) {
+	// bob holds no attach at all; carol holds it on sessions in general; dave only on s999.
+	e := newEnv(t, denyAuthorizer{"bob": {apiv1.VerbAttach}, "dave": {apiv1.VerbAttach + "/s001"}})
+	pub := false
+	public := e.create("alice", apiv1.CreateSessionRequest{Title: "pairing", Private: &pub})
+	if public.ID != "s001" {
+		t.Fatalf("session id %s, the test grants on s001", public.ID)
+	}
+	if _, err := e.sess.setState(context.Background(), public.ID, apiv1.StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	send := apiv1.SendMessageRequest{Text: "rm -rf the tests"}
+	proxy := "/api/v1/sessions/" + public.ID + "/proxy/global/health"
+	for _, user := range []string{"bob", "dave"} {
+		if code, _ := e.do(user, "GET", "/api/v1/sessions/"+public.ID, nil); code != 200 {
+			t.Errorf("%s cannot read a public session: %d", user, code)
+		}
+		code, body := e.do(user, "POST", "/api/v1/sessions/"+public.ID+"/messages", send)
+		if code != 403 || !strings.Contains(string(body), "--resource-name="+public.ID) || !strings.Contains(string(body), "attach") {
+			t.Errorf("%s sent a prompt to alice's session: %d %s", user, code, body)
+		}
+		if code, body := e.do(user, "GET", proxy, nil); code != 403 {
+			t.Errorf("%s attached to alice's session through the proxy: %d %s", user, code, body)
+		}
+	}
+	for _, user := range []string{"alice", "root", "carol"} {
+		if code, body := e.do(user, "POST", "/api/v1/sessions/"+public.ID+"/messages", send); code != 202 {
+			t.Errorf("%s may not send to the session: %d %s", user, code, body)
+		}
+		if code, body := e.do(user, "GET", proxy, nil); code != 200 {
+			t.Errorf("%s may not attach through the proxy: %d %s", user, code, body)
+		}
+	}
+	// Denials are audited.
+	page, err := e.st.ListAudit(context.Background(), store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	denied := 0
+	for _, ev := range page.Items {
+		if ev.Outcome == audit.OutcomeDenied && ev.Target == public.ID {
+			denied++
+		}
+	}
+	if denied != 4 {
+		t.Errorf("%d denials audited, want 4", denied)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -436,8 +437,42 @@ func (s *Server) runningSession(w http.ResponseWriter, r *http.Request, verb str
 	return id, sess, true
 }
 
+// drivableSession loads a Running session the caller may drive (auth.CanDrive): its owner,
+// an admin, or a user RBAC grants "attach" on it. Others who can see it get 403 naming the
+// grant that would let them.
+func (s *Server) drivableSession(w http.ResponseWriter, r *http.Request, auditAction, action string) (*auth.Identity, *store.Session, bool) {
+	id, sess, ok := s.runningSession(w, r, apiv1.VerbGet)
+	if !ok {
+		return nil, nil, false
+	}
+	granted := false
+	if !auth.IsOwner(id, sess) && !id.Admin {
+		if s.opts.Authorizer == nil {
+			granted = true // no RBAC in this configuration (tests of the HTTP layer)
+		} else {
+			allowed, _, err := s.opts.Authorizer.AuthorizeSession(r.Context(), id, apiv1.VerbAttach, sess.ID)
+			if err != nil {
+				s.log.Error("authorization check failed", "user", id.Username, "verb", apiv1.VerbAttach, "session", sess.ID, "error", err)
+				writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "could not check your permissions with the Kubernetes API: try again shortly")
+				return nil, nil, false
+			}
+			granted = allowed
+		}
+	}
+	if !auth.CanDrive(id, sess, granted) {
+		s.record(r, auditAction, sess.ID, audit.OutcomeDenied, "not the owner, an admin, or granted attach")
+		writeError(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf(
+			"only the owner of session %[1]s, an admin, or a user granted attach on it may %[2]s it: an admin can bind %[5]s "+
+				"the ClusterRole cake-agents-attach, or a Role in namespace %[3]s with the rule "+
+				"{apiGroups: [%[4]s], resources: [sessions], verbs: [attach], resourceNames: [%[1]s]} (--resource-name=%[1]s)",
+			sess.ID, action, s.opts.Namespace, apiv1.Group, id.Display()))
+		return nil, nil, false
+	}
+	return id, sess, true
+}
+
 func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
-	id, sess, ok := s.runningSession(w, r, apiv1.VerbAttach)
+	id, sess, ok := s.drivableSession(w, r, "session.message", "send prompts to")
 	if !ok {
 		return
 	}
@@ -525,7 +560,7 @@ type attachResponse struct {
 }
 
 func (s *Server) attachSession(w http.ResponseWriter, r *http.Request) {
-	id, sess, ok := s.runningSession(w, r, apiv1.VerbAttach)
+	id, sess, ok := s.runningSession(w, r, apiv1.VerbGet)
 	if !ok {
 		return
 	}
@@ -545,7 +580,7 @@ func (s *Server) attachSession(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) proxySession(w http.ResponseWriter, r *http.Request) {
-	_, sess, ok := s.runningSession(w, r, apiv1.VerbAttach)
+	_, sess, ok := s.drivableSession(w, r, "session.proxy", "attach to")
 	if !ok {
 		return
 	}

@@ -133,7 +133,7 @@ func (o *DoctorOptions) Run(ctx context.Context) error {
 		o.report("FAIL", "identity: %v", explain(o.Factory, err))
 	} else {
 		var allowed, denied []string
-		for _, v := range []string{apiv1.VerbGet, apiv1.VerbList, apiv1.VerbCreate, apiv1.VerbDelete, apiv1.VerbAttach} {
+		for _, v := range []string{apiv1.VerbGet, apiv1.VerbList, apiv1.VerbCreate, apiv1.VerbDelete} {
 			if who.Permissions[v] {
 				allowed = append(allowed, v)
 			} else {
@@ -145,6 +145,12 @@ func (o *DoctorOptions) Run(ctx context.Context) error {
 			o.report("warn", "the agent lets you %s but not %s sessions", orNothing(allowed), strings.Join(denied, ", "))
 		}
 		o.reportHeaderAuth(who.HeaderAuth)
+		// Owners drive their own sessions; attach is what lets one drive other people's.
+		if who.Permissions[apiv1.VerbAttach] || who.Permissions["admin"] {
+			o.report("ok", "driving sessions: your own, and other users' public ones (RBAC grants you attach)")
+		} else {
+			o.report("ok", "driving sessions: your own; other users' public ones you may read, not drive (RBAC verb attach, e.g. the cake-agents-attach ClusterRole, would allow it)")
+		}
 	}
 
 	o.checkRBAC(ctx)
@@ -195,7 +201,7 @@ func (o *DoctorOptions) checkRBAC(ctx context.Context) {
 	var qs []question
 	for _, v := range []string{apiv1.VerbGet, apiv1.VerbList, apiv1.VerbCreate, apiv1.VerbDelete, apiv1.VerbAttach} {
 		qs = append(qs, question{v + " " + apiv1.Resource + "." + apiv1.Group,
-			authorizationv1.ResourceAttributes{Verb: v, Group: apiv1.Group, Resource: apiv1.Resource}, v != apiv1.VerbDelete})
+			authorizationv1.ResourceAttributes{Verb: v, Group: apiv1.Group, Resource: apiv1.Resource}, v != apiv1.VerbDelete && v != apiv1.VerbAttach})
 	}
 	qs = append(qs,
 		question{"list pods in " + ns, authorizationv1.ResourceAttributes{Namespace: ns, Verb: "list", Resource: "pods"}, true},

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -369,8 +370,8 @@ func (p *product) envWorkDir() string {
 	return filepath.Dir(filepath.Dir(p.env.Git.CAFile))
 }
 
-// testSecondUser: bob cannot see alice's private session, can see and use a public
-// one, and cannot delete it.
+// testSecondUser: bob cannot see alice's private session, can see a public one but drive
+// it only once RBAC grants him attach on it, and cannot delete it.
 func (p *product) testSecondUser(t *testing.T) {
 	priv := lastField(p.agents(t, p.alice, "session", "create", "--title", "secret plans", "-o", "name"))
 	pub := lastField(p.agents(t, p.alice, "session", "create", "--title", "pairing", "--private=false", "--wait", "-o", "name"))
@@ -383,6 +384,12 @@ func (p *product) testSecondUser(t *testing.T) {
 	if strings.Contains(list, priv) || !strings.Contains(list, pub) {
 		t.Fatalf("bob's list:\n%s", list)
 	}
+	// Reading a public session is for everyone; driving it is not: bob needs attach on it.
+	if out, err := p.agentsErr(t, p.bob, "session", "send", pub, "bob says hi"); err == nil || !strings.Contains(out, "--resource-name="+pub) {
+		t.Fatalf("bob drove alice's public session without attach: %v %s", err, out)
+	}
+	testcluster.Get(t).Grant(t, p.ns, "bob-pairs-on-"+pub, rbacv1.Subject{Kind: rbacv1.UserKind, Name: "bob@example.com"},
+		rbacv1.PolicyRule{APIGroups: []string{apiv1.Group}, Resources: []string{apiv1.Resource}, Verbs: []string{apiv1.VerbAttach}, ResourceNames: []string{pub}})
 	p.send(t, p.bob, pub, "bob says hi")
 	p.waitReply(t, p.bob, pub, "bob says hi")
 	if out, err := p.agentsErr(t, p.bob, "session", "delete", pub); err == nil || !strings.Contains(out, "only the owner") {

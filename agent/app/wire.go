@@ -164,6 +164,13 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	ctrl.SetHealthCheck(conv.healthy)
 
 	rec := audit.NewRecorder(st, log.Named("audit"))
+	stopEvents := func() {}
+	if cfg.PodName != "" {
+		// Decisions also go to Kubernetes Events in the agent's namespace, regarding its pod.
+		var sink func(audit.Event)
+		sink, stopEvents = audit.KubeEvents(ctx, kube, cfg.Namespace, cfg.PodName)
+		rec.SetSink(sink)
+	}
 	// The header authenticator is always first. With header auth disabled it refuses
 	// every request carrying identity headers (401) rather than serving it under some
 	// other identity: a forged header never goes unnoticed.
@@ -193,7 +200,16 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	authenticators = append(authenticators, kubeAuth, tokens, ui.NewCookieAuthenticator(tokens, cfg.ExternalURL))
 	authz := auth.NewSARAuthorizer(auth.SARConfig{Client: kube, Namespace: cfg.Namespace, AdminGroups: cfg.AdminGroups, Log: log.Named("auth")})
 
-	authn := withHeaderCSRF(auth.NewMiddleware(authenticators, st, rec, log.Named("auth"), auth.WithAdminResolver(authz)), cfg.ExternalURL)
+	anonymous := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cake_agents_unauthenticated_requests_total",
+		Help: "Requests refused (401) because they carried no credentials; they are not audited one by one.",
+	})
+	if reg != nil {
+		if err := reg.Register(anonymous); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	authn := withHeaderCSRF(auth.NewMiddleware(authenticators, st, rec, log.Named("auth"), auth.WithAdminResolver(authz), auth.WithAnonymousCounter(anonymous)), cfg.ExternalURL)
 	srv := server.New(server.Options{
 		Store:              st,
 		Sessions:           ctrl,
@@ -214,6 +230,7 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	})
 	run := func(ctx context.Context) error {
 		defer pool.Close()
+		defer stopEvents()
 		go func() {
 			// Without the client CA only certificate logins fail; tokens still work, so
 			// this is worth a loud log line, not a crash loop.

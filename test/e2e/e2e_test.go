@@ -388,6 +388,19 @@ func (p *product) testSecondUser(t *testing.T) {
 	if out, err := p.agentsErr(t, p.bob, "session", "send", pub, "bob says hi"); err == nil || !strings.Contains(out, "--resource-name="+pub) {
 		t.Fatalf("bob drove alice's public session without attach: %v %s", err, out)
 	}
+	// The refusal is also a Kubernetes Event in the agent's namespace, naming bob.
+	eventually(t, time.Minute, "an AccessDenied event for bob", func() error {
+		events, err := p.kube.CoreV1().Events(p.ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, e := range events.Items {
+			if e.Reason == "AccessDenied" && strings.Contains(e.Message, "bob@example.com") && strings.Contains(e.Message, pub) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d events, none AccessDenied for bob on %s", len(events.Items), pub)
+	})
 	testcluster.Get(t).Grant(t, p.ns, "bob-pairs-on-"+pub, rbacv1.Subject{Kind: rbacv1.UserKind, Name: "bob@example.com"},
 		rbacv1.PolicyRule{APIGroups: []string{apiv1.Group}, Resources: []string{apiv1.Resource}, Verbs: []string{apiv1.VerbAttach}, ResourceNames: []string{pub}})
 	p.send(t, p.bob, pub, "bob says hi")

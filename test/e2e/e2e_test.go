@@ -35,6 +35,8 @@ type product struct {
 	kube       kubernetes.Interface
 	ns         string
 	dsn        string // the Postgres database the agent must use ("" with SQLite)
+	backend    string
+	secrets    *secrets // every secret value of the install, for the leak scan
 	alice, bob string // kubeconfigs
 	admin      string
 	repo       string
@@ -45,7 +47,7 @@ func install(t *testing.T, backend string) *product {
 	x := setup(t)
 	c := testcluster.Get(t)
 	ns := "cake-e2e-" + backend
-	p := &product{x: x, kube: c.AdminClient(), ns: ns, admin: c.Kubeconfig()}
+	p := &product{x: x, kube: c.AdminClient(), ns: ns, admin: c.Kubeconfig(), backend: backend, secrets: newSecrets()}
 	ctx := context.Background()
 	if _, err := p.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 		Name: ns,
@@ -54,14 +56,22 @@ func install(t *testing.T, backend string) *product {
 	}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	var values []string
+	// Secrets the install holds, each a canary the leak scan looks for afterwards.
+	values := []string{"litellm.secret.create=true", "litellm.secret.apiKey=" + p.secrets.canary("the model gateway key"),
+		"betterAuth.secret.create=true", "betterAuth.secret.value=" + p.secrets.canary("the auth secret")}
 	if backend != "sqlite" {
 		// The production shape: the database from an existing Secret, either as one URL
 		// (existingSecret/existingSecretKey) or as PG* variables (existingSecretEnv).
-		p.dsn = testpg.Start(t)
+		dsn, err := url.Parse(testpg.Start(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The test server trusts local connections; the password is there to be kept secret.
+		dbPassword := p.secrets.canary("the database password")
+		dsn.User = url.UserPassword(dsn.User.Username(), dbPassword)
+		p.dsn = dsn.String()
 		data := map[string]string{"DATABASE_URL": p.dsn}
-		values = append(values, "externalDatabase.existingSecret=agents-db",
-			"betterAuth.secret.create=true", "betterAuth.secret.value=e2e-auth-secret-0123456789abcdef")
+		values = append(values, "externalDatabase.existingSecret=agents-db")
 		if backend == "postgres-pgenv" {
 			u, err := url.Parse(p.dsn)
 			if err != nil {
@@ -69,7 +79,7 @@ func install(t *testing.T, backend string) *product {
 			}
 			// A Secret holding no URL at all: only what PG* variables need.
 			data = map[string]string{"host": u.Hostname(), "port": u.Port(), "user": u.User.Username(),
-				"password": "unused-with-trust-auth", "database": strings.TrimPrefix(u.Path, "/"), "sslmode": "disable"}
+				"password": dbPassword, "database": strings.TrimPrefix(u.Path, "/"), "sslmode": "disable"}
 			for env, key := range map[string]string{"PGHOST": "host", "PGPORT": "port", "PGUSER": "user",
 				"PGPASSWORD": "password", "PGDATABASE": "database", "PGSSLMODE": "sslmode"} {
 				values = append(values, "externalDatabase.existingSecretEnv."+env+"="+key)
@@ -107,6 +117,15 @@ func install(t *testing.T, backend string) *product {
 		_ = p.kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 	})
 	p.env = env
+	p.secrets.watchSessionSecrets(t, p)
+	// A personal access token, used once, is a secret too.
+	if c, err := env.AdminClient(ctx); err != nil {
+		t.Fatal(err)
+	} else if tok, err := c.CreateToken(ctx, apiv1.CreateTokenRequest{Name: "leak canary"}); err != nil {
+		t.Fatal(err)
+	} else {
+		p.secrets.add(tok.Token, "a personal access token")
+	}
 	p.alice = c.KubeconfigFor(t, c.UserConfig(t, "alice@example.com", "cake-agents:users"))
 	p.bob = c.KubeconfigFor(t, c.UserConfig(t, "bob@example.com", "cake-agents:users"))
 	p.repo, err = env.Git.AddRepo("project", map[string]string{"README.md": "# project\n", "main.go": "package main\n"})
@@ -134,12 +153,18 @@ func tail(s string, n int) string {
 // agents runs the plugin as user against this installation.
 func (p *product) agents(t *testing.T, kubeconfig string, args ...string) string {
 	t.Helper()
-	return p.x.mustAgents(t, kubeconfig, append(args, "--agent-namespace", p.ns)...)
+	out, err := p.agentsErr(t, kubeconfig, args...)
+	if err != nil {
+		t.Fatalf("kubectl agents %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
 }
 
 func (p *product) agentsErr(t *testing.T, kubeconfig string, args ...string) (string, error) {
 	t.Helper()
-	return p.x.kubectlAgents(t, kubeconfig, append(args, "--agent-namespace", p.ns)...)
+	out, err := p.x.kubectlAgents(t, kubeconfig, append(args, "--agent-namespace", p.ns)...)
+	p.secrets.transcript(out)
+	return out, err
 }
 
 func (p *product) state(t *testing.T, kubeconfig, id string) string {
@@ -196,6 +221,7 @@ func TestEndToEnd(t *testing.T) {
 				// PG* variables: what differs is the wiring, which these prove.
 				t.Run("AgentRestart", p.testAgentRestart)
 				t.Run("DatabaseIsTheChartsOne", p.testDatabase)
+				t.Run("NoSecretLeaks", p.scanForLeaks)
 				return
 			}
 			t.Run("Attach", p.testAttach)
@@ -204,6 +230,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("DoctorAndHeaderSpoofing", p.testDoctor)
 			t.Run("AgentRestart", p.testAgentRestart)
 			t.Run("DatabaseIsTheChartsOne", p.testDatabase)
+			t.Run("NoSecretLeaks", p.scanForLeaks)
 		})
 	}
 }

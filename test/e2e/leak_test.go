@@ -36,7 +36,7 @@ func newSecrets() *secrets { return &secrets{values: map[string]string{}} }
 
 // canary makes a secret value for what, remembered for the scan.
 func (s *secrets) canary(what string) string {
-	b := make([]byte, 12)
+	b := make([]byte, 16) // long enough for every secret the chart checks (the auth secret: 32+)
 	_, _ = rand.Read(b)
 	v := "canary-" + hex.EncodeToString(b)
 	s.add(v, what)

@@ -37,7 +37,7 @@ type product struct {
 	dsn        string // the Postgres database the agent must use ("" with SQLite)
 	backend    string
 	secrets    *secrets // every secret value of the install, for the leak scan
-	alice, bob string // kubeconfigs
+	alice, bob string   // kubeconfigs
 	admin      string
 	repo       string
 }

@@ -180,6 +180,16 @@ type Store interface {
 	ListSessions(ctx context.Context, f SessionFilter) (*SessionPage, error)
 	// CountSessions counts sessions by state (for metrics).
 	CountSessions(ctx context.Context) (map[apiv1.SessionState]int, error)
+	// LockSession takes the exclusive lock of session id, shared by every store opened
+	// on the same database (every agent replica), and returns the function releasing it
+	// (safe to call more than once). It waits while another holder has the lock, until
+	// ctx ends. The lock serialises whole operations on a session — a row transition and
+	// the Kubernetes calls that realise it — where a resource-version check alone only
+	// serialises single writes. It does not need the row to exist (a create locks its id
+	// before inserting). A holder must not take a second session lock, and a holder that
+	// dies loses the lock: with Postgres it lives on a database connection, which the
+	// server drops with the process.
+	LockSession(ctx context.Context, id string) (unlock func(), err error)
 
 	CreateToken(ctx context.Context, t *Token) error
 	// GetTokenByHash finds a token by the hash of its secret.

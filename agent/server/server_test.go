@@ -56,11 +56,16 @@ func (f *fakeSessions) Stop(ctx context.Context, id, reason, _ string) (*store.S
 	return f.setState(ctx, id, apiv1.StateStopping, reason)
 }
 
-func (f *fakeSessions) Start(ctx context.Context, id string) (*store.Session, error) {
+func (f *fakeSessions) Start(ctx context.Context, id string, maxActive int) (*store.Session, error) {
 	if f.fail != nil {
 		return nil, f.fail
 	}
-	return f.setState(ctx, id, apiv1.StatePending, "")
+	s, err := f.st.GetSession(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.State = apiv1.StatePending
+	return s, f.st.ActivateSession(ctx, s, maxActive)
 }
 
 func (f *fakeSessions) Delete(ctx context.Context, id string) error {
@@ -425,12 +430,23 @@ func TestAuthorizationDeniedIsAudited(t *testing.T) {
 
 func TestQuotaAndPagination(t *testing.T) {
 	e := newEnv(t, nil)
+	var ids []string
 	for i := 0; i < 3; i++ {
-		e.create("alice", apiv1.CreateSessionRequest{})
+		ids = append(ids, e.create("alice", apiv1.CreateSessionRequest{}).ID)
 	}
 	code, body := e.do("alice", "POST", "/api/v1/sessions", apiv1.CreateSessionRequest{})
 	if code != 429 || errorOf(t, body).Code != apiv1.CodeQuotaExceeded {
 		t.Fatalf("quota: %d %s", code, body)
+	}
+	// A start makes a session active again, so it counts too: stop one, create one in
+	// its place, and the stopped one may not start.
+	if _, err := e.sess.setState(context.Background(), ids[0], apiv1.StateStopped, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.create("alice", apiv1.CreateSessionRequest{})
+	code, body = e.do("alice", "POST", "/api/v1/sessions/"+ids[0]+"/start", nil)
+	if code != 429 || errorOf(t, body).Code != apiv1.CodeQuotaExceeded || !strings.Contains(errorOf(t, body).Message, "maximum of 3 active sessions") {
+		t.Fatalf("start over the quota: %d %s", code, body)
 	}
 	seen := map[string]bool{}
 	cont := ""
@@ -454,8 +470,8 @@ func TestQuotaAndPagination(t *testing.T) {
 			t.Fatal("pagination does not end")
 		}
 	}
-	if len(seen) != 3 {
-		t.Fatalf("saw %d sessions", len(seen))
+	if len(seen) != 4 {
+		t.Fatalf("saw %d sessions, want 4", len(seen))
 	}
 	for _, q := range []string{"limit=0", "limit=x", "state=Sleeping", "continue=garbage"} {
 		if code, body := e.do("alice", "GET", "/api/v1/sessions?"+q, nil); code != 400 {

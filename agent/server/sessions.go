@@ -404,7 +404,12 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request) {
 	if !ok || !s.requireOwner(w, r, id, sess, "start") {
 		return
 	}
-	got, err := s.opts.Sessions.Start(r.Context(), sess.ID)
+	// A start makes the session active again: it counts against the quota like a create.
+	limit := s.opts.MaxActiveSessions
+	if id.Admin {
+		limit = 0
+	}
+	got, err := s.opts.Sessions.Start(r.Context(), sess.ID, limit)
 	if err != nil {
 		s.record(r, "session.start", sess.ID, outcomeFor(err), err.Error())
 		s.lifecycleError(w, r, err, sess.ID)

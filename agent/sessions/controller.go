@@ -449,15 +449,18 @@ func (c *Controller) Stop(ctx context.Context, id, reason, message string) (*sto
 }
 
 // Start restarts a Stopped or Failed session with a new pod (same Secret and PVC). It
-// is a no-op for a session that is already starting or running.
-func (c *Controller) Start(ctx context.Context, id string) (*store.Session, error) {
+// is a no-op for a session that is already starting or running. With maxActive > 0 a
+// start that would give the owner more active sessions fails with
+// store.ErrQuotaExceeded, checked in the database like a create's.
+func (c *Controller) Start(ctx context.Context, id string, maxActive int) (*store.Session, error) {
 	unlock, err := c.lock(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	now := c.now().UTC()
-	s, changed, err := c.update(ctx, id, func(s *store.Session) (bool, error) {
+	activate := func(ctx context.Context, s *store.Session) error { return c.st.ActivateSession(ctx, s, maxActive) }
+	s, changed, err := c.updateWith(ctx, id, activate, func(s *store.Session) (bool, error) {
 		switch s.State {
 		case apiv1.StatePending, apiv1.StateStarting, apiv1.StateRunning:
 			return false, nil
@@ -550,6 +553,12 @@ func (c *Controller) Password(ctx context.Context, s *store.Session) (string, er
 // update applies mutate to the stored session and writes it back, retrying on
 // optimistic-concurrency conflicts. mutate reports whether it changed anything.
 func (c *Controller) update(ctx context.Context, id string, mutate func(*store.Session) (bool, error)) (*store.Session, bool, error) {
+	return c.updateWith(ctx, id, c.st.UpdateSession, mutate)
+}
+
+// updateWith is update writing through write (UpdateSession or a quota-checked
+// ActivateSession).
+func (c *Controller) updateWith(ctx context.Context, id string, write func(context.Context, *store.Session) error, mutate func(*store.Session) (bool, error)) (*store.Session, bool, error) {
 	var out *store.Session
 	var changed bool
 	err := retry.OnError(retry.DefaultRetry, func(err error) bool { return errors.Is(err, store.ErrConflict) }, func() error {
@@ -562,7 +571,7 @@ func (c *Controller) update(ctx context.Context, id string, mutate func(*store.S
 			return err
 		}
 		if ch {
-			if err := c.st.UpdateSession(ctx, s); err != nil {
+			if err := write(ctx, s); err != nil {
 				return err
 			}
 		}

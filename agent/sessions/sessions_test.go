@@ -489,7 +489,7 @@ func TestStartStopStateRules(t *testing.T) {
 	if _, err := kube.CoreV1().Secrets("ns").Get(ctx, SecretName(s.ID), metav1.GetOptions{}); err != nil {
 		t.Errorf("stop must keep the Secret: %v", err)
 	}
-	got, err = c.Start(ctx, s.ID)
+	got, err = c.Start(ctx, s.ID, 0)
 	if err != nil || got.State != apiv1.StatePending || got.StoppedAt != nil {
 		t.Fatalf("Start = %+v, %v", got, err)
 	}
@@ -499,7 +499,7 @@ func TestStartStopStateRules(t *testing.T) {
 	if err := c.Delete(ctx, s.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Start(ctx, s.ID); !errors.Is(err, store.ErrNotFound) {
+	if _, err := c.Start(ctx, s.ID, 0); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Start after delete: %v, want ErrNotFound", err)
 	}
 	if _, err := c.Stop(ctx, "nosuch", "", ""); !errors.Is(err, store.ErrNotFound) {

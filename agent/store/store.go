@@ -173,6 +173,12 @@ type Store interface {
 	// stored one, then increments s.ResourceVersion and sets UpdatedAt. A stale
 	// version is ErrConflict; a missing row ErrNotFound.
 	UpdateSession(ctx context.Context, s *Session) error
+	// ActivateSession is UpdateSession for a write that moves s into an active state
+	// (a start). When maxActive > 0 and the stored session is not active, it fails with
+	// ErrQuotaExceeded if the owner already has maxActive active sessions; the check and
+	// the write are atomic with the owner's creates and other activations, as in
+	// CreateSession.
+	ActivateSession(ctx context.Context, s *Session, maxActive int) error
 	// TouchSession records activity (time and source) without bumping ResourceVersion;
 	// it never moves LastActivityAt backwards.
 	TouchSession(ctx context.Context, id string, at time.Time, source string) error

@@ -215,3 +215,115 @@ func testConflictingUpdatesAcrossStores(t *testing.T, h *harness) {
 		t.Errorf("rv %d, want 2", got.ResourceVersion)
 	}
 }
+
+// testActivateQuota: starting a session counts against the owner's quota like
+// creating one; a session already active is not counted twice.
+func testActivateQuota(t *testing.T, h *harness) {
+	s, ctx := h.open(), t.Context()
+	owner := user(t, s, "starter")
+	for _, id := range []string{"act-a", "act-b"} {
+		mustCreate(t, s, session(id, owner.ID, apiv1.StateRunning))
+	}
+	mustCreate(t, s, session("act-stopped", owner.ID, apiv1.StateStopped))
+	stopped, _ := s.GetSession(ctx, "act-stopped")
+	stopped.State = apiv1.StatePending
+	wantErr(t, s.ActivateSession(ctx, stopped, 2), store.ErrQuotaExceeded, "starting a third session with limit 2")
+	if got, _ := s.GetSession(ctx, "act-stopped"); got.State != apiv1.StateStopped || got.ResourceVersion != 1 {
+		t.Fatalf("a refused start changed the row: %s", fmtSession(got))
+	}
+	// An active session moving between active states is not a new one.
+	a, _ := s.GetSession(ctx, "act-a")
+	a.State = apiv1.StateStarting
+	if err := s.ActivateSession(ctx, a, 2); err != nil {
+		t.Fatalf("an active session at the limit changing state: %v", err)
+	}
+	// No limit, then a freed slot.
+	if err := s.ActivateSession(ctx, stopped, 0); err != nil {
+		t.Fatalf("start without a limit: %v", err)
+	}
+	stopped.State = apiv1.StateStopped
+	if err := s.UpdateSession(ctx, stopped); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := s.GetSession(ctx, "act-b")
+	b.State = apiv1.StateStopped
+	if err := s.UpdateSession(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	stopped.State = apiv1.StatePending
+	if err := s.ActivateSession(ctx, stopped, 2); err != nil {
+		t.Fatalf("start after another stopped: %v", err)
+	}
+	if got, _ := s.GetSession(ctx, "act-stopped"); got.State != apiv1.StatePending || got.ResourceVersion != stopped.ResourceVersion {
+		t.Fatalf("after the start: %s (caller has rv %d)", fmtSession(got), stopped.ResourceVersion)
+	}
+	// Stale versions and missing rows keep their errors.
+	b.State = apiv1.StatePending
+	b.ResourceVersion--
+	wantErr(t, s.ActivateSession(ctx, b, 5), store.ErrConflict, "a start from a stale version")
+	wantErr(t, s.ActivateSession(ctx, session("act-missing", owner.ID, apiv1.StatePending), 5), store.ErrNotFound, "starting a missing session")
+}
+
+// testQuotaRaceCreatesAndStarts: creates and starts of one owner racing through two
+// stores never take the owner past the limit.
+func testQuotaRaceCreatesAndStarts(t *testing.T, h *harness) {
+	stores := []store.Store{h.open(), h.open()}
+	ctx := t.Context()
+	owner := user(t, stores[0], "racer")
+	const n, limit = 12, 3
+	for i := range n {
+		mustCreate(t, stores[0], session(fmt.Sprintf("stopped-%02d", i), owner.ID, apiv1.StateStopped))
+	}
+	var (
+		wg      sync.WaitGroup
+		won     atomic.Int32
+		mu      sync.Mutex
+		others  []error
+		refused atomic.Int32
+	)
+	start := make(chan struct{})
+	note := func(err error) {
+		switch {
+		case err == nil:
+			won.Add(1)
+		case errors.Is(err, store.ErrQuotaExceeded):
+			refused.Add(1)
+		default:
+			mu.Lock()
+			others = append(others, err)
+			mu.Unlock()
+		}
+	}
+	for i := range n {
+		s := stores[i%2]
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			note(s.CreateSession(ctx, session(fmt.Sprintf("new-%02d", i), owner.ID, apiv1.StatePending), limit))
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			cur, err := s.GetSession(ctx, fmt.Sprintf("stopped-%02d", i))
+			if err != nil {
+				note(err)
+				return
+			}
+			cur.State = apiv1.StatePending
+			note(s.ActivateSession(ctx, cur, limit))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if won.Load() != limit || refused.Load() != 2*n-limit || len(others) > 0 {
+		t.Fatalf("%d creates and %d starts with limit %d: %d succeeded, %d refused, other errors %v", n, n, limit, won.Load(), refused.Load(), others)
+	}
+	page, err := stores[1].ListSessions(ctx, store.SessionFilter{OwnerID: owner.ID, States: []apiv1.SessionState{apiv1.StatePending}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Items) != limit {
+		t.Fatalf("%d active sessions stored, want %d", len(page.Items), limit)
+	}
+}

@@ -37,6 +37,8 @@ func Run(t *testing.T, newDB NewDB) {
 		{"Quota", testQuota},
 		{"QuotaRace", testQuotaRace},
 		{"QuotaRaceAcrossStores", testQuotaRaceAcrossStores},
+		{"ActivateQuota", testActivateQuota},
+		{"QuotaRaceCreatesAndStarts", testQuotaRaceCreatesAndStarts},
 		{"SessionLock", testSessionLock},
 		{"ConflictingTransitions", testConflictingTransitions},
 		{"ConflictingUpdatesAcrossStores", testConflictingUpdatesAcrossStores},

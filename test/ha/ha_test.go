@@ -473,7 +473,69 @@ func testQuotaRace(t *testing.T, in *install) {
 	if len(list.Items) != quota || pods.maxOwnerLive(owner) != quota {
 		t.Fatalf("the user has %d pods (at most %d at once during the race), want %d", len(list.Items), pods.maxOwnerLive(owner), quota)
 	}
-	figure(t, "quota race", "%d creates over 2 replicas: %d active in the database, %d pods (%d refused with 429)",
-		n, active, len(list.Items), codes[http.StatusTooManyRequests])
+
+	// Starts make sessions active too: stop two, then race creates against starts of
+	// the stopped ones, through both replicas. Two of them win, in any mix.
+	page, err := in.alice[0].ListSessions(ctx, client.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := []string{page.Items[0].ID, page.Items[1].ID}
+	for i, id := range stopped {
+		if _, err := in.alice[i].StopSession(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 2*time.Minute, "two sessions Stopped", func() error { return in.settled(ctx, db) })
+	const creates, starts = 400, 100
+	answers := map[string]int{}
+	var wg2 sync.WaitGroup
+	start2 := make(chan struct{})
+	for i := range creates + starts {
+		wg2.Add(1)
+		go func() {
+			defer wg2.Done()
+			<-start2
+			c := in.alice[i%2]
+			var what string
+			var err error
+			if i%5 != 4 { // one start in five, interleaved
+				what = "create"
+				_, err = c.CreateSession(ctx, apiv1.CreateSessionRequest{Title: fmt.Sprintf("quota again %d", i)})
+			} else {
+				what = "start"
+				_, err = c.StartSession(ctx, stopped[(i/10)%2]) // each through both replicas
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			answers[fmt.Sprintf("%s %d", what, client.StatusCode(err))]++
+		}()
+	}
+	close(start2)
+	wg2.Wait()
+	for k := range answers {
+		switch k {
+		case "create 0", "create 429", "start 0", "start 429":
+		default:
+			t.Fatalf("creates racing starts: unexpected answers %v", answers)
+		}
+	}
+	if err := db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state IN ('Pending','Starting','Running')), count(*) FROM sessions WHERE owner_id = $1`, owner).Scan(&active, &total); err != nil {
+		t.Fatal(err)
+	}
+	if active != quota {
+		t.Fatalf("after creates raced starts the user has %d active sessions, want %d (answers %v)", active, quota, answers)
+	}
+	waitFor(t, 2*time.Minute, "the user's sessions settled", func() error { return in.settled(ctx, db) })
+	list2, err := in.env.Kube.CoreV1().Pods(in.ns).List(ctx, metav1.ListOptions{LabelSelector: apiv1.LabelOwnerID + "=" + owner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list2.Items) != quota || pods.maxOwnerLive(owner) != quota {
+		t.Fatalf("after creates raced starts the user has %d pods (at most %d at once), want %d", len(list2.Items), pods.maxOwnerLive(owner), quota)
+	}
+	t.Logf("creates racing starts: %v", answers)
+	figure(t, "quota race", "%d creates over 2 replicas: %d active in the database, %d pods (%d refused with 429); then %d creates racing %d starts of stopped sessions: still %d active, %d pods",
+		n, quota, len(list.Items), codes[http.StatusTooManyRequests], creates, starts, active, len(list2.Items))
 	in.deleteAll(t, db)
 }

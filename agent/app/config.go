@@ -73,8 +73,11 @@ type Config struct {
 	TokenAudiences        []string
 	AdminGroups           []string
 
-	LeaderElection bool
-	LeaseName      string
+	LeaderElection     bool
+	LeaseName          string
+	LeaseDuration      time.Duration
+	LeaseRenewDeadline time.Duration
+	LeaseRetryPeriod   time.Duration
 
 	LiteLLMBaseURL string
 	LiteLLMAPIKey  string
@@ -144,6 +147,9 @@ func Options() []Option {
 		{Flag: "admin-groups", Env: "AGENT_ADMIN_GROUPS", Default: "system:masters", Usage: "comma-separated groups whose members are agent admins in addition to RBAC's sessions verb \"*\""},
 		{Flag: "leader-election", Env: "AGENT_LEADER_ELECTION", Default: "false", Usage: "elect one reconciling replica with a Lease (needed when replicas > 1)"},
 		{Flag: "lease-name", Env: "AGENT_LEASE_NAME", Default: "cake-agents-reconciler", Usage: "name of the leader-election Lease in --namespace"},
+		{Flag: "lease-duration", Env: "AGENT_LEASE_DURATION", Default: "15s", Usage: "how long the other replicas wait after the leader's last renewal before taking over (a crashed leader is replaced this long after it died)"},
+		{Flag: "lease-renew-deadline", Env: "AGENT_LEASE_RENEW_DEADLINE", Default: "10s", Usage: "how long the leader keeps trying to renew before it stops reconciling (shorter than --lease-duration)"},
+		{Flag: "lease-retry-period", Env: "AGENT_LEASE_RETRY_PERIOD", Default: "2s", Usage: "how often replicas try to acquire or renew the Lease"},
 		{Flag: "litellm-base-url", Env: "LITELLM_BASE_URL", Usage: "OpenAI-compatible gateway URL for sessions (e.g. http://litellm:4000/v1)"},
 		{Flag: "litellm-api-key", Env: "LITELLM_API_KEY", Secret: true, Usage: "API key for the gateway, given to session pods by Secret reference"},
 		{Flag: "default-model", Env: "AGENT_DEFAULT_MODEL", Default: "gpt-4o-mini", Usage: "model used when a session names none"},
@@ -288,6 +294,9 @@ func parse(v map[string]*string) (*Config, error) {
 		AdminGroups:           list(get("admin-groups")),
 		LeaderElection:        boolean("leader-election"),
 		LeaseName:             get("lease-name"),
+		LeaseDuration:         dur("lease-duration"),
+		LeaseRenewDeadline:    dur("lease-renew-deadline"),
+		LeaseRetryPeriod:      dur("lease-retry-period"),
 		LiteLLMBaseURL:        get("litellm-base-url"),
 		LiteLLMAPIKey:         *v["litellm-api-key"],
 		DefaultModel:          get("default-model"),

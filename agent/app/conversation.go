@@ -93,8 +93,9 @@ func (c *conversation) Send(ctx context.Context, s *store.Session, text string) 
 		return err
 	}
 	// Right after a (re)start OpenCode may still be coming up behind a Ready pod; give
-	// it a moment instead of failing the user's prompt.
-	if err := waitHealthy(ctx, oc, time.Minute); err != nil {
+	// it a moment instead of failing the user's prompt — unless the session stops
+	// meanwhile (a stop through any replica), which no wait will cure.
+	if err := waitHealthy(ctx, oc, time.Minute, c.stillRunning(s.ID)); err != nil {
 		return err
 	}
 	id, err := c.ensureConversation(ctx, s, oc)
@@ -205,7 +206,7 @@ func (c *conversation) deliverInitialPrompt(ctx context.Context, s *store.Sessio
 		}
 		// OpenCode takes seconds to start (more on a busy node); wait for it rather
 		// than burn the attempts.
-		if err := waitHealthy(ctx, oc, 2*time.Minute); err != nil {
+		if err := waitHealthy(ctx, oc, 2*time.Minute, c.stillRunning(s.ID)); err != nil {
 			lastErr = err
 			continue
 		}
@@ -235,11 +236,51 @@ func (c *conversation) deliverInitialPrompt(ctx context.Context, s *store.Sessio
 	log.Error("initial prompt delivery failed", "error", lastErr)
 }
 
-// waitHealthy waits up to total for the session's OpenCode to answer its health probe.
-func waitHealthy(ctx context.Context, oc *opencode.Client, total time.Duration) error {
+// stillRunning returns a check that the stored session is still Running: an error
+// only when it is certainly not (another state, or deleted), never for a database
+// hiccup, which is no reason to give up a wait.
+func (c *conversation) stillRunning(id string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		cur, err := c.st.GetSession(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("session %s was deleted", id)
+		case err != nil:
+			return nil
+		case cur.State != apiv1.StateRunning:
+			return fmt.Errorf("session %s is %s, no longer Running", id, cur.State)
+		}
+		return nil
+	}
+}
+
+// waitHealthy waits up to total for the session's OpenCode to answer its health probe,
+// giving up early once alive fails (checked every second): a session stopped or deleted
+// meanwhile, through any replica, will not come up.
+func waitHealthy(ctx context.Context, oc *opencode.Client, total time.Duration, alive func(context.Context) error) error {
+	ctx, abandon := context.WithCancelCause(ctx)
+	defer abandon(nil)
 	ctx, cancel := context.WithTimeout(ctx, total)
 	defer cancel()
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := alive(ctx); err != nil && ctx.Err() == nil {
+					abandon(err)
+					return
+				}
+			}
+		}
+	}()
 	if _, err := oc.WaitHealthy(ctx, time.Second); err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
+			return fmt.Errorf("the session's OpenCode is not answering: %w", cause)
+		}
 		return fmt.Errorf("the session's OpenCode is not answering: %w", err)
 	}
 	return nil

@@ -131,6 +131,9 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 		LeaderElection:     cfg.LeaderElection,
 		LeaseNamespace:     cfg.Namespace,
 		LeaseName:          cfg.LeaseName,
+		LeaseDuration:      cfg.LeaseDuration,
+		RenewDeadline:      cfg.LeaseRenewDeadline,
+		RetryPeriod:        cfg.LeaseRetryPeriod,
 		Identity:           identity,
 		Registerer:         reg,
 	}, nil

@@ -22,7 +22,7 @@ import (
 type Sessions interface {
 	Create(ctx context.Context, s *store.Session, maxActive int) error
 	Stop(ctx context.Context, id, reason, message string) (*store.Session, error)
-	Start(ctx context.Context, id string) (*store.Session, error)
+	Start(ctx context.Context, id string, maxActive int) (*store.Session, error)
 	Delete(ctx context.Context, id string) error
 	Touch(ctx context.Context, id, source string)
 	Password(ctx context.Context, s *store.Session) (string, error)

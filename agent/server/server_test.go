@@ -56,14 +56,22 @@ func (f *fakeSessions) Stop(ctx context.Context, id, reason, _ string) (*store.S
 	return f.setState(ctx, id, apiv1.StateStopping, reason)
 }
 
-func (f *fakeSessions) Start(ctx context.Context, id string) (*store.Session, error) {
+func (f *fakeSessions) Start(ctx context.Context, id string, maxActive int) (*store.Session, error) {
 	if f.fail != nil {
 		return nil, f.fail
 	}
-	return f.setState(ctx, id, apiv1.StatePending, "")
+	s, err := f.st.GetSession(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.State = apiv1.StatePending
+	return s, f.st.ActivateSession(ctx, s, maxActive)
 }
 
 func (f *fakeSessions) Delete(ctx context.Context, id string) error {
+	if f.fail != nil {
+		return f.fail
+	}
 	_, err := f.setState(ctx, id, apiv1.StateDeleting, "")
 	return err
 }
@@ -83,11 +91,16 @@ func (f *fakeSessions) Ready(context.Context) error { return nil }
 type fakeConversation struct {
 	mu   sync.Mutex
 	sent []string
+	// send, when set, runs instead of recording the prompt (to fail a send).
+	send func(ctx context.Context, s *store.Session) error
 	// eventsErr, when set, makes Events fail before writing anything.
 	eventsErr error
 }
 
-func (f *fakeConversation) Send(_ context.Context, s *store.Session, text string) error {
+func (f *fakeConversation) Send(ctx context.Context, s *store.Session, text string) error {
+	if f.send != nil {
+		return f.send(ctx, s)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sent = append(f.sent, s.ID+":"+text)
@@ -417,12 +430,23 @@ func TestAuthorizationDeniedIsAudited(t *testing.T) {
 
 func TestQuotaAndPagination(t *testing.T) {
 	e := newEnv(t, nil)
+	var ids []string
 	for i := 0; i < 3; i++ {
-		e.create("alice", apiv1.CreateSessionRequest{})
+		ids = append(ids, e.create("alice", apiv1.CreateSessionRequest{}).ID)
 	}
 	code, body := e.do("alice", "POST", "/api/v1/sessions", apiv1.CreateSessionRequest{})
 	if code != 429 || errorOf(t, body).Code != apiv1.CodeQuotaExceeded {
 		t.Fatalf("quota: %d %s", code, body)
+	}
+	// A start makes a session active again, so it counts too: stop one, create one in
+	// its place, and the stopped one may not start.
+	if _, err := e.sess.setState(context.Background(), ids[0], apiv1.StateStopped, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.create("alice", apiv1.CreateSessionRequest{})
+	code, body = e.do("alice", "POST", "/api/v1/sessions/"+ids[0]+"/start", nil)
+	if code != 429 || errorOf(t, body).Code != apiv1.CodeQuotaExceeded || !strings.Contains(errorOf(t, body).Message, "maximum of 3 active sessions") {
+		t.Fatalf("start over the quota: %d %s", code, body)
 	}
 	seen := map[string]bool{}
 	cont := ""
@@ -446,8 +470,8 @@ func TestQuotaAndPagination(t *testing.T) {
 			t.Fatal("pagination does not end")
 		}
 	}
-	if len(seen) != 3 {
-		t.Fatalf("saw %d sessions", len(seen))
+	if len(seen) != 4 {
+		t.Fatalf("saw %d sessions, want 4", len(seen))
 	}
 	for _, q := range []string{"limit=0", "limit=x", "state=Sleeping", "continue=garbage"} {
 		if code, body := e.do("alice", "GET", "/api/v1/sessions?"+q, nil); code != 400 {
@@ -601,6 +625,8 @@ func TestLifecycleErrorStatus(t *testing.T) {
 		{"stop, database down", "POST", "/api/v1/sessions/" + s.ID + "/stop", dbDown, 503, "database is unavailable"},
 		{"start, database down", "POST", "/api/v1/sessions/" + s.ID + "/start", dbDown, 503, "database is unavailable"},
 		{"start, wrong state", "POST", "/api/v1/sessions/" + s.ID + "/start", fmt.Errorf("session %s is still stopping: %w", s.ID, sessions.ErrInvalidState), 409, "still stopping"},
+		{"stop, busy", "POST", "/api/v1/sessions/" + s.ID + "/stop", fmt.Errorf("session %s is busy: another operation on it has been running for more than 30s; retry shortly: %w", s.ID, sessions.ErrBusy), 409, "is busy"},
+		{"delete, busy", "DELETE", "/api/v1/sessions/" + s.ID, fmt.Errorf("session %s is busy: retry shortly: %w", s.ID, sessions.ErrBusy), 409, "is busy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.sess.fail = tc.fail
@@ -614,6 +640,50 @@ func TestLifecycleErrorStatus(t *testing.T) {
 				t.Fatalf("got %d %s, want %d containing %q and no driver detail", code, out, tc.code, tc.want)
 			}
 		})
+	}
+}
+
+// TestSendLosingToStopIs409: a message whose delivery fails because the session was
+// stopped meanwhile (through this replica or another) is answered with that, a 409,
+// not as an unreachable OpenCode; a deleted one is a 404; a Running one whose OpenCode
+// does not answer stays a 502.
+func TestSendLosingToStopIs409(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	s := e.create("alice", apiv1.CreateSessionRequest{})
+	if _, err := e.sess.setState(ctx, s.ID, apiv1.StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	path := "/api/v1/sessions/" + s.ID + "/messages"
+	e.conv.send = func(ctx context.Context, s *store.Session) error {
+		if _, err := e.sess.setState(ctx, s.ID, apiv1.StateStopping, "StoppedByUser"); err != nil {
+			return err
+		}
+		return errors.New("dial pod: connection refused")
+	}
+	code, body := e.do("alice", "POST", path, apiv1.SendMessageRequest{Text: "hi"})
+	if code != http.StatusConflict || errorOf(t, body).Code != apiv1.CodeNotRunning || !strings.Contains(errorOf(t, body).Message, "is Stopping, not Running") {
+		t.Fatalf("send losing to a stop: got %d %s, want 409 NotRunning naming the state", code, body)
+	}
+
+	if _, err := e.sess.setState(ctx, s.ID, apiv1.StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.conv.send = func(context.Context, *store.Session) error { return errors.New("dial pod: connection refused") }
+	code, body = e.do("alice", "POST", path, apiv1.SendMessageRequest{Text: "hi"})
+	if code != http.StatusBadGateway || !strings.Contains(errorOf(t, body).Message, "connection refused") {
+		t.Fatalf("send to an unreachable Running session: got %d %s, want 502", code, body)
+	}
+
+	e.conv.send = func(ctx context.Context, s *store.Session) error {
+		if err := e.st.DeleteSession(ctx, s.ID); err != nil {
+			return err
+		}
+		return errors.New("dial pod: connection refused")
+	}
+	code, body = e.do("alice", "POST", path, apiv1.SendMessageRequest{Text: "hi"})
+	if code != http.StatusNotFound {
+		t.Fatalf("send losing to a delete: got %d %s, want 404", code, body)
 	}
 }
 

@@ -372,7 +372,7 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.opts.Sessions.Delete(r.Context(), sess.ID); err != nil {
 		s.record(r, "session.delete", sess.ID, outcomeFor(err), err.Error())
-		s.storeError(w, r, err, "session "+sess.ID)
+		s.lifecycleError(w, r, err, sess.ID)
 		return
 	}
 	s.record(r, "session.delete", sess.ID, "success", "")
@@ -404,7 +404,12 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request) {
 	if !ok || !s.requireOwner(w, r, id, sess, "start") {
 		return
 	}
-	got, err := s.opts.Sessions.Start(r.Context(), sess.ID)
+	// A start makes the session active again: it counts against the quota like a create.
+	limit := s.opts.MaxActiveSessions
+	if id.Admin {
+		limit = 0
+	}
+	got, err := s.opts.Sessions.Start(r.Context(), sess.ID, limit)
 	if err != nil {
 		s.record(r, "session.start", sess.ID, outcomeFor(err), err.Error())
 		s.lifecycleError(w, r, err, sess.ID)
@@ -414,11 +419,12 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, s.toAPI(r, got, nil))
 }
 
-// lifecycleError answers a failed stop/start: a state the operation cannot apply to
-// is a 409 that says why; store sentinels keep their meaning (an unreachable database
-// is a 503, not a conflict); anything else is an internal error.
+// lifecycleError answers a failed stop/start/delete: a state the operation cannot
+// apply to, or another operation on the session holding it past the wait, is a 409
+// that says why; store sentinels keep their meaning (an unreachable database is a 503,
+// not a conflict); anything else is an internal error.
 func (s *Server) lifecycleError(w http.ResponseWriter, r *http.Request, err error, sid string) {
-	if errors.Is(err, sessions.ErrInvalidState) {
+	if errors.Is(err, sessions.ErrInvalidState) || errors.Is(err, sessions.ErrBusy) {
 		writeError(w, http.StatusConflict, apiv1.CodeConflict, err.Error())
 		return
 	}
@@ -490,6 +496,15 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.opts.Conversation.Send(r.Context(), sess, req.Text); err != nil {
 		s.record(r, "session.message", sess.ID, "error", err.Error())
+		// A stop or delete (through any replica) may have won the race since the
+		// session was read: then the answer is that, not an unreachable OpenCode.
+		if cur, gerr := s.opts.Store.GetSession(r.Context(), sess.ID); errors.Is(gerr, store.ErrNotFound) {
+			writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "session "+sess.ID+" not found: it was deleted")
+			return
+		} else if gerr == nil && cur.State != apiv1.StateRunning {
+			writeError(w, http.StatusConflict, apiv1.CodeNotRunning, fmt.Sprintf("session %s is %s, not Running, so the message was not delivered: start it with `kubectl agents session start %s`", sess.ID, cur.State, sess.ID))
+			return
+		}
 		writeError(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
 		return
 	}

@@ -36,6 +36,12 @@ func Run(t *testing.T, newDB NewDB) {
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"Quota", testQuota},
 		{"QuotaRace", testQuotaRace},
+		{"QuotaRaceAcrossStores", testQuotaRaceAcrossStores},
+		{"ActivateQuota", testActivateQuota},
+		{"QuotaRaceCreatesAndStarts", testQuotaRaceCreatesAndStarts},
+		{"SessionLock", testSessionLock},
+		{"ConflictingTransitions", testConflictingTransitions},
+		{"ConflictingUpdatesAcrossStores", testConflictingUpdatesAcrossStores},
 		{"TouchSession", testTouch},
 		{"ListOrder", testListOrder},
 		{"ListFilters", testListFilters},
@@ -454,8 +460,14 @@ func testQuota(t *testing.T, h *harness) {
 	}
 }
 
-func testQuotaRace(t *testing.T, h *harness) {
-	s, ctx := h.open(), t.Context()
+func testQuotaRace(t *testing.T, h *harness) { quotaRace(t, h.open()) }
+
+// testQuotaRaceAcrossStores: the quota holds when the creates come through two stores
+// on one database, as they do from two agent replicas.
+func testQuotaRaceAcrossStores(t *testing.T, h *harness) { quotaRace(t, h.open(), h.open()) }
+
+func quotaRace(t *testing.T, stores ...store.Store) {
+	s, ctx := stores[0], t.Context()
 	owner := user(t, s, "racer")
 	const n, limit = 50, 3
 	var (
@@ -470,7 +482,7 @@ func testQuotaRace(t *testing.T, h *harness) {
 		go func() {
 			defer wg.Done()
 			<-start
-			err := s.CreateSession(ctx, session(fmt.Sprintf("quota-%02d", i), owner.ID, apiv1.StatePending), limit)
+			err := stores[i%len(stores)].CreateSession(ctx, session(fmt.Sprintf("quota-%02d", i), owner.ID, apiv1.StatePending), limit)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

@@ -131,6 +131,14 @@ Environment of the agent container. Every name here must be one the agent unders
 {{- if gt $replicas 1 }}
 - name: AGENT_LEASE_NAME
   value: {{ printf "%s-reconciler" (include "cake-agents.fullname" .) | quote }}
+{{- with $cp.leaderElection }}
+- name: AGENT_LEASE_DURATION
+  value: {{ .leaseDuration | toString | quote }}
+- name: AGENT_LEASE_RENEW_DEADLINE
+  value: {{ .renewDeadline | toString | quote }}
+- name: AGENT_LEASE_RETRY_PERIOD
+  value: {{ .retryPeriod | toString | quote }}
+{{- end }}
 {{- end }}
 {{- /* Sessions */}}
 {{- $s := .Values.sessions }}

@@ -70,6 +70,8 @@ type Config struct {
 	HeaderAuthGroups      []string
 	TrustedProxyCIDRs     []string
 	JWKSURL               string
+	JWTIssuer             string
+	JWTAudiences          []string
 	TokenAudiences        []string
 	AdminGroups           []string
 
@@ -140,6 +142,8 @@ func Options() []Option {
 		{Flag: "header-auth-groups", Env: "AGENT_HEADER_AUTH_GROUPS", Default: "cake-agents:users", Usage: "comma-separated groups given to header-authenticated users for SubjectAccessReview"},
 		{Flag: "trusted-proxy-cidrs", Env: "AGENT_TRUSTED_PROXY_CIDRS", Usage: "comma-separated CIDRs of the authenticating proxy; identity headers from anywhere else are rejected. Loopback is never trusted unless listed. With --header-auth and none set, header auth is inert: every request carrying identity headers is refused"},
 		{Flag: "jwks-url", Env: "AGENT_JWKS_URL", Usage: "verify the proxy JWT's signature against this JWKS (https:// URL or file path); without it the proxy is the trust boundary"},
+		{Flag: "header-auth-jwt-issuer", Env: "AGENT_HEADER_AUTH_JWT_ISSUER", Usage: "with --jwks-url, the proxy JWT's iss claim must equal this (e.g. https://accounts.example.com)"},
+		{Flag: "header-auth-jwt-audience", Env: "AGENT_HEADER_AUTH_JWT_AUDIENCE", Usage: "with --jwks-url, the proxy JWT's aud claim must name one of these (comma-separated; e.g. the proxy's OAuth client id). Without it, a token the identity provider issued for another application is accepted too"},
 		{Flag: "token-audiences", Env: "AGENT_TOKEN_AUDIENCES", Usage: "comma-separated audiences for TokenReview (empty: the API server's default)"},
 		{Flag: "admin-groups", Env: "AGENT_ADMIN_GROUPS", Default: "system:masters", Usage: "comma-separated groups whose members are agent admins in addition to RBAC's sessions verb \"*\""},
 		{Flag: "leader-election", Env: "AGENT_LEADER_ELECTION", Default: "false", Usage: "elect one reconciling replica with a Lease (needed when replicas > 1)"},
@@ -284,6 +288,8 @@ func parse(v map[string]*string) (*Config, error) {
 		HeaderAuthGroups:      list(get("header-auth-groups")),
 		TrustedProxyCIDRs:     list(get("trusted-proxy-cidrs")),
 		JWKSURL:               get("jwks-url"),
+		JWTIssuer:             get("header-auth-jwt-issuer"),
+		JWTAudiences:          list(get("header-auth-jwt-audience")),
 		TokenAudiences:        list(get("token-audiences")),
 		AdminGroups:           list(get("admin-groups")),
 		LeaderElection:        boolean("leader-election"),
@@ -323,6 +329,9 @@ func parse(v map[string]*string) (*Config, error) {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {
 			errs = append(errs, fmt.Sprintf("--trusted-proxy-cidrs: %q is not a CIDR such as 10.0.0.0/8", cidr))
 		}
+	}
+	if c.JWKSURL == "" && (c.JWTIssuer != "" || len(c.JWTAudiences) > 0) {
+		errs = append(errs, "--header-auth-jwt-issuer and --header-auth-jwt-audience need --jwks-url: the claims of an unverified JWT prove nothing")
 	}
 	switch c.LogFormat {
 	case "text", "json":

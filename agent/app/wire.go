@@ -175,10 +175,17 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		TrustedProxyCIDRs: cfg.TrustedProxyCIDRs,
 		Groups:            cfg.HeaderAuthGroups,
 		JWKS:              cfg.JWKSURL,
+		Issuer:            cfg.JWTIssuer,
+		Audiences:         cfg.JWTAudiences,
 		Disabled:          !cfg.HeaderAuthEnabled,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.HeaderAuthEnabled && cfg.JWKSURL != "" && len(cfg.JWTAudiences) == 0 {
+		// Many identity providers sign tokens for every application with one key set.
+		log.Warn("the proxy's JWT is verified without an audience check: a token the identity provider issued for another application is accepted too",
+			"set", "headerAuth.jwt.audience (agent flag --header-auth-jwt-audience)")
 	}
 	if header.State() == apiv1.HeaderAuthNoTrustedProxy {
 		// Starting matters more than the proxy: kubeconfig and token users keep working,
@@ -209,6 +216,7 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		MaxActiveSessions:  cfg.MaxActiveSessions,
 		ExternalURL:        cfg.ExternalURL,
 		HeaderAuth:         header.State(),
+		HeaderAuthInfo:     header.Info(),
 		NewID:              sessions.NewID,
 	})
 	run := func(ctx context.Context) error {

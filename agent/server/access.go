@@ -65,6 +65,9 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := apiv1.WhoAmI{Authenticator: id.Source, Username: id.Username, Groups: id.Groups, Permissions: map[string]bool{}, HeaderAuth: s.opts.HeaderAuth}
+	if info := s.opts.HeaderAuthInfo; info.State != "" {
+		out.HeaderAuthInfo = &info
+	}
 	if u, err := s.opts.Store.GetUser(r.Context(), id.UserID); err == nil {
 		out.User = apiv1.User{ID: u.ID, Source: u.Source, Subject: u.Subject, Email: u.Email, DisplayName: u.DisplayName, Groups: u.Groups, Admin: u.Admin || id.Admin, CreatedAt: u.CreatedAt, LastSeenAt: u.LastSeenAt}
 	} else {

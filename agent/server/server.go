@@ -64,6 +64,9 @@ type Options struct {
 	ExternalURL string
 	// HeaderAuth is the header authenticator's state, reported by whoami.
 	HeaderAuth apiv1.HeaderAuthState
+	// HeaderAuthInfo describes the header authenticator's configuration (header names,
+	// trusted networks, JWT checks), also reported by whoami.
+	HeaderAuthInfo apiv1.HeaderAuthInfo
 	// UI, when set, serves every path outside the API and the probes (the web UI,
 	// agent/ui). It does its own authentication.
 	UI http.Handler

@@ -179,6 +179,30 @@ type WhoAmI struct {
 	// caller), so a client such as `kubectl agents doctor` can tell why sign-ins through
 	// the authenticating proxy fail. Empty from agents that predate it.
 	HeaderAuth HeaderAuthState `json:"headerAuth,omitempty"`
+	// HeaderAuthInfo is how the agent reads identity headers (the same for every
+	// caller): `kubectl agents doctor` probes with these header names and judges the
+	// trusted networks. Nil from agents that predate it.
+	HeaderAuthInfo *HeaderAuthInfo `json:"headerAuthInfo,omitempty"`
+}
+
+// HeaderAuthInfo describes the agent's header-authentication configuration. It holds
+// no secret: header names, networks and the JWT checks.
+type HeaderAuthInfo struct {
+	State HeaderAuthState `json:"state"`
+	// EmailHeader, UserHeader and JWTHeader are the identity headers the agent reads
+	// (canonical form; empty when not configured). With header auth disabled they are
+	// still what the agent refuses.
+	EmailHeader string `json:"emailHeader,omitempty"`
+	UserHeader  string `json:"userHeader,omitempty"`
+	JWTHeader   string `json:"jwtHeader,omitempty"`
+	// TrustedProxyCIDRs are the networks identity headers are believed from.
+	TrustedProxyCIDRs []string `json:"trustedProxyCIDRs,omitempty"`
+	// JWTVerified: the JWT header is mandatory and checked against a JWKS, so a
+	// forged header also needs a token signed by the identity provider.
+	JWTVerified bool `json:"jwtVerified"`
+	// JWTIssuer and JWTAudiences are required of a verified JWT when set.
+	JWTIssuer    string   `json:"jwtIssuer,omitempty"`
+	JWTAudiences []string `json:"jwtAudiences,omitempty"`
 }
 
 // HeaderAuthState says whether the agent believes the identity headers of an

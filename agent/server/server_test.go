@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -137,6 +138,12 @@ type env struct {
 // by the X-Test-User header (only this test's authenticator reads it).
 func newEnv(t *testing.T, deny denyAuthorizer) *env {
 	t.Helper()
+	return newEnvWith(t, deny, nil)
+}
+
+// newEnvWith is newEnv with options changed by opts before the server is built.
+func newEnvWith(t *testing.T, deny denyAuthorizer, opts func(*Options)) *env {
+	t.Helper()
 	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory})
 	if err != nil {
 		t.Fatal(err)
@@ -160,11 +167,15 @@ func newEnv(t *testing.T, deny denyAuthorizer) *env {
 			next.ServeHTTP(w, r.WithContext(auth.WithIdentity(r.Context(), id)))
 		})
 	}
-	s := New(Options{
+	o := Options{
 		Store: st, Sessions: e.sess, Conversation: e.conv, Authorizer: deny, Authenticate: authn,
 		Audit: audit.NewRecorder(st, nil), DefaultIdleTimeout: time.Hour, MaxActiveSessions: 3,
 		NewID: func() string { e.seq++; return fmt.Sprintf("s%03d", e.seq) },
-	})
+	}
+	if opts != nil {
+		opts(&o)
+	}
+	s := New(o)
 	e.srv = httptest.NewServer(s)
 	t.Cleanup(e.srv.Close)
 	return e
@@ -572,5 +583,25 @@ func TestEventsFailureBeforeStreamIs502(t *testing.T) {
 	code, body = e.do("alice", "GET", "/api/v1/sessions/"+s.ID+"/events", nil)
 	if code != http.StatusOK || !strings.Contains(string(body), "data: {}") {
 		t.Fatalf("stream: got %d %s", code, body)
+	}
+}
+
+// whoami publishes how the agent reads identity headers, for `kubectl agents doctor`.
+func TestWhoAmIPublishesHeaderAuthInfo(t *testing.T) {
+	info := apiv1.HeaderAuthInfo{State: apiv1.HeaderAuthEnabled, EmailHeader: "X-Forwarded-Email", JWTHeader: "X-Forwarded-Access-Token",
+		TrustedProxyCIDRs: []string{"127.0.0.6/32", "::6/128"}, JWTVerified: true, JWTIssuer: "https://idp.example.com", JWTAudiences: []string{"cake-agents"}}
+	e := newEnvWith(t, nil, func(o *Options) { o.HeaderAuth, o.HeaderAuthInfo = info.State, info })
+	code, body := e.do("bob", "GET", "/api/v1/whoami", nil)
+	var who apiv1.WhoAmI
+	if err := json.Unmarshal(body, &who); code != 200 || err != nil {
+		t.Fatalf("whoami: %d %s", code, body)
+	}
+	if who.HeaderAuth != apiv1.HeaderAuthEnabled || who.HeaderAuthInfo == nil || !reflect.DeepEqual(*who.HeaderAuthInfo, info) {
+		t.Errorf("whoami header auth = %q %+v, want %+v", who.HeaderAuth, who.HeaderAuthInfo, info)
+	}
+	// Without header auth configured (tests, old wiring) nothing is claimed.
+	_, body = newEnv(t, nil).do("bob", "GET", "/api/v1/whoami", nil)
+	if strings.Contains(string(body), "headerAuthInfo") {
+		t.Errorf("whoami without header auth info: %s", body)
 	}
 }

@@ -33,10 +33,14 @@ type fakeAgent struct {
 	ready    apiv1.Readiness
 	// token, when set, must arrive as a bearer token.
 	token string
-	// trustHeaders makes the fake (wrongly) accept X-Auth-Request-Email.
+	// trustHeaders makes the fake (wrongly) accept X-Auth-Request-Email, or the email
+	// header who.HeaderAuthInfo names.
 	trustHeaders bool
-	events       string
-	proxied      []string
+	// identityHeaders records the identity headers (those who.HeaderAuthInfo names) that
+	// reached whoami, as "Name: value".
+	identityHeaders []string
+	events          string
+	proxied         []string
 	// openCodeDown answers this many proxied requests with 502, as the agent does
 	// while a session's OpenCode is not listening yet.
 	openCodeDown int
@@ -86,7 +90,18 @@ func (a *fakeAgent) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.version) })
 	mux.HandleFunc("GET /api/v1/whoami", func(w http.ResponseWriter, r *http.Request) {
-		if e := r.Header.Get("X-Auth-Request-Email"); e != "" {
+		emailHeader := "X-Auth-Request-Email"
+		if info := a.who.HeaderAuthInfo; info != nil {
+			emailHeader = info.EmailHeader
+			a.mu.Lock()
+			for _, h := range []string{info.EmailHeader, info.UserHeader, info.JWTHeader} {
+				if h != "" && r.Header.Get(h) != "" {
+					a.identityHeaders = append(a.identityHeaders, h+": "+r.Header.Get(h))
+				}
+			}
+			a.mu.Unlock()
+		}
+		if e := r.Header.Get(emailHeader); emailHeader != "" && e != "" {
 			if !a.trustHeaders {
 				writeErr(w, 401, apiv1.CodeUnauthorized, "identity headers are accepted only from the configured proxies")
 				return

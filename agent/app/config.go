@@ -74,6 +74,8 @@ type Config struct {
 	JWTAudiences          []string
 	TokenAudiences        []string
 	AdminGroups           []string
+	TokenDefaultTTL       time.Duration
+	TokenMaxTTL           time.Duration
 
 	LeaderElection bool
 	LeaseName      string
@@ -145,6 +147,8 @@ func Options() []Option {
 		{Flag: "header-auth-jwt-issuer", Env: "AGENT_HEADER_AUTH_JWT_ISSUER", Usage: "with --jwks-url, the proxy JWT's iss claim must equal this (e.g. https://accounts.example.com)"},
 		{Flag: "header-auth-jwt-audience", Env: "AGENT_HEADER_AUTH_JWT_AUDIENCE", Usage: "with --jwks-url, the proxy JWT's aud claim must name one of these (comma-separated; e.g. the proxy's OAuth client id). Without it, a token the identity provider issued for another application is accepted too"},
 		{Flag: "token-audiences", Env: "AGENT_TOKEN_AUDIENCES", Usage: "comma-separated audiences for TokenReview (empty: the API server's default)"},
+		{Flag: "token-default-ttl", Env: "AGENT_TOKEN_DEFAULT_TTL", Default: "720h", Usage: "lifetime of a personal access token created without one (every token expires)"},
+		{Flag: "token-max-ttl", Env: "AGENT_TOKEN_MAX_TTL", Default: "2160h", Usage: "longest lifetime a personal access token may ask for (longer is refused with 400); tokens stored without an expiry expire this long after creation"},
 		{Flag: "admin-groups", Env: "AGENT_ADMIN_GROUPS", Default: "system:masters", Usage: "comma-separated groups whose members are agent admins in addition to RBAC's sessions verb \"*\""},
 		{Flag: "leader-election", Env: "AGENT_LEADER_ELECTION", Default: "false", Usage: "elect one reconciling replica with a Lease (needed when replicas > 1)"},
 		{Flag: "lease-name", Env: "AGENT_LEASE_NAME", Default: "cake-agents-reconciler", Usage: "name of the leader-election Lease in --namespace"},
@@ -292,6 +296,8 @@ func parse(v map[string]*string) (*Config, error) {
 		JWTAudiences:          list(get("header-auth-jwt-audience")),
 		TokenAudiences:        list(get("token-audiences")),
 		AdminGroups:           list(get("admin-groups")),
+		TokenDefaultTTL:       dur("token-default-ttl"),
+		TokenMaxTTL:           dur("token-max-ttl"),
 		LeaderElection:        boolean("leader-election"),
 		LeaseName:             get("lease-name"),
 		LiteLLMBaseURL:        get("litellm-base-url"),
@@ -332,6 +338,12 @@ func parse(v map[string]*string) (*Config, error) {
 	}
 	if c.JWKSURL == "" && (c.JWTIssuer != "" || len(c.JWTAudiences) > 0) {
 		errs = append(errs, "--header-auth-jwt-issuer and --header-auth-jwt-audience need --jwks-url: the claims of an unverified JWT prove nothing")
+	}
+	switch {
+	case c.TokenDefaultTTL < time.Minute || c.TokenMaxTTL < time.Minute:
+		errs = append(errs, fmt.Sprintf("--token-default-ttl=%s and --token-max-ttl=%s must be at least 1m: every personal access token expires", c.TokenDefaultTTL, c.TokenMaxTTL))
+	case c.TokenDefaultTTL > c.TokenMaxTTL:
+		errs = append(errs, fmt.Sprintf("--token-default-ttl=%s is longer than --token-max-ttl=%s", c.TokenDefaultTTL, c.TokenMaxTTL))
 	}
 	switch c.LogFormat {
 	case "text", "json":

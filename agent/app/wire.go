@@ -195,10 +195,11 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	}
 	authenticators := []auth.Authenticator{header}
 	kubeAuth := auth.NewKubernetesAuthenticator(auth.KubernetesConfig{Client: kube, Audiences: cfg.TokenAudiences, Log: log.Named("auth")})
-	tokens := auth.NewTokenAuthenticator(st, log.Named("auth"))
+	authz := auth.NewSARAuthorizer(auth.SARConfig{Client: kube, Namespace: cfg.Namespace, AdminGroups: cfg.AdminGroups, Log: log.Named("auth")})
+	// A token works only while its owner may still use sessions (see auth.TokenAuthenticator).
+	tokens := auth.NewTokenAuthenticator(st, log.Named("auth"), auth.WithMaxTokenTTL(cfg.TokenMaxTTL), auth.WithOwnerAccess(authz))
 	// The web UI's sign-in cookie carries a personal access token; it is tried last.
 	authenticators = append(authenticators, kubeAuth, tokens, ui.NewCookieAuthenticator(tokens, cfg.ExternalURL))
-	authz := auth.NewSARAuthorizer(auth.SARConfig{Client: kube, Namespace: cfg.Namespace, AdminGroups: cfg.AdminGroups, Log: log.Named("auth")})
 
 	authn := withHeaderCSRF(auth.NewMiddleware(authenticators, st, rec, log.Named("auth"), auth.WithAdminResolver(authz)), cfg.ExternalURL)
 	srv := server.New(server.Options{
@@ -214,6 +215,8 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		DefaultIdleTimeout: cfg.SessionIdleTimeout,
 		DefaultTTL:         cfg.SessionTTL,
 		MaxActiveSessions:  cfg.MaxActiveSessions,
+		DefaultTokenTTL:    cfg.TokenDefaultTTL,
+		MaxTokenTTL:        cfg.TokenMaxTTL,
 		ExternalURL:        cfg.ExternalURL,
 		HeaderAuth:         header.State(),
 		HeaderAuthInfo:     header.Info(),

@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 )
 
 // Identity is an authenticated caller.
@@ -46,6 +47,11 @@ type Identity struct {
 	DisplayName string
 	// Source names the authenticator: "header", "kubernetes" or "token".
 	Source string
+	// TokenExpiresAt is when the personal access token that authenticated the request
+	// expires (zero for other credentials): a token created with a token may not
+	// outlive it, or mandatory expiry could be renewed forever without the owner ever
+	// proving their identity again.
+	TokenExpiresAt time.Time
 	// Admin is true when the caller may act on every session: SAR allows verb "*" on
 	// sessions.agents.cake.ai, or the caller is in one of the configured admin groups.
 	// The middleware resolves it on every request (cached briefly) and records it on

@@ -103,6 +103,10 @@ Environment of the agent container. Every name here must be one the agent unders
 - name: AGENT_TOKEN_AUDIENCES
   value: {{ join "," . | quote }}
 {{- end }}
+- name: AGENT_TOKEN_DEFAULT_TTL
+  value: {{ .Values.tokens.defaultTTL | toString | quote }}
+- name: AGENT_TOKEN_MAX_TTL
+  value: {{ .Values.tokens.maxTTL | toString | quote }}
 {{- $ha := .Values.headerAuth }}
 - name: AGENT_HEADER_AUTH_ENABLED
   value: {{ $ha.enabled | quote }}

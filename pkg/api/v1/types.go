@@ -225,10 +225,13 @@ const (
 )
 
 // Token is a personal access token. Token (the secret) is present only in the response
-// that created it.
+// that created it. Every token expires.
 type Token struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// OwnerID and Owner (email, else user name) say whose it is.
+	OwnerID    string     `json:"ownerId,omitempty"`
+	Owner      string     `json:"owner,omitempty"`
 	Token      string     `json:"token,omitempty"`
 	CreatedAt  time.Time  `json:"createdAt"`
 	ExpiresAt  *time.Time `json:"expiresAt,omitempty"`
@@ -238,13 +241,24 @@ type Token struct {
 // CreateTokenRequest is the body of POST /api/v1/tokens.
 type CreateTokenRequest struct {
 	Name string `json:"name"`
-	// ExpiresIn is the lifetime; zero means the agent's default.
+	// ExpiresIn is the lifetime, at most the agent's maximum (a longer one is refused
+	// with 400 naming it); zero or absent means the agent's default (30 days unless
+	// configured). A token created with a token never outlives that token.
 	ExpiresIn *Duration `json:"expiresIn,omitempty"`
 }
 
-// TokenList lists the caller's tokens (never their secrets).
+// TokenList lists tokens (never their secrets): the caller's, or with ?user= an admin's
+// view of another user's.
 type TokenList struct {
 	Items []Token `json:"items"`
+}
+
+// TokenRevocation is the answer of DELETE /api/v1/tokens?user=NAME, which revokes every
+// token of the users NAME names (by id, Kubernetes user name or email: one person may be
+// both a proxy user and a Kubernetes user).
+type TokenRevocation struct {
+	Users   []User `json:"users"`
+	Revoked int    `json:"revoked"`
 }
 
 // AuditEvent records one state-changing call or denial.

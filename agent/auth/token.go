@@ -143,8 +143,10 @@ func WithMaxTokenTTL(d time.Duration) TokenOption {
 }
 
 // WithOwnerAccess makes every use of a token ask authz whether its owner may still
-// OwnerAccessVerb sessions; when not, the token is refused. An error asking it means
-// the token cannot be checked: the request fails with 503, never passes.
+// OwnerAccessVerb sessions, or, when authz is also an AdminResolver (SARAuthorizer
+// is), is still an admin (a member of an admin group needs no RBAC grant); when
+// neither, the token is refused. An error asking it means the token cannot be checked:
+// the request fails with 503, never passes.
 func WithOwnerAccess(authz Authorizer) TokenOption {
 	return func(a *TokenAuthenticator) { a.owners = authz }
 }
@@ -203,6 +205,9 @@ func (a *TokenAuthenticator) Authenticate(r *http.Request) (*Identity, bool, err
 	}
 	if a.owners != nil {
 		allowed, reason, err := a.owners.Authorize(ctx, id, OwnerAccessVerb)
+		if ar, ok := a.owners.(AdminResolver); ok && err == nil && !allowed {
+			allowed, err = ar.Admin(ctx, id)
+		}
 		if err != nil {
 			return nil, false, fmt.Errorf("check that the owner of personal access token %q may still use the agent: %w", t.Name, err)
 		}

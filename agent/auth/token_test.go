@@ -136,6 +136,16 @@ func (f *fakeAuthorizer) Authorize(_ context.Context, id *Identity, verb string)
 	return false, "no RBAC rule allows it", nil
 }
 
+// adminByGroup makes the members of group admins, as SARAuthorizer's admin groups do.
+type adminByGroup struct {
+	*fakeAuthorizer
+	group string
+}
+
+func (a *adminByGroup) Admin(_ context.Context, id *Identity) (bool, error) {
+	return slices.Contains(id.Groups, a.group), nil
+}
+
 // A token works only while its owner may still get sessions, and acts with the groups
 // of the owner's latest sign-in.
 func TestTokenFollowsTheOwnersAccess(t *testing.T) {
@@ -172,6 +182,11 @@ func TestTokenFollowsTheOwnersAccess(t *testing.T) {
 	if ok || !errors.Is(err, ErrUnauthenticated) ||
 		!strings.Contains(err.Error(), `personal access token "laptop" no longer works: its owner jane may not get sessions.agents.cake.ai any more (no RBAC rule allows it)`) {
 		t.Fatalf("owner without access: ok=%v err=%v", ok, err)
+	}
+	// A member of an admin group needs no RBAC grant, for the token as for the rest.
+	adminGroups := &adminByGroup{fakeAuthorizer: authz, group: "team-b"}
+	if _, ok, err := NewTokenAuthenticator(st, nil, WithOwnerAccess(adminGroups)).Authenticate(bearerRequest(secret)); !ok || err != nil {
+		t.Fatalf("owner in an admin group without RBAC: ok=%v err=%v", ok, err)
 	}
 	// The Kubernetes API cannot be asked: the token is not accepted either, and the
 	// error is not a rejection (503, not 401).

@@ -70,8 +70,12 @@ type Config struct {
 	HeaderAuthGroups      []string
 	TrustedProxyCIDRs     []string
 	JWKSURL               string
+	JWTIssuer             string
+	JWTAudiences          []string
 	TokenAudiences        []string
 	AdminGroups           []string
+	TokenDefaultTTL       time.Duration
+	TokenMaxTTL           time.Duration
 
 	LeaderElection     bool
 	LeaseName          string
@@ -141,9 +145,13 @@ func Options() []Option {
 		{Flag: "header-auth-user-header", Env: "AGENT_HEADER_AUTH_USER_HEADER", Default: "x-auth-request-user", Usage: "header carrying the user name"},
 		{Flag: "header-auth-jwt-header", Env: "AGENT_HEADER_AUTH_JWT_HEADER", Default: "x-auth-request-access-token", Usage: "header carrying the proxy's JWT"},
 		{Flag: "header-auth-groups", Env: "AGENT_HEADER_AUTH_GROUPS", Default: "cake-agents:users", Usage: "comma-separated groups given to header-authenticated users for SubjectAccessReview"},
-		{Flag: "trusted-proxy-cidrs", Env: "AGENT_TRUSTED_PROXY_CIDRS", Usage: "comma-separated CIDRs of the authenticating proxy; identity headers from anywhere else are rejected. Loopback is never trusted unless listed. With --header-auth and none set, header auth is inert: every request carrying identity headers is refused"},
+		{Flag: "trusted-proxy-cidrs", Env: "AGENT_TRUSTED_PROXY_CIDRS", Usage: "comma-separated CIDRs of the authenticating proxy; identity headers from anywhere else are rejected. Loopback is never trusted unless listed: behind an Istio sidecar list its 127.0.0.6/32 and ::6/128 (the chart does with istio.enabled), never 127.0.0.1, where port-forwards arrive. With --header-auth and none set, header auth is inert: every request carrying identity headers is refused"},
 		{Flag: "jwks-url", Env: "AGENT_JWKS_URL", Usage: "verify the proxy JWT's signature against this JWKS (https:// URL or file path); without it the proxy is the trust boundary"},
+		{Flag: "header-auth-jwt-issuer", Env: "AGENT_HEADER_AUTH_JWT_ISSUER", Usage: "with --jwks-url, the proxy JWT's iss claim must equal this (e.g. https://accounts.example.com)"},
+		{Flag: "header-auth-jwt-audience", Env: "AGENT_HEADER_AUTH_JWT_AUDIENCE", Usage: "with --jwks-url, the proxy JWT's aud claim must name one of these (comma-separated; e.g. the proxy's OAuth client id). Without it, a token the identity provider issued for another application is accepted too"},
 		{Flag: "token-audiences", Env: "AGENT_TOKEN_AUDIENCES", Usage: "comma-separated audiences for TokenReview (empty: the API server's default)"},
+		{Flag: "token-default-ttl", Env: "AGENT_TOKEN_DEFAULT_TTL", Default: "720h", Usage: "lifetime of a personal access token created without one (every token expires)"},
+		{Flag: "token-max-ttl", Env: "AGENT_TOKEN_MAX_TTL", Default: "2160h", Usage: "longest lifetime a personal access token may ask for (longer is refused with 400); tokens stored without an expiry expire this long after creation"},
 		{Flag: "admin-groups", Env: "AGENT_ADMIN_GROUPS", Default: "system:masters", Usage: "comma-separated groups whose members are agent admins in addition to RBAC's sessions verb \"*\""},
 		{Flag: "leader-election", Env: "AGENT_LEADER_ELECTION", Default: "false", Usage: "elect one reconciling replica with a Lease (needed when replicas > 1)"},
 		{Flag: "lease-name", Env: "AGENT_LEASE_NAME", Default: "cake-agents-reconciler", Usage: "name of the leader-election Lease in --namespace"},
@@ -290,8 +298,12 @@ func parse(v map[string]*string) (*Config, error) {
 		HeaderAuthGroups:      list(get("header-auth-groups")),
 		TrustedProxyCIDRs:     list(get("trusted-proxy-cidrs")),
 		JWKSURL:               get("jwks-url"),
+		JWTIssuer:             get("header-auth-jwt-issuer"),
+		JWTAudiences:          list(get("header-auth-jwt-audience")),
 		TokenAudiences:        list(get("token-audiences")),
 		AdminGroups:           list(get("admin-groups")),
+		TokenDefaultTTL:       dur("token-default-ttl"),
+		TokenMaxTTL:           dur("token-max-ttl"),
 		LeaderElection:        boolean("leader-election"),
 		LeaseName:             get("lease-name"),
 		LeaseDuration:         dur("lease-duration"),
@@ -332,6 +344,15 @@ func parse(v map[string]*string) (*Config, error) {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {
 			errs = append(errs, fmt.Sprintf("--trusted-proxy-cidrs: %q is not a CIDR such as 10.0.0.0/8", cidr))
 		}
+	}
+	if c.JWKSURL == "" && (c.JWTIssuer != "" || len(c.JWTAudiences) > 0) {
+		errs = append(errs, "--header-auth-jwt-issuer and --header-auth-jwt-audience need --jwks-url: the claims of an unverified JWT prove nothing")
+	}
+	switch {
+	case c.TokenDefaultTTL < time.Minute || c.TokenMaxTTL < time.Minute:
+		errs = append(errs, fmt.Sprintf("--token-default-ttl=%s and --token-max-ttl=%s must be at least 1m: every personal access token expires", c.TokenDefaultTTL, c.TokenMaxTTL))
+	case c.TokenDefaultTTL > c.TokenMaxTTL:
+		errs = append(errs, fmt.Sprintf("--token-default-ttl=%s is longer than --token-max-ttl=%s", c.TokenDefaultTTL, c.TokenMaxTTL))
 	}
 	switch c.LogFormat {
 	case "text", "json":

@@ -185,10 +185,17 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		TrustedProxyCIDRs: cfg.TrustedProxyCIDRs,
 		Groups:            cfg.HeaderAuthGroups,
 		JWKS:              cfg.JWKSURL,
+		Issuer:            cfg.JWTIssuer,
+		Audiences:         cfg.JWTAudiences,
 		Disabled:          !cfg.HeaderAuthEnabled,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.HeaderAuthEnabled && cfg.JWKSURL != "" && len(cfg.JWTAudiences) == 0 {
+		// Many identity providers sign tokens for every application with one key set.
+		log.Warn("the proxy's JWT is verified without an audience check: a token the identity provider issued for another application is accepted too",
+			"set", "headerAuth.jwt.audience (agent flag --header-auth-jwt-audience)")
 	}
 	if header.State() == apiv1.HeaderAuthNoTrustedProxy {
 		// Starting matters more than the proxy: kubeconfig and token users keep working,
@@ -198,10 +205,11 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	}
 	authenticators := []auth.Authenticator{header}
 	kubeAuth := auth.NewKubernetesAuthenticator(auth.KubernetesConfig{Client: kube, Audiences: cfg.TokenAudiences, Log: log.Named("auth")})
-	tokens := auth.NewTokenAuthenticator(st, log.Named("auth"))
+	authz := auth.NewSARAuthorizer(auth.SARConfig{Client: kube, Namespace: cfg.Namespace, AdminGroups: cfg.AdminGroups, Log: log.Named("auth")})
+	// A token works only while its owner may still use sessions (see auth.TokenAuthenticator).
+	tokens := auth.NewTokenAuthenticator(st, log.Named("auth"), auth.WithMaxTokenTTL(cfg.TokenMaxTTL), auth.WithOwnerAccess(authz))
 	// The web UI's sign-in cookie carries a personal access token; it is tried last.
 	authenticators = append(authenticators, kubeAuth, tokens, ui.NewCookieAuthenticator(tokens, cfg.ExternalURL))
-	authz := auth.NewSARAuthorizer(auth.SARConfig{Client: kube, Namespace: cfg.Namespace, AdminGroups: cfg.AdminGroups, Log: log.Named("auth")})
 
 	anonymous := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cake_agents_unauthenticated_requests_total",
@@ -227,8 +235,11 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		DefaultIdleTimeout: cfg.SessionIdleTimeout,
 		DefaultTTL:         cfg.SessionTTL,
 		MaxActiveSessions:  cfg.MaxActiveSessions,
+		DefaultTokenTTL:    cfg.TokenDefaultTTL,
+		MaxTokenTTL:        cfg.TokenMaxTTL,
 		ExternalURL:        cfg.ExternalURL,
 		HeaderAuth:         header.State(),
+		HeaderAuthInfo:     header.Info(),
 		NewID:              sessions.NewID,
 	})
 	run := func(ctx context.Context) error {

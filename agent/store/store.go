@@ -163,6 +163,10 @@ type Store interface {
 	// display name, groups, admin flag and LastSeenAt; it fills ID and CreatedAt.
 	UpsertUser(ctx context.Context, u *User) error
 	GetUser(ctx context.Context, id string) (*User, error)
+	// FindUsers returns every user a person may be named by: ID or Subject equal to
+	// name, or Email equal to it ignoring ASCII case (one person may be a header user and
+	// a Kubernetes user). Ordered by CreatedAt, then ID; empty, not ErrNotFound, when none.
+	FindUsers(ctx context.Context, name string) ([]*User, error)
 
 	// CreateSession inserts s (ID set by the caller) with ResourceVersion 1. When
 	// maxActive > 0 and the owner already has maxActive sessions in an active state it
@@ -203,6 +207,9 @@ type Store interface {
 	ListTokens(ctx context.Context, ownerID string) ([]*Token, error)
 	// DeleteToken revokes a token of ownerID; ErrNotFound when it is not theirs.
 	DeleteToken(ctx context.Context, ownerID, id string) error
+	// DeleteUserTokens revokes every token of ownerID and returns how many it revoked
+	// (0 for an owner without tokens or an unknown owner).
+	DeleteUserTokens(ctx context.Context, ownerID string) (int, error)
 	TouchToken(ctx context.Context, id string, at time.Time) error
 
 	// PutCredential stores (or replaces) the credential encrypted at rest.

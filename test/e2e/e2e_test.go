@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -23,6 +24,7 @@ import (
 	"github.com/cakeai/cake-agents/internal/testcluster"
 	"github.com/cakeai/cake-agents/internal/testpg"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/test/e2eenv"
 	"github.com/cakeai/cake-agents/test/fakemodel"
 )
@@ -228,6 +230,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("StopStartDelete", p.testStopStartDelete)
 			t.Run("SecondUser", p.testSecondUser)
 			t.Run("DoctorAndHeaderSpoofing", p.testDoctor)
+			t.Run("Tokens", p.testTokens)
 			t.Run("AgentRestart", p.testAgentRestart)
 			t.Run("DatabaseIsTheChartsOne", p.testDatabase)
 			t.Run("NoSecretLeaks", p.scanForLeaks)
@@ -444,6 +447,43 @@ func (p *product) testDoctor(t *testing.T) {
 	out := p.agents(t, p.alice, "doctor")
 	if strings.Contains(out, "[FAIL]") || !strings.Contains(out, "forged identity headers") {
 		t.Fatalf("doctor:\n%s", out)
+	}
+}
+
+// testTokens: a personal access token made with the CLI works on the agent's plain-HTTP
+// port (where --server clients arrive), is listed, and stops working once an admin revokes
+// every token of its owner; a lifetime above the agent's maximum is refused, and only an
+// admin may revoke another user's tokens.
+func (p *product) testTokens(t *testing.T) {
+	ctx := context.Background()
+	if out, err := p.agentsErr(t, p.alice, "token", "create", "too-long", "--expires-in", "8760h"); err == nil ||
+		!strings.Contains(out, "longer than this agent's maximum token lifetime of 2160h0m0s") {
+		t.Fatalf("a token for a year: %v %s", err, out)
+	}
+	idAndSecret := strings.Fields(p.agents(t, p.alice, "token", "create", "e2e", "--expires-in", "1h", "-o", "jsonpath={.metadata.name} {.token}"))
+	if len(idAndSecret) != 2 || !strings.HasPrefix(idAndSecret[1], "cka_") {
+		t.Fatalf("token create printed %q", idAndSecret)
+	}
+	id, secret := idAndSecret[0], idAndSecret[1]
+	c, err := client.New(p.env.HTTPURL, &http.Client{Timeout: 30 * time.Second}, client.WithToken(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	who, err := c.WhoAmI(ctx)
+	if err != nil || who.Authenticator != "token" || who.User.Subject != "alice@example.com" {
+		t.Fatalf("whoami with the token: %+v %v", who, err)
+	}
+	if list := p.agents(t, p.alice, "token", "list", "-o", "name"); !strings.Contains(list, "token.agents.cake.ai/"+id+"\n") {
+		t.Fatalf("token list -o name:\n%s", list)
+	}
+	if out, err := p.agentsErr(t, p.bob, "token", "revoke", "--all-of", "alice@example.com"); err == nil || !strings.Contains(out, "are for admins") {
+		t.Fatalf("bob revoked alice's tokens: %v %s", err, out)
+	}
+	if out := p.agents(t, p.admin, "token", "revoke", "--all-of", "alice@example.com"); !strings.Contains(out, "1 token(s) revoked of kubernetes user alice@example.com") {
+		t.Fatalf("admin revoke --all-of:\n%s", out)
+	}
+	if _, err := c.WhoAmI(ctx); client.StatusCode(err) != http.StatusUnauthorized {
+		t.Fatalf("whoami with the revoked token: %v, want 401", err)
 	}
 }
 

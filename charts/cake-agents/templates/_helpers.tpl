@@ -186,3 +186,17 @@ ambiguous <service>.<namespace>, which networkPolicy.sessions.egressTo covers).
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The networks the agent believes identity headers from, comma-separated: headerAuth.trustedProxyCIDRs,
+plus, with istio.enabled, the address the agent's Istio sidecar delivers every inbound request
+from (Envoy's inbound passthrough bind address, 127.0.0.6, and ::6 on IPv6). Never loopback
+proper: port-forwarded connections arrive on 127.0.0.1 and must stay untrusted.
+*/}}
+{{- define "cake-agents.trustedProxyCIDRs" -}}
+{{- $cidrs := .Values.headerAuth.trustedProxyCIDRs | default list }}
+{{- if .Values.istio.enabled }}
+{{- $cidrs = concat $cidrs (list "127.0.0.6/32" "::6/128") }}
+{{- end }}
+{{- $cidrs | uniq | join "," }}
+{{- end }}

@@ -136,6 +136,10 @@ func (f *fakeAuthorizer) Authorize(_ context.Context, id *Identity, verb string)
 	return false, "no RBAC rule allows it", nil
 }
 
+func (f *fakeAuthorizer) AuthorizeSession(ctx context.Context, id *Identity, verb, _ string) (bool, string, error) {
+	return f.Authorize(ctx, id, verb)
+}
+
 // adminByGroup makes the members of group admins, as SARAuthorizer's admin groups do.
 type adminByGroup struct {
 	*fakeAuthorizer

@@ -4,8 +4,10 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/pflag"
@@ -38,6 +40,27 @@ func TestConfigFlagsWinOverEnvironment(t *testing.T) {
 	}
 }
 
+// The chart's existingSecretEnv may point DATABASE_URL at a Secret without a URL (the key is
+// optional then): PG* variables alone must select Postgres, not the SQLite default.
+func TestDatabaseFromPGVariablesWhenTheURLIsUnset(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, "sqlite:///data/agents.db"},
+		{map[string]string{"PGHOST": "db.example.com", "PGUSER": "agents"}, ""},
+		{map[string]string{"PGHOST": "db.example.com", "DATABASE_URL": "postgres://other/agents"}, "postgres://other/agents"},
+	} {
+		cfg, err := parseArgs(t, tc.env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.DatabaseURL != tc.want {
+			t.Errorf("env %v: database URL %q, want %q", tc.env, cfg.DatabaseURL, tc.want)
+		}
+	}
+}
+
 func TestConfigErrorsNameTheFix(t *testing.T) {
 	_, err := parseArgs(t, map[string]string{"AGENT_SESSION_TTL": "forever"},
 		"--trusted-proxy-cidrs", "10.0.0.1", "--log-format", "xml", "--image-pull-policy", "Sometimes",
@@ -49,6 +72,40 @@ func TestConfigErrorsNameTheFix(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s:\n%v", want, err)
 		}
+	}
+}
+
+// Every personal access token expires: the lifetimes default to 30 and 90 days, and
+// neither may be turned off.
+func TestTokenLifetimeConfig(t *testing.T) {
+	cfg, err := parseArgs(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TokenDefaultTTL != 30*24*time.Hour || cfg.TokenMaxTTL != 90*24*time.Hour {
+		t.Errorf("defaults: %s, max %s; want 720h, 2160h", cfg.TokenDefaultTTL, cfg.TokenMaxTTL)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{env: map[string]string{"AGENT_TOKEN_MAX_TTL": "0"}, want: "must be at least 1m: every personal access token expires"},
+		{args: []string{"--token-default-ttl", "0"}, want: "must be at least 1m"},
+		{args: []string{"--token-default-ttl", "2400h"}, want: "--token-default-ttl=2400h0m0s is longer than --token-max-ttl=2160h0m0s"},
+		{args: []string{"--header-auth-jwt-audience", "cake-agents"}, want: "--header-auth-jwt-issuer and --header-auth-jwt-audience need --jwks-url"},
+	} {
+		if _, err := parseArgs(t, tc.env, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v: err = %v, want %q", tc.env, tc.args, err, tc.want)
+		}
+	}
+	cfg, err = parseArgs(t, map[string]string{"AGENT_TOKEN_MAX_TTL": "168h"}, "--token-default-ttl", "24h",
+		"--jwks-url", "https://idp.example.com/jwks", "--header-auth-jwt-issuer", "https://idp.example.com", "--header-auth-jwt-audience", "a, b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TokenDefaultTTL != 24*time.Hour || cfg.TokenMaxTTL != 168*time.Hour || cfg.JWTIssuer != "https://idp.example.com" || !slices.Equal(cfg.JWTAudiences, []string{"a", "b"}) {
+		t.Errorf("config: %+v", cfg)
 	}
 }
 

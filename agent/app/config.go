@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/cakeai/cake-agents/agent/store/storeopen"
 )
 
 // Config is everything `agent serve` can be told. Each field is bound to one flag and
@@ -68,11 +70,18 @@ type Config struct {
 	HeaderAuthGroups      []string
 	TrustedProxyCIDRs     []string
 	JWKSURL               string
+	JWTIssuer             string
+	JWTAudiences          []string
 	TokenAudiences        []string
 	AdminGroups           []string
+	TokenDefaultTTL       time.Duration
+	TokenMaxTTL           time.Duration
 
-	LeaderElection bool
-	LeaseName      string
+	LeaderElection     bool
+	LeaseName          string
+	LeaseDuration      time.Duration
+	LeaseRenewDeadline time.Duration
+	LeaseRetryPeriod   time.Duration
 
 	LiteLLMBaseURL string
 	LiteLLMAPIKey  string
@@ -107,7 +116,7 @@ func Options() []Option {
 		{Flag: "pod-name", Env: "AGENT_POD_NAME", Usage: "this replica's pod name (leader-election identity; hostname when empty)"},
 		{Flag: "release", Env: "AGENT_RELEASE", Default: "cake-agents", Usage: "Helm release name, set as app.kubernetes.io/instance on session objects"},
 		{Flag: "external-url", Env: "AGENT_EXTERNAL_URL", Usage: "public URL of the web UI/API (e.g. https://agents.example.com), used in links"},
-		{Flag: "database-url", Env: "DATABASE_URL", Default: "sqlite:///data/agents.db", Secret: true, Usage: "sqlite:///path/to.db or postgres://user:pass@host/db; when empty and PG* variables are set, pgx builds the connection from them"},
+		{Flag: "database-url", Env: "DATABASE_URL", Default: "sqlite:///data/agents.db", Secret: true, Usage: "sqlite:///path/to.db or postgres://user:pass@host/db; when unset or empty and PG* variables are set, pgx builds the connection from them"},
 		{Flag: "auth-secret", Env: "AGENT_AUTH_SECRET", Secret: true, Usage: "secret for cookie signing and credential encryption at rest (required with Postgres; generated and stored when empty with SQLite)"},
 		{Flag: "log-format", Env: "AGENT_LOG_FORMAT", Default: "text", Usage: "log format: text or json"},
 		{Flag: "log-level", Env: "AGENT_LOG_LEVEL", Default: "info", Usage: "log level: trace, debug, info, warn, error"},
@@ -136,12 +145,19 @@ func Options() []Option {
 		{Flag: "header-auth-user-header", Env: "AGENT_HEADER_AUTH_USER_HEADER", Default: "x-auth-request-user", Usage: "header carrying the user name"},
 		{Flag: "header-auth-jwt-header", Env: "AGENT_HEADER_AUTH_JWT_HEADER", Default: "x-auth-request-access-token", Usage: "header carrying the proxy's JWT"},
 		{Flag: "header-auth-groups", Env: "AGENT_HEADER_AUTH_GROUPS", Default: "cake-agents:users", Usage: "comma-separated groups given to header-authenticated users for SubjectAccessReview"},
-		{Flag: "trusted-proxy-cidrs", Env: "AGENT_TRUSTED_PROXY_CIDRS", Usage: "comma-separated CIDRs of the authenticating proxy; identity headers from anywhere else are rejected. Loopback is never trusted unless listed. With --header-auth and none set, header auth is inert: every request carrying identity headers is refused"},
+		{Flag: "trusted-proxy-cidrs", Env: "AGENT_TRUSTED_PROXY_CIDRS", Usage: "comma-separated CIDRs of the authenticating proxy; identity headers from anywhere else are rejected. Loopback is never trusted unless listed: behind an Istio sidecar list its 127.0.0.6/32 and ::6/128 (the chart does with istio.enabled), never 127.0.0.1, where port-forwards arrive. With --header-auth and none set, header auth is inert: every request carrying identity headers is refused"},
 		{Flag: "jwks-url", Env: "AGENT_JWKS_URL", Usage: "verify the proxy JWT's signature against this JWKS (https:// URL or file path); without it the proxy is the trust boundary"},
+		{Flag: "header-auth-jwt-issuer", Env: "AGENT_HEADER_AUTH_JWT_ISSUER", Usage: "with --jwks-url, the proxy JWT's iss claim must equal this (e.g. https://accounts.example.com)"},
+		{Flag: "header-auth-jwt-audience", Env: "AGENT_HEADER_AUTH_JWT_AUDIENCE", Usage: "with --jwks-url, the proxy JWT's aud claim must name one of these (comma-separated; e.g. the proxy's OAuth client id). Without it, a token the identity provider issued for another application is accepted too"},
 		{Flag: "token-audiences", Env: "AGENT_TOKEN_AUDIENCES", Usage: "comma-separated audiences for TokenReview (empty: the API server's default)"},
+		{Flag: "token-default-ttl", Env: "AGENT_TOKEN_DEFAULT_TTL", Default: "720h", Usage: "lifetime of a personal access token created without one (every token expires)"},
+		{Flag: "token-max-ttl", Env: "AGENT_TOKEN_MAX_TTL", Default: "2160h", Usage: "longest lifetime a personal access token may ask for (longer is refused with 400); tokens stored without an expiry expire this long after creation"},
 		{Flag: "admin-groups", Env: "AGENT_ADMIN_GROUPS", Default: "system:masters", Usage: "comma-separated groups whose members are agent admins in addition to RBAC's sessions verb \"*\""},
 		{Flag: "leader-election", Env: "AGENT_LEADER_ELECTION", Default: "false", Usage: "elect one reconciling replica with a Lease (needed when replicas > 1)"},
 		{Flag: "lease-name", Env: "AGENT_LEASE_NAME", Default: "cake-agents-reconciler", Usage: "name of the leader-election Lease in --namespace"},
+		{Flag: "lease-duration", Env: "AGENT_LEASE_DURATION", Default: "15s", Usage: "how long the other replicas wait after the leader's last renewal before taking over (a crashed leader is replaced this long after it died)"},
+		{Flag: "lease-renew-deadline", Env: "AGENT_LEASE_RENEW_DEADLINE", Default: "10s", Usage: "how long the leader keeps trying to renew before it stops reconciling (shorter than --lease-duration)"},
+		{Flag: "lease-retry-period", Env: "AGENT_LEASE_RETRY_PERIOD", Default: "2s", Usage: "how often replicas try to acquire or renew the Lease"},
 		{Flag: "litellm-base-url", Env: "LITELLM_BASE_URL", Usage: "OpenAI-compatible gateway URL for sessions (e.g. http://litellm:4000/v1)"},
 		{Flag: "litellm-api-key", Env: "LITELLM_API_KEY", Secret: true, Usage: "API key for the gateway, given to session pods by Secret reference"},
 		{Flag: "default-model", Env: "AGENT_DEFAULT_MODEL", Default: "gpt-4o-mini", Usage: "model used when a session names none"},
@@ -172,6 +188,10 @@ func BindFlags(fs *pflag.FlagSet, getenv func(string) string) func() (*Config, e
 		def := o.Default
 		if v, ok := lookup(getenv, o.Env); ok {
 			def = v
+		} else if o.Env == storeopen.EnvURL && pgEnvSet(getenv) {
+			// PG* variables without a URL (the chart's existingSecretEnv, whose Secret may
+			// hold no URL) mean Postgres from them, never the SQLite default.
+			def = ""
 		}
 		shown := def
 		if o.Secret && shown != "" {
@@ -185,6 +205,16 @@ func BindFlags(fs *pflag.FlagSet, getenv func(string) string) func() (*Config, e
 		vals[o.Flag] = p
 	}
 	return func() (*Config, error) { return parse(vals) }
+}
+
+// pgEnvSet reports whether any PG* variable pgx reads is set.
+func pgEnvSet(getenv func(string) string) bool {
+	for _, k := range storeopen.PGEnv {
+		if _, ok := lookup(getenv, k); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func lookup(getenv func(string) string, key string) (string, bool) {
@@ -268,10 +298,17 @@ func parse(v map[string]*string) (*Config, error) {
 		HeaderAuthGroups:      list(get("header-auth-groups")),
 		TrustedProxyCIDRs:     list(get("trusted-proxy-cidrs")),
 		JWKSURL:               get("jwks-url"),
+		JWTIssuer:             get("header-auth-jwt-issuer"),
+		JWTAudiences:          list(get("header-auth-jwt-audience")),
 		TokenAudiences:        list(get("token-audiences")),
 		AdminGroups:           list(get("admin-groups")),
+		TokenDefaultTTL:       dur("token-default-ttl"),
+		TokenMaxTTL:           dur("token-max-ttl"),
 		LeaderElection:        boolean("leader-election"),
 		LeaseName:             get("lease-name"),
+		LeaseDuration:         dur("lease-duration"),
+		LeaseRenewDeadline:    dur("lease-renew-deadline"),
+		LeaseRetryPeriod:      dur("lease-retry-period"),
 		LiteLLMBaseURL:        get("litellm-base-url"),
 		LiteLLMAPIKey:         *v["litellm-api-key"],
 		DefaultModel:          get("default-model"),
@@ -307,6 +344,15 @@ func parse(v map[string]*string) (*Config, error) {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {
 			errs = append(errs, fmt.Sprintf("--trusted-proxy-cidrs: %q is not a CIDR such as 10.0.0.0/8", cidr))
 		}
+	}
+	if c.JWKSURL == "" && (c.JWTIssuer != "" || len(c.JWTAudiences) > 0) {
+		errs = append(errs, "--header-auth-jwt-issuer and --header-auth-jwt-audience need --jwks-url: the claims of an unverified JWT prove nothing")
+	}
+	switch {
+	case c.TokenDefaultTTL < time.Minute || c.TokenMaxTTL < time.Minute:
+		errs = append(errs, fmt.Sprintf("--token-default-ttl=%s and --token-max-ttl=%s must be at least 1m: every personal access token expires", c.TokenDefaultTTL, c.TokenMaxTTL))
+	case c.TokenDefaultTTL > c.TokenMaxTTL:
+		errs = append(errs, fmt.Sprintf("--token-default-ttl=%s is longer than --token-max-ttl=%s", c.TokenDefaultTTL, c.TokenMaxTTL))
 	}
 	switch c.LogFormat {
 	case "text", "json":

@@ -93,8 +93,9 @@ func (c *conversation) Send(ctx context.Context, s *store.Session, text string) 
 		return err
 	}
 	// Right after a (re)start OpenCode may still be coming up behind a Ready pod; give
-	// it a moment instead of failing the user's prompt.
-	if err := waitHealthy(ctx, oc, time.Minute); err != nil {
+	// it a moment instead of failing the user's prompt — unless the session stops
+	// meanwhile (a stop through any replica), which no wait will cure.
+	if err := waitHealthy(ctx, oc, time.Minute, c.stillRunning(s.ID)); err != nil {
 		return err
 	}
 	id, err := c.ensureConversation(ctx, s, oc)
@@ -205,7 +206,7 @@ func (c *conversation) deliverInitialPrompt(ctx context.Context, s *store.Sessio
 		}
 		// OpenCode takes seconds to start (more on a busy node); wait for it rather
 		// than burn the attempts.
-		if err := waitHealthy(ctx, oc, 2*time.Minute); err != nil {
+		if err := waitHealthy(ctx, oc, 2*time.Minute, c.stillRunning(s.ID)); err != nil {
 			lastErr = err
 			continue
 		}
@@ -235,27 +236,54 @@ func (c *conversation) deliverInitialPrompt(ctx context.Context, s *store.Sessio
 	log.Error("initial prompt delivery failed", "error", lastErr)
 }
 
-// waitHealthy polls OpenCode's health until it answers or total passes. Each probe has
-// its own short deadline: a probe sent while the pod's port is not yet listening can
-// stall inside the port-forward, and must not eat the whole wait.
-func waitHealthy(ctx context.Context, oc *opencode.Client, total time.Duration) error {
-	deadline := time.Now().Add(total)
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := oc.Health(pctx)
-		cancel()
-		if err == nil {
+// stillRunning returns a check that the stored session is still Running: an error
+// only when it is certainly not (another state, or deleted), never for a database
+// hiccup, which is no reason to give up a wait.
+func (c *conversation) stillRunning(id string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		cur, err := c.st.GetSession(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("session %s was deleted", id)
+		case err != nil:
 			return nil
+		case cur.State != apiv1.StateRunning:
+			return fmt.Errorf("session %s is %s, no longer Running", id, cur.State)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the session's OpenCode is not answering: %w", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
+		return nil
 	}
+}
+
+// waitHealthy waits up to total for the session's OpenCode to answer its health probe,
+// giving up early once alive fails (checked every second): a session stopped or deleted
+// meanwhile, through any replica, will not come up.
+func waitHealthy(ctx context.Context, oc *opencode.Client, total time.Duration, alive func(context.Context) error) error {
+	ctx, abandon := context.WithCancelCause(ctx)
+	defer abandon(nil)
+	ctx, cancel := context.WithTimeout(ctx, total)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := alive(ctx); err != nil && ctx.Err() == nil {
+					abandon(err)
+					return
+				}
+			}
+		}
+	}()
+	if _, err := oc.WaitHealthy(ctx, time.Second); err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
+			return fmt.Errorf("the session's OpenCode is not answering: %w", cause)
+		}
+		return fmt.Errorf("the session's OpenCode is not answering: %w", err)
+	}
+	return nil
 }
 
 func isConflict(err error) bool { return err != nil && errors.Is(err, store.ErrConflict) }

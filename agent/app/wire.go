@@ -131,6 +131,9 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 		LeaderElection:     cfg.LeaderElection,
 		LeaseNamespace:     cfg.Namespace,
 		LeaseName:          cfg.LeaseName,
+		LeaseDuration:      cfg.LeaseDuration,
+		RenewDeadline:      cfg.LeaseRenewDeadline,
+		RetryPeriod:        cfg.LeaseRetryPeriod,
 		Identity:           identity,
 		Registerer:         reg,
 	}, nil
@@ -164,6 +167,13 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	ctrl.SetHealthCheck(conv.healthy)
 
 	rec := audit.NewRecorder(st, log.Named("audit"))
+	stopEvents := func() {}
+	if cfg.PodName != "" {
+		// Decisions also go to Kubernetes Events in the agent's namespace, regarding its pod.
+		var sink func(audit.Event)
+		sink, stopEvents = audit.KubeEvents(ctx, kube, cfg.Namespace, cfg.PodName)
+		rec.SetSink(sink)
+	}
 	// The header authenticator is always first. With header auth disabled it refuses
 	// every request carrying identity headers (401) rather than serving it under some
 	// other identity: a forged header never goes unnoticed.
@@ -175,10 +185,17 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		TrustedProxyCIDRs: cfg.TrustedProxyCIDRs,
 		Groups:            cfg.HeaderAuthGroups,
 		JWKS:              cfg.JWKSURL,
+		Issuer:            cfg.JWTIssuer,
+		Audiences:         cfg.JWTAudiences,
 		Disabled:          !cfg.HeaderAuthEnabled,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.HeaderAuthEnabled && cfg.JWKSURL != "" && len(cfg.JWTAudiences) == 0 {
+		// Many identity providers sign tokens for every application with one key set.
+		log.Warn("the proxy's JWT is verified without an audience check: a token the identity provider issued for another application is accepted too",
+			"set", "headerAuth.jwt.audience (agent flag --header-auth-jwt-audience)")
 	}
 	if header.State() == apiv1.HeaderAuthNoTrustedProxy {
 		// Starting matters more than the proxy: kubeconfig and token users keep working,
@@ -188,17 +205,28 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	}
 	authenticators := []auth.Authenticator{header}
 	kubeAuth := auth.NewKubernetesAuthenticator(auth.KubernetesConfig{Client: kube, Audiences: cfg.TokenAudiences, Log: log.Named("auth")})
-	tokens := auth.NewTokenAuthenticator(st, log.Named("auth"))
+	authz := auth.NewSARAuthorizer(auth.SARConfig{Client: kube, Namespace: cfg.Namespace, AdminGroups: cfg.AdminGroups, Log: log.Named("auth")})
+	// A token works only while its owner may still use sessions (see auth.TokenAuthenticator).
+	tokens := auth.NewTokenAuthenticator(st, log.Named("auth"), auth.WithMaxTokenTTL(cfg.TokenMaxTTL), auth.WithOwnerAccess(authz))
 	// The web UI's sign-in cookie carries a personal access token; it is tried last.
 	authenticators = append(authenticators, kubeAuth, tokens, ui.NewCookieAuthenticator(tokens, cfg.ExternalURL))
-	authz := auth.NewSARAuthorizer(auth.SARConfig{Client: kube, Namespace: cfg.Namespace, AdminGroups: cfg.AdminGroups, Log: log.Named("auth")})
 
-	authn := withHeaderCSRF(auth.NewMiddleware(authenticators, st, rec, log.Named("auth"), auth.WithAdminResolver(authz)), cfg.ExternalURL)
+	anonymous := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cake_agents_unauthenticated_requests_total",
+		Help: "Requests refused (401) because they carried no credentials; they are not audited one by one.",
+	})
+	if reg != nil {
+		if err := reg.Register(anonymous); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	authn := withHeaderCSRF(auth.NewMiddleware(authenticators, st, rec, log.Named("auth"), auth.WithAdminResolver(authz), auth.WithAnonymousCounter(anonymous)), cfg.ExternalURL)
 	srv := server.New(server.Options{
 		Store:              st,
 		Sessions:           ctrl,
 		Conversation:       conv,
 		Authorizer:         authz,
+		Namespace:          cfg.Namespace,
 		Authenticate:       authn,
 		UI:                 ui.New(ui.Options{Authenticate: authn, Tokens: tokens, Log: log.Named("ui"), ExternalURL: cfg.ExternalURL}),
 		Audit:              rec,
@@ -207,12 +235,16 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		DefaultIdleTimeout: cfg.SessionIdleTimeout,
 		DefaultTTL:         cfg.SessionTTL,
 		MaxActiveSessions:  cfg.MaxActiveSessions,
+		DefaultTokenTTL:    cfg.TokenDefaultTTL,
+		MaxTokenTTL:        cfg.TokenMaxTTL,
 		ExternalURL:        cfg.ExternalURL,
 		HeaderAuth:         header.State(),
+		HeaderAuthInfo:     header.Info(),
 		NewID:              sessions.NewID,
 	})
 	run := func(ctx context.Context) error {
 		defer pool.Close()
+		defer stopEvents()
 		go func() {
 			// Without the client CA only certificate logins fail; tokens still work, so
 			// this is worth a loud log line, not a crash loop.

@@ -38,9 +38,19 @@ type Event struct {
 // Recorder writes audit events to the store and the log. A nil *Recorder records
 // nothing, so tests and tools can pass nil.
 type Recorder struct {
-	st  store.Store
-	log hclog.Logger
-	now func() time.Time
+	st   store.Store
+	log  hclog.Logger
+	now  func() time.Time
+	sink func(Event)
+}
+
+// SetSink also hands every recorded event, redacted, to sink (the agent emits them as
+// Kubernetes Events, so `kubectl get events` shows who was allowed or refused what). Call it
+// before the recorder is used.
+func (r *Recorder) SetSink(sink func(Event)) {
+	if r != nil {
+		r.sink = sink
+	}
 }
 
 // NewRecorder returns a Recorder writing to st (which may be nil: log only) and log.
@@ -78,6 +88,9 @@ func (r *Recorder) Record(ctx context.Context, e Event) {
 		r.log.Info("audit", kv...)
 	} else {
 		r.log.Warn("audit", kv...)
+	}
+	if r.sink != nil {
+		r.sink(Event{Actor: ev.Actor, Action: ev.Action, Target: ev.Target, Outcome: ev.Outcome, Detail: ev.Detail})
 	}
 	if r.st == nil {
 		return

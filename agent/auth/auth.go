@@ -8,13 +8,18 @@
 // Trust boundaries, in order of the chain:
 //   - Identity headers are believed only from the TCP peers in the trusted proxy CIDRs;
 //     from anywhere else, loopback included (port-forwarded connections arrive there),
-//     they are rejected, never ignored. Without a JWKS the proxy's JWT is decoded but
-//     not verified: the proxy, and the network policy that lets only it reach the
-//     plain-HTTP port, are the trust boundary. With a JWKS the JWT must be valid.
+//     they are rejected, never ignored. Behind an Istio sidecar every request arrives
+//     from the sidecar's 127.0.0.6 (::6), which the chart then lists; 127.0.0.1 is never
+//     listed. Without a JWKS the proxy's JWT is decoded but not verified: the proxy,
+//     and the network policy that lets only it reach the plain-HTTP port, are the
+//     trust boundary. With a JWKS the JWT must be validly signed, unexpired, of the
+//     configured issuer and audience, and agree with the email header.
 //   - Bearer tokens other than personal access tokens go to TokenReview. Client
 //     certificates are verified here against the cluster's client CA, so the TLS
 //     listener must set tls.Config.ClientAuth to tls.RequestClientCert.
 //   - Personal access tokens are looked up by their SHA-256; the secret is never stored.
+//     Every token expires, and one works only while SubjectAccessReview still lets its
+//     owner get sessions (see TokenAuthenticator).
 //
 // The agent's ServiceAccount therefore needs: create tokenreviews and
 // subjectaccessreviews (ClusterRole system:auth-delegator), and get/list/watch on the
@@ -26,6 +31,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 )
 
 // Identity is an authenticated caller.
@@ -46,6 +52,11 @@ type Identity struct {
 	DisplayName string
 	// Source names the authenticator: "header", "kubernetes" or "token".
 	Source string
+	// TokenExpiresAt is when the personal access token that authenticated the request
+	// expires (zero for other credentials): a token created with a token may not
+	// outlive it, or mandatory expiry could be renewed forever without the owner ever
+	// proving their identity again.
+	TokenExpiresAt time.Time
 	// Admin is true when the caller may act on every session: SAR allows verb "*" on
 	// sessions.agents.cake.ai, or the caller is in one of the configured admin groups.
 	// The middleware resolves it on every request (cached briefly) and records it on
@@ -94,7 +105,11 @@ type Authenticator interface {
 
 // Authorizer answers whether an identity may perform a verb on sessions.agents.cake.ai.
 type Authorizer interface {
+	// Authorize asks about sessions in general.
 	Authorize(ctx context.Context, id *Identity, verb string) (allowed bool, reason string, err error)
+	// AuthorizeSession asks about one session (the review names it), so RBAC can grant a
+	// verb on one session with resourceNames.
+	AuthorizeSession(ctx context.Context, id *Identity, verb, sessionID string) (allowed bool, reason string, err error)
 }
 
 type ctxKey struct{}

@@ -42,6 +42,12 @@ type HeaderConfig struct {
 	// Without it the JWT is decoded without verification and the proxy (together
 	// with TrustedProxyCIDRs) is the trust boundary.
 	JWKS string
+	// Issuer, when set, must equal the verified JWT's "iss" claim; Audiences, when
+	// set, must include one of the JWT's "aud" values. Both need JWKS: the claims of
+	// an unverified token prove nothing. Without Audiences, a token the identity
+	// provider issued for any other application it serves is accepted too.
+	Issuer    string
+	Audiences []string
 	// HTTPClient fetches a JWKS URL (default: a client with a 10s timeout).
 	HTTPClient *http.Client
 	// Disabled turns header authentication off without ignoring the headers: every
@@ -64,6 +70,7 @@ type HeaderAuthenticator struct {
 	groups                             []string
 	keys                               *keySet
 	state                              apiv1.HeaderAuthState
+	info                               apiv1.HeaderAuthInfo
 }
 
 // Limits on header values: real ones are far smaller; bigger ones are hostile.
@@ -109,6 +116,16 @@ func NewHeaderAuthenticator(cfg HeaderConfig) (*HeaderAuthenticator, error) {
 	if len(h.trusted) == 0 {
 		h.state = apiv1.HeaderAuthNoTrustedProxy
 	}
+	issuer := strings.TrimSpace(cfg.Issuer)
+	var audiences []string
+	for _, a := range cfg.Audiences {
+		if a = strings.TrimSpace(a); a != "" {
+			audiences = append(audiences, a)
+		}
+	}
+	if cfg.JWKS == "" && (issuer != "" || len(audiences) > 0) {
+		return nil, errors.New("a JWT issuer or audience is configured but no JWKS: the claims of an unverified token prove nothing; set --jwks-url (headerAuth.jwksURL) or drop --header-auth-jwt-issuer and --header-auth-jwt-audience")
+	}
 	if cfg.JWKS != "" {
 		if h.jwtHeader == "" {
 			return nil, errors.New("a JWKS is configured but no JWT header: set --header-auth-jwt-header")
@@ -119,9 +136,38 @@ func NewHeaderAuthenticator(cfg HeaderConfig) (*HeaderAuthenticator, error) {
 		}
 		if h.state == apiv1.HeaderAuthEnabled {
 			h.keys = newKeySet(cfg.JWKS, client)
+			h.keys.issuer, h.keys.audiences = issuer, audiences
 		}
 	}
+	h.info = apiv1.HeaderAuthInfo{
+		State:             h.state,
+		EmailHeader:       h.emailHeader,
+		UserHeader:        h.userHeader,
+		JWTHeader:         h.jwtHeader,
+		TrustedProxyCIDRs: prefixStrings(h.trusted),
+		JWTVerified:       cfg.JWKS != "" && h.state == apiv1.HeaderAuthEnabled,
+		JWTIssuer:         issuer,
+		JWTAudiences:      audiences,
+	}
 	return h, nil
+}
+
+// Info describes the configuration for clients: the header names to probe with, the
+// networks believed and whether the JWT is verified (whoami publishes it so
+// `kubectl agents doctor` can test the real names and judge the networks).
+func (h *HeaderAuthenticator) Info() apiv1.HeaderAuthInfo {
+	info := h.info
+	info.TrustedProxyCIDRs = slices.Clone(info.TrustedProxyCIDRs)
+	info.JWTAudiences = slices.Clone(info.JWTAudiences)
+	return info
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return out
 }
 
 // State says whether identity headers are believed: apiv1.HeaderAuthEnabled,

@@ -1,7 +1,11 @@
 package auth
 
 import (
+	"context"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -103,5 +107,71 @@ func TestHeaderAuthWithoutTrustedProxyIsInert(t *testing.T) {
 	}
 	if full.State() != apiv1.HeaderAuthEnabled || !full.Offered() {
 		t.Errorf("with trusted CIDRs: state %q offered %v", full.State(), full.Offered())
+	}
+}
+
+// Behind an Istio sidecar every request reaches the agent over TCP from the sidecar's
+// inbound passthrough address 127.0.0.6, which the chart trusts with istio.enabled;
+// port-forwarded connections arrive from 127.0.0.1 (or ::1) and must stay refused. Real
+// connections from each source address, so RemoteAddr is what the kernel reports.
+func TestIstioSidecarAddressTrustedLoopbackNot(t *testing.T) {
+	h, err := NewHeaderAuthenticator(HeaderConfig{
+		EmailHeader: "X-Auth-Request-Email", JWTHeader: "X-Auth-Request-Access-Token",
+		TrustedProxyCIDRs: []string{"127.0.0.6/32", "::6/128"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok, err := h.Authenticate(r)
+		switch {
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+		case !ok:
+			http.Error(w, "no identity", http.StatusTeapot)
+		default:
+			_, _ = io.WriteString(w, id.Email)
+		}
+	}))
+	defer srv.Close()
+	get := func(t *testing.T, network, local, target string) (int, string) {
+		t.Helper()
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, target)
+		}}}
+		defer c.CloseIdleConnections()
+		req, _ := http.NewRequest(http.MethodGet, "http://agent/api/v1/whoami", nil)
+		req.Header.Set("X-Auth-Request-Email", "jane@example.com")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("request from %s: %v", local, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	addr := srv.Listener.Addr().String()
+	if code, body := get(t, "tcp4", "127.0.0.6", addr); code != http.StatusOK || body != "jane@example.com" {
+		t.Errorf("from the sidecar's 127.0.0.6: %d %q, want 200 jane@example.com", code, body)
+	}
+	if code, body := get(t, "tcp4", "127.0.0.1", addr); code != http.StatusUnauthorized || !strings.Contains(body, "from 127.0.0.1, which is not a trusted proxy") {
+		t.Errorf("from loopback 127.0.0.1 (port-forward): %d %q, want 401 naming 127.0.0.1", code, body)
+	}
+	// The rest of 127.0.0.0/8 is no sidecar either.
+	if code, _ := get(t, "tcp4", "127.0.0.7", addr); code != http.StatusUnauthorized {
+		t.Errorf("from 127.0.0.7: %d, want 401", code)
+	}
+	l6, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Logf("no IPv6 loopback here, ::1 not checked: %v", err)
+		return
+	}
+	srv6 := httptest.NewUnstartedServer(srv.Config.Handler)
+	srv6.Listener = l6
+	srv6.Start()
+	defer srv6.Close()
+	if code, _ := get(t, "tcp6", "::1", l6.Addr().String()); code != http.StatusUnauthorized {
+		t.Errorf("from loopback ::1: %d, want 401", code)
 	}
 }

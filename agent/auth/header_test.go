@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
 func headerConfig() HeaderConfig {
@@ -332,5 +335,89 @@ func TestParseJWKS(t *testing.T) {
 	}
 	if _, err := parseJWKS([]byte(`not json`)); err == nil {
 		t.Error("invalid JSON accepted")
+	}
+}
+
+// With a JWKS, issuer and audience are checked on real signed tokens, and the email
+// header must agree with the verified email claim when the proxy sends both.
+func TestHeaderAuthenticatorJWTIssuerAudienceEmail(t *testing.T) {
+	idp := newIssuer(t, "k1")
+	doc := jwksJSON(t, idp)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(doc) }))
+	defer srv.Close()
+	cfg := headerConfig()
+	cfg.JWKS = srv.URL
+	cfg.HTTPClient = srv.Client()
+	cfg.Issuer = "https://accounts.example.com"
+	cfg.Audiences = []string{"cake-agents", " "}
+	h, err := NewHeaderAuthenticator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	claims := func(mutate func(jwt.MapClaims)) jwt.MapClaims {
+		c := jwt.MapClaims{"iss": "https://accounts.example.com", "aud": "cake-agents", "email": "jane@example.com", "exp": exp}
+		if mutate != nil {
+			mutate(c)
+		}
+		return c
+	}
+	cases := []struct {
+		name    string
+		email   string
+		claims  jwt.MapClaims
+		wantErr string
+	}{
+		{name: "issuer and audience right", claims: claims(nil)},
+		{name: "audience among several", claims: claims(func(c jwt.MapClaims) { c["aud"] = []string{"grafana", "cake-agents"} })},
+		{name: "email header agrees with the claim", email: "Jane@Example.com", claims: claims(nil)},
+		{name: "email header without an email claim", email: "jane@example.com", claims: claims(func(c jwt.MapClaims) { delete(c, "email") })},
+		{name: "email header disagrees with the claim", email: "admin@example.com", claims: claims(nil), wantErr: `email header "admin@example.com" does not match JWT claim "email"="jane@example.com"`},
+		{name: "another issuer", claims: claims(func(c jwt.MapClaims) { c["iss"] = "https://evil.example.com" }),
+			wantErr: `issuer (iss) "https://evil.example.com" is not the configured "https://accounts.example.com"`},
+		{name: "no issuer", claims: claims(func(c jwt.MapClaims) { delete(c, "iss") }), wantErr: "iss claim is required"},
+		{name: "token for another application", claims: claims(func(c jwt.MapClaims) { c["aud"] = "grafana" }),
+			wantErr: `audience (aud) "grafana" names none of the configured ["cake-agents"]`},
+		{name: "no audience", claims: claims(func(c jwt.MapClaims) { delete(c, "aud") }), wantErr: "aud claim is required"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/api/v1/whoami", nil)
+			r.RemoteAddr = "10.0.0.7:1234"
+			r.Header.Set("X-Auth-Request-Access-Token", idp.sign(t, tc.claims))
+			if tc.email != "" {
+				r.Header.Set("X-Auth-Request-Email", tc.email)
+			}
+			id, ok, err := h.Authenticate(r)
+			if tc.wantErr == "" {
+				if err != nil || !ok || id.Email != "jane@example.com" {
+					t.Fatalf("want jane@example.com, got id=%+v ok=%v err=%v", id, ok, err)
+				}
+				return
+			}
+			if id != nil || ok || !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("want ErrUnauthenticated mentioning %q, got id=%v ok=%v err=%v", tc.wantErr, id, ok, err)
+			}
+		})
+	}
+
+	info := h.Info()
+	want := apiv1.HeaderAuthInfo{State: apiv1.HeaderAuthEnabled, EmailHeader: "X-Auth-Request-Email", UserHeader: "X-Auth-Request-User",
+		JWTHeader: "X-Auth-Request-Access-Token", TrustedProxyCIDRs: []string{"10.0.0.0/8", "fd00::/8"}, JWTVerified: true,
+		JWTIssuer: "https://accounts.example.com", JWTAudiences: []string{"cake-agents"}}
+	if !reflect.DeepEqual(info, want) {
+		t.Errorf("Info() = %+v\nwant     %+v", info, want)
+	}
+
+	// Issuer or audience without a JWKS would check claims nobody signed.
+	for _, mutate := range []func(*HeaderConfig){
+		func(c *HeaderConfig) { c.Issuer = "https://accounts.example.com" },
+		func(c *HeaderConfig) { c.Audiences = []string{"cake-agents"} },
+	} {
+		cfg := headerConfig()
+		mutate(&cfg)
+		if _, err := NewHeaderAuthenticator(cfg); err == nil || !strings.Contains(err.Error(), "no JWKS") {
+			t.Errorf("issuer/audience without a JWKS: err = %v", err)
+		}
 	}
 }

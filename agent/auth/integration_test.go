@@ -260,3 +260,57 @@ func TestChainOnCluster(t *testing.T) {
 		t.Fatalf("identity headers from loopback: %d, want 401", resp.StatusCode)
 	}
 }
+
+// TestTokenStopsWhenTheOwnerLosesAccess: a ServiceAccount signs in with its Kubernetes
+// token, creates a personal access token, and uses it; once RBAC no longer lets the
+// ServiceAccount get sessions, the personal access token is refused too, although it has
+// not expired (SubjectAccessReview against the real API server, through the whole chain).
+func TestTokenStopsWhenTheOwnerLosesAccess(t *testing.T) {
+	c := testcluster.Get(t)
+	ns := c.NewNamespace(t, nil)
+	st, _ := newStore(t)
+	client := c.AdminClient()
+	grant(t, c, ns, "users", []string{"get", "list"}, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "ci", Namespace: ns})
+
+	k := NewKubernetesAuthenticator(KubernetesConfig{Client: client})
+	authz := NewSARAuthorizer(SARConfig{Client: client, Namespace: ns, CacheTTL: time.Nanosecond})
+	tokens := NewTokenAuthenticator(st, nil, WithOwnerAccess(authz))
+	mw := NewMiddleware([]Authenticator{k, tokens}, st, audit.NewRecorder(st, nil), nil, WithAdminResolver(authz))
+	srv := httptestTLS(t, audit.RequestIDMiddleware(mw(whoami)))
+
+	sa := c.ServiceAccountConfig(t, ns, "ci")
+	code, body := getWithCert(t, srv, nil, sa.BearerToken)
+	if code != http.StatusOK {
+		t.Fatalf("ServiceAccount token: %d %s", code, body)
+	}
+	var id Identity
+	if err := json.Unmarshal([]byte(body), &id); err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := IssueToken(context.Background(), st, id.UserID, "ci", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := getWithCert(t, srv, nil, secret); code != http.StatusOK || !strings.Contains(body, id.UserID) {
+		t.Fatalf("personal access token while the owner may get sessions: %d %s", code, body)
+	}
+
+	if err := client.RbacV1().RoleBindings(ns).Delete(context.Background(), "users", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The API server's RBAC cache follows the deletion by watch: wait for it, not a time.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body = getWithCert(t, srv, nil, secret)
+		if code != http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the personal access token still works 30s after its owner lost access")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if want := "its owner system:serviceaccount:" + ns + ":ci may not get sessions.agents.cake.ai any more"; code != http.StatusUnauthorized || !strings.Contains(body, want) {
+		t.Fatalf("after the owner lost access: %d %s, want 401 saying %q", code, body, want)
+	}
+}

@@ -42,6 +42,10 @@ type keySet struct {
 	source string
 	client *http.Client
 	now    func() time.Time
+	// issuer and audiences, when set, are required of every token (iss equal, one
+	// of audiences in aud).
+	issuer    string
+	audiences []string
 
 	mu          sync.Mutex
 	keys        []jwk
@@ -59,14 +63,22 @@ func newKeySet(source string, client *http.Client) *keySet {
 	return &keySet{source: source, client: client, now: time.Now}
 }
 
-// verify checks token's signature against the set and its time claims (exp required)
-// and returns its claims.
+// verify checks token's signature against the set, its time claims (exp required) and,
+// when configured, its issuer and audience, and returns its claims.
 func (k *keySet) verify(ctx context.Context, token string) (jwt.MapClaims, error) {
 	if len(token) > maxJWTLen {
 		return nil, fmt.Errorf("token is longer than %d bytes", maxJWTLen)
 	}
 	claims := jwt.MapClaims{}
-	p := jwt.NewParser(jwt.WithValidMethods(jwtAlgorithms), jwt.WithLeeway(time.Minute), jwt.WithExpirationRequired())
+	opts := []jwt.ParserOption{jwt.WithValidMethods(jwtAlgorithms), jwt.WithLeeway(time.Minute), jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(k.now)}
+	if k.issuer != "" {
+		opts = append(opts, jwt.WithIssuer(k.issuer))
+	}
+	if len(k.audiences) > 0 {
+		opts = append(opts, jwt.WithAudience(k.audiences...))
+	}
+	p := jwt.NewParser(opts...)
 	_, err := p.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		keys, err := k.lookup(ctx, kid)
@@ -79,10 +91,30 @@ func (k *keySet) verify(ctx context.Context, token string) (jwt.MapClaims, error
 		}
 		return set, nil
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return nil, fmt.Errorf("issuer (iss) %s is not the configured %q", claimString(claims["iss"]), k.issuer)
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return nil, fmt.Errorf("audience (aud) %s names none of the configured %q", claimString(claims["aud"]), k.audiences)
+	case err != nil:
 		return nil, err
 	}
 	return claims, nil
+}
+
+// claimString shows a claim's value in a message, bounded: it comes from the caller.
+func claimString(v any) string {
+	if v == nil {
+		return "(missing)"
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "(unreadable)"
+	}
+	if len(b) > 200 {
+		b = append(b[:200], "..."...)
+	}
+	return string(b)
 }
 
 // lookup returns the keys a token with key id kid may be signed with: the key with

@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -40,7 +42,22 @@ func WithAdminResolver(r AdminResolver) MiddlewareOption {
 	return func(m *middleware) { m.admin = r }
 }
 
+// WithAnonymousCounter counts requests that carry no credentials in c instead of writing an
+// audit row for each: browsers opening the sign-in page, probes and scanners would otherwise
+// bury the decisions that matter. A log line summarises them at most once per
+// anonymousLogEvery.
+func WithAnonymousCounter(c prometheus.Counter) MiddlewareOption {
+	return func(m *middleware) { m.anonymous = c }
+}
+
+// anonymousLogEvery bounds the summary log line of requests without credentials.
+const anonymousLogEvery = time.Minute
+
 type middleware struct {
+	anonymous      prometheus.Counter
+	anonMu         sync.Mutex
+	anonSeen       int
+	anonLogged     time.Time
 	authenticators []Authenticator
 	st             store.Store
 	rec            *audit.Recorder
@@ -117,7 +134,7 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			return
 		}
 		if id == nil {
-			m.rec.Denied(ctx, "unauthenticated peer "+peerString(r.RemoteAddr), ActionAuthenticate, "", "no credentials")
+			m.noCredentialsSeen(r)
 			writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, m.noCredentials)
 			return
 		}
@@ -135,6 +152,29 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(WithIdentity(ctx, id)))
 	})
+}
+
+// noCredentialsSeen counts a request without credentials and logs a summary line at most
+// once per anonymousLogEvery (the first one at once), never an audit row per request.
+func (m *middleware) noCredentialsSeen(r *http.Request) {
+	if m.anonymous != nil {
+		m.anonymous.Inc()
+	}
+	m.anonMu.Lock()
+	m.anonSeen++
+	now := time.Now()
+	if now.Sub(m.anonLogged) < anonymousLogEvery {
+		m.anonMu.Unlock()
+		return
+	}
+	n, since := m.anonSeen, m.anonLogged
+	m.anonSeen, m.anonLogged = 0, now
+	m.anonMu.Unlock()
+	kv := []any{"count", n, "latest_peer", peerString(r.RemoteAddr), "latest_path", r.URL.Path}
+	if !since.IsZero() {
+		kv = append(kv, "since", since.UTC().Format(time.RFC3339))
+	}
+	m.log.Info("requests without credentials refused (401); counted in cake_agents_unauthenticated_requests_total, not audited one by one", kv...)
 }
 
 // authenticate returns the identity, or nil when no authenticator recognised the

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -86,7 +91,10 @@ func TestMiddlewareNoCredentials(t *testing.T) {
 	a1 := &stubAuthenticator{name: "kubectl agents (your kubeconfig identity)"}
 	a2 := &stubAuthenticator{name: "a personal access token (Authorization: Bearer cka_...)"}
 	a3 := &stubAuthenticator{name: "sign in through the proxy"}
-	h := NewMiddleware([]Authenticator{a1, a2, a3}, st, audit.NewRecorder(st, nil), nil)(whoami)
+	counter := prometheus.NewCounter(prometheus.CounterOpts{Name: "anonymous_total"})
+	var logBuf bytes.Buffer
+	logger := hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Info})
+	h := NewMiddleware([]Authenticator{a1, a2, a3}, st, audit.NewRecorder(st, nil), logger, WithAnonymousCounter(counter))(whoami)
 	w, e, _ := serve(t, h, httptest.NewRequest(http.MethodGet, "/api/v1/sessions", nil))
 	if w.Code != http.StatusUnauthorized || e.Body.Code != apiv1.CodeUnauthorized {
 		t.Fatalf("status %d code %q, want 401 Unauthorized", w.Code, e.Body.Code)
@@ -101,8 +109,19 @@ func TestMiddlewareNoCredentials(t *testing.T) {
 	if a1.calls != 1 || a2.calls != 1 || a3.calls != 1 {
 		t.Errorf("calls = %d %d %d, want every authenticator asked once", a1.calls, a2.calls, a3.calls)
 	}
-	if rows := auditRows(t, st); len(rows) != 1 || rows[0].Outcome != audit.OutcomeDenied || rows[0].Action != ActionAuthenticate {
-		t.Errorf("audit rows = %+v, want one denial", rows)
+	// A burst without credentials (sign-in pages, probes, scanners): counted, one log line,
+	// no audit rows.
+	for range 50 {
+		serve(t, h, httptest.NewRequest(http.MethodGet, "/api/v1/sessions", nil))
+	}
+	if rows := auditRows(t, st); len(rows) != 0 {
+		t.Errorf("audit rows = %+v, want none for requests without credentials", rows)
+	}
+	if got := testutil.ToFloat64(counter); got != 51 {
+		t.Errorf("counter = %v, want 51", got)
+	}
+	if n := strings.Count(logBuf.String(), "requests without credentials"); n != 1 {
+		t.Errorf("%d summary log lines for the burst, want 1:\n%s", n, logBuf.String())
 	}
 }
 

@@ -4,8 +4,8 @@ import "github.com/cakeai/cake-agents/agent/store"
 
 // The rules below decide what an authenticated caller may do to one session once
 // SubjectAccessReview has allowed the verb at all. They are pure functions of the
-// identity and the session so every rule is table-tested; the server calls them after
-// its SAR check (for example CanAttach needs both SAR verb "attach" and this).
+// identity and the session (and, for CanDrive, of the SAR answer about that session) so
+// every rule is table-tested; the server calls them after its SAR checks.
 
 // IsOwner reports whether id owns s.
 func IsOwner(id *Identity, s *store.Session) bool {
@@ -21,11 +21,17 @@ func CanView(id *Identity, s *store.Session) bool {
 	return IsOwner(id, s) || id.Admin || !s.Private
 }
 
-// CanAttach reports whether id may open s's OpenCode UI or API through the agent. The
-// visibility rule is the same as CanView's; the caller must also hold the SAR verb
-// "attach", which the server checks separately.
-func CanAttach(id *Identity, s *store.Session) bool {
-	return CanView(id, s)
+// CanDrive reports whether id may act inside s — send it prompts, attach to its OpenCode
+// through the agent, reach its port — given whether RBAC grants id the verb "attach" on s
+// (a rule on sessions.agents.cake.ai, optionally limited to s with resourceNames). Reading a
+// visible session (list, get, logs) is for every user; driving it is for its owner, admins,
+// and users granted attach. The OpenCode a session runs executes what it is told with the
+// owner's repository and credentials, so seeing a public session must not mean steering it.
+func CanDrive(id *Identity, s *store.Session, attachGranted bool) bool {
+	if !CanView(id, s) {
+		return false
+	}
+	return IsOwner(id, s) || id.Admin || attachGranted
 }
 
 // CanModify reports whether id may change s (title, privacy, messages, restart): only

@@ -15,28 +15,31 @@ func TestRules(t *testing.T) {
 	public := &store.Session{ID: "s2", OwnerID: "u-owner", Private: false}
 	orphan := &store.Session{ID: "s3", OwnerID: "", Private: true}
 
-	type verdicts struct{ view, attach, modify, stop, del, password bool }
+	type verdicts struct{ view, drive, modify, stop, del, password bool }
 	cases := []struct {
-		name string
-		id   *Identity
-		s    *store.Session
-		want verdicts
+		name    string
+		id      *Identity
+		s       *store.Session
+		granted bool // RBAC grants "attach" on the session
+		want    verdicts
 	}{
-		{"owner, private", owner, private, verdicts{true, true, true, true, true, true}},
-		{"owner, public", owner, public, verdicts{true, true, true, true, true, true}},
-		{"other user, private", other, private, verdicts{}},
-		{"other user, public: view and attach only", other, public, verdicts{view: true, attach: true}},
-		{"admin, private: everything but the password", admin, private, verdicts{true, true, true, true, true, false}},
-		{"admin, public: everything but the password", admin, public, verdicts{true, true, true, true, true, false}},
-		{"identity without user id, private session with empty owner", noID, orphan, verdicts{}},
-		{"nil identity, public", nil, public, verdicts{}},
-		{"nil session", owner, nil, verdicts{}},
+		{"owner, private", owner, private, false, verdicts{true, true, true, true, true, true}},
+		{"owner, public", owner, public, false, verdicts{true, true, true, true, true, true}},
+		{"other user, private", other, private, false, verdicts{}},
+		{"other user, private, attach granted: still invisible", other, private, true, verdicts{}},
+		{"other user, public: view only", other, public, false, verdicts{view: true}},
+		{"other user, public, attach granted: view and drive", other, public, true, verdicts{view: true, drive: true}},
+		{"admin, private: everything but the password", admin, private, false, verdicts{true, true, true, true, true, false}},
+		{"admin, public: everything but the password", admin, public, false, verdicts{true, true, true, true, true, false}},
+		{"identity without user id, private session with empty owner", noID, orphan, true, verdicts{}},
+		{"nil identity, public", nil, public, true, verdicts{}},
+		{"nil session", owner, nil, true, verdicts{}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got := verdicts{
 				view:     CanView(tc.id, tc.s),
-				attach:   CanAttach(tc.id, tc.s),
+				drive:    CanDrive(tc.id, tc.s, tc.granted),
 				modify:   CanModify(tc.id, tc.s),
 				stop:     CanStop(tc.id, tc.s),
 				del:      CanDelete(tc.id, tc.s),

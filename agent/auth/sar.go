@@ -74,10 +74,20 @@ func NewSARAuthorizer(cfg SARConfig) *SARAuthorizer {
 // Authorize implements Authorizer. Both answers are cached briefly; errors are not,
 // and mean "could not decide" — callers must deny and report the outage.
 func (a *SARAuthorizer) Authorize(ctx context.Context, id *Identity, verb string) (bool, string, error) {
+	return a.review(ctx, id, verb, "")
+}
+
+// AuthorizeSession asks whether id may perform verb on the session named sessionID: RBAC
+// allows it with a rule for sessions in general or one listing the id in resourceNames.
+func (a *SARAuthorizer) AuthorizeSession(ctx context.Context, id *Identity, verb, sessionID string) (bool, string, error) {
+	return a.review(ctx, id, verb, sessionID)
+}
+
+func (a *SARAuthorizer) review(ctx context.Context, id *Identity, verb, name string) (bool, string, error) {
 	if id == nil || id.Username == "" {
 		return false, "not authenticated", nil
 	}
-	key := sarKey(id, verb)
+	key := sarKey(id, verb) + fmt.Sprintf("%d:%s;", len(name), name)
 	if res, ok := a.cache.get(key); ok {
 		return res.allowed, res.reason, nil
 	}
@@ -93,6 +103,7 @@ func (a *SARAuthorizer) Authorize(ctx context.Context, id *Identity, verb string
 				Group:     apiv1.Group,
 				Resource:  apiv1.Resource,
 				Verb:      verb,
+				Name:      name,
 			},
 		},
 	}

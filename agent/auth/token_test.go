@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -85,13 +86,118 @@ func TestTokenExpiry(t *testing.T) {
 	if !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("err = %v, want expired", err)
 	}
-	forever, tok, err := IssueToken(ctx, st, u.ID, "forever", 0)
-	if err != nil || tok.ExpiresAt != nil {
-		t.Fatalf("ttl 0: tok=%+v err=%v", tok, err)
+	if _, _, err := IssueToken(ctx, st, u.ID, "forever", 0); err == nil || !strings.Contains(err.Error(), "every token expires") {
+		t.Fatalf("ttl 0: err = %v, want a refusal: every token expires", err)
 	}
-	a.now = func() time.Time { return time.Now().Add(100 * 365 * 24 * time.Hour) }
-	if _, ok, err := a.Authenticate(bearerRequest(forever)); !ok || err != nil {
-		t.Fatalf("token without expiry: ok=%v err=%v", ok, err)
+}
+
+// Tokens stored without an expiry (issued before expiry was mandatory) expire the
+// maximum lifetime after their creation.
+func TestTokenWithoutStoredExpiryGetsTheMaximum(t *testing.T) {
+	st, _ := newStore(t)
+	ctx := context.Background()
+	u := mustUser(t, st, SourceKubernetes, "jane")
+	now := time.Now().UTC()
+	for name, created := range map[string]time.Time{"old": now.Add(-91 * 24 * time.Hour), "recent": now.Add(-24 * time.Hour)} {
+		if err := st.CreateToken(ctx, &store.Token{OwnerID: u.ID, Name: name, Hash: HashToken(TokenPrefix + name), CreatedAt: created}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := NewTokenAuthenticator(st, nil, WithMaxTokenTTL(90*24*time.Hour))
+	a.now = func() time.Time { return now }
+	if _, _, err := a.Authenticate(bearerRequest(TokenPrefix + "old")); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "expired at") {
+		t.Errorf("token created 91 days ago without an expiry: err = %v, want expired", err)
+	}
+	id, ok, err := a.Authenticate(bearerRequest(TokenPrefix + "recent"))
+	if err != nil || !ok {
+		t.Fatalf("token created yesterday without an expiry: ok=%v err=%v", ok, err)
+	}
+	if want := now.Add(-24 * time.Hour).Add(90 * 24 * time.Hour); id.TokenExpiresAt.Sub(want).Abs() > time.Millisecond {
+		t.Errorf("TokenExpiresAt = %v, want %v", id.TokenExpiresAt, want)
+	}
+}
+
+// fakeAuthorizer answers from a map of user -> allowed verbs and records who it was
+// asked about.
+type fakeAuthorizer struct {
+	allow map[string][]string
+	err   error
+	asked []Identity
+}
+
+func (f *fakeAuthorizer) Authorize(_ context.Context, id *Identity, verb string) (bool, string, error) {
+	f.asked = append(f.asked, *id)
+	if f.err != nil {
+		return false, "", f.err
+	}
+	if slices.Contains(f.allow[id.Username], verb) {
+		return true, "", nil
+	}
+	return false, "no RBAC rule allows it", nil
+}
+
+func (f *fakeAuthorizer) AuthorizeSession(ctx context.Context, id *Identity, verb, _ string) (bool, string, error) {
+	return f.Authorize(ctx, id, verb)
+}
+
+// adminByGroup makes the members of group admins, as SARAuthorizer's admin groups do.
+type adminByGroup struct {
+	*fakeAuthorizer
+	group string
+}
+
+func (a *adminByGroup) Admin(_ context.Context, id *Identity) (bool, error) {
+	return slices.Contains(id.Groups, a.group), nil
+}
+
+// A token works only while its owner may still get sessions, and acts with the groups
+// of the owner's latest sign-in.
+func TestTokenFollowsTheOwnersAccess(t *testing.T) {
+	st, _ := newStore(t)
+	ctx := context.Background()
+	u := mustUser(t, st, SourceKubernetes, "jane", "team-a", "system:authenticated")
+	secret, tok, err := IssueToken(ctx, st, u.ID, "laptop", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authz := &fakeAuthorizer{allow: map[string][]string{"jane": {OwnerAccessVerb}}}
+	a := NewTokenAuthenticator(st, nil, WithOwnerAccess(authz))
+	id, ok, err := a.Authenticate(bearerRequest(secret))
+	if err != nil || !ok || !id.TokenExpiresAt.Equal(*tok.ExpiresAt) {
+		t.Fatalf("owner with access: id=%+v ok=%v err=%v", id, ok, err)
+	}
+	if last := authz.asked[len(authz.asked)-1]; last.Username != "jane" || !slices.Equal(last.Groups, []string{"team-a", "system:authenticated"}) {
+		t.Errorf("SubjectAccessReview asked about %+v, want jane in team-a", last)
+	}
+
+	// Jane signs in with her kubeconfig again; Kubernetes now reports other groups,
+	// and the middleware stores them. The token follows.
+	if err := st.UpsertUser(ctx, &store.User{Source: SourceKubernetes, Subject: "jane", Groups: []string{"team-b", "system:authenticated"}}); err != nil {
+		t.Fatal(err)
+	}
+	id, _, err = a.Authenticate(bearerRequest(secret))
+	if err != nil || !slices.Equal(id.Groups, []string{"team-b", "system:authenticated"}) {
+		t.Fatalf("after the owner's new sign-in: groups %v err %v, want team-b", id.Groups, err)
+	}
+
+	// RBAC lets her go: the token stops working.
+	authz.allow = nil
+	_, ok, err = a.Authenticate(bearerRequest(secret))
+	if ok || !errors.Is(err, ErrUnauthenticated) ||
+		!strings.Contains(err.Error(), `personal access token "laptop" no longer works: its owner jane may not get sessions.agents.cake.ai any more (no RBAC rule allows it)`) {
+		t.Fatalf("owner without access: ok=%v err=%v", ok, err)
+	}
+	// A member of an admin group needs no RBAC grant, for the token as for the rest.
+	adminGroups := &adminByGroup{fakeAuthorizer: authz, group: "team-b"}
+	if _, ok, err := NewTokenAuthenticator(st, nil, WithOwnerAccess(adminGroups)).Authenticate(bearerRequest(secret)); !ok || err != nil {
+		t.Fatalf("owner in an admin group without RBAC: ok=%v err=%v", ok, err)
+	}
+	// The Kubernetes API cannot be asked: the token is not accepted either, and the
+	// error is not a rejection (503, not 401).
+	authz.err = errors.New("connection refused")
+	_, ok, err = a.Authenticate(bearerRequest(secret))
+	if ok || err == nil || errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("authorizer down: ok=%v err=%v, want an error that is no rejection", ok, err)
 	}
 }
 
@@ -107,6 +213,7 @@ func TestIssueTokenValidation(t *testing.T) {
 		"long name":       {u.ID, strings.Repeat("n", MaxTokenNameLen+1), 0},
 		"control in name": {u.ID, "a\nb", 0},
 		"negative ttl":    {u.ID, "x", -time.Second},
+		"no expiry":       {u.ID, "x", 0},
 	} {
 		if _, _, err := IssueToken(context.Background(), st, args.owner, args.name, args.ttl); err == nil {
 			t.Errorf("%s: want an error", name)
@@ -129,7 +236,7 @@ func TestTokenLastUsedIsRateLimited(t *testing.T) {
 	st, _ := newStore(t)
 	ctx := context.Background()
 	u := mustUser(t, st, SourceHeader, "jane@example.com")
-	secret, tok, err := IssueToken(ctx, st, u.ID, "cli", 0)
+	secret, tok, err := IssueToken(ctx, st, u.ID, "cli", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

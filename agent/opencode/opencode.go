@@ -159,6 +159,9 @@ type Health struct {
 	Version string `json:"version"`
 }
 
+// ProbeTimeout bounds one health probe of WaitHealthy.
+const ProbeTimeout = 5 * time.Second
+
 // Health asks OpenCode whether it is up (and checks the password: health needs auth too).
 func (c *Client) Health(ctx context.Context) (*Health, error) {
 	var h Health
@@ -172,12 +175,16 @@ func (c *Client) Health(ctx context.Context) (*Health, error) {
 }
 
 // WaitHealthy polls Health every interval until it succeeds or ctx ends. A 401 ends the
-// wait at once: retrying a wrong password cannot help.
+// wait at once: retrying a wrong password cannot help. Each probe has its own deadline
+// (ProbeTimeout): a probe sent while the pod's port is not yet listening can stall inside a
+// port-forward, and must not eat the whole wait.
 func (c *Client) WaitHealthy(ctx context.Context, interval time.Duration) (*Health, error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		h, err := c.Health(ctx)
+		pctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
+		h, err := c.Health(pctx)
+		cancel()
 		if err == nil {
 			return h, nil
 		}

@@ -67,8 +67,12 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := apiv1.WhoAmI{Authenticator: id.Source, Username: id.Username, Groups: id.Groups, Permissions: map[string]bool{}, HeaderAuth: s.opts.HeaderAuth}
+	if info := s.opts.HeaderAuthInfo; info.State != "" {
+		out.HeaderAuthInfo = &info
+	}
 	if u, err := s.opts.Store.GetUser(r.Context(), id.UserID); err == nil {
-		out.User = apiv1.User{ID: u.ID, Source: u.Source, Subject: u.Subject, Email: u.Email, DisplayName: u.DisplayName, Groups: u.Groups, Admin: u.Admin || id.Admin, CreatedAt: u.CreatedAt, LastSeenAt: u.LastSeenAt}
+		out.User = userToAPI(u)
+		out.User.Admin = u.Admin || id.Admin
 	} else {
 		out.User = apiv1.User{ID: id.UserID, Source: id.Source, Subject: id.Username, Email: id.Email, Groups: id.Groups, Admin: id.Admin}
 	}
@@ -88,6 +92,17 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+func userToAPI(u *store.User) apiv1.User {
+	return apiv1.User{ID: u.ID, Source: u.Source, Subject: u.Subject, Email: u.Email, DisplayName: u.DisplayName, Groups: u.Groups,
+		Admin: u.Admin, CreatedAt: u.CreatedAt, LastSeenAt: u.LastSeenAt}
+}
+
+// tokenLimit names the setting behind the maximum token lifetime in messages.
+const tokenLimit = "--token-max-ttl, chart value tokens.maxTTL"
+
+// createToken issues a token. Every token expires: after ExpiresIn, else the agent's
+// default, never after the agent's maximum, and never after the token the request was
+// authenticated with, so a token cannot renew itself forever.
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	id := auth.FromContext(r.Context())
 	if id == nil {
@@ -103,15 +118,32 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("name: give the token a name of plain text, 1 to %d bytes, e.g. \"laptop\"", auth.MaxTokenNameLen))
 		return
 	}
-	ttl := s.opts.DefaultTokenTTL
-	if req.ExpiresIn != nil {
-		if req.ExpiresIn.Duration < time.Minute || req.ExpiresIn.Duration > 366*24*time.Hour {
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "expiresIn: must be between 1m and 8784h (one year)")
+	ttl, explicit := s.opts.DefaultTokenTTL, false
+	if req.ExpiresIn != nil && req.ExpiresIn.Duration != 0 {
+		ttl, explicit = req.ExpiresIn.Duration, true
+		switch {
+		case ttl < time.Minute:
+			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("expiresIn: %s is shorter than the minimum of 1m", ttl))
+			return
+		case ttl > s.opts.MaxTokenTTL:
+			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("expiresIn: %s is longer than this agent's maximum token lifetime of %s (%s)",
+				ttl, s.opts.MaxTokenTTL, tokenLimit))
 			return
 		}
-		ttl = req.ExpiresIn.Duration
 	}
-	secret, tok, err := auth.IssueToken(r.Context(), s.opts.Store, id.UserID, req.Name, ttl)
+	now := s.opts.Now().UTC()
+	if !id.TokenExpiresAt.IsZero() {
+		left := id.TokenExpiresAt.Sub(now).Truncate(time.Second)
+		if ttl > left {
+			if explicit {
+				writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("expiresIn: %s is longer than the personal access token you used, which expires at %s (in %s): a token cannot outlive the token that created it; use your kubeconfig identity or the authenticating proxy for a longer one",
+					ttl, id.TokenExpiresAt.UTC().Format(time.RFC3339), left))
+				return
+			}
+			ttl = left
+		}
+	}
+	secret, tok, err := auth.IssueTokenUntil(r.Context(), s.opts.Store, id.UserID, req.Name, now, now.Add(ttl))
 	if err != nil {
 		s.record(r, "token.create", req.Name, audit.OutcomeError, err.Error())
 		if errors.Is(err, store.ErrConflict) {
@@ -122,14 +154,55 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, "token")
 		return
 	}
-	s.record(r, "token.create", tok.ID, audit.OutcomeSuccess, "name "+req.Name)
-	out := tokenToAPI(tok)
+	s.record(r, "token.create", tok.ID, audit.OutcomeSuccess, fmt.Sprintf("name %s, expires %s", req.Name, tok.ExpiresAt.UTC().Format(time.RFC3339)))
+	out := s.tokenToAPI(tok, id.Display())
 	out.Token = secret
 	writeJSON(w, http.StatusCreated, out)
 }
 
-func tokenToAPI(t *store.Token) apiv1.Token {
-	return apiv1.Token{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, LastUsedAt: t.LastUsedAt}
+// tokenToAPI shows t with its effective expiry (tokens stored without one expire the
+// maximum lifetime after creation).
+func (s *Server) tokenToAPI(t *store.Token, owner string) apiv1.Token {
+	exp := auth.EffectiveExpiry(t, s.opts.MaxTokenTTL)
+	return apiv1.Token{ID: t.ID, Name: t.Name, OwnerID: t.OwnerID, Owner: owner, CreatedAt: t.CreatedAt, ExpiresAt: &exp, LastUsedAt: t.LastUsedAt}
+}
+
+func displayOf(u *store.User) string {
+	if u.Email != "" {
+		return u.Email
+	}
+	return u.Subject
+}
+
+// tokenOwners resolves ?user= for the token endpoints: empty or "me" (or the caller's
+// own id, user name or email) is the caller; anyone else is for admins, and names every
+// stored user with that id, user name or email. It answers the request itself (403,
+// 404) when it returns false.
+func (s *Server) tokenOwners(w http.ResponseWriter, r *http.Request, id *auth.Identity, name, action string) ([]*store.User, bool) {
+	self := name == "" || name == "me" || name == id.UserID || name == id.Username || (id.Email != "" && strings.EqualFold(name, id.Email))
+	if self {
+		u, err := s.opts.Store.GetUser(r.Context(), id.UserID)
+		if err != nil {
+			s.storeError(w, r, err, "your user")
+			return nil, false
+		}
+		return []*store.User{u}, true
+	}
+	if !id.Admin {
+		s.record(r, action, name, audit.OutcomeDenied, "not an admin")
+		writeError(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf("the tokens of another user (%s) are for admins (verb \"*\" on sessions.%s); use user=me for your own", name, apiv1.Group))
+		return nil, false
+	}
+	users, err := s.opts.Store.FindUsers(r.Context(), name)
+	if err != nil {
+		s.storeError(w, r, err, "users")
+		return nil, false
+	}
+	if len(users) == 0 {
+		writeError(w, http.StatusNotFound, apiv1.CodeNotFound, fmt.Sprintf("no user %q is known to the agent: name a user by id, Kubernetes user name or email, as `kubectl agents whoami` shows them", name))
+		return nil, false
+	}
+	return users, true
 }
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
@@ -138,16 +211,57 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
 		return
 	}
-	toks, err := s.opts.Store.ListTokens(r.Context(), id.UserID)
-	if err != nil {
-		s.storeError(w, r, err, "tokens")
+	users, ok := s.tokenOwners(w, r, id, strings.TrimSpace(r.URL.Query().Get("user")), "token.list")
+	if !ok {
 		return
 	}
 	out := apiv1.TokenList{Items: []apiv1.Token{}}
-	for _, t := range toks {
-		out.Items = append(out.Items, tokenToAPI(t))
+	for _, u := range users {
+		toks, err := s.opts.Store.ListTokens(r.Context(), u.ID)
+		if err != nil {
+			s.storeError(w, r, err, "tokens")
+			return
+		}
+		for _, t := range toks {
+			out.Items = append(out.Items, s.tokenToAPI(t, displayOf(u)))
+		}
 	}
-	sort.Slice(out.Items, func(i, j int) bool { return out.Items[i].CreatedAt.Before(out.Items[j].CreatedAt) })
+	sort.SliceStable(out.Items, func(i, j int) bool { return out.Items[i].CreatedAt.Before(out.Items[j].CreatedAt) })
+	writeJSON(w, http.StatusOK, out)
+}
+
+// revokeUserTokens revokes every token of a user at once: what an admin does when a
+// person leaves, or when their identity provider groups changed and their tokens must
+// not carry the old ones until they expire.
+func (s *Server) revokeUserTokens(w http.ResponseWriter, r *http.Request) {
+	id := auth.FromContext(r.Context())
+	if id == nil {
+		writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
+		return
+	}
+	name := strings.TrimSpace(r.URL.Query().Get("user"))
+	if name == "" {
+		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "user: name the user whose tokens to revoke (?user=NAME: id, Kubernetes user name or email; me for yourself); one token: DELETE /api/v1/tokens/{id}")
+		return
+	}
+	users, ok := s.tokenOwners(w, r, id, name, "token.revoke-all")
+	if !ok {
+		return
+	}
+	out := apiv1.TokenRevocation{Users: []apiv1.User{}}
+	var names []string
+	for _, u := range users {
+		n, err := s.opts.Store.DeleteUserTokens(r.Context(), u.ID)
+		if err != nil {
+			s.record(r, "token.revoke-all", name, audit.OutcomeError, fmt.Sprintf("after %d tokens: %v", out.Revoked, err))
+			s.storeError(w, r, err, "tokens")
+			return
+		}
+		out.Revoked += n
+		out.Users = append(out.Users, userToAPI(u))
+		names = append(names, fmt.Sprintf("%s/%s (%s)", u.Source, u.Subject, u.ID))
+	}
+	s.record(r, "token.revoke-all", name, audit.OutcomeSuccess, fmt.Sprintf("%d tokens of %s", out.Revoked, strings.Join(names, ", ")))
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -22,7 +22,7 @@ import (
 type Sessions interface {
 	Create(ctx context.Context, s *store.Session, maxActive int) error
 	Stop(ctx context.Context, id, reason, message string) (*store.Session, error)
-	Start(ctx context.Context, id string) (*store.Session, error)
+	Start(ctx context.Context, id string, maxActive int) (*store.Session, error)
 	Delete(ctx context.Context, id string) error
 	Touch(ctx context.Context, id, source string)
 	Password(ctx context.Context, s *store.Session) (string, error)
@@ -48,6 +48,9 @@ type Options struct {
 	Sessions     Sessions
 	Conversation Conversation
 	Authorizer   auth.Authorizer
+	// Namespace is the agent's: RBAC on sessions.agents.cake.ai is checked there, so errors
+	// name it when they say how to grant access.
+	Namespace string
 	// Authenticate puts the caller's identity into the request context or answers 401.
 	Authenticate func(http.Handler) http.Handler
 	Audit        *audit.Recorder
@@ -59,11 +62,18 @@ type Options struct {
 	DefaultIdleTimeout time.Duration
 	DefaultTTL         time.Duration
 	MaxActiveSessions  int
-	DefaultTokenTTL    time.Duration
+	// DefaultTokenTTL is the lifetime of a token created without one (default
+	// auth.DefaultTokenTTL); MaxTokenTTL the longest allowed (default
+	// auth.DefaultTokenMax), also the lifetime of tokens stored without an expiry.
+	DefaultTokenTTL time.Duration
+	MaxTokenTTL     time.Duration
 	// ExternalURL is the public URL of the agent, used in links.
 	ExternalURL string
 	// HeaderAuth is the header authenticator's state, reported by whoami.
 	HeaderAuth apiv1.HeaderAuthState
+	// HeaderAuthInfo describes the header authenticator's configuration (header names,
+	// trusted networks, JWT checks), also reported by whoami.
+	HeaderAuthInfo apiv1.HeaderAuthInfo
 	// UI, when set, serves every path outside the API and the probes (the web UI,
 	// agent/ui). It does its own authentication.
 	UI http.Handler
@@ -92,9 +102,13 @@ func New(o Options) *Server {
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
 	}
-	if o.DefaultTokenTTL == 0 {
-		o.DefaultTokenTTL = 90 * 24 * time.Hour
+	if o.MaxTokenTTL <= 0 {
+		o.MaxTokenTTL = auth.DefaultTokenMax
 	}
+	if o.DefaultTokenTTL <= 0 {
+		o.DefaultTokenTTL = auth.DefaultTokenTTL
+	}
+	o.DefaultTokenTTL = min(o.DefaultTokenTTL, o.MaxTokenTTL)
 	s := &Server{opts: o, log: o.Log.Named("http")}
 	s.metrics = newMetrics(o.Registry)
 	s.handler = s.routes()
@@ -156,8 +170,9 @@ func (s *Server) apiRoutes() []route {
 		{"POST /api/v1/sessions/{id}/attach", "Credentials for a direct attach (owner only)", s.attachSession},
 		{"/api/v1/sessions/{id}/proxy/{rest...}", "Proxy to the session's OpenCode server (HTTP, SSE, WebSocket)", s.proxySession},
 		{"POST /api/v1/tokens", "Create a personal access token (shown once)", s.createToken},
-		{"GET /api/v1/tokens", "List the caller's tokens", s.listTokens},
-		{"DELETE /api/v1/tokens/{id}", "Revoke a token", s.deleteToken},
+		{"GET /api/v1/tokens", "List the caller's tokens (admins: ?user=NAME for another user's)", s.listTokens},
+		{"DELETE /api/v1/tokens", "Revoke every token of a user (?user=NAME: id, Kubernetes user name or email; admins, or anyone with user=me)", s.revokeUserTokens},
+		{"DELETE /api/v1/tokens/{id}", "Revoke one of the caller's tokens", s.deleteToken},
 		{"GET /api/v1/audit", "Audit log (admins)", s.listAudit},
 	}
 }

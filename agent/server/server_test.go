@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -56,14 +57,22 @@ func (f *fakeSessions) Stop(ctx context.Context, id, reason, _ string) (*store.S
 	return f.setState(ctx, id, apiv1.StateStopping, reason)
 }
 
-func (f *fakeSessions) Start(ctx context.Context, id string) (*store.Session, error) {
+func (f *fakeSessions) Start(ctx context.Context, id string, maxActive int) (*store.Session, error) {
 	if f.fail != nil {
 		return nil, f.fail
 	}
-	return f.setState(ctx, id, apiv1.StatePending, "")
+	s, err := f.st.GetSession(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.State = apiv1.StatePending
+	return s, f.st.ActivateSession(ctx, s, maxActive)
 }
 
 func (f *fakeSessions) Delete(ctx context.Context, id string) error {
+	if f.fail != nil {
+		return f.fail
+	}
 	_, err := f.setState(ctx, id, apiv1.StateDeleting, "")
 	return err
 }
@@ -83,11 +92,16 @@ func (f *fakeSessions) Ready(context.Context) error { return nil }
 type fakeConversation struct {
 	mu   sync.Mutex
 	sent []string
+	// send, when set, runs instead of recording the prompt (to fail a send).
+	send func(ctx context.Context, s *store.Session) error
 	// eventsErr, when set, makes Events fail before writing anything.
 	eventsErr error
 }
 
-func (f *fakeConversation) Send(_ context.Context, s *store.Session, text string) error {
+func (f *fakeConversation) Send(ctx context.Context, s *store.Session, text string) error {
+	if f.send != nil {
+		return f.send(ctx, s)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sent = append(f.sent, s.ID+":"+text)
@@ -111,8 +125,18 @@ func (f *fakeConversation) Proxy(w http.ResponseWriter, r *http.Request, s *stor
 	_, _ = fmt.Fprintf(w, "proxied %s %s", s.ID, rest)
 }
 
-// denyAuthorizer allows every verb except those listed for a user.
+// denyAuthorizer allows every verb except those listed for a user; "verb/id" denies a verb
+// on one session only.
 type denyAuthorizer map[string][]string
+
+func (d denyAuthorizer) AuthorizeSession(ctx context.Context, id *auth.Identity, verb, sessionID string) (bool, string, error) {
+	for _, v := range d[id.Username] {
+		if v == verb+"/"+sessionID {
+			return false, "no RBAC rule allows it on this session", nil
+		}
+	}
+	return d.Authorize(ctx, id, verb)
+}
 
 func (d denyAuthorizer) Authorize(_ context.Context, id *auth.Identity, verb string) (bool, string, error) {
 	for _, v := range d[id.Username] {
@@ -141,13 +165,19 @@ type env struct {
 // by the X-Test-User header (only this test's authenticator reads it).
 func newEnv(t testing.TB, deny denyAuthorizer) *env {
 	t.Helper()
+	return newEnvWith(t, deny, nil)
+}
+
+// newEnvWith is newEnv with options changed by opts before the server is built.
+func newEnvWith(t testing.TB, deny denyAuthorizer, opts func(*Options)) *env {
+	t.Helper()
 	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	e := &env{t: t, st: st, conv: &fakeConversation{}, sess: &fakeSessions{st: st}, users: map[string]*auth.Identity{}}
-	for _, name := range []string{"alice", "bob", "root"} {
+	for _, name := range []string{"alice", "bob", "carol", "dave", "root"} {
 		u := &store.User{Source: "kubernetes", Subject: name, Email: name + "@example.com"}
 		if err := st.UpsertUser(context.Background(), u); err != nil {
 			t.Fatal(err)
@@ -164,11 +194,15 @@ func newEnv(t testing.TB, deny denyAuthorizer) *env {
 			next.ServeHTTP(w, r.WithContext(auth.WithIdentity(r.Context(), id)))
 		})
 	}
-	s := New(Options{
+	o := Options{
 		Store: st, Sessions: e.sess, Conversation: e.conv, Authorizer: deny, Authenticate: authn,
 		Audit: audit.NewRecorder(st, nil), DefaultIdleTimeout: time.Hour, MaxActiveSessions: 3,
 		NewID: func() string { e.seq++; return fmt.Sprintf("s%03d", e.seq) },
-	})
+	}
+	if opts != nil {
+		opts(&o)
+	}
+	s := New(o)
 	e.api = s
 	e.srv = httptest.NewServer(s)
 	t.Cleanup(e.srv.Close)
@@ -340,6 +374,58 @@ func TestVisibilityAndOwnership(t *testing.T) {
 	}
 }
 
+// TestWhoMayDriveASession: reading a public session is for every user; sending it prompts and
+// attaching through the proxy are for its owner, admins, and users RBAC grants "attach" on it
+// (on every session, or on this one by resourceNames).
+func TestWhoMayDriveASession(t *testing.T) {
+	// bob holds no attach at all; carol holds it on sessions in general; dave only on s999.
+	e := newEnv(t, denyAuthorizer{"bob": {apiv1.VerbAttach}, "dave": {apiv1.VerbAttach + "/s001"}})
+	pub := false
+	public := e.create("alice", apiv1.CreateSessionRequest{Title: "pairing", Private: &pub})
+	if public.ID != "s001" {
+		t.Fatalf("session id %s, the test grants on s001", public.ID)
+	}
+	if _, err := e.sess.setState(context.Background(), public.ID, apiv1.StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	send := apiv1.SendMessageRequest{Text: "rm -rf the tests"}
+	proxy := "/api/v1/sessions/" + public.ID + "/proxy/global/health"
+	for _, user := range []string{"bob", "dave"} {
+		if code, _ := e.do(user, "GET", "/api/v1/sessions/"+public.ID, nil); code != 200 {
+			t.Errorf("%s cannot read a public session: %d", user, code)
+		}
+		code, body := e.do(user, "POST", "/api/v1/sessions/"+public.ID+"/messages", send)
+		if code != 403 || !strings.Contains(string(body), "--resource-name="+public.ID) || !strings.Contains(string(body), "attach") {
+			t.Errorf("%s sent a prompt to alice's session: %d %s", user, code, body)
+		}
+		if code, body := e.do(user, "GET", proxy, nil); code != 403 {
+			t.Errorf("%s attached to alice's session through the proxy: %d %s", user, code, body)
+		}
+	}
+	for _, user := range []string{"alice", "root", "carol"} {
+		if code, body := e.do(user, "POST", "/api/v1/sessions/"+public.ID+"/messages", send); code != 202 {
+			t.Errorf("%s may not send to the session: %d %s", user, code, body)
+		}
+		if code, body := e.do(user, "GET", proxy, nil); code != 200 {
+			t.Errorf("%s may not attach through the proxy: %d %s", user, code, body)
+		}
+	}
+	// Denials are audited.
+	page, err := e.st.ListAudit(context.Background(), store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	denied := 0
+	for _, ev := range page.Items {
+		if ev.Outcome == audit.OutcomeDenied && ev.Target == public.ID {
+			denied++
+		}
+	}
+	if denied != 4 {
+		t.Errorf("%d denials audited, want 4", denied)
+	}
+}
+
 func TestAuthorizationDeniedIsAudited(t *testing.T) {
 	e := newEnv(t, denyAuthorizer{"bob": {apiv1.VerbCreate}})
 	code, body := e.do("bob", "POST", "/api/v1/sessions", apiv1.CreateSessionRequest{})
@@ -369,12 +455,23 @@ func TestAuthorizationDeniedIsAudited(t *testing.T) {
 
 func TestQuotaAndPagination(t *testing.T) {
 	e := newEnv(t, nil)
+	var ids []string
 	for i := 0; i < 3; i++ {
-		e.create("alice", apiv1.CreateSessionRequest{})
+		ids = append(ids, e.create("alice", apiv1.CreateSessionRequest{}).ID)
 	}
 	code, body := e.do("alice", "POST", "/api/v1/sessions", apiv1.CreateSessionRequest{})
 	if code != 429 || errorOf(t, body).Code != apiv1.CodeQuotaExceeded {
 		t.Fatalf("quota: %d %s", code, body)
+	}
+	// A start makes a session active again, so it counts too: stop one, create one in
+	// its place, and the stopped one may not start.
+	if _, err := e.sess.setState(context.Background(), ids[0], apiv1.StateStopped, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.create("alice", apiv1.CreateSessionRequest{})
+	code, body = e.do("alice", "POST", "/api/v1/sessions/"+ids[0]+"/start", nil)
+	if code != 429 || errorOf(t, body).Code != apiv1.CodeQuotaExceeded || !strings.Contains(errorOf(t, body).Message, "maximum of 3 active sessions") {
+		t.Fatalf("start over the quota: %d %s", code, body)
 	}
 	seen := map[string]bool{}
 	cont := ""
@@ -398,8 +495,8 @@ func TestQuotaAndPagination(t *testing.T) {
 			t.Fatal("pagination does not end")
 		}
 	}
-	if len(seen) != 3 {
-		t.Fatalf("saw %d sessions", len(seen))
+	if len(seen) != 4 {
+		t.Fatalf("saw %d sessions, want 4", len(seen))
 	}
 	for _, q := range []string{"limit=0", "limit=x", "state=Sleeping", "continue=garbage"} {
 		if code, body := e.do("alice", "GET", "/api/v1/sessions?"+q, nil); code != 400 {
@@ -562,6 +659,8 @@ func TestLifecycleErrorStatus(t *testing.T) {
 		{"stop, database down", "POST", "/api/v1/sessions/" + s.ID + "/stop", dbDown, 503, "database is unavailable"},
 		{"start, database down", "POST", "/api/v1/sessions/" + s.ID + "/start", dbDown, 503, "database is unavailable"},
 		{"start, wrong state", "POST", "/api/v1/sessions/" + s.ID + "/start", fmt.Errorf("session %s is still stopping: %w", s.ID, sessions.ErrInvalidState), 409, "still stopping"},
+		{"stop, busy", "POST", "/api/v1/sessions/" + s.ID + "/stop", fmt.Errorf("session %s is busy: another operation on it has been running for more than 30s; retry shortly: %w", s.ID, sessions.ErrBusy), 409, "is busy"},
+		{"delete, busy", "DELETE", "/api/v1/sessions/" + s.ID, fmt.Errorf("session %s is busy: retry shortly: %w", s.ID, sessions.ErrBusy), 409, "is busy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.sess.fail = tc.fail
@@ -578,6 +677,50 @@ func TestLifecycleErrorStatus(t *testing.T) {
 				t.Fatalf("status %d with Retry-After %q: every 503 and only a 503 says when to retry", code, ra)
 			}
 		})
+	}
+}
+
+// TestSendLosingToStopIs409: a message whose delivery fails because the session was
+// stopped meanwhile (through this replica or another) is answered with that, a 409,
+// not as an unreachable OpenCode; a deleted one is a 404; a Running one whose OpenCode
+// does not answer stays a 502.
+func TestSendLosingToStopIs409(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	s := e.create("alice", apiv1.CreateSessionRequest{})
+	if _, err := e.sess.setState(ctx, s.ID, apiv1.StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	path := "/api/v1/sessions/" + s.ID + "/messages"
+	e.conv.send = func(ctx context.Context, s *store.Session) error {
+		if _, err := e.sess.setState(ctx, s.ID, apiv1.StateStopping, "StoppedByUser"); err != nil {
+			return err
+		}
+		return errors.New("dial pod: connection refused")
+	}
+	code, body := e.do("alice", "POST", path, apiv1.SendMessageRequest{Text: "hi"})
+	if code != http.StatusConflict || errorOf(t, body).Code != apiv1.CodeNotRunning || !strings.Contains(errorOf(t, body).Message, "is Stopping, not Running") {
+		t.Fatalf("send losing to a stop: got %d %s, want 409 NotRunning naming the state", code, body)
+	}
+
+	if _, err := e.sess.setState(ctx, s.ID, apiv1.StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.conv.send = func(context.Context, *store.Session) error { return errors.New("dial pod: connection refused") }
+	code, body = e.do("alice", "POST", path, apiv1.SendMessageRequest{Text: "hi"})
+	if code != http.StatusBadGateway || !strings.Contains(errorOf(t, body).Message, "connection refused") {
+		t.Fatalf("send to an unreachable Running session: got %d %s, want 502", code, body)
+	}
+
+	e.conv.send = func(ctx context.Context, s *store.Session) error {
+		if err := e.st.DeleteSession(ctx, s.ID); err != nil {
+			return err
+		}
+		return errors.New("dial pod: connection refused")
+	}
+	code, body = e.do("alice", "POST", path, apiv1.SendMessageRequest{Text: "hi"})
+	if code != http.StatusNotFound {
+		t.Fatalf("send losing to a delete: got %d %s, want 404", code, body)
 	}
 }
 
@@ -598,5 +741,161 @@ func TestEventsFailureBeforeStreamIs502(t *testing.T) {
 	code, body = e.do("alice", "GET", "/api/v1/sessions/"+s.ID+"/events", nil)
 	if code != http.StatusOK || !strings.Contains(string(body), "data: {}") {
 		t.Fatalf("stream: got %d %s", code, body)
+	}
+}
+
+// whoami publishes how the agent reads identity headers, for `kubectl agents doctor`.
+func TestWhoAmIPublishesHeaderAuthInfo(t *testing.T) {
+	info := apiv1.HeaderAuthInfo{State: apiv1.HeaderAuthEnabled, EmailHeader: "X-Forwarded-Email", JWTHeader: "X-Forwarded-Access-Token",
+		TrustedProxyCIDRs: []string{"127.0.0.6/32", "::6/128"}, JWTVerified: true, JWTIssuer: "https://idp.example.com", JWTAudiences: []string{"cake-agents"}}
+	e := newEnvWith(t, nil, func(o *Options) { o.HeaderAuth, o.HeaderAuthInfo = info.State, info })
+	code, body := e.do("bob", "GET", "/api/v1/whoami", nil)
+	var who apiv1.WhoAmI
+	if err := json.Unmarshal(body, &who); code != 200 || err != nil {
+		t.Fatalf("whoami: %d %s", code, body)
+	}
+	if who.HeaderAuth != apiv1.HeaderAuthEnabled || who.HeaderAuthInfo == nil || !reflect.DeepEqual(*who.HeaderAuthInfo, info) {
+		t.Errorf("whoami header auth = %q %+v, want %+v", who.HeaderAuth, who.HeaderAuthInfo, info)
+	}
+	// Without header auth configured (tests, old wiring) nothing is claimed.
+	_, body = newEnv(t, nil).do("bob", "GET", "/api/v1/whoami", nil)
+	if strings.Contains(string(body), "headerAuthInfo") {
+		t.Errorf("whoami without header auth info: %s", body)
+	}
+}
+
+func decodeToken(t *testing.T, body []byte) apiv1.Token {
+	t.Helper()
+	var tok apiv1.Token
+	if err := json.Unmarshal(body, &tok); err != nil {
+		t.Fatalf("not a token: %s", body)
+	}
+	return tok
+}
+
+// Every token expires: the default, at most the maximum, and never after the token
+// that created it.
+func TestTokenLifetimes(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	e := newEnvWith(t, nil, func(o *Options) {
+		o.Now = func() time.Time { return now }
+		o.DefaultTokenTTL, o.MaxTokenTTL = 30*24*time.Hour, 90*24*time.Hour
+	})
+	// "tok" is alice signed in with a personal access token that expires in an hour.
+	tokID := *e.users["alice"]
+	tokID.Source, tokID.TokenExpiresAt = auth.SourceToken, now.Add(time.Hour)
+	e.users["tok"] = &tokID
+
+	expiresIn := func(d time.Duration) *apiv1.Duration { return &apiv1.Duration{Duration: d} }
+	for _, tc := range []struct {
+		name, user string
+		expiresIn  *apiv1.Duration
+		code       int
+		expires    time.Duration // after now, when created (the store keeps microseconds)
+		message    string
+	}{
+		{name: "default", user: "alice", code: 201, expires: 30 * 24 * time.Hour},
+		{name: "zero means the default", user: "alice", expiresIn: expiresIn(0), code: 201, expires: 30 * 24 * time.Hour},
+		{name: "asked for", user: "alice", expiresIn: expiresIn(48 * time.Hour), code: 201, expires: 48 * time.Hour},
+		{name: "the maximum", user: "alice", expiresIn: expiresIn(90 * 24 * time.Hour), code: 201, expires: 90 * 24 * time.Hour},
+		{name: "above the maximum", user: "alice", expiresIn: expiresIn(91 * 24 * time.Hour), code: 400,
+			message: "expiresIn: 2184h0m0s is longer than this agent's maximum token lifetime of 2160h0m0s (--token-max-ttl, chart value tokens.maxTTL)"},
+		{name: "too short", user: "alice", expiresIn: expiresIn(30 * time.Second), code: 400, message: "expiresIn: 30s is shorter than the minimum of 1m"},
+		{name: "with a token: no longer than it", user: "tok", code: 201, expires: time.Hour},
+		{name: "with a token: shorter is fine", user: "tok", expiresIn: expiresIn(10 * time.Minute), code: 201, expires: 10 * time.Minute},
+		{name: "with a token: longer is refused", user: "tok", expiresIn: expiresIn(2 * time.Hour), code: 400,
+			message: "expiresIn: 2h0m0s is longer than the personal access token you used, which expires at 2026-12-01T13:00:00Z (in 1h0m0s): a token cannot outlive the token that created it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := e.do(tc.user, "POST", "/api/v1/tokens", apiv1.CreateTokenRequest{Name: tc.name, ExpiresIn: tc.expiresIn})
+			if code != tc.code {
+				t.Fatalf("create: %d %s, want %d", code, body, tc.code)
+			}
+			if tc.code != 201 {
+				if msg := errorOf(t, body).Message; !strings.Contains(msg, tc.message) {
+					t.Errorf("message %q, want it to contain %q", msg, tc.message)
+				}
+				return
+			}
+			tok := decodeToken(t, body)
+			if tok.ExpiresAt == nil || tok.ExpiresAt.Sub(now.Add(tc.expires)).Abs() > time.Millisecond {
+				t.Errorf("expires at %v, want %v", tok.ExpiresAt, now.Add(tc.expires))
+			}
+		})
+	}
+
+	// A token stored without an expiry (an older agent's) is shown, and treated, as
+	// expiring the maximum lifetime after its creation.
+	created := now.Add(-time.Hour)
+	if err := e.st.CreateToken(context.Background(), &store.Token{OwnerID: e.users["bob"].UserID, Name: "old", Hash: auth.HashToken("cka_old"), CreatedAt: created}); err != nil {
+		t.Fatal(err)
+	}
+	_, body := e.do("bob", "GET", "/api/v1/tokens", nil)
+	var list apiv1.TokenList
+	if err := json.Unmarshal(body, &list); err != nil || len(list.Items) != 1 || list.Items[0].ExpiresAt == nil ||
+		!list.Items[0].ExpiresAt.Equal(created.Add(90*24*time.Hour)) || list.Items[0].Owner != "bob@example.com" {
+		t.Fatalf("bob's tokens: %s", body)
+	}
+}
+
+// An admin revokes every token of a user; anyone may revoke all of their own.
+func TestRevokeUserTokens(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, c := range []struct{ user, name string }{{"alice", "laptop"}, {"alice", "ci"}, {"bob", "laptop"}} {
+		if code, body := e.do(c.user, "POST", "/api/v1/tokens", apiv1.CreateTokenRequest{Name: c.name}); code != 201 {
+			t.Fatalf("create %s's %s: %d %s", c.user, c.name, code, body)
+		}
+	}
+	list := func(user, query string) (int, apiv1.TokenList, []byte) {
+		code, body := e.do(user, "GET", "/api/v1/tokens"+query, nil)
+		var l apiv1.TokenList
+		_ = json.Unmarshal(body, &l)
+		return code, l, body
+	}
+
+	if code, body := e.do("bob", "DELETE", "/api/v1/tokens?user=alice", nil); code != 403 || !strings.Contains(errorOf(t, body).Message, "are for admins") {
+		t.Fatalf("bob revoking alice's tokens: %d %s", code, body)
+	}
+	if code, _, body := list("bob", "?user=alice@example.com"); code != 403 {
+		t.Fatalf("bob listing alice's tokens: %d %s", code, body)
+	}
+	code, l, body := list("root", "?user=alice@example.com")
+	if code != 200 || len(l.Items) != 2 || l.Items[0].Owner != "alice@example.com" || l.Items[0].OwnerID != e.users["alice"].UserID || l.Items[0].Token != "" {
+		t.Fatalf("admin listing alice's tokens: %d %s", code, body)
+	}
+
+	code, body = e.do("root", "DELETE", "/api/v1/tokens?user=alice", nil)
+	var rev apiv1.TokenRevocation
+	if err := json.Unmarshal(body, &rev); code != 200 || err != nil || rev.Revoked != 2 || len(rev.Users) != 1 || rev.Users[0].ID != e.users["alice"].UserID {
+		t.Fatalf("admin revoking alice's tokens: %d %s", code, body)
+	}
+	if _, l, body := list("alice", ""); len(l.Items) != 0 {
+		t.Errorf("alice still has tokens: %s", body)
+	}
+	if _, l, body := list("bob", ""); len(l.Items) != 1 {
+		t.Errorf("bob's token was touched: %s", body)
+	}
+
+	code, body = e.do("bob", "DELETE", "/api/v1/tokens?user=me", nil)
+	if err := json.Unmarshal(body, &rev); code != 200 || err != nil || rev.Revoked != 1 {
+		t.Fatalf("bob revoking all his own tokens: %d %s", code, body)
+	}
+	if code, body := e.do("root", "DELETE", "/api/v1/tokens?user=nobody@example.com", nil); code != 404 || !strings.Contains(errorOf(t, body).Message, `no user "nobody@example.com" is known`) {
+		t.Errorf("unknown user: %d %s", code, body)
+	}
+	if code, body := e.do("root", "DELETE", "/api/v1/tokens", nil); code != 400 || !strings.Contains(errorOf(t, body).Message, "user: name the user") {
+		t.Errorf("no user: %d %s", code, body)
+	}
+
+	page, err := e.st.ListAudit(context.Background(), store.AuditFilter{Target: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range page.Items {
+		got = append(got, ev.Actor+" "+ev.Action+" "+ev.Outcome)
+	}
+	if want := []string{"root@example.com token.revoke-all success", "bob@example.com token.revoke-all denied"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("audit of revocations of alice's tokens = %q, want %q", got, want)
 	}
 }

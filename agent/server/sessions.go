@@ -12,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -382,7 +383,7 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.opts.Sessions.Delete(r.Context(), sess.ID); err != nil {
 		s.record(r, "session.delete", sess.ID, outcomeFor(err), err.Error())
-		s.storeError(w, r, err, "session "+sess.ID)
+		s.lifecycleError(w, r, err, sess.ID)
 		return
 	}
 	s.record(r, "session.delete", sess.ID, "success", "")
@@ -416,7 +417,12 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request) {
 	if !ok || !s.requireOwner(w, r, id, sess, "start") {
 		return
 	}
-	got, err := s.opts.Sessions.Start(r.Context(), sess.ID)
+	// A start makes the session active again: it counts against the quota like a create.
+	limit := s.opts.MaxActiveSessions
+	if id.Admin {
+		limit = 0
+	}
+	got, err := s.opts.Sessions.Start(r.Context(), sess.ID, limit)
 	if err != nil {
 		s.record(r, "session.start", sess.ID, outcomeFor(err), err.Error())
 		s.lifecycleError(w, r, err, sess.ID)
@@ -427,11 +433,12 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, s.toAPI(r, got, nil))
 }
 
-// lifecycleError answers a failed stop/start: a state the operation cannot apply to
-// is a 409 that says why; store sentinels keep their meaning (an unreachable database
-// is a 503, not a conflict); anything else is an internal error.
+// lifecycleError answers a failed stop/start/delete: a state the operation cannot
+// apply to, or another operation on the session holding it past the wait, is a 409
+// that says why; store sentinels keep their meaning (an unreachable database is a 503,
+// not a conflict); anything else is an internal error.
 func (s *Server) lifecycleError(w http.ResponseWriter, r *http.Request, err error, sid string) {
-	if errors.Is(err, sessions.ErrInvalidState) {
+	if errors.Is(err, sessions.ErrInvalidState) || errors.Is(err, sessions.ErrBusy) {
 		writeError(w, http.StatusConflict, apiv1.CodeConflict, err.Error())
 		return
 	}
@@ -450,8 +457,42 @@ func (s *Server) runningSession(w http.ResponseWriter, r *http.Request, verb str
 	return id, sess, true
 }
 
+// drivableSession loads a Running session the caller may drive (auth.CanDrive): its owner,
+// an admin, or a user RBAC grants "attach" on it. Others who can see it get 403 naming the
+// grant that would let them.
+func (s *Server) drivableSession(w http.ResponseWriter, r *http.Request, auditAction, action string) (*auth.Identity, *store.Session, bool) {
+	id, sess, ok := s.runningSession(w, r, apiv1.VerbGet)
+	if !ok {
+		return nil, nil, false
+	}
+	granted := false
+	if !auth.IsOwner(id, sess) && !id.Admin {
+		if s.opts.Authorizer == nil {
+			granted = true // no RBAC in this configuration (tests of the HTTP layer)
+		} else {
+			allowed, _, err := s.opts.Authorizer.AuthorizeSession(r.Context(), id, apiv1.VerbAttach, sess.ID)
+			if err != nil {
+				s.log.Error("authorization check failed", "user", id.Username, "verb", apiv1.VerbAttach, "session", sess.ID, "error", err)
+				writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "could not check your permissions with the Kubernetes API: try again shortly")
+				return nil, nil, false
+			}
+			granted = allowed
+		}
+	}
+	if !auth.CanDrive(id, sess, granted) {
+		s.record(r, auditAction, sess.ID, audit.OutcomeDenied, "not the owner, an admin, or granted attach")
+		writeError(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf(
+			"only the owner of session %[1]s, an admin, or a user granted attach on it may %[2]s it: an admin can bind %[5]s "+
+				"the ClusterRole cake-agents-attach, or a Role in namespace %[3]s with the rule "+
+				"{apiGroups: [%[4]s], resources: [sessions], verbs: [attach], resourceNames: [%[1]s]} (--resource-name=%[1]s)",
+			sess.ID, action, s.opts.Namespace, apiv1.Group, id.Display()))
+		return nil, nil, false
+	}
+	return id, sess, true
+}
+
 func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
-	id, sess, ok := s.runningSession(w, r, apiv1.VerbAttach)
+	id, sess, ok := s.drivableSession(w, r, "session.message", "send prompts to")
 	if !ok {
 		return
 	}
@@ -469,6 +510,15 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.opts.Conversation.Send(r.Context(), sess, req.Text); err != nil {
 		s.record(r, "session.message", sess.ID, "error", err.Error())
+		// A stop or delete (through any replica) may have won the race since the
+		// session was read: then the answer is that, not an unreachable OpenCode.
+		if cur, gerr := s.opts.Store.GetSession(r.Context(), sess.ID); errors.Is(gerr, store.ErrNotFound) {
+			writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "session "+sess.ID+" not found: it was deleted")
+			return
+		} else if gerr == nil && cur.State != apiv1.StateRunning {
+			writeError(w, http.StatusConflict, apiv1.CodeNotRunning, fmt.Sprintf("session %s is %s, not Running, so the message was not delivered: start it with `kubectl agents session start %s`", sess.ID, cur.State, sess.ID))
+			return
+		}
 		writeError(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
 		return
 	}
@@ -539,7 +589,7 @@ type attachResponse struct {
 }
 
 func (s *Server) attachSession(w http.ResponseWriter, r *http.Request) {
-	id, sess, ok := s.runningSession(w, r, apiv1.VerbAttach)
+	id, sess, ok := s.runningSession(w, r, apiv1.VerbGet)
 	if !ok {
 		return
 	}
@@ -559,7 +609,7 @@ func (s *Server) attachSession(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) proxySession(w http.ResponseWriter, r *http.Request) {
-	_, sess, ok := s.runningSession(w, r, apiv1.VerbAttach)
+	_, sess, ok := s.drivableSession(w, r, "session.proxy", "attach to")
 	if !ok {
 		return
 	}

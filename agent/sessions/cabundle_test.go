@@ -211,7 +211,7 @@ func TestCreateWithoutCABundleLeavesNothing(t *testing.T) {
 			// Fixed: start works and the pod mounts the bundle.
 			_ = kube.CoreV1().ConfigMaps("ns").Delete(ctx, "corp-roots", metav1.DeleteOptions{})
 			caBundleConfigMap(t, kube, "ns", "corp-roots", map[string]string{"ca-certificates.crt": ca})
-			started, err := c.Start(ctx, s.ID)
+			started, err := c.Start(ctx, s.ID, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -270,7 +270,7 @@ func TestCABundleOnCluster(t *testing.T) {
 
 	caBundleConfigMap(t, e.kube, e.ns, "corp-roots", map[string]string{"ca-certificates.crt": testCAPEM(t)})
 	e.preBoundPV(s.ID)
-	if _, err := c.Start(ctx, s.ID); err != nil {
+	if _, err := c.Start(ctx, s.ID, 0); err != nil {
 		t.Fatal(err)
 	}
 	pod, err := e.pod(ctx, s.ID)

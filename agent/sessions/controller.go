@@ -24,7 +24,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net"
 	"net/url"
 	"os"
@@ -70,6 +69,10 @@ const (
 // session's current state, e.g. starting a session that is being deleted.
 var ErrInvalidState = errors.New("invalid session state")
 
+// ErrBusy is returned (wrapped) when another operation on the session, on this replica
+// or another, held its lock for longer than an operation waits (LockWait).
+var ErrBusy = errors.New("session busy")
+
 // Config is what the controller needs to know about the cluster and the session pods.
 type Config struct {
 	// Namespace is where session pods, Secrets and PVCs live.
@@ -102,6 +105,9 @@ type Config struct {
 	MaxCreateAttempts int
 	// Workers reconcile sessions in parallel (default 4).
 	Workers int
+	// LockWait bounds how long an operation waits for the session's lock, which
+	// another operation (on any replica) holds while it runs (default 30s).
+	LockWait time.Duration
 
 	LiteLLMBaseURL, DefaultModel, ProviderJSON string
 	// LiteLLMAPIKey goes into each per-session Secret and reaches OpenCode by env
@@ -111,6 +117,10 @@ type Config struct {
 	// LeaderElection makes only the Lease holder reconcile; every replica serves the API.
 	LeaderElection            bool
 	LeaseNamespace, LeaseName string
+	// LeaseDuration, RenewDeadline and RetryPeriod time the election (defaults 15s,
+	// 10s, 2s, client-go's usual): a dead leader is replaced about LeaseDuration after
+	// its last renewal.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// Identity of this replica in the Lease (default: hostname).
 	Identity string
 
@@ -157,6 +167,9 @@ func (c *Config) defaults() error {
 	if c.Workers <= 0 {
 		c.Workers = 4
 	}
+	if c.LockWait <= 0 {
+		c.LockWait = 30 * time.Second
+	}
 	if c.LeaderElection {
 		if c.LeaseNamespace == "" || c.LeaseName == "" {
 			return errors.New("leader election needs a Lease: set the lease namespace and name")
@@ -167,6 +180,22 @@ func (c *Config) defaults() error {
 				return fmt.Errorf("leader-election identity: set --pod-name: %w", err)
 			}
 			c.Identity = h
+		}
+		if c.LeaseDuration <= 0 {
+			c.LeaseDuration = 15 * time.Second
+		}
+		if c.RenewDeadline <= 0 {
+			c.RenewDeadline = 10 * time.Second
+		}
+		if c.RetryPeriod <= 0 {
+			c.RetryPeriod = 2 * time.Second
+		}
+		// client-go's own rules, said in our flags' names.
+		if c.LeaseDuration <= c.RenewDeadline {
+			return fmt.Errorf("leader election: the lease duration (%s) must be longer than the renew deadline (%s)", c.LeaseDuration, c.RenewDeadline)
+		}
+		if float64(c.RenewDeadline) <= 1.2*float64(c.RetryPeriod) {
+			return fmt.Errorf("leader election: the renew deadline (%s) must be longer than 1.2 × the retry period (%s)", c.RenewDeadline, c.RetryPeriod)
 		}
 	}
 	if c.Registerer == nil {
@@ -194,8 +223,6 @@ type Controller struct {
 	broadcaster record.EventBroadcaster
 	recorder    record.EventRecorder
 	metrics     *metrics
-
-	locks [64]sync.Mutex // per-session operations, striped by id
 
 	mu        sync.Mutex
 	queue     workqueue.TypedRateLimitingInterface[string]
@@ -328,12 +355,20 @@ func (c *Controller) Ready(ctx context.Context) error {
 	return nil
 }
 
-func (c *Controller) lock(id string) func() {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(id))
-	m := &c.locks[h.Sum32()%uint32(len(c.locks))]
-	m.Lock()
-	return m.Unlock
+// lock takes the session's lock in the database, so operations on one session never
+// interleave, whichever replica runs them: each sees the state the previous one left,
+// Kubernetes objects included. A wait longer than LockWait is ErrBusy.
+func (c *Controller) lock(ctx context.Context, id string) (func(), error) {
+	lctx, cancel := context.WithTimeout(ctx, c.cfg.LockWait)
+	defer cancel()
+	unlock, err := c.st.LockSession(lctx, id)
+	if err != nil {
+		if ctx.Err() == nil && lctx.Err() != nil {
+			return nil, fmt.Errorf("session %s is busy: another operation on it has been running for more than %s; retry shortly: %w", id, c.cfg.LockWait, ErrBusy)
+		}
+		return nil, fmt.Errorf("lock session %s: %w", id, err)
+	}
+	return unlock, nil
 }
 
 // Create stores s as Pending (filling ID, defaults and timestamps) and creates its
@@ -369,12 +404,16 @@ func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int
 	s.CreatedAt, s.UpdatedAt = now, now
 	s.StartedAt, s.StoppedAt = &now, nil
 	s.LastActivityAt, s.LastActivitySource = now, "create"
+	// Locked before it exists: the reconciler may see the row the moment it is stored.
+	unlock, err := c.lock(ctx, s.ID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := c.st.CreateSession(ctx, s, maxActive); err != nil {
 		return fmt.Errorf("store session: %w", err)
 	}
 	failpoint.Hit(opCreate, "stored", s.ID)
-	unlock := c.lock(s.ID)
-	defer unlock()
 	fresh, err := c.launch(ctx, s, opCreate)
 	if fresh != nil {
 		*s = *fresh
@@ -393,7 +432,10 @@ func (c *Controller) Stop(ctx context.Context, id, reason, message string) (*sto
 	if reason == "" {
 		reason = ReasonStoppedByUser
 	}
-	unlock := c.lock(id)
+	unlock, err := c.lock(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	defer unlock()
 	s, changed, err := c.update(ctx, id, func(s *store.Session) (bool, error) {
 		switch s.State {
@@ -424,12 +466,18 @@ func (c *Controller) Stop(ctx context.Context, id, reason, message string) (*sto
 }
 
 // Start restarts a Stopped or Failed session with a new pod (same Secret and PVC). It
-// is a no-op for a session that is already starting or running.
-func (c *Controller) Start(ctx context.Context, id string) (*store.Session, error) {
-	unlock := c.lock(id)
+// is a no-op for a session that is already starting or running. With maxActive > 0 a
+// start that would give the owner more active sessions fails with
+// store.ErrQuotaExceeded, checked in the database like a create's.
+func (c *Controller) Start(ctx context.Context, id string, maxActive int) (*store.Session, error) {
+	unlock, err := c.lock(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	defer unlock()
 	now := c.now().UTC()
-	s, changed, err := c.update(ctx, id, func(s *store.Session) (bool, error) {
+	activate := func(ctx context.Context, s *store.Session) error { return c.st.ActivateSession(ctx, s, maxActive) }
+	s, changed, err := c.updateWith(ctx, id, activate, func(s *store.Session) (bool, error) {
 		switch s.State {
 		case apiv1.StatePending, apiv1.StateStarting, apiv1.StateRunning:
 			return false, nil
@@ -467,7 +515,10 @@ func (c *Controller) Start(ctx context.Context, id string) (*store.Session, erro
 // PVC; the row goes once they are gone (at once when nothing was running, otherwise
 // when the reconciler sees the pod disappear).
 func (c *Controller) Delete(ctx context.Context, id string) error {
-	unlock := c.lock(id)
+	unlock, err := c.lock(ctx, id)
+	if err != nil {
+		return err
+	}
 	defer unlock()
 	s, err := c.markDeleting(ctx, id, ReasonDeletedByUser, "deleted by the user")
 	if err != nil {
@@ -521,6 +572,12 @@ func (c *Controller) Password(ctx context.Context, s *store.Session) (string, er
 // update applies mutate to the stored session and writes it back, retrying on
 // optimistic-concurrency conflicts. mutate reports whether it changed anything.
 func (c *Controller) update(ctx context.Context, id string, mutate func(*store.Session) (bool, error)) (*store.Session, bool, error) {
+	return c.updateWith(ctx, id, c.st.UpdateSession, mutate)
+}
+
+// updateWith is update writing through write (UpdateSession or a quota-checked
+// ActivateSession).
+func (c *Controller) updateWith(ctx context.Context, id string, write func(context.Context, *store.Session) error, mutate func(*store.Session) (bool, error)) (*store.Session, bool, error) {
 	var out *store.Session
 	var changed bool
 	err := retry.OnError(retry.DefaultRetry, func(err error) bool { return errors.Is(err, store.ErrConflict) }, func() error {
@@ -533,7 +590,7 @@ func (c *Controller) update(ctx context.Context, id string, mutate func(*store.S
 			return err
 		}
 		if ch {
-			if err := c.st.UpdateSession(ctx, s); err != nil {
+			if err := write(ctx, s); err != nil {
 				return err
 			}
 		}

@@ -235,7 +235,7 @@ cake_agents_sessions{state="Stopping"} 0
 	}
 
 	// Start: the pod comes back on the same claim.
-	if _, err := c.Start(ctx, id); err != nil {
+	if _, err := c.Start(ctx, id, 0); err != nil {
 		t.Fatal(err)
 	}
 	e.waitSession(id, "Running again", inState(apiv1.StateRunning))
@@ -554,7 +554,7 @@ func TestPodStatusFailures(t *testing.T) {
 	}
 	e.waitGone("failed session's pod", func(ctx context.Context) error { _, err := e.pod(ctx, s.ID); return err })
 	// A failed session can be started again.
-	if _, err := c.Start(ctx, s.ID); err != nil {
+	if _, err := c.Start(ctx, s.ID, 0); err != nil {
 		t.Fatal(err)
 	}
 	e.waitSession(s.ID, "Running after restart", inState(apiv1.StateRunning))

@@ -344,9 +344,9 @@ func (c *Controller) runElected(ctx context.Context) error {
 	for ctx.Err() == nil {
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 			Lock:            lock,
-			LeaseDuration:   15 * time.Second,
-			RenewDeadline:   10 * time.Second,
-			RetryPeriod:     2 * time.Second,
+			LeaseDuration:   c.cfg.LeaseDuration,
+			RenewDeadline:   c.cfg.RenewDeadline,
+			RetryPeriod:     c.cfg.RetryPeriod,
 			ReleaseOnCancel: true,
 			Name:            c.cfg.LeaseName,
 			Callbacks: leaderelection.LeaderCallbacks{
@@ -561,7 +561,10 @@ func (c *Controller) forEachObject(f func(metav1.Object)) {
 
 // reconcile converges one session (or its leftovers) to the stored intent.
 func (c *Controller) reconcile(ctx context.Context, id string) error {
-	unlock := c.lock(id)
+	unlock, err := c.lock(ctx, id)
+	if err != nil {
+		return err
+	}
 	defer unlock()
 	// Snapshot cached objects before reading the row; see sweep.
 	var objs []metav1.Object

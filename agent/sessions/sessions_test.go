@@ -212,6 +212,14 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		"bad quantity":  func(c *Config) { c.MemoryLimit = "lots" },
 		"bad size":      func(c *Config) { c.StorageSize = "big" },
 		"lease missing": func(c *Config) { c.LeaderElection = true },
+		"lease shorter than renew": func(c *Config) {
+			c.LeaderElection, c.LeaseNamespace, c.LeaseName, c.Identity = true, "ns", "l", "me"
+			c.LeaseDuration, c.RenewDeadline = 5*time.Second, 5*time.Second
+		},
+		"renew too close to retry": func(c *Config) {
+			c.LeaderElection, c.LeaseNamespace, c.LeaseName, c.Identity = true, "ns", "l", "me"
+			c.RenewDeadline, c.RetryPeriod = 2*time.Second, 2*time.Second
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := testConfig("ns")
@@ -513,6 +521,55 @@ func TestCreateQuotaAndDefaults(t *testing.T) {
 	}
 }
 
+// TestOperationsWaitForTheSessionLock: an operation waits while the session's lock in
+// the database is held (by another replica, here the test), then sees the state the
+// holder left; one that waits longer than LockWait gives up with ErrBusy, changing
+// nothing.
+func TestOperationsWaitForTheSessionLock(t *testing.T) {
+	st, owner := newStore(t)
+	kube := fake.NewClientset()
+	cfg := testConfig("ns")
+	cfg.LockWait = 300 * time.Millisecond
+	c := newTestController(t, cfg, kube, st)
+	ctx := context.Background()
+	s := &store.Session{OwnerID: owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := st.LockSession(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stop(ctx, s.ID, "", ""); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "is busy") {
+		t.Fatalf("Stop while another holder has the lock: %v, want ErrBusy", err)
+	}
+	if got, _ := st.GetSession(ctx, s.ID); got.State != apiv1.StatePending {
+		t.Fatalf("a busy Stop changed the session: %s", got.State)
+	}
+
+	// The holder stops the session itself (as another replica would) while a Delete waits.
+	c2 := newTestController(t, testConfig("ns"), kube, st)
+	done := make(chan error, 1)
+	go func() { done <- c2.Delete(ctx, s.ID) }()
+	got, _ := st.GetSession(ctx, s.ID)
+	got.State = apiv1.StateStopped
+	if err := st.UpdateSession(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Delete ran while the lock was held: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	unlock()
+	if err := <-done; err != nil {
+		t.Fatalf("Delete after the lock was released: %v", err)
+	}
+	if _, err := st.GetSession(ctx, s.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the session after Delete: %v", err)
+	}
+}
+
 func TestStartStopStateRules(t *testing.T) {
 	st, owner := newStore(t)
 	kube := fake.NewClientset()
@@ -530,7 +587,7 @@ func TestStartStopStateRules(t *testing.T) {
 	if _, err := kube.CoreV1().Secrets("ns").Get(ctx, SecretName(s.ID), metav1.GetOptions{}); err != nil {
 		t.Errorf("stop must keep the Secret: %v", err)
 	}
-	got, err = c.Start(ctx, s.ID)
+	got, err = c.Start(ctx, s.ID, 0)
 	if err != nil || got.State != apiv1.StatePending || got.StoppedAt != nil {
 		t.Fatalf("Start = %+v, %v", got, err)
 	}
@@ -540,7 +597,7 @@ func TestStartStopStateRules(t *testing.T) {
 	if err := c.Delete(ctx, s.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Start(ctx, s.ID); !errors.Is(err, store.ErrNotFound) {
+	if _, err := c.Start(ctx, s.ID, 0); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Start after delete: %v, want ErrNotFound", err)
 	}
 	if _, err := c.Stop(ctx, "nosuch", "", ""); !errors.Is(err, store.ErrNotFound) {

@@ -163,6 +163,10 @@ type Store interface {
 	// display name, groups, admin flag and LastSeenAt; it fills ID and CreatedAt.
 	UpsertUser(ctx context.Context, u *User) error
 	GetUser(ctx context.Context, id string) (*User, error)
+	// FindUsers returns every user a person may be named by: ID or Subject equal to
+	// name, or Email equal to it ignoring ASCII case (one person may be a header user and
+	// a Kubernetes user). Ordered by CreatedAt, then ID; empty, not ErrNotFound, when none.
+	FindUsers(ctx context.Context, name string) ([]*User, error)
 
 	// CreateSession inserts s (ID set by the caller) with ResourceVersion 1. When
 	// maxActive > 0 and the owner already has maxActive sessions in an active state it
@@ -173,6 +177,12 @@ type Store interface {
 	// stored one, then increments s.ResourceVersion and sets UpdatedAt. A stale
 	// version is ErrConflict; a missing row ErrNotFound.
 	UpdateSession(ctx context.Context, s *Session) error
+	// ActivateSession is UpdateSession for a write that moves s into an active state
+	// (a start). When maxActive > 0 and the stored session is not active, it fails with
+	// ErrQuotaExceeded if the owner already has maxActive active sessions; the check and
+	// the write are atomic with the owner's creates and other activations, as in
+	// CreateSession.
+	ActivateSession(ctx context.Context, s *Session, maxActive int) error
 	// TouchSession records activity (time and source) without bumping ResourceVersion;
 	// it never moves LastActivityAt backwards.
 	TouchSession(ctx context.Context, id string, at time.Time, source string) error
@@ -180,6 +190,16 @@ type Store interface {
 	ListSessions(ctx context.Context, f SessionFilter) (*SessionPage, error)
 	// CountSessions counts sessions by state (for metrics).
 	CountSessions(ctx context.Context) (map[apiv1.SessionState]int, error)
+	// LockSession takes the exclusive lock of session id, shared by every store opened
+	// on the same database (every agent replica), and returns the function releasing it
+	// (safe to call more than once). It waits while another holder has the lock, until
+	// ctx ends. The lock serialises whole operations on a session — a row transition and
+	// the Kubernetes calls that realise it — where a resource-version check alone only
+	// serialises single writes. It does not need the row to exist (a create locks its id
+	// before inserting). A holder must not take a second session lock, and a holder that
+	// dies loses the lock: with Postgres it lives on a database connection, which the
+	// server drops with the process.
+	LockSession(ctx context.Context, id string) (unlock func(), err error)
 
 	CreateToken(ctx context.Context, t *Token) error
 	// GetTokenByHash finds a token by the hash of its secret.
@@ -187,6 +207,9 @@ type Store interface {
 	ListTokens(ctx context.Context, ownerID string) ([]*Token, error)
 	// DeleteToken revokes a token of ownerID; ErrNotFound when it is not theirs.
 	DeleteToken(ctx context.Context, ownerID, id string) error
+	// DeleteUserTokens revokes every token of ownerID and returns how many it revoked
+	// (0 for an owner without tokens or an unknown owner).
+	DeleteUserTokens(ctx context.Context, ownerID string) (int, error)
 	TouchToken(ctx context.Context, id string, at time.Time) error
 
 	// PutCredential stores (or replaces) the credential encrypted at rest.

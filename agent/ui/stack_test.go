@@ -215,7 +215,7 @@ func (c *fakeController) Stop(_ context.Context, id, reason, message string) (*s
 	return s, nil
 }
 
-func (c *fakeController) Start(_ context.Context, id string) (*store.Session, error) {
+func (c *fakeController) Start(_ context.Context, id string, _ int) (*store.Session, error) {
 	s, err := c.update(id, func(s *store.Session) { s.State, s.Reason, s.Message = apiv1.StatePending, "", "" })
 	if err != nil {
 		return nil, err

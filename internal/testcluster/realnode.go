@@ -90,14 +90,18 @@ func CheckRealNodeBinaries(binDir string) error {
 	return nil
 }
 
-// setupNodeNetwork brings up loopback and the node bridge in this (private) network namespace
-// and turns on forwarding there, so a pod reaching a Service of another pod is routed back out.
+// setupNodeNetwork brings up loopback and the node bridge in this (private) network namespace,
+// routes the Service range onto it (the node's own processes reach Services too), and turns on
+// forwarding there, so a pod reaching a Service of another pod is routed back out.
 func setupNodeNetwork() error {
 	cmds := [][]string{
 		{"ip", "link", "set", "lo", "up"},
 		{"ip", "link", "add", realNodeBridge, "type", "bridge"},
 		{"ip", "addr", "add", RealNodeIP + "/" + strconv.Itoa(realNodePrefixLen), "dev", realNodeBridge},
 		{"ip", "link", "set", realNodeBridge, "up"},
+		// A real node reaches ClusterIPs through its default route (kube-proxy rewrites
+		// them in OUTPUT); this namespace has none, so give the Service range one.
+		{"ip", "route", "add", serviceCIDR, "dev", realNodeBridge, "src", RealNodeIP},
 	}
 	for _, c := range cmds {
 		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil && !bytes.Contains(out, []byte("File exists")) {

@@ -4,7 +4,7 @@
 // the test ends. All tests of one test binary share one server: the one named by
 // $CAKE_TEST_POSTGRES_URL when set (`make test` starts one with `testpg up` for every
 // package), or else one this binary starts on first use from the Debian postgresql-15
-// binaries: initdb in a temp dir on a free loopback port, fsync off, run as the
+// binaries: initdb in a temp dir on a free loopback port, fsync off (Options.Durable turns it on), run as the
 // `postgres` OS user when the tests run as root (initdb refuses root). Such a server
 // dies with the test binary (Pdeathsig); use Main in TestMain to also remove its dir.
 package testpg
@@ -74,6 +74,10 @@ type Options struct {
 	Detached bool
 	// Prefix names the temp dir (default "cake-testpg-").
 	Prefix string
+	// Durable keeps PostgreSQL's production durability settings (fsync, synchronous_commit,
+	// full_page_writes on): for benchmarks that compare it with SQLite, which syncs its WAL.
+	// Otherwise they are off, which tests that count rows rather than time them can afford.
+	Durable bool
 }
 
 // Server is a running PostgreSQL server in a temp dir.
@@ -88,10 +92,10 @@ type Server struct {
 	done chan struct{} // closed when the postmaster exits (owned servers only)
 
 	// What Restart needs to start the same server again.
-	binDir   string
-	port     int
-	cred     *syscall.Credential
-	detached bool
+	binDir string
+	port   int
+	cred   *syscall.Credential
+	opts   Options
 }
 
 // StartServer runs initdb in a fresh temp dir and starts postgres on a free loopback
@@ -144,7 +148,7 @@ func StartServer(ctx context.Context, o Options) (_ *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
-		s, err := start(ctx, binDir, dir, data, port, cred, logFile, o.Detached)
+		s, err := start(ctx, binDir, dir, data, port, cred, logFile, o)
 		if err == nil {
 			return s, nil
 		}
@@ -155,10 +159,15 @@ func StartServer(ctx context.Context, o Options) (_ *Server, err error) {
 	}
 }
 
-func start(ctx context.Context, binDir, dir, data string, port int, cred *syscall.Credential, logFile *os.File, detached bool) (*Server, error) {
+func start(ctx context.Context, binDir, dir, data string, port int, cred *syscall.Credential, logFile *os.File, o Options) (*Server, error) {
+	detached := o.Detached
+	durability := "off"
+	if o.Durable {
+		durability = "on"
+	}
 	cmd := exec.Command(filepath.Join(binDir, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", dir,
 		"-c", "listen_addresses=127.0.0.1",
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+		"-c", "fsync="+durability, "-c", "synchronous_commit="+durability, "-c", "full_page_writes="+durability,
 		"-c", "max_connections=300", "-c", "shared_buffers=32MB",
 		"-c", "log_min_messages=warning", "-c", "logging_collector=off")
 	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logFile, logFile
@@ -167,7 +176,7 @@ func start(ctx context.Context, binDir, dir, data string, port int, cred *syscal
 		URL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port),
 		Dir: dir,
 
-		binDir: binDir, port: port, cred: cred, detached: detached,
+		binDir: binDir, port: port, cred: cred, opts: o,
 	}
 	var err error
 	if detached {
@@ -232,7 +241,7 @@ func (s *Server) Restart(ctx context.Context) error {
 		return err
 	}
 	defer logFile.Close() // the child holds its own descriptor
-	n, err := start(ctx, s.binDir, s.Dir, filepath.Join(s.Dir, "data"), s.port, s.cred, logFile, s.detached)
+	n, err := start(ctx, s.binDir, s.Dir, filepath.Join(s.Dir, "data"), s.port, s.cred, logFile, s.opts)
 	if err != nil {
 		return fmt.Errorf("restart postgres on port %d: %w", s.port, err)
 	}

@@ -416,10 +416,22 @@ func (c *Client) CreateToken(ctx context.Context, in apiv1.CreateTokenRequest) (
 	return &t, c.call(ctx, http.MethodPost, "/api/v1/tokens", nil, in, &t)
 }
 
-// ListTokens calls GET /api/v1/tokens.
-func (c *Client) ListTokens(ctx context.Context) (*apiv1.TokenList, error) {
+// ListTokens calls GET /api/v1/tokens: the caller's tokens, or with user set (an id,
+// Kubernetes user name or email) that user's, which only admins may see.
+func (c *Client) ListTokens(ctx context.Context, user string) (*apiv1.TokenList, error) {
+	var q url.Values
+	if user != "" {
+		q = url.Values{"user": {user}}
+	}
 	var l apiv1.TokenList
-	return &l, c.call(ctx, http.MethodGet, "/api/v1/tokens", nil, nil, &l)
+	return &l, c.call(ctx, http.MethodGet, "/api/v1/tokens", q, nil, &l)
+}
+
+// RevokeUserTokens calls DELETE /api/v1/tokens?user=USER: every token of the users USER
+// names is revoked (admins; anyone for "me").
+func (c *Client) RevokeUserTokens(ctx context.Context, user string) (*apiv1.TokenRevocation, error) {
+	var r apiv1.TokenRevocation
+	return &r, c.call(ctx, http.MethodDelete, "/api/v1/tokens", url.Values{"user": {user}}, nil, &r)
 }
 
 // DeleteToken calls DELETE /api/v1/tokens/{id}.

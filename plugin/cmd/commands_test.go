@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +149,7 @@ func TestDoctor(t *testing.T) {
 [ok]   agent readiness kube: ok
 [ok]   agent readiness store: ok
 [ok]   identity: alice@example.com (alice, authenticated by kubernetes)
+[ok]   driving sessions: your own, and other users' public ones (RBAC grants you attach)
 [ok]   RBAC: get sessions.agents.cake.ai; list sessions.agents.cake.ai; create sessions.agents.cake.ai; delete sessions.agents.cake.ai; attach sessions.agents.cake.ai; list pods in cake-agents; create pods/portforward in cake-agents; get configmaps in cake-agents
 [ok]   forged identity headers are refused (X-Auth-Request-Email: 401)
 `
@@ -525,5 +527,95 @@ func TestLoginWithoutServerAsksForNoToken(t *testing.T) {
 	}
 	if in.String() != "cka_typed\n" {
 		t.Errorf("standard input was read: %q left", in.String())
+	}
+}
+
+func TestJudgeTrust(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		info   apiv1.HeaderAuthInfo
+		status string
+		line   string
+	}{
+		{name: "the proxy's own addresses", info: apiv1.HeaderAuthInfo{TrustedProxyCIDRs: []string{"10.4.2.17/32", "10.4.3.0/28", "fd00::17/128"}},
+			status: "ok", line: "header auth: identity headers are trusted only from the proxy: 10.4.2.17/32, 10.4.3.0/28, fd00::17/128"},
+		{name: "a node's pod range is still narrow", info: apiv1.HeaderAuthInfo{TrustedProxyCIDRs: []string{"10.244.1.0/24"}},
+			status: "ok", line: "header auth: identity headers are trusted only from the proxy: 10.244.1.0/24"},
+		{name: "the Istio sidecar", info: apiv1.HeaderAuthInfo{TrustedProxyCIDRs: []string{"127.0.0.6/32", "::6/128"}},
+			status: "ok", line: "header auth: identity headers are trusted only from the proxy: the Istio sidecar (127.0.0.6); the sidecar hides the client's address, so the NetworkPolicy on the agent's HTTP port is what keeps other pods out"},
+		{name: "the pod network", info: apiv1.HeaderAuthInfo{TrustedProxyCIDRs: []string{"10.4.2.17/32", "10.0.0.0/8"}},
+			status: "warn", line: "header auth: identity headers are trusted from the pod network (10.0.0.0/8): any pod there, session pods included, can claim any identity unless a NetworkPolicy keeps it off the agent's HTTP port (the chart's networkPolicy.enabled). Narrow headerAuth.trustedProxyCIDRs to the proxy's addresses, or set headerAuth.jwksURL"},
+		{name: "a /23 is a network of pods", info: apiv1.HeaderAuthInfo{TrustedProxyCIDRs: []string{"192.168.4.0/23"}}, status: "warn", line: "(192.168.4.0/23)"},
+		{name: "every address holds loopback too", info: apiv1.HeaderAuthInfo{TrustedProxyCIDRs: []string{"0.0.0.0/0"}}, status: "FAIL", line: "from loopback (0.0.0.0/0)"},
+		{name: "the pod network with verified JWTs", info: apiv1.HeaderAuthInfo{TrustedProxyCIDRs: []string{"10.0.0.0/8"}, JWTVerified: true, JWTAudiences: []string{"cake-agents"}},
+			status: "ok", line: "header auth: identity headers are trusted from the pod network (10.0.0.0/8), but a forged header also needs a JWT signed by the identity provider; the proxy's JWT is verified against the JWKS"},
+		{name: "verified without an audience", info: apiv1.HeaderAuthInfo{TrustedProxyCIDRs: []string{"10.1.1.1/32"}, JWTVerified: true},
+			status: "ok", line: "10.1.1.1/32; the proxy's JWT is verified against the JWKS (its audience is not checked: set headerAuth.jwt.audience)"},
+		{name: "loopback", info: apiv1.HeaderAuthInfo{TrustedProxyCIDRs: []string{"127.0.0.6/32", "127.0.0.0/8"}},
+			status: "FAIL", line: "header auth: identity headers are trusted from loopback (127.0.0.0/8), where port-forwarded connections arrive: anyone allowed to port-forward to the agent can claim any identity. Remove it from headerAuth.trustedProxyCIDRs (behind Istio the chart trusts the sidecar's 127.0.0.6 by itself)"},
+		{name: "IPv6 loopback beats the pod network", info: apiv1.HeaderAuthInfo{TrustedProxyCIDRs: []string{"10.0.0.0/8", "::1/128"}}, status: "FAIL", line: "from loopback (::1/128)"},
+		{name: "all of IPv6", info: apiv1.HeaderAuthInfo{TrustedProxyCIDRs: []string{"::/0"}}, status: "FAIL", line: "from loopback (::/0)"},
+		{name: "127.0.0.1 alone", info: apiv1.HeaderAuthInfo{TrustedProxyCIDRs: []string{"127.0.0.1/32"}, JWTVerified: true},
+			status: "FAIL", line: "anyone allowed to port-forward to the agent can speak as the proxy (a JWT signed by the identity provider is still required)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, line := judgeTrust(tc.info.TrustedProxyCIDRs).report(&tc.info)
+			if status != tc.status || !strings.Contains(line, tc.line) {
+				t.Errorf("got [%s] %s\nwant [%s] ...%s...", status, line, tc.status, tc.line)
+			}
+		})
+	}
+}
+
+// An agent that publishes its header configuration is probed with its own header names
+// (not oauth2-proxy's defaults, which it would ignore), and doctor says whom it trusts.
+func TestDoctorProbesTheConfiguredHeaders(t *testing.T) {
+	withVersion(t, "v0.3.0")
+	a := newFakeAgent(t)
+	a.who.HeaderAuth = apiv1.HeaderAuthEnabled
+	a.who.HeaderAuthInfo = &apiv1.HeaderAuthInfo{State: apiv1.HeaderAuthEnabled, EmailHeader: "X-Forwarded-Email", UserHeader: "X-Forwarded-User",
+		JWTHeader: "X-Forwarded-Access-Token", TrustedProxyCIDRs: []string{"10.0.0.0/8"}}
+	f, _ := a.start()
+	kube := fake.NewClientset()
+	kube.PrependReactor("create", "selfsubjectaccessreviews", ssarReactor(func(authorizationv1.ResourceAttributes) bool { return false }))
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o := &DoctorOptions{IOStreams: streams, Factory: f, Kube: kube}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatalf("doctor: %v\n%s", err, out)
+	}
+	for _, line := range []string{
+		"[warn] header auth: identity headers are trusted from the pod network (10.0.0.0/8): any pod there, session pods included, can claim any identity",
+		"[ok]   forged identity headers are refused (X-Forwarded-Access-Token, X-Forwarded-Email, X-Forwarded-User: 401)\n",
+	} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("doctor output misses %q:\n%s", line, out)
+		}
+	}
+	sort.Strings(a.identityHeaders)
+	want := []string{
+		"X-Forwarded-Access-Token: eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJlbWFpbCI6ImZvcmdlZC1ieS1rdWJlY3RsLWFnZW50cy1kb2N0b3JAaW52YWxpZCJ9.",
+		"X-Forwarded-Email: forged-by-kubectl-agents-doctor@invalid",
+		"X-Forwarded-User: forged-by-kubectl-agents-doctor",
+	}
+	if !slices.Equal(a.identityHeaders, want) {
+		t.Errorf("identity headers sent: %q\nwant %q", a.identityHeaders, want)
+	}
+
+	// The same agent trusting what arrives through the port-forward is caught under its
+	// own header name.
+	a.trustHeaders = true
+	a.who.HeaderAuthInfo.TrustedProxyCIDRs = []string{"127.0.0.0/8"}
+	out.Reset()
+	err := o.Run(context.Background())
+	if err == nil || err.Error() != "2 check(s) failed" {
+		t.Errorf("err = %v", err)
+	}
+	for _, line := range []string{
+		"[FAIL] header auth: identity headers are trusted from loopback (127.0.0.0/8)",
+		"[FAIL] forged identity headers are TRUSTED: the agent took X-Forwarded-Access-Token, X-Forwarded-Email, X-Forwarded-User from a port-forward",
+	} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("doctor output misses %q:\n%s", line, out)
+		}
 	}
 }

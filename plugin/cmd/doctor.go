@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"sort"
@@ -19,7 +20,9 @@ import (
 )
 
 // ForgedIdentityHeader is the identity header an authenticating proxy (oauth2-proxy)
-// sets; doctor sends a forged one to prove the agent refuses it from a port-forward.
+// sets; doctor sends a forged one to prove the agent refuses it from a port-forward, when
+// the agent does not publish the header names it reads (agents that predate
+// apiv1.HeaderAuthInfo).
 const ForgedIdentityHeader = "X-Auth-Request-Email"
 
 // DoctorOptions are the inputs of `doctor`.
@@ -42,8 +45,10 @@ func NewCmdDoctor(f *Factory, streams genericiooptions.IOStreams) *cobra.Command
 		Long: `Check, one line each: that the agent can be reached (and how), the plugin and
 agent versions, the agent's own readiness (database, cluster), who you are to the
 agent, your RBAC for the common verbs on sessions.agents.cake.ai and for reaching the
-agent (list pods, create pods/portforward), and that the agent refuses forged
-identity headers sent through the port-forward.
+agent (list pods, create pods/portforward), where the agent believes identity headers
+from (loopback, the pod network, or only the authenticating proxy), and that it
+refuses forged identity headers, under the names it is configured with, sent
+through the port-forward.
 
 It exits non-zero when a check fails.`,
 		Example: `  kubectl agents doctor
@@ -129,11 +134,12 @@ func (o *DoctorOptions) Run(ctx context.Context) error {
 		o.report("FAIL", "agent readiness: %v", err)
 	}
 
+	var info *apiv1.HeaderAuthInfo
 	if who, err := c.WhoAmI(ctx); err != nil {
 		o.report("FAIL", "identity: %v", explain(o.Factory, err))
 	} else {
 		var allowed, denied []string
-		for _, v := range []string{apiv1.VerbGet, apiv1.VerbList, apiv1.VerbCreate, apiv1.VerbDelete, apiv1.VerbAttach} {
+		for _, v := range []string{apiv1.VerbGet, apiv1.VerbList, apiv1.VerbCreate, apiv1.VerbDelete} {
 			if who.Permissions[v] {
 				allowed = append(allowed, v)
 			} else {
@@ -144,25 +150,62 @@ func (o *DoctorOptions) Run(ctx context.Context) error {
 		if len(denied) > 0 {
 			o.report("warn", "the agent lets you %s but not %s sessions", orNothing(allowed), strings.Join(denied, ", "))
 		}
-		o.reportHeaderAuth(who.HeaderAuth)
+		o.reportHeaderAuth(who.HeaderAuth, who.HeaderAuthInfo)
+		info = who.HeaderAuthInfo
+		// Owners drive their own sessions; attach is what lets one drive other people's.
+		if who.Permissions[apiv1.VerbAttach] || who.Permissions["admin"] {
+			o.report("ok", "driving sessions: your own, and other users' public ones (RBAC grants you attach)")
+		} else {
+			o.report("ok", "driving sessions: your own; other users' public ones you may read, not drive (RBAC verb attach, e.g. the cake-agents-attach ClusterRole, would allow it)")
+		}
 	}
 
 	o.checkRBAC(ctx)
-	o.checkForgedHeaders(ctx, c)
+	o.checkForgedHeaders(ctx, c, info)
 	return o.result()
 }
 
 // reportHeaderAuth says whether people signing in through the authenticating proxy can
-// get in. Kubeconfig users are unaffected either way, which is why an inert header auth
-// is easy to miss: the agent runs, and only the browser users are refused.
-func (o *DoctorOptions) reportHeaderAuth(state apiv1.HeaderAuthState) {
+// get in, and whom else the agent would believe. Kubeconfig users are unaffected either
+// way, which is why an inert header auth is easy to miss: the agent runs, and only the
+// browser users are refused; and why a too-wide trust is: everything works, for forgers too.
+func (o *DoctorOptions) reportHeaderAuth(state apiv1.HeaderAuthState, info *apiv1.HeaderAuthInfo) {
 	switch state {
 	case apiv1.HeaderAuthNoTrustedProxy:
 		o.report("warn", "header auth: enabled but inert: no trusted proxy network is set, so every request signed in through the authenticating proxy is refused (401); set headerAuth.trustedProxyCIDRs in the chart's values (agent flag --trusted-proxy-cidrs) to the proxy's network")
 	case apiv1.HeaderAuthEnabled:
-		o.report("ok", "header auth: identity headers are believed from the trusted proxy networks only")
+		if info == nil {
+			// An agent that predates HeaderAuthInfo: it only says it is on.
+			o.report("ok", "header auth: identity headers are believed from the trusted proxy networks only")
+			return
+		}
+		status, line := judgeTrust(info.TrustedProxyCIDRs).report(info)
+		o.report(status, "%s", line)
 	}
 	// Disabled, or an agent that does not report it: nothing to say.
+}
+
+// forgedHeaders are the identity headers doctor forges: every one the agent reads, under
+// its configured names, or oauth2-proxy's email header for agents that do not say.
+func forgedHeaders(info *apiv1.HeaderAuthInfo, email string) http.Header {
+	h := http.Header{}
+	if info == nil {
+		h.Set(ForgedIdentityHeader, email)
+		return h
+	}
+	if info.EmailHeader != "" {
+		h.Set(info.EmailHeader, email)
+	}
+	if info.UserHeader != "" {
+		h.Set(info.UserHeader, "forged-by-kubectl-agents-doctor")
+	}
+	if info.JWTHeader != "" {
+		// Well-formed and unsigned: the agent must refuse it from here whether or not it
+		// verifies JWTs.
+		b64 := base64.RawURLEncoding.EncodeToString
+		h.Set(info.JWTHeader, b64([]byte(`{"alg":"none","typ":"JWT"}`))+"."+b64([]byte(`{"email":"`+email+`"}`))+".")
+	}
+	return h
 }
 
 func orNothing(verbs []string) string {
@@ -195,7 +238,7 @@ func (o *DoctorOptions) checkRBAC(ctx context.Context) {
 	var qs []question
 	for _, v := range []string{apiv1.VerbGet, apiv1.VerbList, apiv1.VerbCreate, apiv1.VerbDelete, apiv1.VerbAttach} {
 		qs = append(qs, question{v + " " + apiv1.Resource + "." + apiv1.Group,
-			authorizationv1.ResourceAttributes{Verb: v, Group: apiv1.Group, Resource: apiv1.Resource}, v != apiv1.VerbDelete})
+			authorizationv1.ResourceAttributes{Verb: v, Group: apiv1.Group, Resource: apiv1.Resource}, v != apiv1.VerbDelete && v != apiv1.VerbAttach})
 	}
 	qs = append(qs,
 		question{"list pods in " + ns, authorizationv1.ResourceAttributes{Namespace: ns, Verb: "list", Resource: "pods"}, true},
@@ -233,27 +276,40 @@ func (o *DoctorOptions) checkRBAC(ctx context.Context) {
 // checkForgedHeaders sends the user's real credentials plus a forged proxy identity
 // header: the agent must refuse (401) identity headers from anyone but its configured
 // proxies, or anyone able to reach it could claim to be anyone.
-func (o *DoctorOptions) checkForgedHeaders(ctx context.Context, c *client.Client) {
+func (o *DoctorOptions) checkForgedHeaders(ctx context.Context, c *client.Client, info *apiv1.HeaderAuthInfo) {
 	if o.Factory.serverURL() != "" {
 		o.report("skip", "forged identity headers: not probed through --server (the proxy in front sets them)")
 		return
 	}
 	const forged = "forged-by-kubectl-agents-doctor@invalid"
+	headers := forgedHeaders(info, forged)
+	if len(headers) == 0 {
+		o.report("skip", "forged identity headers: the agent reads no identity headers (header auth off, no header names)")
+		return
+	}
+	names := make([]string, 0, len(headers))
+	for name := range headers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	shown := strings.Join(names, ", ")
 	req, err := c.NewRequest(ctx, http.MethodGet, "/api/v1/whoami", nil, nil)
 	if err != nil {
 		o.report("FAIL", "forged identity headers: %v", err)
 		return
 	}
-	req.Header.Set(ForgedIdentityHeader, forged)
+	for name, vs := range headers {
+		req.Header[name] = vs
+	}
 	var who apiv1.WhoAmI
 	err = c.Do(req, &who)
 	switch {
 	case client.StatusCode(err) == http.StatusUnauthorized:
-		o.report("ok", "forged identity headers are refused (%s: 401)", ForgedIdentityHeader)
+		o.report("ok", "forged identity headers are refused (%s: 401)", shown)
 	case err != nil:
 		o.report("FAIL", "forged identity headers: expected 401, got %v", err)
 	case who.User.Email == forged || who.Username == forged:
-		o.report("FAIL", "forged identity headers are TRUSTED: the agent took %s from a port-forward; anyone who can reach it can be anyone. Restrict headerAuth to the proxy's addresses", ForgedIdentityHeader)
+		o.report("FAIL", "forged identity headers are TRUSTED: the agent took %s from a port-forward; anyone who can reach it can be anyone. Restrict headerAuth to the proxy's addresses", shown)
 	default:
 		o.report("FAIL", "forged identity headers are ignored instead of refused with 401 (the agent answered as %s)", displayUser(who.User.Email, who.Username))
 	}

@@ -33,13 +33,23 @@ type fakeAgent struct {
 	ready    apiv1.Readiness
 	// token, when set, must arrive as a bearer token.
 	token string
-	// trustHeaders makes the fake (wrongly) accept X-Auth-Request-Email.
+	// trustHeaders makes the fake (wrongly) accept X-Auth-Request-Email, or the email
+	// header who.HeaderAuthInfo names.
 	trustHeaders bool
-	events       string
-	proxied      []string
+	// identityHeaders records the identity headers (those who.HeaderAuthInfo names) that
+	// reached whoami, as "Name: value".
+	identityHeaders []string
+	events          string
+	proxied         []string
 	// openCodeDown answers this many proxied requests with 502, as the agent does
 	// while a session's OpenCode is not listening yet.
 	openCodeDown int
+	// tokens are the personal access tokens by id; tokenRequests what token create sent;
+	// tokenQueries the ?user= of token lists and revocations.
+	tokens        map[string]apiv1.Token
+	tokenRequests []apiv1.CreateTokenRequest
+	tokenQueries  []string
+	now           time.Time
 }
 
 func newFakeAgent(t *testing.T) *fakeAgent {
@@ -55,6 +65,8 @@ func newFakeAgent(t *testing.T) *fakeAgent {
 		},
 		version: apiv1.VersionInfo{Version: "v0.3.1", Commit: "abc1234", Date: "2026-11-01T00:00:00Z", GoVersion: "go1.26.8", Platform: "linux/amd64"},
 		ready:   apiv1.Readiness{Ready: true, Checks: map[string]string{"store": "ok", "kube": "ok"}},
+		tokens:  map[string]apiv1.Token{},
+		now:     time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC),
 	}
 }
 
@@ -86,7 +98,18 @@ func (a *fakeAgent) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.version) })
 	mux.HandleFunc("GET /api/v1/whoami", func(w http.ResponseWriter, r *http.Request) {
-		if e := r.Header.Get("X-Auth-Request-Email"); e != "" {
+		emailHeader := "X-Auth-Request-Email"
+		if info := a.who.HeaderAuthInfo; info != nil {
+			emailHeader = info.EmailHeader
+			a.mu.Lock()
+			for _, h := range []string{info.EmailHeader, info.UserHeader, info.JWTHeader} {
+				if h != "" && r.Header.Get(h) != "" {
+					a.identityHeaders = append(a.identityHeaders, h+": "+r.Header.Get(h))
+				}
+			}
+			a.mu.Unlock()
+		}
+		if e := r.Header.Get(emailHeader); emailHeader != "" && e != "" {
 			if !a.trustHeaders {
 				writeErr(w, 401, apiv1.CodeUnauthorized, "identity headers are accepted only from the configured proxies")
 				return
@@ -201,6 +224,71 @@ func (a *fakeAgent) handler() http.Handler {
 		}
 		_, _ = w.Write([]byte(`{"healthy":true,"version":"1.18.33"}`))
 	}))
+	// Tokens, as the agent answers them: alice owns every token; only "me" and alice
+	// may be named in ?user= (the fake has no admins); at most 2160h.
+	mux.HandleFunc("POST /api/v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		var req apiv1.CreateTokenRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeErr(w, 400, apiv1.CodeBadRequest, err.Error())
+			return
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.tokenRequests = append(a.tokenRequests, req)
+		ttl := 720 * time.Hour
+		if req.ExpiresIn != nil && req.ExpiresIn.Duration > 0 {
+			ttl = req.ExpiresIn.Duration
+		}
+		if ttl > 2160*time.Hour {
+			writeErr(w, 400, apiv1.CodeBadRequest, fmt.Sprintf("expiresIn: %s is longer than this agent's maximum token lifetime of 2160h0m0s (--token-max-ttl, chart value tokens.maxTTL)", ttl))
+			return
+		}
+		exp := a.now.Add(ttl)
+		id := fmt.Sprintf("tok%d", len(a.tokenRequests))
+		t := apiv1.Token{ID: id, Name: req.Name, OwnerID: "u-1", Owner: "alice@example.com", CreatedAt: a.now, ExpiresAt: &exp}
+		a.tokens[id] = t
+		t.Token = "cka_secret_" + id
+		writeJSON(w, 201, t)
+	})
+	mux.HandleFunc("GET /api/v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		user := r.URL.Query().Get("user")
+		a.tokenQueries = append(a.tokenQueries, "list "+user)
+		if user != "" && user != "me" && user != "alice@example.com" {
+			writeErr(w, 403, apiv1.CodeForbidden, "the tokens of another user ("+user+") are for admins")
+			return
+		}
+		out := apiv1.TokenList{Items: []apiv1.Token{}}
+		for _, t := range a.tokens {
+			out.Items = append(out.Items, t)
+		}
+		sort.Slice(out.Items, func(i, j int) bool { return out.Items[i].ID < out.Items[j].ID })
+		writeJSON(w, 200, out)
+	})
+	mux.HandleFunc("DELETE /api/v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		user := r.URL.Query().Get("user")
+		a.tokenQueries = append(a.tokenQueries, "revoke "+user)
+		if user != "me" && user != "alice@example.com" {
+			writeErr(w, 403, apiv1.CodeForbidden, "the tokens of another user ("+user+") are for admins")
+			return
+		}
+		n := len(a.tokens)
+		a.tokens = map[string]apiv1.Token{}
+		writeJSON(w, 200, apiv1.TokenRevocation{Users: []apiv1.User{{ID: "u-1", Source: "kubernetes", Subject: "alice"}}, Revoked: n})
+	})
+	mux.HandleFunc("DELETE /api/v1/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if _, ok := a.tokens[r.PathValue("id")]; !ok {
+			writeErr(w, 404, apiv1.CodeNotFound, "token "+r.PathValue("id")+" not found")
+			return
+		}
+		delete(a.tokens, r.PathValue("id"))
+		w.WriteHeader(http.StatusNoContent)
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.token != "" && r.Header.Get("Authorization") != "Bearer "+a.token && !strings.HasPrefix(r.URL.Path, "/healthz") {
 			writeErr(w, 401, apiv1.CodeUnauthorized, "invalid or expired token")

@@ -33,8 +33,9 @@ func NewCmdLogin(f *Factory, streams genericiooptions.IOStreams) *cobra.Command 
 		Short: "Use the agent behind an ingress with a personal access token",
 		Long: `Remember an agent URL (behind an ingress or an authenticating proxy) and a personal
 access token, so later commands reach the agent there instead of port-forwarding.
-The token (cka_...) comes from the agent's web UI; it is checked before it is saved,
-in a file readable only by you. Without --token, the token is read from standard
+The token (cka_...) comes from "kubectl agents token create" (run it while the
+plugin reaches the agent by port-forward) or from the agent's web UI; it is checked
+before it is saved, in a file readable only by you. Without --token, the token is read from standard
 input so it stays out of your shell history.
 
 "kubectl agents logout" forgets both; --agent-namespace on any command uses
@@ -99,7 +100,7 @@ func (o *LoginOptions) Run(ctx context.Context) error {
 	who, err := c.WhoAmI(ctx)
 	if err != nil {
 		if client.StatusCode(err) == http.StatusUnauthorized {
-			return fmt.Errorf("the agent at %s does not accept this token (expired or revoked?): create a new one in the web UI: %w", o.Server, err)
+			return fmt.Errorf("the agent at %s does not accept this token (expired, revoked, or its owner lost access?): create a new one with `kubectl agents token create` or in the web UI: %w", o.Server, err)
 		}
 		return fmt.Errorf("check the token with %s: %w", o.Server, err)
 	}
@@ -133,7 +134,7 @@ func NewCmdLogout(f *Factory, streams genericiooptions.IOStreams) *cobra.Command
 		Short: "Forget the server and token saved by login",
 		Long: `Forget the agent URL and personal access token saved by "kubectl agents login";
 later commands find the agent by port-forward again. The token itself stays valid
-until it expires or you revoke it in the web UI.`,
+until it expires or you revoke it ("kubectl agents token revoke", or the web UI).`,
 		Example: `  kubectl agents logout`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

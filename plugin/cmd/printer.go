@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
@@ -20,7 +19,7 @@ import (
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
-// Sessions print as objects of a virtual kind so kubectl's printers, jsonpath and
+// Sessions (and tokens) print as objects of a virtual kind so kubectl's printers, jsonpath and
 // custom-columns work on them the way users expect from kubectl.
 const (
 	sessionAPIVersion = apiv1.Group + "/v1"
@@ -114,29 +113,36 @@ func (f *PrintFlags) IsDefault() bool { return f.format() == "" }
 
 // Print writes sessions to out; list selects the list form for json/yaml/jsonpath.
 func (f *PrintFlags) Print(out io.Writer, sessions []apiv1.Session, list bool) error {
-	switch o := f.format(); {
-	case o == "" || o == "wide":
-		return f.printTable(out, sessions, o == "wide")
-	case strings.HasPrefix(o, "custom-columns="):
-		cols, err := parseCustomColumns(strings.TrimPrefix(o, "custom-columns="))
-		if err != nil {
-			return err
-		}
-		return f.printCustom(out, sessions, cols)
-	}
-	p, err := f.ToPrinter()
-	if err != nil {
-		return fmt.Errorf("--output: %w", err)
-	}
-	objs := make([]runtime.Object, 0, len(sessions))
-	items := make([]unstructured.Unstructured, 0, len(sessions))
+	objs := make([]*unstructured.Unstructured, 0, len(sessions))
 	for _, s := range sessions {
 		u, err := sessionObject(s)
 		if err != nil {
 			return err
 		}
 		objs = append(objs, u)
-		items = append(items, *u)
+	}
+	return f.printObjects(out, objs, sessionListKind, list, func(w io.Writer, wide bool) error {
+		return f.printTable(w, sessions, wide)
+	})
+}
+
+// printObjects prints objects of one virtual kind (apiVersion agents.cake.ai/v1): as the
+// kind's own table (the default and wide), as custom-columns, or with kubectl's printers;
+// list selects the list form (kind listKind) for json, yaml and jsonpath.
+func (f *PrintFlags) printObjects(out io.Writer, objs []*unstructured.Unstructured, listKind string, list bool, table func(w io.Writer, wide bool) error) error {
+	switch o := f.format(); {
+	case o == "" || o == "wide":
+		return table(out, o == "wide")
+	case strings.HasPrefix(o, "custom-columns="):
+		cols, err := parseCustomColumns(strings.TrimPrefix(o, "custom-columns="))
+		if err != nil {
+			return err
+		}
+		return f.printCustom(out, objs, cols)
+	}
+	p, err := f.ToPrinter()
+	if err != nil {
+		return fmt.Errorf("--output: %w", err)
 	}
 	if !list || f.IsName() {
 		for _, o := range objs {
@@ -146,7 +152,11 @@ func (f *PrintFlags) Print(out io.Writer, sessions []apiv1.Session, list bool) e
 		}
 		return nil
 	}
-	l := &unstructured.UnstructuredList{Object: map[string]any{"apiVersion": sessionAPIVersion, "kind": sessionListKind, "metadata": map[string]any{}}}
+	items := make([]unstructured.Unstructured, 0, len(objs))
+	for _, o := range objs {
+		items = append(items, *o)
+	}
+	l := &unstructured.UnstructuredList{Object: map[string]any{"apiVersion": sessionAPIVersion, "kind": listKind, "metadata": map[string]any{}}}
 	l.Items = items
 	return p.PrintObj(l, out)
 }
@@ -235,7 +245,7 @@ func parseCustomColumns(spec string) ([]column, error) {
 	return cols, nil
 }
 
-func (f *PrintFlags) printCustom(out io.Writer, sessions []apiv1.Session, cols []column) error {
+func (f *PrintFlags) printCustom(out io.Writer, objs []*unstructured.Unstructured, cols []column) error {
 	w := printers.GetNewTabWriter(out)
 	if !f.NoHeaders {
 		hs := make([]string, len(cols))
@@ -244,11 +254,7 @@ func (f *PrintFlags) printCustom(out io.Writer, sessions []apiv1.Session, cols [
 		}
 		fmt.Fprintln(w, strings.Join(hs, "\t"))
 	}
-	for _, s := range sessions {
-		u, err := sessionObject(s)
-		if err != nil {
-			return err
-		}
+	for _, u := range objs {
 		cells := make([]string, len(cols))
 		for i, c := range cols {
 			results, err := c.path.FindResults(u.Object)

@@ -235,7 +235,8 @@ It finds the Cake Agents agent in --agent-namespace (remembered from the last
 successful use, else "cake-agents"), port-forwards to it with your kubeconfig and
 speaks HTTPS to it as you: your kube token or client certificate identifies you, and
 the agent checks what you may do with SubjectAccessReview on sessions.agents.cake.ai.
-Behind an ingress, use --server URL with a token from "kubectl agents login".`,
+Behind an ingress, use --server URL with a personal access token ("kubectl agents
+token create", then "kubectl agents login").`,
 		Example: `  # Start a session on a repository and wait until it runs
   kubectl agents session create --repo https://github.com/org/repo --prompt "fix the flaky test" --wait
 
@@ -266,6 +267,7 @@ Behind an ingress, use --server URL with a token from "kubectl agents login".`,
 		NewCmdSession(f, streams),
 		NewCmdAttach(f, streams),
 		NewCmdPortForward(f, streams),
+		NewCmdToken(f, streams),
 		NewCmdLogin(f, streams),
 		NewCmdLogout(f, streams),
 		NewCmdWhoAmI(f, streams),

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -219,6 +220,7 @@ func bootValuesFile(t *testing.T, c *testcluster.Cluster, img agentpod.Image, vf
 		t.Fatal(err)
 	}
 	api := b.apiClient(httpsPort)
+	b.checkIdentityHeaders(proc, logPath)
 	b.provideCABundle()
 	s, err := api.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "boot " + vf.name})
 	if err != nil {
@@ -226,6 +228,61 @@ func bootValuesFile(t *testing.T, c *testcluster.Cluster, img agentpod.Image, vf
 	}
 	b.checkSessionPod(s)
 	b.checkDatabase(proc, s.ID)
+}
+
+// checkIdentityHeaders sends the configured email header to the agent's plain-HTTP port from
+// the TCP source addresses the kernel reports inside a pod: 127.0.0.1, where port-forwarded
+// connections arrive, is always refused; 127.0.0.6, where an Istio sidecar delivers every
+// request from, is honoured when the rendered environment trusts it (istio.enabled) and no
+// JWKS asks for a signed token as well.
+func (b *boot) checkIdentityHeaders(proc *agentpod.Process, logPath string) {
+	t := b.t
+	env := proc.Env.Map()
+	if env["AGENT_HEADER_AUTH_ENABLED"] != "true" {
+		return
+	}
+	port, err := proc.LocalPort(intstr.FromString("http"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := env["AGENT_HEADER_AUTH_EMAIL_HEADER"]
+	const email = "boot-header-user@example.com"
+	whoami := func(from string) (int, string) {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		}}}
+		defer hc.CloseIdleConnections()
+		req, _ := http.NewRequest(http.MethodGet, "http://agent/api/v1/whoami", nil)
+		req.Header.Set(header, email)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("whoami from %s: %v%s", from, err, logTail(logPath))
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	// Refused either way: as not a trusted proxy, or because no proxy is trusted (inert).
+	if code, body := whoami("127.0.0.1"); code != http.StatusUnauthorized || !strings.Contains(body, "identity headers ("+strings.ToLower(header)+")") {
+		t.Errorf("identity header from loopback (a port-forward): %d %s, want 401", code, body)
+	}
+	istio, _ := lookup(b.values, "istio", "enabled").(bool)
+	trusted := strings.Split(env["AGENT_TRUSTED_PROXY_CIDRS"], ",")
+	if istio != slices.Contains(trusted, "127.0.0.6/32") {
+		t.Errorf("istio.enabled=%v but the agent trusts %q: the Istio sidecar's 127.0.0.6/32 belongs there exactly with istio", istio, trusted)
+	}
+	if !istio || env["AGENT_JWKS_URL"] != "" {
+		t.Logf("identity headers: refused from 127.0.0.1")
+		return
+	}
+	code, body := whoami("127.0.0.6")
+	var who apiv1.WhoAmI
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &who) != nil || who.User.Email != email || who.Authenticator != "header" {
+		t.Errorf("identity header from the Istio sidecar's 127.0.0.6: %d %s, want 200 as %s by header", code, body, email)
+		return
+	}
+	t.Logf("identity headers: refused from 127.0.0.1, honoured from the Istio sidecar's 127.0.0.6")
 }
 
 // agentDeployment is the rendered control-plane Deployment.
@@ -320,6 +377,11 @@ func (b *boot) provideSecrets(dep *appsv1.Deployment) {
 		if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || b.rendered[e.ValueFrom.SecretKeyRef.Name] {
 			continue
 		}
+		if e.Name == "DATABASE_URL" && b.pgVars && e.ValueFrom.SecretKeyRef.Optional != nil && *e.ValueFrom.SecretKeyRef.Optional {
+			// With PG* variables the URL key is optional: a platform team's Secret holds
+			// only the PG* keys, and the agent must take Postgres from them alone.
+			continue
+		}
 		need(e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key, []byte(b.valueFor(e.Name)))
 	}
 	// Secret volumes: their files are named by the env vars that point into them.
@@ -391,13 +453,6 @@ func (b *boot) valueFor(env string) string {
 	v := func() string {
 		switch env {
 		case "DATABASE_URL":
-			if b.pgVars {
-				// Values that give the connection as PG* variables but also name
-				// existingSecret make the chart read a URL from that Secret as well (it is
-				// not optional). The empty URL is what such a platform team puts there: pgx
-				// then takes everything from the PG* variables, which this run must prove.
-				return "postgres://"
-			}
 			return b.externalDatabase()
 		case "PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD":
 			u, err := url.Parse(b.externalDatabase())
@@ -703,6 +758,10 @@ func (b *boot) checkEnvComplete(dep *appsv1.Deployment, proc *agentpod.Process) 
 	c := containerNamed(b.t, &dep.Spec.Template.Spec, "agent")
 	got := proc.Env.Map()
 	for _, e := range c.Env {
+		if e.Name == "DATABASE_URL" && b.pgVars && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil &&
+			e.ValueFrom.SecretKeyRef.Optional != nil && *e.ValueFrom.SecretKeyRef.Optional {
+			continue // left out on purpose: the Secret holds only PG* keys (provideSecrets)
+		}
 		if _, ok := got[e.Name]; !ok {
 			b.t.Errorf("the chart sets %s but the agent did not get it (skipped: %v)", e.Name, proc.Env.Skipped)
 		}

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +14,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pgx/v5"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -19,6 +24,7 @@ import (
 	"github.com/cakeai/cake-agents/internal/testcluster"
 	"github.com/cakeai/cake-agents/internal/testpg"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/test/e2eenv"
 	"github.com/cakeai/cake-agents/test/fakemodel"
 )
@@ -30,7 +36,10 @@ type product struct {
 	env        *e2eenv.Env
 	kube       kubernetes.Interface
 	ns         string
-	alice, bob string // kubeconfigs
+	dsn        string // the Postgres database the agent must use ("" with SQLite)
+	backend    string
+	secrets    *secrets // every secret value of the install, for the leak scan
+	alice, bob string   // kubeconfigs
 	admin      string
 	repo       string
 }
@@ -40,7 +49,7 @@ func install(t *testing.T, backend string) *product {
 	x := setup(t)
 	c := testcluster.Get(t)
 	ns := "cake-e2e-" + backend
-	p := &product{x: x, kube: c.AdminClient(), ns: ns, admin: c.Kubeconfig()}
+	p := &product{x: x, kube: c.AdminClient(), ns: ns, admin: c.Kubeconfig(), backend: backend, secrets: newSecrets()}
 	ctx := context.Background()
 	if _, err := p.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 		Name: ns,
@@ -49,18 +58,43 @@ func install(t *testing.T, backend string) *product {
 	}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	var values []string
-	if backend == "postgres" {
-		// The production shape: DATABASE_URL from an existing Secret.
-		dsn := testpg.Start(t)
+	// Secrets the install holds, each a canary the leak scan looks for afterwards.
+	values := []string{"litellm.secret.create=true", "litellm.secret.apiKey=" + p.secrets.canary("the model gateway key"),
+		"betterAuth.secret.create=true", "betterAuth.secret.value=" + p.secrets.canary("the auth secret")}
+	if backend != "sqlite" {
+		// The production shape: the database from an existing Secret, either as one URL
+		// (existingSecret/existingSecretKey) or as PG* variables (existingSecretEnv).
+		dsn, err := url.Parse(testpg.Start(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The test server trusts local connections; the password is there to be kept secret.
+		dbPassword := p.secrets.canary("the database password")
+		dsn.User = url.UserPassword(dsn.User.Username(), dbPassword)
+		p.dsn = dsn.String()
+		data := map[string]string{"DATABASE_URL": p.dsn}
+		values = append(values, "externalDatabase.existingSecret=agents-db")
+		if backend == "postgres-pgenv" {
+			u, err := url.Parse(p.dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A Secret holding no URL at all: only what PG* variables need.
+			data = map[string]string{"host": u.Hostname(), "port": u.Port(), "user": u.User.Username(),
+				"password": dbPassword, "database": strings.TrimPrefix(u.Path, "/"), "sslmode": "disable"}
+			for env, key := range map[string]string{"PGHOST": "host", "PGPORT": "port", "PGUSER": "user",
+				"PGPASSWORD": "password", "PGDATABASE": "database", "PGSSLMODE": "sslmode"} {
+				values = append(values, "externalDatabase.existingSecretEnv."+env+"="+key)
+			}
+		} else {
+			values = append(values, "externalDatabase.existingSecretKey=DATABASE_URL")
+		}
 		if _, err := p.kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: "agents-db"},
-			StringData: map[string]string{"DATABASE_URL": dsn},
+			StringData: data,
 		}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
-		values = append(values, "externalDatabase.existingSecret=agents-db", "externalDatabase.existingSecretKey=DATABASE_URL",
-			"betterAuth.secret.create=true", "betterAuth.secret.value=e2e-auth-secret-0123456789abcdef")
 	}
 	work := t.TempDir()
 	env, err := e2eenv.Start(ctx, e2eenv.Options{
@@ -85,6 +119,15 @@ func install(t *testing.T, backend string) *product {
 		_ = p.kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 	})
 	p.env = env
+	p.secrets.watchSessionSecrets(t, p)
+	// A personal access token, used once, is a secret too.
+	if c, err := env.AdminClient(ctx); err != nil {
+		t.Fatal(err)
+	} else if tok, err := c.CreateToken(ctx, apiv1.CreateTokenRequest{Name: "leak canary"}); err != nil {
+		t.Fatal(err)
+	} else {
+		p.secrets.add(tok.Token, "a personal access token")
+	}
 	p.alice = c.KubeconfigFor(t, c.UserConfig(t, "alice@example.com", "cake-agents:users"))
 	p.bob = c.KubeconfigFor(t, c.UserConfig(t, "bob@example.com", "cake-agents:users"))
 	p.repo, err = env.Git.AddRepo("project", map[string]string{"README.md": "# project\n", "main.go": "package main\n"})
@@ -112,12 +155,18 @@ func tail(s string, n int) string {
 // agents runs the plugin as user against this installation.
 func (p *product) agents(t *testing.T, kubeconfig string, args ...string) string {
 	t.Helper()
-	return p.x.mustAgents(t, kubeconfig, append(args, "--agent-namespace", p.ns)...)
+	out, err := p.agentsErr(t, kubeconfig, args...)
+	if err != nil {
+		t.Fatalf("kubectl agents %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
 }
 
 func (p *product) agentsErr(t *testing.T, kubeconfig string, args ...string) (string, error) {
 	t.Helper()
-	return p.x.kubectlAgents(t, kubeconfig, append(args, "--agent-namespace", p.ns)...)
+	out, err := p.x.kubectlAgents(t, kubeconfig, append(args, "--agent-namespace", p.ns)...)
+	p.secrets.transcript(out)
+	return out, err
 }
 
 func (p *product) state(t *testing.T, kubeconfig, id string) string {
@@ -165,16 +214,58 @@ func (p *product) waitReply(t *testing.T, kubeconfig, id, prompt string) {
 }
 
 func TestEndToEnd(t *testing.T) {
-	for _, backend := range []string{"sqlite", "postgres"} {
+	for _, backend := range []string{"sqlite", "postgres", "postgres-pgenv"} {
 		t.Run(backend, func(t *testing.T) {
 			p := install(t, backend)
 			t.Run("CreateWaitLogsSend", p.testCreateWaitLogsSend)
+			if backend == "postgres-pgenv" {
+				// The same agent on the same Postgres as the variant before, wired through
+				// PG* variables: what differs is the wiring, which these prove.
+				t.Run("AgentRestart", p.testAgentRestart)
+				t.Run("DatabaseIsTheChartsOne", p.testDatabase)
+				t.Run("NoSecretLeaks", p.scanForLeaks)
+				return
+			}
 			t.Run("Attach", p.testAttach)
 			t.Run("StopStartDelete", p.testStopStartDelete)
 			t.Run("SecondUser", p.testSecondUser)
 			t.Run("DoctorAndHeaderSpoofing", p.testDoctor)
+			t.Run("Tokens", p.testTokens)
 			t.Run("AgentRestart", p.testAgentRestart)
+			t.Run("DatabaseIsTheChartsOne", p.testDatabase)
+			t.Run("NoSecretLeaks", p.scanForLeaks)
 		})
+	}
+}
+
+// testDatabase proves the agent keeps its rows where the chart said: with Postgres, a new
+// session's row is read from Postgres itself and no SQLite file exists; with SQLite, the row
+// is in the file.
+func (p *product) testDatabase(t *testing.T) {
+	ctx := context.Background()
+	id := lastField(p.agents(t, p.alice, "session", "create", "--title", "where am I stored", "-o", "name"))
+	defer p.agents(t, p.alice, "session", "delete", id)
+	sqlitePath := p.env.SQLitePath()
+	if p.dsn == "" {
+		if _, err := os.Stat(sqlitePath); err != nil {
+			t.Fatalf("the SQLite install keeps no database file: %v", err)
+		}
+		return
+	}
+	if _, err := os.Stat(sqlitePath); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a Postgres install wrote a SQLite file at %s (%v)", sqlitePath, err)
+	}
+	conn, err := pgx.Connect(ctx, p.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var title, owner string
+	if err := conn.QueryRow(ctx, "select s.title, u.subject from sessions s join users u on u.id = s.owner_id where s.id = $1", id).Scan(&title, &owner); err != nil {
+		t.Fatalf("session %s in Postgres: %v", id, err)
+	}
+	if title != "where am I stored" || owner != "alice@example.com" {
+		t.Fatalf("session %s in Postgres: title %q owner %q", id, title, owner)
 	}
 }
 
@@ -309,8 +400,8 @@ func (p *product) envWorkDir() string {
 	return filepath.Dir(filepath.Dir(p.env.Git.CAFile))
 }
 
-// testSecondUser: bob cannot see alice's private session, can see and use a public
-// one, and cannot delete it.
+// testSecondUser: bob cannot see alice's private session, can see a public one but drive
+// it only once RBAC grants him attach on it, and cannot delete it.
 func (p *product) testSecondUser(t *testing.T) {
 	priv := lastField(p.agents(t, p.alice, "session", "create", "--title", "secret plans", "-o", "name"))
 	pub := lastField(p.agents(t, p.alice, "session", "create", "--title", "pairing", "--private=false", "--wait", "-o", "name"))
@@ -323,6 +414,25 @@ func (p *product) testSecondUser(t *testing.T) {
 	if strings.Contains(list, priv) || !strings.Contains(list, pub) {
 		t.Fatalf("bob's list:\n%s", list)
 	}
+	// Reading a public session is for everyone; driving it is not: bob needs attach on it.
+	if out, err := p.agentsErr(t, p.bob, "session", "send", pub, "bob says hi"); err == nil || !strings.Contains(out, "--resource-name="+pub) {
+		t.Fatalf("bob drove alice's public session without attach: %v %s", err, out)
+	}
+	// The refusal is also a Kubernetes Event in the agent's namespace, naming bob.
+	eventually(t, time.Minute, "an AccessDenied event for bob", func() error {
+		events, err := p.kube.CoreV1().Events(p.ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, e := range events.Items {
+			if e.Reason == "AccessDenied" && strings.Contains(e.Message, "bob@example.com") && strings.Contains(e.Message, pub) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d events, none AccessDenied for bob on %s", len(events.Items), pub)
+	})
+	testcluster.Get(t).Grant(t, p.ns, "bob-pairs-on-"+pub, rbacv1.Subject{Kind: rbacv1.UserKind, Name: "bob@example.com"},
+		rbacv1.PolicyRule{APIGroups: []string{apiv1.Group}, Resources: []string{apiv1.Resource}, Verbs: []string{apiv1.VerbAttach}, ResourceNames: []string{pub}})
 	p.send(t, p.bob, pub, "bob says hi")
 	p.waitReply(t, p.bob, pub, "bob says hi")
 	if out, err := p.agentsErr(t, p.bob, "session", "delete", pub); err == nil || !strings.Contains(out, "only the owner") {
@@ -337,6 +447,43 @@ func (p *product) testDoctor(t *testing.T) {
 	out := p.agents(t, p.alice, "doctor")
 	if strings.Contains(out, "[FAIL]") || !strings.Contains(out, "forged identity headers") {
 		t.Fatalf("doctor:\n%s", out)
+	}
+}
+
+// testTokens: a personal access token made with the CLI works on the agent's plain-HTTP
+// port (where --server clients arrive), is listed, and stops working once an admin revokes
+// every token of its owner; a lifetime above the agent's maximum is refused, and only an
+// admin may revoke another user's tokens.
+func (p *product) testTokens(t *testing.T) {
+	ctx := context.Background()
+	if out, err := p.agentsErr(t, p.alice, "token", "create", "too-long", "--expires-in", "8760h"); err == nil ||
+		!strings.Contains(out, "longer than this agent's maximum token lifetime of 2160h0m0s") {
+		t.Fatalf("a token for a year: %v %s", err, out)
+	}
+	idAndSecret := strings.Fields(p.agents(t, p.alice, "token", "create", "e2e", "--expires-in", "1h", "-o", "jsonpath={.metadata.name} {.token}"))
+	if len(idAndSecret) != 2 || !strings.HasPrefix(idAndSecret[1], "cka_") {
+		t.Fatalf("token create printed %q", idAndSecret)
+	}
+	id, secret := idAndSecret[0], idAndSecret[1]
+	c, err := client.New(p.env.HTTPURL, &http.Client{Timeout: 30 * time.Second}, client.WithToken(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	who, err := c.WhoAmI(ctx)
+	if err != nil || who.Authenticator != "token" || who.User.Subject != "alice@example.com" {
+		t.Fatalf("whoami with the token: %+v %v", who, err)
+	}
+	if list := p.agents(t, p.alice, "token", "list", "-o", "name"); !strings.Contains(list, "token.agents.cake.ai/"+id+"\n") {
+		t.Fatalf("token list -o name:\n%s", list)
+	}
+	if out, err := p.agentsErr(t, p.bob, "token", "revoke", "--all-of", "alice@example.com"); err == nil || !strings.Contains(out, "are for admins") {
+		t.Fatalf("bob revoked alice's tokens: %v %s", err, out)
+	}
+	if out := p.agents(t, p.admin, "token", "revoke", "--all-of", "alice@example.com"); !strings.Contains(out, "1 token(s) revoked of kubernetes user alice@example.com") {
+		t.Fatalf("admin revoke --all-of:\n%s", out)
+	}
+	if _, err := c.WhoAmI(ctx); client.StatusCode(err) != http.StatusUnauthorized {
+		t.Fatalf("whoami with the revoked token: %v, want 401", err)
 	}
 }
 

@@ -105,15 +105,6 @@ func (x *tools) kubectlAgents(t *testing.T, kubeconfig string, args ...string) (
 	return out.String(), err
 }
 
-func (x *tools) mustAgents(t *testing.T, kubeconfig string, args ...string) string {
-	t.Helper()
-	out, err := x.kubectlAgents(t, kubeconfig, args...)
-	if err != nil {
-		t.Fatalf("kubectl agents %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
 // eventually retries f until it returns nil or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()

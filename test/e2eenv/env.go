@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,8 +54,9 @@ type Options struct {
 	Helm, Agent, OpenCode, Chart string
 	// Values are extra `--set` values for the chart.
 	Values []string
-	// DatabaseURL overrides the chart's database for the local agent (default: a SQLite
-	// file in WorkDir, since the pod's /data does not exist here).
+	// DatabaseURL overrides the chart's database for the local agent. Without it the agent
+	// uses what the chart rendered (a Postgres URL or PG* variables from Secrets), except
+	// that a SQLite path becomes SQLitePath (the pod's /data does not exist here).
 	DatabaseURL string
 	// WorkDir holds the agent's database, logs and the session workspaces.
 	WorkDir string
@@ -67,7 +69,13 @@ type Options struct {
 	// which is what the agent waits for before a session is Running. A caller may point
 	// a pod elsewhere with sessionrunner.Forward (a pod's own PortForward wins).
 	NoSessionRunner bool
-	// AgentLog receives the agent's log (default: WorkDir/agent.log).
+	// Replicas is how many agent processes run, one per pod of the chart's Deployment
+	// (default 1): the high-availability shape, each with its own listeners and its pod's
+	// name as leader-election identity. More than one needs the chart to run that many
+	// (controlPlane.replicas in Values) on Postgres (the chart forces one with SQLite).
+	Replicas int
+	// AgentLog receives the agents' logs (default: WorkDir/agent.log for the first
+	// replica, WorkDir/agent-N.log for replica N).
 	AgentLog io.Writer
 	Log      hclog.Logger
 }
@@ -83,9 +91,12 @@ type Env struct {
 	Runner   *sessionrunner.Runner
 	// Git serves test repositories over HTTPS; sessions trust its CA.
 	Git *GitServer
-	// AgentPod is the kwok pod of the chart's Deployment that stands for the agent.
+	// Agents are the local agent processes, one per pod of the chart's Deployment
+	// (Options.Replicas), ordered by pod name.
+	Agents []*Agent
+	// AgentPod is the kwok pod of the chart's Deployment that stands for the (first) agent.
 	AgentPod string
-	// HTTPURL and HTTPSURL reach the local agent process directly.
+	// HTTPURL and HTTPSURL reach the (first) local agent process directly.
 	HTTPURL, HTTPSURL string
 
 	modelSrv  *http.Server
@@ -93,12 +104,23 @@ type Env struct {
 	standInPF string // the stand-in's ClusterPortForward
 	cancel    context.CancelFunc
 	runnerErr chan error
-	mu        sync.Mutex
-	agent     *exec.Cmd
-	agentDone chan struct{}
-	agentEnv  []string
-	httpPort  int
-	httpsPort int
+}
+
+// Agent is one local agent process standing for one pod of the chart's Deployment.
+type Agent struct {
+	// Pod is the kwok pod it stands for; its name is the replica's leader-election
+	// identity (the chart's AGENT_POD_NAME).
+	Pod string
+	// HTTPURL and HTTPSURL reach the process directly.
+	HTTPURL, HTTPSURL string
+
+	bin     string
+	logPath string
+	logw    io.Writer
+	env     []string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
 }
 
 // Start installs and starts everything; Stop undoes it.
@@ -111,6 +133,9 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	}
 	if o.Log == nil {
 		o.Log = hclog.NewNullLogger()
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
 	}
 	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
 		return nil, err
@@ -161,10 +186,11 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("the release's RBAC: %w", err)
 	}
-	pod, err := e.agentPod(ctx)
+	pods, err := e.agentPods(ctx, o.Replicas)
 	if err != nil {
 		return nil, err
 	}
+	pod := pods[0]
 	e.AgentPod = pod.Name
 
 	if e.Git, err = NewGitServer(filepath.Join(o.WorkDir, "git")); err != nil {
@@ -193,10 +219,25 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		go func() { e.runnerErr <- e.Runner.Run(rctx) }()
 	}
 
-	if err := e.prepareAgent(ctx, pod); err != nil {
-		return nil, err
+	for i, p := range pods {
+		a, err := e.prepareAgent(ctx, p, i)
+		if err != nil {
+			return nil, err
+		}
+		e.Agents = append(e.Agents, a)
 	}
-	if err := e.StartAgent(ctx); err != nil {
+	e.HTTPURL, e.HTTPSURL = e.Agents[0].HTTPURL, e.Agents[0].HTTPSURL
+	// Together, as a rollout would start them: with leader election they race for the Lease.
+	errs := make(chan error, len(e.Agents))
+	for _, a := range e.Agents {
+		go func() { errs <- a.Start(ctx) }()
+	}
+	for range e.Agents {
+		if aerr := <-errs; aerr != nil && err == nil {
+			err = aerr
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -218,22 +259,28 @@ func (e *Env) helm(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// agentPod waits for the chart's agent pod to run (kwok plays its kubelet).
-func (e *Env) agentPod(ctx context.Context) (*corev1.Pod, error) {
+// agentPods waits for n of the chart's agent pods to run (kwok plays their kubelet)
+// and returns them ordered by name.
+func (e *Env) agentPods(ctx context.Context, n int) ([]*corev1.Pod, error) {
 	sel := apiv1.LabelName + "=" + apiv1.AgentAppName + "," + apiv1.LabelComponent + "=" + apiv1.AgentComponent + "," + apiv1.LabelInstance + "=" + e.o.Release
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		pods, err := e.Kube.CoreV1().Pods(e.o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		var running []*corev1.Pod
 		if err == nil {
 			for i := range pods.Items {
 				p := &pods.Items[i]
 				if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
-					return p, nil
+					running = append(running, p)
 				}
 			}
 		}
+		if len(running) >= n {
+			sort.Slice(running, func(i, j int) bool { return running[i].Name < running[j].Name })
+			return running[:n], nil
+		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no running agent pod (%s) in %s: %v", sel, e.o.Namespace, err)
+			return nil, fmt.Errorf("%d of %d agent pods (%s) running in %s: %v", len(running), n, sel, e.o.Namespace, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -254,11 +301,12 @@ func (e *Env) sessionNamespace(pod *corev1.Pod) string {
 	return e.o.Namespace
 }
 
-// prepareAgent resolves the agent container's environment exactly as the kubelet
-// would (values, Secret and ConfigMap references, the downward API), swaps what cannot
-// apply outside a pod (listen ports, the database path) and writes a kubeconfig with
-// a token of the chart's ServiceAccount, so the local agent has the chart's RBAC.
-func (e *Env) prepareAgent(ctx context.Context, pod *corev1.Pod) error {
+// prepareAgent resolves the agent container's environment of pod exactly as the
+// kubelet would (values, Secret and ConfigMap references, the downward API), swaps what
+// cannot apply outside a pod (listen ports, the database path) and writes a kubeconfig
+// with a token of the chart's ServiceAccount, so the local agent has the chart's RBAC.
+// i numbers the replica (its log file).
+func (e *Env) prepareAgent(ctx context.Context, pod *corev1.Pod, i int) (*Agent, error) {
 	var c *corev1.Container
 	for i := range pod.Spec.Containers {
 		if pod.Spec.Containers[i].Name == "agent" {
@@ -266,77 +314,104 @@ func (e *Env) prepareAgent(ctx context.Context, pod *corev1.Pod) error {
 		}
 	}
 	if c == nil {
-		return errors.New("the chart's pod has no agent container")
+		return nil, errors.New("the chart's pod has no agent container")
 	}
 	resolved, err := agentpod.ResolveEnv(ctx, e.Kube, pod, c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	env := resolved.Map()
-	if e.httpPort, err = freePort(); err != nil {
-		return err
+	httpPort, err := freePort()
+	if err != nil {
+		return nil, err
 	}
-	if e.httpsPort, err = freePort(); err != nil {
-		return err
+	httpsPort, err := freePort()
+	if err != nil {
+		return nil, err
 	}
-	env["AGENT_HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", e.httpPort)
-	env["AGENT_HTTPS_ADDR"] = fmt.Sprintf("127.0.0.1:%d", e.httpsPort)
+	env["AGENT_HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", httpPort)
+	env["AGENT_HTTPS_ADDR"] = fmt.Sprintf("127.0.0.1:%d", httpsPort)
 	env["AGENT_LOG_FORMAT"] = "text"
+	// The chart's database as rendered: Postgres URLs and PG* variables from the Secrets are
+	// used as they are; only a SQLite path moves, since the pod's /data does not exist here.
 	if e.o.DatabaseURL != "" {
 		env["DATABASE_URL"] = e.o.DatabaseURL
-	} else {
-		env["DATABASE_URL"] = "sqlite://" + filepath.Join(e.o.WorkDir, "agents.db")
+	} else if strings.HasPrefix(env["DATABASE_URL"], "sqlite://") {
+		env["DATABASE_URL"] = "sqlite://" + e.SQLitePath()
 	}
-	e.HTTPURL = fmt.Sprintf("http://127.0.0.1:%d", e.httpPort)
-	e.HTTPSURL = fmt.Sprintf("https://127.0.0.1:%d", e.httpsPort)
+	a := &Agent{
+		Pod:      pod.Name,
+		bin:      e.o.Agent,
+		HTTPURL:  fmt.Sprintf("http://127.0.0.1:%d", httpPort),
+		HTTPSURL: fmt.Sprintf("https://127.0.0.1:%d", httpsPort),
+		logPath:  filepath.Join(e.o.WorkDir, "agent.log"),
+		logw:     e.o.AgentLog,
+	}
+	if i > 0 {
+		a.logPath = filepath.Join(e.o.WorkDir, fmt.Sprintf("agent-%d.log", i))
+	}
 
 	// The pod's identity: a token of its ServiceAccount, valid for a day (a demo runs for
 	// hours; the kubelet would refresh a pod's token, nothing here does).
 	kcPath := filepath.Join(e.o.WorkDir, "agent.kubeconfig")
+	if i > 0 {
+		kcPath = filepath.Join(e.o.WorkDir, fmt.Sprintf("agent-%d.kubeconfig", i))
+	}
 	if err := agentpod.ServiceAccountKubeconfig(ctx, e.Kube, e.Config, pod.Namespace, pod.Spec.ServiceAccountName, nil, 24*time.Hour, kcPath); err != nil {
-		return err
+		return nil, err
 	}
 	env["KUBECONFIG"] = kcPath
 
-	e.agentEnv = append(append([]string{}, os.Environ()...), e.o.Env...)
+	a.env = append(append([]string{}, os.Environ()...), e.o.Env...)
 	for k, v := range env {
-		e.agentEnv = append(e.agentEnv, k+"="+v)
+		a.env = append(a.env, k+"="+v)
 	}
 	// Port-forwards to the agent pod reach the local process, as they would the pod.
-	return sessionrunner.Forward(ctx, e.Dynamic, pod.Namespace, pod.Name, map[int]int{apiv1.AgentHTTPSPort: e.httpsPort, apiv1.AgentHTTPPort: e.httpPort})
+	if err := sessionrunner.Forward(ctx, e.Dynamic, pod.Namespace, pod.Name, map[int]int{apiv1.AgentHTTPSPort: httpsPort, apiv1.AgentHTTPPort: httpPort}); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
-// StartAgent starts the agent process and waits until it is ready.
-func (e *Env) StartAgent(ctx context.Context) error { return e.StartAgentEnv(ctx) }
+// StartAgent starts the (first) agent process and waits until it is ready.
+func (e *Env) StartAgent(ctx context.Context) error { return e.Agents[0].Start(ctx) }
 
-// StartAgentEnv is StartAgent with extra environment variables ("KEY=value") for this
-// run of the process only, e.g. a failpoint to crash at.
+// Start starts the agent process and waits until it is ready.
+func (a *Agent) Start(ctx context.Context) error { return a.StartEnv(ctx) }
+
+// StartAgentEnv starts the (first) agent process with extra environment; see StartEnv.
 func (e *Env) StartAgentEnv(ctx context.Context, extra ...string) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.agent != nil {
+	return e.Agents[0].StartEnv(ctx, extra...)
+}
+
+// StartEnv is Start with extra environment variables ("KEY=value") for this run of the
+// process only, e.g. a failpoint to crash at.
+func (a *Agent) StartEnv(ctx context.Context, extra ...string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd != nil {
 		return errors.New("agent already running")
 	}
-	logw := e.o.AgentLog
+	logw := a.logw
 	if logw == nil {
-		f, err := os.OpenFile(filepath.Join(e.o.WorkDir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		f, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return err
 		}
 		logw = f
 	}
-	cmd := exec.Command(e.o.Agent, "serve")
-	cmd.Env, cmd.Stdout, cmd.Stderr = append(append([]string(nil), e.agentEnv...), extra...), logw, logw
+	cmd := exec.Command(a.bin, "serve")
+	cmd.Env, cmd.Stdout, cmd.Stderr = append(append([]string(nil), a.env...), extra...), logw, logw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := ownedproc.Start(cmd); err != nil {
 		return fmt.Errorf("start the agent: %w", err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	e.agent, e.agentDone = cmd, done
+	a.cmd, a.done = cmd, done
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get(e.HTTPURL + "/readyz")
+		resp, err := http.Get(a.HTTPURL + "/readyz")
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -345,22 +420,26 @@ func (e *Env) StartAgentEnv(ctx context.Context, extra ...string) error {
 		}
 		select {
 		case <-done:
-			e.agent = nil
-			return fmt.Errorf("the agent exited during start: see %s", filepath.Join(e.o.WorkDir, "agent.log"))
+			a.cmd = nil
+			return fmt.Errorf("the agent of pod %s exited during start: see %s", a.Pod, a.logPath)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return errors.New("the agent did not become ready within 60s: see agent.log")
+			return fmt.Errorf("the agent of pod %s did not become ready within 60s: see %s", a.Pod, a.logPath)
 		}
 	}
 }
 
-// AdminClient talks to the agent's HTTPS port as the kubeconfig's user (its client
-// certificate), verifying the agent with the CA it publishes — as the plugin does after
-// its port-forward.
-func (e *Env) AdminClient(ctx context.Context) (*client.Client, error) {
+// LogPath is the file the agent's log goes to (unless Options.AgentLog is set).
+func (a *Agent) LogPath() string { return a.logPath }
+
+// ClientTLS is the TLS configuration of a client of the agents' HTTPS ports acting as
+// the user of cfg (its client certificate): it verifies the agents with the CA they
+// publish, as the plugin does after its port-forward. Every replica's certificate is
+// signed by that CA.
+func (e *Env) ClientTLS(ctx context.Context, cfg *rest.Config) (*tls.Config, error) {
 	cm, err := e.Kube.CoreV1().ConfigMaps(e.o.Namespace).Get(ctx, apiv1.AgentCertMapName, metav1.GetOptions{})
 	if err != nil {
 		return nil, err
@@ -369,50 +448,72 @@ func (e *Env) AdminClient(ctx context.Context) (*client.Client, error) {
 	if !pool.AppendCertsFromPEM([]byte(cm.Data["ca.crt"])) {
 		return nil, fmt.Errorf("configmap %s holds no CA", apiv1.AgentCertMapName)
 	}
-	certPEM, keyPEM := e.Config.CertData, e.Config.KeyData
+	certPEM, keyPEM := cfg.CertData, cfg.KeyData
 	if len(certPEM) == 0 {
-		if certPEM, err = os.ReadFile(e.Config.CertFile); err != nil {
+		if certPEM, err = os.ReadFile(cfg.CertFile); err != nil {
 			return nil, err
 		}
-		if keyPEM, err = os.ReadFile(e.Config.KeyFile); err != nil {
+		if keyPEM, err = os.ReadFile(cfg.KeyFile); err != nil {
 			return nil, err
 		}
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("the kubeconfig's client certificate: %w", err)
+		return nil, fmt.Errorf("the client certificate of %s: %w", cfg.Username, err)
 	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
-	return client.New(e.HTTPSURL, &http.Client{Transport: tr})
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
-// AgentPID is the running agent process's id (0 when stopped).
-func (e *Env) AgentPID() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.agent == nil {
+// SQLitePath is where the local agent keeps a SQLite database the chart put under /data.
+func (e *Env) SQLitePath() string { return filepath.Join(e.o.WorkDir, "agents.db") }
+
+// AdminClient talks to the (first) agent's HTTPS port as the kubeconfig's user (its
+// client certificate); see ClientTLS.
+func (e *Env) AdminClient(ctx context.Context) (*client.Client, error) {
+	tc, err := e.ClientTLS(ctx, e.Config)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(e.HTTPSURL, &http.Client{Transport: &http.Transport{TLSClientConfig: tc}})
+}
+
+// AgentPID is the running (first) agent process's id (0 when stopped).
+func (e *Env) AgentPID() int { return e.Agents[0].PID() }
+
+// PID is the running agent process's id (0 when stopped).
+func (a *Agent) PID() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd == nil {
 		return 0
 	}
-	return e.agent.Process.Pid
+	return a.cmd.Process.Pid
 }
 
-// AgentExited returns a channel closed when the running agent process exits, by itself
-// or killed (nil when none runs): how a test sees a crash it caused.
-func (e *Env) AgentExited() <-chan struct{} {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.agent == nil {
+// AgentExited is Exited of the (first) agent.
+func (e *Env) AgentExited() <-chan struct{} { return e.Agents[0].Exited() }
+
+// Exited returns a channel closed when the running agent process exits, by itself or
+// killed (nil when none runs): how a test sees a crash it caused.
+func (a *Agent) Exited() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd == nil {
 		return nil
 	}
-	return e.agentDone
+	return a.done
 }
 
-// StopAgent stops the agent process: gracefully (SIGTERM) or, with kill, as a crash.
-func (e *Env) StopAgent(kill bool) {
-	e.mu.Lock()
-	cmd, done := e.agent, e.agentDone
-	e.agent = nil
-	e.mu.Unlock()
+// StopAgent stops the (first) agent process: gracefully (SIGTERM) or, with kill, as a crash.
+func (e *Env) StopAgent(kill bool) { e.Agents[0].Stop(kill) }
+
+// Stop stops the agent process: gracefully (SIGTERM) or, with kill (SIGKILL), as a
+// crash. It returns once the process is gone.
+func (a *Agent) Stop(kill bool) {
+	a.mu.Lock()
+	cmd, done := a.cmd, a.done
+	a.cmd = nil
+	a.mu.Unlock()
 	if cmd == nil {
 		return
 	}
@@ -431,7 +532,12 @@ func (e *Env) StopAgent(kill bool) {
 
 // Stop tears everything down: the agent, the session processes, the chart, the model.
 func (e *Env) Stop() {
-	e.StopAgent(false)
+	var wg sync.WaitGroup
+	for _, a := range e.Agents {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.Stop(false) }()
+	}
+	wg.Wait()
 	if e.cancel != nil {
 		e.cancel()
 		<-e.runnerErr //nolint:errcheck // Run returns nil once ctx ends

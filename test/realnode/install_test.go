@@ -2,6 +2,8 @@ package realnode
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/test/nodeenv"
 )
 
@@ -137,6 +140,21 @@ func TestDefaultValues(t *testing.T) {
 		t.Fatal("the default install's agent mounts no PersistentVolumeClaim")
 	}
 	helmTest(t, ns)
+	// The node's own processes reach Services too (kube-proxy's rules for local traffic): the
+	// demo serves the web UI to the host this way.
+	svc, err := cluster.AdminClient().CoreV1().Services(ns).Get(context.Background(), release, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyz := fmt.Sprintf("http://%s:%d/readyz", svc.Spec.ClusterIP, apiv1.AgentHTTPPort)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(readyz)
+	if err != nil {
+		t.Fatalf("the agent's Service from the node: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET %s from the node: %s", readyz, resp.Status)
+	}
 	// SQLite's file is on the claim, written by the agent as uid 65532.
 	out := run(t, env(t), time.Minute, tool(t, "kubectl"), "exec", "-n", ns, "deploy/"+release, "--", "ls", "-ln", "/data")
 	if !strings.Contains(out, "agents.db") {

@@ -69,6 +69,10 @@ func TestSessionLifecycle(t *testing.T) {
 		"--set", "litellm.baseURL=" + inf.ModelURL,
 		"--set", "sessions.defaultModel=fake-model",
 		"--set", "sessions.caBundle.configMapName=" + gitCAName,
+		// Header auth as in production, its proxy at an address no pod has: a session pod
+		// forging identity headers must be refused.
+		"--set", "headerAuth.enabled=true",
+		"--set", "headerAuth.trustedProxyCIDRs={192.0.2.10/32}",
 	}, imageValues...)...)
 	nsObj, err := kube.CoreV1().Namespaces().Get(ctx, sessionNS, metav1.GetOptions{})
 	if err != nil {
@@ -145,6 +149,17 @@ func TestSessionLifecycle(t *testing.T) {
 	attach(t, e, ns, id)
 
 	// send + logs.
+	// The code a session runs cannot become another user: identity headers sent from the
+	// session pod's address to the agent's HTTP port (the node enforces no NetworkPolicy, so
+	// the request arrives) are refused by the agent itself.
+	forged := kubectl("exec", "-n", sessionNS, podName, "-c", pod.Spec.Containers[0].Name, "--",
+		"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "X-Auth-Request-Email: admin@example.com",
+		"-H", "X-Auth-Request-User: admin", fmt.Sprintf("http://%s.%s.svc.cluster.local:8080/api/v1/whoami", release, ns))
+	if forged != "401" {
+		t.Errorf("identity headers forged from the session pod %s (%s): HTTP %s, want 401", podName, pod.Status.PodIP, forged)
+	}
+	figure("forged headers", "identity headers from a session pod's address (%s) refused: HTTP %s", pod.Status.PodIP, forged)
+
 	agents("session", "send", id, "now add a test")
 	eventually(t, 2*time.Minute, "the reply to send in session logs", func() error {
 		out, err := agentsErr("session", "logs", id)

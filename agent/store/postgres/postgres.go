@@ -3,8 +3,9 @@
 //
 // Concurrency comes from the database: optimistic updates compare the resource version
 // in the UPDATE itself, the per-owner session quota serialises creates of one owner
-// with a transaction-scoped advisory lock, and migrations run under another advisory
-// lock so that replicas starting together migrate once.
+// with a transaction-scoped advisory lock, per-session operations of every replica
+// serialise on a session-level advisory lock (LockSession), and migrations run under
+// another advisory lock so that replicas starting together migrate once.
 package postgres
 
 import (
@@ -54,11 +55,15 @@ type Options struct {
 	SkipMigrate bool
 	// MaxConns caps the pool (default: pgxpool's, or pool_max_conns in ConnString).
 	MaxConns int32
+	// LockConns caps the separate pool whose connections hold session locks, i.e. how
+	// many sessions this store can have locked at once (default 16).
+	LockConns int32
 }
 
 // Store is the PostgreSQL implementation of store.Store and store.Migrator.
 type Store struct {
 	pool       *pgxpool.Pool
+	locks      *pgxpool.Pool // connections holding session advisory locks; see LockSession
 	kr         *keyring.Keyring
 	log        hclog.Logger
 	migrations []sqlcommon.Migration
@@ -117,27 +122,35 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
+	lockCfg := lockPoolConfig(cfg, o.LockConns)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	s := &Store{pool: pool, kr: o.Keyring, log: o.Logger, migrations: ms}
-	if err := s.Ping(ctx); err != nil {
+	locks, err := pgxpool.NewWithConfig(ctx, lockCfg)
+	if err != nil {
 		pool.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := &Store{pool: pool, locks: locks, kr: o.Keyring, log: o.Logger, migrations: ms}
+	if err := s.Ping(ctx); err != nil {
+		s.Close()
 		return nil, err
 	}
 	if !o.SkipMigrate {
 		if _, err := s.Migrate(ctx); err != nil {
-			pool.Close()
+			s.Close()
 			return nil, err
 		}
 	}
 	return s, nil
 }
 
-// Close closes the pool; it may be called more than once.
+// Close closes the pools; it may be called more than once. Session locks still held
+// are released with their connections.
 func (s *Store) Close() error {
 	s.pool.Close()
+	s.locks.Close()
 	return nil
 }
 

@@ -104,3 +104,52 @@ func TestParseConfigRedacts(t *testing.T) {
 		t.Fatalf("ParseConfig error %v", err)
 	}
 }
+
+// TestSessionLockDiesWithConnection: a replica that dies (here: its lock connection is
+// terminated by the server, as when its process is killed) leaves no session locked,
+// and its late unlock neither hangs nor puts a broken connection back in the pool.
+func TestSessionLockDiesWithConnection(t *testing.T) {
+	dsn := testpg.Start(t)
+	ctx := t.Context()
+	open := func() *Store {
+		s, err := Open(ctx, Options{ConnString: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open(), open()
+	unlockA, err := a.LockSession(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = b.LockSession(short, "s1")
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("lock held by a live connection: %v, want a timeout", err)
+	}
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	var killed int
+	err = admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&killed)
+	if err != nil || killed != 1 {
+		t.Fatalf("terminate the holder: %d backends, %v", killed, err)
+	}
+	unlockB, err := b.LockSession(ctx, "s1")
+	if err != nil {
+		t.Fatalf("lock after the holder's connection died: %v", err)
+	}
+	unlockA() // its connection is gone: must return, and must not poison a's pool
+	unlockA2, err := a.LockSession(ctx, "s2")
+	if err != nil {
+		t.Fatalf("a's pool after the lost lock connection: %v", err)
+	}
+	unlockA2()
+	unlockB()
+}

@@ -45,22 +45,51 @@ func (s *Store) UpsertUser(ctx context.Context, u *store.User) error {
 	return nil
 }
 
-// GetUser implements store.Store.
-func (s *Store) GetUser(ctx context.Context, id string) (*store.User, error) {
+const userColumns = `id, source, subject, email, display_name, groups_json, admin, created_at, last_seen_at`
+
+func scanUser(row pgx.Row) (*store.User, error) {
 	var (
 		u      store.User
 		groups string
 	)
-	err := s.pool.QueryRow(ctx, `SELECT id, source, subject, email, display_name, groups_json, admin, created_at, last_seen_at
-		FROM users WHERE id = $1`, id).Scan(&u.ID, &u.Source, &u.Subject, &u.Email, &u.DisplayName, &groups, &u.Admin, &u.CreatedAt, &u.LastSeenAt)
-	if err != nil {
-		return nil, mapErr(err, "user %q", id)
+	if err := row.Scan(&u.ID, &u.Source, &u.Subject, &u.Email, &u.DisplayName, &groups, &u.Admin, &u.CreatedAt, &u.LastSeenAt); err != nil {
+		return nil, err
 	}
+	var err error
 	if u.Groups, err = sqlcommon.UnmarshalGroups(groups); err != nil {
 		return nil, err
 	}
 	u.CreatedAt, u.LastSeenAt = utc(u.CreatedAt), utc(u.LastSeenAt)
 	return &u, nil
+}
+
+// GetUser implements store.Store.
+func (s *Store) GetUser(ctx context.Context, id string) (*store.User, error) {
+	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id))
+	if err != nil {
+		return nil, mapErr(err, "user %q", id)
+	}
+	return u, nil
+}
+
+// FindUsers implements store.Store.
+func (s *Store) FindUsers(ctx context.Context, name string) ([]*store.User, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+userColumns+` FROM users
+		WHERE id = $1 OR subject = $1 OR (email <> '' AND lower(email) = lower($1))
+		ORDER BY created_at, id`, name)
+	if err != nil {
+		return nil, mapErr(err, "find users")
+	}
+	defer rows.Close()
+	out := []*store.User{}
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, mapErr(err, "find users")
+		}
+		out = append(out, u)
+	}
+	return out, mapErr(rows.Err(), "find users")
 }
 
 // CreateToken implements store.Store; an empty ID is generated.
@@ -136,6 +165,15 @@ func (s *Store) DeleteToken(ctx context.Context, ownerID, id string) error {
 		return fmt.Errorf("delete token %q: %w", id, store.ErrNotFound)
 	}
 	return nil
+}
+
+// DeleteUserTokens implements store.Store.
+func (s *Store) DeleteUserTokens(ctx context.Context, ownerID string) (int, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM tokens WHERE owner_id = $1`, ownerID)
+	if err != nil {
+		return 0, mapErr(err, "delete tokens of user %q", ownerID)
+	}
+	return int(tag.RowsAffected()), nil
 }
 
 // TouchToken implements store.Store; LastUsedAt never moves backwards.

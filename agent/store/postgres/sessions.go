@@ -40,6 +40,9 @@ func scanSession(row pgx.Row) (*store.Session, error) {
 	return &s, nil
 }
 
+// quotaLockSQL takes the transaction-scoped lock of an owner's session quota.
+const quotaLockSQL = `SELECT pg_advisory_xact_lock(hashtext('cake-agents/session-quota'), hashtext($1))`
+
 // CreateSession implements store.Store. With a limit, creates of one owner are
 // serialised by a transaction-scoped advisory lock on the owner, so the count and the
 // insert are atomic even across agent replicas.
@@ -54,7 +57,7 @@ func (s *Store) CreateSession(ctx context.Context, sess *store.Session, maxActiv
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
 	if maxActive > 0 {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('cake-agents/session-quota'), hashtext($1))`, in.OwnerID); err != nil {
+		if _, err := tx.Exec(ctx, quotaLockSQL, in.OwnerID); err != nil {
 			return mapErr(err, "create session %q: lock the owner's quota", in.ID)
 		}
 		var n int
@@ -98,7 +101,60 @@ func (s *Store) UpdateSession(ctx context.Context, sess *store.Session) error {
 	if err := sqlcommon.PrepareUpdate(&in); err != nil {
 		return err
 	}
-	err := s.pool.QueryRow(ctx, `UPDATE sessions SET
+	if err := update(ctx, s.pool, &in); err != nil {
+		return err
+	}
+	*sess = in
+	return nil
+}
+
+// ActivateSession implements store.Store under the owner's quota lock, the one
+// CreateSession takes, so creates and starts of one owner on every replica serialise.
+func (s *Store) ActivateSession(ctx context.Context, sess *store.Session, maxActive int) error {
+	if maxActive <= 0 || !sess.State.Active() {
+		return s.UpdateSession(ctx, sess)
+	}
+	in := *sess
+	if err := sqlcommon.PrepareUpdate(&in); err != nil {
+		return err
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return mapErr(err, "activate session %q", in.ID)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
+	if _, err := tx.Exec(ctx, quotaLockSQL, in.OwnerID); err != nil {
+		return mapErr(err, "activate session %q: lock the owner's quota", in.ID)
+	}
+	var (
+		others int
+		stored *string // nil: no such session
+	)
+	err = tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM sessions WHERE owner_id = $1 AND id <> $2 AND state = ANY($3)),
+			(SELECT state FROM sessions WHERE id = $2)`,
+		in.OwnerID, in.ID, sqlcommon.ActiveStates()).Scan(&others, &stored)
+	if err != nil {
+		return mapErr(err, "activate session %q: count active sessions", in.ID)
+	}
+	if stored == nil {
+		return fmt.Errorf("activate session %q: %w", in.ID, store.ErrNotFound)
+	}
+	if !apiv1.SessionState(*stored).Active() && others >= maxActive {
+		return fmt.Errorf("activate session %q: owner %q has %d active sessions (limit %d): %w", in.ID, in.OwnerID, others, maxActive, store.ErrQuotaExceeded)
+	}
+	if err := update(ctx, tx, &in); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return mapErr(err, "activate session %q", in.ID)
+	}
+	*sess = in
+	return nil
+}
+
+// update writes in (prepared) through q when its resource version is current.
+func update(ctx context.Context, q queryRower, in *store.Session) error {
+	err := q.QueryRow(ctx, `UPDATE sessions SET
 			title = $1, private = $2, repo = $3, branch = $4, prompt = $5, model = $6, persistent = $7,
 			idle_timeout_ns = $8, ttl_ns = $9, state = $10, reason = $11, message = $12, pod_name = $13,
 			pod_namespace = $14, image = $15, init_image = $16, opencode_session_id = $17, prompt_sent = $18,
@@ -116,7 +172,7 @@ func (s *Store) UpdateSession(ctx context.Context, sess *store.Session) error {
 	).Scan(&in.LastActivityAt, &in.LastActivitySource, &in.ResourceVersion, &in.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		var stored int64
-		err := s.pool.QueryRow(ctx, `SELECT resource_version FROM sessions WHERE id = $1`, in.ID).Scan(&stored)
+		err := q.QueryRow(ctx, `SELECT resource_version FROM sessions WHERE id = $1`, in.ID).Scan(&stored)
 		if err != nil {
 			return mapErr(err, "update session %q", in.ID)
 		}
@@ -126,7 +182,6 @@ func (s *Store) UpdateSession(ctx context.Context, sess *store.Session) error {
 		return mapErr(err, "update session %q", in.ID)
 	}
 	in.LastActivityAt, in.UpdatedAt = utc(in.LastActivityAt), utc(in.UpdatedAt)
-	*sess = in
 	return nil
 }
 

@@ -44,17 +44,17 @@ func (s *Store) UpsertUser(ctx context.Context, u *store.User) error {
 	return nil
 }
 
-// GetUser implements store.Store.
-func (s *Store) GetUser(ctx context.Context, id string) (*store.User, error) {
+const userColumns = `id, source, subject, email, display_name, groups_json, admin, created_at, last_seen_at`
+
+func scanUser(row scanner) (*store.User, error) {
 	var (
 		u                     store.User
 		groups, created, seen string
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT id, source, subject, email, display_name, groups_json, admin, created_at, last_seen_at
-		FROM users WHERE id = ?`, id).Scan(&u.ID, &u.Source, &u.Subject, &u.Email, &u.DisplayName, &groups, &u.Admin, &created, &seen)
-	if err != nil {
-		return nil, mapErr(err, "user %q", id)
+	if err := row.Scan(&u.ID, &u.Source, &u.Subject, &u.Email, &u.DisplayName, &groups, &u.Admin, &created, &seen); err != nil {
+		return nil, err
 	}
+	var err error
 	if u.Groups, err = sqlcommon.UnmarshalGroups(groups); err != nil {
 		return nil, err
 	}
@@ -65,6 +65,36 @@ func (s *Store) GetUser(ctx context.Context, id string) (*store.User, error) {
 		return nil, err
 	}
 	return &u, nil
+}
+
+// GetUser implements store.Store.
+func (s *Store) GetUser(ctx context.Context, id string) (*store.User, error) {
+	u, err := scanUser(s.r.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, id))
+	if err != nil {
+		return nil, mapErr(err, "user %q", id)
+	}
+	return u, nil
+}
+
+// FindUsers implements store.Store. SQLite's lower() folds ASCII letters only, which is
+// what the contract promises.
+func (s *Store) FindUsers(ctx context.Context, name string) ([]*store.User, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+userColumns+` FROM users
+		WHERE id = ? OR subject = ? OR (email <> '' AND lower(email) = lower(?))
+		ORDER BY created_at, id`, name, name, name)
+	if err != nil {
+		return nil, mapErr(err, "find users")
+	}
+	defer rows.Close()
+	out := []*store.User{}
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, mapErr(err, "find users")
+		}
+		out = append(out, u)
+	}
+	return out, mapErr(rows.Err(), "find users")
 }
 
 // CreateToken implements store.Store; an empty ID is generated.
@@ -153,6 +183,19 @@ func (s *Store) DeleteToken(ctx context.Context, ownerID, id string) error {
 		return fmt.Errorf("delete token %q: %w", id, store.ErrNotFound)
 	}
 	return nil
+}
+
+// DeleteUserTokens implements store.Store.
+func (s *Store) DeleteUserTokens(ctx context.Context, ownerID string) (int, error) {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM tokens WHERE owner_id = ?`, ownerID)
+	if err != nil {
+		return 0, mapErr(err, "delete tokens of user %q", ownerID)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, mapErr(err, "delete tokens of user %q", ownerID)
+	}
+	return int(n), nil
 }
 
 // TouchToken implements store.Store; LastUsedAt never moves backwards.

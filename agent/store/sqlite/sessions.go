@@ -116,10 +116,61 @@ func (s *Store) UpdateSession(ctx context.Context, sess *store.Session) error {
 	if err := sqlcommon.PrepareUpdate(&in); err != nil {
 		return err
 	}
+	if err := s.update(ctx, s.w, &in); err != nil {
+		return err
+	}
+	*sess = in
+	return nil
+}
+
+// ActivateSession implements store.Store: the count and the update share one IMMEDIATE
+// transaction on the single writer connection, like CreateSession's.
+func (s *Store) ActivateSession(ctx context.Context, sess *store.Session, maxActive int) error {
+	if maxActive <= 0 || !sess.State.Active() {
+		return s.UpdateSession(ctx, sess)
+	}
+	in := *sess
+	if err := sqlcommon.PrepareUpdate(&in); err != nil {
+		return err
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return mapErr(err, "activate session %q", in.ID)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	active := sqlcommon.ActiveStates()
+	args := []any{in.OwnerID, in.ID}
+	for _, st := range active {
+		args = append(args, st)
+	}
+	var others int
+	q := `SELECT count(*) FROM sessions WHERE owner_id = ? AND id <> ? AND state IN (` + placeholders(len(active)) + `)`
+	if err := tx.QueryRowContext(ctx, q, args...).Scan(&others); err != nil {
+		return mapErr(err, "activate session %q: count active sessions", in.ID)
+	}
+	var stored string
+	if err := tx.QueryRowContext(ctx, `SELECT state FROM sessions WHERE id = ?`, in.ID).Scan(&stored); err != nil {
+		return mapErr(err, "activate session %q", in.ID)
+	}
+	if !apiv1.SessionState(stored).Active() && others >= maxActive {
+		return fmt.Errorf("activate session %q: owner %q has %d active sessions (limit %d): %w", in.ID, in.OwnerID, others, maxActive, store.ErrQuotaExceeded)
+	}
+	if err := s.update(ctx, tx, &in); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return mapErr(err, "activate session %q", in.ID)
+	}
+	*sess = in
+	return nil
+}
+
+// update writes in (prepared) through q when its resource version is current.
+func (s *Store) update(ctx context.Context, q querier, in *store.Session) error {
 	now := sqlcommon.Now()
 	activity := ts(in.LastActivityAt)
 	var gotActivity, gotUpdated string
-	err := s.w.QueryRowContext(ctx, `UPDATE sessions SET
+	err := q.QueryRowContext(ctx, `UPDATE sessions SET
 			title = ?, private = ?, repo = ?, branch = ?, prompt = ?, model = ?, persistent = ?,
 			idle_timeout_ns = ?, ttl_ns = ?, state = ?, reason = ?, message = ?, pod_name = ?,
 			pod_namespace = ?, image = ?, init_image = ?, opencode_session_id = ?, prompt_sent = ?,
@@ -138,7 +189,7 @@ func (s *Store) UpdateSession(ctx context.Context, sess *store.Session) error {
 		ts(now), in.ID, in.ResourceVersion,
 	).Scan(&gotActivity, &in.LastActivitySource, &in.ResourceVersion, &gotUpdated)
 	if errors.Is(err, sql.ErrNoRows) {
-		return s.missingOrStale(ctx, in.ID, in.ResourceVersion)
+		return missingOrStale(ctx, q, in.ID, in.ResourceVersion)
 	}
 	if err != nil {
 		return mapErr(err, "update session %q", in.ID)
@@ -149,13 +200,14 @@ func (s *Store) UpdateSession(ctx context.Context, sess *store.Session) error {
 	if in.UpdatedAt, err = parseTS(gotUpdated); err != nil {
 		return err
 	}
-	*sess = in
 	return nil
 }
 
-func (s *Store) missingOrStale(ctx context.Context, id string, rv int64) error {
+// missingOrStale explains an update that matched no row, through the same q (inside a
+// transaction on the single writer connection, any other would wait forever).
+func missingOrStale(ctx context.Context, q querier, id string, rv int64) error {
 	var stored int64
-	err := s.r.QueryRowContext(ctx, `SELECT resource_version FROM sessions WHERE id = ?`, id).Scan(&stored)
+	err := q.QueryRowContext(ctx, `SELECT resource_version FROM sessions WHERE id = ?`, id).Scan(&stored)
 	if err != nil {
 		return mapErr(err, "update session %q", id)
 	}

@@ -57,6 +57,7 @@ type Options struct {
 type Store struct {
 	w          *sql.DB // exactly one connection: every write goes through it
 	r          *sql.DB // read pool; the same as w for an in-memory database
+	locks      *keyedLocks
 	kr         *keyring.Keyring
 	log        hclog.Logger
 	migrations []sqlcommon.Migration
@@ -86,7 +87,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
-	s := &Store{kr: o.Keyring, log: o.Logger, migrations: ms}
+	s := &Store{kr: o.Keyring, log: o.Logger, migrations: ms, locks: locksFor(o.Path)}
 	busy := fmt.Sprintf("%d", o.BusyTimeout.Milliseconds())
 
 	if o.Path == Memory {

@@ -221,11 +221,16 @@ func WaitOpen(ctx context.Context, o Options, b Backoff) (store.Store, error) {
 			}
 			return s, nil
 		}
+		if ctx.Err() != nil && (errors.Is(err, store.ErrUnavailable) || errors.Is(err, ctx.Err())) {
+			// Given up while waiting: the database was unavailable all along, also when
+			// the deadline cut the last attempt short (a ping reports only the deadline).
+			if !errors.Is(err, store.ErrUnavailable) {
+				err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+			}
+			return nil, fmt.Errorf("waiting for the database %s: %w (last error: %w)", t.Display, ctx.Err(), err)
+		}
 		if !errors.Is(err, store.ErrUnavailable) {
 			return nil, err
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("waiting for the database %s: %w (last error: %w)", t.Display, ctx.Err(), err)
 		}
 		wait := time.Duration(float64(delay) * (0.8 + 0.4*rand.Float64()))
 		log.Warn("database unavailable, retrying", "database", t.Display, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "error", err)

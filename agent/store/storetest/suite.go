@@ -36,13 +36,21 @@ func Run(t *testing.T, newDB NewDB) {
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"Quota", testQuota},
 		{"QuotaRace", testQuotaRace},
+		{"QuotaRaceAcrossStores", testQuotaRaceAcrossStores},
+		{"ActivateQuota", testActivateQuota},
+		{"QuotaRaceCreatesAndStarts", testQuotaRaceCreatesAndStarts},
+		{"SessionLock", testSessionLock},
+		{"ConflictingTransitions", testConflictingTransitions},
+		{"ConflictingUpdatesAcrossStores", testConflictingUpdatesAcrossStores},
 		{"TouchSession", testTouch},
 		{"ListOrder", testListOrder},
 		{"ListFilters", testListFilters},
 		{"ListLimits", testListLimits},
 		{"ListPaginationWhileInserting", testListWhileInserting},
 		{"CountSessions", testCount},
+		{"FindUsers", testFindUsers},
 		{"Tokens", testTokens},
+		{"DeleteUserTokens", testDeleteUserTokens},
 		{"Credentials", testCredentials},
 		{"EncryptionAtRest", testEncryptionAtRest},
 		{"CredentialBoundToRow", testCredentialBoundToRow},
@@ -454,8 +462,14 @@ func testQuota(t *testing.T, h *harness) {
 	}
 }
 
-func testQuotaRace(t *testing.T, h *harness) {
-	s, ctx := h.open(), t.Context()
+func testQuotaRace(t *testing.T, h *harness) { quotaRace(t, h.open()) }
+
+// testQuotaRaceAcrossStores: the quota holds when the creates come through two stores
+// on one database, as they do from two agent replicas.
+func testQuotaRaceAcrossStores(t *testing.T, h *harness) { quotaRace(t, h.open(), h.open()) }
+
+func quotaRace(t *testing.T, stores ...store.Store) {
+	s, ctx := stores[0], t.Context()
 	owner := user(t, s, "racer")
 	const n, limit = 50, 3
 	var (
@@ -470,7 +484,7 @@ func testQuotaRace(t *testing.T, h *harness) {
 		go func() {
 			defer wg.Done()
 			<-start
-			err := s.CreateSession(ctx, session(fmt.Sprintf("quota-%02d", i), owner.ID, apiv1.StatePending), limit)
+			err := stores[i%len(stores)].CreateSession(ctx, session(fmt.Sprintf("quota-%02d", i), owner.ID, apiv1.StatePending), limit)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -797,6 +811,85 @@ func testCount(t *testing.T, h *harness) {
 	want := map[apiv1.SessionState]int{apiv1.StateRunning: 2, apiv1.StateFailed: 1, apiv1.StatePending: 1}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("CountSessions = %v, want %v", got, want)
+	}
+}
+
+func testFindUsers(t *testing.T, h *harness) {
+	s, ctx := h.open(), t.Context()
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	mk := func(source, subject, email string, at time.Duration) *store.User {
+		u := &store.User{Source: source, Subject: subject, Email: email, LastSeenAt: t0.Add(at)}
+		if err := s.UpsertUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	header := mk("header", "jane@example.com", "jane@example.com", 0)
+	kube := mk("kubernetes", "jane", "Jane@Example.com", time.Second)
+	oidc := mk("kubernetes", "jane@example.com", "", 2*time.Second)
+	other := mk("kubernetes", "john", "", 3*time.Second)
+	ids := func(name string) []string {
+		t.Helper()
+		us, err := s.FindUsers(ctx, name)
+		if err != nil {
+			t.Fatalf("FindUsers(%q): %v", name, err)
+		}
+		if us == nil {
+			t.Fatalf("FindUsers(%q) = nil, want an empty slice", name)
+		}
+		out := []string{}
+		for _, u := range us {
+			out = append(out, u.ID)
+		}
+		return out
+	}
+	for name, want := range map[string][]string{
+		"jane@example.com": {header.ID, kube.ID, oidc.ID}, // subject of two, email of two
+		"JANE@example.COM": {header.ID, kube.ID},          // emails ignore case, subjects do not
+		"jane":             {kube.ID},
+		other.ID:           {other.ID},
+		"nobody":           {},
+		"":                 {}, // no user has an empty email that matches
+		"%":                {}, // no pattern matching
+	} {
+		if got := ids(name); !slices.Equal(got, want) {
+			t.Errorf("FindUsers(%q) = %v, want %v", name, got, want)
+		}
+	}
+	us, err := s.FindUsers(ctx, "jane")
+	if err != nil || len(us) != 1 || us[0].Source != "kubernetes" || us[0].Subject != "jane" || us[0].Email != "Jane@Example.com" ||
+		!us[0].CreatedAt.Equal(kube.CreatedAt) {
+		t.Errorf("FindUsers(jane) = %+v, %v; want the full row of %+v", us, err, kube)
+	}
+}
+
+func testDeleteUserTokens(t *testing.T, h *harness) {
+	s, ctx := h.open(), t.Context()
+	a, b := user(t, s, "a"), user(t, s, "b")
+	for i, owner := range []*store.User{a, a, a, b} {
+		if err := s.CreateToken(ctx, &store.Token{OwnerID: owner.ID, Name: fmt.Sprint("t", i), Hash: hashOf(fmt.Sprint("secret", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.DeleteUserTokens(ctx, a.ID)
+	if err != nil || n != 3 {
+		t.Fatalf("DeleteUserTokens(a) = %d, %v; want 3", n, err)
+	}
+	if list, _ := s.ListTokens(ctx, a.ID); len(list) != 0 {
+		t.Errorf("a still has tokens: %+v", list)
+	}
+	for i := range 3 {
+		_, err := s.GetTokenByHash(ctx, hashOf(fmt.Sprint("secret", i)))
+		wantErr(t, err, store.ErrNotFound, "a revoked token")
+	}
+	if list, _ := s.ListTokens(ctx, b.ID); len(list) != 1 {
+		t.Errorf("b's tokens were touched: %+v", list)
+	}
+	if n, err := s.DeleteUserTokens(ctx, a.ID); err != nil || n != 0 {
+		t.Errorf("second DeleteUserTokens(a) = %d, %v; want 0", n, err)
+	}
+	if n, err := s.DeleteUserTokens(ctx, "nosuchowner0"); err != nil || n != 0 {
+		t.Errorf("DeleteUserTokens(unknown) = %d, %v; want 0", n, err)
 	}
 }
 

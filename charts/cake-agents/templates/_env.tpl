@@ -54,6 +54,10 @@ Environment of the agent container. Every name here must be one the agent unders
     secretKeyRef:
       name: {{ $ext.existingSecret | quote }}
       key: {{ $ext.existingSecretKey | quote }}
+      {{- if $ext.existingSecretEnv }}
+      {{- /* With PG* variables the Secret may hold no URL at all: pgx then takes everything from them. */}}
+      optional: true
+      {{- end }}
 {{- else if .Values.externalSecrets.enabled }}
 - name: DATABASE_URL
   valueFrom:
@@ -99,6 +103,10 @@ Environment of the agent container. Every name here must be one the agent unders
 - name: AGENT_TOKEN_AUDIENCES
   value: {{ join "," . | quote }}
 {{- end }}
+- name: AGENT_TOKEN_DEFAULT_TTL
+  value: {{ .Values.tokens.defaultTTL | toString | quote }}
+- name: AGENT_TOKEN_MAX_TTL
+  value: {{ .Values.tokens.maxTTL | toString | quote }}
 {{- $ha := .Values.headerAuth }}
 - name: AGENT_HEADER_AUTH_ENABLED
   value: {{ $ha.enabled | quote }}
@@ -113,12 +121,23 @@ Environment of the agent container. Every name here must be one the agent unders
   value: {{ $ha.jwt.header | quote }}
 - name: AGENT_HEADER_AUTH_GROUPS
   value: {{ join "," $ha.groups | quote }}
-{{- with $ha.trustedProxyCIDRs }}
+{{- with include "cake-agents.trustedProxyCIDRs" . }}
 - name: AGENT_TRUSTED_PROXY_CIDRS
-  value: {{ join "," . | quote }}
+  value: {{ . | quote }}
 {{- end }}
 {{- with $ha.jwksURL }}
 - name: AGENT_JWKS_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- if and (or $ha.jwt.issuer $ha.jwt.audience) (not $ha.jwksURL) }}
+{{- fail "headerAuth.jwt.issuer and headerAuth.jwt.audience need headerAuth.jwksURL: the claims of an unverified JWT prove nothing" }}
+{{- end }}
+{{- with $ha.jwt.issuer }}
+- name: AGENT_HEADER_AUTH_JWT_ISSUER
+  value: {{ . | quote }}
+{{- end }}
+{{- with $ha.jwt.audience }}
+- name: AGENT_HEADER_AUTH_JWT_AUDIENCE
   value: {{ . | quote }}
 {{- end }}
 {{- end }}
@@ -127,6 +146,14 @@ Environment of the agent container. Every name here must be one the agent unders
 {{- if gt $replicas 1 }}
 - name: AGENT_LEASE_NAME
   value: {{ printf "%s-reconciler" (include "cake-agents.fullname" .) | quote }}
+{{- with $cp.leaderElection }}
+- name: AGENT_LEASE_DURATION
+  value: {{ .leaseDuration | toString | quote }}
+- name: AGENT_LEASE_RENEW_DEADLINE
+  value: {{ .renewDeadline | toString | quote }}
+- name: AGENT_LEASE_RETRY_PERIOD
+  value: {{ .retryPeriod | toString | quote }}
+{{- end }}
 {{- end }}
 {{- /* Sessions */}}
 {{- $s := .Values.sessions }}

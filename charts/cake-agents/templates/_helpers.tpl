@@ -171,3 +171,32 @@ value only when there is none.
 {{- randAlphaNum (int .length) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The namespace of an in-cluster model gateway named by litellm.baseURL as a Service:
+<service>.<namespace>.svc[.<cluster domain>]. Empty for anything else (a public host, or the
+ambiguous <service>.<namespace>, which networkPolicy.sessions.egressTo covers).
+*/}}
+{{- define "cake-agents.modelGatewayNamespace" -}}
+{{- with .Values.litellm.baseURL }}
+{{- $host := (urlParse .).host | splitList ":" | first }}
+{{- $labels := splitList "." $host }}
+{{- if and (ge (len $labels) 3) (eq (index $labels 2) "svc") }}
+{{- index $labels 1 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The networks the agent believes identity headers from, comma-separated: headerAuth.trustedProxyCIDRs,
+plus, with istio.enabled, the address the agent's Istio sidecar delivers every inbound request
+from (Envoy's inbound passthrough bind address, 127.0.0.6, and ::6 on IPv6). Never loopback
+proper: port-forwarded connections arrive on 127.0.0.1 and must stay untrusted.
+*/}}
+{{- define "cake-agents.trustedProxyCIDRs" -}}
+{{- $cidrs := .Values.headerAuth.trustedProxyCIDRs | default list }}
+{{- if .Values.istio.enabled }}
+{{- $cidrs = concat $cidrs (list "127.0.0.6/32" "::6/128") }}
+{{- end }}
+{{- $cidrs | uniq | join "," }}
+{{- end }}

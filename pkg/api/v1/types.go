@@ -179,6 +179,30 @@ type WhoAmI struct {
 	// caller), so a client such as `kubectl agents doctor` can tell why sign-ins through
 	// the authenticating proxy fail. Empty from agents that predate it.
 	HeaderAuth HeaderAuthState `json:"headerAuth,omitempty"`
+	// HeaderAuthInfo is how the agent reads identity headers (the same for every
+	// caller): `kubectl agents doctor` probes with these header names and judges the
+	// trusted networks. Nil from agents that predate it.
+	HeaderAuthInfo *HeaderAuthInfo `json:"headerAuthInfo,omitempty"`
+}
+
+// HeaderAuthInfo describes the agent's header-authentication configuration. It holds
+// no secret: header names, networks and the JWT checks.
+type HeaderAuthInfo struct {
+	State HeaderAuthState `json:"state"`
+	// EmailHeader, UserHeader and JWTHeader are the identity headers the agent reads
+	// (canonical form; empty when not configured). With header auth disabled they are
+	// still what the agent refuses.
+	EmailHeader string `json:"emailHeader,omitempty"`
+	UserHeader  string `json:"userHeader,omitempty"`
+	JWTHeader   string `json:"jwtHeader,omitempty"`
+	// TrustedProxyCIDRs are the networks identity headers are believed from.
+	TrustedProxyCIDRs []string `json:"trustedProxyCIDRs,omitempty"`
+	// JWTVerified: the JWT header is mandatory and checked against a JWKS, so a
+	// forged header also needs a token signed by the identity provider.
+	JWTVerified bool `json:"jwtVerified"`
+	// JWTIssuer and JWTAudiences are required of a verified JWT when set.
+	JWTIssuer    string   `json:"jwtIssuer,omitempty"`
+	JWTAudiences []string `json:"jwtAudiences,omitempty"`
 }
 
 // HeaderAuthState says whether the agent believes the identity headers of an
@@ -201,10 +225,13 @@ const (
 )
 
 // Token is a personal access token. Token (the secret) is present only in the response
-// that created it.
+// that created it. Every token expires.
 type Token struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// OwnerID and Owner (email, else user name) say whose it is.
+	OwnerID    string     `json:"ownerId,omitempty"`
+	Owner      string     `json:"owner,omitempty"`
 	Token      string     `json:"token,omitempty"`
 	CreatedAt  time.Time  `json:"createdAt"`
 	ExpiresAt  *time.Time `json:"expiresAt,omitempty"`
@@ -214,13 +241,24 @@ type Token struct {
 // CreateTokenRequest is the body of POST /api/v1/tokens.
 type CreateTokenRequest struct {
 	Name string `json:"name"`
-	// ExpiresIn is the lifetime; zero means the agent's default.
+	// ExpiresIn is the lifetime, at most the agent's maximum (a longer one is refused
+	// with 400 naming it); zero or absent means the agent's default (30 days unless
+	// configured). A token created with a token never outlives that token.
 	ExpiresIn *Duration `json:"expiresIn,omitempty"`
 }
 
-// TokenList lists the caller's tokens (never their secrets).
+// TokenList lists tokens (never their secrets): the caller's, or with ?user= an admin's
+// view of another user's.
 type TokenList struct {
 	Items []Token `json:"items"`
+}
+
+// TokenRevocation is the answer of DELETE /api/v1/tokens?user=NAME, which revokes every
+// token of the users NAME names (by id, Kubernetes user name or email: one person may be
+// both a proxy user and a Kubernetes user).
+type TokenRevocation struct {
+	Users   []User `json:"users"`
+	Revoked int    `json:"revoked"`
 }
 
 // AuditEvent records one state-changing call or denial.

@@ -31,7 +31,7 @@ func main() {
 	}
 }
 
-const usage = "usage: testpg up|down [--dir DIR]"
+const usage = "usage: testpg up|down [--dir DIR] [--durable]"
 
 func run(args []string, out, errOut io.Writer) error {
 	if len(args) == 0 {
@@ -40,6 +40,7 @@ func run(args []string, out, errOut io.Writer) error {
 	fs := flag.NewFlagSet("testpg "+args[0], flag.ContinueOnError)
 	fs.SetOutput(errOut)
 	dir := fs.String("dir", filepath.Join(os.TempDir(), "cake-testpg-state"), "state directory of the shared server")
+	durable := fs.Bool("durable", false, "up: keep production durability (fsync, synchronous_commit, full_page_writes on), for benchmarks")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -55,7 +56,7 @@ func run(args []string, out, errOut io.Writer) error {
 		if err := os.MkdirAll(*dir, 0o755); err != nil {
 			return err
 		}
-		s, err := testpg.StartServer(ctx, testpg.Options{Detached: true, Prefix: "cake-testpg-shared-"})
+		s, err := testpg.StartServer(ctx, testpg.Options{Detached: true, Prefix: "cake-testpg-shared-", Durable: *durable})
 		if err != nil {
 			return err
 		}

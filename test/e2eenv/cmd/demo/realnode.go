@@ -111,8 +111,11 @@ func realNodeInside(ctx context.Context, o options) error {
 	defer func() {
 		fmt.Fprintln(os.Stderr, "\ndemo: stopping the cluster ...")
 		if err := c.Stop(); err != nil {
-			logf("stop: %v", err)
+			logf("stop: %v (the node's files are kept in %s)", err, dir)
+			return
 		}
+		// The node's images and containers take gigabytes; the next run starts afresh anyway.
+		_ = os.RemoveAll(dir)
 	}()
 	logf("cluster Ready in %s", time.Since(began).Round(time.Second))
 
@@ -130,6 +133,7 @@ func realNodeInside(ctx context.Context, o options) error {
 	if err := writeKubeconfig(c.Kubeconfig(), userKubeconfig, "https://"+apiLn.Addr().String()); err != nil {
 		return err
 	}
+	defer os.Remove(userKubeconfig) // it names a listener that dies with this process
 
 	kube := c.AdminClient()
 	logf("starting the fake model and a git server in namespace %s ...", nodeenv.InfraNamespace)

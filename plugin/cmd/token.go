@@ -1,0 +1,392 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/cli-runtime/pkg/printers"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/pkg/client"
+)
+
+// Tokens print as objects of the virtual kind Token, like sessions.
+const (
+	tokenKind     = "Token"
+	tokenListKind = "TokenList"
+)
+
+// tokenRef is how kubectl would name a token: token.agents.cake.ai/ID.
+func tokenRef(id string) string { return "token." + apiv1.Group + "/" + id }
+
+// tokenObject wraps t like sessionObject wraps a session: metadata.name is the id, every
+// wire field at the top level (.name, .expiresAt, .owner, .token on create).
+func tokenObject(t apiv1.Token) (*unstructured.Unstructured, error) {
+	b, err := json.Marshal(t)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	m["apiVersion"] = sessionAPIVersion
+	m["kind"] = tokenKind
+	m["metadata"] = map[string]any{"name": t.ID, "creationTimestamp": t.CreatedAt.UTC().Format(time.RFC3339)}
+	return &unstructured.Unstructured{Object: m}, nil
+}
+
+// PrintTokens writes tokens to out in the chosen format.
+func (f *PrintFlags) PrintTokens(out io.Writer, tokens []apiv1.Token, list bool) error {
+	objs := make([]*unstructured.Unstructured, 0, len(tokens))
+	for _, t := range tokens {
+		u, err := tokenObject(t)
+		if err != nil {
+			return err
+		}
+		objs = append(objs, u)
+	}
+	return f.printObjects(out, objs, tokenListKind, list, func(w io.Writer, wide bool) error {
+		return f.printTokenTable(w, tokens, wide)
+	})
+}
+
+func (f *PrintFlags) printTokenTable(out io.Writer, tokens []apiv1.Token, wide bool) error {
+	w := printers.GetNewTabWriter(out)
+	if !f.NoHeaders {
+		h := "ID\tNAME\tEXPIRES\tLAST USED\tAGE"
+		if wide {
+			h += "\tOWNER\tOWNER ID"
+		}
+		fmt.Fprintln(w, h)
+	}
+	now := f.now()
+	for _, t := range tokens {
+		expires := "<none>"
+		if t.ExpiresAt != nil {
+			if left := t.ExpiresAt.Sub(now); left > 0 {
+				expires = "in " + duration.HumanDuration(left)
+			} else {
+				expires = "expired " + duration.HumanDuration(-left) + " ago"
+			}
+		}
+		used := "<never>"
+		if t.LastUsedAt != nil {
+			used = f.age(*t.LastUsedAt) + " ago"
+		}
+		row := []string{t.ID, truncateCell(t.Name, 40), expires, used, f.age(t.CreatedAt)}
+		if wide {
+			row = append(row, dash(t.Owner), dash(t.OwnerID))
+		}
+		fmt.Fprintln(w, strings.Join(row, "\t"))
+	}
+	return w.Flush()
+}
+
+// NewCmdToken groups the personal access token commands.
+func NewCmdToken(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "token",
+		Aliases: []string{"tokens"},
+		Short:   "Create, list and revoke personal access tokens",
+		Long: `Personal access tokens (cka_...) let scripts, CI and "kubectl agents login --server"
+reach the agent as you without your kubeconfig. The agent keeps only their hash.
+
+Every token expires: after 30 days unless you ask for less or more (up to the agent's
+maximum, 90 days unless configured). A token created while signed in with a token
+never outlives it. A token acts with the groups of your latest sign-in, and stops
+working as soon as RBAC no longer lets you get sessions.agents.cake.ai. Admins can
+revoke every token of a user at once.`,
+		Example: `  kubectl agents token create laptop
+  kubectl agents token list
+  kubectl agents token revoke TOKEN_ID`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown command %q for %q; see %q", args[0], cmd.CommandPath(), cmd.CommandPath()+" --help")
+			}
+			return cmd.Help()
+		},
+	}
+	cmd.AddCommand(NewCmdTokenCreate(f, streams), NewCmdTokenList(f, streams), NewCmdTokenRevoke(f, streams))
+	return cmd
+}
+
+// TokenCreateOptions are the inputs of `token create`.
+type TokenCreateOptions struct {
+	genericiooptions.IOStreams
+	Factory    *Factory
+	PrintFlags *PrintFlags
+
+	Name      string
+	ExpiresIn time.Duration
+
+	client *client.Client
+}
+
+// NewCmdTokenCreate returns `token create`.
+func NewCmdTokenCreate(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &TokenCreateOptions{IOStreams: streams, Factory: f, PrintFlags: NewPrintFlags()}
+	cmd := &cobra.Command{
+		Use:   "create NAME [--expires-in DURATION]",
+		Short: "Create a personal access token and print it once",
+		Long: `Create a personal access token named NAME (say where it is used: "laptop", "ci")
+and print its secret on standard output, once: the agent keeps only its hash. Without
+--expires-in it expires after the agent's default (30 days unless configured); more
+than the agent's maximum is refused with the limit.`,
+		Example: `  # A token for this laptop, with the default lifetime
+  kubectl agents token create laptop
+
+  # A week-long token for CI, saved to a file
+  kubectl agents token create ci --expires-in 168h > ci-token.txt
+
+  # Use it behind the ingress
+  kubectl agents login --server https://agents.example.com < ci-token.txt`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Name = args[0]
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			if err := o.Complete(cmd.Context()); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().DurationVar(&o.ExpiresIn, "expires-in", 0, "Lifetime of the token, e.g. 24h or 168h (default: the agent's, 30 days unless configured)")
+	o.PrintFlags.AddFlags(cmd)
+	return cmd
+}
+
+// Complete connects to the agent.
+func (o *TokenCreateOptions) Complete(ctx context.Context) error {
+	c, err := o.Factory.Agent(ctx)
+	o.client = c
+	return err
+}
+
+// Validate checks the name and lifetime before anything is sent.
+func (o *TokenCreateOptions) Validate() error {
+	switch {
+	case strings.TrimSpace(o.Name) == "":
+		return errors.New("the token needs a name that says where it is used, e.g. laptop")
+	case o.ExpiresIn < 0:
+		return fmt.Errorf("--expires-in %s is negative: every token expires; give a lifetime such as 24h", o.ExpiresIn)
+	case o.ExpiresIn > 0 && o.ExpiresIn < time.Minute:
+		return fmt.Errorf("--expires-in %s is shorter than the minimum of 1m", o.ExpiresIn)
+	}
+	return o.PrintFlags.Validate()
+}
+
+// Run creates the token and prints the secret (or the whole token with -o).
+func (o *TokenCreateOptions) Run(ctx context.Context) error {
+	req := apiv1.CreateTokenRequest{Name: strings.TrimSpace(o.Name)}
+	if o.ExpiresIn > 0 {
+		req.ExpiresIn = &apiv1.Duration{Duration: o.ExpiresIn}
+	}
+	t, err := o.client.CreateToken(ctx, req)
+	if err != nil {
+		return fmt.Errorf("create token %q: %w", req.Name, err)
+	}
+	if !o.PrintFlags.IsDefault() && o.PrintFlags.format() != "wide" {
+		return o.PrintFlags.PrintTokens(o.Out, []apiv1.Token{*t}, false)
+	}
+	expires := "<none>"
+	if t.ExpiresAt != nil {
+		expires = t.ExpiresAt.UTC().Format(time.RFC3339) + " (in " + duration.HumanDuration(t.ExpiresAt.Sub(o.PrintFlags.now())) + ")"
+	}
+	fmt.Fprintf(o.ErrOut, "Created %s %q, expiring %s. This is the only time it is shown:\n", tokenRef(t.ID), t.Name, expires)
+	fmt.Fprintln(o.Out, t.Token)
+	return nil
+}
+
+// TokenListOptions are the inputs of `token list`.
+type TokenListOptions struct {
+	genericiooptions.IOStreams
+	Factory    *Factory
+	PrintFlags *PrintFlags
+	// Owner, for admins, lists another user's tokens (id, Kubernetes user name or email).
+	// Not --user: that is kubectl's kubeconfig user flag.
+	Owner string
+
+	client *client.Client
+}
+
+// NewCmdTokenList returns `token list`.
+func NewCmdTokenList(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &TokenListOptions{IOStreams: streams, Factory: f, PrintFlags: NewPrintFlags()}
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List personal access tokens (never their secrets)",
+		Long: `List your personal access tokens: id, name, when they expire and were last used.
+Admins list another user's with --owner (their id, Kubernetes user name or email; a
+person may be both a proxy user and a Kubernetes user, and both are listed).`,
+		Example: `  kubectl agents token list
+  kubectl agents token list -o wide
+  kubectl agents token list --owner jane@example.com
+  kubectl agents token list -o jsonpath='{.items[*].metadata.name}'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.PrintFlags.Validate(); err != nil {
+				return err
+			}
+			if err := o.Complete(cmd.Context()); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&o.Owner, "owner", "", `List this user's tokens instead of yours ("me" for yours; others: admins only)`)
+	_ = cmd.RegisterFlagCompletionFunc("owner", cobra.FixedCompletions([]string{"me"}, cobra.ShellCompDirectiveNoFileComp))
+	o.PrintFlags.AddFlags(cmd)
+	return cmd
+}
+
+// Complete connects to the agent.
+func (o *TokenListOptions) Complete(ctx context.Context) error {
+	c, err := o.Factory.Agent(ctx)
+	o.client = c
+	return err
+}
+
+// Run lists and prints.
+func (o *TokenListOptions) Run(ctx context.Context) error {
+	l, err := o.client.ListTokens(ctx, strings.TrimSpace(o.Owner))
+	if err != nil {
+		return fmt.Errorf("list tokens: %w", err)
+	}
+	if len(l.Items) == 0 && (o.PrintFlags.IsDefault() || o.PrintFlags.format() == "wide") {
+		fmt.Fprintln(o.ErrOut, "No tokens found.")
+		return nil
+	}
+	return o.PrintFlags.PrintTokens(o.Out, l.Items, true)
+}
+
+// TokenRevokeOptions are the inputs of `token revoke`.
+type TokenRevokeOptions struct {
+	genericiooptions.IOStreams
+	Factory *Factory
+	IDs     []string
+	// AllOf revokes every token of a user (admins; anyone for "me").
+	AllOf string
+
+	client *client.Client
+}
+
+// NewCmdTokenRevoke returns `token revoke`.
+func NewCmdTokenRevoke(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &TokenRevokeOptions{IOStreams: streams, Factory: f}
+	cmd := &cobra.Command{
+		Use:   "revoke (TOKEN_ID... | --all-of USER)",
+		Short: "Revoke personal access tokens",
+		Long: `Revoke your tokens by id (see "kubectl agents token list"); they stop working at
+once. --all-of USER revokes every token of a user, by id, Kubernetes user name or
+email: for admins, say when someone leaves or loses a group the tokens would still
+carry; anyone may pass --all-of me.`,
+		Example: `  kubectl agents token revoke TOKEN_ID
+  kubectl agents token revoke --all-of me
+
+  # Admins: every token of a user
+  kubectl agents token revoke --all-of jane@example.com`,
+		ValidArgsFunction: completeTokens(f),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.IDs = args
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			if err := o.Complete(cmd.Context()); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&o.AllOf, "all-of", "", `Revoke every token of this user ("me" for yourself; others: admins only)`)
+	_ = cmd.RegisterFlagCompletionFunc("all-of", cobra.FixedCompletions([]string{"me"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+// Complete connects to the agent.
+func (o *TokenRevokeOptions) Complete(ctx context.Context) error {
+	c, err := o.Factory.Agent(ctx)
+	o.client = c
+	return err
+}
+
+// Validate checks that exactly one of ids and --all-of was given.
+func (o *TokenRevokeOptions) Validate() error {
+	o.AllOf = strings.TrimSpace(o.AllOf)
+	switch {
+	case o.AllOf != "" && len(o.IDs) > 0:
+		return errors.New("name token ids or pass --all-of USER, not both")
+	case o.AllOf == "" && len(o.IDs) == 0:
+		return errors.New(`name the tokens to revoke (ids from "kubectl agents token list"), or pass --all-of USER`)
+	}
+	return nil
+}
+
+// Run revokes, going on past failures and reporting them all at the end.
+func (o *TokenRevokeOptions) Run(ctx context.Context) error {
+	if o.AllOf != "" {
+		r, err := o.client.RevokeUserTokens(ctx, o.AllOf)
+		if err != nil {
+			return fmt.Errorf("revoke the tokens of %s: %w", o.AllOf, err)
+		}
+		var who []string
+		for _, u := range r.Users {
+			who = append(who, u.Source+" user "+u.Subject)
+		}
+		fmt.Fprintf(o.Out, "%d token(s) revoked of %s\n", r.Revoked, strings.Join(who, " and "))
+		return nil
+	}
+	var errs []error
+	for _, id := range o.IDs {
+		if err := o.client.DeleteToken(ctx, id); err != nil {
+			if client.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("token %q not found among yours", id))
+			} else {
+				errs = append(errs, fmt.Errorf("revoke %s: %w", tokenRef(id), err))
+			}
+			continue
+		}
+		fmt.Fprintf(o.Out, "%s revoked\n", tokenRef(id))
+	}
+	return errors.Join(errs...)
+}
+
+// completeTokens completes the caller's token ids, with their names as descriptions.
+func completeTokens(f *Factory) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		ctx, cancel := context.WithTimeout(cmd.Context(), completionTimeout)
+		defer cancel()
+		c, err := f.Agent(ctx)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveError
+		}
+		l, err := c.ListTokens(ctx, "")
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveError
+		}
+		seen := map[string]bool{}
+		for _, a := range args {
+			seen[a] = true
+		}
+		var out []string
+		for _, t := range l.Items {
+			if !seen[t.ID] && strings.HasPrefix(t.ID, toComplete) {
+				out = append(out, t.ID+"\t"+t.Name)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}

@@ -246,7 +246,7 @@ func (c *conversation) stillRunning(id string) func(context.Context) error {
 		case errors.Is(err, store.ErrNotFound):
 			return fmt.Errorf("session %s was deleted", id)
 		case err != nil:
-			return nil
+			return nil //nolint:nilerr // a database hiccup is no reason to give up the wait
 		case cur.State != apiv1.StateRunning:
 			return fmt.Errorf("session %s is %s, no longer Running", id, cur.State)
 		}

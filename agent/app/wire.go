@@ -167,13 +167,6 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	ctrl.SetHealthCheck(conv.healthy)
 
 	rec := audit.NewRecorder(st, log.Named("audit"))
-	stopEvents := func() {}
-	if cfg.PodName != "" {
-		// Decisions also go to Kubernetes Events in the agent's namespace, regarding its pod.
-		var sink func(audit.Event)
-		sink, stopEvents = audit.KubeEvents(ctx, kube, cfg.Namespace, cfg.PodName)
-		rec.SetSink(sink)
-	}
 	// The header authenticator is always first. With header auth disabled it refuses
 	// every request carrying identity headers (401) rather than serving it under some
 	// other identity: a forged header never goes unnoticed.
@@ -242,6 +235,14 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		HeaderAuthInfo:     header.Info(),
 		NewID:              sessions.NewID,
 	})
+	// Decisions also go to Kubernetes Events in the agent's namespace, regarding its pod
+	// (started last: nothing below can fail and leave the broadcaster running).
+	stopEvents := func() {}
+	if cfg.PodName != "" {
+		var sink func(audit.Event)
+		sink, stopEvents = audit.KubeEvents(ctx, kube, cfg.Namespace, cfg.PodName, log.Named("audit"))
+		rec.SetSink(sink)
+	}
 	run := func(ctx context.Context) error {
 		defer pool.Close()
 		defer stopEvents()

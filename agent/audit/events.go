@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/hashicorp/go-hclog"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -24,10 +25,12 @@ const (
 // describe pod` lists them), and a function that stops the broadcaster. client-go's
 // broadcaster aggregates repeats and rate-limits, so a burst of refusals costs the API server
 // little.
-func KubeEvents(ctx context.Context, kube kubernetes.Interface, namespace, podName string) (func(Event), func()) {
+func KubeEvents(ctx context.Context, kube kubernetes.Interface, namespace, podName string, log hclog.Logger) (func(Event), func()) {
 	ref := &corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: namespace, Name: podName}
 	if p, err := kube.CoreV1().Pods(namespace).Get(ctx, podName, metav1.GetOptions{}); err == nil {
 		ref.UID = p.UID
+	} else if log != nil {
+		log.Warn("audit events will name the agent's pod without its UID", "pod", podName, "error", err)
 	}
 	b := record.NewBroadcaster(record.WithContext(ctx))
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events(namespace)})

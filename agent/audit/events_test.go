@@ -16,7 +16,7 @@ import (
 func TestDecisionsBecomeKubernetesEvents(t *testing.T) {
 	ctx := t.Context()
 	kube := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "agent-0", Namespace: "cake-agents", UID: "uid-1"}})
-	sink, stop := KubeEvents(ctx, kube, "cake-agents", "agent-0")
+	sink, stop := KubeEvents(ctx, kube, "cake-agents", "agent-0", nil)
 	defer stop()
 	rec := NewRecorder(nil, nil)
 	rec.SetSink(sink)

@@ -83,7 +83,7 @@ func world(t *testing.T, objs []*unstructured.Unstructured) *policyWorld {
 	var agentLabels, testLabels map[string]string
 	var policies []networkingv1.NetworkPolicy
 	sessionNS := releaseNS
-	istio := false
+	istio, ingress := false, false
 	litellmNS := ""
 	for _, o := range objs {
 		switch o.GetKind() {
@@ -129,6 +129,8 @@ func world(t *testing.T, objs []*unstructured.Unstructured) *policyWorld {
 			}
 		case "VirtualService", "Gateway":
 			istio = true
+		case "Ingress":
+			ingress = true
 		}
 	}
 	if agentLabels == nil || testLabels == nil {
@@ -138,7 +140,7 @@ func world(t *testing.T, objs []*unstructured.Unstructured) *policyWorld {
 		t.Fatal("the chart rendered no NetworkPolicy (networkPolicy.enabled is on by default)")
 	}
 	nsLabels := map[string]map[string]string{}
-	for _, ns := range []string{releaseNS, sessionNS, "kube-system", "oauth2-proxy", "istio-system", "litellm", "other"} {
+	for _, ns := range []string{releaseNS, sessionNS, "kube-system", "oauth2-proxy", "istio-system", "ingress-nginx", "litellm", "other"} {
 		nsLabels[ns] = map[string]string{}
 	}
 	ip := 10
@@ -156,6 +158,7 @@ func world(t *testing.T, objs []*unstructured.Unstructured) *policyWorld {
 	sessA, sessB := session("session-a"), session("session-b")
 	proxy := mk("oauth2-proxy", "oauth2-proxy", map[string]string{"app.kubernetes.io/name": "oauth2-proxy"}, nil)
 	gateway := mk("istio-system", "istio-ingressgateway", map[string]string{"istio": "ingressgateway"}, nil)
+	ingressController := mk("ingress-nginx", "ingress-nginx-controller", map[string]string{"app.kubernetes.io/name": "ingress-nginx"}, nil)
 	dns := mk("kube-system", "coredns", map[string]string{"k8s-app": "kube-dns"}, nil)
 	model := mk("litellm", "litellm", map[string]string{"app": "litellm"}, map[string]int32{"http": 4000})
 	stranger := mk(releaseNS, "stranger", map[string]string{"app": "something-else"}, nil)
@@ -175,6 +178,8 @@ func world(t *testing.T, objs []*unstructured.Unstructured) *policyWorld {
 	add("the proxy reaches the agent's HTTP port", proxy, agent, apiv1.AgentHTTPPort, true)
 	add("helm test reaches the agent's HTTP port", helmTest, agent, apiv1.AgentHTTPPort, true)
 	add("the Istio gateway reaches the agent's HTTP port", gateway, agent, apiv1.AgentHTTPPort, istio)
+	add("the ingress controller reaches the agent's HTTP port (with the chart's Ingress)", ingressController, agent, apiv1.AgentHTTPPort, ingress)
+	add("the ingress controller cannot reach a session", ingressController, sessA, 4096, false)
 	add("a session cannot reach the agent's HTTP port (forged identity headers)", sessA, agent, apiv1.AgentHTTPPort, false)
 	add("a session cannot reach the agent's HTTPS port", sessA, agent, apiv1.AgentHTTPSPort, false)
 	add("another pod of the namespace cannot reach the agent's HTTP port", stranger, agent, apiv1.AgentHTTPPort, false)
@@ -198,6 +203,9 @@ func world(t *testing.T, objs []*unstructured.Unstructured) *policyWorld {
 	add("a session cannot reach the Kubernetes API", sessA, apiServer, 6443, false)
 	add("a session cannot reach the Kubernetes API's Service address", sessA, ext("10.96.0.1"), 443, false)
 	add("a session cannot reach cloud metadata", sessA, metadata, 80, false)
+	add("a session cannot reach cloud metadata over IPv6", sessA, ext("fd00:ec2::254"), 80, false)
+	add("a session cannot reach a private IPv6 address", sessA, ext("fd12:3456::10"), 443, false)
+	add("a session reaches a public IPv6 host", sessA, ext("2606:4700::1111"), 443, true)
 	add("a session cannot reach a node's kubelet", sessA, ext("192.168.1.10"), 10250, false)
 	add("a session cannot reach another namespace's pods", sessA, otherNS, 80, false)
 	add("a session reaches the in-cluster model gateway litellm.baseURL names", sessA, model, 4000, litellmNS != "")

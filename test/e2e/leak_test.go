@@ -99,14 +99,26 @@ func (p *product) scanForLeaks(t *testing.T) {
 		}
 	}
 	// The agent's logs (every replica, every restart).
-	_ = filepath.WalkDir(p.envWorkDir(), func(path string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".log") {
-			if b, err := os.ReadFile(path); err == nil {
-				write("log-"+strings.ReplaceAll(strings.TrimPrefix(path, p.envWorkDir()), "/", "_"), string(b))
+	logs := 0
+	if err := filepath.WalkDir(p.envWorkDir(), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(path, ".log") {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
 			}
+			logs++
+			write("log-"+strings.ReplaceAll(strings.TrimPrefix(path, p.envWorkDir()), "/", "_"), string(b))
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatalf("collect the agent's logs: %v", err)
+	}
+	if logs == 0 {
+		t.Fatalf("no agent log under %s: the scan would miss the likeliest leak", p.envWorkDir())
+	}
 	p.secrets.mu.Lock()
 	write("plugin-output.txt", p.secrets.out.String())
 	p.secrets.mu.Unlock()

@@ -94,13 +94,6 @@ func (l *podLog) created(id string) int {
 	return len(l.made[id])
 }
 
-// liveCount is how many pods of session id exist now (as far as the watch knows).
-func (l *podLog) liveCount(id string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.live[id])
-}
-
 // duplicates lists the sessions that ever had more than one pod at once.
 func (l *podLog) duplicates() []string {
 	l.mu.Lock()

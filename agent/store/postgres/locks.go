@@ -15,7 +15,7 @@ import (
 // them in a key space of their own ("cake-agents/session", hash of the id), apart from
 // the quota and migration locks; two ids whose hashes collide merely share a lock.
 const (
-	lockSQL   = `SELECT pg_advisory_lock(hashtext('cake-agents/session'), hashtext($1))`
+	lockSQL   = `SELECT pg_try_advisory_lock(hashtext('cake-agents/session'), hashtext($1))`
 	unlockSQL = `SELECT pg_advisory_unlock(hashtext('cake-agents/session'), hashtext($1))`
 )
 
@@ -50,18 +50,38 @@ func lockPoolConfig(main *pgxpool.Config, maxConns int32) *pgxpool.Config {
 
 // LockSession implements store.Store with a session-level advisory lock on a
 // connection of the lock pool; the lock dies with that connection, so a replica that
-// crashes or loses the database never leaves a session locked.
+// crashes or loses the database never leaves a session locked. A waiter does not hold a
+// connection while it waits (try, give the connection back, retry with backoff): many
+// callers waiting on one busy session must not starve the locks of every other session.
 func (s *Store) LockSession(ctx context.Context, id string) (func(), error) {
-	conn, err := s.locks.Acquire(ctx)
-	if err != nil {
-		return nil, mapErr(err, "lock session %q", id)
+	backoff := 10 * time.Millisecond
+	for {
+		conn, err := s.locks.Acquire(ctx)
+		if err != nil {
+			return nil, mapErr(err, "lock session %q", id)
+		}
+		var got bool
+		if err := conn.QueryRow(ctx, lockSQL, id).Scan(&got); err != nil {
+			// The lock may have been granted just before the error (a cancelled query):
+			// closing the connection releases it whatever happened.
+			discard(conn)
+			return nil, mapErr(err, "lock session %q", id)
+		}
+		if got {
+			return s.unlocker(conn, id), nil
+		}
+		conn.Release()
+		select {
+		case <-ctx.Done():
+			return nil, mapErr(ctx.Err(), "lock session %q", id)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 200*time.Millisecond)
 	}
-	if _, err := conn.Exec(ctx, lockSQL, id); err != nil {
-		// The lock may have been granted just before the error (a cancelled wait):
-		// closing the connection releases it whatever happened.
-		discard(conn)
-		return nil, mapErr(err, "lock session %q", id)
-	}
+}
+
+// unlocker releases the lock conn holds on session id, once.
+func (s *Store) unlocker(conn *pgxpool.Conn, id string) func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -76,7 +96,7 @@ func (s *Store) LockSession(ctx context.Context, id string) (func(), error) {
 			}
 			conn.Release()
 		})
-	}, nil
+	}
 }
 
 // discard closes a lock connection instead of returning it to the pool.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,6 +109,45 @@ func TestParseConfigRedacts(t *testing.T) {
 // TestSessionLockDiesWithConnection: a replica that dies (here: its lock connection is
 // terminated by the server, as when its process is killed) leaves no session locked,
 // and its late unlock neither hangs nor puts a broken connection back in the pool.
+// Many callers waiting on one busy session must not take the lock pool's connections from
+// every other session: a waiter holds no connection while it waits.
+func TestSessionLockWaitersHoldNoConnection(t *testing.T) {
+	dsn := testpg.Start(t)
+	ctx := t.Context()
+	s, err := Open(ctx, Options{ConnString: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	unlock, err := s.LockSession(ctx, "busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	waitCtx, stopWaiting := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range 3 * defaultLockConns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if u, err := s.LockSession(waitCtx, "busy"); err == nil {
+				u()
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // let the waiters pile up
+	// Bounded only so a regression fails instead of hanging: before, this waited for "busy".
+	other, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	u, err := s.LockSession(other, "other")
+	if err != nil {
+		t.Fatalf("another session could not be locked while %d callers wait on a busy one: %v", 3*defaultLockConns, err)
+	}
+	u()
+	stopWaiting()
+	wg.Wait()
+}
+
 func TestSessionLockDiesWithConnection(t *testing.T) {
 	dsn := testpg.Start(t)
 	ctx := t.Context()

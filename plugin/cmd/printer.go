@@ -31,7 +31,13 @@ const (
 // Session, metadata.name = the id, and every wire field at the top level (.state,
 // .owner, .repo, ...), so `-o jsonpath={.state}` reads like the API.
 func sessionObject(s apiv1.Session) (*unstructured.Unstructured, error) {
-	b, err := json.Marshal(s)
+	return wireObject(s, sessionKind, s.ID, s.CreatedAt)
+}
+
+// wireObject wraps a wire value the way kubectl shows objects: apiVersion agents.cake.ai/v1,
+// kind, metadata.name and creationTimestamp, and the value's JSON fields at the top level.
+func wireObject(v any, kind, name string, created time.Time) (*unstructured.Unstructured, error) {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
@@ -40,10 +46,10 @@ func sessionObject(s apiv1.Session) (*unstructured.Unstructured, error) {
 		return nil, err
 	}
 	m["apiVersion"] = sessionAPIVersion
-	m["kind"] = sessionKind
+	m["kind"] = kind
 	m["metadata"] = map[string]any{
-		"name":              s.ID,
-		"creationTimestamp": s.CreatedAt.UTC().Format(time.RFC3339),
+		"name":              name,
+		"creationTimestamp": created.UTC().Format(time.RFC3339),
 	}
 	return &unstructured.Unstructured{Object: m}, nil
 }

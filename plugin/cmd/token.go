@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,18 +30,7 @@ func tokenRef(id string) string { return "token." + apiv1.Group + "/" + id }
 // tokenObject wraps t like sessionObject wraps a session: metadata.name is the id, every
 // wire field at the top level (.name, .expiresAt, .owner, .token on create).
 func tokenObject(t apiv1.Token) (*unstructured.Unstructured, error) {
-	b, err := json.Marshal(t)
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]any{}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	m["apiVersion"] = sessionAPIVersion
-	m["kind"] = tokenKind
-	m["metadata"] = map[string]any{"name": t.ID, "creationTimestamp": t.CreatedAt.UTC().Format(time.RFC3339)}
-	return &unstructured.Unstructured{Object: m}, nil
+	return wireObject(t, tokenKind, t.ID, t.CreatedAt)
 }
 
 // PrintTokens writes tokens to out in the chosen format.

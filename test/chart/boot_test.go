@@ -301,15 +301,17 @@ func (b *boot) agentDeployment() *appsv1.Deployment {
 }
 
 // skipApply says which rendered objects this test does not create: helm test hooks (helm
-// creates them only on `helm test`), and the cluster-wide ClusterRoles with fixed names that
-// one release per cluster owns — in the shared test cluster the end-to-end environment's
-// release (their content is checked by TestRenderedObjectsAccepted and the helm-unittest
-// suites). The agent's own access comes from the per-release objects, all applied.
-func skipApply(o *unstructured.Unstructured) bool {
+// creates them only on `helm test`), and the cluster-wide ClusterRoles with fixed names
+// (cake-agents-user, -admin, -attach) that one release per cluster owns — in the shared test
+// cluster the end-to-end environment's release, whose helm install would refuse to adopt an
+// object this test left behind (their content is checked by TestRenderedObjectsAccepted and
+// the helm-unittest suites). Per-release cluster-scoped objects carry the release namespace
+// in their names and are all applied, so the agent's own access is real.
+func skipApply(o *unstructured.Unstructured, ns string) bool {
 	if strings.Contains(o.GetAnnotations()["helm.sh/hook"], "test") {
 		return true
 	}
-	return o.GetKind() == "ClusterRole" && (o.GetName() == "cake-agents-user" || o.GetName() == "cake-agents-admin")
+	return o.GetKind() == "ClusterRole" && !strings.Contains(o.GetName(), ns)
 }
 
 // applyAll creates the rendered objects for real (server-side apply), namespaces first, and
@@ -323,7 +325,7 @@ func (b *boot) applyAll() {
 		return ordered[i].GetKind() == "Namespace" && ordered[j].GetKind() != "Namespace"
 	})
 	for _, o := range ordered {
-		if skipApply(o) {
+		if skipApply(o, b.ns) {
 			continue
 		}
 		apply(t, c, mapper, o, false)
@@ -652,7 +654,7 @@ func (b *boot) waitForServiceAccountAccess(dep *appsv1.Deployment) {
 	user := "system:serviceaccount:" + b.ns + ":" + sa
 	var checks []authorizationv1.ResourceAttributes
 	for _, o := range b.objs {
-		if skipApply(o) || (o.GetKind() != "RoleBinding" && o.GetKind() != "ClusterRoleBinding") {
+		if skipApply(o, b.ns) || (o.GetKind() != "RoleBinding" && o.GetKind() != "ClusterRoleBinding") {
 			continue
 		}
 		var rb rbacv1.RoleBinding // a ClusterRoleBinding has the same fields that matter here

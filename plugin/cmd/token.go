@@ -98,12 +98,7 @@ revoke every token of a user at once.`,
   kubectl agents token list
   kubectl agents token revoke TOKEN_ID`,
 		Args: cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return fmt.Errorf("unknown command %q for %q; see %q", args[0], cmd.CommandPath(), cmd.CommandPath()+" --help")
-			}
-			return cmd.Help()
-		},
+		RunE: runGroup,
 	}
 	cmd.AddCommand(NewCmdTokenCreate(f, streams), NewCmdTokenList(f, streams), NewCmdTokenRevoke(f, streams))
 	return cmd
@@ -117,8 +112,6 @@ type TokenCreateOptions struct {
 
 	Name      string
 	ExpiresIn time.Duration
-
-	client *client.Client
 }
 
 // NewCmdTokenCreate returns `token create`.
@@ -140,27 +133,17 @@ than the agent's maximum is refused with the limit.`,
   # Use it behind the ingress
   kubectl agents login --server https://agents.example.com < ci-token.txt`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Name = args[0]
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	cmd.Flags().DurationVar(&o.ExpiresIn, "expires-in", 0, "Lifetime of the token, e.g. 24h or 168h (default: the agent's, 30 days unless configured)")
 	o.PrintFlags.AddFlags(cmd)
 	return cmd
 }
 
-// Complete connects to the agent.
-func (o *TokenCreateOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
+// Complete takes the name from the arguments.
+func (o *TokenCreateOptions) Complete(_ *cobra.Command, args []string) error {
+	o.Name = args[0]
+	return nil
 }
 
 // Validate checks the name and lifetime before anything is sent.
@@ -182,7 +165,11 @@ func (o *TokenCreateOptions) Run(ctx context.Context) error {
 	if o.ExpiresIn > 0 {
 		req.ExpiresIn = &apiv1.Duration{Duration: o.ExpiresIn}
 	}
-	t, err := o.client.CreateToken(ctx, req)
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
+	t, err := c.CreateToken(ctx, req)
 	if err != nil {
 		return fmt.Errorf("create token %q: %w", req.Name, err)
 	}
@@ -206,8 +193,6 @@ type TokenListOptions struct {
 	// Owner, for admins, lists another user's tokens (id, Kubernetes user name or email).
 	// Not --user: that is kubectl's kubeconfig user flag.
 	Owner string
-
-	client *client.Client
 }
 
 // NewCmdTokenList returns `token list`.
@@ -225,15 +210,7 @@ person may be both a proxy user and a Kubernetes user, and both are listed).`,
   kubectl agents token list --owner jane@example.com
   kubectl agents token list -o jsonpath='{.items[*].metadata.name}'`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.PrintFlags.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	cmd.Flags().StringVar(&o.Owner, "owner", "", `List this user's tokens instead of yours ("me" for yours; others: admins only)`)
 	_ = cmd.RegisterFlagCompletionFunc("owner", cobra.FixedCompletions([]string{"me"}, cobra.ShellCompDirectiveNoFileComp))
@@ -241,16 +218,16 @@ person may be both a proxy user and a Kubernetes user, and both are listed).`,
 	return cmd
 }
 
-// Complete connects to the agent.
-func (o *TokenListOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
-}
+// Validate checks -o.
+func (o *TokenListOptions) Validate() error { return o.PrintFlags.Validate() }
 
 // Run lists and prints.
 func (o *TokenListOptions) Run(ctx context.Context) error {
-	l, err := o.client.ListTokens(ctx, strings.TrimSpace(o.Owner))
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
+	l, err := c.ListTokens(ctx, strings.TrimSpace(o.Owner))
 	if err != nil {
 		return fmt.Errorf("list tokens: %w", err)
 	}
@@ -268,8 +245,6 @@ type TokenRevokeOptions struct {
 	IDs     []string
 	// AllOf revokes every token of a user (admins; anyone for "me").
 	AllOf string
-
-	client *client.Client
 }
 
 // NewCmdTokenRevoke returns `token revoke`.
@@ -288,32 +263,22 @@ carry; anyone may pass --all-of me.`,
   # Admins: every token of a user
   kubectl agents token revoke --all-of jane@example.com`,
 		ValidArgsFunction: completeTokens(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.IDs = args
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runOptions(o),
 	}
 	cmd.Flags().StringVar(&o.AllOf, "all-of", "", `Revoke every token of this user ("me" for yourself; others: admins only)`)
 	_ = cmd.RegisterFlagCompletionFunc("all-of", cobra.FixedCompletions([]string{"me"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
-// Complete connects to the agent.
-func (o *TokenRevokeOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
+// Complete takes the token ids from the arguments and trims --all-of.
+func (o *TokenRevokeOptions) Complete(_ *cobra.Command, args []string) error {
+	o.IDs = args
+	o.AllOf = strings.TrimSpace(o.AllOf)
+	return nil
 }
 
 // Validate checks that exactly one of ids and --all-of was given.
 func (o *TokenRevokeOptions) Validate() error {
-	o.AllOf = strings.TrimSpace(o.AllOf)
 	switch {
 	case o.AllOf != "" && len(o.IDs) > 0:
 		return errors.New("name token ids or pass --all-of USER, not both")
@@ -325,8 +290,12 @@ func (o *TokenRevokeOptions) Validate() error {
 
 // Run revokes, going on past failures and reporting them all at the end.
 func (o *TokenRevokeOptions) Run(ctx context.Context) error {
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
 	if o.AllOf != "" {
-		r, err := o.client.RevokeUserTokens(ctx, o.AllOf)
+		r, err := c.RevokeUserTokens(ctx, o.AllOf)
 		if err != nil {
 			return fmt.Errorf("revoke the tokens of %s: %w", o.AllOf, err)
 		}
@@ -339,7 +308,7 @@ func (o *TokenRevokeOptions) Run(ctx context.Context) error {
 	}
 	var errs []error
 	for _, id := range o.IDs {
-		if err := o.client.DeleteToken(ctx, id); err != nil {
+		if err := c.DeleteToken(ctx, id); err != nil {
 			if client.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("token %q not found among yours", id))
 			} else {
@@ -350,31 +319,4 @@ func (o *TokenRevokeOptions) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Out, "%s revoked\n", tokenRef(id))
 	}
 	return errors.Join(errs...)
-}
-
-// completeTokens completes the caller's token ids, with their names as descriptions.
-func completeTokens(f *Factory) cobra.CompletionFunc {
-	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-		ctx, cancel := context.WithTimeout(cmd.Context(), completionTimeout)
-		defer cancel()
-		c, err := f.Agent(ctx)
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveError
-		}
-		l, err := c.ListTokens(ctx, "")
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveError
-		}
-		seen := map[string]bool{}
-		for _, a := range args {
-			seen[a] = true
-		}
-		var out []string
-		for _, t := range l.Items {
-			if !seen[t.ID] && strings.HasPrefix(t.ID, toComplete) {
-				out = append(out, t.ID+"\t"+t.Name)
-			}
-		}
-		return out, cobra.ShellCompDirectiveNoFileComp
-	}
 }

@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
-	"github.com/cakeai/cake-agents/pkg/client"
 )
 
 // WhoAmIOptions are the inputs of `whoami`.
@@ -21,8 +20,6 @@ type WhoAmIOptions struct {
 	genericiooptions.IOStreams
 	Factory *Factory
 	Output  string
-
-	client *client.Client
 }
 
 // NewCmdWhoAmI returns `whoami`.
@@ -37,26 +34,11 @@ may use it.`,
 		Example: `  kubectl agents whoami
   kubectl agents whoami -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml (default: readable text)")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
-}
-
-// Complete connects to the agent.
-func (o *WhoAmIOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
 }
 
 // Validate checks -o.
@@ -69,7 +51,11 @@ func (o *WhoAmIOptions) Validate() error {
 
 // Run asks the agent and prints the answer.
 func (o *WhoAmIOptions) Run(ctx context.Context) error {
-	w, err := o.client.WhoAmI(ctx)
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
+	w, err := c.WhoAmI(ctx)
 	if err != nil {
 		return fmt.Errorf("ask the agent who you are: %w", err)
 	}

@@ -100,15 +100,6 @@ func (o *LoginOptions) Run(ctx context.Context) error {
 	return nil
 }
 
-func displayUser(candidates ...string) string {
-	for _, c := range candidates {
-		if c != "" {
-			return c
-		}
-	}
-	return "<unknown>"
-}
-
 // LogoutOptions are the inputs of `logout`.
 type LogoutOptions struct {
 	genericiooptions.IOStreams

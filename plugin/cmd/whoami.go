@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -10,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/cli-runtime/pkg/printers"
-	"sigs.k8s.io/yaml"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -60,27 +58,6 @@ func (o *WhoAmIOptions) Run(ctx context.Context) error {
 		return fmt.Errorf("ask the agent who you are: %w", err)
 	}
 	return printStructured(o.Out, o.Output, w, func() error { return printWhoAmI(o.Out, w) })
-}
-
-// printStructured prints v as json or yaml, or calls text for the default format.
-func printStructured(out interface{ Write([]byte) (int, error) }, format string, v any, text func() error) error {
-	switch format {
-	case "json":
-		b, err := json.MarshalIndent(v, "", "    ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(out, string(b))
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(v)
-		if err != nil {
-			return err
-		}
-		_, err = out.Write(b)
-		return err
-	}
-	return text()
 }
 
 func printWhoAmI(out interface{ Write([]byte) (int, error) }, w *apiv1.WhoAmI) error {

@@ -183,6 +183,7 @@ func TestDoctorOnTheCluster(t *testing.T) {
 [ok]   agent readiness kube: ok
 [ok]   agent readiness store: ok
 [ok]   identity: alice@example.com (alice, authenticated by kubernetes)
+[ok]   driving sessions: your own, and other users' public ones (RBAC grants you attach)
 [ok]   RBAC: get sessions.agents.cake.ai; list sessions.agents.cake.ai; create sessions.agents.cake.ai; delete sessions.agents.cake.ai; attach sessions.agents.cake.ai; list pods in ` + ns + `; create pods/portforward in ` + ns + `; get configmaps in ` + ns + `
 [ok]   forged identity headers are refused (X-Auth-Request-Email: 401)
 `

@@ -114,32 +114,32 @@ type Option struct {
 type Kind int
 
 const (
-	// String is any text (addresses, names, URLs, JSON).
-	String Kind = iota
-	// Bool is true or false (also 1/0, t/f); the flag alone means true.
-	Bool
-	// Int is a whole number >= 0.
-	Int
-	// Duration is a Go duration >= 0 such as 30m or 2h; empty and "0" mean 0.
-	Duration
-	// Quantity is a Kubernetes resource quantity such as 500m or 2Gi; empty means none.
-	Quantity
-	// List is comma-separated, each item trimmed and empty ones dropped.
-	List
+	// KindString is any text (addresses, names, URLs, JSON).
+	KindString Kind = iota
+	// KindBool is true or false (also 1/0, t/f); the flag alone means true.
+	KindBool
+	// KindInt is a whole number >= 0.
+	KindInt
+	// KindDuration is a Go duration >= 0 such as 30m or 2h; empty and "0" mean 0.
+	KindDuration
+	// KindQuantity is a Kubernetes resource quantity such as 500m or 2Gi; empty means none.
+	KindQuantity
+	// KindList is comma-separated, each item trimmed and empty ones dropped.
+	KindList
 )
 
 // typeName is what --help shows after the flag.
 func (k Kind) typeName() string {
 	switch k {
-	case Bool:
+	case KindBool:
 		return "bool"
-	case Int:
+	case KindInt:
 		return "int"
-	case Duration:
+	case KindDuration:
 		return "duration"
-	case Quantity:
+	case KindQuantity:
 		return "quantity"
-	case List:
+	case KindList:
 		return "strings"
 	}
 	return "string"
@@ -158,13 +158,13 @@ type value struct {
 
 func (v *value) String() string {
 	switch v.opt.Kind {
-	case Bool:
+	case KindBool:
 		return strconv.FormatBool(v.b)
-	case Int:
+	case KindInt:
 		return strconv.Itoa(v.n)
-	case Duration:
+	case KindDuration:
 		return v.d.String()
-	case List:
+	case KindList:
 		return strings.Join(v.list, ",")
 	}
 	return v.text
@@ -174,7 +174,7 @@ func (v *value) String() string {
 func (v *value) Type() string { return v.opt.Kind.typeName() }
 
 // IsBoolFlag lets pflag treat Bool settings as switches.
-func (v *value) IsBoolFlag() bool { return v.opt.Kind == Bool }
+func (v *value) IsBoolFlag() bool { return v.opt.Kind == KindBool }
 
 // Set parses s by kind. Errors say what is wanted and name the environment variable, as
 // pflag names the flag around them.
@@ -188,7 +188,7 @@ func (v *value) Set(s string) error {
 func (v *value) set(s string) error {
 	t := strings.TrimSpace(s)
 	switch v.opt.Kind {
-	case Bool:
+	case KindBool:
 		if t == "" {
 			v.b = false
 			return nil
@@ -198,13 +198,13 @@ func (v *value) set(s string) error {
 			return errors.New("want true or false")
 		}
 		v.b = b
-	case Int:
+	case KindInt:
 		n, err := strconv.Atoi(t)
 		if err != nil || n < 0 {
 			return errors.New("want a whole number >= 0")
 		}
 		v.n = n
-	case Duration:
+	case KindDuration:
 		if t == "" || t == "0" {
 			v.d = 0
 			return nil
@@ -214,14 +214,14 @@ func (v *value) set(s string) error {
 			return errors.New("want a duration such as 30m or 2h")
 		}
 		v.d = d
-	case Quantity:
+	case KindQuantity:
 		if t != "" {
 			if _, err := resource.ParseQuantity(t); err != nil {
 				return errors.New("want a quantity such as 500m, 2 or 2Gi")
 			}
 		}
 		v.text = t
-	case List:
+	case KindList:
 		v.list = list(t)
 	default:
 		// Secrets are kept as given; everything else trimmed.
@@ -255,40 +255,40 @@ func Options() []Option {
 		{Flag: "data-plane-image", Env: "AGENT_DATA_PLANE_IMAGE", Default: "cake-agents/data-plane:latest", Usage: "image of the session container (OpenCode)"},
 		{Flag: "data-plane-init-image", Env: "AGENT_DATA_PLANE_INIT_IMAGE", Default: "cake-agents/data-plane-init:latest", Usage: "image of the session init container (workspace preparation)"},
 		{Flag: "image-pull-policy", Env: "AGENT_IMAGE_PULL_POLICY", Default: "IfNotPresent", Usage: "pull policy of session images: Always, IfNotPresent or Never"},
-		{Flag: "image-pull-secrets", Kind: List, Env: "AGENT_IMAGE_PULL_SECRETS", Usage: "comma-separated image pull Secrets for session pods"},
-		{Flag: "session-cpu-request", Kind: Quantity, Env: "AGENT_SESSION_CPU_REQUEST", Default: "250m", Usage: "CPU request of the session container"},
-		{Flag: "session-cpu-limit", Kind: Quantity, Env: "AGENT_SESSION_CPU_LIMIT", Default: "2", Usage: "CPU limit of the session container (empty: none)"},
-		{Flag: "session-memory-request", Kind: Quantity, Env: "AGENT_SESSION_MEMORY_REQUEST", Default: "512Mi", Usage: "memory request of the session container"},
-		{Flag: "session-memory-limit", Kind: Quantity, Env: "AGENT_SESSION_MEMORY_LIMIT", Default: "2Gi", Usage: "memory limit of the session container (empty: none)"},
+		{Flag: "image-pull-secrets", Kind: KindList, Env: "AGENT_IMAGE_PULL_SECRETS", Usage: "comma-separated image pull Secrets for session pods"},
+		{Flag: "session-cpu-request", Kind: KindQuantity, Env: "AGENT_SESSION_CPU_REQUEST", Default: "250m", Usage: "CPU request of the session container"},
+		{Flag: "session-cpu-limit", Kind: KindQuantity, Env: "AGENT_SESSION_CPU_LIMIT", Default: "2", Usage: "CPU limit of the session container (empty: none)"},
+		{Flag: "session-memory-request", Kind: KindQuantity, Env: "AGENT_SESSION_MEMORY_REQUEST", Default: "512Mi", Usage: "memory request of the session container"},
+		{Flag: "session-memory-limit", Kind: KindQuantity, Env: "AGENT_SESSION_MEMORY_LIMIT", Default: "2Gi", Usage: "memory limit of the session container (empty: none)"},
 		{Flag: "session-node-selector", Env: "AGENT_SESSION_NODE_SELECTOR", Usage: "node selector for session pods as key=value,key=value"},
 		{Flag: "session-tolerations", Env: "AGENT_SESSION_TOLERATIONS", Usage: "tolerations for session pods as a JSON array of Kubernetes tolerations"},
 		{Flag: "session-storage-class", Env: "AGENT_SESSION_STORAGE_CLASS", Usage: "storage class of persistent session workspaces (empty: cluster default)"},
-		{Flag: "session-storage-size", Kind: Quantity, Env: "AGENT_SESSION_STORAGE_SIZE", Default: "10Gi", Usage: "size of persistent session workspaces"},
+		{Flag: "session-storage-size", Kind: KindQuantity, Env: "AGENT_SESSION_STORAGE_SIZE", Default: "10Gi", Usage: "size of persistent session workspaces"},
 		{Flag: "session-ca-configmap", Env: "AGENT_SESSION_CA_CONFIGMAP", Usage: "ConfigMap in the session namespace with the complete PEM bundle of CAs sessions trust (public roots included: it replaces the image's for git); empty: the image's roots"},
 		{Flag: "session-ca-key", Env: "AGENT_SESSION_CA_KEY", Default: "ca-certificates.crt", Usage: "key of --session-ca-configmap holding the PEM bundle"},
-		{Flag: "session-idle-timeout", Kind: Duration, Env: "AGENT_SESSION_IDLE_TIMEOUT", Default: "1h", Usage: "stop a session after this long without activity (0 disables)"},
-		{Flag: "session-ttl", Kind: Duration, Env: "AGENT_SESSION_TTL", Default: "0", Usage: "delete a session this long after creation (0 disables)"},
-		{Flag: "max-active-sessions", Kind: Int, Env: "AGENT_MAX_ACTIVE_SESSIONS", Default: "5", Usage: "active sessions allowed per user (0: unlimited)"},
-		{Flag: "reconcile-interval", Kind: Duration, Env: "AGENT_RECONCILE_INTERVAL", Default: "30s", Usage: "how often every session is reconciled in full (watches handle the rest)"},
-		{Flag: "header-auth", Kind: Bool, Env: "AGENT_HEADER_AUTH_ENABLED", Default: "false", Usage: "trust identity headers set by an authenticating proxy (only from --trusted-proxy-cidrs)"},
+		{Flag: "session-idle-timeout", Kind: KindDuration, Env: "AGENT_SESSION_IDLE_TIMEOUT", Default: "1h", Usage: "stop a session after this long without activity (0 disables)"},
+		{Flag: "session-ttl", Kind: KindDuration, Env: "AGENT_SESSION_TTL", Default: "0", Usage: "delete a session this long after creation (0 disables)"},
+		{Flag: "max-active-sessions", Kind: KindInt, Env: "AGENT_MAX_ACTIVE_SESSIONS", Default: "5", Usage: "active sessions allowed per user (0: unlimited)"},
+		{Flag: "reconcile-interval", Kind: KindDuration, Env: "AGENT_RECONCILE_INTERVAL", Default: "30s", Usage: "how often every session is reconciled in full (watches handle the rest)"},
+		{Flag: "header-auth", Kind: KindBool, Env: "AGENT_HEADER_AUTH_ENABLED", Default: "false", Usage: "trust identity headers set by an authenticating proxy (only from --trusted-proxy-cidrs)"},
 		{Flag: "header-auth-email-header", Env: "AGENT_HEADER_AUTH_EMAIL_HEADER", Default: "x-auth-request-email", Usage: "header carrying the user's email"},
 		{Flag: "header-auth-email-claim", Env: "AGENT_HEADER_AUTH_EMAIL_CLAIM", Default: "email", Usage: "JWT claim carrying the email, when the JWT header is used"},
 		{Flag: "header-auth-user-header", Env: "AGENT_HEADER_AUTH_USER_HEADER", Default: "x-auth-request-user", Usage: "header carrying the user name"},
 		{Flag: "header-auth-jwt-header", Env: "AGENT_HEADER_AUTH_JWT_HEADER", Default: "x-auth-request-access-token", Usage: "header carrying the proxy's JWT"},
-		{Flag: "header-auth-groups", Kind: List, Env: "AGENT_HEADER_AUTH_GROUPS", Default: "cake-agents:users", Usage: "comma-separated groups given to header-authenticated users for SubjectAccessReview"},
-		{Flag: "trusted-proxy-cidrs", Kind: List, Env: "AGENT_TRUSTED_PROXY_CIDRS", Usage: "comma-separated CIDRs of the authenticating proxy; identity headers from anywhere else are rejected. Loopback is never trusted unless listed: behind an Istio sidecar list its 127.0.0.6/32 and ::6/128 (the chart does with istio.enabled), never 127.0.0.1, where port-forwards arrive. With --header-auth and none set, header auth is inert: every request carrying identity headers is refused"},
+		{Flag: "header-auth-groups", Kind: KindList, Env: "AGENT_HEADER_AUTH_GROUPS", Default: "cake-agents:users", Usage: "comma-separated groups given to header-authenticated users for SubjectAccessReview"},
+		{Flag: "trusted-proxy-cidrs", Kind: KindList, Env: "AGENT_TRUSTED_PROXY_CIDRS", Usage: "comma-separated CIDRs of the authenticating proxy; identity headers from anywhere else are rejected. Loopback is never trusted unless listed: behind an Istio sidecar list its 127.0.0.6/32 and ::6/128 (the chart does with istio.enabled), never 127.0.0.1, where port-forwards arrive. With --header-auth and none set, header auth is inert: every request carrying identity headers is refused"},
 		{Flag: "jwks-url", Env: "AGENT_JWKS_URL", Usage: "verify the proxy JWT's signature against this JWKS (https:// URL or file path); without it the proxy is the trust boundary"},
 		{Flag: "header-auth-jwt-issuer", Env: "AGENT_HEADER_AUTH_JWT_ISSUER", Usage: "with --jwks-url, the proxy JWT's iss claim must equal this (e.g. https://accounts.example.com)"},
-		{Flag: "header-auth-jwt-audience", Kind: List, Env: "AGENT_HEADER_AUTH_JWT_AUDIENCE", Usage: "with --jwks-url, the proxy JWT's aud claim must name one of these (comma-separated; e.g. the proxy's OAuth client id). Without it, a token the identity provider issued for another application is accepted too"},
-		{Flag: "token-audiences", Kind: List, Env: "AGENT_TOKEN_AUDIENCES", Usage: "comma-separated audiences for TokenReview (empty: the API server's default)"},
-		{Flag: "token-default-ttl", Kind: Duration, Env: "AGENT_TOKEN_DEFAULT_TTL", Default: "720h", Usage: "lifetime of a personal access token created without one (every token expires)"},
-		{Flag: "token-max-ttl", Kind: Duration, Env: "AGENT_TOKEN_MAX_TTL", Default: "2160h", Usage: "longest lifetime a personal access token may ask for (longer is refused with 400); tokens stored without an expiry expire this long after creation"},
-		{Flag: "admin-groups", Kind: List, Env: "AGENT_ADMIN_GROUPS", Default: "system:masters", Usage: "comma-separated groups whose members are agent admins in addition to RBAC's sessions verb \"*\""},
-		{Flag: "leader-election", Kind: Bool, Env: "AGENT_LEADER_ELECTION", Default: "false", Usage: "elect one reconciling replica with a Lease (needed when replicas > 1)"},
+		{Flag: "header-auth-jwt-audience", Kind: KindList, Env: "AGENT_HEADER_AUTH_JWT_AUDIENCE", Usage: "with --jwks-url, the proxy JWT's aud claim must name one of these (comma-separated; e.g. the proxy's OAuth client id). Without it, a token the identity provider issued for another application is accepted too"},
+		{Flag: "token-audiences", Kind: KindList, Env: "AGENT_TOKEN_AUDIENCES", Usage: "comma-separated audiences for TokenReview (empty: the API server's default)"},
+		{Flag: "token-default-ttl", Kind: KindDuration, Env: "AGENT_TOKEN_DEFAULT_TTL", Default: "720h", Usage: "lifetime of a personal access token created without one (every token expires)"},
+		{Flag: "token-max-ttl", Kind: KindDuration, Env: "AGENT_TOKEN_MAX_TTL", Default: "2160h", Usage: "longest lifetime a personal access token may ask for (longer is refused with 400); tokens stored without an expiry expire this long after creation"},
+		{Flag: "admin-groups", Kind: KindList, Env: "AGENT_ADMIN_GROUPS", Default: "system:masters", Usage: "comma-separated groups whose members are agent admins in addition to RBAC's sessions verb \"*\""},
+		{Flag: "leader-election", Kind: KindBool, Env: "AGENT_LEADER_ELECTION", Default: "false", Usage: "elect one reconciling replica with a Lease (needed when replicas > 1)"},
 		{Flag: "lease-name", Env: "AGENT_LEASE_NAME", Default: "cake-agents-reconciler", Usage: "name of the leader-election Lease in --namespace"},
-		{Flag: "lease-duration", Kind: Duration, Env: "AGENT_LEASE_DURATION", Default: "15s", Usage: "how long the other replicas wait after the leader's last renewal before taking over (a crashed leader is replaced this long after it died)"},
-		{Flag: "lease-renew-deadline", Kind: Duration, Env: "AGENT_LEASE_RENEW_DEADLINE", Default: "10s", Usage: "how long the leader keeps trying to renew before it stops reconciling (shorter than --lease-duration)"},
-		{Flag: "lease-retry-period", Kind: Duration, Env: "AGENT_LEASE_RETRY_PERIOD", Default: "2s", Usage: "how often replicas try to acquire or renew the Lease"},
+		{Flag: "lease-duration", Kind: KindDuration, Env: "AGENT_LEASE_DURATION", Default: "15s", Usage: "how long the other replicas wait after the leader's last renewal before taking over (a crashed leader is replaced this long after it died)"},
+		{Flag: "lease-renew-deadline", Kind: KindDuration, Env: "AGENT_LEASE_RENEW_DEADLINE", Default: "10s", Usage: "how long the leader keeps trying to renew before it stops reconciling (shorter than --lease-duration)"},
+		{Flag: "lease-retry-period", Kind: KindDuration, Env: "AGENT_LEASE_RETRY_PERIOD", Default: "2s", Usage: "how often replicas try to acquire or renew the Lease"},
 		{Flag: "litellm-base-url", Env: "LITELLM_BASE_URL", Usage: "OpenAI-compatible gateway URL for sessions (e.g. http://litellm:4000/v1)"},
 		{Flag: "litellm-api-key", Env: "LITELLM_API_KEY", Secret: true, Usage: "API key for the gateway, given to session pods by Secret reference"},
 		{Flag: "default-model", Env: "AGENT_DEFAULT_MODEL", Default: "gpt-4o-mini", Usage: "model used when a session names none"},
@@ -341,7 +341,7 @@ func BindFlags(fs *pflag.FlagSet, getenv func(string) string) func() (*Config, e
 		}
 		f := fs.VarPF(v, o.Flag, "", fmt.Sprintf("%s [$%s]", o.Usage, o.Env))
 		f.DefValue = shown
-		if o.Kind == Bool {
+		if o.Kind == KindBool {
 			f.NoOptDefVal = "true"
 		}
 		vals[o.Flag] = v

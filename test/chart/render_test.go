@@ -100,7 +100,7 @@ func checkAgentParses(t *testing.T, name string, env map[string]map[string]any) 
 			vals[k] = v
 			continue
 		}
-		if kinds[k] != app.String {
+		if kinds[k] != app.KindString {
 			t.Errorf("%s: %s comes from %s, not a literal value: a typed setting must be rendered so this test can parse it", name, k, toJSON(e["valueFrom"]))
 		}
 		vals[k] = "from-" + strings.ToLower(k)

@@ -101,3 +101,24 @@ func TestOptionsHaveTheRunnerSignatures(t *testing.T) {
 		}
 	}
 }
+
+// Complete is where a command learns which flags were given: --private is sent only when
+// given, so the agent's default applies otherwise.
+func TestSessionCreateSendsPrivateOnlyWhenGiven(t *testing.T) {
+	a := newFakeAgent(t)
+	f, _ := a.start()
+	for _, args := range [][]string{
+		{"session", "create", "--repo", "https://github.com/org/repo"},
+		{"session", "create", "--repo", "https://github.com/org/repo", "--private=false"},
+	} {
+		streams, _, _, _ := genericiooptions.NewTestIOStreams()
+		root := NewCmdRootWithFactory(f, streams)
+		root.SetArgs(args)
+		if err := root.Execute(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	if len(a.created) != 2 || a.created[0].Private != nil || a.created[1].Private == nil || *a.created[1].Private {
+		t.Errorf("private sent: %v, %v", a.created[0].Private, a.created[1].Private)
+	}
+}

@@ -5,6 +5,7 @@ package app
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,7 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/cakeai/cake-agents/agent/store/storeopen"
 )
@@ -93,14 +96,142 @@ type Config struct {
 	SlackSigningSecret string
 }
 
-// Option describes one configuration setting: its flag, its environment variable and
-// its help. The chart test checks every env var the chart sets is listed here.
+// Option describes one configuration setting: its flag, its environment variable, the
+// kind of value it takes and its help. The chart test checks every env var the chart sets
+// is listed here and parses.
 type Option struct {
 	Flag    string
 	Env     string
+	Kind    Kind
 	Usage   string
 	Default string
 	Secret  bool // never logged or printed
+}
+
+// Kind is the type of a setting's value. The flag has that type (`agent serve --help`
+// shows it), and a value of the wrong type is refused when it is set, from the command
+// line or from the environment, naming both.
+type Kind int
+
+const (
+	// KindString is any text (addresses, names, URLs, JSON).
+	KindString Kind = iota
+	// KindBool is true or false (also 1/0, t/f); the flag alone means true.
+	KindBool
+	// KindInt is a whole number >= 0.
+	KindInt
+	// KindDuration is a Go duration >= 0 such as 30m or 2h; empty and "0" mean 0.
+	KindDuration
+	// KindQuantity is a Kubernetes resource quantity such as 500m or 2Gi; empty means none.
+	KindQuantity
+	// KindList is comma-separated, each item trimmed and empty ones dropped.
+	KindList
+)
+
+// typeName is what --help shows after the flag.
+func (k Kind) typeName() string {
+	switch k {
+	case KindBool:
+		return "bool"
+	case KindInt:
+		return "int"
+	case KindDuration:
+		return "duration"
+	case KindQuantity:
+		return "quantity"
+	case KindList:
+		return "strings"
+	}
+	return "string"
+}
+
+// value is one setting's pflag.Value: Set parses by kind, so a bad value fails where it
+// is given; text keeps the value as given for String and Quantity settings.
+type value struct {
+	opt  Option
+	text string
+	b    bool
+	n    int
+	d    time.Duration
+	list []string
+}
+
+func (v *value) String() string {
+	switch v.opt.Kind {
+	case KindBool:
+		return strconv.FormatBool(v.b)
+	case KindInt:
+		return strconv.Itoa(v.n)
+	case KindDuration:
+		return v.d.String()
+	case KindList:
+		return strings.Join(v.list, ",")
+	}
+	return v.text
+}
+
+// Type is the type name pflag shows in --help ("bool" shows none: the flag alone is true).
+func (v *value) Type() string { return v.opt.Kind.typeName() }
+
+// IsBoolFlag lets pflag treat Bool settings as switches.
+func (v *value) IsBoolFlag() bool { return v.opt.Kind == KindBool }
+
+// Set parses s by kind. Errors say what is wanted and name the environment variable, as
+// pflag names the flag around them.
+func (v *value) Set(s string) error {
+	if err := v.set(s); err != nil {
+		return fmt.Errorf("%v [$%s]", err, v.opt.Env)
+	}
+	return nil
+}
+
+func (v *value) set(s string) error {
+	t := strings.TrimSpace(s)
+	switch v.opt.Kind {
+	case KindBool:
+		if t == "" {
+			v.b = false
+			return nil
+		}
+		b, err := strconv.ParseBool(t)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		v.b = b
+	case KindInt:
+		n, err := strconv.Atoi(t)
+		if err != nil || n < 0 {
+			return errors.New("want a whole number >= 0")
+		}
+		v.n = n
+	case KindDuration:
+		if t == "" || t == "0" {
+			v.d = 0
+			return nil
+		}
+		d, err := time.ParseDuration(t)
+		if err != nil || d < 0 {
+			return errors.New("want a duration such as 30m or 2h")
+		}
+		v.d = d
+	case KindQuantity:
+		if t != "" {
+			if _, err := resource.ParseQuantity(t); err != nil {
+				return errors.New("want a quantity such as 500m, 2 or 2Gi")
+			}
+		}
+		v.text = t
+	case KindList:
+		v.list = list(t)
+	default:
+		// Secrets are kept as given; everything else trimmed.
+		if v.opt.Secret {
+			v.text = s
+		} else {
+			v.text = t
+		}
+	}
+	return nil
 }
 
 // Options returns every setting, in the order `agent serve --help` shows them.
@@ -124,40 +255,40 @@ func Options() []Option {
 		{Flag: "data-plane-image", Env: "AGENT_DATA_PLANE_IMAGE", Default: "cake-agents/data-plane:latest", Usage: "image of the session container (OpenCode)"},
 		{Flag: "data-plane-init-image", Env: "AGENT_DATA_PLANE_INIT_IMAGE", Default: "cake-agents/data-plane-init:latest", Usage: "image of the session init container (workspace preparation)"},
 		{Flag: "image-pull-policy", Env: "AGENT_IMAGE_PULL_POLICY", Default: "IfNotPresent", Usage: "pull policy of session images: Always, IfNotPresent or Never"},
-		{Flag: "image-pull-secrets", Env: "AGENT_IMAGE_PULL_SECRETS", Usage: "comma-separated image pull Secrets for session pods"},
-		{Flag: "session-cpu-request", Env: "AGENT_SESSION_CPU_REQUEST", Default: "250m", Usage: "CPU request of the session container"},
-		{Flag: "session-cpu-limit", Env: "AGENT_SESSION_CPU_LIMIT", Default: "2", Usage: "CPU limit of the session container (empty: none)"},
-		{Flag: "session-memory-request", Env: "AGENT_SESSION_MEMORY_REQUEST", Default: "512Mi", Usage: "memory request of the session container"},
-		{Flag: "session-memory-limit", Env: "AGENT_SESSION_MEMORY_LIMIT", Default: "2Gi", Usage: "memory limit of the session container (empty: none)"},
+		{Flag: "image-pull-secrets", Kind: KindList, Env: "AGENT_IMAGE_PULL_SECRETS", Usage: "comma-separated image pull Secrets for session pods"},
+		{Flag: "session-cpu-request", Kind: KindQuantity, Env: "AGENT_SESSION_CPU_REQUEST", Default: "250m", Usage: "CPU request of the session container"},
+		{Flag: "session-cpu-limit", Kind: KindQuantity, Env: "AGENT_SESSION_CPU_LIMIT", Default: "2", Usage: "CPU limit of the session container (empty: none)"},
+		{Flag: "session-memory-request", Kind: KindQuantity, Env: "AGENT_SESSION_MEMORY_REQUEST", Default: "512Mi", Usage: "memory request of the session container"},
+		{Flag: "session-memory-limit", Kind: KindQuantity, Env: "AGENT_SESSION_MEMORY_LIMIT", Default: "2Gi", Usage: "memory limit of the session container (empty: none)"},
 		{Flag: "session-node-selector", Env: "AGENT_SESSION_NODE_SELECTOR", Usage: "node selector for session pods as key=value,key=value"},
 		{Flag: "session-tolerations", Env: "AGENT_SESSION_TOLERATIONS", Usage: "tolerations for session pods as a JSON array of Kubernetes tolerations"},
 		{Flag: "session-storage-class", Env: "AGENT_SESSION_STORAGE_CLASS", Usage: "storage class of persistent session workspaces (empty: cluster default)"},
-		{Flag: "session-storage-size", Env: "AGENT_SESSION_STORAGE_SIZE", Default: "10Gi", Usage: "size of persistent session workspaces"},
+		{Flag: "session-storage-size", Kind: KindQuantity, Env: "AGENT_SESSION_STORAGE_SIZE", Default: "10Gi", Usage: "size of persistent session workspaces"},
 		{Flag: "session-ca-configmap", Env: "AGENT_SESSION_CA_CONFIGMAP", Usage: "ConfigMap in the session namespace with the complete PEM bundle of CAs sessions trust (public roots included: it replaces the image's for git); empty: the image's roots"},
 		{Flag: "session-ca-key", Env: "AGENT_SESSION_CA_KEY", Default: "ca-certificates.crt", Usage: "key of --session-ca-configmap holding the PEM bundle"},
-		{Flag: "session-idle-timeout", Env: "AGENT_SESSION_IDLE_TIMEOUT", Default: "1h", Usage: "stop a session after this long without activity (0 disables)"},
-		{Flag: "session-ttl", Env: "AGENT_SESSION_TTL", Default: "0", Usage: "delete a session this long after creation (0 disables)"},
-		{Flag: "max-active-sessions", Env: "AGENT_MAX_ACTIVE_SESSIONS", Default: "5", Usage: "active sessions allowed per user (0: unlimited)"},
-		{Flag: "reconcile-interval", Env: "AGENT_RECONCILE_INTERVAL", Default: "30s", Usage: "how often every session is reconciled in full (watches handle the rest)"},
-		{Flag: "header-auth", Env: "AGENT_HEADER_AUTH_ENABLED", Default: "false", Usage: "trust identity headers set by an authenticating proxy (only from --trusted-proxy-cidrs)"},
+		{Flag: "session-idle-timeout", Kind: KindDuration, Env: "AGENT_SESSION_IDLE_TIMEOUT", Default: "1h", Usage: "stop a session after this long without activity (0 disables)"},
+		{Flag: "session-ttl", Kind: KindDuration, Env: "AGENT_SESSION_TTL", Default: "0", Usage: "delete a session this long after creation (0 disables)"},
+		{Flag: "max-active-sessions", Kind: KindInt, Env: "AGENT_MAX_ACTIVE_SESSIONS", Default: "5", Usage: "active sessions allowed per user (0: unlimited)"},
+		{Flag: "reconcile-interval", Kind: KindDuration, Env: "AGENT_RECONCILE_INTERVAL", Default: "30s", Usage: "how often every session is reconciled in full (watches handle the rest)"},
+		{Flag: "header-auth", Kind: KindBool, Env: "AGENT_HEADER_AUTH_ENABLED", Default: "false", Usage: "trust identity headers set by an authenticating proxy (only from --trusted-proxy-cidrs)"},
 		{Flag: "header-auth-email-header", Env: "AGENT_HEADER_AUTH_EMAIL_HEADER", Default: "x-auth-request-email", Usage: "header carrying the user's email"},
 		{Flag: "header-auth-email-claim", Env: "AGENT_HEADER_AUTH_EMAIL_CLAIM", Default: "email", Usage: "JWT claim carrying the email, when the JWT header is used"},
 		{Flag: "header-auth-user-header", Env: "AGENT_HEADER_AUTH_USER_HEADER", Default: "x-auth-request-user", Usage: "header carrying the user name"},
 		{Flag: "header-auth-jwt-header", Env: "AGENT_HEADER_AUTH_JWT_HEADER", Default: "x-auth-request-access-token", Usage: "header carrying the proxy's JWT"},
-		{Flag: "header-auth-groups", Env: "AGENT_HEADER_AUTH_GROUPS", Default: "cake-agents:users", Usage: "comma-separated groups given to header-authenticated users for SubjectAccessReview"},
-		{Flag: "trusted-proxy-cidrs", Env: "AGENT_TRUSTED_PROXY_CIDRS", Usage: "comma-separated CIDRs of the authenticating proxy; identity headers from anywhere else are rejected. Loopback is never trusted unless listed: behind an Istio sidecar list its 127.0.0.6/32 and ::6/128 (the chart does with istio.enabled), never 127.0.0.1, where port-forwards arrive. With --header-auth and none set, header auth is inert: every request carrying identity headers is refused"},
+		{Flag: "header-auth-groups", Kind: KindList, Env: "AGENT_HEADER_AUTH_GROUPS", Default: "cake-agents:users", Usage: "comma-separated groups given to header-authenticated users for SubjectAccessReview"},
+		{Flag: "trusted-proxy-cidrs", Kind: KindList, Env: "AGENT_TRUSTED_PROXY_CIDRS", Usage: "comma-separated CIDRs of the authenticating proxy; identity headers from anywhere else are rejected. Loopback is never trusted unless listed: behind an Istio sidecar list its 127.0.0.6/32 and ::6/128 (the chart does with istio.enabled), never 127.0.0.1, where port-forwards arrive. With --header-auth and none set, header auth is inert: every request carrying identity headers is refused"},
 		{Flag: "jwks-url", Env: "AGENT_JWKS_URL", Usage: "verify the proxy JWT's signature against this JWKS (https:// URL or file path); without it the proxy is the trust boundary"},
 		{Flag: "header-auth-jwt-issuer", Env: "AGENT_HEADER_AUTH_JWT_ISSUER", Usage: "with --jwks-url, the proxy JWT's iss claim must equal this (e.g. https://accounts.example.com)"},
-		{Flag: "header-auth-jwt-audience", Env: "AGENT_HEADER_AUTH_JWT_AUDIENCE", Usage: "with --jwks-url, the proxy JWT's aud claim must name one of these (comma-separated; e.g. the proxy's OAuth client id). Without it, a token the identity provider issued for another application is accepted too"},
-		{Flag: "token-audiences", Env: "AGENT_TOKEN_AUDIENCES", Usage: "comma-separated audiences for TokenReview (empty: the API server's default)"},
-		{Flag: "token-default-ttl", Env: "AGENT_TOKEN_DEFAULT_TTL", Default: "720h", Usage: "lifetime of a personal access token created without one (every token expires)"},
-		{Flag: "token-max-ttl", Env: "AGENT_TOKEN_MAX_TTL", Default: "2160h", Usage: "longest lifetime a personal access token may ask for (longer is refused with 400); tokens stored without an expiry expire this long after creation"},
-		{Flag: "admin-groups", Env: "AGENT_ADMIN_GROUPS", Default: "system:masters", Usage: "comma-separated groups whose members are agent admins in addition to RBAC's sessions verb \"*\""},
-		{Flag: "leader-election", Env: "AGENT_LEADER_ELECTION", Default: "false", Usage: "elect one reconciling replica with a Lease (needed when replicas > 1)"},
+		{Flag: "header-auth-jwt-audience", Kind: KindList, Env: "AGENT_HEADER_AUTH_JWT_AUDIENCE", Usage: "with --jwks-url, the proxy JWT's aud claim must name one of these (comma-separated; e.g. the proxy's OAuth client id). Without it, a token the identity provider issued for another application is accepted too"},
+		{Flag: "token-audiences", Kind: KindList, Env: "AGENT_TOKEN_AUDIENCES", Usage: "comma-separated audiences for TokenReview (empty: the API server's default)"},
+		{Flag: "token-default-ttl", Kind: KindDuration, Env: "AGENT_TOKEN_DEFAULT_TTL", Default: "720h", Usage: "lifetime of a personal access token created without one (every token expires)"},
+		{Flag: "token-max-ttl", Kind: KindDuration, Env: "AGENT_TOKEN_MAX_TTL", Default: "2160h", Usage: "longest lifetime a personal access token may ask for (longer is refused with 400); tokens stored without an expiry expire this long after creation"},
+		{Flag: "admin-groups", Kind: KindList, Env: "AGENT_ADMIN_GROUPS", Default: "system:masters", Usage: "comma-separated groups whose members are agent admins in addition to RBAC's sessions verb \"*\""},
+		{Flag: "leader-election", Kind: KindBool, Env: "AGENT_LEADER_ELECTION", Default: "false", Usage: "elect one reconciling replica with a Lease (needed when replicas > 1)"},
 		{Flag: "lease-name", Env: "AGENT_LEASE_NAME", Default: "cake-agents-reconciler", Usage: "name of the leader-election Lease in --namespace"},
-		{Flag: "lease-duration", Env: "AGENT_LEASE_DURATION", Default: "15s", Usage: "how long the other replicas wait after the leader's last renewal before taking over (a crashed leader is replaced this long after it died)"},
-		{Flag: "lease-renew-deadline", Env: "AGENT_LEASE_RENEW_DEADLINE", Default: "10s", Usage: "how long the leader keeps trying to renew before it stops reconciling (shorter than --lease-duration)"},
-		{Flag: "lease-retry-period", Env: "AGENT_LEASE_RETRY_PERIOD", Default: "2s", Usage: "how often replicas try to acquire or renew the Lease"},
+		{Flag: "lease-duration", Kind: KindDuration, Env: "AGENT_LEASE_DURATION", Default: "15s", Usage: "how long the other replicas wait after the leader's last renewal before taking over (a crashed leader is replaced this long after it died)"},
+		{Flag: "lease-renew-deadline", Kind: KindDuration, Env: "AGENT_LEASE_RENEW_DEADLINE", Default: "10s", Usage: "how long the leader keeps trying to renew before it stops reconciling (shorter than --lease-duration)"},
+		{Flag: "lease-retry-period", Kind: KindDuration, Env: "AGENT_LEASE_RETRY_PERIOD", Default: "2s", Usage: "how often replicas try to acquire or renew the Lease"},
 		{Flag: "litellm-base-url", Env: "LITELLM_BASE_URL", Usage: "OpenAI-compatible gateway URL for sessions (e.g. http://litellm:4000/v1)"},
 		{Flag: "litellm-api-key", Env: "LITELLM_API_KEY", Secret: true, Usage: "API key for the gateway, given to session pods by Secret reference"},
 		{Flag: "default-model", Env: "AGENT_DEFAULT_MODEL", Default: "gpt-4o-mini", Usage: "model used when a session names none"},
@@ -180,31 +311,51 @@ func EnvVars() []string {
 	return out
 }
 
-// BindFlags registers every option on fs with the defaults (or environment values)
-// and returns a function that, after parsing, fills and validates a Config.
+// BindFlags registers every option on fs as a flag of its kind, its default the option's
+// or, when set, its environment variable's, and returns a function that, after parsing,
+// fills and validates a Config. Flags win over the environment. A bad value in the
+// environment is reported by that function (unless the flag replaced it), naming the
+// variable and the flag; a bad flag value fails the parse, naming both too.
 func BindFlags(fs *pflag.FlagSet, getenv func(string) string) func() (*Config, error) {
-	vals := map[string]*string{}
+	vals := map[string]*value{}
+	envErrs := map[string]string{} // by flag
 	for _, o := range Options() {
-		def := o.Default
-		if v, ok := lookup(getenv, o.Env); ok {
-			def = v
+		v := &value{opt: o}
+		if err := v.set(o.Default); err != nil {
+			panic(fmt.Sprintf("option %s: default %q: %v", o.Flag, o.Default, err))
+		}
+		shown := o.Default
+		if env, ok := lookup(getenv, o.Env); ok {
+			if err := v.set(env); err != nil {
+				envErrs[o.Flag] = fmt.Sprintf("$%s=%q (--%s): %v", o.Env, env, o.Flag, err)
+			} else {
+				shown = env
+			}
 		} else if o.Env == storeopen.EnvURL && pgEnvSet(getenv) {
 			// PG* variables without a URL (the chart's existingSecretEnv, whose Secret may
 			// hold no URL) mean Postgres from them, never the SQLite default.
-			def = ""
+			v.text, shown = "", ""
 		}
-		shown := def
 		if o.Secret && shown != "" {
 			shown = "(from env)"
 		}
-		p := new(string)
-		fs.StringVar(p, o.Flag, def, fmt.Sprintf("%s [$%s]", o.Usage, o.Env))
-		if f := fs.Lookup(o.Flag); f != nil {
-			f.DefValue = shown
+		f := fs.VarPF(v, o.Flag, "", fmt.Sprintf("%s [$%s]", o.Usage, o.Env))
+		f.DefValue = shown
+		if o.Kind == KindBool {
+			f.NoOptDefVal = "true"
 		}
-		vals[o.Flag] = p
+		vals[o.Flag] = v
 	}
-	return func() (*Config, error) { return parse(vals) }
+	return func() (*Config, error) {
+		var errs []string
+		for _, o := range Options() {
+			// A flag given on the command line replaced the bad value.
+			if e, bad := envErrs[o.Flag]; bad && !fs.Changed(o.Flag) {
+				errs = append(errs, e)
+			}
+		}
+		return parse(vals, errs)
+	}
 }
 
 // pgEnvSet reports whether any PG* variable pgx reads is set.
@@ -225,38 +376,14 @@ func lookup(getenv func(string) string, key string) (string, bool) {
 	return v, v != ""
 }
 
-func parse(v map[string]*string) (*Config, error) {
-	var errs []string
-	get := func(k string) string { return strings.TrimSpace(*v[k]) }
-	dur := func(k string) time.Duration {
-		s := get(k)
-		if s == "" || s == "0" {
-			return 0
-		}
-		d, err := time.ParseDuration(s)
-		if err != nil || d < 0 {
-			errs = append(errs, fmt.Sprintf("--%s=%q: want a duration such as 30m or 2h", k, s))
-		}
-		return d
-	}
-	boolean := func(k string) bool {
-		s := get(k)
-		if s == "" {
-			return false
-		}
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("--%s=%q: want true or false", k, s))
-		}
-		return b
-	}
-	integer := func(k string) int {
-		n, err := strconv.Atoi(get(k))
-		if err != nil || n < 0 {
-			errs = append(errs, fmt.Sprintf("--%s=%q: want a whole number >= 0", k, get(k)))
-		}
-		return n
-	}
+func parse(v map[string]*value, errs []string) (*Config, error) {
+	get := func(k string) string { return v[k].text }
+	dur := func(k string) time.Duration { return v[k].d }
+	boolean := func(k string) bool { return v[k].b }
+	integer := func(k string) int { return v[k].n }
+	strs := func(k string) []string { return v[k].list }
+	// name is how a setting is named in errors: its flag and its environment variable.
+	name := func(k string) string { return "--" + k + " [$" + v[k].opt.Env + "]" }
 	c := &Config{
 		HTTPAddr:              get("http-addr"),
 		HTTPSAddr:             get("https-addr"),
@@ -269,14 +396,14 @@ func parse(v map[string]*string) (*Config, error) {
 		Release:               get("release"),
 		ExternalURL:           get("external-url"),
 		DatabaseURL:           get("database-url"),
-		AuthSecret:            *v["auth-secret"],
+		AuthSecret:            get("auth-secret"),
 		LogFormat:             get("log-format"),
 		LogLevel:              get("log-level"),
 		SessionNamespace:      get("session-namespace"),
 		DataPlaneImage:        get("data-plane-image"),
 		DataPlaneInitImage:    get("data-plane-init-image"),
 		ImagePullPolicy:       get("image-pull-policy"),
-		ImagePullSecrets:      list(get("image-pull-secrets")),
+		ImagePullSecrets:      strs("image-pull-secrets"),
 		SessionCPURequest:     get("session-cpu-request"),
 		SessionCPULimit:       get("session-cpu-limit"),
 		SessionMemRequest:     get("session-memory-request"),
@@ -295,13 +422,13 @@ func parse(v map[string]*string) (*Config, error) {
 		HeaderAuthEmailClaim:  get("header-auth-email-claim"),
 		HeaderAuthUserHeader:  get("header-auth-user-header"),
 		HeaderAuthJWTHeader:   get("header-auth-jwt-header"),
-		HeaderAuthGroups:      list(get("header-auth-groups")),
-		TrustedProxyCIDRs:     list(get("trusted-proxy-cidrs")),
+		HeaderAuthGroups:      strs("header-auth-groups"),
+		TrustedProxyCIDRs:     strs("trusted-proxy-cidrs"),
 		JWKSURL:               get("jwks-url"),
 		JWTIssuer:             get("header-auth-jwt-issuer"),
-		JWTAudiences:          list(get("header-auth-jwt-audience")),
-		TokenAudiences:        list(get("token-audiences")),
-		AdminGroups:           list(get("admin-groups")),
+		JWTAudiences:          strs("header-auth-jwt-audience"),
+		TokenAudiences:        strs("token-audiences"),
+		AdminGroups:           strs("admin-groups"),
 		TokenDefaultTTL:       dur("token-default-ttl"),
 		TokenMaxTTL:           dur("token-max-ttl"),
 		LeaderElection:        boolean("leader-election"),
@@ -310,12 +437,12 @@ func parse(v map[string]*string) (*Config, error) {
 		LeaseRenewDeadline:    dur("lease-renew-deadline"),
 		LeaseRetryPeriod:      dur("lease-retry-period"),
 		LiteLLMBaseURL:        get("litellm-base-url"),
-		LiteLLMAPIKey:         *v["litellm-api-key"],
+		LiteLLMAPIKey:         get("litellm-api-key"),
 		DefaultModel:          get("default-model"),
 		ProviderJSON:          get("provider-json"),
-		LinearAPIKey:          *v["linear-api-key"],
-		SlackBotToken:         *v["slack-bot-token"],
-		SlackSigningSecret:    *v["slack-signing-secret"],
+		LinearAPIKey:          get("linear-api-key"),
+		SlackBotToken:         get("slack-bot-token"),
+		SlackSigningSecret:    get("slack-signing-secret"),
 	}
 	if c.SessionNamespace == "" {
 		c.SessionNamespace = c.Namespace
@@ -328,7 +455,7 @@ func parse(v map[string]*string) (*Config, error) {
 		for _, kv := range list(ns) {
 			k, val, ok := strings.Cut(kv, "=")
 			if !ok || k == "" {
-				errs = append(errs, fmt.Sprintf("--session-node-selector: %q is not key=value", kv))
+				errs = append(errs, fmt.Sprintf("%s: %q is not key=value", name("session-node-selector"), kv))
 				continue
 			}
 			c.SessionNodeSelector[k] = val
@@ -337,12 +464,12 @@ func parse(v map[string]*string) (*Config, error) {
 	if c.SessionTolerations != "" {
 		var tolerations []map[string]any
 		if err := json.Unmarshal([]byte(c.SessionTolerations), &tolerations); err != nil {
-			errs = append(errs, fmt.Sprintf("--session-tolerations: want a JSON array of tolerations: %v", err))
+			errs = append(errs, fmt.Sprintf("%s: want a JSON array of tolerations: %v", name("session-tolerations"), err))
 		}
 	}
 	for _, cidr := range c.TrustedProxyCIDRs {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {
-			errs = append(errs, fmt.Sprintf("--trusted-proxy-cidrs: %q is not a CIDR such as 10.0.0.0/8", cidr))
+			errs = append(errs, fmt.Sprintf("%s: %q is not a CIDR such as 10.0.0.0/8", name("trusted-proxy-cidrs"), cidr))
 		}
 	}
 	if c.JWKSURL == "" && (c.JWTIssuer != "" || len(c.JWTAudiences) > 0) {
@@ -357,12 +484,15 @@ func parse(v map[string]*string) (*Config, error) {
 	switch c.LogFormat {
 	case "text", "json":
 	default:
-		errs = append(errs, fmt.Sprintf("--log-format=%q: want text or json", c.LogFormat))
+		errs = append(errs, fmt.Sprintf("%s=%q: want text or json", name("log-format"), c.LogFormat))
+	}
+	if hclog.LevelFromString(c.LogLevel) == hclog.NoLevel {
+		errs = append(errs, fmt.Sprintf("%s=%q: want trace, debug, info, warn or error", name("log-level"), c.LogLevel))
 	}
 	switch c.ImagePullPolicy {
 	case "Always", "IfNotPresent", "Never":
 	default:
-		errs = append(errs, fmt.Sprintf("--image-pull-policy=%q: want Always, IfNotPresent or Never", c.ImagePullPolicy))
+		errs = append(errs, fmt.Sprintf("%s=%q: want Always, IfNotPresent or Never", name("image-pull-policy"), c.ImagePullPolicy))
 	}
 	if c.SessionCAConfigMap != "" && c.SessionCAKey == "" {
 		errs = append(errs, "--session-ca-key is empty: name the key of --session-ca-configmap that holds the PEM bundle")

@@ -35,9 +35,6 @@ func TestWhoAmI(t *testing.T) {
 	f, _ := newFakeAgent(t).start()
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	o := &WhoAmIOptions{IOStreams: streams, Factory: f}
-	if err := o.Complete(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +134,7 @@ func TestDoctor(t *testing.T) {
 	kube.PrependReactor("create", "selfsubjectaccessreviews", ssarReactor(func(authorizationv1.ResourceAttributes) bool { return false }))
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	o := &DoctorOptions{IOStreams: streams, Factory: f, Kube: kube}
-	if err := o.Complete(); err != nil {
+	if err := o.Complete(nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := o.Run(context.Background()); err != nil {
@@ -232,9 +229,11 @@ func TestLoginLogout(t *testing.T) {
 
 	in.WriteString("cka_good\n")
 	login.Token = ""
-	if err := login.Complete(); err != nil {
+	f.Server = srv.URL // --server
+	if err := login.Complete(nil, nil); err != nil {
 		t.Fatal(err)
 	}
+	f.Server = ""
 	if err := login.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -261,10 +260,10 @@ func TestLoginLogout(t *testing.T) {
 
 	out.Reset()
 	logout := &LogoutOptions{IOStreams: streams, Factory: f}
-	if err := logout.Run(); err != nil {
+	if err := logout.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := logout.Run(); err != nil {
+	if err := logout.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if want := "Logged out of " + srv.URL + ".\nNot logged in.\n"; out.String() != want {
@@ -326,9 +325,6 @@ func TestAttachWithoutOpenCodePrintsAccessAndRelays(t *testing.T) {
 	o := &AttachOptions{SessionTunnelOptions: SessionTunnelOptions{IOStreams: streams, Factory: f, ID: "abc12", Address: "127.0.0.1"},
 		OpenCode: "opencode-not-installed-here"}
 	if err := o.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	if err := o.Complete(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -397,9 +393,6 @@ func TestAttachRunsOpenCodeWithThePasswordInTheEnvironment(t *testing.T) {
 	streams, _, _, errOut := genericiooptions.NewTestIOStreams()
 	o := &AttachOptions{SessionTunnelOptions: SessionTunnelOptions{IOStreams: streams, Factory: f, ID: "abc12", Address: "127.0.0.1"},
 		OpenCode: fakeOpenCode}
-	if err := o.Complete(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -432,9 +425,6 @@ func TestAttachWaitsForOpenCodeToAnswer(t *testing.T) {
 	streams, _, _, errOut := genericiooptions.NewTestIOStreams()
 	o := &AttachOptions{SessionTunnelOptions: SessionTunnelOptions{IOStreams: streams, Factory: f, ID: "abc12", Address: "127.0.0.1"},
 		OpenCode: fakeOpenCode}
-	if err := o.Complete(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -456,9 +446,6 @@ func TestAttachRefusesStoppedSessionsAndOpenAddresses(t *testing.T) {
 	f, _ := seeded(t).start()
 	streams, _, _, _ := genericiooptions.NewTestIOStreams()
 	o := &AttachOptions{SessionTunnelOptions: SessionTunnelOptions{IOStreams: streams, Factory: f, ID: "def34", Address: "127.0.0.1"}, OpenCode: "x"}
-	if err := o.Complete(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	err := o.Run(context.Background())
 	if err == nil || err.Error() != "session/def34 is Stopped: start it with `kubectl agents session start def34`" {
 		t.Errorf("stopped: %v", err)

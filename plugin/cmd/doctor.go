@@ -54,17 +54,12 @@ It exits non-zero when a check fails.`,
 		Example: `  kubectl agents doctor
   kubectl agents doctor --agent-namespace platform`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 }
 
-// Complete picks up the cluster client when the agent is reached through it.
-func (o *DoctorOptions) Complete() error {
+// Complete builds the cluster client (no request yet) when the agent is reached through it.
+func (o *DoctorOptions) Complete(_ *cobra.Command, _ []string) error {
 	if o.Kube != nil || o.Factory.Client != nil || o.Factory.serverURL() != "" {
 		return nil
 	}

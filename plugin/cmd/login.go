@@ -1,12 +1,10 @@
 package cmd
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -43,32 +41,23 @@ discovery for that command only.`,
 		Example: `  kubectl agents login --server https://agents.example.com --token cka_0123456789
   kubectl agents login --server https://agents.example.com < token.txt`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Server = f.Server
-			if err := o.Complete(); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	cmd.Flags().StringVar(&o.Token, "token", "", "Personal access token (default: read from standard input)")
 	return cmd
 }
 
-// Complete reads the token from standard input when it was not given. Without --server
-// it reads nothing: Validate reports the missing flag before the user types a token.
-func (o *LoginOptions) Complete() error {
+// Complete takes the server from the root's --server and reads the token from standard
+// input when it was not given. Without --server it reads nothing: Validate reports the
+// missing flag before the user types a token.
+func (o *LoginOptions) Complete(_ *cobra.Command, _ []string) error {
+	o.Server = o.Factory.Server
 	if o.Token == "" && o.Server != "" && o.In != nil {
-		fmt.Fprint(o.ErrOut, "Token: ")
-		line, err := bufio.NewReader(o.In).ReadString('\n')
-		if err != nil && line == "" {
-			fmt.Fprintln(o.ErrOut)
+		token, ok := ask(o.IOStreams, "Token: ")
+		if !ok {
 			return errors.New("no token: pass --token or type it on standard input")
 		}
-		o.Token = strings.TrimSpace(line)
+		o.Token = token
 	}
 	return nil
 }
@@ -111,15 +100,6 @@ func (o *LoginOptions) Run(ctx context.Context) error {
 	return nil
 }
 
-func displayUser(candidates ...string) string {
-	for _, c := range candidates {
-		if c != "" {
-			return c
-		}
-	}
-	return "<unknown>"
-}
-
 // LogoutOptions are the inputs of `logout`.
 type LogoutOptions struct {
 	genericiooptions.IOStreams
@@ -137,14 +117,12 @@ later commands find the agent by port-forward again. The token itself stays vali
 until it expires or you revoke it ("kubectl agents token revoke", or the web UI).`,
 		Example: `  kubectl agents logout`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.Run()
-		},
+		RunE:    runOptions(o),
 	}
 }
 
 // Run clears the login state.
-func (o *LogoutOptions) Run() error {
+func (o *LogoutOptions) Run(context.Context) error {
 	if o.Factory.StatePath == "" {
 		return fmt.Errorf("no plugin state file: set $%s to a file path", config.EnvPath)
 	}

@@ -3,7 +3,6 @@ package cmd
 import (
 	"context"
 	"fmt"
-	"strconv"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -30,23 +29,7 @@ agent unless --direct, and the listener requires the password it prints.`,
   kubectl agents port-forward SESSION 4096`,
 		Args:              cobra.RangeArgs(1, 2),
 		ValidArgsFunction: completeSessions(f, false),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.ID = args[0]
-			if len(args) == 2 {
-				p, err := strconv.Atoi(args[1])
-				if err != nil {
-					return fmt.Errorf("LOCAL_PORT %q is not a port number", args[1])
-				}
-				o.Port = p
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runOptions(o),
 	}
 	cmd.Flags().BoolVar(&o.Direct, "direct", false, "Port-forward to the session pod with your own RBAC instead of going through the agent")
 	cmd.Flags().StringVar(&o.Address, "address", o.Address, "Local loopback address to listen on")

@@ -15,24 +15,15 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
 	"k8s.io/client-go/util/jsonpath"
+	"sigs.k8s.io/yaml"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
-// Sessions (and tokens) print as objects of a virtual kind so kubectl's printers, jsonpath and
-// custom-columns work on them the way users expect from kubectl.
-const (
-	sessionAPIVersion = apiv1.Group + "/v1"
-	sessionKind       = "Session"
-	sessionListKind   = "SessionList"
-)
-
-// sessionObject wraps s in an unstructured object: apiVersion agents.cake.ai/v1, kind
-// Session, metadata.name = the id, and every wire field at the top level (.state,
-// .owner, .repo, ...), so `-o jsonpath={.state}` reads like the API.
-func sessionObject(s apiv1.Session) (*unstructured.Unstructured, error) {
-	return wireObject(s, sessionKind, s.ID, s.CreatedAt)
-}
+// Sessions and tokens print as objects of a virtual kind (apiVersion agents.cake.ai/v1) so
+// kubectl's printers, jsonpath and custom-columns work on them the way users expect from
+// kubectl.
+const wireAPIVersion = apiv1.Group + "/v1"
 
 // wireObject wraps a wire value the way kubectl shows objects: apiVersion agents.cake.ai/v1,
 // kind, metadata.name and creationTimestamp, and the value's JSON fields at the top level.
@@ -45,7 +36,7 @@ func wireObject(v any, kind, name string, created time.Time) (*unstructured.Unst
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, err
 	}
-	m["apiVersion"] = sessionAPIVersion
+	m["apiVersion"] = wireAPIVersion
 	m["kind"] = kind
 	m["metadata"] = map[string]any{
 		"name":              name,
@@ -117,19 +108,17 @@ func (f *PrintFlags) IsName() bool { return f.format() == "name" }
 // IsDefault reports whether no -o was given.
 func (f *PrintFlags) IsDefault() bool { return f.format() == "" }
 
-// Print writes sessions to out; list selects the list form for json/yaml/jsonpath.
-func (f *PrintFlags) Print(out io.Writer, sessions []apiv1.Session, list bool) error {
-	objs := make([]*unstructured.Unstructured, 0, len(sessions))
-	for _, s := range sessions {
-		u, err := sessionObject(s)
+// wireObjects wraps each item with object, for printObjects.
+func wireObjects[T any](items []T, object func(T) (*unstructured.Unstructured, error)) ([]*unstructured.Unstructured, error) {
+	objs := make([]*unstructured.Unstructured, 0, len(items))
+	for _, it := range items {
+		u, err := object(it)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		objs = append(objs, u)
 	}
-	return f.printObjects(out, objs, sessionListKind, list, func(w io.Writer, wide bool) error {
-		return f.printTable(w, sessions, wide)
-	})
+	return objs, nil
 }
 
 // printObjects prints objects of one virtual kind (apiVersion agents.cake.ai/v1): as the
@@ -162,7 +151,7 @@ func (f *PrintFlags) printObjects(out io.Writer, objs []*unstructured.Unstructur
 	for _, o := range objs {
 		items = append(items, *o)
 	}
-	l := &unstructured.UnstructuredList{Object: map[string]any{"apiVersion": sessionAPIVersion, "kind": listKind, "metadata": map[string]any{}}}
+	l := &unstructured.UnstructuredList{Object: map[string]any{"apiVersion": wireAPIVersion, "kind": listKind, "metadata": map[string]any{}}}
 	l.Items = items
 	return p.PrintObj(l, out)
 }
@@ -181,46 +170,12 @@ func dash(s string) string {
 	return s
 }
 
-// shortRepo drops the scheme so the REPO column stays narrow.
-func shortRepo(r string) string {
-	for _, p := range []string{"https://", "http://", "ssh://"} {
-		r = strings.TrimPrefix(r, p)
-	}
-	return strings.TrimSuffix(r, ".git")
-}
-
 func truncateCell(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")
 	if r := []rune(s); len(r) > n {
 		return string(r[:n-1]) + "…"
 	}
 	return s
-}
-
-func (f *PrintFlags) printTable(out io.Writer, sessions []apiv1.Session, wide bool) error {
-	w := printers.GetNewTabWriter(out)
-	if !f.NoHeaders {
-		h := "NAME\tTITLE\tSTATE\tOWNER\tREPO\tAGE"
-		if wide {
-			h += "\tBRANCH\tMODEL\tPRIVATE\tPOD\tLAST ACTIVITY\tREASON"
-		}
-		fmt.Fprintln(w, h)
-	}
-	for _, s := range sessions {
-		row := []string{s.ID, dash(truncateCell(s.Title, 40)), string(s.State), dash(s.Owner), dash(shortRepo(s.Repo)), f.age(s.CreatedAt)}
-		if wide {
-			activity := "<none>"
-			if !s.LastActivityAt.IsZero() {
-				activity = f.age(s.LastActivityAt) + " ago"
-				if s.LastActivitySource != "" {
-					activity += " (" + s.LastActivitySource + ")"
-				}
-			}
-			row = append(row, dash(s.Branch), dash(s.Model), fmt.Sprint(s.Private), dash(s.PodName), activity, dash(s.Reason))
-		}
-		fmt.Fprintln(w, strings.Join(row, "\t"))
-	}
-	return w.Flush()
 }
 
 type column struct {
@@ -288,4 +243,35 @@ func (f *PrintFlags) printCustom(out io.Writer, objs []*unstructured.Unstructure
 		fmt.Fprintln(w, strings.Join(cells, "\t"))
 	}
 	return w.Flush()
+}
+
+// printStructured prints v as json or yaml, or calls text for the default format.
+func printStructured(out interface{ Write([]byte) (int, error) }, format string, v any, text func() error) error {
+	switch format {
+	case "json":
+		b, err := json.MarshalIndent(v, "", "    ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(out, string(b))
+		return err
+	case "yaml":
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = out.Write(b)
+		return err
+	}
+	return text()
+}
+
+// displayUser is the first of candidates that is set: how a user is named in messages.
+func displayUser(candidates ...string) string {
+	for _, c := range candidates {
+		if c != "" {
+			return c
+		}
+	}
+	return "<unknown>"
 }

@@ -1,7 +1,10 @@
 // Package cmd holds the `kubectl agents` command tree: a root command that knows how to
 // reach the agent (discovery + port-forward, or --server with a personal token) and one
-// file per command, each an XOptions with Complete, Validate and Run so tests can build
-// them by hand against any agent URL and http.Client.
+// file per command, each an XOptions with Complete, Validate and Run (run in that order by
+// runOptions, run.go) so tests can build them by hand against any agent URL and
+// http.Client. What several commands share lives in a file named for it: printer*.go
+// (output), session_errors.go (naming sessions and the one "not found"), wait.go,
+// session_tunnel.go (attach and port-forward), completion.go, prompt.go.
 package cmd
 
 import (

@@ -9,11 +9,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
-	"github.com/cakeai/cake-agents/pkg/client"
 )
 
 // SessionCreateOptions are the inputs of `session create`.
@@ -40,7 +38,6 @@ type SessionCreateOptions struct {
 	// privateSet records whether --private was given, so the agent's default applies
 	// otherwise.
 	privateSet bool
-	client     *client.Client
 }
 
 // NewSessionCreateOptions returns options with defaults.
@@ -69,17 +66,7 @@ on stderr and fails if it ends Failed or --timeout passes first.`,
   # Print only the new session's name
   kubectl agents session create --repo https://github.com/org/repo -o name`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.privateSet = cmd.Flags().Changed("private")
-			// Flags first: a typo is reported without reaching the agent.
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&o.Title, "title", "", "Title shown in lists (default: OpenCode names the session)")
@@ -97,13 +84,9 @@ on stderr and fails if it ends Failed or --timeout passes first.`,
 	return cmd
 }
 
-// Complete connects to the agent.
-func (o *SessionCreateOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	if err != nil {
-		return err
-	}
-	o.client = c
+// Complete notes whether --private was given, so the agent's default applies otherwise.
+func (o *SessionCreateOptions) Complete(cmd *cobra.Command, _ []string) error {
+	o.privateSet = cmd.Flags().Changed("private")
 	return nil
 }
 
@@ -139,6 +122,10 @@ func (o *SessionCreateOptions) Validate() error {
 
 // Run creates the session and, with --wait, follows it to Running.
 func (o *SessionCreateOptions) Run(ctx context.Context) error {
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
 	req := apiv1.CreateSessionRequest{
 		Title: o.Title, Repo: o.Repo, Branch: o.Branch, Prompt: o.Prompt, Model: o.Model, Persistent: o.Persistent,
 	}
@@ -152,7 +139,7 @@ func (o *SessionCreateOptions) Run(ctx context.Context) error {
 	if o.TTL > 0 {
 		req.TTL = &apiv1.Duration{Duration: o.TTL}
 	}
-	s, err := o.client.CreateSession(ctx, req)
+	s, err := c.CreateSession(ctx, req)
 	if err != nil {
 		return fmt.Errorf("create session: %w", err)
 	}
@@ -160,7 +147,7 @@ func (o *SessionCreateOptions) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Out, "%s created\n", sessionRef(s.ID))
 	}
 	if o.Wait {
-		s, err = waitRunning(ctx, o.client, o.ErrOut, s, o.Timeout, o.PollInterval)
+		s, err = waitRunning(ctx, c, o.ErrOut, s, o.Timeout, o.PollInterval)
 		if err != nil {
 			return err
 		}
@@ -169,76 +156,4 @@ func (o *SessionCreateOptions) Run(ctx context.Context) error {
 		return nil
 	}
 	return o.PrintFlags.Print(o.Out, []apiv1.Session{*s}, false)
-}
-
-// waitRunning polls the session until it is Running, showing each state on errOut: one
-// line rewritten in place on a terminal, one line per change otherwise (logs, CI).
-func waitRunning(ctx context.Context, c *client.Client, errOut interface{ Write([]byte) (int, error) }, s *apiv1.Session, timeout, every time.Duration) (*apiv1.Session, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tty := isTerminal(errOut)
-	start := time.Now()
-	last := ""
-	show := func(s *apiv1.Session, final bool) {
-		line := fmt.Sprintf("%s: %s", sessionRef(s.ID), s.State)
-		if s.Reason != "" {
-			line += " (" + s.Reason + ")"
-		}
-		if tty {
-			fmt.Fprintf(errOut, "\r\033[K%s %s", line, time.Since(start).Round(time.Second))
-			if final {
-				fmt.Fprintln(errOut)
-			}
-			return
-		}
-		if line != last {
-			fmt.Fprintln(errOut, line)
-		}
-		last = line
-	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		switch s.State {
-		case apiv1.StateRunning:
-			show(s, true)
-			return s, nil
-		case apiv1.StateFailed, apiv1.StateStopped, apiv1.StateStopping, apiv1.StateDeleting:
-			show(s, true)
-			msg := s.Message
-			if msg == "" {
-				msg = s.Reason
-			}
-			if msg != "" {
-				msg = ": " + msg
-			}
-			return s, fmt.Errorf("%s is %s instead of Running%s; see `kubectl agents session why %s`", sessionRef(s.ID), s.State, msg, s.ID)
-		}
-		show(s, false)
-		select {
-		case <-ctx.Done():
-			if tty {
-				fmt.Fprintln(errOut)
-			}
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return s, fmt.Errorf("%s is still %s after %s: raise --timeout, or see `kubectl agents session why %s`", sessionRef(s.ID), s.State, timeout, s.ID)
-			}
-			return s, ctx.Err()
-		case <-tick.C:
-		}
-		next, err := c.GetSession(ctx, s.ID)
-		if err != nil {
-			if ctx.Err() != nil {
-				continue
-			}
-			return s, fmt.Errorf("wait for %s: %w", sessionRef(s.ID), err)
-		}
-		s = next
-	}
-}
-
-// isTerminal reports whether w is a terminal, where progress may rewrite its line.
-func isTerminal(w any) bool {
-	f, ok := w.(interface{ Fd() uintptr })
-	return ok && term.IsTerminal(int(f.Fd()))
 }

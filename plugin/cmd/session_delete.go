@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -20,8 +19,6 @@ type SessionDeleteOptions struct {
 	IDs     []string
 	All     bool
 	Yes     bool
-
-	client *client.Client
 }
 
 // NewCmdSessionDelete returns `session delete`.
@@ -38,27 +35,17 @@ one) and the session's secrets. Only the owner or an admin may delete a session.
   kubectl agents session delete SESSION1 SESSION2
   kubectl agents session delete --all --yes`,
 		ValidArgsFunction: completeSessions(f, true),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.IDs = args
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runOptions(o),
 	}
 	cmd.Flags().BoolVar(&o.All, "all", false, "Delete every session you own")
 	cmd.Flags().BoolVarP(&o.Yes, "yes", "y", false, "Do not ask for confirmation with --all")
 	return cmd
 }
 
-// Complete connects to the agent.
-func (o *SessionDeleteOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
+// Complete takes the sessions from the arguments.
+func (o *SessionDeleteOptions) Complete(_ *cobra.Command, args []string) error {
+	o.IDs = args
+	return nil
 }
 
 // Validate checks that exactly one of names and --all was given.
@@ -74,9 +61,13 @@ func (o *SessionDeleteOptions) Validate() error {
 
 // Run deletes the sessions, going on past failures and reporting them all at the end.
 func (o *SessionDeleteOptions) Run(ctx context.Context) error {
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
 	ids := o.IDs
 	if o.All {
-		sessions, err := o.client.ListAllSessions(ctx, client.ListOptions{Owner: "me"})
+		sessions, err := c.ListAllSessions(ctx, client.ListOptions{Owner: "me"})
 		if err != nil {
 			return fmt.Errorf("list your sessions: %w", err)
 		}
@@ -88,23 +79,15 @@ func (o *SessionDeleteOptions) Run(ctx context.Context) error {
 			ids = append(ids, s.ID)
 		}
 		if !o.Yes {
-			ok, err := o.confirm(fmt.Sprintf("Delete %d session(s): %s? [y/N]: ", len(ids), strings.Join(ids, ", ")))
-			if err != nil {
-				return err
-			}
-			if !ok {
+			if !o.confirm(fmt.Sprintf("Delete %d session(s): %s? [y/N]: ", len(ids), strings.Join(ids, ", "))) {
 				return errors.New("nothing deleted: not confirmed (pass --yes to skip the question)")
 			}
 		}
 	}
 	var errs []error
 	for _, id := range ids {
-		if _, err := o.client.DeleteSession(ctx, id); err != nil {
-			if client.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("session %q not found", id))
-			} else {
-				errs = append(errs, fmt.Errorf("delete %s: %w", sessionRef(id), err))
-			}
+		if _, err := c.DeleteSession(ctx, id); err != nil {
+			errs = append(errs, sessionError(err, "delete", id))
 			continue
 		}
 		fmt.Fprintf(o.Out, "%s deleted\n", sessionRef(id))
@@ -112,13 +95,9 @@ func (o *SessionDeleteOptions) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (o *SessionDeleteOptions) confirm(question string) (bool, error) {
-	fmt.Fprint(o.ErrOut, question)
-	line, err := bufio.NewReader(o.In).ReadString('\n')
-	if err != nil && line == "" {
-		fmt.Fprintln(o.ErrOut)
-		return false, nil
-	}
-	answer := strings.ToLower(strings.TrimSpace(line))
-	return answer == "y" || answer == "yes", nil
+// confirm asks a yes/no question; anything but yes (or no answer at all) is no.
+func (o *SessionDeleteOptions) confirm(question string) bool {
+	answer, _ := ask(o.IOStreams, question)
+	answer = strings.ToLower(answer)
+	return answer == "y" || answer == "yes"
 }

@@ -3,13 +3,11 @@ package cmd
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
-	"github.com/cakeai/cake-agents/pkg/client"
 )
 
 // SessionGetOptions are the inputs of `session get`.
@@ -18,8 +16,6 @@ type SessionGetOptions struct {
 	Factory    *Factory
 	PrintFlags *PrintFlags
 	IDs        []string
-
-	client *client.Client
 }
 
 // NewCmdSessionGet returns `session get`.
@@ -34,27 +30,16 @@ func NewCmdSessionGet(f *Factory, streams genericiooptions.IOStreams) *cobra.Com
   kubectl agents session get SESSION -o jsonpath='{.state}'`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeSessions(f, true),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.IDs = args
-			// Flags first: a typo is reported without reaching the agent.
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runOptions(o),
 	}
 	o.PrintFlags.AddFlags(cmd)
 	return cmd
 }
 
-// Complete connects to the agent.
-func (o *SessionGetOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
+// Complete takes the sessions from the arguments.
+func (o *SessionGetOptions) Complete(_ *cobra.Command, args []string) error {
+	o.IDs = args
+	return nil
 }
 
 // Validate checks the arguments.
@@ -68,17 +53,16 @@ func (o *SessionGetOptions) Validate() error {
 // Run fetches and prints the sessions; missing ones are reported after the others
 // print, like kubectl get.
 func (o *SessionGetOptions) Run(ctx context.Context) error {
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
 	var found []apiv1.Session
 	var errs []error
 	for _, id := range o.IDs {
-		s, err := o.client.GetSession(ctx, id)
+		s, err := c.GetSession(ctx, id)
 		if err != nil {
-			if client.IsNotFound(err) {
-				err = fmt.Errorf("session %q not found", id)
-			} else {
-				err = fmt.Errorf("get %s: %w", sessionRef(id), err)
-			}
-			errs = append(errs, err)
+			errs = append(errs, sessionError(err, "get", id))
 			continue
 		}
 		found = append(found, *s)

@@ -22,8 +22,6 @@ type SessionListOptions struct {
 	Owner    string
 	// ChunkSize is the page size asked of the agent; every page is fetched.
 	ChunkSize int
-
-	client *client.Client
 }
 
 // NewSessionListOptions returns options with defaults.
@@ -45,16 +43,7 @@ every user's sessions with --all-users.`,
   kubectl agents session list -A --owner USER_ID
   kubectl agents session list -o custom-columns=NAME:.id,STATE:.state,POD:.podName`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			// Flags first: a typo is reported without reaching the agent.
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	cmd.Flags().BoolVarP(&o.AllUsers, "all-users", "A", false, "List every user's sessions (admins only)")
 	cmd.Flags().StringVar(&o.State, "state", "", "Only sessions in this state")
@@ -64,13 +53,6 @@ every user's sessions with --all-users.`,
 	_ = cmd.RegisterFlagCompletionFunc("owner", cobra.FixedCompletions([]string{"me"}, cobra.ShellCompDirectiveNoFileComp))
 	o.PrintFlags.AddFlags(cmd)
 	return cmd
-}
-
-// Complete connects to the agent.
-func (o *SessionListOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
 }
 
 // Validate checks the filters.
@@ -86,7 +68,11 @@ func (o *SessionListOptions) Validate() error {
 
 // Run lists and prints.
 func (o *SessionListOptions) Run(ctx context.Context) error {
-	sessions, err := o.client.ListAllSessions(ctx, client.ListOptions{
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
+	sessions, err := c.ListAllSessions(ctx, client.ListOptions{
 		Limit: o.ChunkSize, State: apiv1.SessionState(o.State), Owner: o.Owner, AllUsers: o.AllUsers,
 	})
 	if err != nil {
@@ -97,4 +83,13 @@ func (o *SessionListOptions) Run(ctx context.Context) error {
 		return nil
 	}
 	return o.PrintFlags.Print(o.Out, sessions, true)
+}
+
+// stateNames lists the session states, for --state's help, errors and completion.
+func stateNames() []string {
+	out := make([]string, len(apiv1.AllStates))
+	for i, s := range apiv1.AllStates {
+		out[i] = string(s)
+	}
+	return out
 }

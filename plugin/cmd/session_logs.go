@@ -23,8 +23,6 @@ type SessionLogsOptions struct {
 	ID         string
 	Follow     bool
 	Timestamps bool
-
-	client *client.Client
 }
 
 // NewCmdSessionLogs returns `session logs`.
@@ -43,27 +41,17 @@ session pod (kubectl agents session get SESSION -o jsonpath='{.podName}').`,
   kubectl agents session logs SESSION --timestamps`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeSessions(f, false),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.ID = args[0]
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runOptions(o),
 	}
 	cmd.Flags().BoolVarP(&o.Follow, "follow", "f", false, "Keep printing new output until interrupted")
 	cmd.Flags().BoolVar(&o.Timestamps, "timestamps", false, "Show when each message was written")
 	return cmd
 }
 
-// Complete connects to the agent.
-func (o *SessionLogsOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
+// Complete takes the session from the arguments.
+func (o *SessionLogsOptions) Complete(_ *cobra.Command, args []string) error {
+	o.ID = args[0]
+	return nil
 }
 
 // Validate checks the arguments.
@@ -76,16 +64,16 @@ func (o *SessionLogsOptions) Validate() error {
 
 // Run prints the conversation and, with -f, the live stream.
 func (o *SessionLogsOptions) Run(ctx context.Context) error {
-	msgs, err := o.client.Messages(ctx, o.ID)
+	c, err := o.Factory.Agent(ctx)
 	if err != nil {
-		if client.IsNotFound(err) {
-			return fmt.Errorf("session %q not found", o.ID)
-		}
-		var apiErr *apiv1.Error
-		if errors.As(err, &apiErr) && apiErr.Body.Code == apiv1.CodeNotRunning {
+		return err
+	}
+	msgs, err := c.Messages(ctx, o.ID)
+	if err != nil {
+		if isNotRunning(err) {
 			return fmt.Errorf("read the conversation of %s: %w; the conversation lives in the session's OpenCode, so start it first with `kubectl agents session start %s`", sessionRef(o.ID), err, o.ID)
 		}
-		return fmt.Errorf("read the conversation of %s: %w", sessionRef(o.ID), err)
+		return sessionError(err, "read the conversation of", o.ID)
 	}
 	for i, m := range msgs.Items {
 		if i > 0 {
@@ -96,7 +84,7 @@ func (o *SessionLogsOptions) Run(ctx context.Context) error {
 	if !o.Follow {
 		return nil
 	}
-	return o.follow(ctx)
+	return o.follow(ctx, c)
 }
 
 func (o *SessionLogsOptions) printMessage(m apiv1.Message) {
@@ -124,8 +112,8 @@ type openCodeEvent struct {
 
 // follow prints text deltas as OpenCode streams them and ends each turn with a blank
 // line; other event types are not part of the conversation.
-func (o *SessionLogsOptions) follow(ctx context.Context) error {
-	stream, err := o.client.Events(ctx, o.ID)
+func (o *SessionLogsOptions) follow(ctx context.Context, c *client.Client) error {
+	stream, err := c.Events(ctx, o.ID)
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", sessionRef(o.ID), err)
 	}

@@ -11,7 +11,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
-	"github.com/cakeai/cake-agents/pkg/client"
 )
 
 // SessionSendOptions are the inputs of `session send`.
@@ -20,8 +19,6 @@ type SessionSendOptions struct {
 	Factory *Factory
 	ID      string
 	Text    string
-
-	client *client.Client
 }
 
 // NewCmdSessionSend returns `session send`.
@@ -39,34 +36,24 @@ only one is "-". The agent works on it in the background; follow its answer with
   kubectl agents session send SESSION "explain this" && kubectl agents session logs SESSION -f`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeSessions(f, false),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.ID = args[0]
-			text := strings.Join(args[1:], " ")
-			if len(args) == 1 || text == "-" {
-				b, err := io.ReadAll(io.LimitReader(o.In, apiv1.MaxPromptBytes+1))
-				if err != nil {
-					return fmt.Errorf("read the prompt from standard input: %w", err)
-				}
-				text = string(b)
-			}
-			o.Text = text
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runOptions(o),
 	}
 	return cmd
 }
 
-// Complete connects to the agent.
-func (o *SessionSendOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
+// Complete takes the session and the text from the arguments, or the text from standard
+// input when there is none or it is "-".
+func (o *SessionSendOptions) Complete(_ *cobra.Command, args []string) error {
+	o.ID = args[0]
+	o.Text = strings.Join(args[1:], " ")
+	if len(args) == 1 || o.Text == "-" {
+		b, err := io.ReadAll(io.LimitReader(o.In, apiv1.MaxPromptBytes+1))
+		if err != nil {
+			return fmt.Errorf("read the prompt from standard input: %w", err)
+		}
+		o.Text = string(b)
+	}
+	return nil
 }
 
 // Validate checks the prompt.
@@ -82,15 +69,15 @@ func (o *SessionSendOptions) Validate() error {
 
 // Run sends the message.
 func (o *SessionSendOptions) Run(ctx context.Context) error {
-	if err := o.client.SendMessage(ctx, o.ID, o.Text); err != nil {
-		if client.IsNotFound(err) {
-			return fmt.Errorf("session %q not found", o.ID)
-		}
-		var apiErr *apiv1.Error
-		if errors.As(err, &apiErr) && apiErr.Body.Code == apiv1.CodeNotRunning {
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.SendMessage(ctx, o.ID, o.Text); err != nil {
+		if isNotRunning(err) {
 			return fmt.Errorf("send to %s: %w; start it with `kubectl agents session start %s`", sessionRef(o.ID), err, o.ID)
 		}
-		return fmt.Errorf("send to %s: %w", sessionRef(o.ID), err)
+		return sessionError(err, "send to", o.ID)
 	}
 	fmt.Fprintf(o.Out, "%s: message sent\n", sessionRef(o.ID))
 	return nil

@@ -38,9 +38,6 @@ func runList(t *testing.T, f *Factory, mutate func(*SessionListOptions)) (string
 		mutate(o)
 	}
 	ctx := context.Background()
-	if err := o.Complete(ctx); err != nil {
-		return "", "", err
-	}
 	if err := o.Validate(); err != nil {
 		return "", "", err
 	}
@@ -139,11 +136,8 @@ func TestSessionGet(t *testing.T) {
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	o := &SessionGetOptions{IOStreams: streams, Factory: f, PrintFlags: NewPrintFlags(), IDs: []string{"abc12", "nope"}}
 	setOutput(o.PrintFlags, "jsonpath={.items[*].state}")
-	if err := o.Complete(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	err := o.Run(context.Background())
-	if err == nil || err.Error() != `session "nope" not found` {
+	if err == nil || err.Error() != `session "nope" not found: list sessions with `+"`kubectl agents session list`" {
 		t.Errorf("err = %v", err)
 	}
 	if out.String() != "Running" {
@@ -157,9 +151,6 @@ func runCreate(t *testing.T, f *Factory, mutate func(*SessionCreateOptions)) (st
 	o := NewSessionCreateOptions(f, streams)
 	o.PollInterval = time.Millisecond
 	mutate(o)
-	if err := o.Complete(context.Background()); err != nil {
-		return "", "", err
-	}
 	if err := o.Validate(); err != nil {
 		return "", "", err
 	}
@@ -232,11 +223,8 @@ func TestSessionDelete(t *testing.T) {
 	f, _ := a.start()
 	streams, in, out, errOut := genericiooptions.NewTestIOStreams()
 	o := &SessionDeleteOptions{IOStreams: streams, Factory: f, IDs: []string{"abc12", "nope", "def34"}}
-	if err := o.Complete(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	err := o.Run(context.Background())
-	if err == nil || err.Error() != `session "nope" not found` {
+	if err == nil || err.Error() != `session "nope" not found: list sessions with `+"`kubectl agents session list`" {
 		t.Errorf("err = %v", err)
 	}
 	if out.String() != "session/abc12 deleted\nsession/def34 deleted\n" {
@@ -246,9 +234,6 @@ func TestSessionDelete(t *testing.T) {
 	out.Reset()
 	o = &SessionDeleteOptions{IOStreams: streams, Factory: f, All: true}
 	in.WriteString("n\n")
-	if err := o.Complete(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	err = o.Run(context.Background())
 	if err == nil || err.Error() != "nothing deleted: not confirmed (pass --yes to skip the question)" {
 		t.Errorf("declined: %v", err)
@@ -280,9 +265,6 @@ func TestSessionStopStart(t *testing.T) {
 		if err := o.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		if err := o.Complete(context.Background()); err != nil {
-			t.Fatal(err)
-		}
 		if err := o.Run(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -306,9 +288,6 @@ func TestSessionLogsAndFollow(t *testing.T) {
 	f, _ := a.start()
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	o := &SessionLogsOptions{IOStreams: streams, Factory: f, ID: "abc12", Timestamps: true}
-	if err := o.Complete(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -369,9 +348,6 @@ func TestSessionWhy(t *testing.T) {
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	for _, id := range []string{"abc12", "def34"} {
 		o := &SessionWhyOptions{IOStreams: streams, Factory: f, ID: id, Now: func() time.Time { return fixedNow }}
-		if err := o.Complete(context.Background()); err != nil {
-			t.Fatal(err)
-		}
 		if err := o.Run(context.Background()); err != nil {
 			t.Fatal(err)
 		}

@@ -12,7 +12,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
-	"github.com/cakeai/cake-agents/pkg/client"
 )
 
 // SessionWhyOptions are the inputs of `session why`.
@@ -22,8 +21,6 @@ type SessionWhyOptions struct {
 	ID      string
 	// Now is the clock (tests pin it).
 	Now func() time.Time
-
-	client *client.Client
 }
 
 // NewCmdSessionWhy returns `session why`.
@@ -37,25 +34,15 @@ timeout will stop it, when its TTL will delete it, and why it failed or stopped.
 		Example:           `  kubectl agents session why SESSION`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeSessions(f, false),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.ID = args[0]
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runOptions(o),
 	}
 	return cmd
 }
 
-// Complete connects to the agent.
-func (o *SessionWhyOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
+// Complete takes the session from the arguments.
+func (o *SessionWhyOptions) Complete(_ *cobra.Command, args []string) error {
+	o.ID = args[0]
+	return nil
 }
 
 // Validate checks the arguments.
@@ -68,12 +55,13 @@ func (o *SessionWhyOptions) Validate() error {
 
 // Run prints the explanation.
 func (o *SessionWhyOptions) Run(ctx context.Context) error {
-	s, err := o.client.GetSession(ctx, o.ID)
+	c, err := o.Factory.Agent(ctx)
 	if err != nil {
-		if client.IsNotFound(err) {
-			return fmt.Errorf("session %q not found", o.ID)
-		}
-		return fmt.Errorf("get %s: %w", sessionRef(o.ID), err)
+		return err
+	}
+	s, err := c.GetSession(ctx, o.ID)
+	if err != nil {
+		return sessionError(err, "get", o.ID)
 	}
 	fmt.Fprint(o.Out, explainSession(s, o.Now()))
 	return nil

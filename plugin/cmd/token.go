@@ -4,81 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/cli-runtime/pkg/printers"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/client"
 )
-
-// Tokens print as objects of the virtual kind Token, like sessions.
-const (
-	tokenKind     = "Token"
-	tokenListKind = "TokenList"
-)
-
-// tokenRef is how kubectl would name a token: token.agents.cake.ai/ID.
-func tokenRef(id string) string { return "token." + apiv1.Group + "/" + id }
-
-// tokenObject wraps t like sessionObject wraps a session: metadata.name is the id, every
-// wire field at the top level (.name, .expiresAt, .owner, .token on create).
-func tokenObject(t apiv1.Token) (*unstructured.Unstructured, error) {
-	return wireObject(t, tokenKind, t.ID, t.CreatedAt)
-}
-
-// PrintTokens writes tokens to out in the chosen format.
-func (f *PrintFlags) PrintTokens(out io.Writer, tokens []apiv1.Token, list bool) error {
-	objs := make([]*unstructured.Unstructured, 0, len(tokens))
-	for _, t := range tokens {
-		u, err := tokenObject(t)
-		if err != nil {
-			return err
-		}
-		objs = append(objs, u)
-	}
-	return f.printObjects(out, objs, tokenListKind, list, func(w io.Writer, wide bool) error {
-		return f.printTokenTable(w, tokens, wide)
-	})
-}
-
-func (f *PrintFlags) printTokenTable(out io.Writer, tokens []apiv1.Token, wide bool) error {
-	w := printers.GetNewTabWriter(out)
-	if !f.NoHeaders {
-		h := "ID\tNAME\tEXPIRES\tLAST USED\tAGE"
-		if wide {
-			h += "\tOWNER\tOWNER ID"
-		}
-		fmt.Fprintln(w, h)
-	}
-	now := f.now()
-	for _, t := range tokens {
-		expires := "<none>"
-		if t.ExpiresAt != nil {
-			if left := t.ExpiresAt.Sub(now); left > 0 {
-				expires = "in " + duration.HumanDuration(left)
-			} else {
-				expires = "expired " + duration.HumanDuration(-left) + " ago"
-			}
-		}
-		used := "<never>"
-		if t.LastUsedAt != nil {
-			used = f.age(*t.LastUsedAt) + " ago"
-		}
-		row := []string{t.ID, truncateCell(t.Name, 40), expires, used, f.age(t.CreatedAt)}
-		if wide {
-			row = append(row, dash(t.Owner), dash(t.OwnerID))
-		}
-		fmt.Fprintln(w, strings.Join(row, "\t"))
-	}
-	return w.Flush()
-}
 
 // NewCmdToken groups the personal access token commands.
 func NewCmdToken(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
@@ -98,12 +33,7 @@ revoke every token of a user at once.`,
   kubectl agents token list
   kubectl agents token revoke TOKEN_ID`,
 		Args: cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return fmt.Errorf("unknown command %q for %q; see %q", args[0], cmd.CommandPath(), cmd.CommandPath()+" --help")
-			}
-			return cmd.Help()
-		},
+		RunE: runGroup,
 	}
 	cmd.AddCommand(NewCmdTokenCreate(f, streams), NewCmdTokenList(f, streams), NewCmdTokenRevoke(f, streams))
 	return cmd
@@ -117,8 +47,6 @@ type TokenCreateOptions struct {
 
 	Name      string
 	ExpiresIn time.Duration
-
-	client *client.Client
 }
 
 // NewCmdTokenCreate returns `token create`.
@@ -140,27 +68,17 @@ than the agent's maximum is refused with the limit.`,
   # Use it behind the ingress
   kubectl agents login --server https://agents.example.com < ci-token.txt`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Name = args[0]
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	cmd.Flags().DurationVar(&o.ExpiresIn, "expires-in", 0, "Lifetime of the token, e.g. 24h or 168h (default: the agent's, 30 days unless configured)")
 	o.PrintFlags.AddFlags(cmd)
 	return cmd
 }
 
-// Complete connects to the agent.
-func (o *TokenCreateOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
+// Complete takes the name from the arguments.
+func (o *TokenCreateOptions) Complete(_ *cobra.Command, args []string) error {
+	o.Name = args[0]
+	return nil
 }
 
 // Validate checks the name and lifetime before anything is sent.
@@ -182,7 +100,11 @@ func (o *TokenCreateOptions) Run(ctx context.Context) error {
 	if o.ExpiresIn > 0 {
 		req.ExpiresIn = &apiv1.Duration{Duration: o.ExpiresIn}
 	}
-	t, err := o.client.CreateToken(ctx, req)
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
+	t, err := c.CreateToken(ctx, req)
 	if err != nil {
 		return fmt.Errorf("create token %q: %w", req.Name, err)
 	}
@@ -206,8 +128,6 @@ type TokenListOptions struct {
 	// Owner, for admins, lists another user's tokens (id, Kubernetes user name or email).
 	// Not --user: that is kubectl's kubeconfig user flag.
 	Owner string
-
-	client *client.Client
 }
 
 // NewCmdTokenList returns `token list`.
@@ -225,15 +145,7 @@ person may be both a proxy user and a Kubernetes user, and both are listed).`,
   kubectl agents token list --owner jane@example.com
   kubectl agents token list -o jsonpath='{.items[*].metadata.name}'`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.PrintFlags.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	cmd.Flags().StringVar(&o.Owner, "owner", "", `List this user's tokens instead of yours ("me" for yours; others: admins only)`)
 	_ = cmd.RegisterFlagCompletionFunc("owner", cobra.FixedCompletions([]string{"me"}, cobra.ShellCompDirectiveNoFileComp))
@@ -241,16 +153,16 @@ person may be both a proxy user and a Kubernetes user, and both are listed).`,
 	return cmd
 }
 
-// Complete connects to the agent.
-func (o *TokenListOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
-}
+// Validate checks -o.
+func (o *TokenListOptions) Validate() error { return o.PrintFlags.Validate() }
 
 // Run lists and prints.
 func (o *TokenListOptions) Run(ctx context.Context) error {
-	l, err := o.client.ListTokens(ctx, strings.TrimSpace(o.Owner))
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
+	l, err := c.ListTokens(ctx, strings.TrimSpace(o.Owner))
 	if err != nil {
 		return fmt.Errorf("list tokens: %w", err)
 	}
@@ -268,8 +180,6 @@ type TokenRevokeOptions struct {
 	IDs     []string
 	// AllOf revokes every token of a user (admins; anyone for "me").
 	AllOf string
-
-	client *client.Client
 }
 
 // NewCmdTokenRevoke returns `token revoke`.
@@ -288,32 +198,22 @@ carry; anyone may pass --all-of me.`,
   # Admins: every token of a user
   kubectl agents token revoke --all-of jane@example.com`,
 		ValidArgsFunction: completeTokens(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.IDs = args
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runOptions(o),
 	}
 	cmd.Flags().StringVar(&o.AllOf, "all-of", "", `Revoke every token of this user ("me" for yourself; others: admins only)`)
 	_ = cmd.RegisterFlagCompletionFunc("all-of", cobra.FixedCompletions([]string{"me"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
-// Complete connects to the agent.
-func (o *TokenRevokeOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
+// Complete takes the token ids from the arguments and trims --all-of.
+func (o *TokenRevokeOptions) Complete(_ *cobra.Command, args []string) error {
+	o.IDs = args
+	o.AllOf = strings.TrimSpace(o.AllOf)
+	return nil
 }
 
 // Validate checks that exactly one of ids and --all-of was given.
 func (o *TokenRevokeOptions) Validate() error {
-	o.AllOf = strings.TrimSpace(o.AllOf)
 	switch {
 	case o.AllOf != "" && len(o.IDs) > 0:
 		return errors.New("name token ids or pass --all-of USER, not both")
@@ -325,8 +225,12 @@ func (o *TokenRevokeOptions) Validate() error {
 
 // Run revokes, going on past failures and reporting them all at the end.
 func (o *TokenRevokeOptions) Run(ctx context.Context) error {
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
 	if o.AllOf != "" {
-		r, err := o.client.RevokeUserTokens(ctx, o.AllOf)
+		r, err := c.RevokeUserTokens(ctx, o.AllOf)
 		if err != nil {
 			return fmt.Errorf("revoke the tokens of %s: %w", o.AllOf, err)
 		}
@@ -339,7 +243,7 @@ func (o *TokenRevokeOptions) Run(ctx context.Context) error {
 	}
 	var errs []error
 	for _, id := range o.IDs {
-		if err := o.client.DeleteToken(ctx, id); err != nil {
+		if err := c.DeleteToken(ctx, id); err != nil {
 			if client.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("token %q not found among yours", id))
 			} else {
@@ -350,31 +254,4 @@ func (o *TokenRevokeOptions) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Out, "%s revoked\n", tokenRef(id))
 	}
 	return errors.Join(errs...)
-}
-
-// completeTokens completes the caller's token ids, with their names as descriptions.
-func completeTokens(f *Factory) cobra.CompletionFunc {
-	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-		ctx, cancel := context.WithTimeout(cmd.Context(), completionTimeout)
-		defer cancel()
-		c, err := f.Agent(ctx)
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveError
-		}
-		l, err := c.ListTokens(ctx, "")
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveError
-		}
-		seen := map[string]bool{}
-		for _, a := range args {
-			seen[a] = true
-		}
-		var out []string
-		for _, t := range l.Items {
-			if !seen[t.ID] && strings.HasPrefix(t.ID, toComplete) {
-				out = append(out, t.ID+"\t"+t.Name)
-			}
-		}
-		return out, cobra.ShellCompDirectiveNoFileComp
-	}
 }

@@ -33,9 +33,6 @@ func TestTokenCreate(t *testing.T) {
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Complete(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -102,9 +99,6 @@ func TestTokenListAndRevoke(t *testing.T) {
 	o.PrintFlags.now = func() time.Time { return a.now }
 	wide := "wide"
 	o.PrintFlags.OutputFormat = &wide
-	if err := o.Complete(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}

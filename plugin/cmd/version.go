@@ -40,12 +40,7 @@ no cluster.`,
   kubectl agents version --client
   kubectl agents version -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	cmd.Flags().BoolVar(&o.ClientOnly, "client", false, "Print only the plugin's version (no agent needed)")
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml")

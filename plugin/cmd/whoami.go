@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -10,10 +9,8 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/cli-runtime/pkg/printers"
-	"sigs.k8s.io/yaml"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
-	"github.com/cakeai/cake-agents/pkg/client"
 )
 
 // WhoAmIOptions are the inputs of `whoami`.
@@ -21,8 +18,6 @@ type WhoAmIOptions struct {
 	genericiooptions.IOStreams
 	Factory *Factory
 	Output  string
-
-	client *client.Client
 }
 
 // NewCmdWhoAmI returns `whoami`.
@@ -37,26 +32,11 @@ may use it.`,
 		Example: `  kubectl agents whoami
   kubectl agents whoami -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(cmd.Context()); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml (default: readable text)")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
-}
-
-// Complete connects to the agent.
-func (o *WhoAmIOptions) Complete(ctx context.Context) error {
-	c, err := o.Factory.Agent(ctx)
-	o.client = c
-	return err
 }
 
 // Validate checks -o.
@@ -69,32 +49,15 @@ func (o *WhoAmIOptions) Validate() error {
 
 // Run asks the agent and prints the answer.
 func (o *WhoAmIOptions) Run(ctx context.Context) error {
-	w, err := o.client.WhoAmI(ctx)
+	c, err := o.Factory.Agent(ctx)
+	if err != nil {
+		return err
+	}
+	w, err := c.WhoAmI(ctx)
 	if err != nil {
 		return fmt.Errorf("ask the agent who you are: %w", err)
 	}
 	return printStructured(o.Out, o.Output, w, func() error { return printWhoAmI(o.Out, w) })
-}
-
-// printStructured prints v as json or yaml, or calls text for the default format.
-func printStructured(out interface{ Write([]byte) (int, error) }, format string, v any, text func() error) error {
-	switch format {
-	case "json":
-		b, err := json.MarshalIndent(v, "", "    ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(out, string(b))
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(v)
-		if err != nil {
-			return err
-		}
-		_, err = out.Write(b)
-		return err
-	}
-	return text()
 }
 
 func printWhoAmI(out interface{ Write([]byte) (int, error) }, w *apiv1.WhoAmI) error {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
 
 	"github.com/cakeai/cake-agents/agent/app"
@@ -51,6 +52,7 @@ func TestEnvVarsMatchAgentConfig(t *testing.T) {
 	setSomewhere := map[string]bool{}
 	for _, vf := range valuesFiles(t) {
 		env := agentEnv(t, render(t, "cake-agents", "-f", vf.path))
+		checkAgentParses(t, vf.name, env)
 		for name := range env {
 			if !known[name] {
 				t.Errorf("%s: the chart sets %s, which the agent does not read (agent/app/config.go)", vf.name, name)
@@ -79,6 +81,40 @@ func TestEnvVarsMatchAgentConfig(t *testing.T) {
 	if len(missing) > 0 {
 		t.Errorf("the agent reads %s but no ci values file makes the chart set it: add a value (and a ci file using it) or list it in notSetByChart with the reason",
 			strings.Join(missing, ", "))
+	}
+}
+
+// checkAgentParses gives the agent's flags the rendered environment and checks every value
+// parses as its setting's type (bool, int, duration, quantity, ...) and the whole is a valid
+// configuration. Values from Secrets and the downward API are strings the test fills in;
+// typed settings must be literal values so their rendering is checked here.
+func checkAgentParses(t *testing.T, name string, env map[string]map[string]any) {
+	t.Helper()
+	kinds := map[string]app.Kind{}
+	for _, o := range app.Options() {
+		kinds[o.Env] = o.Kind
+	}
+	vals := map[string]string{}
+	for k, e := range env {
+		if v, ok := e["value"].(string); ok {
+			vals[k] = v
+			continue
+		}
+		if kinds[k] != app.KindString {
+			t.Errorf("%s: %s comes from %s, not a literal value: a typed setting must be rendered so this test can parse it", name, k, toJSON(e["valueFrom"]))
+		}
+		vals[k] = "from-" + strings.ToLower(k)
+		if k == "DATABASE_URL" {
+			vals[k] = "postgres://"
+		}
+	}
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	load := app.BindFlags(fs, func(k string) string { return vals[k] })
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := load(); err != nil {
+		t.Errorf("%s: the agent refuses the environment the chart renders: %v", name, err)
 	}
 }
 

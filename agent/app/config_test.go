@@ -1,0 +1,132 @@
+package app
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// parseWith binds the options with env and parses args, returning the parse error (a bad
+// flag value) or load's (a bad environment value or combination).
+func parseWith(env map[string]string, args ...string) (*Config, error) {
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	fs.SetOutput(new(bytes.Buffer))
+	load := BindFlags(fs, func(k string) string { return env[k] })
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return load()
+}
+
+// The flags have their settings' types, which --help shows: --header-auth is a switch, the
+// limits are quantities, the timeouts durations.
+func TestFlagsAreTyped(t *testing.T) {
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	BindFlags(fs, func(string) string { return "" })
+	for flag, want := range map[string]string{
+		"header-auth": "bool", "leader-election": "bool",
+		"max-active-sessions": "int",
+		"session-ttl":         "duration", "session-idle-timeout": "duration", "token-max-ttl": "duration", "lease-duration": "duration",
+		"session-cpu-request": "quantity", "session-memory-limit": "quantity", "session-storage-size": "quantity",
+		"admin-groups": "strings", "trusted-proxy-cidrs": "strings",
+		"namespace": "string", "database-url": "string",
+	} {
+		f := fs.Lookup(flag)
+		if f == nil {
+			t.Errorf("--%s missing", flag)
+			continue
+		}
+		if f.Value.Type() != want {
+			t.Errorf("--%s is a %s, want %s", flag, f.Value.Type(), want)
+		}
+	}
+	usage := fs.FlagUsages()
+	for _, want := range []string{
+		"      --header-auth                        trust identity headers",
+		"      --session-ttl duration ",
+		"      --max-active-sessions int ",
+		"      --session-cpu-request quantity ",
+		"(default 250m)",
+	} {
+		if !strings.Contains(usage, want) {
+			t.Errorf("--help misses %q:\n%s", want, usage)
+		}
+	}
+}
+
+func TestTypedFlagsParse(t *testing.T) {
+	cfg, err := parseWith(map[string]string{"AGENT_LEADER_ELECTION": "true", "AGENT_MAX_ACTIVE_SESSIONS": "7"},
+		"--header-auth", "--session-ttl", "24h", "--leader-election=false", "--session-cpu-limit", "", "--admin-groups", " ops , ,admins")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.HeaderAuthEnabled || cfg.LeaderElection || cfg.MaxActiveSessions != 7 || cfg.SessionTTL != 24*time.Hour ||
+		cfg.SessionCPULimit != "" || cfg.SessionCPURequest != "250m" || strings.Join(cfg.AdminGroups, "|") != "ops|admins" {
+		t.Errorf("config: %+v", cfg)
+	}
+	// "0" and empty durations mean none, as the chart renders them.
+	cfg, err = parseWith(map[string]string{"AGENT_SESSION_IDLE_TIMEOUT": "0", "AGENT_SESSION_TTL": "0"})
+	if err != nil || cfg.SessionIdleTimeout != 0 || cfg.SessionTTL != 0 {
+		t.Errorf("zero durations: %v %+v", err, cfg)
+	}
+}
+
+// A bad value is refused at start naming the flag and the environment variable, whether it
+// came from one or the other.
+func TestBadValuesNameTheFlagAndTheEnvVar(t *testing.T) {
+	for _, tc := range []struct {
+		flag, env, value, want string
+	}{
+		{"header-auth", "AGENT_HEADER_AUTH_ENABLED", "maybe", "want true or false"},
+		{"max-active-sessions", "AGENT_MAX_ACTIVE_SESSIONS", "-1", "want a whole number >= 0"},
+		{"max-active-sessions", "AGENT_MAX_ACTIVE_SESSIONS", "five", "want a whole number >= 0"},
+		{"session-ttl", "AGENT_SESSION_TTL", "forever", "want a duration such as 30m or 2h"},
+		{"lease-duration", "AGENT_LEASE_DURATION", "-15s", "want a duration such as 30m or 2h"},
+		{"session-cpu-request", "AGENT_SESSION_CPU_REQUEST", "lots", "want a quantity such as 500m, 2 or 2Gi"},
+		{"session-storage-size", "AGENT_SESSION_STORAGE_SIZE", "10GB", "want a quantity such as 500m, 2 or 2Gi"},
+		{"log-level", "AGENT_LOG_LEVEL", "loud", "want trace, debug, info, warn or error"},
+		{"log-format", "AGENT_LOG_FORMAT", "xml", "want text or json"},
+		{"image-pull-policy", "AGENT_IMAGE_PULL_POLICY", "Sometimes", "want Always, IfNotPresent or Never"},
+		{"trusted-proxy-cidrs", "AGENT_TRUSTED_PROXY_CIDRS", "10.0.0.1", "is not a CIDR"},
+	} {
+		_, envErr := parseWith(map[string]string{tc.env: tc.value})
+		_, flagErr := parseWith(nil, "--"+tc.flag+"="+tc.value)
+		for from, err := range map[string]error{"env": envErr, "flag": flagErr} {
+			if err == nil {
+				t.Errorf("%s %s=%q accepted", from, tc.flag, tc.value)
+				continue
+			}
+			for _, want := range []string{"--" + tc.flag, "$" + tc.env, tc.want} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("%s %s=%q: error does not say %q:\n%v", from, tc.flag, tc.value, want, err)
+				}
+			}
+		}
+	}
+}
+
+// Flags win over the environment, also over a bad value there.
+func TestFlagReplacesABadEnvValue(t *testing.T) {
+	cfg, err := parseWith(map[string]string{"AGENT_SESSION_TTL": "forever", "AGENT_HEADER_AUTH_ENABLED": "true"},
+		"--session-ttl", "2h", "--header-auth=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SessionTTL != 2*time.Hour || cfg.HeaderAuthEnabled {
+		t.Errorf("config: %+v", cfg)
+	}
+}
+
+// `agent serve` refuses a bad flag before it starts anything.
+func TestServeRefusesABadFlag(t *testing.T) {
+	var out, errOut bytes.Buffer
+	root := NewRootCommand(&out, &errOut)
+	root.SetArgs([]string{"serve", "--header-auth=maybe"})
+	err := root.Execute()
+	if err == nil || !strings.Contains(err.Error(), `"--header-auth"`) || !strings.Contains(err.Error(), "$AGENT_HEADER_AUTH_ENABLED") {
+		t.Errorf("err = %v", err)
+	}
+}

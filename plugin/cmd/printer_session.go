@@ -1,0 +1,70 @@
+package cmd
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/cli-runtime/pkg/printers"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// Sessions print as objects of the virtual kind Session.
+const (
+	sessionKind     = "Session"
+	sessionListKind = "SessionList"
+)
+
+// sessionObject wraps s in an unstructured object: apiVersion agents.cake.ai/v1, kind
+// Session, metadata.name = the id, and every wire field at the top level (.state,
+// .owner, .repo, ...), so `-o jsonpath={.state}` reads like the API.
+func sessionObject(s apiv1.Session) (*unstructured.Unstructured, error) {
+	return wireObject(s, sessionKind, s.ID, s.CreatedAt)
+}
+
+// Print writes sessions to out; list selects the list form for json/yaml/jsonpath.
+func (f *PrintFlags) Print(out io.Writer, sessions []apiv1.Session, list bool) error {
+	objs, err := wireObjects(sessions, sessionObject)
+	if err != nil {
+		return err
+	}
+	return f.printObjects(out, objs, sessionListKind, list, func(w io.Writer, wide bool) error {
+		return f.printTable(w, sessions, wide)
+	})
+}
+
+func (f *PrintFlags) printTable(out io.Writer, sessions []apiv1.Session, wide bool) error {
+	w := printers.GetNewTabWriter(out)
+	if !f.NoHeaders {
+		h := "NAME\tTITLE\tSTATE\tOWNER\tREPO\tAGE"
+		if wide {
+			h += "\tBRANCH\tMODEL\tPRIVATE\tPOD\tLAST ACTIVITY\tREASON"
+		}
+		fmt.Fprintln(w, h)
+	}
+	for _, s := range sessions {
+		row := []string{s.ID, dash(truncateCell(s.Title, 40)), string(s.State), dash(s.Owner), dash(shortRepo(s.Repo)), f.age(s.CreatedAt)}
+		if wide {
+			activity := "<none>"
+			if !s.LastActivityAt.IsZero() {
+				activity = f.age(s.LastActivityAt) + " ago"
+				if s.LastActivitySource != "" {
+					activity += " (" + s.LastActivitySource + ")"
+				}
+			}
+			row = append(row, dash(s.Branch), dash(s.Model), fmt.Sprint(s.Private), dash(s.PodName), activity, dash(s.Reason))
+		}
+		fmt.Fprintln(w, strings.Join(row, "\t"))
+	}
+	return w.Flush()
+}
+
+// shortRepo drops the scheme so the REPO column stays narrow.
+func shortRepo(r string) string {
+	for _, p := range []string{"https://", "http://", "ssh://"} {
+		r = strings.TrimPrefix(r, p)
+	}
+	return strings.TrimSuffix(r, ".git")
+}

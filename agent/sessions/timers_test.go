@@ -1,9 +1,14 @@
 package sessions
 
 import (
+	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/cakeai/cake-agents/agent/store"
@@ -43,5 +48,49 @@ func TestDeadline(t *testing.T) {
 				t.Errorf("deadline = %s, %v; want %s", got, ok, tc.want)
 			}
 		})
+	}
+}
+
+// TestTimersOnFakeAPI: the TTL deletes a stopped session too; the idle timeout stops a
+// running one and records what was last active.
+func TestTimersOnFakeAPI(t *testing.T) {
+	st, owner := newStore(t)
+	kube := fake.NewClientset()
+	c := newTestController(t, testConfig("ns"), kube, st)
+	ctx := context.Background()
+	stopped := &store.Session{OwnerID: owner, TTL: time.Hour}
+	if err := c.Create(ctx, stopped, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stop(ctx, stopped.ID, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	idle := &store.Session{OwnerID: owner, IdleTimeout: time.Minute}
+	if err := c.Create(ctx, idle, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.update(ctx, idle.ID, func(s *store.Session) (bool, error) { s.State = apiv1.StateRunning; return true, nil }); err != nil {
+		t.Fatal(err)
+	}
+	c.Touch(ctx, idle.ID, "attach")
+	c.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	if err := c.reconcile(ctx, stopped.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetSession(ctx, stopped.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("stopped session past its TTL still stored: %v", err)
+	}
+	if err := c.reconcile(ctx, idle.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.GetSession(ctx, idle.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != apiv1.StateStopped || got.Reason != ReasonIdleTimeout || !strings.Contains(got.Message, "last: attach") {
+		t.Errorf("idle session %s/%s/%q, want Stopped/IdleTimeout naming the last activity", got.State, got.Reason, got.Message)
+	}
+	if _, err := kube.CoreV1().Pods("ns").Get(ctx, PodName(idle.ID), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("idle session's pod still there: %v", err)
 	}
 }

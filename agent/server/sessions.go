@@ -657,12 +657,10 @@ func (s *Server) toAPI(r *http.Request, sess *store.Session, names map[string]st
 		LastActivitySource: sess.LastActivitySource,
 		ResourceVersion:    sess.ResourceVersion,
 	}
-	if sess.State.Active() && sess.IdleTimeout > 0 {
-		t := sess.LastActivityAt.Add(sess.IdleTimeout)
+	if t, ok := sess.IdleDeadline(); ok {
 		out.IdleDeadline = &t
 	}
-	if sess.TTL > 0 && sess.State != apiv1.StateDeleting {
-		t := sess.CreatedAt.Add(sess.TTL)
+	if t, ok := sess.ExpiresAt(); ok {
 		out.ExpiresAt = &t
 	}
 	return out

@@ -203,13 +203,8 @@ func (c *Controller) reconcile(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("read session %s: %w", id, err)
 	}
-	if s.State != apiv1.StateDeleting && s.TTL > 0 && !c.now().Before(s.CreatedAt.Add(s.TTL)) {
-		// The TTL applies whatever the session is doing, stopped ones included.
-		ds, err := c.markDeleting(ctx, s.ID, ReasonTTLExpired, fmt.Sprintf("the session reached its time to live of %s", s.TTL))
-		if err != nil {
-			return err
-		}
-		s = ds
+	if s, err = c.expire(ctx, s); err != nil {
+		return err
 	}
 	switch s.State {
 	case apiv1.StateDeleting:
@@ -237,26 +232,9 @@ func (c *Controller) reconcile(ctx context.Context, id string) error {
 
 func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) error {
 	now := c.now()
-	if s.State == apiv1.StateRunning && s.IdleTimeout > 0 && !now.Before(s.LastActivityAt.Add(s.IdleTimeout)) {
-		msg := fmt.Sprintf("no activity for %s (last: %s at %s)", s.IdleTimeout, orText(s.LastActivitySource, "unknown"), s.LastActivityAt.UTC().Format(time.RFC3339))
-		ss, _, err := c.update(ctx, s.ID, func(x *store.Session) (bool, error) {
-			// Activity may have arrived since s was read.
-			if x.State != apiv1.StateRunning || now.Before(x.LastActivityAt.Add(x.IdleTimeout)) {
-				return false, nil
-			}
-			x.State, x.Reason, x.Message = apiv1.StateStopping, ReasonIdleTimeout, msg
-			return true, nil
-		})
-		if err != nil {
-			return err
-		}
-		if ss.State == apiv1.StateStopping {
-			c.log.Info("stopping idle session", "session", s.ID, "idle_timeout", s.IdleTimeout)
-			c.event(ss, corev1.EventTypeNormal, ReasonIdleTimeout, "Stopping session: "+msg)
-			_, err = c.finishStop(ctx, ss)
-			return err
-		}
-		s = ss
+	s, stopped, err := c.stopIdle(ctx, s, now)
+	if err != nil || stopped {
+		return err
 	}
 
 	pod, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(s.ID))
@@ -273,17 +251,7 @@ func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) erro
 		return fmt.Errorf("pod %s does not belong to session %s (label %s=%q): delete it", pod.Name, s.ID, apiv1.LabelSessionID, pod.Labels[apiv1.LabelSessionID])
 	}
 
-	o := c.gateRunning(s, pod, observe(pod))
-	if (o.State == apiv1.StatePending || o.State == apiv1.StateStarting) && s.StartedAt != nil && !now.Before(s.StartedAt.Add(c.cfg.StartTimeout)) {
-		msg := fmt.Sprintf("the pod did not become ready within %s", c.cfg.StartTimeout)
-		switch {
-		case o.Reason == ReasonOpenCodeStarting:
-			msg = fmt.Sprintf("the pod is ready but OpenCode did not answer on port %d within %s: see the log of container %s", apiv1.OpenCodePort, c.cfg.StartTimeout, ContainerName)
-		case o.Reason != "":
-			msg += fmt.Sprintf(" (%s: %s)", o.Reason, o.Message)
-		}
-		o = observation{apiv1.StateFailed, ReasonStartTimeout, msg}
-	}
+	o := c.startTimeout(s, c.gateRunning(s, pod, observe(pod)), now)
 	if o.State != s.State || o.Reason != s.Reason || o.Message != s.Message {
 		prev := s.State
 		fresh, changed, err := c.update(ctx, s.ID, func(x *store.Session) (bool, error) {

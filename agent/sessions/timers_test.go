@@ -94,3 +94,35 @@ func TestTimersOnFakeAPI(t *testing.T) {
 		t.Errorf("idle session's pod still there: %v", err)
 	}
 }
+
+// TestIdleStopRereadsTheSession: the idle timeout is checked again on the row being
+// written, so activity or an idle timeout turned off (PATCH) since the session was read
+// keeps it running.
+func TestIdleStopRereadsTheSession(t *testing.T) {
+	st, owner := newStore(t)
+	c := newTestController(t, testConfig("ns"), fake.NewClientset(), st)
+	ctx := context.Background()
+	for name, change := range map[string]func(*store.Session){
+		"idle timeout turned off": func(s *store.Session) { s.IdleTimeout = 0 },
+		"new activity":            func(s *store.Session) { s.LastActivityAt = time.Now().Add(time.Hour) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := &store.Session{OwnerID: owner, IdleTimeout: time.Minute}
+			if err := c.Create(ctx, s, 0); err != nil {
+				t.Fatal(err)
+			}
+			read, _, err := c.update(ctx, s.ID, func(s *store.Session) (bool, error) { s.State = apiv1.StateRunning; return true, nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			stale := *read
+			if _, _, err := c.update(ctx, s.ID, func(s *store.Session) (bool, error) { change(s); return true, nil }); err != nil {
+				t.Fatal(err)
+			}
+			got, stopped, err := c.stopIdle(ctx, &stale, time.Now().Add(30*time.Minute))
+			if err != nil || stopped || got.State != apiv1.StateRunning {
+				t.Fatalf("stopIdle = %s, %v, %v; want the session left Running", got.State, stopped, err)
+			}
+		})
+	}
+}

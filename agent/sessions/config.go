@@ -32,8 +32,10 @@ type Config struct {
 	// and replaces the image's roots for git, curl/OpenSSL and (added to them) Node.
 	CABundleConfigMap, CABundleKey string
 
-	// DefaultIdleTimeout and DefaultTTL fill sessions created with zero values.
+	// DefaultIdleTimeout, DefaultTTL and DefaultModel fill sessions created with zero
+	// values; they are stored on the session, so the API and the pod read the same.
 	DefaultIdleTimeout, DefaultTTL time.Duration
+	DefaultModel                   string
 	// ReconcileInterval is how often every session and object is swept (default 30s).
 	ReconcileInterval time.Duration
 	// StartTimeout fails a session whose pod has not become ready this long after the
@@ -48,7 +50,7 @@ type Config struct {
 	// another operation (on any replica) holds while it runs (default 30s).
 	LockWait time.Duration
 
-	LiteLLMBaseURL, DefaultModel, ProviderJSON string
+	LiteLLMBaseURL, ProviderJSON string
 	// LiteLLMAPIKey goes into each per-session Secret and reaches OpenCode by env
 	// reference; it is never written to a config file or a pod spec.
 	LiteLLMAPIKey string

@@ -50,8 +50,8 @@ func (c *Controller) lock(ctx context.Context, id string) (func(), error) {
 	return unlock, nil
 }
 
-// Create stores s as Pending (filling ID, defaults and timestamps) and creates its
-// Secret, PVC and Pod. It returns an error only when the session was not stored
+// Create stores s as a new Pending session (see fillNew) and creates its Secret, PVC
+// and Pod. It returns an error only when the session was not stored
 // (quota, duplicate id, database down). Once stored, Kubernetes failures never remove
 // the row: a transient failure leaves the session Pending for the reconciler to retry,
 // and a permanent one (admission rejects the pod, invalid spec) removes whatever was
@@ -59,6 +59,36 @@ func (c *Controller) lock(ctx context.Context, id string) (func(), error) {
 // message (or CABundleMissing, before anything is created, when the configured CA
 // bundle ConfigMap is not there) — the caller sees it in s.
 func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int) error {
+	if err := c.fillNew(s); err != nil {
+		return err
+	}
+	// Locked before it exists: the reconciler may see the row the moment it is stored.
+	unlock, err := c.lock(ctx, s.ID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := c.st.CreateSession(ctx, s, maxActive); err != nil {
+		return fmt.Errorf("store session: %w", err)
+	}
+	failpoint.Hit(opCreate, "stored", s.ID)
+	fresh, err := c.launch(ctx, s, opCreate)
+	if fresh != nil {
+		*s = *fresh
+	}
+	if err != nil {
+		c.log.Warn("create session pod failed; the reconciler will retry", "session", s.ID, "error", err)
+	}
+	c.enqueue(s.ID)
+	return nil
+}
+
+// fillNew makes s a new Pending session: it keeps what the caller chose (the API passes
+// only the request's values; a zero idle timeout, TTL or model means the configured
+// default) and fills in the id, the defaults, the state, the pod and the timestamps.
+// This is the one place sessions get their defaults: the API answers with s and the pod
+// spec is built from it.
+func (c *Controller) fillNew(s *store.Session) error {
 	if s.ID == "" {
 		s.ID = NewID()
 	}
@@ -83,24 +113,6 @@ func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int
 	s.CreatedAt, s.UpdatedAt = now, now
 	s.StartedAt, s.StoppedAt = &now, nil
 	s.LastActivityAt, s.LastActivitySource = now, "create"
-	// Locked before it exists: the reconciler may see the row the moment it is stored.
-	unlock, err := c.lock(ctx, s.ID)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if err := c.st.CreateSession(ctx, s, maxActive); err != nil {
-		return fmt.Errorf("store session: %w", err)
-	}
-	failpoint.Hit(opCreate, "stored", s.ID)
-	fresh, err := c.launch(ctx, s, opCreate)
-	if fresh != nil {
-		*s = *fresh
-	}
-	if err != nil {
-		c.log.Warn("create session pod failed; the reconciler will retry", "session", s.ID, "error", err)
-	}
-	c.enqueue(s.ID)
 	return nil
 }
 

@@ -28,6 +28,14 @@ func TestCreateQuotaAndDefaults(t *testing.T) {
 	if s.IdleTimeout != time.Hour || s.TTL != 24*time.Hour || s.Model != "m" || s.PodName != PodName(s.ID) || s.PodNamespace != "ns" {
 		t.Errorf("defaults not applied: %+v", s)
 	}
+	// The pod runs the model stored on the session, the one the API shows.
+	pod, err := kube.CoreV1().Pods("ns").Get(ctx, PodName(s.ID), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if args := strings.Join(pod.Spec.InitContainers[0].Args, " "); !strings.Contains(args, "--model=m") {
+		t.Errorf("init args %q lack the default model", args)
+	}
 	sec, err := kube.CoreV1().Secrets("ns").Get(ctx, SecretName(s.ID), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

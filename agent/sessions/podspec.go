@@ -134,16 +134,12 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 	if s.InitImage != "" {
 		initImage = s.InitImage
 	}
-	model := s.Model
-	if model == "" {
-		model = c.cfg.DefaultModel
-	}
 	initOpts := sessioninit.Options{
 		Repo:           s.Repo,
 		Branch:         s.Branch,
 		Workspace:      WorkspaceDir,
 		ConfigPath:     ConfigPath,
-		Model:          model,
+		Model:          s.Model,
 		LiteLLMBaseURL: c.cfg.LiteLLMBaseURL,
 		ProviderJSON:   c.cfg.ProviderJSON,
 	}

@@ -103,13 +103,6 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*
 	return fresh, nil
 }
 
-func imageOf(s *store.Session, cfg Config) string {
-	if s.Image != "" {
-		return s.Image
-	}
-	return cfg.DataPlaneImage
-}
-
 func (c *Controller) ensureSecret(ctx context.Context, s *store.Session) error {
 	if cur, err := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID)); err == nil && cur.DeletionTimestamp == nil &&
 		len(cur.Data[SecretKeyPassword]) > 0 && (c.cfg.LiteLLMAPIKey == "" || string(cur.Data[SecretKeyLiteLLM]) == c.cfg.LiteLLMAPIKey) {

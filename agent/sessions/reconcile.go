@@ -218,9 +218,7 @@ func (c *Controller) reconcile(ctx context.Context, id string) error {
 		return err
 	case apiv1.StateStopped, apiv1.StateFailed:
 		c.leftRunning(id)
-		if d, ok := c.deadline(s); ok {
-			c.enqueueAfter(id, d.Sub(c.now())+100*time.Millisecond)
-		}
+		c.enqueueAtDeadline(s)
 		if pod, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(id)); err == nil && pod.DeletionTimestamp == nil {
 			_, err := c.deletePod(ctx, id)
 			return err
@@ -230,6 +228,8 @@ func (c *Controller) reconcile(ctx context.Context, id string) error {
 	return c.reconcileActive(ctx, s)
 }
 
+// reconcileActive converges a Pending, Starting or Running session: the idle timer, its
+// pod (recreated when gone), the state the pod reports and the start timeout.
 func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) error {
 	now := c.now()
 	s, stopped, err := c.stopIdle(ctx, s, now)
@@ -279,9 +279,7 @@ func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) erro
 	} else {
 		c.leftRunning(s.ID)
 	}
-	if d, ok := c.deadline(s); ok {
-		c.enqueueAfter(s.ID, d.Sub(c.now())+100*time.Millisecond)
-	}
+	c.enqueueAtDeadline(s)
 	return nil
 }
 

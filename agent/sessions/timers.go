@@ -29,6 +29,13 @@ func (c *Controller) deadline(s *store.Session) (time.Time, bool) {
 	return d, !d.IsZero()
 }
 
+// enqueueAtDeadline reconciles s again just after its next deadline, when a timer acts.
+func (c *Controller) enqueueAtDeadline(s *store.Session) {
+	if d, ok := c.deadline(s); ok {
+		c.enqueueAfter(s.ID, d.Sub(c.now())+100*time.Millisecond)
+	}
+}
+
 // startDeadline is when a session whose pod has not become ready (since its last
 // start) fails with StartTimeout.
 func (c *Controller) startDeadline(s *store.Session) (time.Time, bool) {

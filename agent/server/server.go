@@ -20,6 +20,9 @@ import (
 
 // Sessions is the lifecycle controller as the API needs it (agent/sessions implements it).
 type Sessions interface {
+	// Create stores s, which carries only what the request set, filling in its id,
+	// state, timestamps and the configured defaults (idle timeout, TTL, model), and
+	// starts it; s is then the session as stored.
 	Create(ctx context.Context, s *store.Session, maxActive int) error
 	Stop(ctx context.Context, id, reason, message string) (*store.Session, error)
 	Start(ctx context.Context, id string, maxActive int) (*store.Session, error)
@@ -59,9 +62,7 @@ type Options struct {
 	// Ready reports extra readiness checks (e.g. the store connection at start).
 	Ready func(ctx context.Context) map[string]error
 
-	DefaultIdleTimeout time.Duration
-	DefaultTTL         time.Duration
-	MaxActiveSessions  int
+	MaxActiveSessions int
 	// DefaultTokenTTL is the lifetime of a token created without one (default
 	// auth.DefaultTokenTTL); MaxTokenTTL the longest allowed (default
 	// auth.DefaultTokenMax), also the lifetime of tokens stored without an expiry.
@@ -77,8 +78,6 @@ type Options struct {
 	// UI, when set, serves every path outside the API and the probes (the web UI,
 	// agent/ui). It does its own authentication.
 	UI http.Handler
-	// NewID makes session ids.
-	NewID func() string
 	// Now is the clock (tests replace it).
 	Now func() time.Time
 }

@@ -29,12 +29,18 @@ import (
 type fakeSessions struct {
 	st      store.Store
 	mu      sync.Mutex
+	seq     int
 	touched []string
 	// fail, when set, is returned by Create, Stop and Start.
 	fail error
 }
 
 func (f *fakeSessions) Create(ctx context.Context, s *store.Session, maxActive int) error {
+	// Ids the tests can name; the real controller's defaults are pinned in create_test.go.
+	f.mu.Lock()
+	f.seq++
+	s.ID = fmt.Sprintf("s%03d", f.seq)
+	f.mu.Unlock()
 	if f.fail != nil {
 		return f.fail
 	}
@@ -154,7 +160,6 @@ type env struct {
 	conv  *fakeConversation
 	sess  *fakeSessions
 	users map[string]*auth.Identity
-	seq   int
 	// header is the last answer's header (do).
 	header http.Header
 	// api is the server itself, for requests served in process (the fuzz tests).
@@ -196,8 +201,7 @@ func newEnvWith(t testing.TB, deny denyAuthorizer, opts func(*Options)) *env {
 	}
 	o := Options{
 		Store: st, Sessions: e.sess, Conversation: e.conv, Authorizer: deny, Authenticate: authn,
-		Audit: audit.NewRecorder(st, nil), DefaultIdleTimeout: time.Hour, MaxActiveSessions: 3,
-		NewID: func() string { e.seq++; return fmt.Sprintf("s%03d", e.seq) },
+		Audit: audit.NewRecorder(st, nil), MaxActiveSessions: 3,
 	}
 	if opts != nil {
 		opts(&o)
@@ -263,9 +267,6 @@ func TestCreateSession(t *testing.T) {
 	s := e.create("alice", apiv1.CreateSessionRequest{Repo: "https://github.com/org/repo.git", Branch: "main", Prompt: "fix the flaky test", Private: &pub})
 	if s.ID != "s001" || s.State != apiv1.StatePending || s.Owner != "alice@example.com" || s.Private || s.Title != "fix the flaky test" {
 		t.Fatalf("unexpected session: %+v", s)
-	}
-	if s.IdleTimeout.Duration != time.Hour || s.IdleDeadline == nil {
-		t.Fatalf("default idle timeout not applied: %+v", s)
 	}
 	s2 := e.create("alice", apiv1.CreateSessionRequest{Repo: "git@github.com:org/other.git"})
 	if !s2.Private || s2.Title != "other" {

@@ -157,24 +157,17 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
 		return
 	}
-	now := s.opts.Now().UTC()
+	// The request's values only: the sessions controller fills in the id, state,
+	// timestamps and the defaults of whatever the request left zero.
 	sess := &store.Session{
-		ID:                 s.opts.NewID(),
-		Title:              req.Title,
-		OwnerID:            id.UserID,
-		Private:            req.Private == nil || *req.Private,
-		Repo:               req.Repo,
-		Branch:             req.Branch,
-		Prompt:             req.Prompt,
-		Model:              req.Model,
-		Persistent:         req.Persistent,
-		IdleTimeout:        s.opts.DefaultIdleTimeout,
-		TTL:                s.opts.DefaultTTL,
-		State:              apiv1.StatePending,
-		CreatedAt:          now,
-		UpdatedAt:          now,
-		LastActivityAt:     now,
-		LastActivitySource: "create",
+		Title:      req.Title,
+		OwnerID:    id.UserID,
+		Private:    req.Private == nil || *req.Private,
+		Repo:       req.Repo,
+		Branch:     req.Branch,
+		Prompt:     req.Prompt,
+		Model:      req.Model,
+		Persistent: req.Persistent,
 	}
 	if req.IdleTimeout != nil {
 		sess.IdleTimeout = req.IdleTimeout.Duration
@@ -657,12 +650,10 @@ func (s *Server) toAPI(r *http.Request, sess *store.Session, names map[string]st
 		LastActivitySource: sess.LastActivitySource,
 		ResourceVersion:    sess.ResourceVersion,
 	}
-	if sess.State.Active() && sess.IdleTimeout > 0 {
-		t := sess.LastActivityAt.Add(sess.IdleTimeout)
+	if t, ok := sess.IdleDeadline(); ok {
 		out.IdleDeadline = &t
 	}
-	if sess.TTL > 0 && sess.State != apiv1.StateDeleting {
-		t := sess.CreatedAt.Add(sess.TTL)
+	if t, ok := sess.ExpiresAt(); ok {
 		out.ExpiresAt = &t
 	}
 	return out

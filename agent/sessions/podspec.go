@@ -127,23 +127,13 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	image, initImage := c.cfg.DataPlaneImage, c.cfg.DataPlaneInitImage
-	if s.Image != "" {
-		image = s.Image
-	}
-	if s.InitImage != "" {
-		initImage = s.InitImage
-	}
-	model := s.Model
-	if model == "" {
-		model = c.cfg.DefaultModel
-	}
+	image, initImage := imageOf(s, c.cfg), orText(s.InitImage, c.cfg.DataPlaneInitImage)
 	initOpts := sessioninit.Options{
 		Repo:           s.Repo,
 		Branch:         s.Branch,
 		Workspace:      WorkspaceDir,
 		ConfigPath:     ConfigPath,
-		Model:          model,
+		Model:          s.Model,
 		LiteLLMBaseURL: c.cfg.LiteLLMBaseURL,
 		ProviderJSON:   c.cfg.ProviderJSON,
 	}
@@ -275,3 +265,7 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 	}
 	return pod, nil
 }
+
+// imageOf is the image OpenCode runs in for s: its admin-set override, or the
+// configured one.
+func imageOf(s *store.Session, cfg Config) string { return orText(s.Image, cfg.DataPlaneImage) }

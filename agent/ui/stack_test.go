@@ -77,19 +77,15 @@ func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) 
 	if mk != nil {
 		sessions = mk(st, conv)
 	}
-	var seq atomic.Int64
 	srv := server.New(server.Options{
-		Store:              st,
-		Sessions:           sessions,
-		Conversation:       conv,
-		Authenticate:       authn,
-		Audit:              rec,
-		Log:                log,
-		DefaultIdleTimeout: time.Hour,
-		DefaultTTL:         24 * time.Hour,
-		MaxActiveSessions:  5,
-		NewID:              func() string { return fmt.Sprintf("s%d-%d", time.Now().UnixNano()%100000, seq.Add(1)) },
-		UI:                 ui.New(ui.Options{Authenticate: authn, Tokens: tokens, Log: log}),
+		Store:             st,
+		Sessions:          sessions,
+		Conversation:      conv,
+		Authenticate:      authn,
+		Audit:             rec,
+		Log:               log,
+		MaxActiveSessions: 5,
+		UI:                ui.New(ui.Options{Authenticate: authn, Tokens: tokens, Log: log}),
 	})
 	agent := httptest.NewServer(srv)
 	t.Cleanup(agent.Close)
@@ -146,6 +142,7 @@ type fakeController struct {
 	step time.Duration
 	mu   sync.Mutex
 	wg   sync.WaitGroup
+	seq  atomic.Int64
 }
 
 func (c *fakeController) wait() { c.wg.Wait() }
@@ -196,6 +193,8 @@ func (c *fakeController) boot(id string) {
 }
 
 func (c *fakeController) Create(ctx context.Context, s *store.Session, maxActive int) error {
+	// The real controller fills the id (and the defaults, which these tests do not show).
+	s.ID = fmt.Sprintf("s%d-%d", time.Now().UnixNano()%100000, c.seq.Add(1))
 	if err := c.st.CreateSession(ctx, s, maxActive); err != nil {
 		return err
 	}

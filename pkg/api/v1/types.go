@@ -94,8 +94,10 @@ type Session struct {
 	// ("attach", "proxy", "message", "create", ...).
 	LastActivityAt     time.Time `json:"lastActivityAt"`
 	LastActivitySource string    `json:"lastActivitySource,omitempty"`
-	// IdleDeadline is when the idle timeout will stop the session, ExpiresAt when its
-	// TTL will delete it; nil when that limit is off or the session is not running.
+	// IdleDeadline is when the idle timeout will stop the session, set while it is
+	// Pending, Starting or Running (one still starting then stops once it runs);
+	// ExpiresAt is when its TTL will delete it, in any state but Deleting. Each is nil
+	// when that limit is off.
 	IdleDeadline *time.Time `json:"idleDeadline,omitempty"`
 	ExpiresAt    *time.Time `json:"expiresAt,omitempty"`
 	// ResourceVersion changes on every update; PATCH may send it for optimistic concurrency.

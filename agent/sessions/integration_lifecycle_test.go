@@ -1,0 +1,183 @@
+package sessions
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/agent/store/sqlite"
+	"github.com/cakeai/cake-agents/internal/testcluster"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// TestLifecycle: create → the pod is admitted as restricted and has the required spec →
+// Running; stop → pod gone, PVC and Secret kept; start → pod back on the same PVC;
+// delete → nothing left.
+func TestLifecycle(t *testing.T) {
+	e := newEnv(t)
+	c, _ := e.start(e.config())
+	ctx := ctxT(t)
+	id := NewID()
+	e.preBoundPV(id)
+
+	var hooked sync.Map
+	c.SetReadyHook(func(_ context.Context, s *store.Session) {
+		n, _ := hooked.LoadOrStore(s.ID, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+	})
+	s := &store.Session{ID: id, OwnerID: e.owner, Repo: "https://github.com/org/repo", Persistent: true, Prompt: "hi"}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	if s.State == apiv1.StateFailed {
+		t.Fatalf("create failed: %s: %s", s.Reason, s.Message)
+	}
+	pod, err := e.pod(ctx, id)
+	if err != nil {
+		t.Fatalf("pod not created by Create: %v", err)
+	}
+	if pod.Spec.Containers[0].Name != ContainerName || pod.Spec.InitContainers[0].Name != InitContainerName ||
+		pod.Labels[apiv1.LabelSessionID] != id || pod.Labels[apiv1.LabelInstance] != "rel" ||
+		pod.Spec.Volumes[0].PersistentVolumeClaim == nil {
+		t.Errorf("unexpected pod spec: %+v", pod.Spec)
+	}
+	running := e.waitSession(id, "Running", inState(apiv1.StateRunning))
+	if running.Reason != "" {
+		t.Errorf("running session has reason %q", running.Reason)
+	}
+	pvc, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Get(ctx, PVCName(id), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		n, ok := hooked.Load(id)
+		return ok && n.(*atomic.Int32).Load() == 1, nil
+	}); err != nil {
+		t.Errorf("ready hook not called exactly once")
+	}
+	if testutil.CollectAndCount(c.metrics.podStart) != 1 {
+		t.Errorf("pod start latency not observed")
+	}
+	reg := c.cfg.Registerer.(*prometheus.Registry)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP cake_agents_sessions Sessions by state, as stored in the database.
+# TYPE cake_agents_sessions gauge
+cake_agents_sessions{state="Deleting"} 0
+cake_agents_sessions{state="Failed"} 0
+cake_agents_sessions{state="Pending"} 0
+cake_agents_sessions{state="Running"} 1
+cake_agents_sessions{state="Starting"} 0
+cake_agents_sessions{state="Stopped"} 0
+cake_agents_sessions{state="Stopping"} 0
+`), "cake_agents_sessions"); err != nil {
+		t.Errorf("sessions gauge: %v", err)
+	}
+
+	// Stop: pod gone, PVC and Secret kept.
+	if _, err := c.Stop(ctx, id, "", "user asked"); err != nil {
+		t.Fatal(err)
+	}
+	stopped := e.waitSession(id, "Stopped", inState(apiv1.StateStopped))
+	if stopped.Reason != ReasonStoppedByUser || stopped.Message != "user asked" || stopped.StoppedAt == nil {
+		t.Errorf("stopped session: reason %q message %q stoppedAt %v", stopped.Reason, stopped.Message, stopped.StoppedAt)
+	}
+	e.waitGone("pod", func(ctx context.Context) error { _, err := e.pod(ctx, id); return err })
+	if _, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Get(ctx, PVCName(id), metav1.GetOptions{}); err != nil {
+		t.Errorf("stop deleted the PVC: %v", err)
+	}
+	if _, err := e.kube.CoreV1().Secrets(e.ns).Get(ctx, SecretName(id), metav1.GetOptions{}); err != nil {
+		t.Errorf("stop deleted the Secret: %v", err)
+	}
+
+	// Start: the pod comes back on the same claim.
+	if _, err := c.Start(ctx, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(id, "Running again", inState(apiv1.StateRunning))
+	pvc2, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Get(ctx, PVCName(id), metav1.GetOptions{})
+	if err != nil || pvc2.UID != pvc.UID {
+		t.Errorf("start did not reuse the PVC: %v", err)
+	}
+	pod2, err := e.pod(ctx, id)
+	if err != nil || pod2.UID == pod.UID || pod2.Spec.Volumes[0].PersistentVolumeClaim.ClaimName != PVCName(id) {
+		t.Errorf("restarted pod: %v", err)
+	}
+
+	// Events were recorded on the session pod.
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		evs, err := e.kube.CoreV1().Events(e.ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + PodName(id)})
+		if err != nil {
+			return false, err
+		}
+		reasons := map[string]bool{}
+		for _, ev := range evs.Items {
+			reasons[ev.Reason] = true
+		}
+		return reasons["Created"] && reasons["SessionRunning"] && reasons["Stopped"], nil
+	}); err != nil {
+		t.Errorf("lifecycle events missing: %v", err)
+	}
+
+	// Delete: nothing left.
+	if err := c.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(id, "row deleted", gone)
+	e.waitGone("pod", func(ctx context.Context) error { _, err := e.pod(ctx, id); return err })
+	e.waitGone("secret", func(ctx context.Context) error {
+		_, err := e.kube.CoreV1().Secrets(e.ns).Get(ctx, SecretName(id), metav1.GetOptions{})
+		return err
+	})
+	e.waitGone("pvc", func(ctx context.Context) error {
+		_, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Get(ctx, PVCName(id), metav1.GetOptions{})
+		return err
+	})
+}
+
+// BenchmarkCreate compares the agent's session create (row + Secret + Pod) with a raw
+// client-go Pod create against the same API server.
+func BenchmarkCreate(b *testing.B) {
+	cl := testcluster.Get(b)
+	ns := cl.NewNamespace(b, nil)
+	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	u := &store.User{Source: "kubernetes", Subject: "bench"}
+	if err := st.UpsertUser(context.Background(), u); err != nil {
+		b.Fatal(err)
+	}
+	c, err := New(testConfig(ns), cl.AdminClient(), st, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.Run("agent", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if err := c.Create(ctx, &store.Session{OwnerID: u.ID}, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("raw-pod", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			pod, err := c.buildPod(&store.Session{ID: NewID(), OwnerID: u.ID})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := cl.AdminClient().CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,0 +1,86 @@
+package sessions
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/cakeai/cake-agents/agent/store"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// TestTimers: the idle timeout stops a session and the TTL deletes one, each recording
+// its reason; a pod deleted from outside is recreated.
+func TestTimers(t *testing.T) {
+	e := newEnv(t)
+	c, _ := e.start(e.config())
+	ctx := ctxT(t)
+
+	idle := &store.Session{OwnerID: e.owner, IdleTimeout: 2 * time.Second}
+	if err := c.Create(ctx, idle, 0); err != nil {
+		t.Fatal(err)
+	}
+	ttl := &store.Session{OwnerID: e.owner, TTL: 4 * time.Second}
+	if err := c.Create(ctx, ttl, 0); err != nil {
+		t.Fatal(err)
+	}
+	victim := &store.Session{OwnerID: e.owner}
+	if err := c.Create(ctx, victim, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(victim.ID, "Running", inState(apiv1.StateRunning))
+	before, err := e.pod(ctx, victim.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.kube.CoreV1().Pods(e.ns).Delete(ctx, PodName(victim.ID), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(victim.ID, "Running with a new pod", func(s *store.Session) bool {
+		p, err := e.pod(ctx, victim.ID)
+		return s != nil && s.State == apiv1.StateRunning && err == nil && p.UID != before.UID
+	})
+
+	s := e.waitSession(idle.ID, "Stopped", inState(apiv1.StateStopped))
+	if s.Reason != ReasonIdleTimeout || s.Message == "" {
+		t.Errorf("idle stop recorded reason %q message %q", s.Reason, s.Message)
+	}
+	e.waitGone("idle session's pod", func(ctx context.Context) error { _, err := e.pod(ctx, idle.ID); return err })
+
+	// The TTL deletes the row; its reason shows in the Events of the session pod.
+	e.waitSession(ttl.ID, "row deleted by TTL", gone)
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		evs, err := e.kube.CoreV1().Events(e.ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + PodName(ttl.ID) + ",reason=" + ReasonTTLExpired})
+		return err == nil && len(evs.Items) > 0, nil
+	}); err != nil {
+		t.Errorf("no %s event: %v", ReasonTTLExpired, err)
+	}
+}
+
+// TestUnschedulableTimesOut: a pod no node accepts shows Unschedulable with the
+// scheduler's message, and the start timeout then fails the session and removes the pod.
+func TestUnschedulableTimesOut(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.NodeSelector = map[string]string{"agents.cake.ai/test-pool": "absent"}
+	cfg.StartTimeout = 4 * time.Second
+	c, _ := e.start(cfg)
+	ctx := ctxT(t)
+	s := &store.Session{OwnerID: e.owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	p := e.waitSession(s.ID, "Unschedulable", func(s *store.Session) bool { return s != nil && s.Reason == ReasonUnschedulable })
+	if p.State != apiv1.StatePending || !strings.Contains(p.Message, "node") {
+		t.Errorf("unschedulable session %s %q", p.State, p.Message)
+	}
+	f := e.waitSession(s.ID, "Failed", inState(apiv1.StateFailed))
+	if f.Reason != ReasonStartTimeout || !strings.Contains(f.Message, ReasonUnschedulable) {
+		t.Errorf("timed-out session %s %q", f.Reason, f.Message)
+	}
+	e.waitGone("timed-out session's pod", func(ctx context.Context) error { _, err := e.pod(ctx, s.ID); return err })
+}

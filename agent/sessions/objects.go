@@ -1,0 +1,288 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/internal/failpoint"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// launch makes sure the Secret, the PVC (persistent sessions) and the Pod of s exist;
+// op (create, start, recreate) names its failpoints. Every step tolerates
+// AlreadyExists, so it is safe to repeat after a crash. A permanent failure marks the
+// session Failed (removing the Secret and PVC on first creation, when they hold
+// nothing worth keeping) and returns nil; a transient one returns the error for a
+// retry, and marks the session Failed after MaxCreateAttempts in a row. It returns the
+// session as last written.
+func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*store.Session, error) {
+	cleanup := op == opCreate
+	// The CA bundle first: when it is missing nothing is created, so a failed Create
+	// leaves only the Failed row that names the ConfigMap.
+	err := c.checkCABundle(ctx)
+	if err == nil {
+		err = c.ensureSecret(ctx, s)
+		failpoint.Hit(op, "secret", s.ID)
+	}
+	if err == nil && s.Persistent {
+		err = c.ensurePVC(ctx, s)
+		failpoint.Hit(op, "pvc", s.ID)
+	}
+	created := false
+	if err == nil {
+		created, err = c.ensurePod(ctx, s)
+		failpoint.Hit(op, "pod", s.ID)
+	}
+	if err == nil {
+		c.forgetFailures(s.ID)
+		if created {
+			c.event(s, corev1.EventTypeNormal, "Created", fmt.Sprintf("Created session pod (image %s)", imageOf(s, c.cfg)))
+		}
+		return s, nil
+	}
+
+	outage := unreachable(err)
+	c.mu.Lock()
+	if !outage {
+		c.failures[s.ID]++
+	}
+	attempts := c.failures[s.ID]
+	c.mu.Unlock()
+	if !permanent(err) && (outage || attempts < c.cfg.MaxCreateAttempts) {
+		msg := fmt.Sprintf("creating the session's objects failed (attempt %d of %d), retrying: %s", attempts, c.cfg.MaxCreateAttempts, apiMessage(err))
+		if outage {
+			msg = "the Kubernetes API cannot be reached, retrying: " + apiMessage(err)
+		}
+		if fresh, _, uerr := c.update(ctx, s.ID, func(s *store.Session) (bool, error) {
+			if !s.State.Active() || s.Message == msg {
+				return false, nil
+			}
+			s.Message = msg
+			return true, nil
+		}); uerr == nil {
+			s = fresh
+		}
+		return s, err
+	}
+
+	reason := ReasonCreateFailed
+	if permanent(err) {
+		reason = ReasonPodRejected
+		if pe := (*permanentError)(nil); errors.As(err, &pe) && pe.reason != "" {
+			reason = pe.reason
+		}
+	}
+	c.log.Error("session objects cannot be created; marking the session failed", "session", s.ID, "reason", reason, "error", err)
+	if cleanup {
+		// Nothing ran yet: leave nothing behind but the Failed row that explains why.
+		if _, derr := c.deleteObjects(ctx, op, s.ID, true); derr != nil {
+			c.log.Warn("clean up after failed create failed; the reconciler will retry", "session", s.ID, "error", derr)
+		}
+	} else if _, derr := c.deletePod(ctx, s.ID); derr != nil {
+		c.log.Warn("delete pod after failed start failed; the reconciler will retry", "session", s.ID, "error", derr)
+	}
+	fresh, _, uerr := c.update(ctx, s.ID, func(s *store.Session) (bool, error) {
+		if !s.State.Active() {
+			return false, nil
+		}
+		s.State, s.Reason, s.Message = apiv1.StateFailed, reason, apiMessage(err)
+		return true, nil
+	})
+	if uerr != nil {
+		return s, uerr
+	}
+	c.forgetFailures(s.ID)
+	c.event(fresh, corev1.EventTypeWarning, reason, apiMessage(err))
+	return fresh, nil
+}
+
+func (c *Controller) ensureSecret(ctx context.Context, s *store.Session) error {
+	if cur, err := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID)); err == nil && cur.DeletionTimestamp == nil &&
+		len(cur.Data[SecretKeyPassword]) > 0 && (c.cfg.LiteLLMAPIKey == "" || string(cur.Data[SecretKeyLiteLLM]) == c.cfg.LiteLLMAPIKey) {
+		return nil // the common restart case, without an API call
+	}
+	secrets := c.kube.CoreV1().Secrets(c.cfg.Namespace)
+	_, err := secrets.Create(ctx, c.buildSecret(s, newPassword()), metav1.CreateOptions{})
+	if err == nil || !apierrors.IsAlreadyExists(err) {
+		if err != nil {
+			return fmt.Errorf("create secret %s: %w", SecretName(s.ID), err)
+		}
+		return nil
+	}
+	// It exists (a restart, or a retry after a crash): keep the password, but repair a
+	// missing one and follow a changed gateway key.
+	cur, err := secrets.Get(ctx, SecretName(s.ID), metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("read secret %s: %w", SecretName(s.ID), err)
+	}
+	want := cur.DeepCopy()
+	if want.Data == nil {
+		want.Data = map[string][]byte{}
+	}
+	changed := false
+	if len(want.Data[SecretKeyPassword]) == 0 {
+		want.Data[SecretKeyPassword] = []byte(newPassword())
+		changed = true
+	}
+	if c.cfg.LiteLLMAPIKey != "" && string(want.Data[SecretKeyLiteLLM]) != c.cfg.LiteLLMAPIKey {
+		want.Data[SecretKeyLiteLLM] = []byte(c.cfg.LiteLLMAPIKey)
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	if _, err := secrets.Update(ctx, want, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update secret %s: %w", SecretName(s.ID), err)
+	}
+	return nil
+}
+
+func (c *Controller) ensurePVC(ctx context.Context, s *store.Session) error {
+	if cur, err := c.pvcLister.PersistentVolumeClaims(c.cfg.Namespace).Get(PVCName(s.ID)); err == nil && cur.DeletionTimestamp == nil {
+		return nil
+	}
+	pvc, err := c.buildPVC(s)
+	if err != nil {
+		return &permanentError{err: err}
+	}
+	_, err = c.kube.CoreV1().PersistentVolumeClaims(c.cfg.Namespace).Create(ctx, pvc, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create persistent volume claim %s: %w", PVCName(s.ID), err)
+	}
+	return nil
+}
+
+func (c *Controller) ensurePod(ctx context.Context, s *store.Session) (bool, error) {
+	pod, err := c.buildPod(s)
+	if err != nil {
+		return false, &permanentError{err: err}
+	}
+	_, err = c.kube.CoreV1().Pods(c.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	switch {
+	case err == nil:
+		c.metrics.creates.WithLabelValues("created").Inc()
+		return true, nil
+	case apierrors.IsAlreadyExists(err):
+		c.metrics.creates.WithLabelValues("exists").Inc()
+		return false, nil
+	default:
+		c.metrics.creates.WithLabelValues("error").Inc()
+		return false, fmt.Errorf("create pod %s: %w", PodName(s.ID), err)
+	}
+}
+
+// deletePod deletes the session's pod; it reports whether the pod is gone.
+func (c *Controller) deletePod(ctx context.Context, id string) (bool, error) {
+	err := c.kube.CoreV1().Pods(c.cfg.Namespace).Delete(ctx, PodName(id), metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("delete pod %s: %w", PodName(id), err)
+	}
+	// A pod that never reached a node goes at once; a running one terminates gracefully
+	// and its delete event brings the reconciler back.
+	_, err = c.kube.CoreV1().Pods(c.cfg.Namespace).Get(ctx, PodName(id), metav1.GetOptions{})
+	return apierrors.IsNotFound(err), nil
+}
+
+// deleteObjects deletes the pod, the Secret and (withPVC) the PVC of a session; it
+// reports whether all of them are gone (pods terminate gracefully and PVCs wait for
+// their pod, so that can take another pass). op names its failpoints.
+func (c *Controller) deleteObjects(ctx context.Context, op, id string, withPVC bool) (bool, error) {
+	gone, err := c.deletePod(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	failpoint.Hit(op, "pod-deleted", id)
+	// Secrets have no graceful deletion: a successful delete means gone.
+	err = c.kube.CoreV1().Secrets(c.cfg.Namespace).Delete(ctx, SecretName(id), metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("delete secret %s: %w", SecretName(id), err)
+	}
+	failpoint.Hit(op, "secret-deleted", id)
+	if withPVC {
+		pvcs := c.kube.CoreV1().PersistentVolumeClaims(c.cfg.Namespace)
+		err = pvcs.Delete(ctx, PVCName(id), metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("delete persistent volume claim %s: %w", PVCName(id), err)
+		}
+		failpoint.Hit(op, "pvc-deleted", id)
+		if err == nil {
+			// The pvc-protection finalizer keeps it until its pod is gone.
+			_, err = pvcs.Get(ctx, PVCName(id), metav1.GetOptions{})
+			gone = gone && apierrors.IsNotFound(err)
+		}
+	}
+	return gone, nil
+}
+
+func (c *Controller) forEachObject(f func(metav1.Object)) {
+	sel := labelsEverything()
+	if pods, err := c.podLister.Pods(c.cfg.Namespace).List(sel); err == nil {
+		for _, p := range pods {
+			f(p)
+		}
+	}
+	if secrets, err := c.secretLister.Secrets(c.cfg.Namespace).List(sel); err == nil {
+		for _, s := range secrets {
+			f(s)
+		}
+	}
+	if pvcs, err := c.pvcLister.PersistentVolumeClaims(c.cfg.Namespace).List(sel); err == nil {
+		for _, p := range pvcs {
+			f(p)
+		}
+	}
+}
+
+func (c *Controller) forEachSessionObject(id string, f func(metav1.Object)) {
+	if p, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(id)); err == nil {
+		f(p)
+	}
+	if s, err := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(id)); err == nil {
+		f(s)
+	}
+	if p, err := c.pvcLister.PersistentVolumeClaims(c.cfg.Namespace).Get(PVCName(id)); err == nil {
+		f(p)
+	}
+}
+
+// deleteOrphans removes objects of this release whose session row does not exist. The
+// UID precondition makes sure a newer object with the same name is never hit.
+func (c *Controller) deleteOrphans(ctx context.Context, id string, objs []metav1.Object) error {
+	c.forget(id)
+	for _, m := range objs {
+		if m.GetDeletionTimestamp() != nil || m.GetLabels()[apiv1.LabelSessionID] != id {
+			continue
+		}
+		uid := m.GetUID()
+		opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}
+		var err error
+		kind := ""
+		switch m.(type) {
+		case *corev1.Pod:
+			kind, err = "pod", c.kube.CoreV1().Pods(c.cfg.Namespace).Delete(ctx, m.GetName(), opts)
+		case *corev1.Secret:
+			kind, err = "secret", c.kube.CoreV1().Secrets(c.cfg.Namespace).Delete(ctx, m.GetName(), opts)
+		case *corev1.PersistentVolumeClaim:
+			kind, err = "persistentvolumeclaim", c.kube.CoreV1().PersistentVolumeClaims(c.cfg.Namespace).Delete(ctx, m.GetName(), opts)
+		}
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("delete orphaned %s %s: %w", kind, m.GetName(), err)
+		}
+		if err == nil {
+			c.log.Info("deleted orphaned session object", "kind", kind, "name", m.GetName(), "session", id)
+		}
+	}
+	return nil
+}
+
+func labelsEverything() labels.Selector { return labels.Everything() }

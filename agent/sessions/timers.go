@@ -1,0 +1,101 @@
+package sessions
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/cakeai/cake-agents/agent/store"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// deadline is the next time a timer (idle, TTL, start timeout) acts on s.
+func (c *Controller) deadline(s *store.Session) (time.Time, bool) {
+	var d time.Time
+	set := func(t time.Time, ok bool) {
+		if ok && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
+	}
+	set(s.ExpiresAt())
+	if s.State == apiv1.StateRunning {
+		set(s.IdleDeadline())
+	}
+	if s.State == apiv1.StatePending || s.State == apiv1.StateStarting {
+		set(c.startDeadline(s))
+	}
+	return d, !d.IsZero()
+}
+
+// enqueueAtDeadline reconciles s again just after its next deadline, when a timer acts.
+func (c *Controller) enqueueAtDeadline(s *store.Session) {
+	if d, ok := c.deadline(s); ok {
+		c.enqueueAfter(s.ID, d.Sub(c.now())+100*time.Millisecond)
+	}
+}
+
+// startDeadline is when a session whose pod has not become ready (since its last
+// start) fails with StartTimeout.
+func (c *Controller) startDeadline(s *store.Session) (time.Time, bool) {
+	if s.StartedAt == nil {
+		return time.Time{}, false
+	}
+	return s.StartedAt.Add(c.cfg.StartTimeout), true
+}
+
+// expire marks s Deleting once its TTL has passed; the TTL applies whatever the
+// session is doing, stopped ones included. It returns the session as last written.
+func (c *Controller) expire(ctx context.Context, s *store.Session) (*store.Session, error) {
+	if d, ok := s.ExpiresAt(); !ok || c.now().Before(d) {
+		return s, nil
+	}
+	return c.markDeleting(ctx, s.ID, ReasonTTLExpired, fmt.Sprintf("the session reached its time to live of %s", s.TTL))
+}
+
+// stopIdle stops a Running session whose idle deadline has passed by now; stopped
+// reports that it did, and nothing is left for the caller to do.
+func (c *Controller) stopIdle(ctx context.Context, s *store.Session, now time.Time) (_ *store.Session, stopped bool, _ error) {
+	if d, ok := s.IdleDeadline(); s.State != apiv1.StateRunning || !ok || now.Before(d) {
+		return s, false, nil
+	}
+	msg := fmt.Sprintf("no activity for %s (last: %s at %s)", s.IdleTimeout, orText(s.LastActivitySource, "unknown"), s.LastActivityAt.UTC().Format(time.RFC3339))
+	ss, _, err := c.update(ctx, s.ID, func(x *store.Session) (bool, error) {
+		// Activity may have arrived since s was read.
+		if d, ok := x.IdleDeadline(); x.State != apiv1.StateRunning || !ok || now.Before(d) {
+			return false, nil
+		}
+		x.State, x.Reason, x.Message = apiv1.StateStopping, ReasonIdleTimeout, msg
+		return true, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if ss.State != apiv1.StateStopping {
+		return ss, false, nil
+	}
+	c.log.Info("stopping idle session", "session", s.ID, "idle_timeout", s.IdleTimeout)
+	c.event(ss, corev1.EventTypeNormal, ReasonIdleTimeout, "Stopping session: "+msg)
+	_, err = c.finishStop(ctx, ss)
+	return ss, true, err
+}
+
+// startTimeout turns o, what the pod of s says, into Failed with StartTimeout when the
+// pod is still not ready (or its OpenCode not answering) at the start deadline.
+func (c *Controller) startTimeout(s *store.Session, o observation, now time.Time) observation {
+	if o.State != apiv1.StatePending && o.State != apiv1.StateStarting {
+		return o
+	}
+	if d, ok := c.startDeadline(s); !ok || now.Before(d) {
+		return o
+	}
+	msg := fmt.Sprintf("the pod did not become ready within %s", c.cfg.StartTimeout)
+	switch {
+	case o.Reason == ReasonOpenCodeStarting:
+		msg = fmt.Sprintf("the pod is ready but OpenCode did not answer on port %d within %s: see the log of container %s", apiv1.OpenCodePort, c.cfg.StartTimeout, ContainerName)
+	case o.Reason != "":
+		msg += fmt.Sprintf(" (%s: %s)", o.Reason, o.Message)
+	}
+	return observation{apiv1.StateFailed, ReasonStartTimeout, msg}
+}

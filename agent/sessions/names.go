@@ -22,7 +22,8 @@ const (
 )
 
 // NewID returns a random session id: 8 characters of [a-z0-9] starting with a letter,
-// so it is a valid DNS label on its own and inside every object name derived from it.
+// so it is a valid DNS label on its own and inside every object name derived from it
+// (apiv1.ValidateSessionID is the rule; callers may bring their own ids that satisfy it).
 func NewID() string {
 	b := make([]byte, idLen)
 	b[0] = idLetters[randIndex(len(idLetters))]
@@ -30,24 +31,6 @@ func NewID() string {
 		b[i] = idChars[randIndex(len(idChars))]
 	}
 	return string(b)
-}
-
-// ValidID reports whether id has the shape NewID produces (callers may bring their own
-// ids, e.g. in tests, as long as object names stay valid).
-func ValidID(id string) bool {
-	if len(id) == 0 || len(id) > 40 {
-		return false
-	}
-	for i, r := range id {
-		switch {
-		case r >= 'a' && r <= 'z':
-		case r >= '0' && r <= '9' && i > 0:
-		case r == '-' && i > 0 && i < len(id)-1:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 func randIndex(n int) int {

@@ -45,10 +45,10 @@ session pod (kubectl agents session get SESSION -o jsonpath='{.podName}').`,
 		ValidArgsFunction: completeSessions(f, false),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.ID = args[0]
-			if err := o.Complete(cmd.Context()); err != nil {
+			if err := o.Validate(); err != nil {
 				return err
 			}
-			if err := o.Validate(); err != nil {
+			if err := o.Complete(cmd.Context()); err != nil {
 				return err
 			}
 			return o.Run(cmd.Context())
@@ -71,7 +71,7 @@ func (o *SessionLogsOptions) Validate() error {
 	if o.ID == "" {
 		return errors.New("name the session: kubectl agents session logs SESSION")
 	}
-	return nil
+	return checkSessionIDs(o.ID)
 }
 
 // Run prints the conversation and, with -f, the live stream.

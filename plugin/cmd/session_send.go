@@ -71,6 +71,9 @@ func (o *SessionSendOptions) Complete(ctx context.Context) error {
 
 // Validate checks the prompt.
 func (o *SessionSendOptions) Validate() error {
+	if err := checkSessionIDs(o.ID); err != nil {
+		return err
+	}
 	if strings.TrimSpace(o.Text) == "" {
 		return errors.New("the prompt is empty: pass it as arguments or on standard input")
 	}

@@ -452,6 +452,16 @@ func TestSessionFlagsAreCheckedBeforeConnecting(t *testing.T) {
 		{[]string{"session", "create", "--repo", "ext::sh -c x"}, `--repo: scheme "ext" is not allowed`},
 		{[]string{"session", "create", "--repo", "https://ghp_abc@github.com/org/repo"}, `--repo: the https URL contains a user name`},
 		{[]string{"session", "list", "--state", "running"}, `--state "running" is not a session state`},
+		// Names that cannot be session ids (apiv1.ValidateSessionID, the agent's rule).
+		{[]string{"session", "get", "abc12", "1abc"}, "session id \"1abc\" is not valid: ids are 1 to 40 lowercase letters, digits and '-', starting with a letter and not ending with '-': list sessions with `kubectl agents session list`"},
+		{[]string{"session", "delete", "abc-"}, `session id "abc-" is not valid`},
+		{[]string{"session", "stop", "Abc"}, `session id "Abc" is not valid`},
+		{[]string{"session", "start", "a_b"}, `session id "a_b" is not valid`},
+		{[]string{"session", "logs", "session/abc"}, `session id "session/abc" is not valid`},
+		{[]string{"session", "send", "1abc", "hi"}, `session id "1abc" is not valid`},
+		{[]string{"session", "why", strings.Repeat("a", 41)}, `session id "` + strings.Repeat("a", 41) + `" is not valid`},
+		{[]string{"attach", "1abc"}, `session id "1abc" is not valid`},
+		{[]string{"port-forward", "1abc"}, `session id "1abc" is not valid`},
 		{[]string{"session", "list", "-o", "bogus"}, "--output:"},
 		{[]string{"session", "get", "x", "-o", "custom-columns="}, "custom-columns format specified but no custom columns given"},
 	} {

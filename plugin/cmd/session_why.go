@@ -39,10 +39,10 @@ timeout will stop it, when its TTL will delete it, and why it failed or stopped.
 		ValidArgsFunction: completeSessions(f, false),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.ID = args[0]
-			if err := o.Complete(cmd.Context()); err != nil {
+			if err := o.Validate(); err != nil {
 				return err
 			}
-			if err := o.Validate(); err != nil {
+			if err := o.Complete(cmd.Context()); err != nil {
 				return err
 			}
 			return o.Run(cmd.Context())
@@ -63,7 +63,7 @@ func (o *SessionWhyOptions) Validate() error {
 	if o.ID == "" {
 		return errors.New("name the session: kubectl agents session why SESSION")
 	}
-	return nil
+	return checkSessionIDs(o.ID)
 }
 
 // Run prints the explanation.

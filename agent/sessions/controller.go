@@ -383,8 +383,8 @@ func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int
 	if s.ID == "" {
 		s.ID = NewID()
 	}
-	if err := apiv1.ValidateSessionID(s.ID); err != nil {
-		return err
+	if !ValidID(s.ID) {
+		return fmt.Errorf("invalid session id %q: use lowercase letters, digits and '-', starting with a letter", s.ID)
 	}
 	if s.OwnerID == "" {
 		return errors.New("session has no owner")

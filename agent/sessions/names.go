@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"math/big"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
 // PodName is the name of a session's pod, and of its Secret.
@@ -22,8 +24,7 @@ const (
 )
 
 // NewID returns a random session id: 8 characters of [a-z0-9] starting with a letter,
-// so it is a valid DNS label on its own and inside every object name derived from it
-// (apiv1.ValidateSessionID is the rule; callers may bring their own ids that satisfy it).
+// so it is a valid DNS label on its own and inside every object name derived from it.
 func NewID() string {
 	b := make([]byte, idLen)
 	b[0] = idLetters[randIndex(len(idLetters))]
@@ -32,6 +33,10 @@ func NewID() string {
 	}
 	return string(b)
 }
+
+// ValidID reports whether id is a session id: the rule the API, the web UI and the
+// plugin apply too (apiv1.ValidateSessionID), which every id NewID makes satisfies.
+func ValidID(id string) bool { return apiv1.ValidateSessionID(id) == nil }
 
 func randIndex(n int) int {
 	v, err := rand.Int(rand.Reader, big.NewInt(int64(n)))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/sessioninit"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
@@ -366,7 +367,12 @@ func TestVisibilityAndOwnership(t *testing.T) {
 	if code, _ := e.do("bob", "POST", "/api/v1/sessions/"+public.ID+"/attach", nil); code != 403 {
 		t.Fatalf("bob got alice's password: %d", code)
 	}
-	if code, body := e.do("alice", "POST", "/api/v1/sessions/"+public.ID+"/attach", nil); code != 200 || !strings.Contains(string(body), "s3cret-password") {
+	code, body := e.do("alice", "POST", "/api/v1/sessions/"+public.ID+"/attach", nil)
+	// The answer is exactly the shared wire type the plugin decodes.
+	var info apiv1.AttachInfo
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if code != 200 || dec.Decode(&info) != nil || info.Password != "s3cret-password" {
 		t.Fatalf("owner attach: %d %s", code, body)
 	}
 	// But bob may talk to a public running session through the proxy.
@@ -627,18 +633,61 @@ func TestNotReady(t *testing.T) {
 	}
 }
 
-func TestValidateRepoUserInfo(t *testing.T) {
-	for repo, ok := range map[string]bool{
-		"ssh://git@github.com/org/repo.git":         true,
-		"git@github.com:org/repo.git":               true,
-		"https://github.com/org/repo.git":           true,
-		"https://x-access-token@github.com/org/r":   false,
-		"https://oauth2:glpat-abc@gitlab.com/org/r": false,
-		"ssh://git:secret@github.com/org/repo.git":  false,
+// TestRepoRuleAgreesWithTheInitContainer: a repository the API accepts is one the session's
+// init container clones, and one it refuses is answered 400 naming the fix, not 201 and a
+// session that fails later (the API once accepted -x@github.com:org/repo and
+// git@github.com:/abs/repo, which the init container refused).
+func TestRepoRuleAgreesWithTheInitContainer(t *testing.T) {
+	e := newEnvWith(t, nil, func(o *Options) { o.MaxActiveSessions = 100 })
+	for _, tc := range []struct{ repo, want string }{
+		{"https://github.com/org/repo.git", ""},
+		{"ssh://git@github.com:2222/org/repo.git", ""},
+		{"git@github.com:org/repo.git", ""},
+		{"-x@github.com:org/repo", "must not start with '-', which git would read as an option"},
+		{"git@github.com:/abs/repo", "write git@github.com:abs/repo for a path under the login's home, or ssh://git@github.com/abs/repo"},
+		{"--upload-pack=touch /tmp/x", "must not start with '-'"},
+		{"ext::sh -c touch% /tmp/pwned", `scheme "ext" is not allowed`},
+		{"file:///etc", `scheme "file" is not allowed`},
+		{"/srv/git/repo", "is not a repository URL"},
+		{"https://x-access-token@github.com/org/r", "contains a user name"},
+		{"ssh://git:secret@github.com/org/repo.git", "contains a password"},
 	} {
-		if err := validateRepo(repo); (err == nil) != ok {
-			t.Errorf("validateRepo(%q) = %v, want ok=%v", repo, err, ok)
+		code, body := e.do("alice", "POST", "/api/v1/sessions", apiv1.CreateSessionRequest{Repo: tc.repo})
+		initErr := sessioninit.CheckRepo(tc.repo, false)
+		if tc.want == "" {
+			if code != http.StatusCreated || initErr != nil {
+				t.Errorf("%q: API %d %s, init container %v; want both to accept", tc.repo, code, body, initErr)
+			}
+			continue
 		}
+		if code != http.StatusBadRequest || !strings.Contains(errorOf(t, body).Message, "repo: ") || !strings.Contains(errorOf(t, body).Message, tc.want) {
+			t.Errorf("%q: API %d %s, want 400 naming repo and containing %q", tc.repo, code, body, tc.want)
+		}
+		if initErr == nil {
+			t.Errorf("%q: the init container accepts what the API refuses", tc.repo)
+		}
+	}
+	page, err := e.st.ListSessions(context.Background(), store.SessionFilter{})
+	if err != nil || len(page.Items) != 3 {
+		t.Fatalf("stored %d sessions (%v), want only the 3 accepted", len(page.Items), err)
+	}
+}
+
+// TestSessionIDRule: a path id that is not a session id (ids start with a letter, are at
+// most 40 characters and do not end with '-') is a 400 stating the rule; a well-formed
+// unknown id is a 404.
+func TestSessionIDRule(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, id := range []string{"1abc", strings.Repeat("a", 41), "abc-", "Abc", "a_b"} {
+		for _, route := range []struct{ method, suffix string }{{"GET", ""}, {"POST", "/stop"}, {"POST", "/attach"}, {"GET", "/proxy/"}} {
+			code, body := e.do("alice", route.method, "/api/v1/sessions/"+id+route.suffix, nil)
+			if code != http.StatusBadRequest || !strings.Contains(errorOf(t, body).Message, "starting with a letter and not ending with '-'") {
+				t.Errorf("%s %s%s: %d %s, want 400 stating the id rule", route.method, id, route.suffix, code, body)
+			}
+		}
+	}
+	if code, body := e.do("alice", "GET", "/api/v1/sessions/"+strings.Repeat("a", 40), nil); code != http.StatusNotFound {
+		t.Errorf("longest valid id: %d %s, want 404", code, body)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -29,52 +28,7 @@ const (
 var (
 	branchRe = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,255}$`)
 	modelRe  = regexp.MustCompile(`^[A-Za-z0-9._:/@-]{1,200}$`)
-	idRe     = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	// scpRe matches git's scp-like syntax: git@github.com:org/repo.git
-	scpRe = regexp.MustCompile(`^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/-]+$`)
 )
-
-// validateRepo accepts https and ssh URLs and scp-like git addresses, like the
-// session init container does.
-func validateRepo(repo string) error {
-	if repo == "" {
-		return nil
-	}
-	if len(repo) > 2048 {
-		return errors.New("repo: URL is longer than 2048 characters")
-	}
-	if scpRe.MatchString(repo) {
-		return nil
-	}
-	u, err := url.Parse(repo)
-	if err != nil || u.Scheme == "" {
-		return fmt.Errorf("repo: %q is not a repository URL: use https://host/org/repo.git or git@host:org/repo.git", repo)
-	}
-	switch u.Scheme {
-	case "https", "ssh":
-	default:
-		// Plain http:// and git:// would let anyone on the path change the code the
-		// agent then runs with the user's credentials.
-		return fmt.Errorf("repo: scheme %q is not allowed: use https://, ssh:// or git@host:org/repo", u.Scheme)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("repo: %q has no host: use https://host/org/repo.git", repo)
-	}
-	if u.User != nil {
-		if _, hasPassword := u.User.Password(); hasPassword {
-			return errors.New("repo: the URL contains a password: remove it and link the credential instead; URLs are stored and shown")
-		}
-		// An https user name is where access tokens go (https://<token>@github.com/...);
-		// only ssh:// has a meaningful plain user name (git@).
-		if u.Scheme == "https" {
-			return errors.New("repo: the https URL contains a user name, which is often an access token: remove it and link the credential instead; URLs are stored and shown")
-		}
-	}
-	if strings.Trim(u.Path, "/") == "" {
-		return fmt.Errorf("repo: %q has no repository path", repo)
-	}
-	return nil
-}
 
 func validateBranch(b string) error {
 	if b == "" {
@@ -122,7 +76,12 @@ func validateCreate(req *apiv1.CreateSessionRequest) error {
 		}
 	}
 	add(validateTitle(req.Title))
-	add(validateRepo(req.Repo))
+	if req.Repo != "" {
+		// The rule the session's init container applies before it clones.
+		if err := apiv1.ValidateRepoURL(req.Repo); err != nil {
+			errs = append(errs, "repo: "+err.Error())
+		}
+	}
 	add(validateBranch(req.Branch))
 	if req.Branch != "" && req.Repo == "" {
 		errs = append(errs, "branch: set repo too, a branch needs a repository")
@@ -281,8 +240,8 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 // session the caller may not see is reported as not found, so ids are not probed.
 func (s *Server) loadSession(w http.ResponseWriter, r *http.Request, verb string) (*auth.Identity, *store.Session, bool) {
 	sid := r.PathValue("id")
-	if !idRe.MatchString(sid) {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("session id %q is not valid: ids are lowercase letters, digits and dashes", sid))
+	if err := apiv1.ValidateSessionID(sid); err != nil {
+		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
 		return nil, nil, false
 	}
 	id, ok := s.authorize(w, r, verb, sid)
@@ -572,13 +531,6 @@ func (w *startedWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController flush the underlying writer.
 func (w *startedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// attachResponse carries what a direct attach needs; only the owner receives it.
-type attachResponse struct {
-	Password     string `json:"password"`
-	PodName      string `json:"podName"`
-	PodNamespace string `json:"podNamespace"`
-}
-
 func (s *Server) attachSession(w http.ResponseWriter, r *http.Request) {
 	id, sess, ok := s.runningSession(w, r, apiv1.VerbGet)
 	if !ok {
@@ -596,7 +548,7 @@ func (s *Server) attachSession(w http.ResponseWriter, r *http.Request) {
 	}
 	s.opts.Sessions.Touch(r.Context(), sess.ID, "attach")
 	s.record(r, "session.attach-direct", sess.ID, "success", "")
-	writeJSON(w, http.StatusOK, attachResponse{Password: pw, PodName: sess.PodName, PodNamespace: sess.PodNamespace})
+	writeJSON(w, http.StatusOK, apiv1.AttachInfo{Password: pw, PodName: sess.PodName, PodNamespace: sess.PodNamespace})
 }
 
 func (s *Server) proxySession(w http.ResponseWriter, r *http.Request) {

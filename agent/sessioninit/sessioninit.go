@@ -16,11 +16,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
 // Options says what to prepare. The zero value of every field but Workspace and
@@ -137,37 +138,23 @@ func Run(ctx context.Context, o Options) error {
 	return nil
 }
 
-var scpLike = regexp.MustCompile(`^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^/]`)
-
-// CheckRepo rejects repository locations other than https://, ssh:// and scp-like
-// git@host:path (file:// and local paths only with allowLocal): git's other transports
-// (ext::, fd::, http://) could run commands or leak credentials in clear text.
+// CheckRepo applies the repository rule the API checked before it stored the session
+// (apiv1.ValidateRepoURL: https://, ssh:// and scp-like git@host:org/repo; never git's
+// other transports, options or credentials), so a repository refused here was refused at
+// create too. allowLocal lets tests clone file:// URLs and local paths as well.
 func CheckRepo(repo string, allowLocal bool) error {
-	if strings.HasPrefix(repo, "-") {
-		return fmt.Errorf("invalid repository %q: it must not start with '-'", repo)
-	}
-	if scpLike.MatchString(repo) {
-		return nil
-	}
-	u, err := url.Parse(repo)
-	if err == nil && u.Scheme != "" {
-		switch u.Scheme {
-		case "https", "ssh":
-			if u.Host == "" {
-				return fmt.Errorf("invalid repository %q: the URL has no host", repo)
-			}
+	if allowLocal && !strings.HasPrefix(repo, "-") {
+		if u, err := url.Parse(repo); err == nil && u.Scheme == "file" {
 			return nil
-		case "file":
-			if allowLocal {
-				return nil
-			}
 		}
-		return fmt.Errorf("invalid repository %q: use an https:// or ssh:// URL (or git@host:path)", repo)
+		if filepath.IsAbs(repo) || strings.HasPrefix(repo, ".") {
+			return nil
+		}
 	}
-	if allowLocal && (filepath.IsAbs(repo) || strings.HasPrefix(repo, ".")) {
-		return nil
+	if err := apiv1.ValidateRepoURL(repo); err != nil {
+		return fmt.Errorf("invalid repository: %w", err)
 	}
-	return fmt.Errorf("invalid repository %q: use an https:// or ssh:// URL (or git@host:path)", repo)
+	return nil
 }
 
 // redact removes user:password@ from a URL so it never reaches a log.

@@ -130,6 +130,11 @@ func TestRunErrorsNameTheProblem(t *testing.T) {
 		{"ext transport refused", Options{Repo: "ext::sh -c touch% /tmp/pwned"}, "invalid repository"},
 		{"http refused", Options{Repo: "http://example.com/x.git"}, "use an https://"},
 		{"option injection", Options{Repo: "--upload-pack=touch /tmp/x"}, "must not start with '-'"},
+		// Refused here and, with the same rule, by the API before the session exists.
+		{"option-like scp user", Options{Repo: "-x@github.com:org/repo"}, "must not start with '-'"},
+		{"scp absolute path", Options{Repo: "git@github.com:/abs/repo"}, "ssh://git@github.com/abs/repo"},
+		{"option-like ssh host", Options{Repo: "ssh://-oProxyCommand=x/org/repo"}, "the host must not start with '-'"},
+		{"password in url", Options{Repo: "https://user:s3cret@example.com/org/repo.git"}, "contains a password"},
 		{"bad branch", Options{Repo: repo, Branch: "--help", AllowLocalRepo: true}, "invalid branch"},
 		{"literal key", Options{ProviderJSON: `{"p":{"options":{"apiKey":"sk-123"}}}`}, "literal value"},
 		{"bad provider json", Options{ProviderJSON: `[1]`}, "not a JSON object"},
@@ -150,13 +155,15 @@ func TestRunErrorsNameTheProblem(t *testing.T) {
 	}
 }
 
-func TestCloneErrorRedactsCredentials(t *testing.T) {
+// TestCredentialsNeverReachGitOrTheLog: a URL with a password is refused before git runs
+// (the API refuses it too), and the refusal does not repeat the password.
+func TestCredentialsNeverReachGitOrTheLog(t *testing.T) {
 	o := Options{Repo: "https://user:s3cret@127.0.0.1:1/org/repo.git", Workspace: t.TempDir(), ConfigPath: filepath.Join(t.TempDir(), "c.json")}
 	var log bytes.Buffer
 	o.Stderr = &log
 	err := Run(context.Background(), o)
-	if err == nil {
-		t.Fatal("want an error cloning from a closed port")
+	if err == nil || !strings.Contains(err.Error(), "contains a password") || strings.Contains(log.String(), "cloning") {
+		t.Fatalf("want the URL refused before cloning: %v\n%s", err, log.String())
 	}
 	if strings.Contains(err.Error(), "s3cret") || strings.Contains(log.String(), "s3cret") {
 		t.Errorf("password leaked: %v\n%s", err, log.String())

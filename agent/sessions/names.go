@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"math/big"
+
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
 // PodName is the name of a session's pod, and of its Secret.
@@ -32,23 +34,9 @@ func NewID() string {
 	return string(b)
 }
 
-// ValidID reports whether id has the shape NewID produces (callers may bring their own
-// ids, e.g. in tests, as long as object names stay valid).
-func ValidID(id string) bool {
-	if len(id) == 0 || len(id) > 40 {
-		return false
-	}
-	for i, r := range id {
-		switch {
-		case r >= 'a' && r <= 'z':
-		case r >= '0' && r <= '9' && i > 0:
-		case r == '-' && i > 0 && i < len(id)-1:
-		default:
-			return false
-		}
-	}
-	return true
-}
+// ValidID reports whether id is a session id: the rule the API, the web UI and the
+// plugin apply too (apiv1.ValidateSessionID), which every id NewID makes satisfies.
+func ValidID(id string) bool { return apiv1.ValidateSessionID(id) == nil }
 
 func randIndex(n int) int {
 	v, err := rand.Int(rand.Reader, big.NewInt(int64(n)))

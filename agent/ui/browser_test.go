@@ -178,6 +178,39 @@ func TestBrowserSessionLifecycle(t *testing.T) {
 	lifecycle(t, s, b, "", true)
 }
 
+// TestBrowserFormRefusesBadRepository: the form shows the API's refusal of a repository
+// the session's init container could not clone, naming the fix, and creates nothing (the
+// API once answered 201 and the session failed later).
+func TestBrowserFormRefusesBadRepository(t *testing.T) {
+	s := newStack(t)
+	b := newBrowser(t)
+	base := s.proxy("alice@example.com").URL
+	for i, tc := range []struct{ repo, want string }{
+		{"-x@github.com:org/repo", "must not start with '-'"},
+		{"git@github.com:/abs/repo", "ssh://git@github.com/abs/repo"},
+	} {
+		b.navigate("open the form", chromedp.Navigate(base+"/new"))
+		b.do("fill the form",
+			chromedp.WaitVisible(css("#prompt")),
+			chromedp.SendKeys(css("#prompt"), "Fix the build."),
+			chromedp.SendKeys(css("#repo"), tc.repo),
+			chromedp.Click(css("#submit")),
+		)
+		b.wait("the error", `!document.querySelector('#error').hidden && document.querySelector('#error').textContent !== ''`, 10*time.Second)
+		b.shot(fmt.Sprintf("form-refuses-repo-%d", i+1))
+		if got := b.text("#error"); !strings.Contains(got, tc.want) {
+			t.Errorf("%q: the form shows %q, want it to contain %q", tc.repo, got, tc.want)
+		}
+		if path := b.eval(`location.pathname`); path != "/new" {
+			t.Errorf("%q: after submit the browser is at %q", tc.repo, path)
+		}
+	}
+	page, err := s.st.ListSessions(context.Background(), store.SessionFilter{})
+	if err != nil || len(page.Items) != 0 {
+		t.Fatalf("the form created %d sessions (%v)", len(page.Items), err)
+	}
+}
+
 // lifecycle is the session flow of a user behind the proxy; screenshots are named
 // with prefix. persistent asks for a persistent workspace.
 func lifecycle(t *testing.T, s *stack, b *browser, prefix string, persistent bool) {

@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"net/url"
 	"path"
-	"regexp"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -70,8 +69,6 @@ type staticFile struct {
 	contentType string
 	hash        string
 }
-
-var sessionIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // New returns the UI handler, to be mounted at "/" beside the API.
 func New(opts Options) http.Handler {
@@ -248,7 +245,7 @@ func (h *handler) page(name, title string) http.HandlerFunc {
 
 func (h *handler) sessionPage(w http.ResponseWriter, r *http.Request) {
 	sid := r.PathValue("id")
-	if !sessionIDRe.MatchString(sid) {
+	if apiv1.ValidateSessionID(sid) != nil {
 		h.notFound(w, r)
 		return
 	}

@@ -116,7 +116,8 @@ func TestPagesThroughTheProxy(t *testing.T) {
 	if a.code != http.StatusOK || !strings.Contains(a.body, `data-page="admin"`) || !strings.Contains(a.body, `href="/admin"`) {
 		t.Errorf("admin GET /admin: %d %s", a.code, a.body)
 	}
-	for _, path := range []string{"/nope", "/sessions/Bad_ID", "/static/missing.js"} {
+	// Session pages take only session ids (apiv1.ValidateSessionID, as the API does).
+	for _, path := range []string{"/nope", "/sessions/Bad_ID", "/sessions/1abc", "/sessions/abc-", "/sessions/" + strings.Repeat("a", 41), "/static/missing.js"} {
 		a := get(t, alice.URL+path)
 		if a.code != http.StatusNotFound || !strings.Contains(a.body, "<html") {
 			t.Errorf("GET %s: %d, want an HTML 404", path, a.code)

@@ -387,17 +387,10 @@ func (c *Client) Messages(ctx context.Context, id string) (*apiv1.MessageList, e
 	return &l, c.call(ctx, http.MethodGet, sessionPath(id, "logs"), nil, nil, &l)
 }
 
-// AttachInfo is the answer of POST /api/v1/sessions/{id}/attach: what the owner needs to
+// Attach calls POST /api/v1/sessions/{id}/attach (owner only): what the owner needs to
 // reach OpenCode directly with a port-forward to the session pod.
-type AttachInfo struct {
-	Password     string `json:"password"`
-	PodName      string `json:"podName"`
-	PodNamespace string `json:"podNamespace"`
-}
-
-// Attach calls POST /api/v1/sessions/{id}/attach (owner only).
-func (c *Client) Attach(ctx context.Context, id string) (*AttachInfo, error) {
-	var a AttachInfo
+func (c *Client) Attach(ctx context.Context, id string) (*apiv1.AttachInfo, error) {
+	var a apiv1.AttachInfo
 	return &a, c.call(ctx, http.MethodPost, sessionPath(id, "attach"), nil, nil, &a)
 }
 

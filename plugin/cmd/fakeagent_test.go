@@ -212,7 +212,7 @@ func (a *fakeAgent) handler() http.Handler {
 		_, _ = w.Write([]byte(a.events))
 	}))
 	mux.HandleFunc("POST /api/v1/sessions/{id}/attach", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
-		writeJSON(w, 200, client.AttachInfo{Password: "session-secret", PodName: s.PodName, PodNamespace: s.PodNamespace})
+		writeJSON(w, 200, apiv1.AttachInfo{Password: "session-secret", PodName: s.PodName, PodNamespace: s.PodNamespace})
 	}))
 	mux.HandleFunc("/api/v1/sessions/{id}/proxy/", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
 		// withSession holds a.mu.

@@ -19,7 +19,7 @@ func TestEveryCommandChecksItsInputBeforeConnecting(t *testing.T) {
 		want  string
 	}{
 		{args: []string{"session", "create", "--branch", "main"}, want: "--branch needs --repo"},
-		{args: []string{"session", "create", "--repo", "github.com/org/repo"}, want: `--repo "github.com/org/repo" is not a repository URL`},
+		{args: []string{"session", "create", "--repo", "github.com/org/repo"}, want: `--repo: "github.com/org/repo" is not a repository URL`},
 		{args: []string{"session", "create", "--wait", "--timeout", "0s"}, want: "--timeout must be positive with --wait"},
 		{args: []string{"session", "list", "--state", "running"}, want: `--state "running" is not a session state`},
 		{args: []string{"session", "list", "-o", "bogus"}, want: "--output:"},

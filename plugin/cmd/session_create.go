@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"regexp"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -90,9 +88,6 @@ func (o *SessionCreateOptions) Complete(cmd *cobra.Command, _ []string) error {
 	return nil
 }
 
-// scpRepo matches git's scp-like addresses such as git@github.com:org/repo.git.
-var scpRepo = regexp.MustCompile(`^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/-]+$`)
-
 // Validate checks the flags before anything is created.
 func (o *SessionCreateOptions) Validate() error {
 	if len(o.Prompt) > apiv1.MaxPromptBytes {
@@ -101,11 +96,11 @@ func (o *SessionCreateOptions) Validate() error {
 	if len([]rune(o.Title)) > apiv1.MaxTitleLen {
 		return fmt.Errorf("--title is longer than %d characters", apiv1.MaxTitleLen)
 	}
-	if o.Repo != "" && !scpRepo.MatchString(o.Repo) {
-		// A quick check for typos; the agent validates fully (and names the problem).
-		u, err := url.Parse(o.Repo)
-		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "ssh") {
-			return fmt.Errorf("--repo %q is not a repository URL: use e.g. https://github.com/org/repo or git@github.com:org/repo.git", o.Repo)
+	if o.Repo != "" {
+		// The agent's own rule: what passes here is what the API stores and the
+		// session's init container clones.
+		if err := apiv1.ValidateRepoURL(o.Repo); err != nil {
+			return fmt.Errorf("--repo: %w", err)
 		}
 	}
 	if o.Branch != "" && o.Repo == "" {

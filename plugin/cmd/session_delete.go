@@ -56,7 +56,7 @@ func (o *SessionDeleteOptions) Validate() error {
 	case !o.All && len(o.IDs) == 0:
 		return errors.New("name the sessions to delete, or pass --all to delete all of yours")
 	}
-	return nil
+	return checkSessionIDs(o.IDs...)
 }
 
 // Run deletes the sessions, going on past failures and reporting them all at the end.

@@ -47,6 +47,9 @@ func (o *SessionGetOptions) Validate() error {
 	if len(o.IDs) == 0 {
 		return errors.New("name at least one session: kubectl agents session get SESSION")
 	}
+	if err := checkSessionIDs(o.IDs...); err != nil {
+		return err
+	}
 	return o.PrintFlags.Validate()
 }
 

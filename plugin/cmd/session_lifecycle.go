@@ -48,7 +48,7 @@ func (o *SessionLifecycleOptions) Validate() error {
 	if o.Verb != "stop" && o.Verb != "start" {
 		return fmt.Errorf("unknown lifecycle verb %q", o.Verb)
 	}
-	return nil
+	return checkSessionIDs(o.IDs...)
 }
 
 // Run calls stop or start on each session, going on past failures and reporting them all

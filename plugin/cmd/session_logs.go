@@ -59,7 +59,7 @@ func (o *SessionLogsOptions) Validate() error {
 	if o.ID == "" {
 		return errors.New("name the session: kubectl agents session logs SESSION")
 	}
-	return nil
+	return checkSessionIDs(o.ID)
 }
 
 // Run prints the conversation and, with -f, the live stream.

@@ -58,6 +58,9 @@ func (o *SessionSendOptions) Complete(_ *cobra.Command, args []string) error {
 
 // Validate checks the prompt.
 func (o *SessionSendOptions) Validate() error {
+	if err := checkSessionIDs(o.ID); err != nil {
+		return err
+	}
 	if strings.TrimSpace(o.Text) == "" {
 		return errors.New("the prompt is empty: pass it as arguments or on standard input")
 	}

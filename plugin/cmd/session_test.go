@@ -205,7 +205,7 @@ func TestSessionCreateWaitFailsAndTimesOut(t *testing.T) {
 func TestSessionCreateValidateAndOutput(t *testing.T) {
 	f, _ := newFakeAgent(t).start()
 	_, _, err := runCreate(t, f, func(o *SessionCreateOptions) { o.Repo = "github.com/org/repo" })
-	if err == nil || err.Error() != `--repo "github.com/org/repo" is not a repository URL: use e.g. https://github.com/org/repo or git@github.com:org/repo.git` {
+	if err == nil || err.Error() != `--repo: "github.com/org/repo" is not a repository URL: use an https:// or ssh:// URL (https://host/org/repo.git) or git@host:org/repo.git` {
 		t.Errorf("err = %v", err)
 	}
 	_, _, err = runCreate(t, f, func(o *SessionCreateOptions) { o.Prompt = strings.Repeat("x", apiv1.MaxPromptBytes+1) })
@@ -420,8 +420,24 @@ func TestSessionFlagsAreCheckedBeforeConnecting(t *testing.T) {
 		want string
 	}{
 		{[]string{"session", "create", "--branch", "main"}, "--branch needs --repo"},
-		{[]string{"session", "create", "--repo", "github.com/org/repo"}, `--repo "github.com/org/repo" is not a repository URL`},
+		{[]string{"session", "create", "--repo", "github.com/org/repo"}, `--repo: "github.com/org/repo" is not a repository URL`},
+		// The agent's rule (apiv1.ValidateRepoURL), before the agent is reached: these two
+		// were once sent, accepted with 201 and refused by the session's init container.
+		{[]string{"session", "create", "--repo=-x@github.com:org/repo"}, `--repo: "-x@github.com:org/repo" must not start with '-'`},
+		{[]string{"session", "create", "--repo", "git@github.com:/abs/repo"}, `--repo: "git@github.com:/abs/repo" has an absolute path after the colon: write git@github.com:abs/repo for a path under the login's home, or ssh://git@github.com/abs/repo`},
+		{[]string{"session", "create", "--repo", "ext::sh -c x"}, `--repo: scheme "ext" is not allowed`},
+		{[]string{"session", "create", "--repo", "https://ghp_abc@github.com/org/repo"}, `--repo: the https URL contains a user name`},
 		{[]string{"session", "list", "--state", "running"}, `--state "running" is not a session state`},
+		// Names that cannot be session ids (apiv1.ValidateSessionID, the agent's rule).
+		{[]string{"session", "get", "abc12", "1abc"}, "session id \"1abc\" is not valid: ids are 1 to 40 lowercase letters, digits and '-', starting with a letter and not ending with '-': list sessions with `kubectl agents session list`"},
+		{[]string{"session", "delete", "abc-"}, `session id "abc-" is not valid`},
+		{[]string{"session", "stop", "Abc"}, `session id "Abc" is not valid`},
+		{[]string{"session", "start", "a_b"}, `session id "a_b" is not valid`},
+		{[]string{"session", "logs", "session/abc"}, `session id "session/abc" is not valid`},
+		{[]string{"session", "send", "1abc", "hi"}, `session id "1abc" is not valid`},
+		{[]string{"session", "why", strings.Repeat("a", 41)}, `session id "` + strings.Repeat("a", 41) + `" is not valid`},
+		{[]string{"attach", "1abc"}, `session id "1abc" is not valid`},
+		{[]string{"port-forward", "1abc"}, `session id "1abc" is not valid`},
 		{[]string{"session", "list", "-o", "bogus"}, "--output:"},
 		{[]string{"session", "get", "x", "-o", "custom-columns="}, "custom-columns format specified but no custom columns given"},
 	} {

@@ -49,6 +49,9 @@ func (o *SessionTunnelOptions) Validate() error {
 	if o.ID == "" {
 		return errors.New("name the session")
 	}
+	if err := checkSessionIDs(o.ID); err != nil {
+		return err
+	}
 	if o.Port < 0 || o.Port > 65535 {
 		return fmt.Errorf("local port %d is not a port number", o.Port)
 	}

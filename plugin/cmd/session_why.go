@@ -50,7 +50,7 @@ func (o *SessionWhyOptions) Validate() error {
 	if o.ID == "" {
 		return errors.New("name the session: kubectl agents session why SESSION")
 	}
-	return nil
+	return checkSessionIDs(o.ID)
 }
 
 // Run prints the explanation.

@@ -153,6 +153,15 @@ type MessageList struct {
 	Items []Message `json:"items"`
 }
 
+// AttachInfo is the answer of POST /api/v1/sessions/{id}/attach: what a session's owner
+// needs to reach OpenCode directly with a port-forward to the session pod. Only the owner
+// receives it, since the password drives the session.
+type AttachInfo struct {
+	Password     string `json:"password"`
+	PodName      string `json:"podName"`
+	PodNamespace string `json:"podNamespace"`
+}
+
 // User is a person or service account known to the agent.
 type User struct {
 	ID          string    `json:"id"`

@@ -1,0 +1,130 @@
+package v1
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// The rules below are checked by every party with the same function: the plugin before
+// it sends a request, the API before it stores one, the web UI before it renders a page
+// and a session's init container before it runs git. A rule written twice drifts, and
+// then the API accepts what the pod refuses and the session fails after it was created.
+
+// MaxSessionIDLen is the longest session id. The longest object name derived from an id,
+// a persistent session's claim cake-session-<id>-workspace, is then 63 characters: the
+// limit of a DNS label and of a label value, which carries the id too.
+const MaxSessionIDLen = 40
+
+// ValidateSessionID returns an error naming the rule unless id is a session id: 1 to
+// MaxSessionIDLen lowercase letters, digits and '-', starting with a letter and not
+// ending with '-', so every object name derived from it is a valid DNS label. The agent's
+// generated ids (8 characters starting with a letter) satisfy it.
+func ValidateSessionID(id string) error {
+	if validSessionID(id) {
+		return nil
+	}
+	shown := id
+	if len(shown) > 2*MaxSessionIDLen {
+		// The id comes from a request path; an error echoes only enough to recognise it.
+		shown = shown[:2*MaxSessionIDLen] + "..."
+	}
+	return fmt.Errorf("session id %q is not valid: ids are 1 to %d lowercase letters, digits and '-', starting with a letter and not ending with '-'", shown, MaxSessionIDLen)
+}
+
+func validSessionID(id string) bool {
+	if len(id) == 0 || len(id) > MaxSessionIDLen || id[len(id)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z':
+		case (c >= '0' && c <= '9' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// MaxRepoURLLen is the longest repository URL the agent accepts.
+const MaxRepoURLLen = 2048
+
+// scpRepo matches git's scp-like address user@host:path, as in git@github.com:org/repo.git.
+var scpRepo = regexp.MustCompile(`^([A-Za-z0-9._-]+)@([A-Za-z0-9.-]+):([A-Za-z0-9._~/-]+)$`)
+
+// repoHint is how every repository error ends: the forms that are accepted.
+const repoHint = "use an https:// or ssh:// URL (https://host/org/repo.git) or git@host:org/repo.git"
+
+// ValidateRepoURL returns an error naming the problem and the fix unless repo is a
+// repository a session may clone: an https:// or ssh:// URL with a host and a path, or
+// git's scp-like user@host:path with a path under the login's home. It refuses
+//   - anything starting with '-', and ssh hosts, users and paths starting with '-': git
+//     and ssh would read them as options (--upload-pack=..., -oProxyCommand=...);
+//   - other schemes: ext:: and fd:: run commands, http:// and git:// let anyone on the
+//     path change the code the session then runs with the user's credentials, file://
+//     and local paths read the disk of whoever clones;
+//   - credentials in the URL (a password, or an https user name, which is where access
+//     tokens go): URLs are stored and shown to everyone who can see the session;
+//   - an scp-like address with an absolute path (git@host:/srv/repo): that is written
+//     ssh://git@host/srv/repo.
+//
+// The errors do not name the field; callers prefix it ("repo: ", "--repo ").
+func ValidateRepoURL(repo string) error {
+	switch {
+	case repo == "":
+		return errors.New("the repository URL is empty: " + repoHint)
+	case len(repo) > MaxRepoURLLen:
+		return fmt.Errorf("the URL is longer than %d characters", MaxRepoURLLen)
+	case strings.HasPrefix(repo, "-"):
+		return fmt.Errorf("%q must not start with '-', which git would read as an option: %s", repo, repoHint)
+	}
+	if m := scpRepo.FindStringSubmatch(repo); m != nil {
+		user, host, path := m[1], m[2], m[3]
+		switch {
+		case strings.HasPrefix(host, "-"):
+			return fmt.Errorf("%q: the host must not start with '-', which ssh would read as an option: %s", repo, repoHint)
+		case strings.HasPrefix(path, "/"):
+			return fmt.Errorf("%q has an absolute path after the colon: write %s@%s:%s for a path under the login's home, or ssh://%s@%s%s for the absolute path",
+				repo, user, host, strings.TrimLeft(path, "/"), user, host, path)
+		case strings.HasPrefix(path, "-"):
+			return fmt.Errorf("%q: the path must not start with '-', which git would read as an option: %s", repo, repoHint)
+		}
+		return nil
+	}
+	u, err := url.Parse(repo)
+	if err != nil || u.Scheme == "" {
+		return fmt.Errorf("%q is not a repository URL: %s", repo, repoHint)
+	}
+	switch u.Scheme {
+	case "https", "ssh":
+	default:
+		return fmt.Errorf("scheme %q is not allowed: %s", u.Scheme, repoHint)
+	}
+	if u.User != nil {
+		// These errors do not quote the URL: it holds a secret.
+		if _, hasPassword := u.User.Password(); hasPassword {
+			return errors.New("the URL contains a password: remove it and link the credential instead; URLs are stored and shown")
+		}
+		// Only ssh:// has a meaningful plain user name (git@).
+		if u.Scheme == "https" {
+			return errors.New("the https URL contains a user name, which is often an access token: remove it and link the credential instead; URLs are stored and shown")
+		}
+		if strings.HasPrefix(u.User.Username(), "-") {
+			return fmt.Errorf("%q: the user name must not start with '-', which ssh would read as an option: %s", repo, repoHint)
+		}
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%q has no host: %s", repo, repoHint)
+	}
+	if strings.HasPrefix(u.Hostname(), "-") {
+		return fmt.Errorf("%q: the host must not start with '-', which ssh would read as an option: %s", repo, repoHint)
+	}
+	if strings.Trim(u.Path, "/") == "" {
+		return fmt.Errorf("%q has no repository path: add it, as in https://%s/org/repo.git", repo, u.Host)
+	}
+	return nil
+}

@@ -103,7 +103,8 @@ func TestMiddlewareNoCredentials(t *testing.T) {
 	if e.Body.Message != want {
 		t.Errorf("message = %q\nwant      %q", e.Body.Message, want)
 	}
-	if w.Header().Get("WWW-Authenticate") == "" || w.Header().Get("Content-Type") != "application/json" {
+	if w.Header().Get("WWW-Authenticate") != `Bearer realm="cake-agents"` || w.Header().Get("Content-Type") != "application/json" ||
+		w.Header().Get("Cache-Control") != "no-store" || w.Header().Get("Retry-After") != "" {
 		t.Errorf("headers = %v", w.Header())
 	}
 	if a1.calls != 1 || a2.calls != 1 || a3.calls != 1 {
@@ -182,6 +183,13 @@ func TestMiddlewareUnavailable(t *testing.T) {
 	}
 	if strings.Contains(e.Body.Message, "connection refused") {
 		t.Errorf("internal error leaked to the caller: %q", e.Body.Message)
+	}
+	if e.Body.Message != "cannot check your credentials right now; try again shortly" {
+		t.Errorf("message = %q", e.Body.Message)
+	}
+	if w.Header().Get("Retry-After") != "2" || w.Header().Get("Content-Type") != "application/json" ||
+		w.Header().Get("Cache-Control") != "no-store" || w.Header().Get("WWW-Authenticate") != "" {
+		t.Errorf("headers = %v, want a JSON 503 that says when to retry", w.Header())
 	}
 }
 

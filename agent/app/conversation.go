@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/opencode"
 	"github.com/cakeai/cake-agents/agent/proxy"
 	"github.com/cakeai/cake-agents/agent/sessions"
@@ -162,11 +163,10 @@ func (c *conversation) Proxy(w http.ResponseWriter, r *http.Request, s *store.Se
 	if err != nil {
 		// In the API's JSON error shape, like every other answer under /api/v1.
 		c.log.Warn("read session password failed", "session", s.ID, "error", err)
-		w.Header().Set("Content-Type", "application/json")
+		// The Secret is usually just being created: retry a little later than usual.
 		w.Header().Set("Retry-After", "5")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_ = json.NewEncoder(w).Encode(apiv1.Error{Body: apiv1.ErrorBody{Code: apiv1.CodeUnavailable,
-			Message: fmt.Sprintf("the password of session %s is not readable yet; retry shortly, or restart the session if this persists", s.ID)}})
+		httperr.Write(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable,
+			fmt.Sprintf("the password of session %s is not readable yet; retry shortly, or restart the session if this persists", s.ID))
 		return
 	}
 	c.proxy.Serve(w, r, proxy.Target{

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
@@ -188,7 +189,7 @@ func newEnvWith(t testing.TB, deny denyAuthorizer, opts func(*Options)) *env {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			id := e.users[r.Header.Get("X-Test-User")]
 			if id == nil {
-				writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "no test user")
+				httperr.Write(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "no test user")
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(auth.WithIdentity(r.Context(), id)))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/internal/failpoint"
@@ -154,7 +155,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := validateCreate(&req); err != nil {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
 		return
 	}
 	now := s.opts.Now().UTC()
@@ -228,7 +229,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "limit: want a number from 1 to 1000")
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "limit: want a number from 1 to 1000")
 			return
 		}
 		f.Limit = n
@@ -237,7 +238,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("all"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("all: %q is not true or false", v))
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("all: %q is not true or false", v))
 			return
 		}
 		all = b
@@ -245,7 +246,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 	if all {
 		if !id.Admin {
 			s.record(r, "session.list-all", "", "denied", "not an admin")
-			writeError(w, http.StatusForbidden, apiv1.CodeForbidden, "listing every user's sessions needs the admin role (verb \"*\" on sessions.agents.cake.ai)")
+			httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, "listing every user's sessions needs the admin role (verb \"*\" on sessions.agents.cake.ai)")
 			return
 		}
 		f.VisibleTo = ""
@@ -261,7 +262,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 		for _, st := range strings.Split(v, ",") {
 			state := apiv1.SessionState(strings.TrimSpace(st))
 			if !state.Valid() {
-				writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("state: %q is not one of %v", st, apiv1.AllStates))
+				httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("state: %q is not one of %v", st, apiv1.AllStates))
 				return
 			}
 			f.States = append(f.States, state)
@@ -270,7 +271,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 	page, err := s.opts.Store.ListSessions(r.Context(), f)
 	if err != nil {
 		if errors.Is(err, store.ErrInvalid) {
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "continue: invalid token: list again from the start without it")
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "continue: invalid token: list again from the start without it")
 			return
 		}
 		s.storeError(w, r, err, "sessions")
@@ -289,7 +290,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 func (s *Server) loadSession(w http.ResponseWriter, r *http.Request, verb string) (*auth.Identity, *store.Session, bool) {
 	sid := r.PathValue("id")
 	if !idRe.MatchString(sid) {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("session id %q is not valid: ids are lowercase letters, digits and dashes", sid))
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("session id %q is not valid: ids are lowercase letters, digits and dashes", sid))
 		return nil, nil, false
 	}
 	id, ok := s.authorize(w, r, verb, sid)
@@ -303,7 +304,7 @@ func (s *Server) loadSession(w http.ResponseWriter, r *http.Request, verb string
 	}
 	if !auth.CanView(id, sess) {
 		s.record(r, "session."+verb, sid, "denied", "private session of another user")
-		writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "session "+sid+" not found")
+		httperr.Write(w, http.StatusNotFound, apiv1.CodeNotFound, "session "+sid+" not found")
 		return nil, nil, false
 	}
 	return id, sess, true
@@ -315,7 +316,7 @@ func (s *Server) requireOwner(w http.ResponseWriter, r *http.Request, id *auth.I
 		return true
 	}
 	s.record(r, "session."+action, sess.ID, "denied", "not the owner")
-	writeError(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf("only the owner of session %s or an admin may %s it", sess.ID, action))
+	httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf("only the owner of session %s or an admin may %s it", sess.ID, action))
 	return false
 }
 
@@ -348,11 +349,11 @@ func (s *Server) patchSession(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(errs) > 0 {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, strings.Join(errs, "; "))
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, strings.Join(errs, "; "))
 		return
 	}
 	if req.ResourceVersion != 0 && req.ResourceVersion != sess.ResourceVersion {
-		writeError(w, http.StatusConflict, apiv1.CodeConflict, fmt.Sprintf("session %s is at resourceVersion %d, not %d: fetch it again and retry", sess.ID, sess.ResourceVersion, req.ResourceVersion))
+		httperr.Write(w, http.StatusConflict, apiv1.CodeConflict, fmt.Sprintf("session %s is at resourceVersion %d, not %d: fetch it again and retry", sess.ID, sess.ResourceVersion, req.ResourceVersion))
 		return
 	}
 	if req.Title != nil {
@@ -439,7 +440,7 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request) {
 // not a conflict); anything else is an internal error.
 func (s *Server) lifecycleError(w http.ResponseWriter, r *http.Request, err error, sid string) {
 	if errors.Is(err, sessions.ErrInvalidState) || errors.Is(err, sessions.ErrBusy) {
-		writeError(w, http.StatusConflict, apiv1.CodeConflict, err.Error())
+		httperr.Write(w, http.StatusConflict, apiv1.CodeConflict, err.Error())
 		return
 	}
 	s.storeError(w, r, err, "session "+sid)
@@ -451,7 +452,7 @@ func (s *Server) runningSession(w http.ResponseWriter, r *http.Request, verb str
 		return nil, nil, false
 	}
 	if sess.State != apiv1.StateRunning {
-		writeError(w, http.StatusConflict, apiv1.CodeNotRunning, fmt.Sprintf("session %s is %s, not Running: start it with `kubectl agents session start %s`", sess.ID, sess.State, sess.ID))
+		httperr.Write(w, http.StatusConflict, apiv1.CodeNotRunning, fmt.Sprintf("session %s is %s, not Running: start it with `kubectl agents session start %s`", sess.ID, sess.State, sess.ID))
 		return nil, nil, false
 	}
 	return id, sess, true
@@ -471,7 +472,7 @@ func (s *Server) drivableSession(w http.ResponseWriter, r *http.Request, auditAc
 			allowed, _, err := s.opts.Authorizer.AuthorizeSession(r.Context(), id, apiv1.VerbAttach, sess.ID)
 			if err != nil {
 				s.log.Error("authorization check failed", "user", id.Username, "verb", apiv1.VerbAttach, "session", sess.ID, "error", err)
-				writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "could not check your permissions with the Kubernetes API: try again shortly")
+				httperr.Write(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "could not check your permissions with the Kubernetes API: try again shortly")
 				return nil, nil, false
 			}
 			granted = allowed
@@ -479,7 +480,7 @@ func (s *Server) drivableSession(w http.ResponseWriter, r *http.Request, auditAc
 	}
 	if !auth.CanDrive(id, sess, granted) {
 		s.record(r, auditAction, sess.ID, audit.OutcomeDenied, "not the owner, an admin, or granted attach")
-		writeError(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf(
+		httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf(
 			"only the owner of session %[1]s, an admin, or a user granted attach on it may %[2]s it: an admin can bind %[5]s "+
 				"the ClusterRole cake-agents-attach, or a Role in namespace %[3]s with the rule "+
 				"{apiGroups: [%[4]s], resources: [sessions], verbs: [attach], resourceNames: [%[1]s]} (--resource-name=%[1]s)",
@@ -499,11 +500,11 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.TrimSpace(req.Text) == "" {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "text: the prompt is empty")
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "text: the prompt is empty")
 		return
 	}
 	if len(req.Text) > apiv1.MaxPromptBytes {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("text: %d bytes is more than the maximum %d", len(req.Text), apiv1.MaxPromptBytes))
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("text: %d bytes is more than the maximum %d", len(req.Text), apiv1.MaxPromptBytes))
 		return
 	}
 	if err := s.opts.Conversation.Send(r.Context(), sess, req.Text); err != nil {
@@ -511,13 +512,13 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		// A stop or delete (through any replica) may have won the race since the
 		// session was read: then the answer is that, not an unreachable OpenCode.
 		if cur, gerr := s.opts.Store.GetSession(r.Context(), sess.ID); errors.Is(gerr, store.ErrNotFound) {
-			writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "session "+sess.ID+" not found: it was deleted")
+			httperr.Write(w, http.StatusNotFound, apiv1.CodeNotFound, "session "+sess.ID+" not found: it was deleted")
 			return
 		} else if gerr == nil && cur.State != apiv1.StateRunning {
-			writeError(w, http.StatusConflict, apiv1.CodeNotRunning, fmt.Sprintf("session %s is %s, not Running, so the message was not delivered: start it with `kubectl agents session start %s`", sess.ID, cur.State, sess.ID))
+			httperr.Write(w, http.StatusConflict, apiv1.CodeNotRunning, fmt.Sprintf("session %s is %s, not Running, so the message was not delivered: start it with `kubectl agents session start %s`", sess.ID, cur.State, sess.ID))
 			return
 		}
-		writeError(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
+		httperr.Write(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
 		return
 	}
 	s.opts.Sessions.Touch(r.Context(), sess.ID, "message")
@@ -532,7 +533,7 @@ func (s *Server) sessionLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	msgs, err := s.opts.Conversation.Messages(r.Context(), sess)
 	if err != nil {
-		writeError(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
+		httperr.Write(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
 		return
 	}
 	if msgs == nil {
@@ -553,7 +554,7 @@ func (s *Server) sessionEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	if !tw.started {
 		// Nothing sent yet: without this the client would get an empty 200.
-		writeError(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
+		httperr.Write(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
 		return
 	}
 	s.log.Warn("event stream ended", "session", sess.ID, "error", err)
@@ -593,12 +594,12 @@ func (s *Server) attachSession(w http.ResponseWriter, r *http.Request) {
 	}
 	if !auth.CanSeePassword(id, sess) {
 		s.record(r, "session.attach-direct", sess.ID, "denied", "not the owner")
-		writeError(w, http.StatusForbidden, apiv1.CodeForbidden, "a direct attach needs the session's password, which only its owner gets: attach without --direct to go through the agent")
+		httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, "a direct attach needs the session's password, which only its owner gets: attach without --direct to go through the agent")
 		return
 	}
 	pw, err := s.opts.Sessions.Password(r.Context(), sess)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "the session's password is not available yet: "+err.Error())
+		httperr.Write(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "the session's password is not available yet: "+err.Error())
 		return
 	}
 	s.opts.Sessions.Touch(r.Context(), sess.ID, "attach")

@@ -82,14 +82,14 @@ func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) 
 		Store:              st,
 		Sessions:           sessions,
 		Conversation:       conv,
-		Authenticate:       authn,
+		Authenticate:       authn.Wrap,
 		Audit:              rec,
 		Log:                log,
 		DefaultIdleTimeout: time.Hour,
 		DefaultTTL:         24 * time.Hour,
 		MaxActiveSessions:  5,
 		NewID:              func() string { return fmt.Sprintf("s%d-%d", time.Now().UnixNano()%100000, seq.Add(1)) },
-		UI:                 ui.New(ui.Options{Authenticate: authn, Tokens: tokens, Log: log}),
+		UI:                 ui.New(ui.Options{Authenticate: authn.WrapWith, Tokens: tokens, Log: log}),
 	})
 	agent := httptest.NewServer(srv)
 	t.Cleanup(agent.Close)

@@ -394,7 +394,7 @@ func (brokenAuthenticator) Authenticate(*http.Request) (*auth.Identity, bool, er
 // for a reason other than credentials, the browser gets an HTML error page with the
 // middleware's status and message, not the API's JSON.
 func TestAuthOutageIsAPage(t *testing.T) {
-	h := ui.New(ui.Options{Authenticate: auth.NewMiddleware([]auth.Authenticator{brokenAuthenticator{}}, nil, nil, nil)})
+	h := ui.New(ui.Options{Authenticate: auth.NewMiddleware([]auth.Authenticator{brokenAuthenticator{}}, nil, nil, nil).WrapWith})
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/tokens", nil))
 	body := rec.Body.String()

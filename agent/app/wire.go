@@ -20,6 +20,7 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/conversation"
 	"github.com/cakeai/cake-agents/agent/server"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -159,12 +160,12 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 			strip = append(strip, h)
 		}
 	}
-	conv := newConversation(pool, ctrl, st, log.Named("conversation"), strip...)
-	ctrl.SetReadyHook(conv.deliverInitialPrompt)
+	conv := conversation.New(pool, ctrl, st, log.Named("conversation"), strip...)
+	ctrl.SetReadyHook(conv.DeliverInitialPrompt)
 	// Running means OpenCode answers through the same tunnel every client uses, so
 	// `session create --wait` then `attach` works even where a pod is Ready before its
 	// server listens.
-	ctrl.SetHealthCheck(conv.healthy)
+	ctrl.SetHealthCheck(conv.Healthy)
 
 	rec := audit.NewRecorder(st, log.Named("audit"))
 	// The header authenticator is always first. With header auth disabled it refuses

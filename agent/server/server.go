@@ -36,11 +36,14 @@ type Conversation interface {
 	Send(ctx context.Context, s *store.Session, text string) error
 	// Messages returns the conversation so far.
 	Messages(ctx context.Context, s *store.Session) ([]apiv1.Message, error)
-	// Events relays OpenCode's event stream as server-sent events until ctx ends.
+	// Events relays OpenCode's event stream as server-sent events until ctx ends. It
+	// writes nothing before the stream to OpenCode is open.
 	Events(ctx context.Context, s *store.Session, w http.ResponseWriter) error
 	// Proxy forwards r (HTTP, SSE or WebSocket) to path rest of the session's OpenCode,
-	// adding OpenCode's own credentials.
-	Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string)
+	// adding OpenCode's own credentials. It calls onActivity once the request goes to
+	// the pod and again (throttled) while the caller keeps sending on a long-lived
+	// stream; the server records that as the session's activity.
+	Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string, onActivity func())
 }
 
 // Options configure a Server.

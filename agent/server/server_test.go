@@ -122,7 +122,9 @@ func (f *fakeConversation) Events(_ context.Context, _ *store.Session, w http.Re
 	return err
 }
 
-func (f *fakeConversation) Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string) {
+// Proxy reports the request as activity, as proxy.Proxy does.
+func (f *fakeConversation) Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string, onActivity func()) {
+	onActivity()
 	_, _ = fmt.Fprintf(w, "proxied %s %s", s.ID, rest)
 }
 

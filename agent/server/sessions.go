@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -547,7 +548,9 @@ func (s *Server) sessionEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	tw := &startedWriter{ResponseWriter: w}
+	// Opening the stream is activity; what streams afterwards is not, or a browser tab
+	// left open would keep the session from ever reaching its idle timeout.
+	tw := &startedWriter{ResponseWriter: w, onStart: func() { s.opts.Sessions.Touch(r.Context(), sess.ID, "events") }}
 	err := s.opts.Conversation.Events(r.Context(), sess, tw)
 	if err == nil || r.Context().Err() != nil {
 		return
@@ -561,19 +564,30 @@ func (s *Server) sessionEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // startedWriter remembers whether a response was started, so a handler can still
-// answer an error when the streaming call it delegated to failed before writing.
+// answer an error when the streaming call it delegated to failed before writing, and
+// calls onStart (when set) as it starts.
 type startedWriter struct {
 	http.ResponseWriter
 	started bool
+	onStart func()
+}
+
+func (w *startedWriter) start() {
+	if !w.started {
+		w.started = true
+		if w.onStart != nil {
+			w.onStart()
+		}
+	}
 }
 
 func (w *startedWriter) WriteHeader(code int) {
-	w.started = true
+	w.start()
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *startedWriter) Write(b []byte) (int, error) {
-	w.started = true
+	w.start()
 	return w.ResponseWriter.Write(b)
 }
 
@@ -612,8 +626,10 @@ func (s *Server) proxySession(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.opts.Sessions.Touch(r.Context(), sess.ID, "proxy")
-	s.opts.Conversation.Proxy(w, r, sess, "/"+r.PathValue("rest"))
+	// The request, and later what the caller sends on a long-lived stream, is activity.
+	s.opts.Conversation.Proxy(w, r, sess, "/"+r.PathValue("rest"), func() {
+		s.opts.Sessions.Touch(context.WithoutCancel(r.Context()), sess.ID, "proxy")
+	})
 }
 
 // toAPI converts a stored session to its wire form, resolving the owner's name

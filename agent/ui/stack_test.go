@@ -349,7 +349,7 @@ func (f *fakeConversation) Events(ctx context.Context, s *store.Session, w http.
 	}
 }
 
-func (f *fakeConversation) Proxy(w http.ResponseWriter, _ *http.Request, s *store.Session, rest string) {
+func (f *fakeConversation) Proxy(w http.ResponseWriter, _ *http.Request, s *store.Session, rest string, _ func()) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_, _ = fmt.Fprintf(w, "<!doctype html><title>OpenCode</title><h1>OpenCode for %s</h1><p>%s</p>", s.ID, rest)
 }

@@ -1,4 +1,4 @@
-package app
+package conversation
 
 import (
 	"encoding/json"
@@ -26,10 +26,10 @@ func TestProxyWithoutPasswordAnswersJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newConversation(nil, ctrl, nil, hclog.NewNullLogger())
+	c := New(nil, ctrl, nil, hclog.NewNullLogger())
 	rec := httptest.NewRecorder()
 	c.Proxy(rec, httptest.NewRequest(http.MethodGet, "/api/v1/sessions/abc/proxy/", nil),
-		&store.Session{ID: "abc", PodName: "cake-session-abc", PodNamespace: "sessions"}, "/")
+		&store.Session{ID: "abc", PodName: "cake-session-abc", PodNamespace: "sessions"}, "/", func() { t.Error("a request that never reached the pod counted as activity") })
 	var body apiv1.Error
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Content-Type") != "application/json" ||
 		json.Unmarshal(rec.Body.Bytes(), &body) != nil || body.Body.Code != apiv1.CodeUnavailable {

@@ -2,9 +2,7 @@ package portforward
 
 import (
 	"bufio"
-	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -13,8 +11,6 @@ import (
 	"sync"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
 	"github.com/cakeai/cake-agents/internal/testcluster"
@@ -81,44 +77,9 @@ func (p *upgradeProxy) count(proto string) int {
 // with "pod: " and the line.
 func echoPod(t *testing.T, c *testcluster.Cluster) (namespace, pod string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				br := bufio.NewReader(conn)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := io.WriteString(conn, "pod: "+line); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
 	ns := c.NewNamespace(t, nil)
-	c.ForwardPodPort(t, ns, "echo", 8080, ln.Addr().String())
-	no := false
-	_, err = c.AdminClient().CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "echo"},
-		Spec: corev1.PodSpec{AutomountServiceAccountToken: &no,
-			Containers: []corev1.Container{{Name: "main", Image: "example.invalid/never-pulled:1"}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.WaitForPod(t, ns, "echo", testcluster.PodRunning)
+	c.ForwardPodPort(t, ns, "echo", 8080, testcluster.EchoServer(t, "pod: ").Addr().String())
+	c.RunPod(t, ns, "echo", nil)
 	return ns, "echo"
 }
 

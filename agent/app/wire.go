@@ -20,6 +20,7 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/conversation"
 	"github.com/cakeai/cake-agents/agent/server"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -159,12 +160,12 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 			strip = append(strip, h)
 		}
 	}
-	conv := newConversation(pool, ctrl, st, log.Named("conversation"), strip...)
-	ctrl.SetReadyHook(conv.deliverInitialPrompt)
+	conv := conversation.New(pool, ctrl, st, log.Named("conversation"), strip...)
+	ctrl.SetReadyHook(conv.DeliverInitialPrompt)
 	// Running means OpenCode answers through the same tunnel every client uses, so
 	// `session create --wait` then `attach` works even where a pod is Ready before its
 	// server listens.
-	ctrl.SetHealthCheck(conv.healthy)
+	ctrl.SetHealthCheck(conv.Healthy)
 
 	rec := audit.NewRecorder(st, log.Named("audit"))
 	// The header authenticator is always first. With header auth disabled it refuses
@@ -213,15 +214,17 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
-	authn := withHeaderCSRF(auth.NewMiddleware(authenticators, st, rec, log.Named("auth"), auth.WithAdminResolver(authz), auth.WithAnonymousCounter(anonymous)), cfg.ExternalURL)
+	authn := auth.NewMiddleware(authenticators, st, rec, log.Named("auth"),
+		auth.WithAdminResolver(authz), auth.WithAnonymousCounter(anonymous),
+		auth.WithHeaderCSRF(func(r *http.Request) error { return ui.CheckCSRF(r, cfg.ExternalURL) }))
 	srv := server.New(server.Options{
 		Store:             st,
 		Sessions:          ctrl,
 		Conversation:      conv,
 		Authorizer:        authz,
 		Namespace:         cfg.Namespace,
-		Authenticate:      authn,
-		UI:                ui.New(ui.Options{Authenticate: authn, Tokens: tokens, Log: log.Named("ui"), ExternalURL: cfg.ExternalURL}),
+		Authenticate:      authn.Wrap,
+		UI:                ui.New(ui.Options{Authenticate: authn.WrapWith, Tokens: tokens, Log: log.Named("ui"), ExternalURL: cfg.ExternalURL}),
 		Audit:             rec,
 		Log:               log,
 		Registry:          reg,
@@ -253,24 +256,4 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		return ctrl.Run(ctx)
 	}
 	return &components{handler: srv, run: run}, nil
-}
-
-// withHeaderCSRF applies the web UI's CSRF rules to callers authenticated by proxy
-// headers: those are browsers whose proxy cookie another site could make them send.
-// Kubernetes identities and bearer tokens are never sent by a browser on its own.
-func withHeaderCSRF(authn func(http.Handler) http.Handler, externalURL string) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		guard := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if id := auth.FromContext(r.Context()); id != nil && id.Source == auth.SourceHeader {
-				if err := ui.CheckCSRF(r, externalURL); err != nil {
-					w.Header().Set("Content-Type", "application/json")
-					w.WriteHeader(http.StatusForbidden)
-					_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": "Forbidden", "message": "cross-site request refused: " + err.Error()}})
-					return
-				}
-			}
-			next.ServeHTTP(w, r)
-		})
-		return authn(guard)
-	}
 }

@@ -217,7 +217,7 @@ func TestChainOnCluster(t *testing.T) {
 	authz := NewSARAuthorizer(SARConfig{Client: client, Namespace: ns, CacheTTL: time.Nanosecond})
 
 	mw := NewMiddleware([]Authenticator{ha, k, NewTokenAuthenticator(st, nil)}, st, audit.NewRecorder(st, nil), nil, WithAdminResolver(authz))
-	srv := httptestTLS(t, audit.RequestIDMiddleware(mw(whoami)))
+	srv := httptestTLS(t, audit.RequestIDMiddleware(mw.Wrap(whoami)))
 
 	sa := c.ServiceAccountConfig(t, ns, "ops")
 	code, body := getWithCert(t, srv, nil, sa.BearerToken)
@@ -276,7 +276,7 @@ func TestTokenStopsWhenTheOwnerLosesAccess(t *testing.T) {
 	authz := NewSARAuthorizer(SARConfig{Client: client, Namespace: ns, CacheTTL: time.Nanosecond})
 	tokens := NewTokenAuthenticator(st, nil, WithOwnerAccess(authz))
 	mw := NewMiddleware([]Authenticator{k, tokens}, st, audit.NewRecorder(st, nil), nil, WithAdminResolver(authz))
-	srv := httptestTLS(t, audit.RequestIDMiddleware(mw(whoami)))
+	srv := httptestTLS(t, audit.RequestIDMiddleware(mw.Wrap(whoami)))
 
 	sa := c.ServiceAccountConfig(t, ns, "ci")
 	code, body := getWithCert(t, srv, nil, sa.BearerToken)

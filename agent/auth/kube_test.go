@@ -84,7 +84,7 @@ func (ca *testCA) issue(t testing.TB, cn string, orgs []string, usage x509.ExtKe
 func tlsServer(t *testing.T, k *KubernetesAuthenticator) *httptest.Server {
 	t.Helper()
 	st, _ := newStore(t)
-	return httptestTLS(t, NewMiddleware([]Authenticator{k, NewTokenAuthenticator(st, nil)}, st, nil, nil)(whoami))
+	return httptestTLS(t, NewMiddleware([]Authenticator{k, NewTokenAuthenticator(st, nil)}, st, nil, nil).Wrap(whoami))
 }
 
 func httptestTLS(t *testing.T, h http.Handler) *httptest.Server {

@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cakeai/cake-agents/agent/audit"
+	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -32,14 +32,14 @@ type AdminResolver interface {
 }
 
 // MiddlewareOption changes NewMiddleware's behaviour.
-type MiddlewareOption func(*middleware)
+type MiddlewareOption func(*Middleware)
 
 // WithAdminResolver makes the middleware set Identity.Admin on every request. Without
 // it every caller is a non-admin. An error from the resolver is logged and counts as
 // "not admin": failing closed costs an admin a retry, failing open would hand out
 // everyone's sessions during an API outage.
 func WithAdminResolver(r AdminResolver) MiddlewareOption {
-	return func(m *middleware) { m.admin = r }
+	return func(m *Middleware) { m.admin = r }
 }
 
 // WithAnonymousCounter counts requests that carry no credentials in c instead of writing an
@@ -47,13 +47,26 @@ func WithAdminResolver(r AdminResolver) MiddlewareOption {
 // bury the decisions that matter. A log line summarises them at most once per
 // anonymousLogEvery.
 func WithAnonymousCounter(c prometheus.Counter) MiddlewareOption {
-	return func(m *middleware) { m.anonymous = c }
+	return func(m *Middleware) { m.anonymous = c }
+}
+
+// WithHeaderCSRF refuses, with 403, requests of callers the proxy's identity headers
+// signed in for which check (the web UI's CSRF rules, ui.CheckCSRF) fails: those callers
+// are browsers, whose proxy cookie another site can make them send. Kubernetes
+// identities and bearer tokens are never sent by a browser on its own, and the UI's
+// sign-in cookie is checked by its own authenticator.
+func WithHeaderCSRF(check func(*http.Request) error) MiddlewareOption {
+	return func(m *Middleware) { m.headerCSRF = check }
 }
 
 // anonymousLogEvery bounds the summary log line of requests without credentials.
 const anonymousLogEvery = time.Minute
 
-type middleware struct {
+// Middleware is the authentication middleware built by NewMiddleware. Wrap guards the
+// API; WrapWith guards handlers that answer refusals their own way (the web UI's
+// pages). One Middleware serves both, so they share the user cache and the summary of
+// requests without credentials.
+type Middleware struct {
 	anonymous      prometheus.Counter
 	anonMu         sync.Mutex
 	anonSeen       int
@@ -65,22 +78,24 @@ type middleware struct {
 	admin          AdminResolver
 	users          *ttlCache[string]
 	noCredentials  string
+	headerCSRF     func(*http.Request) error
 }
 
 // NewMiddleware authenticates every request with the first authenticator that
 // recognises it, resolves admin rights, upserts the user into st (Source and Subject
 // from the identity) and puts the Identity in the request context (FromContext).
 //
-// Requests it turns away get a JSON apiv1.Error: 401 Unauthorized for missing or
-// rejected credentials (audited, with the reason; for no credentials the message
-// lists the ways available), 503 Unavailable when a credential could not be checked
-// (Kubernetes API or store unreachable). Nothing is exempt: mount health and metrics
-// endpoints outside it.
-func NewMiddleware(authenticators []Authenticator, st store.Store, rec *audit.Recorder, log hclog.Logger, opts ...MiddlewareOption) func(http.Handler) http.Handler {
+// Requests it turns away are answered by the renderer (Wrap: the API's JSON apiv1.Error):
+// 401 Unauthorized for missing or rejected credentials (audited, with the reason; for
+// no credentials the message lists the ways available), 503 Unavailable when a
+// credential could not be checked (Kubernetes API or store unreachable), 403 Forbidden
+// for a cross-site request (WithHeaderCSRF). Nothing is exempt: mount health and
+// metrics endpoints outside it.
+func NewMiddleware(authenticators []Authenticator, st store.Store, rec *audit.Recorder, log hclog.Logger, opts ...MiddlewareOption) *Middleware {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	m := &middleware{
+	m := &Middleware{
 		authenticators: slices.Clone(authenticators),
 		st:             st,
 		rec:            rec,
@@ -91,7 +106,7 @@ func NewMiddleware(authenticators []Authenticator, st store.Store, rec *audit.Re
 		o(m)
 	}
 	m.noCredentials = noCredentialsMessage(m.authenticators)
-	return m.wrap
+	return m
 }
 
 // offerer is implemented by authenticators that can be configured so that they never
@@ -117,7 +132,13 @@ func noCredentialsMessage(as []Authenticator) string {
 	}
 }
 
-func (m *middleware) wrap(next http.Handler) http.Handler {
+// Wrap authenticates every request before next and answers the ones it turns away
+// with the API's JSON error.
+func (m *Middleware) Wrap(next http.Handler) http.Handler { return m.WrapWith(next, httperr.JSON) }
+
+// WrapWith is Wrap with the refusals answered by render, which gets the status, the
+// apiv1 error code and the message Wrap would send.
+func (m *Middleware) WrapWith(next http.Handler, render httperr.Renderer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		id, via, err := m.authenticate(r)
@@ -125,17 +146,17 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			actor := "unauthenticated peer " + peerString(r.RemoteAddr)
 			if errors.Is(err, ErrUnauthenticated) {
 				m.rec.Denied(ctx, actor, ActionAuthenticate, via, err.Error())
-				writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, err.Error())
+				render(w, r, http.StatusUnauthorized, apiv1.CodeUnauthorized, err.Error())
 				return
 			}
 			m.log.Error("authenticate request failed", "authenticator", via, "peer", peerString(r.RemoteAddr), "error", err)
 			m.rec.Error(ctx, actor, ActionAuthenticate, via, err)
-			writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "cannot check your credentials right now; try again shortly")
+			render(w, r, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "cannot check your credentials right now; try again shortly")
 			return
 		}
 		if id == nil {
 			m.noCredentialsSeen(r)
-			writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, m.noCredentials)
+			render(w, r, http.StatusUnauthorized, apiv1.CodeUnauthorized, m.noCredentials)
 			return
 		}
 		if m.admin != nil {
@@ -147,8 +168,14 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 		}
 		if err := m.upsertUser(ctx, id); err != nil {
 			m.log.Error("record user failed", "user", id.Username, "source", id.Source, "error", err)
-			writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "cannot record your user right now; try again shortly")
+			render(w, r, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "cannot record your user right now; try again shortly")
 			return
+		}
+		if m.headerCSRF != nil && id.Source == SourceHeader {
+			if err := m.headerCSRF(r); err != nil {
+				render(w, r, http.StatusForbidden, apiv1.CodeForbidden, "cross-site request refused: "+err.Error())
+				return
+			}
 		}
 		next.ServeHTTP(w, r.WithContext(WithIdentity(ctx, id)))
 	})
@@ -156,7 +183,7 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 
 // noCredentialsSeen counts a request without credentials and logs a summary line at most
 // once per anonymousLogEvery (the first one at once), never an audit row per request.
-func (m *middleware) noCredentialsSeen(r *http.Request) {
+func (m *Middleware) noCredentialsSeen(r *http.Request) {
 	if m.anonymous != nil {
 		m.anonymous.Inc()
 	}
@@ -179,7 +206,7 @@ func (m *middleware) noCredentialsSeen(r *http.Request) {
 
 // authenticate returns the identity, or nil when no authenticator recognised the
 // request, and the name of the authenticator that decided.
-func (m *middleware) authenticate(r *http.Request) (*Identity, string, error) {
+func (m *Middleware) authenticate(r *http.Request) (*Identity, string, error) {
 	for _, a := range m.authenticators {
 		id, ok, err := a.Authenticate(r)
 		if err != nil {
@@ -194,7 +221,7 @@ func (m *middleware) authenticate(r *http.Request) (*Identity, string, error) {
 
 // upsertUser fills id.UserID, creating or refreshing the stored user. Identities that
 // already carry a UserID (personal access tokens) belong to an existing user.
-func (m *middleware) upsertUser(ctx context.Context, id *Identity) error {
+func (m *Middleware) upsertUser(ctx context.Context, id *Identity) error {
 	if id.UserID != "" {
 		return nil
 	}
@@ -228,18 +255,4 @@ func (m *middleware) upsertUser(ctx context.Context, id *Identity) error {
 	m.users.put(key, u.ID, userUpsertInterval)
 	id.UserID = u.ID
 	return nil
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	switch status {
-	case http.StatusUnauthorized:
-		w.Header().Set("WWW-Authenticate", `Bearer realm="cake-agents"`)
-	case http.StatusServiceUnavailable:
-		// A credential could not be checked (Kubernetes API or database away): retry.
-		w.Header().Set("Retry-After", "2")
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(apiv1.Error{Body: apiv1.ErrorBody{Code: code, Message: msg}})
 }

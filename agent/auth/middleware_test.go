@@ -94,7 +94,7 @@ func TestMiddlewareNoCredentials(t *testing.T) {
 	counter := prometheus.NewCounter(prometheus.CounterOpts{Name: "anonymous_total"})
 	var logBuf bytes.Buffer
 	logger := hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Info})
-	h := NewMiddleware([]Authenticator{a1, a2, a3}, st, audit.NewRecorder(st, nil), logger, WithAnonymousCounter(counter))(whoami)
+	h := NewMiddleware([]Authenticator{a1, a2, a3}, st, audit.NewRecorder(st, nil), logger, WithAnonymousCounter(counter)).Wrap(whoami)
 	w, e, _ := serve(t, h, httptest.NewRequest(http.MethodGet, "/api/v1/sessions", nil))
 	if w.Code != http.StatusUnauthorized || e.Body.Code != apiv1.CodeUnauthorized {
 		t.Fatalf("status %d code %q, want 401 Unauthorized", w.Code, e.Body.Code)
@@ -103,7 +103,8 @@ func TestMiddlewareNoCredentials(t *testing.T) {
 	if e.Body.Message != want {
 		t.Errorf("message = %q\nwant      %q", e.Body.Message, want)
 	}
-	if w.Header().Get("WWW-Authenticate") == "" || w.Header().Get("Content-Type") != "application/json" {
+	if w.Header().Get("WWW-Authenticate") != `Bearer realm="cake-agents"` || w.Header().Get("Content-Type") != "application/json" ||
+		w.Header().Get("Cache-Control") != "no-store" || w.Header().Get("Retry-After") != "" {
 		t.Errorf("headers = %v", w.Header())
 	}
 	if a1.calls != 1 || a2.calls != 1 || a3.calls != 1 {
@@ -132,7 +133,7 @@ func TestMiddlewareFirstRecogniserDecides(t *testing.T) {
 	rec := audit.NewRecorder(st, nil)
 
 	// A rejection is final: the next authenticator is never asked.
-	h := NewMiddleware([]Authenticator{reject, accept}, st, rec, nil)(whoami)
+	h := NewMiddleware([]Authenticator{reject, accept}, st, rec, nil).Wrap(whoami)
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r = r.WithContext(audit.WithRequestID(r.Context(), "req-1"))
 	w, e, _ := serve(t, h, r)
@@ -148,7 +149,7 @@ func TestMiddlewareFirstRecogniserDecides(t *testing.T) {
 	}
 
 	// Acceptance: identity in context, user upserted, admin resolved.
-	h = NewMiddleware([]Authenticator{&stubAuthenticator{name: "none"}, accept}, st, rec, nil, WithAdminResolver(stubAdmin{admin: true}))(whoami)
+	h = NewMiddleware([]Authenticator{&stubAuthenticator{name: "none"}, accept}, st, rec, nil, WithAdminResolver(stubAdmin{admin: true})).Wrap(whoami)
 	w, _, id := serve(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
 	if w.Code != http.StatusOK {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
@@ -162,7 +163,7 @@ func TestMiddlewareFirstRecogniserDecides(t *testing.T) {
 	}
 
 	// The admin resolver failing means "not admin", and the stored flag follows.
-	h = NewMiddleware([]Authenticator{accept}, st, rec, nil, WithAdminResolver(stubAdmin{admin: true, err: errors.New("apiserver down")}))(whoami)
+	h = NewMiddleware([]Authenticator{accept}, st, rec, nil, WithAdminResolver(stubAdmin{admin: true, err: errors.New("apiserver down")})).Wrap(whoami)
 	_, _, id = serve(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
 	if id.Admin {
 		t.Fatal("admin despite a failed admin check")
@@ -175,7 +176,7 @@ func TestMiddlewareFirstRecogniserDecides(t *testing.T) {
 func TestMiddlewareUnavailable(t *testing.T) {
 	st, _ := newStore(t)
 	broken := &stubAuthenticator{name: "kube", err: errors.New("dial tcp: connection refused")}
-	h := NewMiddleware([]Authenticator{broken}, st, audit.NewRecorder(st, nil), nil)(whoami)
+	h := NewMiddleware([]Authenticator{broken}, st, audit.NewRecorder(st, nil), nil).Wrap(whoami)
 	w, e, _ := serve(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
 	if w.Code != http.StatusServiceUnavailable || e.Body.Code != apiv1.CodeUnavailable {
 		t.Fatalf("status %d code %q, want 503 Unavailable", w.Code, e.Body.Code)
@@ -183,13 +184,20 @@ func TestMiddlewareUnavailable(t *testing.T) {
 	if strings.Contains(e.Body.Message, "connection refused") {
 		t.Errorf("internal error leaked to the caller: %q", e.Body.Message)
 	}
+	if e.Body.Message != "cannot check your credentials right now; try again shortly" {
+		t.Errorf("message = %q", e.Body.Message)
+	}
+	if w.Header().Get("Retry-After") != "2" || w.Header().Get("Content-Type") != "application/json" ||
+		w.Header().Get("Cache-Control") != "no-store" || w.Header().Get("WWW-Authenticate") != "" {
+		t.Errorf("headers = %v, want a JSON 503 that says when to retry", w.Header())
+	}
 }
 
 func TestMiddlewareUpsertIsCached(t *testing.T) {
 	st, _ := newStore(t)
 	cs := &upsertCounter{Store: st}
 	kube := &stubAuthenticator{name: "kube", ok: true, id: &Identity{Username: "jane", Source: SourceKubernetes}}
-	h := NewMiddleware([]Authenticator{kube}, cs, nil, nil)(whoami)
+	h := NewMiddleware([]Authenticator{kube}, cs, nil, nil).Wrap(whoami)
 	var first string
 	for range 3 {
 		_, _, id := serve(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
@@ -244,7 +252,7 @@ func TestHeaderAuthOverTCP(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := httptest.NewServer(audit.RequestIDMiddleware(NewMiddleware([]Authenticator{ha, NewTokenAuthenticator(st, nil)}, st, audit.NewRecorder(st, nil), nil)(whoami)))
+			srv := httptest.NewServer(audit.RequestIDMiddleware(NewMiddleware([]Authenticator{ha, NewTokenAuthenticator(st, nil)}, st, audit.NewRecorder(st, nil), nil).Wrap(whoami)))
 			defer srv.Close()
 			req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/v1/whoami", nil)
 			for k, v := range tc.headers {
@@ -306,7 +314,7 @@ func TestInertHeaderAuthServesTokens(t *testing.T) {
 	if err != nil {
 		t.Fatalf("inert header auth must not be a configuration error: %v", err)
 	}
-	srv := httptest.NewServer(NewMiddleware([]Authenticator{ha, NewTokenAuthenticator(st, nil)}, st, audit.NewRecorder(st, nil), nil)(whoami))
+	srv := httptest.NewServer(NewMiddleware([]Authenticator{ha, NewTokenAuthenticator(st, nil)}, st, audit.NewRecorder(st, nil), nil).Wrap(whoami))
 	defer srv.Close()
 	call := func(headers map[string]string) (int, string) {
 		t.Helper()
@@ -333,5 +341,74 @@ func TestInertHeaderAuthServesTokens(t *testing.T) {
 	code, body = call(nil)
 	if code != http.StatusUnauthorized || strings.Contains(body, ha.Name()) || !strings.Contains(body, "personal access token") {
 		t.Fatalf("no credentials: %d %s, want 401 offering tokens but not the proxy", code, body)
+	}
+}
+
+// TestMiddlewareHeaderCSRF: with WithHeaderCSRF, callers the proxy's headers signed in
+// must pass the check; other callers are not asked. The refusal is a 403.
+func TestMiddlewareHeaderCSRF(t *testing.T) {
+	st, _ := newStore(t)
+	refuse := func(*http.Request) error {
+		return errors.New("cross-origin request from \"https://evil.example\" refused")
+	}
+	for _, tc := range []struct {
+		source string
+		want   int
+	}{
+		{SourceHeader, http.StatusForbidden},
+		{SourceKubernetes, http.StatusOK},
+		{SourceToken, http.StatusOK},
+	} {
+		a := &stubAuthenticator{name: "a", ok: true, id: &Identity{Username: "jane", Email: "jane@example.com", Source: tc.source}}
+		h := NewMiddleware([]Authenticator{a}, st, nil, nil, WithHeaderCSRF(refuse)).Wrap(whoami)
+		w, e, _ := serve(t, h, httptest.NewRequest(http.MethodPost, "/api/v1/sessions", nil))
+		if w.Code != tc.want {
+			t.Errorf("%s identity: status %d, want %d", tc.source, w.Code, tc.want)
+		}
+		if tc.want == http.StatusForbidden && (e.Body.Code != apiv1.CodeForbidden ||
+			e.Body.Message != `cross-site request refused: cross-origin request from "https://evil.example" refused`) {
+			t.Errorf("%s identity: error %+v", tc.source, e.Body)
+		}
+	}
+}
+
+// TestMiddlewareRenderer: WrapWith hands every refusal to the renderer with the status,
+// code and message Wrap would send as JSON, and writes nothing itself.
+func TestMiddlewareRenderer(t *testing.T) {
+	st, _ := newStore(t)
+	type refusal struct {
+		status    int
+		code, msg string
+	}
+	for name, tc := range map[string]struct {
+		a    *stubAuthenticator
+		opts []MiddlewareOption
+		want refusal
+	}{
+		"no credentials": {&stubAuthenticator{name: "a token"}, nil, refusal{http.StatusUnauthorized, apiv1.CodeUnauthorized, "no credentials: use a token"}},
+		"rejected": {&stubAuthenticator{name: "t", err: fmt.Errorf("%w: token expired", ErrUnauthenticated)}, nil,
+			refusal{http.StatusUnauthorized, apiv1.CodeUnauthorized, "unauthenticated: token expired"}},
+		"outage": {&stubAuthenticator{name: "t", err: errors.New("boom")}, nil,
+			refusal{http.StatusServiceUnavailable, apiv1.CodeUnavailable, "cannot check your credentials right now; try again shortly"}},
+		"cross-site": {&stubAuthenticator{name: "h", ok: true, id: &Identity{Username: "u", Email: "u@example.com", Source: SourceHeader}},
+			[]MiddlewareOption{WithHeaderCSRF(func(*http.Request) error { return errors.New("no") })},
+			refusal{http.StatusForbidden, apiv1.CodeForbidden, "cross-site request refused: no"}},
+	} {
+		var got []refusal
+		render := func(w http.ResponseWriter, _ *http.Request, status int, code, msg string) {
+			got = append(got, refusal{status, code, msg})
+			w.WriteHeader(http.StatusTeapot)
+		}
+		m := NewMiddleware([]Authenticator{tc.a}, st, nil, nil, tc.opts...)
+		w := httptest.NewRecorder()
+		m.WrapWith(whoami, render).ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil))
+		if len(got) != 1 || got[0] != tc.want || w.Code != http.StatusTeapot || w.Body.Len() != 0 || w.Header().Get("WWW-Authenticate") != "" {
+			t.Errorf("%s: rendered %+v (status %d, body %q), want %+v", name, got, w.Code, w.Body, tc.want)
+		}
+		// Wrap answers the same refusal as the API's JSON error.
+		jw, e, _ := serve(t, m.Wrap(whoami), httptest.NewRequest(http.MethodGet, "/", nil))
+		if jw.Code != tc.want.status || e.Body.Code != tc.want.code || e.Body.Message != tc.want.msg {
+			t.Errorf("%s: Wrap answered %d %+v", name, jw.Code, e.Body)
+		}
 	}
 }

@@ -11,7 +11,6 @@
 package proxy
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/opencode"
 	"github.com/cakeai/cake-agents/agent/tunnel"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
@@ -197,7 +197,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target, rest str
 				msg = err.Error()
 			}
 			logger.Warn("proxy to session failed", "path", rest, "error", err)
-			writeError(w, http.StatusBadGateway, apiv1.CodeUnavailable, msg)
+			httperr.Write(w, http.StatusBadGateway, apiv1.CodeUnavailable, msg)
 		},
 	}
 	rp.ServeHTTP(w, r)
@@ -214,12 +214,6 @@ func (p *Proxy) stripHeaders(h http.Header) {
 			}
 		}
 	}
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(apiv1.Error{Body: apiv1.ErrorBody{Code: code, Message: msg}})
 }
 
 // activity throttles OnActivity calls for one proxied request.

@@ -252,6 +252,12 @@ func TestProxyPodUnreachable(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway || json.NewDecoder(resp.Body).Decode(&e) != nil || e.Body.Code != apiv1.CodeUnavailable {
 		t.Fatalf("status %d body %+v; want 502 Unavailable", resp.StatusCode, e)
 	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q, want the API's JSON error", ct)
+	}
+	if !strings.HasPrefix(e.Body.Message, "cannot reach the session's OpenCode: ") {
+		t.Errorf("message %q", e.Body.Message)
+	}
 }
 
 func TestProxyRedactsProviderKeys(t *testing.T) {

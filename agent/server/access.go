@@ -12,6 +12,7 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/version"
@@ -22,7 +23,7 @@ import (
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, verb, target string) (*auth.Identity, bool) {
 	id := auth.FromContext(r.Context())
 	if id == nil {
-		writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
+		httperr.Write(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
 		return nil, false
 	}
 	if s.opts.Authorizer == nil {
@@ -31,7 +32,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, verb, target 
 	allowed, reason, err := s.opts.Authorizer.Authorize(r.Context(), id, verb)
 	if err != nil {
 		s.log.Error("authorization check failed", "user", id.Username, "verb", verb, "error", err)
-		writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "could not check your permissions with the Kubernetes API: try again shortly")
+		httperr.Write(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "could not check your permissions with the Kubernetes API: try again shortly")
 		return nil, false
 	}
 	if !allowed {
@@ -40,7 +41,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, verb, target 
 		if reason != "" {
 			msg += " (" + reason + ")"
 		}
-		writeError(w, http.StatusForbidden, apiv1.CodeForbidden, msg)
+		httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, msg)
 		return nil, false
 	}
 	return id, true
@@ -63,7 +64,7 @@ func (s *Server) getVersion(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 	id := auth.FromContext(r.Context())
 	if id == nil {
-		writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
+		httperr.Write(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
 		return
 	}
 	out := apiv1.WhoAmI{Authenticator: id.Source, Username: id.Username, Groups: id.Groups, Permissions: map[string]bool{}, HeaderAuth: s.opts.HeaderAuth}
@@ -81,7 +82,7 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 		if s.opts.Authorizer != nil {
 			ok, _, err := s.opts.Authorizer.Authorize(r.Context(), id, verb)
 			if err != nil {
-				writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "could not check your permissions with the Kubernetes API: try again shortly")
+				httperr.Write(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "could not check your permissions with the Kubernetes API: try again shortly")
 				return
 			}
 			allowed = ok
@@ -106,7 +107,7 @@ const tokenLimit = "--token-max-ttl, chart value tokens.maxTTL"
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	id := auth.FromContext(r.Context())
 	if id == nil {
-		writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
+		httperr.Write(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
 		return
 	}
 	var req apiv1.CreateTokenRequest
@@ -115,7 +116,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	}
 	req.Name = strings.TrimSpace(req.Name)
 	if req.Name == "" || len(req.Name) > auth.MaxTokenNameLen || strings.ContainsFunc(req.Name, unicode.IsControl) {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("name: give the token a name of plain text, 1 to %d bytes, e.g. \"laptop\"", auth.MaxTokenNameLen))
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("name: give the token a name of plain text, 1 to %d bytes, e.g. \"laptop\"", auth.MaxTokenNameLen))
 		return
 	}
 	ttl, explicit := s.opts.DefaultTokenTTL, false
@@ -123,10 +124,10 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		ttl, explicit = req.ExpiresIn.Duration, true
 		switch {
 		case ttl < time.Minute:
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("expiresIn: %s is shorter than the minimum of 1m", ttl))
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("expiresIn: %s is shorter than the minimum of 1m", ttl))
 			return
 		case ttl > s.opts.MaxTokenTTL:
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("expiresIn: %s is longer than this agent's maximum token lifetime of %s (%s)",
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("expiresIn: %s is longer than this agent's maximum token lifetime of %s (%s)",
 				ttl, s.opts.MaxTokenTTL, tokenLimit))
 			return
 		}
@@ -136,7 +137,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		left := id.TokenExpiresAt.Sub(now).Truncate(time.Second)
 		if ttl > left {
 			if explicit {
-				writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("expiresIn: %s is longer than the personal access token you used, which expires at %s (in %s): a token cannot outlive the token that created it; use your kubeconfig identity or the authenticating proxy for a longer one",
+				httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("expiresIn: %s is longer than the personal access token you used, which expires at %s (in %s): a token cannot outlive the token that created it; use your kubeconfig identity or the authenticating proxy for a longer one",
 					ttl, id.TokenExpiresAt.UTC().Format(time.RFC3339), left))
 				return
 			}
@@ -148,7 +149,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		s.record(r, "token.create", req.Name, audit.OutcomeError, err.Error())
 		if errors.Is(err, store.ErrConflict) {
 			// Names are unique per user, so people can tell their tokens apart.
-			writeError(w, http.StatusConflict, apiv1.CodeConflict, fmt.Sprintf("you already have a token named %q: choose another name, or revoke that token first", req.Name))
+			httperr.Write(w, http.StatusConflict, apiv1.CodeConflict, fmt.Sprintf("you already have a token named %q: choose another name, or revoke that token first", req.Name))
 			return
 		}
 		s.storeError(w, r, err, "token")
@@ -190,7 +191,7 @@ func (s *Server) tokenOwners(w http.ResponseWriter, r *http.Request, id *auth.Id
 	}
 	if !id.Admin {
 		s.record(r, action, name, audit.OutcomeDenied, "not an admin")
-		writeError(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf("the tokens of another user (%s) are for admins (verb \"*\" on sessions.%s); use user=me for your own", name, apiv1.Group))
+		httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf("the tokens of another user (%s) are for admins (verb \"*\" on sessions.%s); use user=me for your own", name, apiv1.Group))
 		return nil, false
 	}
 	users, err := s.opts.Store.FindUsers(r.Context(), name)
@@ -199,7 +200,7 @@ func (s *Server) tokenOwners(w http.ResponseWriter, r *http.Request, id *auth.Id
 		return nil, false
 	}
 	if len(users) == 0 {
-		writeError(w, http.StatusNotFound, apiv1.CodeNotFound, fmt.Sprintf("no user %q is known to the agent: name a user by id, Kubernetes user name or email, as `kubectl agents whoami` shows them", name))
+		httperr.Write(w, http.StatusNotFound, apiv1.CodeNotFound, fmt.Sprintf("no user %q is known to the agent: name a user by id, Kubernetes user name or email, as `kubectl agents whoami` shows them", name))
 		return nil, false
 	}
 	return users, true
@@ -208,7 +209,7 @@ func (s *Server) tokenOwners(w http.ResponseWriter, r *http.Request, id *auth.Id
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 	id := auth.FromContext(r.Context())
 	if id == nil {
-		writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
+		httperr.Write(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
 		return
 	}
 	users, ok := s.tokenOwners(w, r, id, strings.TrimSpace(r.URL.Query().Get("user")), "token.list")
@@ -236,12 +237,12 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 func (s *Server) revokeUserTokens(w http.ResponseWriter, r *http.Request) {
 	id := auth.FromContext(r.Context())
 	if id == nil {
-		writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
+		httperr.Write(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
 		return
 	}
 	name := strings.TrimSpace(r.URL.Query().Get("user"))
 	if name == "" {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "user: name the user whose tokens to revoke (?user=NAME: id, Kubernetes user name or email; me for yourself); one token: DELETE /api/v1/tokens/{id}")
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "user: name the user whose tokens to revoke (?user=NAME: id, Kubernetes user name or email; me for yourself); one token: DELETE /api/v1/tokens/{id}")
 		return
 	}
 	users, ok := s.tokenOwners(w, r, id, name, "token.revoke-all")
@@ -268,7 +269,7 @@ func (s *Server) revokeUserTokens(w http.ResponseWriter, r *http.Request) {
 func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) {
 	id := auth.FromContext(r.Context())
 	if id == nil {
-		writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
+		httperr.Write(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
 		return
 	}
 	tid := r.PathValue("id")
@@ -284,12 +285,12 @@ func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 	id := auth.FromContext(r.Context())
 	if id == nil {
-		writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
+		httperr.Write(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
 		return
 	}
 	if !id.Admin {
 		s.record(r, "audit.list", "", audit.OutcomeDenied, "not an admin")
-		writeError(w, http.StatusForbidden, apiv1.CodeForbidden, "the audit log is for admins (verb \"*\" on sessions.agents.cake.ai)")
+		httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, "the audit log is for admins (verb \"*\" on sessions.agents.cake.ai)")
 		return
 	}
 	q := r.URL.Query()
@@ -297,7 +298,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "limit: want a number from 1 to 1000")
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "limit: want a number from 1 to 1000")
 			return
 		}
 		f.Limit = n

@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 
+	"github.com/cakeai/cake-agents/agent/httperr"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
@@ -23,7 +24,7 @@ func NotReady(pending func() map[string]error) http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, out)
 		default:
 			w.Header().Set("Retry-After", "2")
-			writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "the agent is starting (waiting for its database): retry in a few seconds")
+			httperr.Write(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "the agent is starting (waiting for its database): retry in a few seconds")
 		}
 	})
 }

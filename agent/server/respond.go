@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -27,36 +28,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v) // the client went away; nothing useful to do
 }
 
-// retryAfter is the Retry-After of every 503: the database or the Kubernetes API is
-// out of reach, and a client should try again in a moment rather than fail.
-const retryAfter = "2"
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
-		w.Header().Set("Retry-After", retryAfter)
-	}
-	writeJSON(w, status, apiv1.Error{Body: apiv1.ErrorBody{Code: code, Message: msg}})
-}
-
 // storeError maps a store error to an HTTP answer; unexpected errors are logged and
 // reported without detail so no internal state leaks.
 func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error, what string) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, apiv1.CodeNotFound, what+" not found")
+		httperr.Write(w, http.StatusNotFound, apiv1.CodeNotFound, what+" not found")
 	case errors.Is(err, store.ErrConflict):
-		writeError(w, http.StatusConflict, apiv1.CodeConflict, what+" was changed by someone else: fetch it again and retry")
+		httperr.Write(w, http.StatusConflict, apiv1.CodeConflict, what+" was changed by someone else: fetch it again and retry")
 	case errors.Is(err, store.ErrQuotaExceeded):
-		writeError(w, http.StatusTooManyRequests, apiv1.CodeQuotaExceeded, fmt.Sprintf("you already have the maximum of %d active sessions: stop or delete one first", s.opts.MaxActiveSessions))
+		httperr.Write(w, http.StatusTooManyRequests, apiv1.CodeQuotaExceeded, fmt.Sprintf("you already have the maximum of %d active sessions: stop or delete one first", s.opts.MaxActiveSessions))
 	case errors.Is(err, store.ErrInvalid):
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
 	case errors.Is(err, store.ErrUnavailable):
-		writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "the database is unavailable: try again shortly")
+		httperr.Write(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "the database is unavailable: try again shortly")
 	case errors.Is(err, r.Context().Err()) && r.Context().Err() != nil:
 		// The client went away; nothing to answer.
 	default:
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		writeError(w, http.StatusInternalServerError, apiv1.CodeInternal, "internal error: see the agent's log")
+		httperr.Write(w, http.StatusInternalServerError, apiv1.CodeInternal, "internal error: see the agent's log")
 	}
 }
 
@@ -66,11 +56,11 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error, w
 // mistyped field, 415 for another Content-Type.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		writeError(w, http.StatusUnsupportedMediaType, apiv1.CodeBadRequest, "Content-Type must be application/json")
+		httperr.Write(w, http.StatusUnsupportedMediaType, apiv1.CodeBadRequest, "Content-Type must be application/json")
 		return false
 	}
 	tooLarge := func() bool {
-		writeError(w, http.StatusRequestEntityTooLarge, apiv1.CodeTooLarge, fmt.Sprintf("request body is larger than %d bytes", apiv1.MaxBodyBytes))
+		httperr.Write(w, http.StatusRequestEntityTooLarge, apiv1.CodeTooLarge, fmt.Sprintf("request body is larger than %d bytes", apiv1.MaxBodyBytes))
 		return false
 	}
 	if r.ContentLength > apiv1.MaxBodyBytes {
@@ -89,20 +79,20 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		case errors.As(err, &tooBig):
 			return tooLarge()
 		case errors.Is(err, io.EOF):
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "request body is empty: send a JSON object")
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "request body is empty: send a JSON object")
 		case errors.As(err, &typeErr) && typeErr.Field != "":
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("invalid JSON body: field %q: want %s, got %s", typeErr.Field, jsonKind(typeErr.Type), typeErr.Value))
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("invalid JSON body: field %q: want %s, got %s", typeErr.Field, jsonKind(typeErr.Type), typeErr.Value))
 		case errors.As(err, &typeErr):
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("invalid JSON body: want a JSON object, got %s", typeErr.Value))
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("invalid JSON body: want a JSON object, got %s", typeErr.Value))
 		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "invalid JSON body: "+err.Error())
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "invalid JSON body: "+err.Error())
 		default:
 			if field, ok := unknownField(err); ok {
-				writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("invalid JSON body: unknown field %q; the fields are %s", field, strings.Join(jsonFields(v), ", ")))
+				httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("invalid JSON body: unknown field %q; the fields are %s", field, strings.Join(jsonFields(v), ", ")))
 				return false
 			}
 			// A field's own decoder (durations) refused its value.
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "invalid JSON body: "+err.Error())
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "invalid JSON body: "+err.Error())
 		}
 		return false
 	}
@@ -114,10 +104,10 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	case errors.As(err, &tooBig):
 		return tooLarge()
 	case err != nil:
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "reading the request body failed: "+err.Error())
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "reading the request body failed: "+err.Error())
 		return false
 	case len(bytes.TrimLeft(rest, " \t\r\n")) > 0:
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "invalid JSON body: more than one value")
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "invalid JSON body: more than one value")
 		return false
 	}
 	return true
@@ -199,7 +189,7 @@ func recoverer(log hclog.Logger, next http.Handler) http.Handler {
 					panic(v)
 				}
 				log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-				writeError(w, http.StatusInternalServerError, apiv1.CodeInternal, "internal error: see the agent's log")
+				httperr.Write(w, http.StatusInternalServerError, apiv1.CodeInternal, "internal error: see the agent's log")
 			}
 		}()
 		next.ServeHTTP(w, r)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -38,11 +39,14 @@ type Conversation interface {
 	Send(ctx context.Context, s *store.Session, text string) error
 	// Messages returns the conversation so far.
 	Messages(ctx context.Context, s *store.Session) ([]apiv1.Message, error)
-	// Events relays OpenCode's event stream as server-sent events until ctx ends.
+	// Events relays OpenCode's event stream as server-sent events until ctx ends. It
+	// writes nothing before the stream to OpenCode is open.
 	Events(ctx context.Context, s *store.Session, w http.ResponseWriter) error
 	// Proxy forwards r (HTTP, SSE or WebSocket) to path rest of the session's OpenCode,
-	// adding OpenCode's own credentials.
-	Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string)
+	// adding OpenCode's own credentials. It calls onActivity once the request goes to
+	// the pod and again (throttled) while the caller keeps sending on a long-lived
+	// stream; the server records that as the session's activity.
+	Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string, onActivity func())
 }
 
 // Options configure a Server.
@@ -128,10 +132,10 @@ func jsonMuxErrors(mux *http.ServeMux) http.Handler {
 		mux.ServeHTTP(rec, r)
 		if rec.code == http.StatusMethodNotAllowed {
 			w.Header().Set("Allow", rec.header.Get("Allow"))
-			writeError(w, http.StatusMethodNotAllowed, apiv1.CodeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; allowed: "+rec.header.Get("Allow"))
+			httperr.Write(w, http.StatusMethodNotAllowed, apiv1.CodeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; allowed: "+rec.header.Get("Allow"))
 			return
 		}
-		writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "no such API endpoint: "+r.Method+" "+r.URL.Path+" (see /api/v1/openapi.json)")
+		httperr.Write(w, http.StatusNotFound, apiv1.CodeNotFound, "no such API endpoint: "+r.Method+" "+r.URL.Path+" (see /api/v1/openapi.json)")
 	})
 }
 

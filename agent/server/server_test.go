@@ -17,6 +17,7 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/sessioninit"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -128,7 +129,9 @@ func (f *fakeConversation) Events(_ context.Context, _ *store.Session, w http.Re
 	return err
 }
 
-func (f *fakeConversation) Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string) {
+// Proxy reports the request as activity, as proxy.Proxy does.
+func (f *fakeConversation) Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string, onActivity func()) {
+	onActivity()
 	_, _ = fmt.Fprintf(w, "proxied %s %s", s.ID, rest)
 }
 
@@ -194,7 +197,7 @@ func newEnvWith(t testing.TB, deny denyAuthorizer, opts func(*Options)) *env {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			id := e.users[r.Header.Get("X-Test-User")]
 			if id == nil {
-				writeError(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "no test user")
+				httperr.Write(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "no test user")
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(auth.WithIdentity(r.Context(), id)))

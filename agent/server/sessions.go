@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/internal/failpoint"
@@ -113,7 +115,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := validateCreate(&req); err != nil {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
 		return
 	}
 	// The request's values only: the sessions controller fills in the id, state,
@@ -180,7 +182,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "limit: want a number from 1 to 1000")
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "limit: want a number from 1 to 1000")
 			return
 		}
 		f.Limit = n
@@ -189,7 +191,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("all"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("all: %q is not true or false", v))
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("all: %q is not true or false", v))
 			return
 		}
 		all = b
@@ -197,7 +199,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 	if all {
 		if !id.Admin {
 			s.record(r, "session.list-all", "", "denied", "not an admin")
-			writeError(w, http.StatusForbidden, apiv1.CodeForbidden, "listing every user's sessions needs the admin role (verb \"*\" on sessions.agents.cake.ai)")
+			httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, "listing every user's sessions needs the admin role (verb \"*\" on sessions.agents.cake.ai)")
 			return
 		}
 		f.VisibleTo = ""
@@ -213,7 +215,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 		for _, st := range strings.Split(v, ",") {
 			state := apiv1.SessionState(strings.TrimSpace(st))
 			if !state.Valid() {
-				writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("state: %q is not one of %v", st, apiv1.AllStates))
+				httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("state: %q is not one of %v", st, apiv1.AllStates))
 				return
 			}
 			f.States = append(f.States, state)
@@ -222,7 +224,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 	page, err := s.opts.Store.ListSessions(r.Context(), f)
 	if err != nil {
 		if errors.Is(err, store.ErrInvalid) {
-			writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "continue: invalid token: list again from the start without it")
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "continue: invalid token: list again from the start without it")
 			return
 		}
 		s.storeError(w, r, err, "sessions")
@@ -241,7 +243,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 func (s *Server) loadSession(w http.ResponseWriter, r *http.Request, verb string) (*auth.Identity, *store.Session, bool) {
 	sid := r.PathValue("id")
 	if err := apiv1.ValidateSessionID(sid); err != nil {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
 		return nil, nil, false
 	}
 	id, ok := s.authorize(w, r, verb, sid)
@@ -255,7 +257,7 @@ func (s *Server) loadSession(w http.ResponseWriter, r *http.Request, verb string
 	}
 	if !auth.CanView(id, sess) {
 		s.record(r, "session."+verb, sid, "denied", "private session of another user")
-		writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "session "+sid+" not found")
+		httperr.Write(w, http.StatusNotFound, apiv1.CodeNotFound, "session "+sid+" not found")
 		return nil, nil, false
 	}
 	return id, sess, true
@@ -267,7 +269,7 @@ func (s *Server) requireOwner(w http.ResponseWriter, r *http.Request, id *auth.I
 		return true
 	}
 	s.record(r, "session."+action, sess.ID, "denied", "not the owner")
-	writeError(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf("only the owner of session %s or an admin may %s it", sess.ID, action))
+	httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf("only the owner of session %s or an admin may %s it", sess.ID, action))
 	return false
 }
 
@@ -300,11 +302,11 @@ func (s *Server) patchSession(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(errs) > 0 {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, strings.Join(errs, "; "))
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, strings.Join(errs, "; "))
 		return
 	}
 	if req.ResourceVersion != 0 && req.ResourceVersion != sess.ResourceVersion {
-		writeError(w, http.StatusConflict, apiv1.CodeConflict, fmt.Sprintf("session %s is at resourceVersion %d, not %d: fetch it again and retry", sess.ID, sess.ResourceVersion, req.ResourceVersion))
+		httperr.Write(w, http.StatusConflict, apiv1.CodeConflict, fmt.Sprintf("session %s is at resourceVersion %d, not %d: fetch it again and retry", sess.ID, sess.ResourceVersion, req.ResourceVersion))
 		return
 	}
 	if req.Title != nil {
@@ -391,7 +393,7 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request) {
 // not a conflict); anything else is an internal error.
 func (s *Server) lifecycleError(w http.ResponseWriter, r *http.Request, err error, sid string) {
 	if errors.Is(err, sessions.ErrInvalidState) || errors.Is(err, sessions.ErrBusy) {
-		writeError(w, http.StatusConflict, apiv1.CodeConflict, err.Error())
+		httperr.Write(w, http.StatusConflict, apiv1.CodeConflict, err.Error())
 		return
 	}
 	s.storeError(w, r, err, "session "+sid)
@@ -403,7 +405,7 @@ func (s *Server) runningSession(w http.ResponseWriter, r *http.Request, verb str
 		return nil, nil, false
 	}
 	if sess.State != apiv1.StateRunning {
-		writeError(w, http.StatusConflict, apiv1.CodeNotRunning, fmt.Sprintf("session %s is %s, not Running: start it with `kubectl agents session start %s`", sess.ID, sess.State, sess.ID))
+		httperr.Write(w, http.StatusConflict, apiv1.CodeNotRunning, fmt.Sprintf("session %s is %s, not Running: start it with `kubectl agents session start %s`", sess.ID, sess.State, sess.ID))
 		return nil, nil, false
 	}
 	return id, sess, true
@@ -423,7 +425,7 @@ func (s *Server) drivableSession(w http.ResponseWriter, r *http.Request, auditAc
 			allowed, _, err := s.opts.Authorizer.AuthorizeSession(r.Context(), id, apiv1.VerbAttach, sess.ID)
 			if err != nil {
 				s.log.Error("authorization check failed", "user", id.Username, "verb", apiv1.VerbAttach, "session", sess.ID, "error", err)
-				writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "could not check your permissions with the Kubernetes API: try again shortly")
+				httperr.Write(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "could not check your permissions with the Kubernetes API: try again shortly")
 				return nil, nil, false
 			}
 			granted = allowed
@@ -431,7 +433,7 @@ func (s *Server) drivableSession(w http.ResponseWriter, r *http.Request, auditAc
 	}
 	if !auth.CanDrive(id, sess, granted) {
 		s.record(r, auditAction, sess.ID, audit.OutcomeDenied, "not the owner, an admin, or granted attach")
-		writeError(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf(
+		httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, fmt.Sprintf(
 			"only the owner of session %[1]s, an admin, or a user granted attach on it may %[2]s it: an admin can bind %[5]s "+
 				"the ClusterRole cake-agents-attach, or a Role in namespace %[3]s with the rule "+
 				"{apiGroups: [%[4]s], resources: [sessions], verbs: [attach], resourceNames: [%[1]s]} (--resource-name=%[1]s)",
@@ -451,11 +453,11 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.TrimSpace(req.Text) == "" {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "text: the prompt is empty")
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "text: the prompt is empty")
 		return
 	}
 	if len(req.Text) > apiv1.MaxPromptBytes {
-		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("text: %d bytes is more than the maximum %d", len(req.Text), apiv1.MaxPromptBytes))
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("text: %d bytes is more than the maximum %d", len(req.Text), apiv1.MaxPromptBytes))
 		return
 	}
 	if err := s.opts.Conversation.Send(r.Context(), sess, req.Text); err != nil {
@@ -463,13 +465,13 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		// A stop or delete (through any replica) may have won the race since the
 		// session was read: then the answer is that, not an unreachable OpenCode.
 		if cur, gerr := s.opts.Store.GetSession(r.Context(), sess.ID); errors.Is(gerr, store.ErrNotFound) {
-			writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "session "+sess.ID+" not found: it was deleted")
+			httperr.Write(w, http.StatusNotFound, apiv1.CodeNotFound, "session "+sess.ID+" not found: it was deleted")
 			return
 		} else if gerr == nil && cur.State != apiv1.StateRunning {
-			writeError(w, http.StatusConflict, apiv1.CodeNotRunning, fmt.Sprintf("session %s is %s, not Running, so the message was not delivered: start it with `kubectl agents session start %s`", sess.ID, cur.State, sess.ID))
+			httperr.Write(w, http.StatusConflict, apiv1.CodeNotRunning, fmt.Sprintf("session %s is %s, not Running, so the message was not delivered: start it with `kubectl agents session start %s`", sess.ID, cur.State, sess.ID))
 			return
 		}
-		writeError(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
+		httperr.Write(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
 		return
 	}
 	s.opts.Sessions.Touch(r.Context(), sess.ID, "message")
@@ -484,7 +486,7 @@ func (s *Server) sessionLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	msgs, err := s.opts.Conversation.Messages(r.Context(), sess)
 	if err != nil {
-		writeError(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
+		httperr.Write(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
 		return
 	}
 	if msgs == nil {
@@ -498,33 +500,46 @@ func (s *Server) sessionEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	tw := &startedWriter{ResponseWriter: w}
+	// Opening the stream is activity; what streams afterwards is not, or a browser tab
+	// left open would keep the session from ever reaching its idle timeout.
+	tw := &startedWriter{ResponseWriter: w, onStart: func() { s.opts.Sessions.Touch(r.Context(), sess.ID, "events") }}
 	err := s.opts.Conversation.Events(r.Context(), sess, tw)
 	if err == nil || r.Context().Err() != nil {
 		return
 	}
 	if !tw.started {
 		// Nothing sent yet: without this the client would get an empty 200.
-		writeError(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
+		httperr.Write(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
 		return
 	}
 	s.log.Warn("event stream ended", "session", sess.ID, "error", err)
 }
 
 // startedWriter remembers whether a response was started, so a handler can still
-// answer an error when the streaming call it delegated to failed before writing.
+// answer an error when the streaming call it delegated to failed before writing, and
+// calls onStart (when set) as it starts.
 type startedWriter struct {
 	http.ResponseWriter
 	started bool
+	onStart func()
+}
+
+func (w *startedWriter) start() {
+	if !w.started {
+		w.started = true
+		if w.onStart != nil {
+			w.onStart()
+		}
+	}
 }
 
 func (w *startedWriter) WriteHeader(code int) {
-	w.started = true
+	w.start()
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *startedWriter) Write(b []byte) (int, error) {
-	w.started = true
+	w.start()
 	return w.ResponseWriter.Write(b)
 }
 
@@ -538,12 +553,12 @@ func (s *Server) attachSession(w http.ResponseWriter, r *http.Request) {
 	}
 	if !auth.CanSeePassword(id, sess) {
 		s.record(r, "session.attach-direct", sess.ID, "denied", "not the owner")
-		writeError(w, http.StatusForbidden, apiv1.CodeForbidden, "a direct attach needs the session's password, which only its owner gets: attach without --direct to go through the agent")
+		httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, "a direct attach needs the session's password, which only its owner gets: attach without --direct to go through the agent")
 		return
 	}
 	pw, err := s.opts.Sessions.Password(r.Context(), sess)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "the session's password is not available yet: "+err.Error())
+		httperr.Write(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "the session's password is not available yet: "+err.Error())
 		return
 	}
 	s.opts.Sessions.Touch(r.Context(), sess.ID, "attach")
@@ -556,8 +571,10 @@ func (s *Server) proxySession(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.opts.Sessions.Touch(r.Context(), sess.ID, "proxy")
-	s.opts.Conversation.Proxy(w, r, sess, "/"+r.PathValue("rest"))
+	// The request, and later what the caller sends on a long-lived stream, is activity.
+	s.opts.Conversation.Proxy(w, r, sess, "/"+r.PathValue("rest"), func() {
+		s.opts.Sessions.Touch(context.WithoutCancel(r.Context()), sess.ID, "proxy")
+	})
 }
 
 // toAPI converts a stored session to its wire form, resolving the owner's name

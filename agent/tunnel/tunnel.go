@@ -21,18 +21,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
-	"k8s.io/client-go/transport/spdy"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
 
 	pf "github.com/cakeai/cake-agents/pkg/portforward"
@@ -85,61 +81,17 @@ type transportKey struct {
 }
 
 // NewPool returns a Pool that port-forwards through the API server described by
-// restConfig, trying the WebSocket protocol first and falling back to SPDY like kubectl
-// does (API servers before 1.31 or proxies that refuse WebSocket upgrades).
+// restConfig with pkg/portforward's Dialer: WebSocket first, SPDY as fallback, like
+// kubectl (API servers before 1.31 or proxies that refuse WebSocket upgrades).
 func NewPool(restConfig *rest.Config, log hclog.Logger, opts ...Option) (*Pool, error) {
 	if restConfig == nil {
 		return nil, errors.New("tunnel: a Kubernetes REST config is required")
 	}
-	rc, err := restClientFor(restConfig)
+	d, err := pf.NewDialer(restConfig)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tunnel: %w", err)
 	}
-	transport, upgrader, err := spdy.RoundTripperFor(restConfig)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel: build SPDY transport from the kube config: %w", err)
-	}
-	spdyClient := &http.Client{Transport: transport}
-	connect := func(namespace, pod string) (streamhttp.Connection, error) {
-		u := rc.Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
-		return dialPortForward(restConfig, upgrader, spdyClient, u)
-	}
-	return newPool(connect, log, opts...), nil
-}
-
-func restClientFor(cfg *rest.Config) (*rest.RESTClient, error) {
-	c := rest.CopyConfig(cfg)
-	c.GroupVersion = &corev1.SchemeGroupVersion
-	c.APIPath = "/api"
-	c.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
-	if c.UserAgent == "" {
-		c.UserAgent = rest.DefaultKubernetesUserAgent()
-	}
-	rc, err := rest.RESTClientFor(c)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel: build a REST client from the kube config: %w", err)
-	}
-	return rc, nil
-}
-
-func dialPortForward(cfg *rest.Config, upgrader spdy.Upgrader, spdyClient *http.Client, u *url.URL) (streamhttp.Connection, error) {
-	dialer := spdy.NewDialerForStreaming(upgrader, spdyClient, http.MethodPost, u)
-	ws, err := portforward.NewSPDYOverWebsocketDialerForStreaming(u, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel: build WebSocket dialer: %w", err)
-	}
-	dialer = portforward.NewFallbackDialerForStreaming(ws, dialer, func(err error) bool {
-		return streamhttp.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
-	})
-	conn, protocol, err := dialer.Dial(portforward.PortForwardProtocolV1Name)
-	if err != nil {
-		return nil, err
-	}
-	if protocol != portforward.PortForwardProtocolV1Name {
-		_ = conn.Close()
-		return nil, fmt.Errorf("unable to negotiate port-forward protocol: server chose %q", protocol)
-	}
-	return conn, nil
+	return newPool(d.Dial, log, opts...), nil
 }
 
 func newPool(connect connector, log hclog.Logger, opts ...Option) *Pool {

@@ -21,6 +21,8 @@ import (
 	"k8s.io/client-go/tools/portforward"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
 	"k8s.io/streaming/pkg/httpstream/spdy"
+
+	"github.com/cakeai/cake-agents/internal/testcluster"
 )
 
 // fakeKubelet speaks the server side of the port-forward protocol the way the API
@@ -162,30 +164,7 @@ func (f *fakeKubelet) pool(t *testing.T, opts ...Option) *Pool {
 }
 
 // echoServer answers every line with "echo: <line>".
-func echoServer(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					fmt.Fprintf(c, "echo: %s\n", sc.Text())
-				}
-			}()
-		}
-	}()
-	return l.Addr().String()
-}
+func echoServer(t *testing.T) string { return testcluster.EchoServer(t, "echo: ").Addr().String() }
 
 func roundTrip(t *testing.T, c net.Conn, line string) {
 	t.Helper()

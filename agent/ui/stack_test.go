@@ -81,11 +81,11 @@ func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) 
 		Store:             st,
 		Sessions:          sessions,
 		Conversation:      conv,
-		Authenticate:      authn,
+		Authenticate:      authn.Wrap,
 		Audit:             rec,
 		Log:               log,
 		MaxActiveSessions: 5,
-		UI:                ui.New(ui.Options{Authenticate: authn, Tokens: tokens, Log: log}),
+		UI:                ui.New(ui.Options{Authenticate: authn.WrapWith, Tokens: tokens, Log: log}),
 	})
 	agent := httptest.NewServer(srv)
 	t.Cleanup(agent.Close)
@@ -348,7 +348,7 @@ func (f *fakeConversation) Events(ctx context.Context, s *store.Session, w http.
 	}
 }
 
-func (f *fakeConversation) Proxy(w http.ResponseWriter, _ *http.Request, s *store.Session, rest string) {
+func (f *fakeConversation) Proxy(w http.ResponseWriter, _ *http.Request, s *store.Session, rest string, _ func()) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_, _ = fmt.Fprintf(w, "<!doctype html><title>OpenCode</title><h1>OpenCode for %s</h1><p>%s</p>", s.ID, rest)
 }

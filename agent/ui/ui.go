@@ -15,7 +15,6 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
-	"encoding/json"
 	"html/template"
 	"io/fs"
 	"mime"
@@ -27,6 +26,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/httperr"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
@@ -42,10 +42,11 @@ const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 
 type Options struct {
 	// APIBase is the path of the v1 API the pages call (default "/api/v1").
 	APIBase string
-	// Authenticate is the agent's authentication middleware (auth.NewMiddleware), the
-	// same one that guards the API; it must include a CookieAuthenticator for token
-	// sign-in to work. Without it every page answers 401.
-	Authenticate func(http.Handler) http.Handler
+	// Authenticate is the agent's authentication middleware, the same one that guards
+	// the API (auth.Middleware's WrapWith), called with the UI's renderer so refusals
+	// are pages; it must include a CookieAuthenticator for token sign-in to work.
+	// Without it every page answers 401.
+	Authenticate func(next http.Handler, render httperr.Renderer) http.Handler
 	// Tokens checks a personal access token on the sign-in page
 	// (auth.NewTokenAuthenticator). Nil turns token sign-in off.
 	Tokens auth.Authenticator
@@ -271,64 +272,26 @@ func (h *handler) notFound(w http.ResponseWriter, r *http.Request) {
 }
 
 // authed runs the authentication middleware in front of a page. When the middleware
-// answers by itself (no or bad credentials, or an outage) its JSON error is turned
-// into a page: the sign-in page for 401, an error page otherwise.
+// turns the request away (no or bad credentials, a cross-site request, an outage) the
+// browser gets a page: the sign-in page for 401, an error page otherwise.
 func (h *handler) authed(page http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if h.opts.Authenticate == nil {
+	if h.opts.Authenticate == nil {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h.renderLogin(w, r, http.StatusUnauthorized, "This agent has no authentication configured, so the UI cannot tell who you are.")
-			return
-		}
-		reached := false
-		next := http.HandlerFunc(func(_ http.ResponseWriter, r2 *http.Request) {
-			reached = true
-			page(w, r2)
 		})
-		rec := &errorRecorder{header: http.Header{}}
-		h.opts.Authenticate(next).ServeHTTP(rec, r)
-		if reached {
-			return
-		}
-		msg := "authentication failed"
-		var e apiv1.Error
-		if json.Unmarshal(rec.body.Bytes(), &e) == nil && e.Body.Message != "" {
-			msg = e.Body.Message
-		}
-		if rec.code == 0 {
-			rec.code = http.StatusInternalServerError
-		}
-		if rec.code == http.StatusUnauthorized {
-			h.renderLogin(w, r, http.StatusUnauthorized, msg)
-			return
-		}
-		d := h.data(r, "error", http.StatusText(rec.code))
-		d.Error = msg
-		h.render(w, rec.code, d)
-	})
+	}
+	return h.opts.Authenticate(page, h.renderError)
 }
 
-// errorRecorder captures what the authentication middleware answers when it does not
-// call the page.
-type errorRecorder struct {
-	header http.Header
-	code   int
-	body   bytes.Buffer
-}
-
-func (e *errorRecorder) Header() http.Header { return e.header }
-func (e *errorRecorder) Write(b []byte) (int, error) {
-	if e.code == 0 {
-		e.code = http.StatusOK
+// renderError is the UI's httperr.Renderer: the middleware's refusals as pages.
+func (h *handler) renderError(w http.ResponseWriter, r *http.Request, status int, _, msg string) {
+	if status == http.StatusUnauthorized {
+		h.renderLogin(w, r, status, msg)
+		return
 	}
-	if e.body.Len() < 64<<10 {
-		e.body.Write(b)
-	}
-	return len(b), nil
-}
-func (e *errorRecorder) WriteHeader(code int) {
-	if e.code == 0 {
-		e.code = code
-	}
+	d := h.data(r, "error", http.StatusText(status))
+	d.Error = msg
+	h.render(w, status, d)
 }
 
 // safeNext returns a local path to go to after sign-in, or "/".

@@ -3,6 +3,7 @@ package ui_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -380,4 +381,33 @@ func TestCheckCSRF(t *testing.T) {
 			t.Errorf("%s %s %v ext=%q: err = %v, want ok=%v", tc.method, tc.url, tc.hdr, tc.ext, err, tc.ok)
 		}
 	}
+}
+
+// brokenAuthenticator cannot check credentials (the Kubernetes API is away).
+type brokenAuthenticator struct{}
+
+func (brokenAuthenticator) Name() string { return "broken" }
+func (brokenAuthenticator) Authenticate(*http.Request) (*auth.Identity, bool, error) {
+	return nil, false, errors.New("dial tcp: connection refused")
+}
+
+// TestAuthOutageIsAPage: when the authentication middleware turns a page request away
+// for a reason other than credentials, the browser gets an HTML error page with the
+// middleware's status and message, not the API's JSON.
+func TestAuthOutageIsAPage(t *testing.T) {
+	h := ui.New(ui.Options{Authenticate: auth.NewMiddleware([]auth.Authenticator{brokenAuthenticator{}}, nil, nil, nil).WrapWith})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/tokens", nil))
+	body := rec.Body.String()
+	if rec.Code != http.StatusServiceUnavailable || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") {
+		t.Fatalf("status %d, Content-Type %q, want an HTML 503", rec.Code, rec.Header().Get("Content-Type"))
+	}
+	if !strings.Contains(body, `data-page="error"`) || !strings.Contains(body, "<title>Service Unavailable") ||
+		!strings.Contains(body, "cannot check your credentials right now; try again shortly") {
+		t.Errorf("the 503 page does not say what happened:\n%s", body)
+	}
+	if strings.Contains(body, `"code"`) || strings.Contains(body, "connection refused") {
+		t.Errorf("the page shows JSON or the internal error:\n%s", body)
+	}
+	checkStrictPage(t, "503", rec.Header(), body)
 }

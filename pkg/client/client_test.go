@@ -102,8 +102,10 @@ func TestErrorsDecodeTheEnvelope(t *testing.T) {
 	c := newTestClient(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/prefix/api/v1/sessions/missing":
+			// Byte for byte what the agent's error writer (agent/httperr) sends.
+			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusNotFound)
-			_, _ = w.Write([]byte(`{"error":{"code":"NotFound","message":"session \"missing\" not found"}}`))
+			_, _ = w.Write([]byte("{\n  \"error\": {\n    \"code\": \"NotFound\",\n    \"message\": \"session \\\"missing\\\" not found\"\n  }\n}\n"))
 		default:
 			// A proxy in front of the agent answers with plain text.
 			http.Error(w, "upstream connect error", http.StatusBadGateway)

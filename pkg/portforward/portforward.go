@@ -1,12 +1,14 @@
-// Package portforward is the client side of one forwarded connection of the Kubernetes
-// port-forward protocol (pods/portforward), on an already upgraded connection to the
-// API server: Open creates the error and data stream pair the protocol requires for a
-// port, and the returned Conn is a net.Conn over the data stream that reports the
-// kubelet's error (nothing listening on the port, pod gone) instead of a bare io.EOF.
+// Package portforward is the client side of the Kubernetes port-forward protocol
+// (pods/portforward), shared by the agent's tunnel pool and the kubectl plugin's
+// forwarder. Dialer opens the upgraded connection to a pod through the API server with
+// client-go's dialers (WebSocket first, SPDY as fallback, like kubectl); Open creates
+// the error and data stream pair the protocol requires for a port on it, and the
+// returned Conn is a net.Conn over the data stream that reports the kubelet's error
+// (nothing listening on the port, pod gone) instead of a bare io.EOF.
 //
-// Dialing and pooling the upgraded connections is left to the callers (the agent's
-// tunnel pool and the kubectl plugin's forwarder); this package imports neither and
-// stays free of cgo so the plugin can use it.
+// Keeping and pooling the upgraded connections is left to the callers, whose needs
+// differ (one connection per session pod for many users, one to the agent for one
+// user); this package imports neither and stays free of cgo so the plugin can use it.
 package portforward
 
 import (

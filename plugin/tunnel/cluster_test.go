@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cakeai/cake-agents/internal/testcluster"
@@ -16,53 +15,6 @@ import (
 )
 
 func TestMain(m *testing.M) { testcluster.Main(m) }
-
-// echoServer answers every line with prefix+line, standing in for the process a pod's
-// port leads to.
-func echoServer(t *testing.T, prefix string) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := io.WriteString(c, prefix+line); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln
-}
-
-func runPod(t *testing.T, c *testcluster.Cluster, ns, name string, labels map[string]string) {
-	t.Helper()
-	no := false
-	_, err := c.AdminClient().CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-		Spec: corev1.PodSpec{AutomountServiceAccountToken: &no,
-			Containers: []corev1.Container{{Name: "main", Image: "example.invalid/never-pulled:1"}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.WaitForPod(t, ns, name, testcluster.PodRunning)
-}
 
 func roundTrip(conn net.Conn, line string) (string, error) {
 	_ = conn.SetDeadline(time.Now().Add(20 * time.Second)) // ignored by streams; the test timeout bounds it
@@ -75,9 +27,9 @@ func roundTrip(conn net.Conn, line string) (string, error) {
 func TestForwarderReconnectsAfterTheConnectionDrops(t *testing.T) {
 	c := testcluster.Get(t)
 	ns := c.NewNamespace(t, nil)
-	echo := echoServer(t, "pod: ")
+	echo := testcluster.EchoServer(t, "pod: ")
 	c.ForwardPodPort(t, ns, "opencode", apiv1.OpenCodePort, echo.Addr().String())
-	runPod(t, c, ns, "opencode", nil)
+	c.RunPod(t, ns, "opencode", nil)
 
 	fwd, err := NewForwarder(c.RESTConfig(), ns, "opencode")
 	if err != nil {
@@ -137,9 +89,9 @@ func TestAgentTunnelFollowsTheAgentToANewPod(t *testing.T) {
 	c := testcluster.Get(t)
 	ns := c.NewNamespace(t, nil)
 	labels := map[string]string{apiv1.LabelName: apiv1.AgentAppName, apiv1.LabelComponent: apiv1.AgentComponent}
-	oldAgent := echoServer(t, "old: ")
+	oldAgent := testcluster.EchoServer(t, "old: ")
 	c.ForwardPodPort(t, ns, "agent-old", apiv1.AgentHTTPSPort, oldAgent.Addr().String())
-	runPod(t, c, ns, "agent-old", labels)
+	c.RunPod(t, ns, "agent-old", labels)
 
 	at := NewAgentTunnel(c.AdminClient(), c.RESTConfig(), ns)
 	defer at.Close()
@@ -158,9 +110,9 @@ func TestAgentTunnelFollowsTheAgentToANewPod(t *testing.T) {
 	}
 
 	// A rollout: the new pod comes up, the old one goes away and stops answering.
-	newAgent := echoServer(t, "new: ")
+	newAgent := testcluster.EchoServer(t, "new: ")
 	c.ForwardPodPort(t, ns, "agent-new", apiv1.AgentHTTPSPort, newAgent.Addr().String())
-	runPod(t, c, ns, "agent-new", labels)
+	c.RunPod(t, ns, "agent-new", labels)
 	zero := int64(0)
 	if err := c.AdminClient().CoreV1().Pods(ns).Delete(ctx, "agent-old", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)

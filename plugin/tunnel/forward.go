@@ -17,16 +17,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/portforward"
-	"k8s.io/client-go/transport/spdy"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
 
 	pf "github.com/cakeai/cake-agents/pkg/portforward"
@@ -55,36 +50,15 @@ type Forwarder struct {
 
 // NewForwarder returns a Forwarder to namespace/pod using the caller's kube credentials.
 func NewForwarder(cfg *rest.Config, namespace, pod string) (*Forwarder, error) {
-	c := rest.CopyConfig(cfg)
-	c.GroupVersion = &corev1.SchemeGroupVersion
-	c.APIPath = "/api"
-	c.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
-	rc, err := rest.RESTClientFor(c)
+	d, err := pf.NewDialer(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("build a REST client from the kubeconfig: %w", err)
+		return nil, err
 	}
-	u := rc.Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
-	rt, upgrader, err := spdy.RoundTripperFor(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("build the port-forward transport from the kubeconfig: %w", err)
-	}
-	spdyDialer := spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
-	ws, err := portforward.NewSPDYOverWebsocketDialerForStreaming(u, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("build the port-forward WebSocket dialer: %w", err)
-	}
-	dialer := portforward.NewFallbackDialerForStreaming(ws, spdyDialer, func(err error) bool {
-		return streamhttp.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
-	})
 	f := &Forwarder{Namespace: namespace, Pod: pod}
 	f.connect = func() (streamhttp.Connection, error) {
-		conn, protocol, err := dialer.Dial(portforward.PortForwardProtocolV1Name)
+		conn, err := d.Dial(namespace, pod)
 		if err != nil {
 			return nil, classify(err, namespace, pod)
-		}
-		if protocol != portforward.PortForwardProtocolV1Name {
-			_ = conn.Close()
-			return nil, fmt.Errorf("port-forward to pod %s/%s: the API server chose protocol %q", namespace, pod, protocol)
 		}
 		return conn, nil
 	}

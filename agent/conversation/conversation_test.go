@@ -1,4 +1,4 @@
-package app
+package conversation
 
 import (
 	"encoding/json"
@@ -26,13 +26,20 @@ func TestProxyWithoutPasswordAnswersJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newConversation(nil, ctrl, nil, hclog.NewNullLogger())
+	c := New(nil, ctrl, nil, hclog.NewNullLogger())
 	rec := httptest.NewRecorder()
 	c.Proxy(rec, httptest.NewRequest(http.MethodGet, "/api/v1/sessions/abc/proxy/", nil),
-		&store.Session{ID: "abc", PodName: "cake-session-abc", PodNamespace: "sessions"}, "/")
+		&store.Session{ID: "abc", PodName: "cake-session-abc", PodNamespace: "sessions"}, "/", func() { t.Error("a request that never reached the pod counted as activity") })
 	var body apiv1.Error
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Content-Type") != "application/json" ||
 		json.Unmarshal(rec.Body.Bytes(), &body) != nil || body.Body.Code != apiv1.CodeUnavailable {
 		t.Fatalf("got %d %q %s, want 503 with a JSON error", rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+	}
+	// The Secret is usually just being created: a little longer than the API's default.
+	if ra := rec.Header().Get("Retry-After"); ra != "5" {
+		t.Errorf("Retry-After %q, want 5", ra)
+	}
+	if want := "the password of session abc is not readable yet; retry shortly, or restart the session if this persists"; body.Body.Message != want {
+		t.Errorf("message %q, want %q", body.Body.Message, want)
 	}
 }

@@ -1,4 +1,12 @@
-package app
+// Package conversation talks to the OpenCode server inside each running session,
+// through the agent's port-forward pool and with the session's own password: it is the
+// API's server.Conversation (prompts, the conversation so far, the event relay, the
+// proxy to OpenCode's own UI), the sessions controller's health check for a session
+// turning Running, and the delivery of a session's initial prompt once it runs.
+//
+// It records no activity: the API's handlers decide what counts as a user's activity
+// on a session (see Relay.Proxy).
+package conversation
 
 import (
 	"context"
@@ -12,43 +20,52 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/opencode"
 	"github.com/cakeai/cake-agents/agent/proxy"
-	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
-	"github.com/cakeai/cake-agents/agent/tunnel"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
-// conversation reaches each session's OpenCode through the port-forward pool. It
-// implements server.Conversation and delivers initial prompts when sessions turn Running.
-type conversation struct {
-	pool  *tunnel.Pool
-	ctrl  *sessions.Controller
-	st    store.Store
-	proxy *proxy.Proxy
-	log   hclog.Logger
+// Passwords reads a session's OpenCode password; *sessions.Controller is one.
+type Passwords interface {
+	Password(ctx context.Context, s *store.Session) (string, error)
 }
 
-// newConversation builds the relay; stripHeaders are the identity headers the
-// authenticating proxy sets, which must never reach a session's OpenCode.
-func newConversation(pool *tunnel.Pool, ctrl *sessions.Controller, st store.Store, log hclog.Logger, stripHeaders ...string) *conversation {
-	return &conversation{pool: pool, ctrl: ctrl, st: st, proxy: proxy.New(pool, log.Named("proxy"), proxy.WithStripHeaders(stripHeaders...)), log: log}
+// Relay reaches each session's OpenCode through the port-forward pool. It is safe for
+// concurrent use.
+type Relay struct {
+	pool      proxy.Pool
+	passwords Passwords
+	st        store.Store
+	proxy     *proxy.Proxy
+	log       hclog.Logger
+}
+
+// New returns a Relay reaching pods through pool (a *tunnel.Pool). stripHeaders are the
+// identity headers the authenticating proxy sets, which must never reach a session's
+// OpenCode.
+func New(pool proxy.Pool, passwords Passwords, st store.Store, log hclog.Logger, stripHeaders ...string) *Relay {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Relay{pool: pool, passwords: passwords, st: st, proxy: proxy.New(pool, log.Named("proxy"), proxy.WithStripHeaders(stripHeaders...)), log: log}
 }
 
 // client returns an OpenCode client for the session's pod, authenticated with the
 // session's own password.
-func (c *conversation) client(ctx context.Context, s *store.Session) (*opencode.Client, error) {
-	pw, err := c.ctrl.Password(ctx, s)
+func (c *Relay) client(ctx context.Context, s *store.Session) (*opencode.Client, error) {
+	pw, err := c.passwords.Password(ctx, s)
 	if err != nil {
 		return nil, err
 	}
 	return opencode.NewForTransport(c.pool.Transport(s.PodNamespace, s.PodName, apiv1.OpenCodePort), pw), nil
 }
 
-// healthy asks the session's OpenCode for its health once, through the tunnel pool,
-// with the session's password: the path attach, send and the proxy take.
-func (c *conversation) healthy(ctx context.Context, s *store.Session) error {
+// Healthy asks the session's OpenCode for its health once, through the tunnel pool,
+// with the session's password: the path attach, send and the proxy take. The sessions
+// controller calls it before it reports a session Running.
+func (c *Relay) Healthy(ctx context.Context, s *store.Session) error {
 	oc, err := c.client(ctx, s)
 	if err != nil {
 		return err
@@ -59,7 +76,7 @@ func (c *conversation) healthy(ctx context.Context, s *store.Session) error {
 
 // ensureConversation returns the session's OpenCode conversation id, creating the
 // conversation on first use and recording it so every client shares it.
-func (c *conversation) ensureConversation(ctx context.Context, s *store.Session, oc *opencode.Client) (string, error) {
+func (c *Relay) ensureConversation(ctx context.Context, s *store.Session, oc *opencode.Client) (string, error) {
 	if s.OpenCodeSessionID != "" {
 		return s.OpenCodeSessionID, nil
 	}
@@ -87,7 +104,9 @@ func (c *conversation) ensureConversation(ctx context.Context, s *store.Session,
 	return id, err
 }
 
-func (c *conversation) Send(ctx context.Context, s *store.Session, text string) error {
+// Send delivers text to the session's conversation, creating the conversation on first
+// use and waiting up to a minute for an OpenCode that is still starting.
+func (c *Relay) Send(ctx context.Context, s *store.Session, text string) error {
 	oc, err := c.client(ctx, s)
 	if err != nil {
 		return err
@@ -105,7 +124,8 @@ func (c *conversation) Send(ctx context.Context, s *store.Session, text string) 
 	return oc.PromptAsync(ctx, id, text)
 }
 
-func (c *conversation) Messages(ctx context.Context, s *store.Session) ([]apiv1.Message, error) {
+// Messages returns the session's conversation so far (none before the first prompt).
+func (c *Relay) Messages(ctx context.Context, s *store.Session) ([]apiv1.Message, error) {
 	if s.OpenCodeSessionID == "" {
 		return []apiv1.Message{}, nil
 	}
@@ -116,8 +136,10 @@ func (c *conversation) Messages(ctx context.Context, s *store.Session) ([]apiv1.
 	return oc.Messages(ctx, s.OpenCodeSessionID)
 }
 
-// Events relays OpenCode's /event stream verbatim as server-sent events.
-func (c *conversation) Events(ctx context.Context, s *store.Session, w http.ResponseWriter) error {
+// Events relays OpenCode's /event stream verbatim as server-sent events. It writes the
+// header (200, text/event-stream) once the stream to OpenCode is open, and nothing
+// before: an error returned without a header written can still be answered.
+func (c *Relay) Events(ctx context.Context, s *store.Session, w http.ResponseWriter) error {
 	oc, err := c.client(ctx, s)
 	if err != nil {
 		return err
@@ -133,9 +155,6 @@ func (c *conversation) Events(ctx context.Context, s *store.Session, w http.Resp
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
-	// Opening the stream is activity; what streams afterwards is not, or a browser tab
-	// left open would keep the session from ever reaching its idle timeout.
-	c.ctrl.Touch(ctx, s.ID, "events")
 	for {
 		ev, err := stream.Next()
 		if errors.Is(err, io.EOF) {
@@ -157,16 +176,18 @@ func (c *conversation) Events(ctx context.Context, s *store.Session, w http.Resp
 	}
 }
 
-func (c *conversation) Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string) {
-	pw, err := c.ctrl.Password(r.Context(), s)
+// Proxy forwards r to path rest of the session's OpenCode (see proxy.Proxy.Serve),
+// calling onActivity (when set) as proxy.Target.OnActivity describes: once for the
+// request, and as the caller keeps sending on a long-lived stream.
+func (c *Relay) Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string, onActivity func()) {
+	pw, err := c.passwords.Password(r.Context(), s)
 	if err != nil {
 		// In the API's JSON error shape, like every other answer under /api/v1.
 		c.log.Warn("read session password failed", "session", s.ID, "error", err)
-		w.Header().Set("Content-Type", "application/json")
+		// The Secret is usually just being created: retry a little later than usual.
 		w.Header().Set("Retry-After", "5")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_ = json.NewEncoder(w).Encode(apiv1.Error{Body: apiv1.ErrorBody{Code: apiv1.CodeUnavailable,
-			Message: fmt.Sprintf("the password of session %s is not readable yet; retry shortly, or restart the session if this persists", s.ID)}})
+		httperr.Write(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable,
+			fmt.Sprintf("the password of session %s is not readable yet; retry shortly, or restart the session if this persists", s.ID))
 		return
 	}
 	c.proxy.Serve(w, r, proxy.Target{
@@ -174,13 +195,14 @@ func (c *conversation) Proxy(w http.ResponseWriter, r *http.Request, s *store.Se
 		Namespace:  s.PodNamespace,
 		Pod:        s.PodName,
 		Password:   pw,
-		OnActivity: func() { c.ctrl.Touch(context.WithoutCancel(r.Context()), s.ID, "proxy") },
+		OnActivity: onActivity,
 	}, rest)
 }
 
-// deliverInitialPrompt runs when a session turns Running: it creates the OpenCode
-// conversation and sends the session's prompt once (PromptSent survives restarts).
-func (c *conversation) deliverInitialPrompt(ctx context.Context, s *store.Session) {
+// DeliverInitialPrompt runs when a session turns Running (the sessions controller's
+// ready hook): it creates the OpenCode conversation and sends the session's prompt once
+// (PromptSent survives restarts), retrying while OpenCode comes up.
+func (c *Relay) DeliverInitialPrompt(ctx context.Context, s *store.Session) {
 	if s.PromptSent || s.Prompt == "" {
 		return
 	}
@@ -239,7 +261,7 @@ func (c *conversation) deliverInitialPrompt(ctx context.Context, s *store.Sessio
 // stillRunning returns a check that the stored session is still Running: an error
 // only when it is certainly not (another state, or deleted), never for a database
 // hiccup, which is no reason to give up a wait.
-func (c *conversation) stillRunning(id string) func(context.Context) error {
+func (c *Relay) stillRunning(id string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		cur, err := c.st.GetSession(ctx, id)
 		switch {

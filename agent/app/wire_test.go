@@ -1,0 +1,74 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+
+	"github.com/cakeai/cake-agents/agent/store/sqlite"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// TestWiredHeaderCSRF: callers signed in by the proxy's identity headers are browsers,
+// so the wired agent applies the web UI's CSRF rules to their state-changing requests:
+// the API refuses a cross-site one with its JSON 403, a page with an HTML 403. Bearer
+// tokens are never sent by a browser on its own and are not checked.
+func TestWiredHeaderCSRF(t *testing.T) {
+	cfg, err := parseArgs(t, map[string]string{
+		"AGENT_HEADER_AUTH_ENABLED":      "true",
+		"AGENT_HEADER_AUTH_EMAIL_HEADER": "X-Auth-Request-Email",
+		// httptest.NewRequest's peer.
+		"AGENT_TRUSTED_PROXY_CIDRS": "192.0.2.0/24",
+	}, "--namespace", "agents", "--database-url", "sqlite://:memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	// Nothing here reaches the Kubernetes API: the request is refused before.
+	deps, err := wire(context.Background(), cfg, &rest.Config{Host: "https://127.0.0.1:1"}, fake.NewClientset(), st, prometheus.NewRegistry(), hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(method, path string, hdr ...string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, "http://agent.example"+path, strings.NewReader("{}"))
+		r.Header.Set("X-Auth-Request-Email", "jane@example.com")
+		r.Header.Set("Origin", "https://evil.example")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			r.Header.Set(hdr[i], hdr[i+1])
+		}
+		rec := httptest.NewRecorder()
+		deps.handler.ServeHTTP(rec, r)
+		return rec
+	}
+
+	rec := serve(http.MethodPost, "/api/v1/sessions", "Content-Type", "application/json")
+	var e apiv1.Error
+	if rec.Code != http.StatusForbidden || rec.Header().Get("Content-Type") != "application/json" ||
+		json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Body.Code != apiv1.CodeForbidden ||
+		!strings.HasPrefix(e.Body.Message, `cross-site request refused: cross-origin request from "https://evil.example" refused`) {
+		t.Errorf("cross-site POST to the API: %d %q %s", rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+	}
+	// A page opened as a WebSocket from another site: the UI's HTML error page.
+	rec = serve(http.MethodGet, "/", "Upgrade", "websocket", "Connection", "Upgrade")
+	if rec.Code != http.StatusForbidden || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") ||
+		!strings.Contains(rec.Body.String(), "cross-site request refused") {
+		t.Errorf("cross-site page: %d %q %s", rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+	}
+	// The same page from the agent's own origin is served.
+	rec = serve(http.MethodGet, "/", "Origin", "http://agent.example")
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "jane@example.com") {
+		t.Errorf("same-site page: %d %s", rec.Code, rec.Body)
+	}
+}

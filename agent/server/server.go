@@ -176,6 +176,9 @@ func (s *Server) apiRoutes() []route {
 		{"GET /api/v1/tokens", "List the caller's tokens (admins: ?user=NAME for another user's)", s.listTokens},
 		{"DELETE /api/v1/tokens", "Revoke every token of a user (?user=NAME: id, Kubernetes user name or email; admins, or anyone with user=me)", s.revokeUserTokens},
 		{"DELETE /api/v1/tokens/{id}", "Revoke one of the caller's tokens", s.deleteToken},
+		{"GET /api/v1/credentials", "List the caller's git credentials (never their secrets)", s.listCredentials},
+		{"PUT /api/v1/credentials/{host}", "Store or replace the caller's git access token for a repository host", s.putCredential},
+		{"DELETE /api/v1/credentials/{host}", "Remove the caller's git credential for a host", s.deleteCredential},
 		{"GET /api/v1/audit", "Audit log (admins)", s.listAudit},
 	}
 }

@@ -128,3 +128,44 @@ func ValidateRepoURL(repo string) error {
 	}
 	return nil
 }
+
+// MaxCredentialHostLen bounds a credential's host (a DNS name plus an optional port).
+const MaxCredentialHostLen = 260
+
+// ValidateCredentialHost returns an error naming the rule unless host is what a git
+// credential is keyed by: a host name or IP address, with an optional :port, exactly as it
+// appears in https://HOST/org/repo.git (git's credential helpers match on it).
+func ValidateCredentialHost(host string) error {
+	bad := func() error {
+		return fmt.Errorf("host %q is not valid: give the host of the repository URL, as in github.com or git.example.com:8443 (no scheme, user or path)", host)
+	}
+	if host == "" || len(host) > MaxCredentialHostLen || strings.HasPrefix(host, "-") || strings.HasPrefix(host, ".") {
+		return bad()
+	}
+	name, port, hasPort := strings.Cut(host, ":")
+	if name == "" || (hasPort && (port == "" || len(port) > 5)) {
+		return bad()
+	}
+	for _, c := range port {
+		if c < '0' || c > '9' {
+			return bad()
+		}
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			return bad()
+		}
+	}
+	return nil
+}
+
+// RepoCredentialHost is the host whose HTTPS token a session on repo uses: the host (with
+// its port) of an https:// URL, lowercased; "" for ssh and scp-like addresses, which no
+// token serves.
+func RepoCredentialHost(repo string) string {
+	u, err := url.Parse(repo)
+	if err != nil || u.Scheme != "https" {
+		return ""
+	}
+	return strings.ToLower(u.Host)
+}

@@ -120,3 +120,30 @@ func TestValidateSessionID(t *testing.T) {
 		t.Errorf("a huge id is echoed whole: %d characters", len(err.Error()))
 	}
 }
+
+func TestValidateCredentialHost(t *testing.T) {
+	for _, ok := range []string{"github.com", "git.example.com:8443", "127.0.0.1:40001", "a"} {
+		if err := ValidateCredentialHost(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "GitHub.com", "https://github.com", "github.com/org", "user@github.com", "-h", ".x", "h:", "h:port", "h:123456", "h:1:2", strings.Repeat("a", MaxCredentialHostLen+1)} {
+		if err := ValidateCredentialHost(bad); err == nil || !strings.Contains(err.Error(), "give the host of the repository URL") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}
+
+func TestRepoCredentialHost(t *testing.T) {
+	for repo, want := range map[string]string{
+		"https://GitHub.com/org/repo.git":    "github.com",
+		"https://127.0.0.1:8443/project.git": "127.0.0.1:8443",
+		"ssh://git@github.com/org/repo.git":  "",
+		"git@github.com:org/repo.git":        "",
+		"":                                   "",
+	} {
+		if got := RepoCredentialHost(repo); got != want {
+			t.Errorf("RepoCredentialHost(%q) = %q, want %q", repo, got, want)
+		}
+	}
+}

@@ -272,6 +272,39 @@ type TokenRevocation struct {
 	Revoked int    `json:"revoked"`
 }
 
+// CredentialKindToken is an HTTPS access token, sent to the git server as the password
+// of HTTP basic authentication (GitHub, GitLab, Gitea and friends take it so).
+const CredentialKindToken = "token"
+
+// Credential is a git credential a user linked, as listed: never its secret.
+type Credential struct {
+	// Host is the repository host it serves (with a port when the URL has one).
+	Host string `json:"host"`
+	Kind string `json:"kind"`
+	// Username is the HTTP user name sent with the token.
+	Username  string    `json:"username"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// PutCredentialRequest is the body of PUT /api/v1/credentials/{host}: it stores, or
+// replaces, the caller's token for host.
+type PutCredentialRequest struct {
+	// Token is the secret; it is stored encrypted and never returned.
+	Token string `json:"token"`
+	// Username is the HTTP user name sent with it; empty means DefaultCredentialUsername.
+	Username string `json:"username,omitempty"`
+}
+
+// DefaultCredentialUsername is sent with a token when none is given: GitHub ignores the
+// user name of a token and most other servers accept any.
+const DefaultCredentialUsername = "x-access-token"
+
+// CredentialList lists the caller's credentials.
+type CredentialList struct {
+	Items []Credential `json:"items"`
+}
+
 // AuditEvent records one state-changing call or denial.
 type AuditEvent struct {
 	ID        int64     `json:"id"`

@@ -444,3 +444,22 @@ func (c *Client) Audit(ctx context.Context, limit int, cont string) (*apiv1.Audi
 	var l apiv1.AuditList
 	return &l, c.call(ctx, http.MethodGet, "/api/v1/audit", q, nil, &l)
 }
+
+// PutCredential calls PUT /api/v1/credentials/{host}: it stores or replaces the caller's
+// git access token for host. The answer never holds the token.
+func (c *Client) PutCredential(ctx context.Context, host string, in apiv1.PutCredentialRequest) (*apiv1.Credential, error) {
+	var out apiv1.Credential
+	return &out, c.call(ctx, http.MethodPut, "/api/v1/credentials/"+url.PathEscape(host), nil, in, &out)
+}
+
+// ListCredentials calls GET /api/v1/credentials: the caller's git credentials, without
+// their secrets.
+func (c *Client) ListCredentials(ctx context.Context) (*apiv1.CredentialList, error) {
+	var l apiv1.CredentialList
+	return &l, c.call(ctx, http.MethodGet, "/api/v1/credentials", nil, nil, &l)
+}
+
+// DeleteCredential calls DELETE /api/v1/credentials/{host}.
+func (c *Client) DeleteCredential(ctx context.Context, host string) error {
+	return c.call(ctx, http.MethodDelete, "/api/v1/credentials/"+url.PathEscape(host), nil, nil, nil)
+}

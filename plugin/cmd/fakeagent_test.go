@@ -49,7 +49,9 @@ type fakeAgent struct {
 	tokens        map[string]apiv1.Token
 	tokenRequests []apiv1.CreateTokenRequest
 	tokenQueries  []string
-	now           time.Time
+	// credentials are the git credentials by host, with the token the plugin sent.
+	credentials map[string]apiv1.PutCredentialRequest
+	now         time.Time
 }
 
 func newFakeAgent(t *testing.T) *fakeAgent {
@@ -63,10 +65,11 @@ func newFakeAgent(t *testing.T) *fakeAgent {
 			Authenticator: "kubernetes", Username: "alice", Groups: []string{"dev", "system:authenticated"},
 			Permissions: map[string]bool{"get": true, "list": true, "create": true, "delete": true, "attach": true, "update": true},
 		},
-		version: apiv1.VersionInfo{Version: "v0.3.1", Commit: "abc1234", Date: "2026-11-01T00:00:00Z", GoVersion: "go1.26.8", Platform: "linux/amd64"},
-		ready:   apiv1.Readiness{Ready: true, Checks: map[string]string{"store": "ok", "kube": "ok"}},
-		tokens:  map[string]apiv1.Token{},
-		now:     time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC),
+		version:     apiv1.VersionInfo{Version: "v0.3.1", Commit: "abc1234", Date: "2026-11-01T00:00:00Z", GoVersion: "go1.26.8", Platform: "linux/amd64"},
+		ready:       apiv1.Readiness{Ready: true, Checks: map[string]string{"store": "ok", "kube": "ok"}},
+		tokens:      map[string]apiv1.Token{},
+		credentials: map[string]apiv1.PutCredentialRequest{},
+		now:         time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC),
 	}
 }
 
@@ -289,6 +292,38 @@ func (a *fakeAgent) handler() http.Handler {
 		delete(a.tokens, r.PathValue("id"))
 		w.WriteHeader(http.StatusNoContent)
 	})
+	// Git credentials: stored as sent, listed without the token.
+	mux.HandleFunc("PUT /api/v1/credentials/{host}", func(w http.ResponseWriter, r *http.Request) {
+		var req apiv1.PutCredentialRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeErr(w, 400, apiv1.CodeBadRequest, err.Error())
+			return
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.credentials[r.PathValue("host")] = req
+		writeJSON(w, 200, credentialOf(r.PathValue("host"), req, a.now))
+	})
+	mux.HandleFunc("GET /api/v1/credentials", func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		out := apiv1.CredentialList{Items: []apiv1.Credential{}}
+		for h, req := range a.credentials {
+			out.Items = append(out.Items, credentialOf(h, req, a.now))
+		}
+		sort.Slice(out.Items, func(i, j int) bool { return out.Items[i].Host < out.Items[j].Host })
+		writeJSON(w, 200, out)
+	})
+	mux.HandleFunc("DELETE /api/v1/credentials/{host}", func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if _, ok := a.credentials[r.PathValue("host")]; !ok {
+			writeErr(w, 404, apiv1.CodeNotFound, "credential for "+r.PathValue("host")+" not found")
+			return
+		}
+		delete(a.credentials, r.PathValue("host"))
+		w.WriteHeader(http.StatusNoContent)
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.token != "" && r.Header.Get("Authorization") != "Bearer "+a.token && !strings.HasPrefix(r.URL.Path, "/healthz") {
 			writeErr(w, 401, apiv1.CodeUnauthorized, "invalid or expired token")
@@ -309,4 +344,12 @@ func (a *fakeAgent) start() (*Factory, *httptest.Server) {
 	f := NewFactory()
 	f.Client = c
 	return f, srv
+}
+
+func credentialOf(host string, req apiv1.PutCredentialRequest, now time.Time) apiv1.Credential {
+	user := req.Username
+	if user == "" {
+		user = apiv1.DefaultCredentialUsername
+	}
+	return apiv1.Credential{Host: host, Kind: apiv1.CredentialKindToken, Username: user, CreatedAt: now.Add(-time.Hour), UpdatedAt: now.Add(-time.Hour)}
 }

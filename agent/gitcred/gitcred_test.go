@@ -31,8 +31,8 @@ func TestHelperAnswersGit(t *testing.T) {
 	git := func(stdin string, args ...string) string {
 		cmd := exec.Command("git", args...)
 		cmd.Env = append(os.Environ(), "HOME="+dir, "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false", "GIT_CONFIG_NOSYSTEM=1")
-		for k, v := range Env(file) {
-			cmd.Env = append(cmd.Env, k+"="+v)
+		for _, e := range Env(file) {
+			cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
 		}
 		cmd.Stdin = strings.NewReader(stdin)
 		out, _ := cmd.CombinedOutput()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/cakeai/cake-agents/agent/gitcred"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
@@ -45,6 +46,13 @@ type Options struct {
 	// takes as "provider" (provider id → settings). Keys must be {env:...} or {file:...}
 	// references.
 	ProviderJSON string
+	// GitCredentials, when set, is a git credential-store file (on the Secret volume) the
+	// clone takes its credentials from, through a helper that only reads it. The file may
+	// be missing: the owner has no credential for the host.
+	GitCredentials string
+	// GHHosts, when set and present, is the GitHub CLI's hosts.yml, copied to
+	// $HOME/.config/gh/hosts.yml so gh in the session is signed in as the owner.
+	GHHosts string
 	// AllowLocalRepo permits file:// URLs and local paths; only tests need it.
 	AllowLocalRepo bool
 	// Git is the git binary; "git" from PATH when empty.
@@ -63,6 +71,8 @@ const (
 	flagLiteLLM    = "litellm-base-url"
 	flagProvider   = "provider-json"
 	flagAllowLocal = "allow-local-repo"
+	flagGitCreds   = "git-credentials"
+	flagGHHosts    = "gh-hosts"
 )
 
 // BindFlags registers the options on fs.
@@ -74,6 +84,8 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Model, flagModel, o.Model, "model, as provider/model or a model name of the configured provider")
 	fs.StringVar(&o.LiteLLMBaseURL, flagLiteLLM, o.LiteLLMBaseURL, "OpenAI-compatible gateway URL; its key is read by OpenCode from $LITELLM_API_KEY")
 	fs.StringVar(&o.ProviderJSON, flagProvider, o.ProviderJSON, "OpenCode provider object (JSON) replacing the LiteLLM provider; keys by {env:NAME} or {file:PATH} only")
+	fs.StringVar(&o.GitCredentials, flagGitCreds, o.GitCredentials, "git credential-store file to clone with (read-only; may be missing)")
+	fs.StringVar(&o.GHHosts, flagGHHosts, o.GHHosts, "GitHub CLI hosts.yml to install in $HOME/.config/gh (may be missing)")
 	fs.BoolVar(&o.AllowLocalRepo, flagAllowLocal, o.AllowLocalRepo, "allow file:// and local repository paths (tests)")
 	_ = fs.MarkHidden(flagAllowLocal)
 }
@@ -93,6 +105,8 @@ func (o Options) Args() []string {
 	add(flagModel, o.Model)
 	add(flagLiteLLM, o.LiteLLMBaseURL)
 	add(flagProvider, o.ProviderJSON)
+	add(flagGitCreds, o.GitCredentials)
+	add(flagGHHosts, o.GHHosts)
 	if o.AllowLocalRepo {
 		a = append(a, "--"+flagAllowLocal)
 	}
@@ -122,6 +136,9 @@ func Run(ctx context.Context, o Options) error {
 		if err := clone(ctx, o); err != nil {
 			return err
 		}
+	}
+	if err := installGHHosts(o); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(o.ConfigPath), 0o755); err != nil {
 		return fmt.Errorf("create the OpenCode config directory: %w", err)
@@ -196,7 +213,13 @@ func clone(ctx context.Context, o Options) error {
 			return fmt.Errorf("workspace %s is not empty and has no git checkout: clear it or use a new session", o.Workspace)
 		}
 	}
-	args := []string{"-c", "protocol.ext.allow=never", "-c", "protocol.fd.allow=never", "clone", "--depth=1", "--no-tags"}
+	args := []string{"-c", "protocol.ext.allow=never", "-c", "protocol.fd.allow=never"}
+	if o.GitCredentials != "" {
+		// Only our helper is asked (the empty value clears any other), and it names the
+		// file, never the token.
+		args = append(args, "-c", "credential.helper=", "-c", "credential.helper="+gitcred.Helper(o.GitCredentials))
+	}
+	args = append(args, "clone", "--depth=1", "--no-tags")
 	if o.AllowLocalRepo {
 		// --depth is ignored for local paths unless git is told to use the transport.
 		args = append(args, "--no-local")
@@ -218,8 +241,56 @@ func clone(ctx context.Context, o Options) error {
 		if o.Branch != "" && strings.Contains(msg, "Remote branch") {
 			return fmt.Errorf("clone %s: branch %q does not exist: %s", redact(o.Repo), o.Branch, lastLine(msg))
 		}
+		if hint := credentialHint(o); hint != "" {
+			return fmt.Errorf("clone %s: %s: %s: %w", redact(o.Repo), hint, lastLine(msg), err)
+		}
 		return fmt.Errorf("clone %s (branch %q): check the repository URL, branch and access: %s: %w", redact(o.Repo), o.Branch, lastLine(msg), err)
 	}
+	return nil
+}
+
+// credentialHint says what to do about access when an https clone failed: add a token
+// when the owner has none for the host, replace it when they have one (it may have been
+// refused). Empty for other repositories.
+func credentialHint(o Options) string {
+	host := apiv1.RepoCredentialHost(o.Repo)
+	if host == "" {
+		return ""
+	}
+	var file []byte
+	if o.GitCredentials != "" {
+		file, _ = os.ReadFile(o.GitCredentials) // missing: no credential
+	}
+	if !gitcred.HasHost(file, host) {
+		return fmt.Sprintf("you have no credential for %s; if the repository is private, add an access token with `kubectl agents credential add %s` and start the session again", host, host)
+	}
+	return fmt.Sprintf("your credential for %s was used; if it was refused, replace it with `kubectl agents credential add %s`, check it can read the repository, and start the session again", host, host)
+}
+
+// installGHHosts copies the GitHub CLI's hosts.yml into $HOME, where gh looks.
+func installGHHosts(o Options) error {
+	if o.GHHosts == "" {
+		return nil
+	}
+	b, err := os.ReadFile(o.GHHosts)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // no GitHub credential
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", o.GHHosts, err)
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return fmt.Errorf("install the GitHub CLI credential: %w", err)
+	}
+	dir := filepath.Join(home, ".config", "gh")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("install the GitHub CLI credential: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hosts.yml"), b, 0o600); err != nil {
+		return fmt.Errorf("install the GitHub CLI credential: %w", err)
+	}
+	fmt.Fprintf(o.Stderr, "installed the GitHub CLI credential in %s\n", filepath.Join(dir, "hosts.yml"))
 	return nil
 }
 

@@ -104,12 +104,19 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*
 }
 
 func (c *Controller) ensureSecret(ctx context.Context, s *store.Session) error {
+	git, err := c.gitSecretData(ctx, s)
+	if err != nil {
+		return err
+	}
 	if cur, err := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID)); err == nil && cur.DeletionTimestamp == nil &&
-		len(cur.Data[SecretKeyPassword]) > 0 && (c.cfg.LiteLLMAPIKey == "" || string(cur.Data[SecretKeyLiteLLM]) == c.cfg.LiteLLMAPIKey) {
+		len(cur.Data[SecretKeyPassword]) > 0 && (c.cfg.LiteLLMAPIKey == "" || string(cur.Data[SecretKeyLiteLLM]) == c.cfg.LiteLLMAPIKey) &&
+		gitDataCurrent(cur.Data, git) {
 		return nil // the common restart case, without an API call
 	}
 	secrets := c.kube.CoreV1().Secrets(c.cfg.Namespace)
-	_, err := secrets.Create(ctx, c.buildSecret(s, newPassword()), metav1.CreateOptions{})
+	secret := c.buildSecret(s, newPassword())
+	setGitData(secret.Data, git)
+	_, err = secrets.Create(ctx, secret, metav1.CreateOptions{})
 	if err == nil || !apierrors.IsAlreadyExists(err) {
 		if err != nil {
 			return fmt.Errorf("create secret %s: %w", SecretName(s.ID), err)
@@ -133,6 +140,10 @@ func (c *Controller) ensureSecret(ctx context.Context, s *store.Session) error {
 	}
 	if c.cfg.LiteLLMAPIKey != "" && string(want.Data[SecretKeyLiteLLM]) != c.cfg.LiteLLMAPIKey {
 		want.Data[SecretKeyLiteLLM] = []byte(c.cfg.LiteLLMAPIKey)
+		changed = true
+	}
+	if !gitDataCurrent(want.Data, git) {
+		setGitData(want.Data, git) // the owner's credential changed since the last start
 		changed = true
 	}
 	if !changed {

@@ -316,6 +316,9 @@ func (c *Controller) finishStop(ctx context.Context, s *store.Session) (*store.S
 		return s, err
 	}
 	failpoint.Hit(opStop, "pod-deleted", s.ID)
+	if err := c.dropGitCredentials(ctx, s.ID); err != nil {
+		return s, err
+	}
 	now := c.now().UTC()
 	fresh, changed, err := c.update(ctx, s.ID, func(s *store.Session) (bool, error) {
 		if s.State != apiv1.StateStopping {

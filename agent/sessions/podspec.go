@@ -170,7 +170,13 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 		// Never prompt for credentials: a private repo without them must fail fast.
 		{Name: "GIT_TERMINAL_PROMPT", Value: "0"},
 	}
-	var caVolumes []corev1.Volume
+	var extraVolumes []corev1.Volume
+	if vol, mount, gitEnv, ok := gitPodParts(s); ok {
+		mounts = append(mounts, mount)
+		env = append(env, gitEnv...)
+		extraVolumes = append(extraVolumes, vol)
+		initOpts.GitCredentials, initOpts.GHHosts = GitCredentialsFile, GHHostsFile
+	}
 	if c.cfg.CABundleConfigMap != "" {
 		// git and curl/OpenSSL take the file instead of the image's roots, which is why
 		// the bundle must be complete; Node-style runtimes (OpenCode's HTTP client for
@@ -183,7 +189,7 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 		initEnv = append(initEnv, caEnv...)
 		env = append(env, caEnv...)
 		env = append(env, corev1.EnvVar{Name: "NODE_EXTRA_CA_CERTS", Value: CAFile})
-		caVolumes = append(caVolumes, corev1.Volume{Name: "ca-bundle", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		extraVolumes = append(extraVolumes, corev1.Volume{Name: "ca-bundle", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: c.cfg.CABundleConfigMap},
 			Items:                []corev1.KeyToPath{{Key: c.cfg.CABundleKey, Path: caFileName}},
 			DefaultMode:          ptr.To[int32](0o444),
@@ -260,7 +266,7 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 				{Name: "opencode-config", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}},
 				{Name: "home", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 				{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-			}, caVolumes...),
+			}, extraVolumes...),
 		},
 	}
 	return pod, nil

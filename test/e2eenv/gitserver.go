@@ -4,20 +4,23 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
-	"net/http/cgi"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/cakeai/cake-agents/test/githttp"
 )
 
 // GitServer serves git repositories over HTTPS with git's own smart-HTTP backend
-// (git http-backend as CGI), so sessions clone a local repository — shallow, like
-// real ones — through the same https:// path a hosted one takes. Its CA is written to
-// CAFile; give git GIT_SSL_CAINFO=CAFile.
+// (test/githttp), so sessions clone a local repository — shallow, like real ones —
+// through the same https:// path a hosted one takes; private ones (AddPrivateRepo) need
+// an access token and take pushes. Its CA is written to CAFile; give git
+// GIT_SSL_CAINFO=CAFile.
 type GitServer struct {
 	srv    *httptest.Server
+	h      *githttp.Handler
 	root   string
 	CAFile string
 }
@@ -27,21 +30,18 @@ func NewGitServer(root string) (*GitServer, error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, err
 	}
-	backend, err := exec.Command("git", "--exec-path").Output()
+	h, err := githttp.New(root)
 	if err != nil {
-		return nil, fmt.Errorf("git --exec-path: %w", err)
+		return nil, err
 	}
-	srv := httptest.NewUnstartedServer(&cgi.Handler{
-		Path: filepath.Join(strings.TrimSpace(string(backend)), "git-http-backend"),
-		Env:  []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"},
-	})
+	srv := httptest.NewUnstartedServer(h)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	srv.Listener = ln
 	srv.StartTLS()
-	g := &GitServer{srv: srv, root: root, CAFile: filepath.Join(root, "ca.crt")}
+	g := &GitServer{srv: srv, h: h, root: root, CAFile: filepath.Join(root, "ca.crt")}
 	cert := srv.Certificate()
 	if err := os.WriteFile(g.CAFile, pemCert(cert.Raw), 0o644); err != nil {
 		srv.Close()
@@ -90,6 +90,16 @@ func (g *GitServer) AddRepo(name string, files map[string]string) (string, error
 	}
 	return g.srv.URL + "/" + name + ".git", nil
 }
+
+// AddPrivateRepo is AddRepo for a repository that answers only to user and token
+// (HTTP basic authentication), and takes their pushes.
+func (g *GitServer) AddPrivateRepo(name string, files map[string]string, user, token string) (string, error) {
+	g.h.SetPrivate(name+".git", user, token)
+	return g.AddRepo(name, files)
+}
+
+// Dir is the bare repository of name on disk, to check what was pushed.
+func (g *GitServer) Dir(name string) string { return filepath.Join(g.root, name+".git") }
 
 func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})

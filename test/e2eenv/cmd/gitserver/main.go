@@ -1,5 +1,5 @@
 // Command gitserver serves the bare git repositories under a directory over HTTPS with git's
-// own smart-HTTP backend (git http-backend as CGI), like e2eenv.GitServer does in process, for
+// own smart-HTTP backend (git http-backend as CGI, test/githttp), like e2eenv.GitServer does in process, for
 // tests where the client is a pod: the real-node tier runs it from the gitserver image
 // (test/images/gitserver) so session pods clone a repository through the same https:// path a
 // hosted one takes.
@@ -7,7 +7,10 @@
 //	gitserver -root /srv/git -cert tls.crt -key tls.key -listen :8443
 //
 // Every flag has an environment variable (GITSERVER_ROOT, GITSERVER_TLS_CERT, GITSERVER_TLS_KEY,
-// GITSERVER_LISTEN) so a pod sets them from a Secret. Repositories are served read-only and
+// GITSERVER_LISTEN, GITSERVER_PRIVATE, GITSERVER_TOKEN_FILE) so a pod sets them from a Secret.
+// -private NAME.git makes one repository private: it answers only to the user x-access-token
+// with the token in -token-file (HTTP basic authentication) and takes their pushes. Others
+// are served read-only and
 // whoever owns them (a hostPath volume is usually root's while the server runs as another
 // user: git's safe.directory check is turned off for the backend). GET /healthz answers 200
 // for probes. It prints its URL on stdout once it listens and stops on SIGTERM or SIGINT.
@@ -22,14 +25,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/cgi"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cakeai/cake-agents/test/githttp"
 )
 
 func main() {
@@ -54,6 +56,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	certFile := fs.String("cert", os.Getenv("GITSERVER_TLS_CERT"), "TLS certificate (PEM) (env GITSERVER_TLS_CERT)")
 	keyFile := fs.String("key", os.Getenv("GITSERVER_TLS_KEY"), "TLS private key (PEM) (env GITSERVER_TLS_KEY)")
 	listen := fs.String("listen", envOr("GITSERVER_LISTEN", ":8443"), "address to listen on (env GITSERVER_LISTEN)")
+	private := fs.String("private", os.Getenv("GITSERVER_PRIVATE"), "repository (NAME.git) that needs the token and takes pushes (env GITSERVER_PRIVATE)")
+	tokenFile := fs.String("token-file", os.Getenv("GITSERVER_TOKEN_FILE"), "file holding the private repository's token (env GITSERVER_TOKEN_FILE)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,21 +71,21 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if info, err := os.Stat(*root); err != nil || !info.IsDir() {
 		return fmt.Errorf("repository directory %s: not a directory (set -root)", *root)
 	}
-	execPath, err := exec.Command("git", "--exec-path").Output()
+	h, err := githttp.New(*root)
 	if err != nil {
-		return fmt.Errorf("git --exec-path: %w (gitserver needs git installed)", err)
+		return err
+	}
+	if *private != "" {
+		tok, err := os.ReadFile(*tokenFile)
+		if err != nil || strings.TrimSpace(string(tok)) == "" {
+			return fmt.Errorf("-private %s needs its token: -token-file %q: not a readable file with a token", *private, *tokenFile)
+		}
+		h.SetPrivate(*private, "x-access-token", strings.TrimSpace(string(tok)))
 	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	mux.Handle("/", &cgi.Handler{
-		Path: filepath.Join(strings.TrimSpace(string(execPath)), "git-http-backend"),
-		Env: []string{
-			"GIT_PROJECT_ROOT=" + *root, "GIT_HTTP_EXPORT_ALL=1",
-			// Command-line scope counts as protected configuration, where safe.directory is read.
-			"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", "GIT_CONFIG_VALUE_0=*",
-		},
-	})
+	mux.Handle("/", h)
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (pick another address with -listen)", *listen, err)

@@ -89,6 +89,11 @@ func TestServesAShallowCloneOverHTTPS(t *testing.T) {
 	git(t, nil, "-C", work, "add", ".")
 	git(t, nil, "-C", work, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "first")
 	git(t, nil, "clone", "-q", "--bare", work, filepath.Join(root, "demo.git"))
+	git(t, nil, "clone", "-q", "--bare", work, filepath.Join(root, "private.git"))
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if os.Getuid() == 0 {
 		// Owned by someone else, so git's safe.directory check would refuse it.
 		if out, err := exec.Command("chown", "-R", "65534:65534", filepath.Join(root, "demo.git")).CombinedOutput(); err != nil {
@@ -100,7 +105,7 @@ func TestServesAShallowCloneOverHTTPS(t *testing.T) {
 	out := make(syncWriter, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- run(ctx, []string{"-root", root, "-cert", certFile, "-key", keyFile, "-listen", "127.0.0.1:0"}, out)
+		errc <- run(ctx, []string{"-root", root, "-cert", certFile, "-key", keyFile, "-listen", "127.0.0.1:0", "-private", "private.git", "-token-file", tokenFile}, out)
 	}()
 	var base string
 	select {
@@ -122,6 +127,15 @@ func TestServesAShallowCloneOverHTTPS(t *testing.T) {
 	if err := cmd.Run(); err == nil {
 		t.Error("ls-remote of a missing repository succeeded")
 	}
+
+	// The private repository answers only to its token.
+	cmd = exec.Command("git", "ls-remote", base+"/private.git")
+	cmd.Env = append(os.Environ(), "GIT_SSL_CAINFO="+certFile, "GIT_TERMINAL_PROMPT=0")
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Errorf("ls-remote of the private repository without the token succeeded: %s", out)
+	}
+	withToken := strings.Replace(base, "https://", "https://x-access-token:s3cret@", 1)
+	git(t, []string{"GIT_SSL_CAINFO=" + certFile, "GIT_TERMINAL_PROMPT=0"}, "ls-remote", withToken+"/private.git")
 
 	cancel()
 	if err := <-errc; err != nil {

@@ -1,0 +1,131 @@
+package sessions
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/cakeai/cake-agents/agent/gitcred"
+	"github.com/cakeai/cake-agents/agent/store"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// A session on an https:// repository gets its owner's credential for the repository's
+// host (if they added one) in its Secret, which both containers mount read-only at
+// GitCredentialsDir: git asks a credential helper that reads GitCredentialsFile, and the
+// GitHub CLI finds the same token in $HOME/.config/gh/hosts.yml, copied there by the init
+// container. The keys are optional, so the pod spec does not depend on whether the owner
+// has a credential, and they are removed from the Secret when the session stops (the
+// Secret itself goes with the session).
+const (
+	GitCredentialsDir       = "/etc/cake-agents/git"
+	GitCredentialsFile      = GitCredentialsDir + "/credentials"
+	GHHostsFile             = GitCredentialsDir + "/gh-hosts.yml"
+	SecretKeyGitCredentials = "git-credentials"
+	SecretKeyGHHosts        = "gh-hosts.yml"
+	gitCredentialsVolume    = "git-credentials"
+)
+
+// gitSecretKeys are the Secret keys this file owns.
+var gitSecretKeys = []string{SecretKeyGitCredentials, SecretKeyGHHosts}
+
+// gitSecretData is what the Secret of s carries for git: the owner's credential for the
+// host of the repository, or nothing.
+func (c *Controller) gitSecretData(ctx context.Context, s *store.Session) (map[string][]byte, error) {
+	host := apiv1.RepoCredentialHost(s.Repo)
+	if host == "" {
+		return nil, nil
+	}
+	cred, err := c.st.GetCredential(ctx, s.OwnerID, gitcred.Provider(host))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the owner's git credential for %s: %w", host, err)
+	}
+	sec, err := gitcred.Decode(cred.Secret)
+	if err != nil {
+		return nil, err
+	}
+	data := map[string][]byte{SecretKeyGitCredentials: gitcred.StoreFile(map[string]gitcred.Secret{host: sec})}
+	if host == "github.com" {
+		data[SecretKeyGHHosts] = gitcred.GHHostsFile(host, sec)
+	}
+	return data, nil
+}
+
+// gitDataCurrent reports whether data already holds exactly want's git keys.
+func gitDataCurrent(data, want map[string][]byte) bool {
+	for _, k := range gitSecretKeys {
+		cur, ok := data[k]
+		w, wok := want[k]
+		if ok != wok || !bytes.Equal(cur, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// setGitData makes data's git keys those of want.
+func setGitData(data, want map[string][]byte) {
+	for _, k := range gitSecretKeys {
+		if v, ok := want[k]; ok {
+			data[k] = v
+		} else {
+			delete(data, k)
+		}
+	}
+}
+
+// gitPodParts are the volume, mount and OpenCode environment that give git in a session
+// on an https:// repository its credential helper; ok is false for other sessions.
+func gitPodParts(s *store.Session) (vol corev1.Volume, mount corev1.VolumeMount, env []corev1.EnvVar, ok bool) {
+	if apiv1.RepoCredentialHost(s.Repo) == "" {
+		return vol, mount, nil, false
+	}
+	vol = corev1.Volume{Name: gitCredentialsVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName: SecretName(s.ID),
+		Items: []corev1.KeyToPath{
+			{Key: SecretKeyGitCredentials, Path: "credentials"},
+			{Key: SecretKeyGHHosts, Path: SecretKeyGHHosts},
+		},
+		// Readable by the session's group (fsGroup) only.
+		DefaultMode: ptr.To[int32](0o440),
+		// Missing keys (no credential) are left out rather than failing the mount.
+		Optional: ptr.To(true),
+	}}}
+	mount = corev1.VolumeMount{Name: gitCredentialsVolume, MountPath: GitCredentialsDir, ReadOnly: true}
+	for _, e := range gitcred.Env(GitCredentialsFile) {
+		env = append(env, corev1.EnvVar{Name: e.Name, Value: e.Value})
+	}
+	return vol, mount, env, true
+}
+
+// dropGitCredentials removes the git keys from the Secret of a stopped session, so a
+// token is in the cluster only while a session runs; the next start writes the owner's
+// current one.
+func (c *Controller) dropGitCredentials(ctx context.Context, id string) error {
+	secrets := c.kube.CoreV1().Secrets(c.cfg.Namespace)
+	cur, err := secrets.Get(ctx, SecretName(id), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read secret %s: %w", SecretName(id), err)
+	}
+	if gitDataCurrent(cur.Data, nil) {
+		return nil
+	}
+	want := cur.DeepCopy()
+	setGitData(want.Data, nil)
+	if _, err := secrets.Update(ctx, want, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("remove the git credential from secret %s: %w", SecretName(id), err)
+	}
+	return nil
+}

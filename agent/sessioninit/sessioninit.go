@@ -1,8 +1,11 @@
 // Package sessioninit is the work of a session pod's init container (`agent
 // session-init`): clone the session's repository into the workspace and write the
 // OpenCode configuration file. It runs before OpenCode starts, so everything OpenCode
-// needs on disk is ready and nothing secret is ever written: provider keys are
-// referenced as {env:NAME} and resolved by OpenCode from the container environment.
+// needs on disk is ready. Nothing secret goes into the workspace or the config: provider
+// keys are referenced as {env:NAME} and resolved by OpenCode from the container
+// environment, and a private repository is cloned through a credential helper reading
+// the owner's token from the Secret volume (--git-credentials). The one secret it writes
+// is the GitHub CLI's hosts.yml, into $HOME (the pod's own emptyDir), where gh reads it.
 package sessioninit
 
 import (

@@ -192,7 +192,8 @@ func TestProviderJSON(t *testing.T) {
 
 func TestArgsRoundTripThroughFlags(t *testing.T) {
 	in := Options{Repo: "https://github.com/org/repo", Branch: "dev", Workspace: "/workspace", ConfigPath: "/etc/opencode/opencode.json",
-		Model: "litellm/x", LiteLLMBaseURL: "http://l/v1", ProviderJSON: `{"a":{}}`}
+		Model: "litellm/x", LiteLLMBaseURL: "http://l/v1", ProviderJSON: `{"a":{}}`,
+		GitCredentials: "/etc/cake-agents/git/credentials", GHHosts: "/etc/cake-agents/git/gh-hosts.yml"}
 	var out Options
 	fs := pflag.NewFlagSet("session-init", pflag.ContinueOnError)
 	out.BindFlags(fs)

@@ -147,9 +147,10 @@ func TestBuildPodCABundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkCABundleMounted(t, pod, "corp-roots", "ca-certificates.crt")
-	// The writable volumes are all still there: the bundle is added, nothing replaced.
-	if len(pod.Spec.Volumes) != 5 || len(pod.Spec.Containers[0].VolumeMounts) != 5 || len(pod.Spec.InitContainers[0].VolumeMounts) != 5 {
-		t.Errorf("volumes %d, mounts %d/%d, want 5 each", len(pod.Spec.Volumes), len(pod.Spec.InitContainers[0].VolumeMounts), len(pod.Spec.Containers[0].VolumeMounts))
+	// The writable volumes (and the git credentials of an https repository) are all
+	// still there: the bundle is added, nothing replaced.
+	if len(pod.Spec.Volumes) != 6 || len(pod.Spec.Containers[0].VolumeMounts) != 6 || len(pod.Spec.InitContainers[0].VolumeMounts) != 6 {
+		t.Errorf("volumes %d, mounts %d/%d, want 6 each", len(pod.Spec.Volumes), len(pod.Spec.InitContainers[0].VolumeMounts), len(pod.Spec.Containers[0].VolumeMounts))
 	}
 
 	cfg.CABundleKey = "bundle.pem"

@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
 )
 
@@ -32,7 +33,11 @@ func testConfig(ns string) Config {
 // newStore opens a real (in-memory SQLite) store with one user and returns its id.
 func newStore(t *testing.T) (store.Store, string) {
 	t.Helper()
-	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory})
+	kr, err := keyring.New([]byte("sessions-test-auth-secret-0123456789"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory, Keyring: kr})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}

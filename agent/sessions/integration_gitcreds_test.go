@@ -1,0 +1,118 @@
+package sessions
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/cakeai/cake-agents/agent/gitcred"
+	"github.com/cakeai/cake-agents/agent/store"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// TestGitCredentialFollowsTheSession: the owner's token for the repository's host is in
+// the session's Secret while it runs (never in the pod spec), leaves the Secret when the
+// session stops, comes back as the owner's current one on start, and goes with the Secret
+// on delete. A session whose owner has no credential for its host gets none, and its pod
+// is the same (the volume's keys are optional).
+func TestGitCredentialFollowsTheSession(t *testing.T) {
+	e := newEnv(t)
+	c, _ := e.start(e.config())
+	ctx := ctxT(t)
+	put := func(token string) {
+		t.Helper()
+		sec := gitcred.Secret{Kind: apiv1.CredentialKindToken, Username: "x-access-token", Token: token}
+		if err := e.st.PutCredential(ctx, &store.Credential{OwnerID: e.owner, Provider: gitcred.Provider("git.example.com:8443"), Secret: gitcred.Encode(sec)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("tok-first")
+	secretData := func(id string) map[string][]byte {
+		t.Helper()
+		sec, err := e.kube.CoreV1().Secrets(e.ns).Get(ctx, SecretName(id), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sec.Data
+	}
+
+	s := &store.Session{OwnerID: e.owner, Repo: "https://git.example.com:8443/org/private.git"}
+	if err := c.Create(ctx, s, 0); err != nil || s.State == apiv1.StateFailed {
+		t.Fatalf("create: %v %s %s", err, s.Reason, s.Message)
+	}
+	if got, want := string(secretData(s.ID)[SecretKeyGitCredentials]), "https://x-access-token:tok-first@git.example.com:8443\n"; got != want {
+		t.Errorf("secret git-credentials = %q, want %q", got, want)
+	}
+	pod, err := e.pod(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := json.Marshal(pod.Spec)
+	if strings.Contains(string(spec), "tok-first") {
+		t.Errorf("the token is in the pod spec: %s", spec)
+	}
+	for _, ct := range []corev1.Container{pod.Spec.InitContainers[0], pod.Spec.Containers[0]} {
+		mounted := false
+		for _, m := range ct.VolumeMounts {
+			mounted = mounted || (m.MountPath == GitCredentialsDir && m.ReadOnly)
+		}
+		if !mounted {
+			t.Errorf("%s does not mount %s read-only", ct.Name, GitCredentialsDir)
+		}
+	}
+	if env := envOf(pod.Spec.Containers[0]); env["GIT_CONFIG_KEY_1"] != "credential.helper" || !strings.Contains(env["GIT_CONFIG_VALUE_1"], GitCredentialsFile) {
+		t.Errorf("opencode's git is not pointed at the credential file: %v", env)
+	}
+	if args := strings.Join(pod.Spec.InitContainers[0].Args, " "); !strings.Contains(args, "--git-credentials="+GitCredentialsFile) || !strings.Contains(args, "--gh-hosts="+GHHostsFile) {
+		t.Errorf("init args %q", args)
+	}
+	e.waitSession(s.ID, "Running", inState(apiv1.StateRunning))
+
+	if _, err := c.Stop(ctx, s.ID, "", "user asked"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(s.ID, "Stopped", inState(apiv1.StateStopped))
+	data := secretData(s.ID)
+	if _, ok := data[SecretKeyGitCredentials]; ok || len(data[SecretKeyPassword]) == 0 {
+		t.Errorf("stopped session's secret keys: %v; want the password and no credential", keysOf(data))
+	}
+
+	put("tok-second")
+	if _, err := c.Start(ctx, s.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(secretData(s.ID)[SecretKeyGitCredentials]); !strings.Contains(got, "tok-second") {
+		t.Errorf("restarted session's credential = %q, want the owner's current token", got)
+	}
+	e.waitSession(s.ID, "Running", inState(apiv1.StateRunning))
+
+	// Another host: no credential, same pod shape.
+	other := &store.Session{OwnerID: e.owner, Repo: "https://other.example.com/org/repo.git"}
+	if err := c.Create(ctx, other, 0); err != nil || other.State == apiv1.StateFailed {
+		t.Fatalf("create: %v %s %s", err, other.Reason, other.Message)
+	}
+	if data := secretData(other.ID); len(data[SecretKeyGitCredentials]) != 0 || len(data[SecretKeyGHHosts]) != 0 {
+		t.Errorf("a session on another host got a credential: %v", keysOf(data))
+	}
+	e.waitSession(other.ID, "Running", inState(apiv1.StateRunning))
+
+	if err := c.Delete(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitGone("secret", func(ctx context.Context) error {
+		_, err := e.kube.CoreV1().Secrets(e.ns).Get(ctx, SecretName(s.ID), metav1.GetOptions{})
+		return err
+	})
+}
+
+func keysOf(m map[string][]byte) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return ks
+}

@@ -231,6 +231,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("SecondUser", p.testSecondUser)
 			t.Run("DoctorAndHeaderSpoofing", p.testDoctor)
 			t.Run("Tokens", p.testTokens)
+			t.Run("PrivateRepo", p.testPrivateRepo)
 			t.Run("AgentRestart", p.testAgentRestart)
 			t.Run("DatabaseIsTheChartsOne", p.testDatabase)
 			t.Run("NoSecretLeaks", p.scanForLeaks)

@@ -2,8 +2,10 @@
 // every session pod the agent creates it runs the pod's own work as local processes —
 // the init container's `agent session-init` with the pod's arguments, then
 // `opencode serve` with the pod's environment (the password read from the session's
-// Secret) — and points a kwok PortForward at it, so port-forwarding to the pod's port
-// 4096 reaches a real OpenCode. `make demo` and the end-to-end tests use it; nothing
+// Secret, the pod's Secret volumes written to local directories) — and points a kwok
+// PortForward at it, so port-forwarding to the pod's port 4096 reaches a real OpenCode.
+// Exec runs a command in a pod's workspace with the OpenCode container's environment,
+// as `kubectl exec` would. `make demo` and the end-to-end tests use it; nothing
 // here ships in the agent.
 package sessionrunner
 
@@ -70,6 +72,9 @@ type podProc struct {
 	done chan struct{}
 	dir  string
 	port int
+	// ws and env are the OpenCode process's working directory and environment (Exec).
+	ws  string
+	env []string
 }
 
 // New returns a Runner; call Run to start it.
@@ -241,9 +246,16 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 	if err != nil {
 		return fmt.Errorf("read the session secret: %w", err)
 	}
+	local, err := r.secretVolumes(ctx, pod, dir)
+	if err != nil {
+		return err
+	}
 	if len(pod.Spec.InitContainers) > 0 {
 		ic := pod.Spec.InitContainers[0]
-		args := append([]string{"session-init"}, ic.Args...)
+		args := []string{"session-init"}
+		for _, a := range ic.Args {
+			args = append(args, local.Replace(a))
+		}
 		// pflag keeps the last value: point the pod's paths at the local directories.
 		args = append(args, "--workspace="+ws, "--config="+cfgPath)
 		if r.o.AllowLocalRepo {
@@ -252,6 +264,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 		init := exec.CommandContext(ctx, r.o.Agent, args...)
 		init.Env = append(append(os.Environ(), r.o.Env...), "HOME="+home, "TMPDIR="+tmp, "GIT_TERMINAL_PROMPT=0")
 		if out, err := init.CombinedOutput(); err != nil {
+			r.reportInitFailure(ctx, pod, ic.Name, string(out))
 			return fmt.Errorf("session-init: %w: %s", err, out)
 		}
 	}
@@ -270,7 +283,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
 			v = string(secret.Data[e.ValueFrom.SecretKeyRef.Key])
 		}
-		env = append(env, e.Name+"="+v)
+		env = append(env, e.Name+"="+local.Replace(v))
 	}
 	env = append(env, "HOME="+home, "TMPDIR="+tmp, "OPENCODE_CONFIG="+cfgPath, "npm_config_registry=http://127.0.0.1:9/")
 	logFile, err := os.Create(filepath.Join(dir, "opencode.log"))
@@ -285,7 +298,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 		return fmt.Errorf("start opencode: %w", err)
 	}
 	r.mu.Lock()
-	p.cmd, p.port = cmd, port
+	p.cmd, p.port, p.ws, p.env = cmd, port, ws, env
 	r.mu.Unlock()
 	go func() {
 		_ = cmd.Wait()
@@ -294,6 +307,115 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 	}()
 	r.log.Info("session pod running locally", "pod", pod.Namespace+"/"+pod.Name, "port", port, "dir", dir)
 	return nil
+}
+
+// reportInitFailure records a failed init container in the pod's status as the kubelet
+// does (terminated, exit code 1, its output as the message), so the agent sees why the
+// session cannot start. It waits for kwok to have made the pod Running first: kwok's
+// pod-ready stage would otherwise overwrite the status.
+func (r *Runner) reportInitFailure(ctx context.Context, pod *corev1.Pod, container, output string) {
+	pods := r.o.Kube.CoreV1().Pods(pod.Namespace)
+	msg := strings.TrimSpace(output)
+	if len(msg) > 4096 {
+		msg = msg[len(msg)-4096:] // the kubelet keeps the tail too
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		cur, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil || cur.UID != pod.UID {
+			return
+		}
+		if cur.Status.Phase != corev1.PodRunning {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		cur.Status.InitContainerStatuses = []corev1.ContainerStatus{{
+			Name:  container,
+			Image: pod.Spec.InitContainers[0].Image,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: msg}},
+		}}
+		for i, c := range cur.Status.Conditions {
+			if c.Type == corev1.PodReady || c.Type == corev1.ContainersReady {
+				cur.Status.Conditions[i].Status = corev1.ConditionFalse
+			}
+		}
+		_, err = pods.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		if err == nil || !apierrors.IsConflict(err) {
+			if err != nil {
+				r.log.Warn("report init failure failed", "pod", pod.Namespace+"/"+pod.Name, "error", err)
+			}
+			return
+		}
+	}
+}
+
+// secretVolumes writes the pod's Secret volumes (their items, or every key) into dir
+// and returns a replacer from their mount paths to the local directories, for the
+// paths in the containers' arguments and environment. A missing optional key is left
+// out, as the kubelet does.
+func (r *Runner) secretVolumes(ctx context.Context, pod *corev1.Pod, dir string) (*strings.Replacer, error) {
+	local := map[string]string{} // volume name -> directory
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret == nil {
+			continue
+		}
+		sec, err := r.o.Kube.CoreV1().Secrets(pod.Namespace).Get(ctx, v.Secret.SecretName, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("read secret %s of volume %s: %w", v.Secret.SecretName, v.Name, err)
+		}
+		vdir := filepath.Join(dir, "volume-"+v.Name)
+		if err := os.MkdirAll(vdir, 0o700); err != nil {
+			return nil, err
+		}
+		items := v.Secret.Items
+		if len(items) == 0 {
+			for k := range sec.Data {
+				items = append(items, corev1.KeyToPath{Key: k, Path: k})
+			}
+		}
+		for _, it := range items {
+			b, ok := sec.Data[it.Key]
+			if !ok {
+				if v.Secret.Optional != nil && *v.Secret.Optional {
+					continue
+				}
+				return nil, fmt.Errorf("secret %s has no key %s for volume %s", sec.Name, it.Key, v.Name)
+			}
+			if err := os.WriteFile(filepath.Join(vdir, it.Path), b, 0o400); err != nil {
+				return nil, err
+			}
+		}
+		local[v.Name] = vdir
+	}
+	var pairs []string
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		for _, m := range c.VolumeMounts {
+			if d, ok := local[m.Name]; ok {
+				pairs = append(pairs, m.MountPath, d)
+			}
+		}
+	}
+	return strings.NewReplacer(pairs...), nil
+}
+
+// Exec runs argv in the workspace of the pod's OpenCode process with that process's
+// environment, as `kubectl exec` into the opencode container would, and returns its
+// combined output.
+func (r *Runner) Exec(ctx context.Context, namespace, pod string, argv ...string) ([]byte, error) {
+	r.mu.Lock()
+	p := r.pods[namespace+"/"+pod]
+	var ws string
+	var env []string
+	if p != nil {
+		ws, env = p.ws, p.env
+	}
+	r.mu.Unlock()
+	if ws == "" {
+		return nil, fmt.Errorf("pod %s/%s is not running here", namespace, pod)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir, cmd.Env = ws, env
+	return cmd.CombinedOutput()
 }
 
 // forward points kwok's port-forward for the pod's OpenCode port at the local process.

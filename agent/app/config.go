@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -88,6 +89,11 @@ type Config struct {
 	DefaultModel   string
 	ProviderJSON   string
 
+	// GitHubClientID is the OAuth app behind `kubectl agents github link`; GitHubURL
+	// the GitHub web host its device flow runs on.
+	GitHubClientID string
+	GitHubURL      string
+
 	LinearAPIKey       string
 	SlackBotToken      string
 	SlackSigningSecret string
@@ -164,6 +170,8 @@ func Options() []Option {
 		{Flag: "litellm-api-key", Env: "LITELLM_API_KEY", Secret: true, Usage: "API key for the gateway, given to session pods by Secret reference"},
 		{Flag: "default-model", Env: "AGENT_DEFAULT_MODEL", Default: "gpt-4o-mini", Usage: "model used when a session names none"},
 		{Flag: "provider-json", Env: "AGENT_PROVIDER_JSON", Usage: "OpenCode provider configuration (JSON) overriding the LiteLLM one; keys by {env:NAME} reference only"},
+		{Flag: "github-client-id", Env: "AGENT_GITHUB_CLIENT_ID", Usage: "client id of the GitHub OAuth app (device flow enabled) users link their GitHub account with; empty: linking is off"},
+		{Flag: "github-url", Env: "AGENT_GITHUB_URL", Default: "https://github.com", Usage: "GitHub web host of the device flow (GitHub Enterprise: its URL); linked tokens are stored for its host"},
 		{Flag: "linear-api-key", Env: "LINEAR_API_KEY", Secret: true, Usage: "Linear API key (optional integration)"},
 		{Flag: "slack-bot-token", Env: "SLACK_BOT_TOKEN", Secret: true, Usage: "Slack bot token (optional integration)"},
 		{Flag: "slack-signing-secret", Env: "SLACK_SIGNING_SECRET", Secret: true, Usage: "Slack signing secret (optional integration)"},
@@ -311,12 +319,17 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		LiteLLMAPIKey:         get("litellm-api-key"),
 		DefaultModel:          get("default-model"),
 		ProviderJSON:          get("provider-json"),
+		GitHubClientID:        get("github-client-id"),
+		GitHubURL:             get("github-url"),
 		LinearAPIKey:          get("linear-api-key"),
 		SlackBotToken:         get("slack-bot-token"),
 		SlackSigningSecret:    get("slack-signing-secret"),
 	}
 	if c.SessionNamespace == "" {
 		c.SessionNamespace = c.Namespace
+	}
+	if u, err := url.Parse(c.GitHubURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || strings.Trim(u.Path, "/") != "" {
+		errs = append(errs, fmt.Sprintf("%s: %q is not a GitHub web URL such as https://github.com", name("github-url"), c.GitHubURL))
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = 30 * time.Second

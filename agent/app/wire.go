@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/conversation"
+	"github.com/cakeai/cake-agents/agent/github"
 	"github.com/cakeai/cake-agents/agent/server"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -234,6 +236,8 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		ExternalURL:       cfg.ExternalURL,
 		HeaderAuth:        header.State(),
 		HeaderAuthInfo:    header.Info(),
+		GitHub:            githubFlow(cfg),
+		GitHubHost:        githubHost(cfg),
 	})
 	// Decisions also go to Kubernetes Events in the agent's namespace, regarding its pod
 	// (started last: nothing below can fail and leave the broadcaster running).
@@ -256,4 +260,22 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		return ctrl.Run(ctx)
 	}
 	return &components{handler: srv, run: run}, nil
+}
+
+// githubFlow is the device flow `kubectl agents github link` uses; nil (linking off)
+// without a client id.
+func githubFlow(cfg *Config) server.DeviceFlow {
+	if cfg.GitHubClientID == "" {
+		return nil
+	}
+	return &github.DeviceFlow{BaseURL: cfg.GitHubURL, ClientID: cfg.GitHubClientID, Scope: "repo", HTTP: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// githubHost is the repository host a linked GitHub token serves: the host of --github-url.
+func githubHost(cfg *Config) string {
+	u, err := url.Parse(cfg.GitHubURL)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(u.Host)
 }

@@ -82,6 +82,11 @@ type Options struct {
 	// UI, when set, serves every path outside the API and the probes (the web UI,
 	// agent/ui). It does its own authentication.
 	UI http.Handler
+	// GitHub, when set, brokers GitHub's OAuth device flow for /api/v1/github/link;
+	// GitHubHost is the repository host the linked token is stored for (default
+	// github.com; GitHub Enterprise's own host).
+	GitHub     DeviceFlow
+	GitHubHost string
 	// Now is the clock (tests replace it).
 	Now func() time.Time
 }
@@ -92,6 +97,7 @@ type Server struct {
 	log     hclog.Logger
 	metrics *metrics
 	handler http.Handler
+	github  githubFlows
 }
 
 // New builds the server and its routes.
@@ -112,6 +118,9 @@ func New(o Options) *Server {
 		o.DefaultTokenTTL = auth.DefaultTokenTTL
 	}
 	o.DefaultTokenTTL = min(o.DefaultTokenTTL, o.MaxTokenTTL)
+	if o.GitHubHost == "" {
+		o.GitHubHost = apiv1.GitHubHost
+	}
 	s := &Server{opts: o, log: o.Log.Named("http")}
 	s.metrics = newMetrics(o.Registry)
 	s.handler = s.routes()
@@ -179,6 +188,8 @@ func (s *Server) apiRoutes() []route {
 		{"GET /api/v1/credentials", "List the caller's git credentials (never their secrets)", s.listCredentials},
 		{"PUT /api/v1/credentials/{host}", "Store or replace the caller's git access token for a repository host", s.putCredential},
 		{"DELETE /api/v1/credentials/{host}", "Remove the caller's git credential for a host", s.deleteCredential},
+		{"POST /api/v1/github/link", "Start linking the caller's GitHub account (OAuth device flow)", s.startGitHubLink},
+		{"POST /api/v1/github/link/{id}", "Ask whether the GitHub link was authorized (stores the token as the github.com credential)", s.pollGitHubLink},
 		{"GET /api/v1/audit", "Audit log (admins)", s.listAudit},
 	}
 }

@@ -305,6 +305,37 @@ type CredentialList struct {
 	Items []Credential `json:"items"`
 }
 
+// GitHubHost is the host a linked GitHub account's token is stored for.
+const GitHubHost = "github.com"
+
+// GitHubLink is the answer of POST /api/v1/github/link: the agent started GitHub's
+// device flow; the user enters UserCode at VerificationURI, while the client polls
+// POST /api/v1/github/link/{id} every Interval seconds until the status is final.
+type GitHubLink struct {
+	ID              string    `json:"id"`
+	UserCode        string    `json:"userCode"`
+	VerificationURI string    `json:"verificationUri"`
+	ExpiresAt       time.Time `json:"expiresAt"`
+	Interval        int       `json:"interval"`
+}
+
+// GitHub link statuses: pending (ask again after Interval seconds), and the final ones.
+const (
+	GitHubLinkPending = "pending"
+	GitHubLinkLinked  = "linked"
+	GitHubLinkDenied  = "denied"
+	GitHubLinkExpired = "expired"
+)
+
+// GitHubLinkStatus is the answer of POST /api/v1/github/link/{id}.
+type GitHubLinkStatus struct {
+	Status string `json:"status"`
+	// Interval is the polling interval in seconds from now on (GitHub may ask for less
+	// frequent polls).
+	Interval int    `json:"interval,omitempty"`
+	Message  string `json:"message,omitempty"`
+}
+
 // AuditEvent records one state-changing call or denial.
 type AuditEvent struct {
 	ID        int64     `json:"id"`

@@ -463,3 +463,16 @@ func (c *Client) ListCredentials(ctx context.Context) (*apiv1.CredentialList, er
 func (c *Client) DeleteCredential(ctx context.Context, host string) error {
 	return c.call(ctx, http.MethodDelete, "/api/v1/credentials/"+url.PathEscape(host), nil, nil, nil)
 }
+
+// StartGitHubLink calls POST /api/v1/github/link: the agent starts GitHub's device flow
+// and answers the code the user enters at GitHub.
+func (c *Client) StartGitHubLink(ctx context.Context) (*apiv1.GitHubLink, error) {
+	var l apiv1.GitHubLink
+	return &l, c.call(ctx, http.MethodPost, "/api/v1/github/link", nil, nil, &l)
+}
+
+// PollGitHubLink calls POST /api/v1/github/link/{id}: whether the user entered the code.
+func (c *Client) PollGitHubLink(ctx context.Context, id string) (*apiv1.GitHubLinkStatus, error) {
+	var st apiv1.GitHubLinkStatus
+	return &st, c.call(ctx, http.MethodPost, "/api/v1/github/link/"+url.PathEscape(id), nil, nil, &st)
+}

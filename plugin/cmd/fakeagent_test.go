@@ -51,6 +51,9 @@ type fakeAgent struct {
 	tokenQueries  []string
 	// credentials are the git credentials by host, with the token the plugin sent.
 	credentials map[string]apiv1.PutCredentialRequest
+	// githubScript answers the GitHub link polls in turn; githubPolls counts them.
+	githubScript []apiv1.GitHubLinkStatus
+	githubPolls  int
 	now         time.Time
 }
 
@@ -291,6 +294,20 @@ func (a *fakeAgent) handler() http.Handler {
 		}
 		delete(a.tokens, r.PathValue("id"))
 		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /api/v1/github/link", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 201, apiv1.GitHubLink{ID: "flow1", UserCode: "ABCD-1234", VerificationURI: "https://github.com/login/device", ExpiresAt: a.now.Add(15 * time.Minute), Interval: 5})
+	})
+	mux.HandleFunc("POST /api/v1/github/link/{id}", func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if r.PathValue("id") != "flow1" || a.githubPolls >= len(a.githubScript) {
+			writeErr(w, 404, apiv1.CodeNotFound, "no GitHub link "+r.PathValue("id")+" in progress on this agent")
+			return
+		}
+		st := a.githubScript[a.githubPolls]
+		a.githubPolls++
+		writeJSON(w, 200, st)
 	})
 	// Git credentials: stored as sent, listed without the token.
 	mux.HandleFunc("PUT /api/v1/credentials/{host}", func(w http.ResponseWriter, r *http.Request) {

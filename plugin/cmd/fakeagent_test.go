@@ -54,7 +54,7 @@ type fakeAgent struct {
 	// githubScript answers the GitHub link polls in turn; githubPolls counts them.
 	githubScript []apiv1.GitHubLinkStatus
 	githubPolls  int
-	now         time.Time
+	now          time.Time
 }
 
 func newFakeAgent(t *testing.T) *fakeAgent {

@@ -219,6 +219,12 @@ Environment of the agent container. Every name here must be one the agent unders
 - name: AGENT_PROVIDER_JSON
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.github.oauth.clientId }}
+- name: AGENT_GITHUB_CLIENT_ID
+  value: {{ . | quote }}
+- name: AGENT_GITHUB_URL
+  value: {{ $.Values.github.url | quote }}
+{{- end }}
 {{- /* Integrations: optional, so a missing Secret does not keep the agent from starting. */}}
 {{- with .Values.litellm.baseURL }}
 - name: LITELLM_BASE_URL

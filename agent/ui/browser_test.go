@@ -450,3 +450,50 @@ func (s *stack) createSession(ctx context.Context, email string, req apiv1.Creat
 	}
 	return sess.ID
 }
+
+// TestBrowserGitCredentials: a token saved in the form is listed by host and user name and
+// never shown again (nor left in the form); linking GitHub shows GitHub's code, and once
+// the user authorizes at (the local stand-in for) GitHub the page says so and lists
+// github.com; Remove removes.
+func TestBrowserGitCredentials(t *testing.T) {
+	s := newStack(t)
+	b := newBrowser(t)
+	alice := s.proxy("alice@example.com").URL
+	const token = "glpat-ui-secret-0123456789"
+
+	b.navigate("git credentials", chromedp.Navigate(alice+"/credentials"))
+	b.wait("the empty state", `!document.querySelector('#empty').hidden`, 10*time.Second)
+	b.do("fill the form",
+		chromedp.SendKeys(css("#host"), "https://Git.Example.com/org/repo.git"),
+		chromedp.SendKeys(css("#username"), "alice"),
+		chromedp.SendKeys(css("#token"), token),
+		chromedp.Click(css(`#add-credential button[type=submit]`)),
+	)
+	b.wait("the listed credential", `document.querySelector('#credentials tbody tr[data-host="git.example.com"]') !== null`, 10*time.Second)
+	if got := b.text(`#credentials tbody tr[data-host="git.example.com"]`); !strings.Contains(got, "alice") {
+		t.Errorf("row = %q, want the user name", got)
+	}
+	if html := b.eval(`document.documentElement.outerHTML + document.querySelector('#token').value`); strings.Contains(html, token) {
+		t.Error("the token is still on the page after saving")
+	}
+	b.shot("40-git-credentials")
+
+	b.do("link GitHub", chromedp.Click(css("#github-link")))
+	b.wait("GitHub's code", `document.querySelector('#github-user-code').textContent !== ''`, 10*time.Second)
+	code := b.text("#github-user-code")
+	if uri := b.text("#github-uri"); uri != "https://github.com/login/device" {
+		t.Errorf("verification URI %q", uri)
+	}
+	b.shot("41-github-code")
+	if !s.github.Approve(code, "gho_ui_linked_token") {
+		t.Fatalf("the page shows %q, which GitHub never issued", code)
+	}
+	b.wait("linked", `document.querySelector('#github-status').textContent.startsWith('linked')`, 15*time.Second)
+	b.wait("github.com listed", `document.querySelector('#credentials tbody tr[data-host="github.com"]') !== null`, 10*time.Second)
+	if html := b.eval(`document.documentElement.outerHTML`); strings.Contains(html, "gho_ui_linked_token") {
+		t.Error("the linked token is on the page")
+	}
+
+	b.do("remove", chromedp.Click(css(`#credentials tbody tr[data-host="git.example.com"] [data-remove]`)))
+	b.wait("removed", `document.querySelector('#credentials tbody tr[data-host="git.example.com"]') === null`, 10*time.Second)
+}

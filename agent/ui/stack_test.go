@@ -18,11 +18,14 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/github"
 	"github.com/cakeai/cake-agents/agent/server"
 	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
 	"github.com/cakeai/cake-agents/agent/ui"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/test/fakegithub"
 )
 
 // emailHeader is the identity header the test proxy sets, as oauth2-proxy does.
@@ -40,6 +43,8 @@ type stack struct {
 	agent   *httptest.Server
 	conv    *fakeConversation
 	ctrl    *fakeController
+	// github is the GitHub the agent links accounts with (device flow).
+	github *fakegithub.Server
 }
 
 func newStack(t *testing.T) *stack {
@@ -52,7 +57,11 @@ func newStack(t *testing.T) *stack {
 func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) server.Sessions) *stack {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Options{Path: sqlite.Memory})
+	kr, err := keyring.New([]byte("ui-test-auth-secret-0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(ctx, sqlite.Options{Path: sqlite.Memory, Keyring: kr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +86,11 @@ func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) 
 	if mk != nil {
 		sessions = mk(st, conv)
 	}
+	gh := fakegithub.New("Iv1.ui-test")
+	ghSrv := httptest.NewServer(gh)
+	t.Cleanup(ghSrv.Close)
 	srv := server.New(server.Options{
+		GitHub:            &github.DeviceFlow{BaseURL: ghSrv.URL, ClientID: "Iv1.ui-test", Scope: "repo", HTTP: ghSrv.Client()},
 		Store:             st,
 		Sessions:          sessions,
 		Conversation:      conv,
@@ -90,7 +103,7 @@ func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) 
 	agent := httptest.NewServer(srv)
 	t.Cleanup(agent.Close)
 	t.Cleanup(ctrl.wait)
-	return &stack{t: t, st: st, handler: srv, agent: agent, conv: conv, ctrl: ctrl}
+	return &stack{t: t, st: st, handler: srv, agent: agent, conv: conv, ctrl: ctrl, github: gh}
 }
 
 // proxy starts an authenticating proxy in front of the agent that signs every request

@@ -88,6 +88,7 @@ func New(opts Options) http.Handler {
 	mux.Handle("GET /new", h.authed(h.page("new", "New session")))
 	mux.Handle("GET /sessions/{id}", h.authed(h.sessionPage))
 	mux.Handle("GET /tokens", h.authed(h.page("tokens", "Access tokens")))
+	mux.Handle("GET /credentials", h.authed(h.page("credentials", "Git credentials")))
 	mux.Handle("GET /admin", h.authed(h.adminPage))
 	mux.HandleFunc("GET /login", h.loginPage)
 	mux.HandleFunc("POST /login", h.login)

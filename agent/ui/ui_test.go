@@ -91,7 +91,7 @@ func TestPagesThroughTheProxy(t *testing.T) {
 	alice := s.proxy("alice@example.com")
 	root := s.proxy("root@example.com")
 
-	for path, page := range map[string]string{"/": "sessions", "/new": "new", "/tokens": "tokens", "/sessions/abc-1": "session"} {
+	for path, page := range map[string]string{"/": "sessions", "/new": "new", "/tokens": "tokens", "/credentials": "credentials", "/sessions/abc-1": "session"} {
 		a := get(t, alice.URL+path)
 		if a.code != http.StatusOK || !strings.Contains(a.body, `data-page="`+page+`"`) {
 			t.Fatalf("GET %s: %d %s", path, a.code, a.body)

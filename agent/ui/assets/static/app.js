@@ -568,6 +568,94 @@
     load();
   }
 
+  // ---- Git credentials ----
+
+  function credentialsPage() {
+    const table = $('#credentials');
+    const tbody = table.querySelector('tbody');
+    async function load() {
+      try {
+        const list = await api('GET', '/credentials');
+        const items = list.items || [];
+        tbody.replaceChildren(...items.map((c) => el('tr', { 'data-host': c.host },
+          el('td', { 'data-label': 'Host' }, el('strong', {}, c.host)),
+          el('td', { 'data-label': 'User name' }, el('span', { class: 'mono' }, c.username)),
+          el('td', { 'data-label': 'Updated' }, timeEl(c.updatedAt)),
+          el('td', {}, el('button', { type: 'button', class: 'btn btn-sm btn-danger', 'data-remove': c.host, 'aria-label': 'Remove the credential for ' + c.host }, 'Remove')))));
+        table.hidden = items.length === 0;
+        $('#empty').hidden = items.length !== 0;
+      } catch (e) {
+        showError(e);
+      }
+      $('#loading').hidden = true;
+    }
+    tbody.addEventListener('click', async (ev) => {
+      const btn = ev.target.closest('[data-remove]');
+      if (!btn) return;
+      btn.disabled = true;
+      try {
+        await api('DELETE', '/credentials/' + encodeURIComponent(btn.dataset.remove));
+        toast('Credential removed');
+        showError(null);
+      } catch (e) {
+        showError(e);
+      }
+      load();
+    });
+    $('#add-credential').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const host = $('#host').value.trim().toLowerCase().replace(/^https:\/\//, '').replace(/\/.*$/, '');
+      const req = { token: $('#token').value, username: $('#username').value.trim() };
+      try {
+        await api('PUT', '/credentials/' + encodeURIComponent(host), req);
+        // The token leaves the page as soon as it is stored.
+        $('#token').value = '';
+        $('#host').value = '';
+        toast('Token saved for ' + host);
+        showError(null);
+      } catch (e) {
+        showError(e);
+      }
+      load();
+    });
+    // GitHub: the agent runs the device flow; the page shows the code and asks the agent
+    // at GitHub's pace whether it was entered.
+    $('#github-link').addEventListener('click', async () => {
+      const btn = $('#github-link');
+      btn.disabled = true;
+      try {
+        const l = await api('POST', '/github/link');
+        $('#github-uri').textContent = l.verificationUri;
+        $('#github-uri').href = l.verificationUri;
+        $('#github-user-code').textContent = l.userCode;
+        $('#github-status').textContent = 'Waiting for you to authorize at GitHub…';
+        $('#github-code').hidden = false;
+        showError(null);
+        let every = Math.max(l.interval || 5, 1) * 1000;
+        const step = async () => {
+          try {
+            const st = await api('POST', '/github/link/' + encodeURIComponent(l.id));
+            if (st.status === 'pending') {
+              if (st.interval) every = st.interval * 1000;
+              setTimeout(step, every);
+              return;
+            }
+            $('#github-status').textContent = st.message || st.status;
+            if (st.status === 'linked') { toast('GitHub account linked'); load(); }
+          } catch (e) {
+            showError(e);
+          }
+          btn.disabled = false;
+        };
+        setTimeout(step, every);
+      } catch (e) {
+        showError(e);
+        btn.disabled = false;
+      }
+    });
+    load();
+  }
+
   // ---- Admin ----
 
   function adminPage() {
@@ -600,7 +688,7 @@
     loadAudit(false);
   }
 
-  const pages = { sessions: sessionsPage, new: newPage, session: sessionPage, tokens: tokensPage, admin: adminPage };
+  const pages = { sessions: sessionsPage, new: newPage, session: sessionPage, tokens: tokensPage, credentials: credentialsPage, admin: adminPage };
   const run = pages[body.dataset.page];
   if (run) run();
 })();

@@ -611,6 +611,7 @@
         // The token leaves the page as soon as it is stored.
         $('#token').value = '';
         $('#host').value = '';
+        $('#username').value = '';
         toast('Token saved for ' + host);
         showError(null);
       } catch (e) {

@@ -107,10 +107,14 @@ func gitPodParts(s *store.Session) (vol corev1.Volume, mount corev1.VolumeMount,
 	return vol, mount, env, true
 }
 
-// dropGitCredentials removes the git keys from the Secret of a stopped session, so a
-// token is in the cluster only while a session runs; the next start writes the owner's
-// current one.
+// dropGitCredentials removes the git keys from the Secret of a stopped or failed
+// session, so a token is in the cluster only while a session runs; the next start writes
+// the owner's current one. The informer's copy answers the common case (nothing to
+// drop) without an API call, so reconcile passes may call it freely.
 func (c *Controller) dropGitCredentials(ctx context.Context, id string) error {
+	if cur, err := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(id)); (err == nil && gitDataCurrent(cur.Data, nil)) || apierrors.IsNotFound(err) {
+		return nil
+	}
 	secrets := c.kube.CoreV1().Secrets(c.cfg.Namespace)
 	cur, err := secrets.Get(ctx, SecretName(id), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {

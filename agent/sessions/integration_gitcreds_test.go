@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/cakeai/cake-agents/agent/gitcred"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -99,6 +102,35 @@ func TestGitCredentialFollowsTheSession(t *testing.T) {
 		t.Errorf("a session on another host got a credential: %v", keysOf(data))
 	}
 	e.waitSession(other.ID, "Running", inState(apiv1.StateRunning))
+
+	// A session that fails (its clone refused) gives the token up too.
+	failing := &store.Session{OwnerID: e.owner, Repo: "https://git.example.com:8443/org/other.git"}
+	if err := c.Create(ctx, failing, 0); err != nil || failing.State == apiv1.StateFailed {
+		t.Fatalf("create: %v %s %s", err, failing.Reason, failing.Message)
+	}
+	if len(secretData(failing.ID)[SecretKeyGitCredentials]) == 0 {
+		t.Fatal("the failing session got no credential")
+	}
+	e.waitSession(failing.ID, "Running", inState(apiv1.StateRunning))
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p, err := e.pod(ctx, failing.ID)
+		if err != nil {
+			return err
+		}
+		p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: InitContainerName, State: corev1.ContainerState{
+			Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: "error: clone refused"}}}}
+		_, err = e.kube.CoreV1().Pods(e.ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(failing.ID, "Failed", inState(apiv1.StateFailed))
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		_, ok := secretData(failing.ID)[SecretKeyGitCredentials]
+		return !ok, nil
+	}); err != nil {
+		t.Errorf("the failed session's secret still holds the credential: %v", keysOf(secretData(failing.ID)))
+	}
 
 	if err := c.Delete(ctx, s.ID); err != nil {
 		t.Fatal(err)

@@ -219,6 +219,9 @@ func (c *Controller) reconcile(ctx context.Context, id string) error {
 	case apiv1.StateStopped, apiv1.StateFailed:
 		c.leftRunning(id)
 		c.enqueueAtDeadline(s)
+		if err := c.dropGitCredentials(ctx, id); err != nil {
+			return err
+		}
 		if pod, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(id)); err == nil && pod.DeletionTimestamp == nil {
 			_, err := c.deletePod(ctx, id)
 			return err
@@ -271,8 +274,10 @@ func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) erro
 		}
 	}
 	if s.State == apiv1.StateFailed {
-		_, err := c.deletePod(ctx, s.ID)
-		return err
+		if _, err := c.deletePod(ctx, s.ID); err != nil {
+			return err
+		}
+		return c.dropGitCredentials(ctx, s.ID)
 	}
 	if s.State == apiv1.StateRunning {
 		c.maybeFireHook(s, false)

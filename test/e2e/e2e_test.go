@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -26,6 +27,7 @@ import (
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/test/e2eenv"
+	"github.com/cakeai/cake-agents/test/fakegithub"
 	"github.com/cakeai/cake-agents/test/fakemodel"
 )
 
@@ -42,6 +44,9 @@ type product struct {
 	alice, bob string   // kubeconfigs
 	admin      string
 	repo       string
+	// github is the local stand-in for GitHub's device flow the agent links accounts with.
+	github     *fakegithub.Server
+	githubHost string
 }
 
 func install(t *testing.T, backend string) *product {
@@ -61,6 +66,12 @@ func install(t *testing.T, backend string) *product {
 	// Secrets the install holds, each a canary the leak scan looks for afterwards.
 	values := []string{"litellm.secret.create=true", "litellm.secret.apiKey=" + p.secrets.canary("the model gateway key"),
 		"betterAuth.secret.create=true", "betterAuth.secret.value=" + p.secrets.canary("the auth secret")}
+	// GitHub linking against a local server speaking GitHub's device-flow endpoints.
+	p.github = fakegithub.New("Iv1.e2e")
+	ghSrv := httptest.NewServer(p.github)
+	t.Cleanup(ghSrv.Close)
+	p.githubHost = strings.TrimPrefix(ghSrv.URL, "http://")
+	values = append(values, "github.oauth.clientId=Iv1.e2e", "github.url="+ghSrv.URL)
 	if backend != "sqlite" {
 		// The production shape: the database from an existing Secret, either as one URL
 		// (existingSecret/existingSecretKey) or as PG* variables (existingSecretEnv).
@@ -232,6 +243,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("DoctorAndHeaderSpoofing", p.testDoctor)
 			t.Run("Tokens", p.testTokens)
 			t.Run("PrivateRepo", p.testPrivateRepo)
+			t.Run("GitHubLink", p.testGitHubLink)
 			t.Run("AgentRestart", p.testAgentRestart)
 			t.Run("DatabaseIsTheChartsOne", p.testDatabase)
 			t.Run("NoSecretLeaks", p.scanForLeaks)

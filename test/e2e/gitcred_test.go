@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"os/exec"
@@ -92,4 +94,56 @@ func (p *product) testPrivateRepo(t *testing.T) {
 // podOf selects the pod of session id.
 func podOf(id string) metav1.ListOptions {
 	return metav1.ListOptions{LabelSelector: apiv1.LabelSessionID + "=" + id}
+}
+
+// testGitHubLink: `kubectl agents github link` shows the code the agent got from (the
+// local stand-in for) GitHub, waits while the user has not entered it, and once they
+// authorize, the token is alice's github.com credential; it is a canary for the leak scan.
+func (p *product) testGitHubLink(t *testing.T) {
+	token := p.secrets.canary("a linked GitHub token")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, p.x.kubectl, "agents", "github", "link", "--agent-namespace", p.ns)
+	cmd.Env = append(os.Environ(), "PATH="+p.x.path(), "KUBECONFIG="+p.alice, "HOME="+t.TempDir())
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// "Open URL and enter the code CODE (it expires at ...). Waiting..."
+	var transcript strings.Builder
+	code := ""
+	sc := bufio.NewScanner(stderr)
+	for code == "" && sc.Scan() {
+		line := sc.Text()
+		transcript.WriteString(line + "\n")
+		if _, rest, ok := strings.Cut(line, "enter the code "); ok {
+			code, _, _ = strings.Cut(rest, " ")
+		}
+	}
+	if code == "" {
+		_ = cmd.Wait()
+		t.Fatalf("github link showed no code:\n%s", transcript.String())
+	}
+	if !p.github.Approve(code, token) {
+		t.Fatalf("the plugin shows %q, which GitHub never issued", code)
+	}
+	_, _ = io.Copy(&transcript, stderr) // to EOF: the process exits once linked
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("github link: %v\n%s%s", err, transcript.String(), stdout.String())
+	}
+	p.secrets.transcript(transcript.String() + stdout.String())
+	if !strings.Contains(stdout.String(), "GitHub account linked") {
+		t.Errorf("github link stdout = %q", stdout.String())
+	}
+	// The token is stored for the host of the agent's --github-url: here the stand-in's.
+	list := p.agents(t, p.alice, "credential", "list")
+	if !strings.Contains(list, p.githubHost) || strings.Contains(list, token) {
+		t.Fatalf("credential list after linking (want %s):\n%s", p.githubHost, list)
+	}
+	p.agents(t, p.alice, "credential", "remove", p.githubHost)
 }

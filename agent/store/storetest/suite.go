@@ -46,6 +46,7 @@ func Run(t *testing.T, newDB NewDB) {
 		{"EncryptionAtRest", testEncryptionAtRest},
 		{"CredentialBoundToRow", testCredentialBoundToRow},
 		{"RotateCredentials", testRotate},
+		{"ModelKeys", testModelKeys},
 		{"Audit", testAudit},
 		{"Settings", testSettings},
 		{"MigrateFromEmpty", testMigrateFromEmpty},

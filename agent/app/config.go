@@ -84,9 +84,14 @@ type Config struct {
 	LeaseRetryPeriod   time.Duration
 
 	LiteLLMBaseURL string
-	LiteLLMAPIKey  string
-	DefaultModel   string
-	ProviderJSON   string
+	// LiteLLMAPIKey is LiteLLM's master key: the agent makes each session its own
+	// virtual key with it and never hands it to a session.
+	LiteLLMAPIKey        string
+	LiteLLMSessionBudget float64
+	LiteLLMUserBudget    float64
+	LiteLLMKeyDuration   time.Duration
+	DefaultModel         string
+	ProviderJSON         string
 
 	LinearAPIKey       string
 	SlackBotToken      string
@@ -161,7 +166,10 @@ func Options() []Option {
 		{Flag: "lease-renew-deadline", Kind: KindDuration, Env: "AGENT_LEASE_RENEW_DEADLINE", Default: "10s", Usage: "how long the leader keeps trying to renew before it stops reconciling (shorter than --lease-duration)"},
 		{Flag: "lease-retry-period", Kind: KindDuration, Env: "AGENT_LEASE_RETRY_PERIOD", Default: "2s", Usage: "how often replicas try to acquire or renew the Lease"},
 		{Flag: "litellm-base-url", Env: "LITELLM_BASE_URL", Usage: "OpenAI-compatible gateway URL for sessions (e.g. http://litellm:4000/v1)"},
-		{Flag: "litellm-api-key", Env: "LITELLM_API_KEY", Secret: true, Usage: "API key for the gateway, given to session pods by Secret reference"},
+		{Flag: "litellm-api-key", Env: "LITELLM_API_KEY", Secret: true, Usage: "LiteLLM master key: the agent makes each session its own virtual key with it (POST /key/generate; deleted when the session stops or goes) and never gives it to a session. Empty: sessions get no key"},
+		{Flag: "litellm-session-budget", Kind: KindUSD, Env: "LITELLM_SESSION_BUDGET", Default: "0", Usage: "max_budget in USD of each session's LiteLLM key (0: none)"},
+		{Flag: "litellm-user-budget", Kind: KindUSD, Env: "LITELLM_USER_BUDGET", Default: "0", Usage: "max_budget in USD of each session owner as a LiteLLM user, shared by all their sessions' keys (0: none)"},
+		{Flag: "litellm-key-duration", Kind: KindDuration, Env: "LITELLM_KEY_DURATION", Default: "0", Usage: "longest life of a session's LiteLLM key (0: the session's TTL, else none); keys are deleted when sessions stop anyway"},
 		{Flag: "default-model", Env: "AGENT_DEFAULT_MODEL", Default: "gpt-4o-mini", Usage: "model used when a session names none"},
 		{Flag: "provider-json", Env: "AGENT_PROVIDER_JSON", Usage: "OpenCode provider configuration (JSON) overriding the LiteLLM one; keys by {env:NAME} reference only"},
 		{Flag: "linear-api-key", Env: "LINEAR_API_KEY", Secret: true, Usage: "Linear API key (optional integration)"},
@@ -309,6 +317,9 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		LeaseRetryPeriod:      dur("lease-retry-period"),
 		LiteLLMBaseURL:        get("litellm-base-url"),
 		LiteLLMAPIKey:         get("litellm-api-key"),
+		LiteLLMSessionBudget:  v["litellm-session-budget"].usd,
+		LiteLLMUserBudget:     v["litellm-user-budget"].usd,
+		LiteLLMKeyDuration:    dur("litellm-key-duration"),
 		DefaultModel:          get("default-model"),
 		ProviderJSON:          get("provider-json"),
 		LinearAPIKey:          get("linear-api-key"),

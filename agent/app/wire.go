@@ -21,6 +21,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/conversation"
+	"github.com/cakeai/cake-agents/agent/litellm"
 	"github.com/cakeai/cake-agents/agent/server"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -105,38 +106,49 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 	if identity == "" {
 		identity, _ = os.Hostname()
 	}
+	// Sessions get keys of their own only when there is a gateway to use them with.
+	var gateway *litellm.Client
+	if cfg.LiteLLMBaseURL != "" && cfg.LiteLLMAPIKey != "" {
+		var err error
+		if gateway, err = litellm.New(cfg.LiteLLMBaseURL, cfg.LiteLLMAPIKey, nil); err != nil {
+			return sessions.Config{}, fmt.Errorf("--litellm-base-url: %w", err)
+		}
+	}
 	return sessions.Config{
-		Namespace:          cfg.SessionNamespace,
-		Release:            cfg.Release,
-		DataPlaneImage:     cfg.DataPlaneImage,
-		DataPlaneInitImage: cfg.DataPlaneInitImage,
-		ImagePullPolicy:    cfg.ImagePullPolicy,
-		ImagePullSecrets:   cfg.ImagePullSecrets,
-		CPURequest:         cfg.SessionCPURequest,
-		CPULimit:           cfg.SessionCPULimit,
-		MemoryRequest:      cfg.SessionMemRequest,
-		MemoryLimit:        cfg.SessionMemLimit,
-		NodeSelector:       cfg.SessionNodeSelector,
-		Tolerations:        tolerations,
-		StorageClass:       cfg.SessionStorageClass,
-		StorageSize:        cfg.SessionStorageSize,
-		CABundleConfigMap:  cfg.SessionCAConfigMap,
-		CABundleKey:        cfg.SessionCAKey,
-		DefaultIdleTimeout: cfg.SessionIdleTimeout,
-		DefaultTTL:         cfg.SessionTTL,
-		ReconcileInterval:  cfg.ReconcileInterval,
-		LiteLLMBaseURL:     cfg.LiteLLMBaseURL,
-		LiteLLMAPIKey:      cfg.LiteLLMAPIKey,
-		DefaultModel:       cfg.DefaultModel,
-		ProviderJSON:       cfg.ProviderJSON,
-		LeaderElection:     cfg.LeaderElection,
-		LeaseNamespace:     cfg.Namespace,
-		LeaseName:          cfg.LeaseName,
-		LeaseDuration:      cfg.LeaseDuration,
-		RenewDeadline:      cfg.LeaseRenewDeadline,
-		RetryPeriod:        cfg.LeaseRetryPeriod,
-		Identity:           identity,
-		Registerer:         reg,
+		Namespace:            cfg.SessionNamespace,
+		Release:              cfg.Release,
+		DataPlaneImage:       cfg.DataPlaneImage,
+		DataPlaneInitImage:   cfg.DataPlaneInitImage,
+		ImagePullPolicy:      cfg.ImagePullPolicy,
+		ImagePullSecrets:     cfg.ImagePullSecrets,
+		CPURequest:           cfg.SessionCPURequest,
+		CPULimit:             cfg.SessionCPULimit,
+		MemoryRequest:        cfg.SessionMemRequest,
+		MemoryLimit:          cfg.SessionMemLimit,
+		NodeSelector:         cfg.SessionNodeSelector,
+		Tolerations:          tolerations,
+		StorageClass:         cfg.SessionStorageClass,
+		StorageSize:          cfg.SessionStorageSize,
+		CABundleConfigMap:    cfg.SessionCAConfigMap,
+		CABundleKey:          cfg.SessionCAKey,
+		DefaultIdleTimeout:   cfg.SessionIdleTimeout,
+		DefaultTTL:           cfg.SessionTTL,
+		ReconcileInterval:    cfg.ReconcileInterval,
+		LiteLLMBaseURL:       cfg.LiteLLMBaseURL,
+		LiteLLM:              gateway,
+		LiteLLMSessionBudget: cfg.LiteLLMSessionBudget,
+		LiteLLMUserBudget:    cfg.LiteLLMUserBudget,
+		LiteLLMKeyDuration:   cfg.LiteLLMKeyDuration,
+		DefaultModel:         cfg.DefaultModel,
+		ProviderJSON:         cfg.ProviderJSON,
+		LeaderElection:       cfg.LeaderElection,
+		LeaseNamespace:       cfg.Namespace,
+		LeaseName:            cfg.LeaseName,
+		LeaseDuration:        cfg.LeaseDuration,
+		RenewDeadline:        cfg.LeaseRenewDeadline,
+		RetryPeriod:          cfg.LeaseRetryPeriod,
+		Identity:             identity,
+		Registerer:           reg,
 	}, nil
 }
 

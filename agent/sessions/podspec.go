@@ -33,7 +33,8 @@ const (
 	// Debian gives its PEM bundle of roots).
 	DefaultCABundleKey = "ca-certificates.crt"
 
-	// SecretKeyPassword holds OPENCODE_SERVER_PASSWORD; SecretKeyLiteLLM the gateway key.
+	// SecretKeyPassword holds OPENCODE_SERVER_PASSWORD; SecretKeyLiteLLM the session's
+	// own LiteLLM virtual key (never the master key).
 	SecretKeyPassword = "password"
 	SecretKeyLiteLLM  = "LITELLM_API_KEY"
 
@@ -62,10 +63,11 @@ func (c *Controller) selector() string {
 	return fmt.Sprintf("%s=%s,%s=%s", apiv1.LabelName, apiv1.SessionAppName, apiv1.LabelInstance, c.cfg.Release)
 }
 
-func (c *Controller) buildSecret(s *store.Session, password string) *corev1.Secret {
+// buildSecret renders the session's Secret; modelKey ("" = none) is its LiteLLM key.
+func (c *Controller) buildSecret(s *store.Session, password, modelKey string) *corev1.Secret {
 	data := map[string][]byte{SecretKeyPassword: []byte(password)}
-	if c.cfg.LiteLLMAPIKey != "" {
-		data[SecretKeyLiteLLM] = []byte(c.cfg.LiteLLMAPIKey)
+	if modelKey != "" {
+		data[SecretKeyLiteLLM] = []byte(modelKey)
 	}
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: SecretName(s.ID), Namespace: c.cfg.Namespace, Labels: c.labels(s)},
@@ -153,8 +155,8 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 		{Name: "HOME", Value: HomeDir},
 		{Name: "TMPDIR", Value: TmpDir},
 	}
-	if c.cfg.LiteLLMAPIKey != "" {
-		// Optional so a Secret written before the key was configured does not block the
+	if c.cfg.LiteLLM != nil {
+		// Optional so a Secret written before keys were configured does not block the
 		// pod; ensureSecret adds the key on the next start.
 		env = append(env, corev1.EnvVar{Name: SecretKeyLiteLLM, ValueFrom: secretRef(SecretKeyLiteLLM, true)})
 	}

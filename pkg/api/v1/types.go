@@ -100,6 +100,10 @@ type Session struct {
 	// when that limit is off.
 	IdleDeadline *time.Time `json:"idleDeadline,omitempty"`
 	ExpiresAt    *time.Time `json:"expiresAt,omitempty"`
+	// ModelSpend is what the session's LiteLLM keys have spent, in USD, when the agent
+	// gives sessions keys of their own. Only GET of one session fills it (reading it asks
+	// LiteLLM); nil there means LiteLLM could not be asked.
+	ModelSpend *float64 `json:"modelSpend,omitempty"`
 	// ResourceVersion changes on every update; PATCH may send it for optimistic concurrency.
 	ResourceVersion int64 `json:"resourceVersion"`
 }

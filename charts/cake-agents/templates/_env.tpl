@@ -224,6 +224,14 @@ Environment of the agent container. Every name here must be one the agent unders
 - name: LITELLM_BASE_URL
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.litellm.budget }}
+- name: LITELLM_SESSION_BUDGET
+  value: {{ .perSession | default 0 | toString | quote }}
+- name: LITELLM_USER_BUDGET
+  value: {{ .perUser | default 0 | toString | quote }}
+{{- end }}
+- name: LITELLM_KEY_DURATION
+  value: {{ .Values.litellm.keyDuration | default "0" | toString | quote }}
 {{- with include "cake-agents.secretName" (dict "secret" .Values.litellm.secret "suffix" "litellm" "root" .) }}
 - name: LITELLM_API_KEY
   valueFrom:

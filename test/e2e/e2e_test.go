@@ -42,6 +42,7 @@ type product struct {
 	alice, bob string   // kubeconfigs
 	admin      string
 	repo       string
+	masterKey  string // LiteLLM's, in the chart's litellm.secret
 }
 
 func install(t *testing.T, backend string) *product {
@@ -59,7 +60,10 @@ func install(t *testing.T, backend string) *product {
 		t.Fatal(err)
 	}
 	// Secrets the install holds, each a canary the leak scan looks for afterwards.
-	values := []string{"litellm.secret.create=true", "litellm.secret.apiKey=" + p.secrets.canary("the model gateway key"),
+	// The model gateway is a fake LiteLLM: the agent makes each session a key with this.
+	p.masterKey = p.secrets.canary("the LiteLLM master key")
+	values := []string{"litellm.secret.create=true", "litellm.secret.apiKey=" + p.masterKey,
+		"litellm.budget.perSession=5", "litellm.budget.perUser=50",
 		"betterAuth.secret.create=true", "betterAuth.secret.value=" + p.secrets.canary("the auth secret")}
 	if backend != "sqlite" {
 		// The production shape: the database from an existing Secret, either as one URL
@@ -100,7 +104,7 @@ func install(t *testing.T, backend string) *product {
 	env, err := e2eenv.Start(ctx, e2eenv.Options{
 		Kubeconfig: c.Kubeconfig(), Namespace: ns, Release: "cake-agents",
 		Helm: x.helm, Agent: x.agent, OpenCode: x.oc, Chart: filepath.Join(x.root, "charts", "cake-agents"),
-		Values: values, WorkDir: work,
+		Values: values, WorkDir: work, LiteLLMMasterKey: p.masterKey,
 		Log: hclog.New(&hclog.LoggerOptions{Name: "e2e", Level: hclog.Warn, Output: testWriter{t}}),
 	})
 	if err != nil {
@@ -226,6 +230,7 @@ func TestEndToEnd(t *testing.T) {
 				t.Run("NoSecretLeaks", p.scanForLeaks)
 				return
 			}
+			t.Run("LiteLLMKeyPerSession", p.testLiteLLMKeys)
 			t.Run("Attach", p.testAttach)
 			t.Run("StopStartDelete", p.testStopStartDelete)
 			t.Run("SecondUser", p.testSecondUser)

@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cakeai/cake-agents/test/fakemodel"
@@ -62,6 +63,7 @@ type Server struct {
 	masterKey string
 	now       func() time.Time
 	mux       *http.ServeMux
+	down      atomic.Bool
 
 	mu      sync.Mutex
 	keys    map[string]*Key // by key
@@ -92,7 +94,17 @@ func New(masterKey string) *Server {
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.down.Load() {
+		writeError(w, http.StatusServiceUnavailable, "service_unavailable", "fake LiteLLM is down")
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// SetDown makes every request fail with 503 (down) or be served again, as a LiteLLM
+// behind a proxy that lost it would.
+func (s *Server) SetDown(down bool) { s.down.Store(down) }
 
 // Keys returns a copy of every live key, ordered by alias.
 func (s *Server) Keys() []Key {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/litellm"
 	"github.com/cakeai/cake-agents/agent/store"
-	"github.com/cakeai/cake-agents/internal/failpoint"
 )
 
 // ErrModelKey is wrapped by a Create that failed because the session's own LiteLLM key
@@ -79,7 +78,6 @@ func (c *Controller) issueKey(ctx context.Context, s *store.Session) (string, er
 		c.dropKey(ctx, rec)
 		return "", fmt.Errorf("%w: %w", ErrModelKey, err)
 	}
-	failpoint.Hit("modelkey", "generated", s.ID)
 	rec.Token = k.Token
 	if err := c.st.PutModelKey(ctx, rec); err != nil {
 		// Only its spend is lost to the session's total; the alias deletes it.
@@ -124,7 +122,6 @@ func (c *Controller) revokeKeys(ctx context.Context, id string) error {
 		if err := c.cfg.LiteLLM.DeleteKeysByAlias(ctx, k.Alias); err != nil {
 			return fmt.Errorf("delete the LiteLLM key of session %s: %w", id, err)
 		}
-		failpoint.Hit("modelkey", "deleted", id)
 		now := c.now().UTC()
 		k.DeletedAt = &now
 		if err := c.st.PutModelKey(ctx, k); err != nil {

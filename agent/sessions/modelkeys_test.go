@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/util/workqueue"
 
 	"github.com/cakeai/cake-agents/agent/litellm"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -292,18 +293,22 @@ func TestKeysOfGoneSessionsAreDeleted(t *testing.T) {
 	}
 	g.down.Store(false)
 
-	// What the sweep would enqueue: every session with a live key that should have none.
-	live, err := st.ListModelKeys(ctx, store.ModelKeyFilter{Live: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The sweep enqueues every session with a live key that should have none.
+	c.mu.Lock()
+	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "test"})
+	c.mu.Unlock()
+	c.sweep(ctx)
 	ids := map[string]bool{}
-	for _, k := range live {
-		ids[k.SessionID] = true
+	for c.queue.Len() > 0 {
+		id, _ := c.queue.Get()
+		ids[id] = true
+		c.queue.Done(id)
 	}
+	c.queue.ShutDown()
 	for _, want := range []string{stopped.ID, deleted.ID, crashed.ID} {
 		if !ids[want] {
-			t.Errorf("no live key row for %s", want)
+			t.Errorf("the sweep did not enqueue %s (enqueued %v)", want, ids)
 		}
 	}
 	for id := range ids {

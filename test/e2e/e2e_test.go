@@ -49,7 +49,9 @@ func install(t *testing.T, backend string) *product {
 	t.Helper()
 	x := setup(t)
 	c := testcluster.Get(t)
-	ns := "cake-e2e-" + backend
+	// A namespace of its own per run: runs sharing one cluster (several worktrees) must
+	// not take each other's session pods.
+	ns := fmt.Sprintf("cake-e2e-%s-%d", backend, os.Getpid())
 	p := &product{x: x, kube: c.AdminClient(), ns: ns, admin: c.Kubeconfig(), backend: backend, secrets: newSecrets()}
 	ctx := context.Background()
 	if _, err := p.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{

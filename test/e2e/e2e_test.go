@@ -61,6 +61,8 @@ func install(t *testing.T, backend string) *product {
 	}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
+	// Registered first so it runs last, and also when the install fails.
+	t.Cleanup(func() { _ = p.kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 	// Secrets the install holds, each a canary the leak scan looks for afterwards.
 	// The model gateway is a fake LiteLLM: the agent makes each session a key with this.
 	p.masterKey = p.secrets.canary("the LiteLLM master key")
@@ -122,7 +124,6 @@ func install(t *testing.T, backend string) *product {
 			}
 		}
 		env.Stop()
-		_ = p.kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 	})
 	p.env = env
 	p.secrets.watchSessionSecrets(t, p)

@@ -1,9 +1,12 @@
 package sessions
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -27,8 +30,13 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*
 	// The CA bundle first: when it is missing nothing is created, so a failed Create
 	// leaves only the Failed row that names the ConfigMap.
 	err := c.checkCABundle(ctx)
+	// The providers as they are now: a session's config is built at its start.
+	var sp *sessionProviders
 	if err == nil {
-		err = c.ensureSecret(ctx, s)
+		sp, err = c.loadProviders(ctx, s.Model)
+	}
+	if err == nil {
+		err = c.ensureSecret(ctx, s, sp)
 		failpoint.Hit(op, "secret", s.ID)
 	}
 	if err == nil && s.Persistent {
@@ -37,7 +45,7 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*
 	}
 	created := false
 	if err == nil {
-		created, err = c.ensurePod(ctx, s)
+		created, err = c.ensurePod(ctx, s, sp)
 		failpoint.Hit(op, "pod", s.ID)
 	}
 	if err == nil {
@@ -103,13 +111,14 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*
 	return fresh, nil
 }
 
-func (c *Controller) ensureSecret(ctx context.Context, s *store.Session) error {
+func (c *Controller) ensureSecret(ctx context.Context, s *store.Session, sp *sessionProviders) error {
 	if cur, err := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID)); err == nil && cur.DeletionTimestamp == nil &&
-		len(cur.Data[SecretKeyPassword]) > 0 && (c.cfg.LiteLLMAPIKey == "" || string(cur.Data[SecretKeyLiteLLM]) == c.cfg.LiteLLMAPIKey) {
+		len(cur.Data[SecretKeyPassword]) > 0 && (c.cfg.LiteLLMAPIKey == "" || string(cur.Data[SecretKeyLiteLLM]) == c.cfg.LiteLLMAPIKey) &&
+		providerKeysMatch(cur.Data, sp) {
 		return nil // the common restart case, without an API call
 	}
 	secrets := c.kube.CoreV1().Secrets(c.cfg.Namespace)
-	_, err := secrets.Create(ctx, c.buildSecret(s, newPassword()), metav1.CreateOptions{})
+	_, err := secrets.Create(ctx, c.buildSecret(s, newPassword(), sp), metav1.CreateOptions{})
 	if err == nil || !apierrors.IsAlreadyExists(err) {
 		if err != nil {
 			return fmt.Errorf("create secret %s: %w", SecretName(s.ID), err)
@@ -133,6 +142,18 @@ func (c *Controller) ensureSecret(ctx context.Context, s *store.Session) error {
 	}
 	if c.cfg.LiteLLMAPIKey != "" && string(want.Data[SecretKeyLiteLLM]) != c.cfg.LiteLLMAPIKey {
 		want.Data[SecretKeyLiteLLM] = []byte(c.cfg.LiteLLMAPIKey)
+		changed = true
+	}
+	if !providerKeysMatch(want.Data, sp) {
+		// The providers changed since the Secret was written: follow them.
+		for k := range want.Data {
+			if strings.HasPrefix(k, providerKeyPrefix) {
+				delete(want.Data, k)
+			}
+		}
+		if sp != nil {
+			maps.Copy(want.Data, sp.files)
+		}
 		changed = true
 	}
 	if !changed {
@@ -159,8 +180,8 @@ func (c *Controller) ensurePVC(ctx context.Context, s *store.Session) error {
 	return nil
 }
 
-func (c *Controller) ensurePod(ctx context.Context, s *store.Session) (bool, error) {
-	pod, err := c.buildPod(s)
+func (c *Controller) ensurePod(ctx context.Context, s *store.Session, sp *sessionProviders) (bool, error) {
+	pod, err := c.buildPod(s, sp)
 	if err != nil {
 		return false, &permanentError{err: err}
 	}
@@ -283,6 +304,21 @@ func (c *Controller) deleteOrphans(ctx context.Context, id string, objs []metav1
 		}
 	}
 	return nil
+}
+
+// providerKeysMatch reports whether data holds exactly sp's provider keys.
+func providerKeysMatch(data map[string][]byte, sp *sessionProviders) bool {
+	n := 0
+	for k, v := range data {
+		if !strings.HasPrefix(k, providerKeyPrefix) {
+			continue
+		}
+		n++
+		if sp == nil || !bytes.Equal(sp.files[k], v) {
+			return false
+		}
+	}
+	return n == len(sp.keys())
 }
 
 func labelsEverything() labels.Selector { return labels.Everything() }

@@ -46,6 +46,8 @@ func Run(t *testing.T, newDB NewDB) {
 		{"EncryptionAtRest", testEncryptionAtRest},
 		{"CredentialBoundToRow", testCredentialBoundToRow},
 		{"RotateCredentials", testRotate},
+		{"Providers", testProviders},
+		{"ProviderSecretsAtRest", testProviderSecretsAtRest},
 		{"Audit", testAudit},
 		{"Settings", testSettings},
 		{"MigrateFromEmpty", testMigrateFromEmpty},

@@ -92,6 +92,7 @@ type Config struct {
 	LiteLLMKeyDuration   time.Duration
 	DefaultModel         string
 	ProviderJSON         string
+	ProvidersFile        string
 
 	LinearAPIKey       string
 	SlackBotToken      string
@@ -172,6 +173,7 @@ func Options() []Option {
 		{Flag: "litellm-key-duration", Kind: KindDuration, Env: "LITELLM_KEY_DURATION", Default: "0", Usage: "longest life of a session's LiteLLM key (0: the session's TTL, else none); keys are deleted when sessions stop anyway"},
 		{Flag: "default-model", Env: "AGENT_DEFAULT_MODEL", Default: "gpt-4o-mini", Usage: "model used when a session names none"},
 		{Flag: "provider-json", Env: "AGENT_PROVIDER_JSON", Usage: "OpenCode provider configuration (JSON) overriding the LiteLLM one; keys by {env:NAME} reference only"},
+		{Flag: "providers-file", Env: "AGENT_PROVIDERS_FILE", Usage: "file of model providers (OpenCode's provider JSON, keys inline) imported at start when none are stored; admins manage them with GET/PUT /api/v1/providers afterwards"},
 		{Flag: "linear-api-key", Env: "LINEAR_API_KEY", Secret: true, Usage: "Linear API key (optional integration)"},
 		{Flag: "slack-bot-token", Env: "SLACK_BOT_TOKEN", Secret: true, Usage: "Slack bot token (optional integration)"},
 		{Flag: "slack-signing-secret", Env: "SLACK_SIGNING_SECRET", Secret: true, Usage: "Slack signing secret (optional integration)"},
@@ -322,6 +324,7 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		LiteLLMKeyDuration:    dur("litellm-key-duration"),
 		DefaultModel:          get("default-model"),
 		ProviderJSON:          get("provider-json"),
+		ProvidersFile:         get("providers-file"),
 		LinearAPIKey:          get("linear-api-key"),
 		SlackBotToken:         get("slack-bot-token"),
 		SlackSigningSecret:    get("slack-signing-secret"),

@@ -16,6 +16,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -175,7 +176,11 @@ func newEnv(t testing.TB, deny denyAuthorizer) *env {
 // newEnvWith is newEnv with options changed by opts before the server is built.
 func newEnvWith(t testing.TB, deny denyAuthorizer, opts func(*Options)) *env {
 	t.Helper()
-	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory})
+	kr, err := keyring.New([]byte("server test auth secret, 32+ bytes long"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory, Keyring: kr})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/httperr"
+	"github.com/cakeai/cake-agents/agent/providers"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -67,6 +68,10 @@ type Options struct {
 	Ready func(ctx context.Context) map[string]error
 
 	MaxActiveSessions int
+	// Providers is what the agent's configuration adds to the stored model providers
+	// (the implicit LiteLLM gateway, the default model). Nil: a session's model is not
+	// checked against the providers (tests of other concerns).
+	Providers *providers.Defaults
 	// DefaultTokenTTL is the lifetime of a token created without one (default
 	// auth.DefaultTokenTTL); MaxTokenTTL the longest allowed (default
 	// auth.DefaultTokenMax), also the lifetime of tokens stored without an expiry.
@@ -177,6 +182,9 @@ func (s *Server) apiRoutes() []route {
 		{"DELETE /api/v1/tokens", "Revoke every token of a user (?user=NAME: id, Kubernetes user name or email; admins, or anyone with user=me)", s.revokeUserTokens},
 		{"DELETE /api/v1/tokens/{id}", "Revoke one of the caller's tokens", s.deleteToken},
 		{"GET /api/v1/audit", "Audit log (admins)", s.listAudit},
+		{"GET /api/v1/providers", "Model providers, OpenCode's provider JSON with secret values as %%SECRET%% (admins)", s.getProviders},
+		{"PUT /api/v1/providers", "Replace the model providers; %%SECRET%% keeps a stored value (admins)", s.putProviders},
+		{"GET /api/v1/models", "Models a session may use, as provider/model", s.listModels},
 	}
 }
 

@@ -30,6 +30,10 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
 		return
 	}
+	model, ok := s.resolveModel(w, r, req.Model)
+	if !ok {
+		return
+	}
 	// The request's values only: the sessions controller fills in the id, state,
 	// timestamps and the defaults of whatever the request left zero.
 	sess := &store.Session{
@@ -39,7 +43,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		Repo:       req.Repo,
 		Branch:     req.Branch,
 		Prompt:     req.Prompt,
-		Model:      req.Model,
+		Model:      model,
 		Persistent: req.Persistent,
 	}
 	if req.IdleTimeout != nil {

@@ -345,7 +345,7 @@ func TestSecretWithoutKeyGetsOne(t *testing.T) {
 	if _, err := kube.CoreV1().Secrets("ns").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.ensureSecret(ctx, s, ""); err != nil {
+	if err := c.ensureSecret(ctx, s, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	now := secretKey(t, kube, s.ID)

@@ -1,9 +1,12 @@
 package sessions
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,8 +32,13 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op, modelKey 
 	// The CA bundle first: when it is missing nothing is created, so a failed Create
 	// leaves only the Failed row that names the ConfigMap.
 	err := c.checkCABundle(ctx)
+	// The providers as they are now: a session's config is built at its start.
+	var sp *sessionProviders
 	if err == nil {
-		err = c.ensureSecret(ctx, s, modelKey)
+		sp, err = c.loadProviders(ctx, s.Model)
+	}
+	if err == nil {
+		err = c.ensureSecret(ctx, s, sp, modelKey)
 		failpoint.Hit(op, "secret", s.ID)
 	}
 	if err == nil && s.Persistent {
@@ -39,7 +47,7 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op, modelKey 
 	}
 	created := false
 	if err == nil {
-		created, err = c.ensurePod(ctx, s)
+		created, err = c.ensurePod(ctx, s, sp)
 		failpoint.Hit(op, "pod", s.ID)
 	}
 	if err == nil {
@@ -112,11 +120,12 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op, modelKey 
 	return fresh, nil
 }
 
-// ensureSecret makes sure s's Secret exists with a password and, with LiteLLM keys,
-// a live key: modelKey when the caller just made one, the one it holds when that is
-// still live, else a new one (a stopped session's key was deleted; a lost Secret took
-// its key with it, so that one is deleted too).
-func (c *Controller) ensureSecret(ctx context.Context, s *store.Session, modelKey string) error {
+// ensureSecret makes sure s's Secret exists with a password, the key files of the
+// providers sp (as they are now) and, with LiteLLM keys, a live key: modelKey when the
+// caller just made one, the one it holds when that is still live, else a new one (a
+// stopped session's key was deleted; a lost Secret took its key with it, so that one is
+// deleted too).
+func (c *Controller) ensureSecret(ctx context.Context, s *store.Session, sp *sessionProviders, modelKey string) error {
 	cur, cerr := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID))
 	if cerr != nil || cur.DeletionTimestamp != nil {
 		cur = nil
@@ -135,11 +144,11 @@ func (c *Controller) ensureSecret(ctx context.Context, s *store.Session, modelKe
 			}
 		}
 	}
-	if cur != nil && len(cur.Data[SecretKeyPassword]) > 0 && modelKey == "" {
+	if cur != nil && len(cur.Data[SecretKeyPassword]) > 0 && modelKey == "" && providerKeysMatch(cur.Data, sp) {
 		return nil // the common restart case, without an API call
 	}
 	secrets := c.kube.CoreV1().Secrets(c.cfg.Namespace)
-	_, err := secrets.Create(ctx, c.buildSecret(s, newPassword(), modelKey), metav1.CreateOptions{})
+	_, err := secrets.Create(ctx, c.buildSecret(s, newPassword(), sp, modelKey), metav1.CreateOptions{})
 	if err == nil || !apierrors.IsAlreadyExists(err) {
 		if err != nil {
 			return fmt.Errorf("create secret %s: %w", SecretName(s.ID), err)
@@ -163,6 +172,18 @@ func (c *Controller) ensureSecret(ctx context.Context, s *store.Session, modelKe
 	}
 	if modelKey != "" && string(want.Data[SecretKeyLiteLLM]) != modelKey {
 		want.Data[SecretKeyLiteLLM] = []byte(modelKey)
+		changed = true
+	}
+	if !providerKeysMatch(want.Data, sp) {
+		// The providers changed since the Secret was written: follow them.
+		for k := range want.Data {
+			if strings.HasPrefix(k, providerKeyPrefix) {
+				delete(want.Data, k)
+			}
+		}
+		if sp != nil {
+			maps.Copy(want.Data, sp.files)
+		}
 		changed = true
 	}
 	if !changed {
@@ -189,8 +210,8 @@ func (c *Controller) ensurePVC(ctx context.Context, s *store.Session) error {
 	return nil
 }
 
-func (c *Controller) ensurePod(ctx context.Context, s *store.Session) (bool, error) {
-	pod, err := c.buildPod(s)
+func (c *Controller) ensurePod(ctx context.Context, s *store.Session, sp *sessionProviders) (bool, error) {
+	pod, err := c.buildPod(s, sp)
 	if err != nil {
 		return false, &permanentError{err: err}
 	}
@@ -313,6 +334,21 @@ func (c *Controller) deleteOrphans(ctx context.Context, id string, objs []metav1
 		}
 	}
 	return nil
+}
+
+// providerKeysMatch reports whether data holds exactly sp's provider keys.
+func providerKeysMatch(data map[string][]byte, sp *sessionProviders) bool {
+	n := 0
+	for k, v := range data {
+		if !strings.HasPrefix(k, providerKeyPrefix) {
+			continue
+		}
+		n++
+		if sp == nil || !bytes.Equal(sp.files[k], v) {
+			return false
+		}
+	}
+	return n == len(sp.keys())
 }
 
 func labelsEverything() labels.Selector { return labels.Everything() }

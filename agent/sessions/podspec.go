@@ -2,6 +2,9 @@ package sessions
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -63,9 +66,13 @@ func (c *Controller) selector() string {
 	return fmt.Sprintf("%s=%s,%s=%s", apiv1.LabelName, apiv1.SessionAppName, apiv1.LabelInstance, c.cfg.Release)
 }
 
-// buildSecret renders the session's Secret; modelKey ("" = none) is its LiteLLM key.
-func (c *Controller) buildSecret(s *store.Session, password, modelKey string) *corev1.Secret {
+// buildSecret renders the session's Secret: the OpenCode password, the key files of
+// the providers sp and modelKey ("" = none), its LiteLLM key.
+func (c *Controller) buildSecret(s *store.Session, password string, sp *sessionProviders, modelKey string) *corev1.Secret {
 	data := map[string][]byte{SecretKeyPassword: []byte(password)}
+	if sp != nil {
+		maps.Copy(data, sp.files)
+	}
 	if modelKey != "" {
 		data[SecretKeyLiteLLM] = []byte(modelKey)
 	}
@@ -123,8 +130,9 @@ func (c *Controller) resources() (corev1.ResourceRequirements, error) {
 	return r, nil
 }
 
-// buildPod renders the session pod of DESIGN §4.
-func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
+// buildPod renders the session pod of DESIGN §4; sp (nil: none stored) are the model
+// providers at this start.
+func (c *Controller) buildPod(s *store.Session, sp *sessionProviders) (*corev1.Pod, error) {
 	res, err := c.resources()
 	if err != nil {
 		return nil, err
@@ -138,6 +146,11 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 		Model:          s.Model,
 		LiteLLMBaseURL: c.cfg.LiteLLMBaseURL,
 		ProviderJSON:   c.cfg.ProviderJSON,
+	}
+	if sp != nil {
+		// The admin-managed providers replace the gateway-only config; their keys are
+		// files of the Secret, referenced from the config, never in it.
+		initOpts.LiteLLMBaseURL, initOpts.ProviderJSON = "", sp.json
 	}
 	secretRef := func(key string, optional bool) *corev1.EnvVarSource {
 		return &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
@@ -189,6 +202,20 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 			LocalObjectReference: corev1.LocalObjectReference{Name: c.cfg.CABundleConfigMap},
 			Items:                []corev1.KeyToPath{{Key: c.cfg.CABundleKey, Path: caFileName}},
 			DefaultMode:          ptr.To[int32](0o444),
+		}}})
+	}
+	mainMounts := mounts
+	var keyVolumes []corev1.Volume
+	if keys := sp.keys(); len(keys) > 0 {
+		// Only OpenCode reads the keys; the password stays out of the files.
+		sort.Strings(keys)
+		items := make([]corev1.KeyToPath, 0, len(keys))
+		for _, k := range keys {
+			items = append(items, corev1.KeyToPath{Key: k, Path: k})
+		}
+		mainMounts = append(slices.Clone(mounts), corev1.VolumeMount{Name: "provider-keys", MountPath: ProviderKeysDir, ReadOnly: true})
+		keyVolumes = append(keyVolumes, corev1.Volume{Name: "provider-keys", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: SecretName(s.ID), Items: items, DefaultMode: ptr.To[int32](0o440),
 		}}})
 	}
 	workspace := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
@@ -253,7 +280,7 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 					FailureThreshold:    3,
 				},
 				Resources:                res,
-				VolumeMounts:             mounts,
+				VolumeMounts:             mainMounts,
 				SecurityContext:          secCtx,
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 			}},
@@ -262,7 +289,7 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 				{Name: "opencode-config", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}},
 				{Name: "home", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 				{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-			}, caVolumes...),
+			}, append(caVolumes, keyVolumes...)...),
 		},
 	}
 	return pod, nil

@@ -24,7 +24,7 @@ func TestBuildPod(t *testing.T) {
 	c.cfg.Tolerations = []corev1.Toleration{{Key: "agents", Operator: corev1.TolerationOpExists}}
 	c.cfg.ImagePullSecrets = []string{"regcred"}
 	s := &store.Session{ID: "abc12345", OwnerID: "u1", Repo: "https://github.com/org/repo", Branch: "dev", Model: "gpt"}
-	pod, err := c.buildPod(s)
+	pod, err := c.buildPod(s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestBuildPod(t *testing.T) {
 
 	s.Persistent = true
 	s.Image, s.InitImage = "override:1", "override-init:1"
-	pod, err = c.buildPod(s)
+	pod, err = c.buildPod(s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,6 +151,17 @@ type ModelKeyFilter struct {
 	Live bool
 }
 
+// Provider is one model provider an admin configured: its OpenCode provider JSON
+// without the secret values (Config), and those values by field path (Secrets, e.g.
+// "options.apiKey"). Secrets is plaintext in memory only: backends store it encrypted
+// with the Store's Keyring, bound to the provider's ID.
+type Provider struct {
+	ID        string
+	Config    []byte
+	Secrets   map[string]string
+	UpdatedAt time.Time
+}
+
 // AuditEvent is one audited decision.
 type AuditEvent struct {
 	ID        int64
@@ -243,8 +254,8 @@ type Store interface {
 	// ListCredentials returns the owner's credentials without their secrets.
 	ListCredentials(ctx context.Context, ownerID string) ([]*Credential, error)
 	DeleteCredential(ctx context.Context, ownerID, provider string) error
-	// RotateCredentials re-encrypts every credential with the keyring's primary key and
-	// returns how many were rewritten.
+	// RotateCredentials re-encrypts every credential and every provider's secrets with
+	// the keyring's primary key and returns how many rows were rewritten.
 	RotateCredentials(ctx context.Context) (int, error)
 
 	// PutModelKey inserts k, or updates the Token, Spend and DeletedAt of the key with
@@ -256,6 +267,14 @@ type Store interface {
 	// DeleteModelKeys forgets the deleted keys of a session (live ones are kept, so a
 	// key is never lost before it was deleted) and returns how many it forgot.
 	DeleteModelKeys(ctx context.Context, sessionID string) (int, error)
+
+	// ListProviders returns every configured model provider with its secrets, by ID
+	// (empty, not ErrNotFound, when none is configured).
+	ListProviders(ctx context.Context) ([]*Provider, error)
+	// ReplaceProviders replaces the whole set of providers with ps in one transaction
+	// (an empty ps removes them all) and fills their UpdatedAt. An empty or duplicate
+	// ID is ErrInvalid.
+	ReplaceProviders(ctx context.Context, ps []*Provider) error
 
 	AppendAudit(ctx context.Context, e *AuditEvent) error
 	ListAudit(ctx context.Context, f AuditFilter) (*AuditPage, error)

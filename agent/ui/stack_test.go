@@ -18,8 +18,10 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/providers"
 	"github.com/cakeai/cake-agents/agent/server"
 	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
 	"github.com/cakeai/cake-agents/agent/ui"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
@@ -52,7 +54,11 @@ func newStack(t *testing.T) *stack {
 func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) server.Sessions) *stack {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Options{Path: sqlite.Memory})
+	kr, err := keyring.New([]byte("ui stack test auth secret, 32+ bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(ctx, sqlite.Options{Path: sqlite.Memory, Keyring: kr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +91,9 @@ func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) 
 		Audit:             rec,
 		Log:               log,
 		MaxActiveSessions: 5,
-		UI:                ui.New(ui.Options{Authenticate: authn.WrapWith, Tokens: tokens, Log: log}),
+		// As the agent is wired with a gateway: sessions may start without stored providers.
+		Providers: &providers.Defaults{LiteLLMBaseURL: "http://litellm:4000/v1", DefaultModel: "gpt-4o-mini"},
+		UI:        ui.New(ui.Options{Authenticate: authn.WrapWith, Tokens: tokens, Log: log}),
 	})
 	agent := httptest.NewServer(srv)
 	t.Cleanup(agent.Close)

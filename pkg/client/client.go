@@ -444,3 +444,23 @@ func (c *Client) Audit(ctx context.Context, limit int, cont string) (*apiv1.Audi
 	var l apiv1.AuditList
 	return &l, c.call(ctx, http.MethodGet, "/api/v1/audit", q, nil, &l)
 }
+
+// Models calls GET /api/v1/models: the models a session may use.
+func (c *Client) Models(ctx context.Context) (*apiv1.ModelList, error) {
+	var l apiv1.ModelList
+	return &l, c.call(ctx, http.MethodGet, "/api/v1/models", nil, nil, &l)
+}
+
+// Providers calls GET /api/v1/providers (admins): OpenCode's provider JSON with every
+// secret value as apiv1.SecretPlaceholder.
+func (c *Client) Providers(ctx context.Context) (json.RawMessage, error) {
+	var raw json.RawMessage
+	return raw, c.call(ctx, http.MethodGet, "/api/v1/providers", nil, nil, &raw)
+}
+
+// PutProviders calls PUT /api/v1/providers (admins) with the provider JSON and returns
+// the stored providers as GET shows them.
+func (c *Client) PutProviders(ctx context.Context, providers json.RawMessage) (json.RawMessage, error) {
+	var raw json.RawMessage
+	return raw, c.call(ctx, http.MethodPut, "/api/v1/providers", nil, providers, &raw)
+}

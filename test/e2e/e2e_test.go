@@ -241,6 +241,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("Tokens", p.testTokens)
 			t.Run("AgentRestart", p.testAgentRestart)
 			t.Run("DatabaseIsTheChartsOne", p.testDatabase)
+			t.Run("Providers", p.testProviders)
 			t.Run("NoSecretLeaks", p.scanForLeaks)
 		})
 	}

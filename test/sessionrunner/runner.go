@@ -264,6 +264,9 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 	if main == nil {
 		return errors.New("pod has no opencode container")
 	}
+	if err := mountSecrets(pod, main, secret, dir, cfgPath); err != nil {
+		return err
+	}
 	env := append(os.Environ(), r.o.Env...)
 	for _, e := range main.Env {
 		v := e.Value
@@ -294,6 +297,51 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 	}()
 	r.log.Info("session pod running locally", "pod", pod.Namespace+"/"+pod.Name, "port", port, "dir", dir)
 	return nil
+}
+
+// mountSecrets plays the kubelet's Secret volumes of the OpenCode container (the
+// provider keys): each item becomes a file under dir, and references to the mount path
+// in the OpenCode config ({file:MOUNT/KEY}) are pointed at that local directory, since
+// a process here cannot mount at the pod's absolute path.
+func mountSecrets(pod *corev1.Pod, main *corev1.Container, secret *corev1.Secret, dir, cfgPath string) error {
+	vols := map[string]*corev1.SecretVolumeSource{}
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil {
+			vols[v.Name] = v.Secret
+		}
+	}
+	var repl []string
+	for _, m := range main.VolumeMounts {
+		sv := vols[m.Name]
+		if sv == nil {
+			continue
+		}
+		if sv.SecretName != secret.Name {
+			return fmt.Errorf("volume %s: only the session's own Secret can be mounted here, not %s", m.Name, sv.SecretName)
+		}
+		local := filepath.Join(dir, "mounts", m.Name)
+		if err := os.MkdirAll(local, 0o700); err != nil {
+			return err
+		}
+		for _, it := range sv.Items {
+			v, ok := secret.Data[it.Key]
+			if !ok {
+				return fmt.Errorf("volume %s: the Secret has no key %s", m.Name, it.Key)
+			}
+			if err := os.WriteFile(filepath.Join(local, it.Path), v, 0o400); err != nil {
+				return err
+			}
+		}
+		repl = append(repl, "{file:"+m.MountPath+"/", "{file:"+local+"/")
+	}
+	if len(repl) == 0 {
+		return nil
+	}
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return fmt.Errorf("read the OpenCode config: %w", err)
+	}
+	return os.WriteFile(cfgPath, []byte(strings.NewReplacer(repl...).Replace(string(b))), 0o644)
 }
 
 // forward points kwok's port-forward for the pod's OpenCode port at the local process.

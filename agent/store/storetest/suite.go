@@ -47,6 +47,8 @@ func Run(t *testing.T, newDB NewDB) {
 		{"CredentialBoundToRow", testCredentialBoundToRow},
 		{"RotateCredentials", testRotate},
 		{"ModelKeys", testModelKeys},
+		{"Providers", testProviders},
+		{"ProviderSecretsAtRest", testProviderSecretsAtRest},
 		{"Audit", testAudit},
 		{"Settings", testSettings},
 		{"MigrateFromEmpty", testMigrateFromEmpty},

@@ -219,6 +219,10 @@ Environment of the agent container. Every name here must be one the agent unders
 - name: AGENT_PROVIDER_JSON
   value: {{ . | quote }}
 {{- end }}
+{{- if include "cake-agents.providersSecret" . }}
+- name: AGENT_PROVIDERS_FILE
+  value: /etc/cake-agents/providers-seed/providers.json
+{{- end }}
 {{- /* Integrations: optional, so a missing Secret does not keep the agent from starting. */}}
 {{- with .Values.litellm.baseURL }}
 - name: LITELLM_BASE_URL

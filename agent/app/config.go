@@ -85,9 +85,15 @@ type Config struct {
 	LeaseRetryPeriod   time.Duration
 
 	LiteLLMBaseURL string
-	LiteLLMAPIKey  string
-	DefaultModel   string
-	ProviderJSON   string
+	// LiteLLMAPIKey is LiteLLM's master key: the agent makes each session its own
+	// virtual key with it and never hands it to a session.
+	LiteLLMAPIKey        string
+	LiteLLMSessionBudget float64
+	LiteLLMUserBudget    float64
+	LiteLLMKeyDuration   time.Duration
+	DefaultModel         string
+	ProviderJSON         string
+	ProvidersFile        string
 
 	// GitHubClientID is the OAuth app behind `kubectl agents github link`; GitHubURL
 	// the GitHub web host its device flow runs on.
@@ -167,11 +173,15 @@ func Options() []Option {
 		{Flag: "lease-renew-deadline", Kind: KindDuration, Env: "AGENT_LEASE_RENEW_DEADLINE", Default: "10s", Usage: "how long the leader keeps trying to renew before it stops reconciling (shorter than --lease-duration)"},
 		{Flag: "lease-retry-period", Kind: KindDuration, Env: "AGENT_LEASE_RETRY_PERIOD", Default: "2s", Usage: "how often replicas try to acquire or renew the Lease"},
 		{Flag: "litellm-base-url", Env: "LITELLM_BASE_URL", Usage: "OpenAI-compatible gateway URL for sessions (e.g. http://litellm:4000/v1)"},
-		{Flag: "litellm-api-key", Env: "LITELLM_API_KEY", Secret: true, Usage: "API key for the gateway, given to session pods by Secret reference"},
+		{Flag: "litellm-api-key", Env: "LITELLM_API_KEY", Secret: true, Usage: "LiteLLM master key: the agent makes each session its own virtual key with it (POST /key/generate; deleted when the session stops or goes) and never gives it to a session. Empty: sessions get no key"},
+		{Flag: "litellm-session-budget", Kind: KindUSD, Env: "LITELLM_SESSION_BUDGET", Default: "0", Usage: "max_budget in USD of each session's LiteLLM key (0: none)"},
+		{Flag: "litellm-user-budget", Kind: KindUSD, Env: "LITELLM_USER_BUDGET", Default: "0", Usage: "max_budget in USD of each session owner as a LiteLLM user, shared by all their sessions' keys (0: none)"},
+		{Flag: "litellm-key-duration", Kind: KindDuration, Env: "LITELLM_KEY_DURATION", Default: "0", Usage: "longest life of a session's LiteLLM key (0: the session's TTL, else none); keys are deleted when sessions stop anyway"},
 		{Flag: "default-model", Env: "AGENT_DEFAULT_MODEL", Default: "gpt-4o-mini", Usage: "model used when a session names none"},
 		{Flag: "provider-json", Env: "AGENT_PROVIDER_JSON", Usage: "OpenCode provider configuration (JSON) overriding the LiteLLM one; keys by {env:NAME} reference only"},
 		{Flag: "github-client-id", Env: "AGENT_GITHUB_CLIENT_ID", Usage: "client id of the GitHub OAuth app (device flow enabled) users link their GitHub account with; empty: linking is off"},
 		{Flag: "github-url", Env: "AGENT_GITHUB_URL", Default: "https://github.com", Usage: "GitHub web host of the device flow (GitHub Enterprise: its URL); linked tokens are stored for its host"},
+		{Flag: "providers-file", Env: "AGENT_PROVIDERS_FILE", Usage: "file of model providers (OpenCode's provider JSON, keys inline) imported at start when none are stored; admins manage them with GET/PUT /api/v1/providers afterwards"},
 		{Flag: "linear-api-key", Env: "LINEAR_API_KEY", Secret: true, Usage: "Linear API key (optional integration)"},
 		{Flag: "slack-bot-token", Env: "SLACK_BOT_TOKEN", Secret: true, Usage: "Slack bot token (optional integration)"},
 		{Flag: "slack-signing-secret", Env: "SLACK_SIGNING_SECRET", Secret: true, Usage: "Slack signing secret (optional integration)"},
@@ -317,10 +327,14 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		LeaseRetryPeriod:      dur("lease-retry-period"),
 		LiteLLMBaseURL:        get("litellm-base-url"),
 		LiteLLMAPIKey:         get("litellm-api-key"),
+		LiteLLMSessionBudget:  v["litellm-session-budget"].usd,
+		LiteLLMUserBudget:     v["litellm-user-budget"].usd,
+		LiteLLMKeyDuration:    dur("litellm-key-duration"),
 		DefaultModel:          get("default-model"),
 		ProviderJSON:          get("provider-json"),
 		GitHubClientID:        get("github-client-id"),
 		GitHubURL:             get("github-url"),
+		ProvidersFile:         get("providers-file"),
 		LinearAPIKey:          get("linear-api-key"),
 		SlackBotToken:         get("slack-bot-token"),
 		SlackSigningSecret:    get("slack-signing-secret"),

@@ -32,6 +32,7 @@ func TestFlagsAreTyped(t *testing.T) {
 		"session-ttl":         "duration", "session-idle-timeout": "duration", "token-max-ttl": "duration", "lease-duration": "duration",
 		"session-cpu-request": "quantity", "session-memory-limit": "quantity", "session-storage-size": "quantity",
 		"admin-groups": "strings", "trusted-proxy-cidrs": "strings",
+		"litellm-session-budget": "usd", "litellm-user-budget": "usd", "litellm-key-duration": "duration",
 		"namespace": "string", "database-url": "string",
 	} {
 		f := fs.Lookup(flag)
@@ -67,6 +68,11 @@ func TestTypedFlagsParse(t *testing.T) {
 		cfg.SessionCPULimit != "" || cfg.SessionCPURequest != "250m" || strings.Join(cfg.AdminGroups, "|") != "ops|admins" {
 		t.Errorf("config: %+v", cfg)
 	}
+	// Budgets are dollar amounts; the chart renders them as numbers.
+	cfg, err = parseWith(map[string]string{"LITELLM_SESSION_BUDGET": "2.50", "LITELLM_KEY_DURATION": "8h"}, "--litellm-user-budget", "$25")
+	if err != nil || cfg.LiteLLMSessionBudget != 2.5 || cfg.LiteLLMUserBudget != 25 || cfg.LiteLLMKeyDuration != 8*time.Hour {
+		t.Errorf("LiteLLM budgets: %v %+v", err, cfg)
+	}
 	// "0" and empty durations mean none, as the chart renders them.
 	cfg, err = parseWith(map[string]string{"AGENT_SESSION_IDLE_TIMEOUT": "0", "AGENT_SESSION_TTL": "0"})
 	if err != nil || cfg.SessionIdleTimeout != 0 || cfg.SessionTTL != 0 {
@@ -91,6 +97,8 @@ func TestBadValuesNameTheFlagAndTheEnvVar(t *testing.T) {
 		{"log-format", "AGENT_LOG_FORMAT", "xml", "want text or json"},
 		{"image-pull-policy", "AGENT_IMAGE_PULL_POLICY", "Sometimes", "want Always, IfNotPresent or Never"},
 		{"trusted-proxy-cidrs", "AGENT_TRUSTED_PROXY_CIDRS", "10.0.0.1", "is not a CIDR"},
+		{"litellm-session-budget", "LITELLM_SESSION_BUDGET", "-1", "want an amount of US dollars >= 0"},
+		{"litellm-user-budget", "LITELLM_USER_BUDGET", "ten", "want an amount of US dollars >= 0"},
 	} {
 		_, envErr := parseWith(map[string]string{tc.env: tc.value})
 		_, flagErr := parseWith(nil, "--"+tc.flag+"="+tc.value)

@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,8 @@ const (
 	KindQuantity
 	// KindList is comma-separated, each item trimmed and empty ones dropped.
 	KindList
+	// KindUSD is an amount of US dollars >= 0 such as 25 or 2.50; empty and "0" mean 0.
+	KindUSD
 )
 
 // typeName is what --help shows after the flag.
@@ -43,6 +46,8 @@ func (k Kind) typeName() string {
 		return "quantity"
 	case KindList:
 		return "strings"
+	case KindUSD:
+		return "usd"
 	}
 	return "string"
 }
@@ -56,6 +61,7 @@ type value struct {
 	n    int
 	d    time.Duration
 	list []string
+	usd  float64
 }
 
 func (v *value) String() string {
@@ -68,6 +74,8 @@ func (v *value) String() string {
 		return v.d.String()
 	case KindList:
 		return strings.Join(v.list, ",")
+	case KindUSD:
+		return strconv.FormatFloat(v.usd, 'f', -1, 64)
 	}
 	return v.text
 }
@@ -125,6 +133,16 @@ func (v *value) set(s string) error {
 		v.text = t
 	case KindList:
 		v.list = list(t)
+	case KindUSD:
+		if t == "" {
+			v.usd = 0
+			return nil
+		}
+		f, err := strconv.ParseFloat(strings.TrimPrefix(t, "$"), 64)
+		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+			return errors.New("want an amount of US dollars >= 0 such as 25 or 2.50")
+		}
+		v.usd = f
 	default:
 		// Secrets are kept as given; everything else trimmed.
 		if v.opt.Secret {

@@ -23,6 +23,8 @@ import (
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/conversation"
 	"github.com/cakeai/cake-agents/agent/github"
+	"github.com/cakeai/cake-agents/agent/litellm"
+	"github.com/cakeai/cake-agents/agent/providers"
 	"github.com/cakeai/cake-agents/agent/server"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -107,45 +109,96 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 	if identity == "" {
 		identity, _ = os.Hostname()
 	}
+	// Sessions get keys of their own only when there is a gateway to use them with.
+	var gateway *litellm.Client
+	if cfg.LiteLLMBaseURL != "" && cfg.LiteLLMAPIKey != "" {
+		var err error
+		if gateway, err = litellm.New(cfg.LiteLLMBaseURL, cfg.LiteLLMAPIKey, nil); err != nil {
+			return sessions.Config{}, fmt.Errorf("--litellm-base-url: %w", err)
+		}
+	}
 	return sessions.Config{
-		Namespace:          cfg.SessionNamespace,
-		Release:            cfg.Release,
-		DataPlaneImage:     cfg.DataPlaneImage,
-		DataPlaneInitImage: cfg.DataPlaneInitImage,
-		ImagePullPolicy:    cfg.ImagePullPolicy,
-		ImagePullSecrets:   cfg.ImagePullSecrets,
-		CPURequest:         cfg.SessionCPURequest,
-		CPULimit:           cfg.SessionCPULimit,
-		MemoryRequest:      cfg.SessionMemRequest,
-		MemoryLimit:        cfg.SessionMemLimit,
-		NodeSelector:       cfg.SessionNodeSelector,
-		Tolerations:        tolerations,
-		StorageClass:       cfg.SessionStorageClass,
-		StorageSize:        cfg.SessionStorageSize,
-		CABundleConfigMap:  cfg.SessionCAConfigMap,
-		CABundleKey:        cfg.SessionCAKey,
-		DefaultIdleTimeout: cfg.SessionIdleTimeout,
-		DefaultTTL:         cfg.SessionTTL,
-		ReconcileInterval:  cfg.ReconcileInterval,
-		LiteLLMBaseURL:     cfg.LiteLLMBaseURL,
-		LiteLLMAPIKey:      cfg.LiteLLMAPIKey,
-		DefaultModel:       cfg.DefaultModel,
-		ProviderJSON:       cfg.ProviderJSON,
-		LeaderElection:     cfg.LeaderElection,
-		LeaseNamespace:     cfg.Namespace,
-		LeaseName:          cfg.LeaseName,
-		LeaseDuration:      cfg.LeaseDuration,
-		RenewDeadline:      cfg.LeaseRenewDeadline,
-		RetryPeriod:        cfg.LeaseRetryPeriod,
-		Identity:           identity,
-		Registerer:         reg,
+		Namespace:            cfg.SessionNamespace,
+		Release:              cfg.Release,
+		DataPlaneImage:       cfg.DataPlaneImage,
+		DataPlaneInitImage:   cfg.DataPlaneInitImage,
+		ImagePullPolicy:      cfg.ImagePullPolicy,
+		ImagePullSecrets:     cfg.ImagePullSecrets,
+		CPURequest:           cfg.SessionCPURequest,
+		CPULimit:             cfg.SessionCPULimit,
+		MemoryRequest:        cfg.SessionMemRequest,
+		MemoryLimit:          cfg.SessionMemLimit,
+		NodeSelector:         cfg.SessionNodeSelector,
+		Tolerations:          tolerations,
+		StorageClass:         cfg.SessionStorageClass,
+		StorageSize:          cfg.SessionStorageSize,
+		CABundleConfigMap:    cfg.SessionCAConfigMap,
+		CABundleKey:          cfg.SessionCAKey,
+		DefaultIdleTimeout:   cfg.SessionIdleTimeout,
+		DefaultTTL:           cfg.SessionTTL,
+		ReconcileInterval:    cfg.ReconcileInterval,
+		LiteLLMBaseURL:       cfg.LiteLLMBaseURL,
+		LiteLLM:              gateway,
+		LiteLLMSessionBudget: cfg.LiteLLMSessionBudget,
+		LiteLLMUserBudget:    cfg.LiteLLMUserBudget,
+		LiteLLMKeyDuration:   cfg.LiteLLMKeyDuration,
+		DefaultModel:         cfg.DefaultModel,
+		ProviderJSON:         cfg.ProviderJSON,
+		LeaderElection:       cfg.LeaderElection,
+		LeaseNamespace:       cfg.Namespace,
+		LeaseName:            cfg.LeaseName,
+		LeaseDuration:        cfg.LeaseDuration,
+		RenewDeadline:        cfg.LeaseRenewDeadline,
+		RetryPeriod:          cfg.LeaseRetryPeriod,
+		Identity:             identity,
+		Registerer:           reg,
 	}, nil
+}
+
+// seedProviders imports the providers of file (the chart's providers values or Secret)
+// when none are stored yet: afterwards admins own them, and a restart never undoes an
+// admin's change.
+func seedProviders(ctx context.Context, st store.Store, file string, log hclog.Logger) error {
+	if file == "" {
+		return nil
+	}
+	stored, err := st.ListProviders(ctx)
+	if err != nil {
+		return fmt.Errorf("read the model providers: %w", err)
+	}
+	if len(stored) > 0 {
+		log.Info("model providers are stored; not importing the providers file", "file", file, "stored", len(stored))
+		return nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("--providers-file: %w", err)
+	}
+	set, err := providers.Parse(b)
+	if err == nil {
+		// A placeholder has nothing to keep here.
+		err = set.KeepSecrets(providers.Set{})
+	}
+	if err != nil {
+		return fmt.Errorf("--providers-file %s: %w", file, err)
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	if err := st.ReplaceProviders(ctx, set.ToStore()); err != nil {
+		return fmt.Errorf("import the model providers: %w", err)
+	}
+	log.Info("imported model providers", "file", file, "providers", len(set))
+	return nil
 }
 
 // wire builds every component on top of an open store.
 func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernetes.Interface, st store.Store, reg *prometheus.Registry, log hclog.Logger) (*components, error) {
 	scfg, err := sessionsConfig(cfg, reg)
 	if err != nil {
+		return nil, err
+	}
+	if err := seedProviders(ctx, st, cfg.ProvidersFile, log); err != nil {
 		return nil, err
 	}
 	ctrl, err := sessions.New(scfg, kube, st, log.Named("sessions"))
@@ -231,6 +284,7 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		Log:               log,
 		Registry:          reg,
 		MaxActiveSessions: cfg.MaxActiveSessions,
+		Providers:         &providers.Defaults{LiteLLMBaseURL: cfg.LiteLLMBaseURL, ProviderJSON: cfg.ProviderJSON, DefaultModel: cfg.DefaultModel},
 		DefaultTokenTTL:   cfg.TokenDefaultTTL,
 		MaxTokenTTL:       cfg.TokenMaxTTL,
 		ExternalURL:       cfg.ExternalURL,

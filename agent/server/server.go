@@ -15,6 +15,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/httperr"
+	"github.com/cakeai/cake-agents/agent/providers"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -67,6 +68,10 @@ type Options struct {
 	Ready func(ctx context.Context) map[string]error
 
 	MaxActiveSessions int
+	// Providers is what the agent's configuration adds to the stored model providers
+	// (the implicit LiteLLM gateway, the default model). Nil: a session's model is not
+	// checked against the providers (tests of other concerns).
+	Providers *providers.Defaults
 	// DefaultTokenTTL is the lifetime of a token created without one (default
 	// auth.DefaultTokenTTL); MaxTokenTTL the longest allowed (default
 	// auth.DefaultTokenMax), also the lifetime of tokens stored without an expiry.
@@ -191,6 +196,9 @@ func (s *Server) apiRoutes() []route {
 		{"POST /api/v1/github/link", "Start linking the caller's GitHub account (OAuth device flow)", s.startGitHubLink},
 		{"POST /api/v1/github/link/{id}", "Ask whether the GitHub link was authorized (stores the token as the github.com credential)", s.pollGitHubLink},
 		{"GET /api/v1/audit", "Audit log (admins)", s.listAudit},
+		{"GET /api/v1/providers", "Model providers, OpenCode's provider JSON with secret values as %%SECRET%% (admins)", s.getProviders},
+		{"PUT /api/v1/providers", "Replace the model providers; %%SECRET%% keeps a stored value (admins)", s.putProviders},
+		{"GET /api/v1/models", "Models a session may use, as provider/model", s.listModels},
 	}
 }
 

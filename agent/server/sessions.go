@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/cakeai/cake-agents/agent/httperr"
+	"github.com/cakeai/cake-agents/agent/litellm"
+	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/internal/failpoint"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
@@ -27,6 +30,10 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
 		return
 	}
+	model, ok := s.resolveModel(w, r, req.Model)
+	if !ok {
+		return
+	}
 	// The request's values only: the sessions controller fills in the id, state,
 	// timestamps and the defaults of whatever the request left zero.
 	sess := &store.Session{
@@ -36,7 +43,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		Repo:       req.Repo,
 		Branch:     req.Branch,
 		Prompt:     req.Prompt,
-		Model:      req.Model,
+		Model:      model,
 		Persistent: req.Persistent,
 	}
 	if req.IdleTimeout != nil {
@@ -54,6 +61,16 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.opts.Sessions.Create(r.Context(), sess, limit); err != nil {
 		s.record(r, "session.create", sess.ID, outcomeFor(err), err.Error())
+		if errors.Is(err, sessions.ErrModelKey) {
+			// Nothing was created; the message names LiteLLM and never the master key.
+			status, code := http.StatusBadGateway, apiv1.CodeInternal
+			if errors.Is(err, litellm.ErrUnavailable) {
+				status, code = http.StatusServiceUnavailable, apiv1.CodeUnavailable
+			}
+			s.log.Error("session create failed: no LiteLLM key", "error", err)
+			httperr.Write(w, status, code, err.Error()+"; nothing was created, try again once LiteLLM answers")
+			return
+		}
 		// Every store sentinel keeps its status (an unreachable database is a 503);
 		// anything else is logged and answered without detail, since driver errors
 		// name database hosts and users.
@@ -152,7 +169,23 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, s.toAPI(r, sess, nil))
+	out := s.toAPI(r, sess, nil)
+	if sp, ok := s.opts.Sessions.(spender); ok {
+		// A gateway that does not answer costs the field, not the whole answer.
+		if spend, on, err := sp.Spend(r.Context(), sess.ID); err != nil {
+			s.log.Warn("read the session's LiteLLM spend failed", "session", sess.ID, "error", err)
+		} else if on {
+			out.ModelSpend = &spend
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// spender is implemented by a Sessions that gives sessions LiteLLM keys of their own
+// (sessions.Controller): Spend is what session id's keys spent, in USD; on is false when
+// sessions get no keys.
+type spender interface {
+	Spend(ctx context.Context, id string) (spend float64, on bool, err error)
 }
 
 func (s *Server) patchSession(w http.ResponseWriter, r *http.Request) {

@@ -114,7 +114,7 @@ func TestBuildPodCABundle(t *testing.T) {
 	s := &store.Session{ID: "abc12345", OwnerID: "u1", Repo: "https://git.internal/org/repo"}
 
 	c := newTestController(t, testConfig("sessions"), fake.NewClientset(), nil)
-	pod, err := c.buildPod(s)
+	pod, err := c.buildPod(s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestBuildPodCABundle(t *testing.T) {
 	if c.cfg.CABundleKey != "ca-certificates.crt" {
 		t.Errorf("default key %q", c.cfg.CABundleKey)
 	}
-	pod, err = c.buildPod(s)
+	pod, err = c.buildPod(s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestBuildPodCABundle(t *testing.T) {
 	cfg.CABundleKey = "bundle.pem"
 	cfg.Registerer = prometheus.NewRegistry()
 	c = newTestController(t, cfg, fake.NewClientset(), nil)
-	if pod, err = c.buildPod(s); err != nil {
+	if pod, err = c.buildPod(s, nil); err != nil {
 		t.Fatal(err)
 	}
 	checkCABundleMounted(t, pod, "corp-roots", "bundle.pem")

@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/cakeai/cake-agents/agent/litellm"
 )
 
 // Config is what the controller needs to know about the cluster and the session pods.
@@ -51,9 +53,17 @@ type Config struct {
 	LockWait time.Duration
 
 	LiteLLMBaseURL, ProviderJSON string
-	// LiteLLMAPIKey goes into each per-session Secret and reaches OpenCode by env
-	// reference; it is never written to a config file or a pod spec.
-	LiteLLMAPIKey string
+	// LiteLLM, when set, gives every session its own virtual key, made with the master
+	// key the client holds (which never leaves the agent) and put in the session's
+	// Secret (SecretKeyLiteLLM), whence OpenCode reads it by env reference. The key is
+	// deleted when the session stops or goes. Without it sessions get no key.
+	LiteLLM *litellm.Client
+	// LiteLLMSessionBudget and LiteLLMUserBudget (USD, 0 = none) cap what one session's
+	// key, and all keys of one owner together, may spend.
+	LiteLLMSessionBudget, LiteLLMUserBudget float64
+	// LiteLLMKeyDuration is how long a key lives at most (default: the session's TTL),
+	// so a key outlives no agent that forgot it.
+	LiteLLMKeyDuration time.Duration
 
 	// LeaderElection makes only the Lease holder reconcile; every replica serves the API.
 	LeaderElection            bool

@@ -171,7 +171,7 @@ func BenchmarkCreate(b *testing.B) {
 	})
 	b.Run("raw-pod", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			pod, err := c.buildPod(&store.Session{ID: NewID(), OwnerID: u.ID})
+			pod, err := c.buildPod(&store.Session{ID: NewID(), OwnerID: u.ID}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

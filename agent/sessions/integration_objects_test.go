@@ -1,7 +1,9 @@
 package sessions
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -20,7 +22,7 @@ import (
 func TestRestrictedAdmission(t *testing.T) {
 	e := newEnv(t)
 	c := newTestController(t, e.config(), e.kube, e.st)
-	pod, err := c.buildPod(&store.Session{ID: NewID(), OwnerID: "u", Persistent: true})
+	pod, err := c.buildPod(&store.Session{ID: NewID(), OwnerID: "u", Persistent: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,5 +82,33 @@ func TestRejectedPodLeavesNoOrphans(t *testing.T) {
 		},
 	} {
 		e.waitGone(what, get)
+	}
+}
+
+// TestProvidersOnCluster: with stored providers, a created session's Secret holds the
+// keys, its pod (admitted as "restricted") mounts them, and the pod spec holds none.
+func TestProvidersOnCluster(t *testing.T) {
+	e := newEnv(t)
+	e.st, e.owner = storeWithProviders(t, sessionProvidersJSON)
+	c, _ := e.start(e.config())
+	ctx := ctxT(t)
+	s := &store.Session{OwnerID: e.owner, Model: "acme/big"}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	if s.State == apiv1.StateFailed {
+		t.Fatalf("session failed: %s", s.Message)
+	}
+	sec, err := e.kube.CoreV1().Secrets(e.ns).Get(ctx, SecretName(s.ID), metav1.GetOptions{})
+	if err != nil || string(sec.Data["provider.acme.apiKey"]) != keyCanary {
+		t.Fatalf("secret: %v", err)
+	}
+	pod, err := e.pod(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(pod)
+	if bytes.Contains(b, []byte("CANARY")) || !bytes.Contains(b, []byte(ProviderKeysDir)) {
+		t.Errorf("pod spec: holds a key or lacks the keys mount: %s", b)
 	}
 }

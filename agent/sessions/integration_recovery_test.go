@@ -46,7 +46,7 @@ func TestCrashConsistency(t *testing.T) {
 	if err := e.st.CreateSession(ctx, secretOnly, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := crashed.ensureSecret(ctx, secretOnly); err != nil {
+	if err := crashed.ensureSecret(ctx, secretOnly, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	// 3. A Running session whose pod disappeared while the agent was down.
@@ -66,13 +66,13 @@ func TestCrashConsistency(t *testing.T) {
 	setState(halfDeleted.ID, apiv1.StateDeleting)
 	// 6. Orphans: objects whose row was deleted (crash in the middle of a delete's last step).
 	orphan := &store.Session{ID: NewID(), OwnerID: "gone-user", Persistent: true}
-	if err := crashed.ensureSecret(ctx, orphan); err != nil {
+	if err := crashed.ensureSecret(ctx, orphan, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := crashed.ensurePVC(ctx, orphan); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := crashed.ensurePod(ctx, orphan); err != nil {
+	if _, err := crashed.ensurePod(ctx, orphan, nil); err != nil {
 		t.Fatal(err)
 	}
 	// 7. Another release's objects in the same namespace are not ours to delete.
@@ -81,7 +81,7 @@ func TestCrashConsistency(t *testing.T) {
 	otherCfg.Registerer = prometheus.NewRegistry()
 	other := newTestController(t, otherCfg, e.kube, e.st)
 	foreign := &store.Session{ID: NewID(), OwnerID: "x"}
-	if err := other.ensureSecret(ctx, foreign); err != nil {
+	if err := other.ensureSecret(ctx, foreign, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 

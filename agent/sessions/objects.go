@@ -1,34 +1,44 @@
 package sessions
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/cakeai/cake-agents/agent/litellm"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/internal/failpoint"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
-// launch makes sure the Secret, the PVC (persistent sessions) and the Pod of s exist;
+// launch makes sure the Secret (with modelKey, a LiteLLM key just made for s, or else
+// a new one when s has none live), the PVC (persistent sessions) and the Pod of s exist;
 // op (create, start, recreate) names its failpoints. Every step tolerates
 // AlreadyExists, so it is safe to repeat after a crash. A permanent failure marks the
 // session Failed (removing the Secret and PVC on first creation, when they hold
 // nothing worth keeping) and returns nil; a transient one returns the error for a
 // retry, and marks the session Failed after MaxCreateAttempts in a row. It returns the
 // session as last written.
-func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*store.Session, error) {
+func (c *Controller) launch(ctx context.Context, s *store.Session, op, modelKey string) (*store.Session, error) {
 	cleanup := op == opCreate
 	// The CA bundle first: when it is missing nothing is created, so a failed Create
 	// leaves only the Failed row that names the ConfigMap.
 	err := c.checkCABundle(ctx)
+	// The providers as they are now: a session's config is built at its start.
+	var sp *sessionProviders
 	if err == nil {
-		err = c.ensureSecret(ctx, s)
+		sp, err = c.loadProviders(ctx, s.Model)
+	}
+	if err == nil {
+		err = c.ensureSecret(ctx, s, sp, modelKey)
 		failpoint.Hit(op, "secret", s.ID)
 	}
 	if err == nil && s.Persistent {
@@ -37,7 +47,7 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*
 	}
 	created := false
 	if err == nil {
-		created, err = c.ensurePod(ctx, s)
+		created, err = c.ensurePod(ctx, s, sp)
 		failpoint.Hit(op, "pod", s.ID)
 	}
 	if err == nil {
@@ -48,7 +58,8 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*
 		return s, nil
 	}
 
-	outage := unreachable(err)
+	gatewayDown := errors.Is(err, litellm.ErrUnavailable)
+	outage := gatewayDown || unreachable(err)
 	c.mu.Lock()
 	if !outage {
 		c.failures[s.ID]++
@@ -57,7 +68,10 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*
 	c.mu.Unlock()
 	if !permanent(err) && (outage || attempts < c.cfg.MaxCreateAttempts) {
 		msg := fmt.Sprintf("creating the session's objects failed (attempt %d of %d), retrying: %s", attempts, c.cfg.MaxCreateAttempts, apiMessage(err))
-		if outage {
+		switch {
+		case gatewayDown:
+			msg = "LiteLLM cannot be reached to make the session's key, retrying: " + err.Error()
+		case outage:
 			msg = "the Kubernetes API cannot be reached, retrying: " + apiMessage(err)
 		}
 		if fresh, _, uerr := c.update(ctx, s.ID, func(s *store.Session) (bool, error) {
@@ -85,6 +99,9 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*
 		if _, derr := c.deleteObjects(ctx, op, s.ID, true); derr != nil {
 			c.log.Warn("clean up after failed create failed; the reconciler will retry", "session", s.ID, "error", derr)
 		}
+		if derr := c.revokeKeys(ctx, s.ID); derr != nil {
+			c.log.Warn("delete the LiteLLM key after failed create failed; the reconciler will retry", "session", s.ID, "error", derr)
+		}
 	} else if _, derr := c.deletePod(ctx, s.ID); derr != nil {
 		c.log.Warn("delete pod after failed start failed; the reconciler will retry", "session", s.ID, "error", derr)
 	}
@@ -103,18 +120,40 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op string) (*
 	return fresh, nil
 }
 
-func (c *Controller) ensureSecret(ctx context.Context, s *store.Session) error {
+// ensureSecret makes sure s's Secret exists with a password, the key files of the
+// providers sp (as they are now), the owner's git credential for the repository's host
+// and, with LiteLLM keys, a live key: modelKey when the caller just made one, the one it
+// holds when that is still live, else a new one (a stopped session's key was deleted; a
+// lost Secret took its key with it, so that one is deleted too).
+func (c *Controller) ensureSecret(ctx context.Context, s *store.Session, sp *sessionProviders, modelKey string) error {
 	git, err := c.gitSecretData(ctx, s)
 	if err != nil {
 		return err
 	}
-	if cur, err := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID)); err == nil && cur.DeletionTimestamp == nil &&
-		len(cur.Data[SecretKeyPassword]) > 0 && (c.cfg.LiteLLMAPIKey == "" || string(cur.Data[SecretKeyLiteLLM]) == c.cfg.LiteLLMAPIKey) &&
+	cur, cerr := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID))
+	if cerr != nil || cur.DeletionTimestamp != nil {
+		cur = nil
+	}
+	if c.cfg.LiteLLM != nil && modelKey == "" {
+		live, err := c.hasLiveKey(ctx, s.ID)
+		if err != nil {
+			return err
+		}
+		if !live || cur == nil || len(cur.Data[SecretKeyLiteLLM]) == 0 {
+			if err := c.revokeKeys(ctx, s.ID); err != nil {
+				return err
+			}
+			if modelKey, err = c.issueKey(ctx, s); err != nil {
+				return err
+			}
+		}
+	}
+	if cur != nil && len(cur.Data[SecretKeyPassword]) > 0 && modelKey == "" && providerKeysMatch(cur.Data, sp) &&
 		gitDataCurrent(cur.Data, git) {
 		return nil // the common restart case, without an API call
 	}
 	secrets := c.kube.CoreV1().Secrets(c.cfg.Namespace)
-	secret := c.buildSecret(s, newPassword())
+	secret := c.buildSecret(s, newPassword(), sp, modelKey)
 	setGitData(secret.Data, git)
 	_, err = secrets.Create(ctx, secret, metav1.CreateOptions{})
 	if err == nil || !apierrors.IsAlreadyExists(err) {
@@ -124,8 +163,8 @@ func (c *Controller) ensureSecret(ctx context.Context, s *store.Session) error {
 		return nil
 	}
 	// It exists (a restart, or a retry after a crash): keep the password, but repair a
-	// missing one and follow a changed gateway key.
-	cur, err := secrets.Get(ctx, SecretName(s.ID), metav1.GetOptions{})
+	// missing one and put in the new model key.
+	cur, err = secrets.Get(ctx, SecretName(s.ID), metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("read secret %s: %w", SecretName(s.ID), err)
 	}
@@ -138,8 +177,20 @@ func (c *Controller) ensureSecret(ctx context.Context, s *store.Session) error {
 		want.Data[SecretKeyPassword] = []byte(newPassword())
 		changed = true
 	}
-	if c.cfg.LiteLLMAPIKey != "" && string(want.Data[SecretKeyLiteLLM]) != c.cfg.LiteLLMAPIKey {
-		want.Data[SecretKeyLiteLLM] = []byte(c.cfg.LiteLLMAPIKey)
+	if modelKey != "" && string(want.Data[SecretKeyLiteLLM]) != modelKey {
+		want.Data[SecretKeyLiteLLM] = []byte(modelKey)
+		changed = true
+	}
+	if !providerKeysMatch(want.Data, sp) {
+		// The providers changed since the Secret was written: follow them.
+		for k := range want.Data {
+			if strings.HasPrefix(k, providerKeyPrefix) {
+				delete(want.Data, k)
+			}
+		}
+		if sp != nil {
+			maps.Copy(want.Data, sp.files)
+		}
 		changed = true
 	}
 	if !gitDataCurrent(want.Data, git) {
@@ -170,8 +221,8 @@ func (c *Controller) ensurePVC(ctx context.Context, s *store.Session) error {
 	return nil
 }
 
-func (c *Controller) ensurePod(ctx context.Context, s *store.Session) (bool, error) {
-	pod, err := c.buildPod(s)
+func (c *Controller) ensurePod(ctx context.Context, s *store.Session, sp *sessionProviders) (bool, error) {
+	pod, err := c.buildPod(s, sp)
 	if err != nil {
 		return false, &permanentError{err: err}
 	}
@@ -294,6 +345,21 @@ func (c *Controller) deleteOrphans(ctx context.Context, id string, objs []metav1
 		}
 	}
 	return nil
+}
+
+// providerKeysMatch reports whether data holds exactly sp's provider keys.
+func providerKeysMatch(data map[string][]byte, sp *sessionProviders) bool {
+	n := 0
+	for k, v := range data {
+		if !strings.HasPrefix(k, providerKeyPrefix) {
+			continue
+		}
+		n++
+		if sp == nil || !bytes.Equal(sp.files[k], v) {
+			return false
+		}
+	}
+	return n == len(sp.keys())
 }
 
 func labelsEverything() labels.Selector { return labels.Everything() }

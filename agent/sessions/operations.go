@@ -57,7 +57,9 @@ func (c *Controller) lock(ctx context.Context, id string) (func(), error) {
 // and a permanent one (admission rejects the pod, invalid spec) removes whatever was
 // created and leaves the session Failed with reason PodRejected and the API server's
 // message (or CABundleMissing, before anything is created, when the configured CA
-// bundle ConfigMap is not there) — the caller sees it in s.
+// bundle ConfigMap is not there) — the caller sees it in s. With LiteLLM keys the
+// session's key is made first: when that fails (wrapping ErrModelKey, and
+// litellm.ErrUnavailable when LiteLLM is down) nothing is stored or created.
 func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int) error {
 	if err := c.fillNew(s); err != nil {
 		return err
@@ -68,11 +70,22 @@ func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int
 		return err
 	}
 	defer unlock()
+	var modelKey string
+	if c.cfg.LiteLLM != nil {
+		if modelKey, err = c.issueKey(ctx, s); err != nil {
+			return fmt.Errorf("create session %s: %w", s.ID, err)
+		}
+	}
 	if err := c.st.CreateSession(ctx, s, maxActive); err != nil {
+		if modelKey != "" {
+			if kerr := c.forgetKeys(ctx, s.ID); kerr != nil {
+				c.log.Warn("delete the LiteLLM key of a session not stored failed; the reconciler will retry", "session", s.ID, "error", kerr)
+			}
+		}
 		return fmt.Errorf("store session: %w", err)
 	}
 	failpoint.Hit(opCreate, "stored", s.ID)
-	fresh, err := c.launch(ctx, s, opCreate)
+	fresh, err := c.launch(ctx, s, opCreate, modelKey)
 	if fresh != nil {
 		*s = *fresh
 	}
@@ -191,7 +204,7 @@ func (c *Controller) Start(ctx context.Context, id string, maxActive int) (*stor
 	failpoint.Hit(opStart, "marked", id)
 	c.forgetFailures(id)
 	c.log.Info("starting session", "session", id)
-	fresh, err := c.launch(ctx, s, opStart)
+	fresh, err := c.launch(ctx, s, opStart, "")
 	if fresh != nil {
 		s = fresh
 	}
@@ -319,6 +332,10 @@ func (c *Controller) finishStop(ctx context.Context, s *store.Session) (*store.S
 	if err := c.dropGitCredentials(ctx, s.ID); err != nil {
 		return s, err
 	}
+	// A stopped session spends nothing: its key goes now (a new one at start).
+	if err := c.revokeKeys(ctx, s.ID); err != nil {
+		c.log.Warn("delete the LiteLLM key of a stopped session failed; the reconciler will retry", "session", s.ID, "error", err)
+	}
 	now := c.now().UTC()
 	fresh, changed, err := c.update(ctx, s.ID, func(s *store.Session) (bool, error) {
 		if s.State != apiv1.StateStopping {
@@ -342,6 +359,14 @@ func (c *Controller) finishStop(ctx context.Context, s *store.Session) (*store.S
 // finishDelete removes every object of a Deleting session, then its row.
 // It reports whether the row is gone.
 func (c *Controller) finishDelete(ctx context.Context, s *store.Session) (bool, error) {
+	// The key first, so a crash never leaves one whose Secret is gone; when LiteLLM
+	// cannot be reached the delete goes on and the key's live row outlives the session
+	// for the reconciler (see sweep).
+	keysGone := true
+	if err := c.revokeKeys(ctx, s.ID); err != nil {
+		keysGone = false
+		c.log.Warn("delete the LiteLLM key of a deleted session failed; the reconciler will retry", "session", s.ID, "error", err)
+	}
 	gone, err := c.deleteObjects(ctx, opDelete, s.ID, true)
 	if err != nil || !gone {
 		return false, err
@@ -350,6 +375,11 @@ func (c *Controller) finishDelete(ctx context.Context, s *store.Session) (bool, 
 		return false, fmt.Errorf("delete session %s: %w", s.ID, err)
 	}
 	failpoint.Hit(opDelete, "row-deleted", s.ID)
+	if keysGone {
+		if err := c.forgetKeys(ctx, s.ID); err != nil {
+			c.log.Warn("forget the LiteLLM keys of a deleted session failed", "session", s.ID, "error", err)
+		}
+	}
 	c.log.Info("session deleted", "session", s.ID, "reason", s.Reason)
 	c.event(s, corev1.EventTypeNormal, "Deleted", "Session deleted ("+s.Reason+")")
 	c.forget(s.ID)

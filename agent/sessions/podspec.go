@@ -2,6 +2,9 @@ package sessions
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -33,7 +36,8 @@ const (
 	// Debian gives its PEM bundle of roots).
 	DefaultCABundleKey = "ca-certificates.crt"
 
-	// SecretKeyPassword holds OPENCODE_SERVER_PASSWORD; SecretKeyLiteLLM the gateway key.
+	// SecretKeyPassword holds OPENCODE_SERVER_PASSWORD; SecretKeyLiteLLM the session's
+	// own LiteLLM virtual key (never the master key).
 	SecretKeyPassword = "password"
 	SecretKeyLiteLLM  = "LITELLM_API_KEY"
 
@@ -62,10 +66,15 @@ func (c *Controller) selector() string {
 	return fmt.Sprintf("%s=%s,%s=%s", apiv1.LabelName, apiv1.SessionAppName, apiv1.LabelInstance, c.cfg.Release)
 }
 
-func (c *Controller) buildSecret(s *store.Session, password string) *corev1.Secret {
+// buildSecret renders the session's Secret: the OpenCode password, the key files of
+// the providers sp and modelKey ("" = none), its LiteLLM key.
+func (c *Controller) buildSecret(s *store.Session, password string, sp *sessionProviders, modelKey string) *corev1.Secret {
 	data := map[string][]byte{SecretKeyPassword: []byte(password)}
-	if c.cfg.LiteLLMAPIKey != "" {
-		data[SecretKeyLiteLLM] = []byte(c.cfg.LiteLLMAPIKey)
+	if sp != nil {
+		maps.Copy(data, sp.files)
+	}
+	if modelKey != "" {
+		data[SecretKeyLiteLLM] = []byte(modelKey)
 	}
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: SecretName(s.ID), Namespace: c.cfg.Namespace, Labels: c.labels(s)},
@@ -121,8 +130,9 @@ func (c *Controller) resources() (corev1.ResourceRequirements, error) {
 	return r, nil
 }
 
-// buildPod renders the session pod of DESIGN §4.
-func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
+// buildPod renders the session pod of DESIGN §4; sp (nil: none stored) are the model
+// providers at this start.
+func (c *Controller) buildPod(s *store.Session, sp *sessionProviders) (*corev1.Pod, error) {
 	res, err := c.resources()
 	if err != nil {
 		return nil, err
@@ -136,6 +146,11 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 		Model:          s.Model,
 		LiteLLMBaseURL: c.cfg.LiteLLMBaseURL,
 		ProviderJSON:   c.cfg.ProviderJSON,
+	}
+	if sp != nil {
+		// The admin-managed providers replace the gateway-only config; their keys are
+		// files of the Secret, referenced from the config, never in it.
+		initOpts.LiteLLMBaseURL, initOpts.ProviderJSON = "", sp.json
 	}
 	secretRef := func(key string, optional bool) *corev1.EnvVarSource {
 		return &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
@@ -153,8 +168,8 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 		{Name: "HOME", Value: HomeDir},
 		{Name: "TMPDIR", Value: TmpDir},
 	}
-	if c.cfg.LiteLLMAPIKey != "" {
-		// Optional so a Secret written before the key was configured does not block the
+	if c.cfg.LiteLLM != nil {
+		// Optional so a Secret written before keys were configured does not block the
 		// pod; ensureSecret adds the key on the next start.
 		env = append(env, corev1.EnvVar{Name: SecretKeyLiteLLM, ValueFrom: secretRef(SecretKeyLiteLLM, true)})
 	}
@@ -193,6 +208,20 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 			LocalObjectReference: corev1.LocalObjectReference{Name: c.cfg.CABundleConfigMap},
 			Items:                []corev1.KeyToPath{{Key: c.cfg.CABundleKey, Path: caFileName}},
 			DefaultMode:          ptr.To[int32](0o444),
+		}}})
+	}
+	mainMounts := mounts
+	var keyVolumes []corev1.Volume
+	if keys := sp.keys(); len(keys) > 0 {
+		// Only OpenCode reads the keys; the password stays out of the files.
+		sort.Strings(keys)
+		items := make([]corev1.KeyToPath, 0, len(keys))
+		for _, k := range keys {
+			items = append(items, corev1.KeyToPath{Key: k, Path: k})
+		}
+		mainMounts = append(slices.Clone(mounts), corev1.VolumeMount{Name: "provider-keys", MountPath: ProviderKeysDir, ReadOnly: true})
+		keyVolumes = append(keyVolumes, corev1.Volume{Name: "provider-keys", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: SecretName(s.ID), Items: items, DefaultMode: ptr.To[int32](0o440),
 		}}})
 	}
 	workspace := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
@@ -257,7 +286,7 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 					FailureThreshold:    3,
 				},
 				Resources:                res,
-				VolumeMounts:             mounts,
+				VolumeMounts:             mainMounts,
 				SecurityContext:          secCtx,
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 			}},
@@ -266,7 +295,7 @@ func (c *Controller) buildPod(s *store.Session) (*corev1.Pod, error) {
 				{Name: "opencode-config", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}},
 				{Name: "home", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 				{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-			}, extraVolumes...),
+			}, append(extraVolumes, keyVolumes...)...),
 		},
 	}
 	return pod, nil

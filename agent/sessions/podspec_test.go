@@ -7,16 +7,24 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/cakeai/cake-agents/agent/litellm"
 	"github.com/cakeai/cake-agents/agent/store"
 )
 
 func TestBuildPod(t *testing.T) {
-	c := newTestController(t, testConfig("sessions"), fake.NewClientset(), nil)
+	cfg := testConfig("sessions")
+	// Sessions get LiteLLM keys: the pod references the Secret's key, never holds one.
+	gw, err := litellm.New("http://litellm:4000/v1", "sk-master", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.LiteLLM = gw
+	c := newTestController(t, cfg, fake.NewClientset(), nil)
 	c.cfg.NodeSelector = map[string]string{"pool": "agents"}
 	c.cfg.Tolerations = []corev1.Toleration{{Key: "agents", Operator: corev1.TolerationOpExists}}
 	c.cfg.ImagePullSecrets = []string{"regcred"}
 	s := &store.Session{ID: "abc12345", OwnerID: "u1", Repo: "https://github.com/org/repo", Branch: "dev", Model: "gpt"}
-	pod, err := c.buildPod(s)
+	pod, err := c.buildPod(s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +115,7 @@ func TestBuildPod(t *testing.T) {
 
 	s.Persistent = true
 	s.Image, s.InitImage = "override:1", "override-init:1"
-	pod, err = c.buildPod(s)
+	pod, err = c.buildPod(s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -127,6 +127,7 @@ func (c *Controller) sweep(ctx context.Context) {
 	objIDs := map[string]bool{}
 	c.forEachObject(func(m metav1.Object) { objIDs[m.GetLabels()[apiv1.LabelSessionID]] = true })
 	known := map[string]bool{}
+	active := map[string]bool{}
 	f := store.SessionFilter{Limit: 1000}
 	for {
 		page, err := c.st.ListSessions(ctx, f)
@@ -136,6 +137,7 @@ func (c *Controller) sweep(ctx context.Context) {
 		}
 		for _, s := range page.Items {
 			known[s.ID] = true
+			active[s.ID] = s.State.Active()
 			if c.needsWork(s) {
 				c.enqueue(s.ID)
 			}
@@ -148,6 +150,20 @@ func (c *Controller) sweep(ctx context.Context) {
 	for id := range objIDs {
 		if id != "" && !known[id] {
 			c.enqueue(id)
+		}
+	}
+	if c.cfg.LiteLLM != nil {
+		// LiteLLM keys still live for sessions that are gone or not running: a stop or
+		// delete could not reach LiteLLM, or a crash came between a key and its session.
+		live, err := c.st.ListModelKeys(ctx, store.ModelKeyFilter{Live: true})
+		if err != nil {
+			c.log.Warn("list LiteLLM keys for the sweep failed", "error", err)
+			return
+		}
+		for _, k := range live {
+			if !active[k.SessionID] {
+				c.enqueue(k.SessionID)
+			}
 		}
 	}
 }
@@ -198,7 +214,10 @@ func (c *Controller) reconcile(ctx context.Context, id string) error {
 	c.forEachSessionObject(id, func(m metav1.Object) { objs = append(objs, m) })
 	s, err := c.st.GetSession(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return c.deleteOrphans(ctx, id, objs)
+		if err := c.deleteOrphans(ctx, id, objs); err != nil {
+			return err
+		}
+		return c.forgetKeys(ctx, id)
 	}
 	if err != nil {
 		return fmt.Errorf("read session %s: %w", id, err)
@@ -220,6 +239,9 @@ func (c *Controller) reconcile(ctx context.Context, id string) error {
 		c.leftRunning(id)
 		c.enqueueAtDeadline(s)
 		if err := c.dropGitCredentials(ctx, id); err != nil {
+			return err
+		}
+		if err := c.revokeKeys(ctx, id); err != nil {
 			return err
 		}
 		if pod, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(id)); err == nil && pod.DeletionTimestamp == nil {
@@ -314,7 +336,7 @@ func (c *Controller) recreate(ctx context.Context, s *store.Session) error {
 			return nil
 		}
 	}
-	_, err := c.launch(ctx, s, opRecreate)
+	_, err := c.launch(ctx, s, opRecreate, "")
 	return err
 }
 

@@ -24,7 +24,6 @@ func testConfig(ns string) Config {
 		CPURequest:         "100m", CPULimit: "1", MemoryRequest: "128Mi", MemoryLimit: "1Gi",
 		StorageSize:    "1Gi",
 		LiteLLMBaseURL: "http://litellm:4000/v1",
-		LiteLLMAPIKey:  "sk-master",
 		DefaultModel:   "m",
 		Registerer:     prometheus.NewRegistry(),
 	}

@@ -126,6 +126,42 @@ type Credential struct {
 	UpdatedAt time.Time
 }
 
+// ModelKey records a LiteLLM virtual key made for a session. The key itself lives only
+// in the session's Secret; the row holds what deleting it (Alias) and reading its spend
+// (Token, LiteLLM's hash of the key) need, so a restarted agent can do both.
+type ModelKey struct {
+	// Alias is the key's unique key_alias in LiteLLM.
+	Alias     string
+	SessionID string
+	OwnerID   string
+	// Token is LiteLLM's hash of the key ("" until the key was generated).
+	Token string
+	// Spend is the key's final spend in USD, recorded when it was deleted.
+	Spend     float64
+	CreatedAt time.Time
+	// DeletedAt is set once the key was deleted in LiteLLM; nil means live (or maybe
+	// made: a row is written before the key is generated).
+	DeletedAt *time.Time
+}
+
+// ModelKeyFilter selects model keys for ListModelKeys. Zero fields do not filter.
+type ModelKeyFilter struct {
+	SessionID string
+	// Live keeps only keys not yet deleted.
+	Live bool
+}
+
+// Provider is one model provider an admin configured: its OpenCode provider JSON
+// without the secret values (Config), and those values by field path (Secrets, e.g.
+// "options.apiKey"). Secrets is plaintext in memory only: backends store it encrypted
+// with the Store's Keyring, bound to the provider's ID.
+type Provider struct {
+	ID        string
+	Config    []byte
+	Secrets   map[string]string
+	UpdatedAt time.Time
+}
+
 // AuditEvent is one audited decision.
 type AuditEvent struct {
 	ID        int64
@@ -218,9 +254,27 @@ type Store interface {
 	// ListCredentials returns the owner's credentials without their secrets.
 	ListCredentials(ctx context.Context, ownerID string) ([]*Credential, error)
 	DeleteCredential(ctx context.Context, ownerID, provider string) error
-	// RotateCredentials re-encrypts every credential with the keyring's primary key and
-	// returns how many were rewritten.
+	// RotateCredentials re-encrypts every credential and every provider's secrets with
+	// the keyring's primary key and returns how many rows were rewritten.
 	RotateCredentials(ctx context.Context) (int, error)
+
+	// PutModelKey inserts k, or updates the Token, Spend and DeletedAt of the key with
+	// its Alias (the session and owner of a key never change). An empty Alias, SessionID
+	// or OwnerID is ErrInvalid.
+	PutModelKey(ctx context.Context, k *ModelKey) error
+	// ListModelKeys returns the keys f selects, ordered by CreatedAt, then Alias.
+	ListModelKeys(ctx context.Context, f ModelKeyFilter) ([]*ModelKey, error)
+	// DeleteModelKeys forgets the deleted keys of a session (live ones are kept, so a
+	// key is never lost before it was deleted) and returns how many it forgot.
+	DeleteModelKeys(ctx context.Context, sessionID string) (int, error)
+
+	// ListProviders returns every configured model provider with its secrets, by ID
+	// (empty, not ErrNotFound, when none is configured).
+	ListProviders(ctx context.Context) ([]*Provider, error)
+	// ReplaceProviders replaces the whole set of providers with ps in one transaction
+	// (an empty ps removes them all) and fills their UpdatedAt. An empty or duplicate
+	// ID is ErrInvalid.
+	ReplaceProviders(ctx context.Context, ps []*Provider) error
 
 	AppendAudit(ctx context.Context, e *AuditEvent) error
 	ListAudit(ctx context.Context, f AuditFilter) (*AuditPage, error)

@@ -40,7 +40,6 @@ func TestBrowserLifecycleOnTestCluster(t *testing.T) {
 			CPURequest:         "100m", CPULimit: "1", MemoryRequest: "128Mi", MemoryLimit: "1Gi",
 			StorageSize:       "1Gi",
 			LiteLLMBaseURL:    "http://litellm:4000/v1",
-			LiteLLMAPIKey:     "sk-test",
 			DefaultModel:      "m",
 			ReconcileInterval: 2 * time.Second,
 			Registerer:        prometheus.NewRegistry(),

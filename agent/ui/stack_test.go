@@ -19,6 +19,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/github"
+	"github.com/cakeai/cake-agents/agent/providers"
 	"github.com/cakeai/cake-agents/agent/server"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/agent/store/keyring"
@@ -98,7 +99,9 @@ func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) 
 		Audit:             rec,
 		Log:               log,
 		MaxActiveSessions: 5,
-		UI:                ui.New(ui.Options{Authenticate: authn.WrapWith, Tokens: tokens, Log: log}),
+		// As the agent is wired with a gateway: sessions may start without stored providers.
+		Providers: &providers.Defaults{LiteLLMBaseURL: "http://litellm:4000/v1", DefaultModel: "gpt-4o-mini"},
+		UI:        ui.New(ui.Options{Authenticate: authn.WrapWith, Tokens: tokens, Log: log}),
 	})
 	agent := httptest.NewServer(srv)
 	t.Cleanup(agent.Close)

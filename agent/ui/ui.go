@@ -90,6 +90,7 @@ func New(opts Options) http.Handler {
 	mux.Handle("GET /tokens", h.authed(h.page("tokens", "Access tokens")))
 	mux.Handle("GET /credentials", h.authed(h.page("credentials", "Git credentials")))
 	mux.Handle("GET /admin", h.authed(h.adminPage))
+	mux.Handle("GET /settings/providers", h.authed(h.providersPage))
 	mux.HandleFunc("GET /login", h.loginPage)
 	mux.HandleFunc("POST /login", h.login)
 	mux.HandleFunc("POST /logout", h.logout)
@@ -254,6 +255,17 @@ func (h *handler) sessionPage(w http.ResponseWriter, r *http.Request) {
 	d := h.data(r, "session", "Session "+sid)
 	d.SessionID = sid
 	h.render(w, http.StatusOK, d)
+}
+
+// providersPage is Settings › Providers: the admins' editor of the model providers.
+func (h *handler) providersPage(w http.ResponseWriter, r *http.Request) {
+	if id := auth.FromContext(r.Context()); id == nil || !id.Admin {
+		d := h.data(r, "error", "Admins only")
+		d.Error = "Model providers are managed by agent admins (verb \"*\" on sessions." + apiv1.Group + "). Ask an admin to bind the cake-agents-admin ClusterRole."
+		h.render(w, http.StatusForbidden, d)
+		return
+	}
+	h.render(w, http.StatusOK, h.data(r, "providers", "Settings › Providers"))
 }
 
 func (h *handler) adminPage(w http.ResponseWriter, r *http.Request) {

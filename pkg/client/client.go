@@ -476,3 +476,23 @@ func (c *Client) PollGitHubLink(ctx context.Context, id string) (*apiv1.GitHubLi
 	var st apiv1.GitHubLinkStatus
 	return &st, c.call(ctx, http.MethodPost, "/api/v1/github/link/"+url.PathEscape(id), nil, nil, &st)
 }
+
+// Models calls GET /api/v1/models: the models a session may use.
+func (c *Client) Models(ctx context.Context) (*apiv1.ModelList, error) {
+	var l apiv1.ModelList
+	return &l, c.call(ctx, http.MethodGet, "/api/v1/models", nil, nil, &l)
+}
+
+// Providers calls GET /api/v1/providers (admins): OpenCode's provider JSON with every
+// secret value as apiv1.SecretPlaceholder.
+func (c *Client) Providers(ctx context.Context) (json.RawMessage, error) {
+	var raw json.RawMessage
+	return raw, c.call(ctx, http.MethodGet, "/api/v1/providers", nil, nil, &raw)
+}
+
+// PutProviders calls PUT /api/v1/providers (admins) with the provider JSON and returns
+// the stored providers as GET shows them.
+func (c *Client) PutProviders(ctx context.Context, providers json.RawMessage) (json.RawMessage, error) {
+	var raw json.RawMessage
+	return raw, c.call(ctx, http.MethodPut, "/api/v1/providers", nil, providers, &raw)
+}

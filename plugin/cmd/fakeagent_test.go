@@ -3,6 +3,7 @@ package cmd
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -55,6 +56,11 @@ type fakeAgent struct {
 	githubScript []apiv1.GitHubLinkStatus
 	githubPolls  int
 	now          time.Time
+	// models answers GET /api/v1/models; providers GET /api/v1/providers, and each
+	// PUT's body is recorded in providerPuts.
+	models       apiv1.ModelList
+	providers    string
+	providerPuts []string
 }
 
 func newFakeAgent(t *testing.T) *fakeAgent {
@@ -103,6 +109,23 @@ func (a *fakeAgent) handler() http.Handler {
 		writeJSON(w, status, a.ready)
 	})
 	mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.version) })
+	mux.HandleFunc("GET /api/v1/models", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.models) })
+	mux.HandleFunc("GET /api/v1/providers", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(a.providers))
+	})
+	mux.HandleFunc("PUT /api/v1/providers", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(b), "ftp://") {
+			writeErr(w, 400, apiv1.CodeBadRequest, "providers.acme.options.baseURL: must be an http(s) URL without credentials")
+			return
+		}
+		a.mu.Lock()
+		a.providerPuts = append(a.providerPuts, string(b))
+		a.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
+	})
 	mux.HandleFunc("GET /api/v1/whoami", func(w http.ResponseWriter, r *http.Request) {
 		emailHeader := "X-Auth-Request-Email"
 		if info := a.who.HeaderAuthInfo; info != nil {

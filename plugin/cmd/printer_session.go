@@ -40,7 +40,7 @@ func (f *PrintFlags) printTable(out io.Writer, sessions []apiv1.Session, wide bo
 	if !f.NoHeaders {
 		h := "NAME\tTITLE\tSTATE\tOWNER\tREPO\tAGE"
 		if wide {
-			h += "\tBRANCH\tMODEL\tPRIVATE\tPOD\tLAST ACTIVITY\tREASON"
+			h += "\tBRANCH\tMODEL\tPRIVATE\tPOD\tLAST ACTIVITY\tREASON\tSPEND"
 		}
 		fmt.Fprintln(w, h)
 	}
@@ -54,11 +54,20 @@ func (f *PrintFlags) printTable(out io.Writer, sessions []apiv1.Session, wide bo
 					activity += " (" + s.LastActivitySource + ")"
 				}
 			}
-			row = append(row, dash(s.Branch), dash(s.Model), fmt.Sprint(s.Private), dash(s.PodName), activity, dash(s.Reason))
+			row = append(row, dash(s.Branch), dash(s.Model), fmt.Sprint(s.Private), dash(s.PodName), activity, dash(s.Reason), spend(s.ModelSpend))
 		}
 		fmt.Fprintln(w, strings.Join(row, "\t"))
 	}
 	return w.Flush()
+}
+
+// spend shows a session's LiteLLM spend in dollars; only `session get` has it (a list
+// would ask LiteLLM once per session).
+func spend(usd *float64) string {
+	if usd == nil {
+		return "<none>"
+	}
+	return fmt.Sprintf("$%.4f", *usd)
 }
 
 // shortRepo drops the scheme so the REPO column stays narrow.

@@ -24,8 +24,11 @@ func NewCmdSessionGet(f *Factory, streams genericiooptions.IOStreams) *cobra.Com
 	cmd := &cobra.Command{
 		Use:   "get SESSION...",
 		Short: "Show sessions",
-		Long:  `Show one or more sessions by name, as a table or in full with -o yaml or -o json.`,
+		Long: `Show one or more sessions by name, as a table or in full with -o yaml or -o json.
+With -o wide (or modelSpend in -o json) it shows what the session's own LiteLLM key has
+spent, when the agent gives sessions LiteLLM keys.`,
 		Example: `  kubectl agents session get SESSION
+  kubectl agents session get SESSION -o wide
   kubectl agents session get SESSION -o yaml
   kubectl agents session get SESSION -o jsonpath='{.state}'`,
 		Args:              cobra.MinimumNArgs(1),

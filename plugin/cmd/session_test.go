@@ -72,8 +72,8 @@ func TestSessionListWideAndFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `NAME    TITLE                STATE     OWNER               REPO                  AGE   BRANCH   MODEL       PRIVATE   POD                         LAST ACTIVITY     REASON
-abc12   fix the flaky test   Running   alice@example.com   github.com/org/repo   60m   main     litellm/m   true      cake-agents-session-abc12   2m ago (attach)   <none>
+	want := `NAME    TITLE                STATE     OWNER               REPO                  AGE   BRANCH   MODEL       PRIVATE   POD                         LAST ACTIVITY     REASON   SPEND
+abc12   fix the flaky test   Running   alice@example.com   github.com/org/repo   60m   main     litellm/m   true      cake-agents-session-abc12   2m ago (attach)   <none>   <none>
 `
 	if out != want {
 		t.Errorf("wide:\n%s\nwant:\n%s", out, want)
@@ -142,6 +142,27 @@ func TestSessionGet(t *testing.T) {
 	}
 	if out.String() != "Running" {
 		t.Errorf("out = %q (found sessions print before the error)", out.String())
+	}
+}
+
+// TestSessionGetSpend: the session's LiteLLM spend shows in -o wide and in JSON.
+func TestSessionGetSpend(t *testing.T) {
+	a := newFakeAgent(t)
+	usd := 0.0375
+	a.add(apiv1.Session{ID: "abc12", State: apiv1.StateRunning, Owner: "alice@example.com", Model: "litellm/m",
+		CreatedAt: fixedNow.Add(-time.Hour), ModelSpend: &usd})
+	f, _ := a.start()
+	for format, want := range map[string]string{"wide": "$0.0375\n", "jsonpath={.modelSpend}": "0.0375"} {
+		streams, _, out, _ := genericiooptions.NewTestIOStreams()
+		o := &SessionGetOptions{IOStreams: streams, Factory: f, PrintFlags: NewPrintFlags(), IDs: []string{"abc12"}}
+		o.PrintFlags.now = func() time.Time { return fixedNow }
+		setOutput(o.PrintFlags, format)
+		if err := o.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(out.String(), want) {
+			t.Errorf("-o %s:\n%s\nwant it to end with %q", format, out.String(), want)
+		}
 	}
 }
 

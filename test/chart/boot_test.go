@@ -222,6 +222,7 @@ func bootValuesFile(t *testing.T, c *testcluster.Cluster, img agentpod.Image, vf
 	api := b.apiClient(httpsPort)
 	b.checkIdentityHeaders(proc, logPath)
 	b.provideCABundle()
+	b.provideModel(api)
 	s, err := api.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "boot " + vf.name})
 	if err != nil {
 		t.Fatalf("create a session: %v%s", err, logTail(logPath))
@@ -892,6 +893,35 @@ func (b *boot) apiClient(httpsPort int) *client.Client {
 		t.Fatal(err)
 	}
 	return api
+}
+
+// provideModel makes sure sessions have a model, as the admin following the install guide
+// would: values that give none (no providers, no litellm.baseURL) must have the agent refuse a
+// session with the message telling an admin what to do; the admin then sets a provider through
+// the API and sessions are accepted.
+func (b *boot) provideModel(api *client.Client) {
+	t := b.t
+	ctx := context.Background()
+	p, _ := lookup(b.values, "providers").(map[string]any)
+	for k, v := range p {
+		if k == "existingSecretKey" || k == "existingSecret" && v == "" {
+			continue
+		}
+		return // providers seeded from values or a Secret
+	}
+	if u, _ := lookup(b.values, "litellm", "baseURL").(string); u != "" {
+		return
+	}
+	_, err := api.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "boot without a model"})
+	if err == nil || !strings.Contains(err.Error(), "providers set") {
+		t.Fatalf("create a session with no model configured: got %v, want the refusal naming `kubectl agents providers set`", err)
+	}
+	providers := json.RawMessage(`{"boot":{"npm":"@ai-sdk/openai-compatible","name":"Boot",` +
+		`"options":{"baseURL":"http://models.boot.invalid/v1","apiKey":"sk-boot-canary"},` +
+		`"models":{"m":{"name":"m","limit":{"context":128000,"output":4096}}}}}`)
+	if _, err := api.PutProviders(ctx, providers); err != nil {
+		t.Fatalf("an admin sets a provider: %v", err)
+	}
 }
 
 // checkSessionPod requires the session's pod in the namespace the values choose, with the

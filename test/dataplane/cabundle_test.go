@@ -144,7 +144,6 @@ func caSessionPod(t *testing.T, repo, gateway, bundle string) *corev1.Pod {
 		DataPlaneInitImage: "data-plane-init:test",
 		CABundleConfigMap:  "corp-roots",
 		LiteLLMBaseURL:     gateway,
-		LiteLLMAPIKey:      "sk-test",
 		DefaultModel:       fakemodel.ModelID,
 		Registerer:         prometheus.NewRegistry(),
 	}, kube, st, nil)

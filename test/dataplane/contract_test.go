@@ -65,7 +65,6 @@ func sessionPod(t *testing.T) *corev1.Pod {
 		DataPlaneImage:     "data-plane:test",
 		DataPlaneInitImage: "data-plane-init:test",
 		LiteLLMBaseURL:     "http://127.0.0.1:9/v1",
-		LiteLLMAPIKey:      "sk-test",
 		DefaultModel:       "m",
 		Registerer:         prometheus.NewRegistry(),
 	}, kube, st, nil)

@@ -47,13 +47,16 @@ type product struct {
 	// github is the local stand-in for GitHub's device flow the agent links accounts with.
 	github     *fakegithub.Server
 	githubHost string
+	masterKey  string // LiteLLM's, in the chart's litellm.secret
 }
 
 func install(t *testing.T, backend string) *product {
 	t.Helper()
 	x := setup(t)
 	c := testcluster.Get(t)
-	ns := "cake-e2e-" + backend
+	// A namespace of its own per run: runs sharing one cluster (several worktrees) must
+	// not take each other's session pods.
+	ns := fmt.Sprintf("cake-e2e-%s-%d", backend, os.Getpid())
 	p := &product{x: x, kube: c.AdminClient(), ns: ns, admin: c.Kubeconfig(), backend: backend, secrets: newSecrets()}
 	ctx := context.Background()
 	if _, err := p.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
@@ -63,8 +66,13 @@ func install(t *testing.T, backend string) *product {
 	}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
+	// Registered first so it runs last, and also when the install fails.
+	t.Cleanup(func() { _ = p.kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 	// Secrets the install holds, each a canary the leak scan looks for afterwards.
-	values := []string{"litellm.secret.create=true", "litellm.secret.apiKey=" + p.secrets.canary("the model gateway key"),
+	// The model gateway is a fake LiteLLM: the agent makes each session a key with this.
+	p.masterKey = p.secrets.canary("the LiteLLM master key")
+	values := []string{"litellm.secret.create=true", "litellm.secret.apiKey=" + p.masterKey,
+		"litellm.budget.perSession=5", "litellm.budget.perUser=50",
 		"betterAuth.secret.create=true", "betterAuth.secret.value=" + p.secrets.canary("the auth secret")}
 	// GitHub linking against a local server speaking GitHub's device-flow endpoints.
 	p.github = fakegithub.New("Iv1.e2e")
@@ -111,7 +119,7 @@ func install(t *testing.T, backend string) *product {
 	env, err := e2eenv.Start(ctx, e2eenv.Options{
 		Kubeconfig: c.Kubeconfig(), Namespace: ns, Release: "cake-agents",
 		Helm: x.helm, Agent: x.agent, OpenCode: x.oc, Chart: filepath.Join(x.root, "charts", "cake-agents"),
-		Values: values, WorkDir: work,
+		Values: values, WorkDir: work, LiteLLMMasterKey: p.masterKey,
 		Log: hclog.New(&hclog.LoggerOptions{Name: "e2e", Level: hclog.Warn, Output: testWriter{t}}),
 	})
 	if err != nil {
@@ -127,7 +135,6 @@ func install(t *testing.T, backend string) *product {
 			}
 		}
 		env.Stop()
-		_ = p.kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 	})
 	p.env = env
 	p.secrets.watchSessionSecrets(t, p)
@@ -237,6 +244,7 @@ func TestEndToEnd(t *testing.T) {
 				t.Run("NoSecretLeaks", p.scanForLeaks)
 				return
 			}
+			t.Run("LiteLLMKeyPerSession", p.testLiteLLMKeys)
 			t.Run("Attach", p.testAttach)
 			t.Run("StopStartDelete", p.testStopStartDelete)
 			t.Run("SecondUser", p.testSecondUser)
@@ -246,6 +254,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("GitHubLink", p.testGitHubLink)
 			t.Run("AgentRestart", p.testAgentRestart)
 			t.Run("DatabaseIsTheChartsOne", p.testDatabase)
+			t.Run("Providers", p.testProviders)
 			t.Run("NoSecretLeaks", p.scanForLeaks)
 		})
 	}

@@ -122,6 +122,13 @@ func (p *product) scanForLeaks(t *testing.T) {
 	p.secrets.mu.Lock()
 	write("plugin-output.txt", p.secrets.out.String())
 	p.secrets.mu.Unlock()
+	// The pods' specs (session pods included) as the API server holds them.
+	if pods, err := p.kube.CoreV1().Pods(p.ns).List(ctx, metav1.ListOptions{}); err == nil {
+		j, _ := json.MarshalIndent(pods, "", " ")
+		write("pods.json", string(j))
+	} else {
+		t.Errorf("list pods: %v", err)
+	}
 	if events, err := p.kube.CoreV1().Events(p.ns).List(ctx, metav1.ListOptions{}); err == nil {
 		var b strings.Builder
 		for _, e := range events.Items {
@@ -137,6 +144,18 @@ func (p *product) scanForLeaks(t *testing.T) {
 			write("audit.json", string(j))
 		} else {
 			t.Errorf("audit log: %v", err)
+		}
+		// What admins and users read of the model providers.
+		if raw, err := c.Providers(ctx); err == nil {
+			write("providers.json", string(raw))
+		} else {
+			t.Errorf("providers: %v", err)
+		}
+		if m, err := c.Models(ctx); err == nil {
+			j, _ := json.MarshalIndent(m, "", " ")
+			write("models.json", string(j))
+		} else {
+			t.Errorf("models: %v", err)
 		}
 		if l, err := c.ListSessions(ctx, client.ListOptions{AllUsers: true}); err == nil {
 			j, _ := json.MarshalIndent(l, "", " ")

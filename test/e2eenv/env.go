@@ -3,8 +3,8 @@
 // binary running locally with exactly the environment the chart's Deployment gives it
 // and the chart's ServiceAccount identity, a kwok port-forward from the agent pod to
 // that process (so `kubectl agents` finds and reaches it by label like in a real
-// cluster), the fake OpenAI-compatible model, and session pods run locally by
-// sessionrunner with the real OpenCode. `make demo` and test/e2e both use it.
+// cluster), the fake OpenAI-compatible model (optionally behind a fake LiteLLM), and
+// session pods run locally by sessionrunner with the real OpenCode. `make demo` and test/e2e both use it.
 package e2eenv
 
 import (
@@ -40,6 +40,7 @@ import (
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/test/agentpod"
+	"github.com/cakeai/cake-agents/test/fakelitellm"
 	"github.com/cakeai/cake-agents/test/fakemodel"
 	"github.com/cakeai/cake-agents/test/sessionrunner"
 )
@@ -58,6 +59,10 @@ type Options struct {
 	// uses what the chart rendered (a Postgres URL or PG* variables from Secrets), except
 	// that a SQLite path becomes SQLitePath (the pod's /data does not exist here).
 	DatabaseURL string
+	// LiteLLMMasterKey, when set, puts a fake LiteLLM (test/fakelitellm) accepting this
+	// master key in front of the fake model: the agent then gives each session a
+	// virtual key of its own. Pass the same key in the chart's litellm.secret (Values).
+	LiteLLMMasterKey string
 	// WorkDir holds the agent's database, logs and the session workspaces.
 	WorkDir string
 	// Env is added to the agent and OpenCode processes (PATH with rg, ...).
@@ -88,7 +93,10 @@ type Env struct {
 	Config   *rest.Config
 	Model    *fakemodel.Server
 	ModelURL string
-	Runner   *sessionrunner.Runner
+	// LiteLLM is the fake LiteLLM in front of Model (nil without Options.LiteLLMMasterKey);
+	// ModelURL is then its URL.
+	LiteLLM *fakelitellm.Server
+	Runner  *sessionrunner.Runner
 	// Git serves test repositories over HTTPS; sessions trust its CA.
 	Git *GitServer
 	// Agents are the local agent processes, one per pod of the chart's Deployment
@@ -164,7 +172,13 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		return nil, err
 	}
 	e.ModelURL = "http://" + ln.Addr().String() + "/v1"
-	e.modelSrv = &http.Server{Handler: e.Model, ReadHeaderTimeout: 10 * time.Second}
+	var model http.Handler = e.Model
+	if o.LiteLLMMasterKey != "" {
+		e.LiteLLM = fakelitellm.New(o.LiteLLMMasterKey)
+		e.LiteLLM.Model = e.Model
+		model = e.LiteLLM
+	}
+	e.modelSrv = &http.Server{Handler: model, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = e.modelSrv.Serve(ln) }()
 
 	if err := e.helm(ctx, "upgrade", "--install", o.Release, o.Chart, "--namespace", o.Namespace, "--create-namespace",

@@ -63,9 +63,14 @@ type Message struct {
 type Server struct {
 	// ChunkDelay is slept between streamed chunks so clients can observe streaming.
 	ChunkDelay time.Duration
+	// RequireKey, when set, is the only API key accepted (Authorization: Bearer KEY, as
+	// OpenAI-compatible clients send options.apiKey): any other request is answered 401
+	// and counted in Refused, so a test proves which key a client used.
+	RequireKey string
 
 	mu       sync.Mutex
 	requests []Request
+	refused  int
 	seq      int
 	mux      *http.ServeMux
 }
@@ -74,10 +79,10 @@ type Server struct {
 func New() *Server {
 	s := &Server{}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/chat/completions", s.chatCompletions)
-	mux.HandleFunc("POST /chat/completions", s.chatCompletions)
-	mux.HandleFunc("GET /v1/models", s.models)
-	mux.HandleFunc("GET /models", s.models)
+	mux.HandleFunc("POST /v1/chat/completions", s.keyed(s.chatCompletions))
+	mux.HandleFunc("POST /chat/completions", s.keyed(s.chatCompletions))
+	mux.HandleFunc("GET /v1/models", s.keyed(s.models))
+	mux.HandleFunc("GET /models", s.keyed(s.models))
 	mux.HandleFunc("GET /_requests", s.listRequests)
 	mux.HandleFunc("DELETE /_requests", func(w http.ResponseWriter, _ *http.Request) {
 		s.Reset()
@@ -86,6 +91,27 @@ func New() *Server {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	s.mux = mux
 	return s
+}
+
+// keyed wraps a model route with the RequireKey check.
+func (s *Server) keyed(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.RequireKey != "" && r.Header.Get("Authorization") != "Bearer "+s.RequireKey {
+			s.mu.Lock()
+			s.refused++
+			s.mu.Unlock()
+			writeError(w, http.StatusUnauthorized, "invalid API key")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// Refused is how many requests RequireKey turned away.
+func (s *Server) Refused() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
 }
 
 // ServeHTTP implements http.Handler.

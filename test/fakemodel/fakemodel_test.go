@@ -233,3 +233,35 @@ func TestBadRequest(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 }
+
+// With RequireKey, only that bearer key gets an answer; the others are counted.
+func TestRequireKey(t *testing.T) {
+	m := New()
+	m.RequireKey = "sk-right"
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	call := func(key string) int {
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := call("sk-wrong"); got != http.StatusUnauthorized {
+		t.Errorf("wrong key: %d", got)
+	}
+	if got := call(""); got != http.StatusUnauthorized {
+		t.Errorf("no key: %d", got)
+	}
+	if got := call("sk-right"); got != http.StatusOK {
+		t.Errorf("right key: %d", got)
+	}
+	if m.Refused() != 2 || len(m.Requests()) != 1 {
+		t.Errorf("refused %d, answered %d; want 2 and 1", m.Refused(), len(m.Requests()))
+	}
+}

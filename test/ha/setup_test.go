@@ -32,12 +32,14 @@ import (
 	"github.com/jackc/pgx/v5"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
 	"github.com/cakeai/cake-agents/internal/figures"
 	"github.com/cakeai/cake-agents/internal/testcluster"
 	"github.com/cakeai/cake-agents/internal/testpg"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/test/e2eenv"
 )
@@ -162,6 +164,10 @@ func setup(tb testing.TB, ns string, el election) *install {
 	work := tb.TempDir()
 	values := append([]string{
 		"controlPlane.replicas=2",
+		// The cluster-wide user ClusterRoles belong to one release per cluster (in the shared
+		// test cluster the e2e release, installed at the same time): alice's group gets the
+		// same rules from a grant named for this namespace (below).
+		"rbac.createUserRoles=false", "rbac.userGroups=null",
 		"externalDatabase.existingSecret=agents-db", "externalDatabase.existingSecretKey=DATABASE_URL",
 		"betterAuth.secret.create=true", "betterAuth.secret.value=ha-test-auth-secret-0123456789abcdef",
 		fmt.Sprintf("sessions.maxActivePerUser=%d", quota),
@@ -185,6 +191,8 @@ func setup(tb testing.TB, ns string, el election) *install {
 		env.Stop()
 	})
 	in := &install{env: env, ns: ns, lease: "cake-agents-reconciler", dsn: dsn, c: c}
+	c.Grant(tb, "", "cake-agents-user-"+ns, rbacv1.Subject{Kind: rbacv1.GroupKind, Name: usersGroup},
+		rbacv1.PolicyRule{APIGroups: []string{apiv1.Group}, Resources: []string{apiv1.Resource}, Verbs: []string{"get", "list", "create", "update", "delete"}})
 	alice := c.UserConfig(tb, aliceName, usersGroup)
 	for _, a := range env.Agents {
 		in.admin = append(in.admin, in.client(tb, a, c.RESTConfig()))

@@ -177,10 +177,9 @@ func probeReadiness(ctx context.Context, p *product, tr *traffic) (*readiness, *
 				}
 			}
 			cancel()
-			if now := phase(tr.phase.Load()); now != ph {
-				ph = now // see traffic.do
-			}
-			if ctx.Err() == nil {
+			// A probe that straddled a phase change proves nothing about either phase (one
+			// answered 200 from before the halt would count as "during"): it is not counted.
+			if phase(tr.phase.Load()) == ph && ctx.Err() == nil {
 				r.mu.Lock()
 				r.counts[ph][code]++
 				r.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -276,6 +277,15 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 	}
 	if main == nil {
 		return errors.New("pod has no opencode container")
+	}
+	// The config's {file:} references (provider keys) name the pod's mount paths: point
+	// them at the local copies, since a process here cannot mount at the pod's paths.
+	if cfg, err := os.ReadFile(cfgPath); err == nil {
+		if err := os.WriteFile(cfgPath, []byte(local.Replace(string(cfg))), 0o644); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
 	env := append(os.Environ(), r.o.Env...)
 	for _, e := range main.Env {

@@ -317,10 +317,14 @@ func (s *Store) RotateCredentials(ctx context.Context) (int, error) {
 			return 0, mapErr(err, "rotate credentials")
 		}
 	}
+	np, err := s.rotateProviders(ctx, tx, now)
+	if err != nil {
+		return 0, err
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, mapErr(err, "rotate credentials")
 	}
-	return len(stale), nil
+	return len(stale) + np, nil
 }
 
 // AppendAudit implements store.Store; it fills ID (and Time when zero).

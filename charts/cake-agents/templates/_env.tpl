@@ -225,11 +225,23 @@ Environment of the agent container. Every name here must be one the agent unders
 - name: AGENT_GITHUB_URL
   value: {{ $.Values.github.url | quote }}
 {{- end }}
+{{- if include "cake-agents.providersSecret" . }}
+- name: AGENT_PROVIDERS_FILE
+  value: /etc/cake-agents/providers-seed/providers.json
+{{- end }}
 {{- /* Integrations: optional, so a missing Secret does not keep the agent from starting. */}}
 {{- with .Values.litellm.baseURL }}
 - name: LITELLM_BASE_URL
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.litellm.budget }}
+- name: LITELLM_SESSION_BUDGET
+  value: {{ .perSession | default 0 | toString | quote }}
+- name: LITELLM_USER_BUDGET
+  value: {{ .perUser | default 0 | toString | quote }}
+{{- end }}
+- name: LITELLM_KEY_DURATION
+  value: {{ .Values.litellm.keyDuration | default "0" | toString | quote }}
 {{- with include "cake-agents.secretName" (dict "secret" .Values.litellm.secret "suffix" "litellm" "root" .) }}
 - name: LITELLM_API_KEY
   valueFrom:

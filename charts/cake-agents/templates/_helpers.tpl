@@ -200,3 +200,23 @@ proper: port-forwarded connections arrive on 127.0.0.1 and must stay untrusted.
 {{- end }}
 {{- $cidrs | uniq | join "," }}
 {{- end }}
+
+{{/*
+The model providers given in values (providers without existingSecret/existingSecretKey),
+as a dict by provider id.
+*/}}
+{{- define "cake-agents.providersMap" -}}
+{{- toJson (omit .Values.providers "existingSecret" "existingSecretKey") }}
+{{- end }}
+
+{{/*
+Name of the Secret holding the providers the agent seeds from: existingSecret, the one the
+chart renders from values, or empty when no provider is given.
+*/}}
+{{- define "cake-agents.providersSecret" -}}
+{{- if .Values.providers.existingSecret }}
+{{- .Values.providers.existingSecret }}
+{{- else if gt (len (fromJson (include "cake-agents.providersMap" .))) 0 }}
+{{- printf "%s-providers" (include "cake-agents.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}

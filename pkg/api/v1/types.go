@@ -100,6 +100,10 @@ type Session struct {
 	// when that limit is off.
 	IdleDeadline *time.Time `json:"idleDeadline,omitempty"`
 	ExpiresAt    *time.Time `json:"expiresAt,omitempty"`
+	// ModelSpend is what the session's LiteLLM keys have spent, in USD, when the agent
+	// gives sessions keys of their own. Only GET of one session fills it (reading it asks
+	// LiteLLM); nil there means LiteLLM could not be asked.
+	ModelSpend *float64 `json:"modelSpend,omitempty"`
 	// ResourceVersion changes on every update; PATCH may send it for optimistic concurrency.
 	ResourceVersion int64 `json:"resourceVersion"`
 }
@@ -404,3 +408,28 @@ const (
 	MaxTitleLen    = 200
 	MaxBodyBytes   = 1 << 20
 )
+
+// SecretPlaceholder stands for a stored secret value (a provider's options.apiKey or a
+// header value) in GET /api/v1/providers; sent back in a PUT it keeps the stored value.
+const SecretPlaceholder = "%%SECRET%%"
+
+// Model is one model sessions may use (GET /api/v1/models).
+type Model struct {
+	// ID is "provider/model", the value of CreateSessionRequest.Model.
+	ID string `json:"id"`
+	// Name is the model's display name (its id when the provider names none).
+	Name string `json:"name"`
+	// Provider is the provider's id; ProviderName its display name.
+	Provider     string `json:"provider"`
+	ProviderName string `json:"providerName,omitempty"`
+	// Default marks the model a session gets when it names none.
+	Default bool `json:"default,omitempty"`
+	// AnyModel marks a gateway provider (LiteLLM) whose models are not listed: any
+	// "provider/NAME" is passed to it.
+	AnyModel bool `json:"anyModel,omitempty"`
+}
+
+// ModelList is the answer of GET /api/v1/models.
+type ModelList struct {
+	Items []Model `json:"items"`
+}

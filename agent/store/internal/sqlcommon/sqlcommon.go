@@ -249,6 +249,45 @@ func CredentialAAD(ownerID, provider string) []byte {
 	return []byte("credential\x00" + ownerID + "\x00" + provider)
 }
 
+// ProviderAAD is the associated data binding a provider's sealed secrets to its row.
+func ProviderAAD(id string) []byte {
+	return []byte("provider\x00" + id)
+}
+
+// CheckProviders refuses a set ReplaceProviders must not store: an empty or
+// duplicate ID.
+func CheckProviders(ps []*store.Provider) error {
+	seen := map[string]bool{}
+	for _, p := range ps {
+		if p.ID == "" {
+			return fmt.Errorf("replace providers: a provider has no id: %w", store.ErrInvalid)
+		}
+		if seen[p.ID] {
+			return fmt.Errorf("replace providers: provider %q appears twice: %w", p.ID, store.ErrInvalid)
+		}
+		seen[p.ID] = true
+	}
+	return nil
+}
+
+// MarshalSecrets encodes a provider's secrets for sealing ("{}" for none).
+func MarshalSecrets(m map[string]string) []byte {
+	if m == nil {
+		m = map[string]string{}
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// UnmarshalSecrets decodes what MarshalSecrets encoded.
+func UnmarshalSecrets(b []byte) (map[string]string, error) {
+	m := map[string]string{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("decode provider secrets: %w", err)
+	}
+	return m, nil
+}
+
 // MarshalGroups encodes groups as JSON text ("[]" for none).
 func MarshalGroups(g []string) string {
 	if len(g) == 0 {

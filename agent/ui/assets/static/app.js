@@ -235,8 +235,35 @@
 
   // ---- Create ----
 
+  // loadModels fills the model picker: the default first (sent as no model, so the
+  // agent's default applies), then every model a provider offers.
+  async function loadModels() {
+    const sel = $('#model');
+    try {
+      const list = await api('GET', '/models');
+      const items = list.items || [];
+      if (items.length === 0) {
+        sel.replaceChildren(el('option', { value: '' }, 'No model provider is configured'));
+        $('#model-help').textContent = 'No session can start until an admin adds a model provider (Settings › Providers).';
+        return;
+      }
+      const def = items.find((m) => m.default);
+      const opts = [el('option', { value: '' }, def ? 'Default (' + def.id + ')' : 'Default')];
+      for (const m of items) {
+        if (m.anyModel) continue; // a gateway takes any name: its default is listed above
+        opts.push(el('option', { value: m.id }, m.name && m.name !== m.id ? m.id + ' — ' + m.name : m.id));
+      }
+      sel.replaceChildren(...opts);
+      sel.disabled = false;
+    } catch (e) {
+      sel.replaceChildren(el('option', { value: '' }, 'Default'));
+      showError(e);
+    }
+  }
+
   function newPage() {
     const form = $('#create');
+    loadModels();
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const btn = $('#submit');
@@ -247,8 +274,9 @@
         prompt: $('#prompt').value,
         private: $('#private').checked,
         persistent: $('#persistent').checked,
+        model: $('#model').value,
       };
-      for (const k of ['title', 'repo', 'branch', 'prompt']) if (!req[k].trim()) delete req[k];
+      for (const k of ['title', 'repo', 'branch', 'prompt', 'model']) if (!req[k].trim()) delete req[k];
       if (!req.prompt && !req.repo) {
         showError(new Error('Give the agent a prompt or a repository to work on.'));
         $('#prompt').focus();
@@ -689,7 +717,50 @@
     loadAudit(false);
   }
 
-  const pages = { sessions: sessionsPage, new: newPage, session: sessionPage, tokens: tokensPage, credentials: credentialsPage, admin: adminPage };
+  // ---- Settings › Providers ----
+
+  function providersPage() {
+    const area = $('#providers-json');
+    const save = $('#save');
+    function show(v) {
+      area.value = JSON.stringify(v || {}, null, 2);
+      area.disabled = false;
+      save.disabled = false;
+    }
+    (async () => {
+      try {
+        show(await api('GET', '/providers'));
+      } catch (e) {
+        showError(e);
+      }
+    })();
+    $('#providers-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      let body;
+      try {
+        body = JSON.parse(area.value);
+      } catch (e) {
+        showError(new Error('Not valid JSON: ' + e.message));
+        area.focus();
+        return;
+      }
+      save.disabled = true;
+      save.textContent = 'Saving…';
+      try {
+        show(await api('PUT', '/providers', body));
+        showError(null);
+        toast('Providers saved');
+      } catch (e) {
+        showError(e);
+        $('#error').scrollIntoView({ block: 'nearest' });
+      } finally {
+        save.disabled = false;
+        save.textContent = 'Save providers';
+      }
+    });
+  }
+
+  const pages = { sessions: sessionsPage, new: newPage, session: sessionPage, tokens: tokensPage, credentials: credentialsPage, admin: adminPage, providers: providersPage };
   const run = pages[body.dataset.page];
   if (run) run();
 })();

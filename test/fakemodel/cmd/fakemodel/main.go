@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,6 +34,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("fakemodel", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on (port 0 picks a free one)")
 	delay := fs.Duration("chunk-delay", 0, "pause between streamed chunks, to make streaming visible")
+	keyFile := fs.String("require-key-file", "", "file holding the only API key accepted (Bearer); other requests get 401")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -42,6 +44,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	model := fakemodel.New()
 	model.ChunkDelay = *delay
+	if *keyFile != "" {
+		b, err := os.ReadFile(*keyFile)
+		if err != nil {
+			return fmt.Errorf("-require-key-file: %w", err)
+		}
+		model.RequireKey = strings.TrimSpace(string(b))
+	}
 	srv := &http.Server{Handler: model, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(out, "http://%s/v1\n", l.Addr())
 

@@ -1,0 +1,91 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/cakeai/cake-agents/agent/litellm"
+	"github.com/cakeai/cake-agents/agent/sessions"
+	"github.com/cakeai/cake-agents/agent/store"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+	"github.com/cakeai/cake-agents/test/fakelitellm"
+)
+
+// TestCreateSessionLiteLLM: with LiteLLM keys, a create while LiteLLM is down is a 503
+// naming LiteLLM that leaves no session; once it answers, the session is created and
+// GET shows what its key spent.
+func TestCreateSessionLiteLLM(t *testing.T) {
+	const master = "sk-master-in-the-agent-only"
+	gw := fakelitellm.New(master)
+	var down atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+			return
+		}
+		gw.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	client, err := litellm.New(srv.URL+"/v1", master, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st store.Store
+	e := newEnvWith(t, nil, func(o *Options) {
+		st = o.Store
+		c, err := sessions.New(sessions.Config{
+			Namespace: "sessions-ns", Release: "rel",
+			DataPlaneImage: "example.invalid/data-plane:1", DataPlaneInitImage: "example.invalid/data-plane-init:1",
+			DefaultTTL: 24 * time.Hour, DefaultModel: "litellm/fake-model",
+			LiteLLMBaseURL: srv.URL + "/v1", LiteLLM: client,
+			Registerer: prometheus.NewRegistry(),
+		}, fake.NewClientset(), o.Store, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Sessions = c
+	})
+
+	down.Store(true)
+	code, body := e.do("alice", "POST", "/api/v1/sessions", apiv1.CreateSessionRequest{Repo: "https://github.com/org/repo.git"})
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), `"Unavailable"`) ||
+		!strings.Contains(string(body), "LiteLLM is unavailable") || strings.Contains(string(body), master) {
+		t.Fatalf("create with LiteLLM down: %d %s; want a 503 naming LiteLLM", code, body)
+	}
+	if page, err := st.ListSessions(t.Context(), store.SessionFilter{}); err != nil || len(page.Items) != 0 {
+		t.Fatalf("sessions after the refused create: %v, %v", page, err)
+	}
+
+	down.Store(false)
+	s := e.create("alice", apiv1.CreateSessionRequest{Repo: "https://github.com/org/repo.git"})
+	keys := gw.Keys()
+	if len(keys) != 1 {
+		t.Fatalf("live keys %+v, want the session's", keys)
+	}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"fake-model","messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Authorization", "Bearer "+keys[0].Key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("chat with the session's key: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	code, body = e.do("alice", "GET", "/api/v1/sessions/"+s.ID, nil)
+	var got apiv1.Session
+	if code != http.StatusOK || json.Unmarshal(body, &got) != nil || got.ModelSpend == nil || *got.ModelSpend != gw.CostPerRequest {
+		t.Fatalf("GET: %d %s; want modelSpend %v", code, body, gw.CostPerRequest)
+	}
+	// LiteLLM down costs the field, not the answer.
+	down.Store(true)
+	code, body = e.do("alice", "GET", "/api/v1/sessions/"+s.ID, nil)
+	if code != http.StatusOK || strings.Contains(string(body), "modelSpend") {
+		t.Errorf("GET with LiteLLM down: %d %s", code, body)
+	}
+}

@@ -43,11 +43,11 @@ func newGateway(t *testing.T) *gateway {
 			return
 		}
 		if g.failGenerate.Load() && r.URL.Path == "/key/generate" {
-			g.Server.ServeHTTP(httptest.NewRecorder(), r)
+			g.ServeHTTP(httptest.NewRecorder(), r)
 			http.Error(w, "lost answer", http.StatusInternalServerError)
 			return
 		}
-		g.Server.ServeHTTP(w, r)
+		g.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	g.URL = srv.URL + "/v1"

@@ -152,7 +152,7 @@ func ValidateCredentialHost(host string) error {
 		}
 	}
 	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+		if ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-'; !ok {
 			return bad()
 		}
 	}

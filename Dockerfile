@@ -123,7 +123,7 @@ CMD ["session-init", "--help"]
 FROM ${BASE_IMAGE} AS data-plane
 RUN set -eux; \
     apt-get update; \
-    apt-get install -y --no-install-recommends bash ca-certificates curl git openssh-client ripgrep; \
+    apt-get install -y --no-install-recommends bash ca-certificates curl gh git openssh-client ripgrep; \
     rm -rf /var/lib/apt/lists/*; \
     groupadd --gid 1000 opencode; \
     useradd --uid 1000 --gid 1000 --home-dir /home/opencode --create-home --shell /bin/bash opencode; \

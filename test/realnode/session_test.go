@@ -135,6 +135,10 @@ func TestSessionLifecycle(t *testing.T) {
 	if got := kubectl("exec", "-n", sessionNS, podName, "-c", pod.Spec.Containers[0].Name, "--", "cat", "/workspace/README.md"); got != readme {
 		t.Errorf("the workspace's README.md (cloned by the init container): %q", got)
 	}
+	// The tools the agent's shell uses for pull requests and ssh remotes run in the image.
+	if got := kubectl("exec", "-n", sessionNS, podName, "-c", pod.Spec.Containers[0].Name, "--", "gh", "--version"); !strings.HasPrefix(got, "gh version ") {
+		t.Errorf("gh --version in the session pod: %q", got)
+	}
 
 	// The first prompt reached the model and its reply is in the conversation.
 	eventually(t, 2*time.Minute, "the reply to the first prompt in session logs", func() error {

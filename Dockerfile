@@ -3,8 +3,9 @@
 # Cake Agents images. One Dockerfile, three targets, each for linux/amd64 and linux/arm64:
 #
 #   control-plane    the agent (cgo for go-sqlite3) on a minimal glibc base, uid 65532
-#   data-plane       OpenCode (the pinned npm release's platform binary) + bash, git, ripgrep,
-#                    ca-certificates, curl; uid 1000; what a session pod's `opencode` container runs
+#   data-plane       OpenCode (the pinned npm release's platform binary) + bash, git, openssh-client,
+#                    ripgrep, ca-certificates, curl; uid 1000; what a session pod's `opencode`
+#                    container runs
 #   data-plane-init  the agent binary + git, openssh-client, ca-certificates; uid 1000; the session
 #                    pod's init container runs `agent session-init` from it
 #

@@ -2,7 +2,9 @@
 // git: the stored form (one store.Credential per host, under provider "git:HOST"), the
 // file a session's Secret carries (git's credential-store format) and the credential
 // helper that reads it. A token never appears in a URL, an argument or an environment
-// variable: git asks the helper, which reads the file from the Secret volume.
+// variable: git asks the helper, which reads the file from the Secret volume. SSH keys
+// (ssh.go) are stored the same way under "git-ssh:HOST" and reach git as a key file and
+// a known_hosts file that GIT_SSH_COMMAND names.
 package gitcred
 
 import (
@@ -26,11 +28,17 @@ func Provider(host string) string { return providerPrefix + host }
 // HostOf returns the host of a stored git credential, and false for other credentials.
 func HostOf(provider string) (string, bool) { return strings.CutPrefix(provider, providerPrefix) }
 
-// Secret is what a stored git credential's encrypted secret holds.
+// Secret is what a stored git credential's encrypted secret holds: a token with its
+// user name, or an SSH key with its host's known_hosts lines (and the key's public half
+// and fingerprint, kept to list it without parsing the key).
 type Secret struct {
-	Kind     string `json:"kind"`
-	Username string `json:"username"`
-	Token    string `json:"token"`
+	Kind        string `json:"kind"`
+	Username    string `json:"username"`
+	Token       string `json:"token"`
+	PrivateKey  string `json:"privateKey,omitempty"`
+	KnownHosts  string `json:"knownHosts,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	PublicKey   string `json:"publicKey,omitempty"`
 }
 
 // Encode renders s for store.Credential.Secret.
@@ -50,6 +58,9 @@ func Decode(b []byte) (Secret, error) {
 
 // ToAPI shows c (a git credential) without its secret.
 func ToAPI(c *store.Credential, s Secret) apiv1.Credential {
+	if s.Kind == apiv1.CredentialKindSSH {
+		return sshToAPI(c, s)
+	}
 	host, _ := HostOf(c.Provider)
 	return apiv1.Credential{Host: host, Kind: s.Kind, Username: s.Username, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
 }

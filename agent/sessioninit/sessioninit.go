@@ -56,6 +56,11 @@ type Options struct {
 	// GHHosts, when set and present, is the GitHub CLI's hosts.yml, copied to
 	// $HOME/.config/gh/hosts.yml so gh in the session is signed in as the owner.
 	GHHosts string
+	// SSHKey, when set, is where the owner's SSH key for the repository's host is
+	// mounted (the file may be missing: they have none). git's ssh takes it from
+	// GIT_SSH_COMMAND in the environment; here it only tells a failed clone's message
+	// whether a key was there.
+	SSHKey string
 	// AllowLocalRepo permits file:// URLs and local paths; only tests need it.
 	AllowLocalRepo bool
 	// Git is the git binary; "git" from PATH when empty.
@@ -76,6 +81,7 @@ const (
 	flagAllowLocal = "allow-local-repo"
 	flagGitCreds   = "git-credentials"
 	flagGHHosts    = "gh-hosts"
+	flagSSHKey     = "ssh-key"
 )
 
 // BindFlags registers the options on fs.
@@ -89,6 +95,7 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ProviderJSON, flagProvider, o.ProviderJSON, "OpenCode provider object (JSON) replacing the LiteLLM provider; keys by {env:NAME} or {file:PATH} only")
 	fs.StringVar(&o.GitCredentials, flagGitCreds, o.GitCredentials, "git credential-store file to clone with (read-only; may be missing)")
 	fs.StringVar(&o.GHHosts, flagGHHosts, o.GHHosts, "GitHub CLI hosts.yml to install in $HOME/.config/gh (may be missing)")
+	fs.StringVar(&o.SSHKey, flagSSHKey, o.SSHKey, "where the owner's SSH key for an ssh repository is mounted (may be missing; git's ssh takes it from GIT_SSH_COMMAND)")
 	fs.BoolVar(&o.AllowLocalRepo, flagAllowLocal, o.AllowLocalRepo, "allow file:// and local repository paths (tests)")
 	_ = fs.MarkHidden(flagAllowLocal)
 }
@@ -110,6 +117,7 @@ func (o Options) Args() []string {
 	add(flagProvider, o.ProviderJSON)
 	add(flagGitCreds, o.GitCredentials)
 	add(flagGHHosts, o.GHHosts)
+	add(flagSSHKey, o.SSHKey)
 	if o.AllowLocalRepo {
 		a = append(a, "--"+flagAllowLocal)
 	}
@@ -244,7 +252,7 @@ func clone(ctx context.Context, o Options) error {
 		if o.Branch != "" && strings.Contains(msg, "Remote branch") {
 			return fmt.Errorf("clone %s: branch %q does not exist: %s", redact(o.Repo), o.Branch, lastLine(msg))
 		}
-		if hint := credentialHint(o); hint != "" {
+		if hint := credentialHint(o, msg); hint != "" {
 			return fmt.Errorf("clone %s: %s: %s: %w", redact(o.Repo), hint, lastLine(msg), err)
 		}
 		return fmt.Errorf("clone %s (branch %q): check the repository URL, branch and access: %s: %w", redact(o.Repo), o.Branch, lastLine(msg), err)
@@ -252,10 +260,14 @@ func clone(ctx context.Context, o Options) error {
 	return nil
 }
 
-// credentialHint says what to do about access when an https clone failed: add a token
-// when the owner has none for the host, replace it when they have one (it may have been
-// refused). Empty for other repositories.
-func credentialHint(o Options) string {
+// credentialHint says what to do about access when a clone failed with output msg: add
+// a token (an SSH key for an ssh repository) when the owner has none for the host,
+// replace it when they have one (it may have been refused). Empty for other
+// repositories.
+func credentialHint(o Options, msg string) string {
+	if host := apiv1.RepoSSHHost(o.Repo); host != "" {
+		return sshHint(o, host, msg)
+	}
 	host := apiv1.RepoCredentialHost(o.Repo)
 	if host == "" {
 		return ""
@@ -268,6 +280,21 @@ func credentialHint(o Options) string {
 		return fmt.Sprintf("you have no credential for %s; if the repository is private, add an access token with `kubectl agents credential add %s` and start the session again", host, host)
 	}
 	return fmt.Sprintf("your credential for %s was used; if it was refused, replace it with `kubectl agents credential add %s`, check it can read the repository, and start the session again", host, host)
+}
+
+// sshHint is credentialHint for an ssh repository.
+func sshHint(o Options, host, msg string) string {
+	add := fmt.Sprintf("`kubectl agents credential add %s --ssh-key-file KEY --known-hosts FILE`", host)
+	if o.SSHKey == "" {
+		return ""
+	}
+	if _, err := os.Stat(o.SSHKey); err != nil {
+		return fmt.Sprintf("you have no SSH key for %s; add one (a deploy key of the repository, with the host's key) with %s and start the session again", host, add)
+	}
+	if strings.Contains(msg, "Host key verification failed") || strings.Contains(msg, "REMOTE HOST IDENTIFICATION HAS CHANGED") {
+		return fmt.Sprintf("the host did not present the host key stored with your SSH key for %s; if its key really changed, check the new fingerprint and store it with %s, then start the session again", host, add)
+	}
+	return fmt.Sprintf("your SSH key for %s was used; if it was refused, check that its public key (`kubectl agents credential list -o wide`) is a deploy key of the repository (with write access to push), or replace it with %s, and start the session again", host, add)
 }
 
 // installGHHosts copies the GitHub CLI's hosts.yml into $HOME, where gh looks.

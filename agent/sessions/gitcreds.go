@@ -32,12 +32,29 @@ const (
 	gitCredentialsVolume    = "git-credentials"
 )
 
+// A session on an ssh:// or git@host:path repository gets its owner's SSH key for the
+// host and the host's known_hosts lines the same way, in a volume of their own at
+// GitSSHDir: mode 0400, because ssh refuses a key file others may read when it is the
+// owner's (the kubelet's fsGroup handling still lets the session's group read the
+// root-owned copy). GIT_SSH_COMMAND points git's ssh at both files in both containers.
+const (
+	GitSSHDir                = "/etc/cake-agents/ssh"
+	GitSSHKeyFile            = GitSSHDir + "/id"
+	GitSSHKnownHostsFile     = GitSSHDir + "/known_hosts"
+	SecretKeyGitSSHKey       = "git-ssh-key"
+	SecretKeyGitSSHKnownHost = "git-ssh-known-hosts"
+	gitSSHVolume             = "git-ssh"
+)
+
 // gitSecretKeys are the Secret keys this file owns.
-var gitSecretKeys = []string{SecretKeyGitCredentials, SecretKeyGHHosts}
+var gitSecretKeys = []string{SecretKeyGitCredentials, SecretKeyGHHosts, SecretKeyGitSSHKey, SecretKeyGitSSHKnownHost}
 
 // gitSecretData is what the Secret of s carries for git: the owner's credential for the
-// host of the repository, or nothing.
+// host of the repository (a token for https://, an SSH key for ssh), or nothing.
 func (c *Controller) gitSecretData(ctx context.Context, s *store.Session) (map[string][]byte, error) {
+	if host := apiv1.RepoSSHHost(s.Repo); host != "" {
+		return c.sshSecretData(ctx, s.OwnerID, host)
+	}
 	host := apiv1.RepoCredentialHost(s.Repo)
 	if host == "" {
 		return nil, nil
@@ -58,6 +75,23 @@ func (c *Controller) gitSecretData(ctx context.Context, s *store.Session) (map[s
 		data[SecretKeyGHHosts] = gitcred.GHHostsFile(host, sec)
 	}
 	return data, nil
+}
+
+// sshSecretData is the owner's SSH key for host and the host's known_hosts lines, or
+// nothing.
+func (c *Controller) sshSecretData(ctx context.Context, owner, host string) (map[string][]byte, error) {
+	cred, err := c.st.GetCredential(ctx, owner, gitcred.SSHProvider(host))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the owner's SSH key for %s: %w", host, err)
+	}
+	sec, err := gitcred.Decode(cred.Secret)
+	if err != nil {
+		return nil, err
+	}
+	return map[string][]byte{SecretKeyGitSSHKey: []byte(sec.PrivateKey), SecretKeyGitSSHKnownHost: []byte(sec.KnownHosts)}, nil
 }
 
 // gitDataCurrent reports whether data already holds exactly want's git keys.
@@ -107,8 +141,31 @@ func gitPodParts(s *store.Session) (vol corev1.Volume, mount corev1.VolumeMount,
 	return vol, mount, env, true
 }
 
+// sshPodParts are the volume, mount and environment (for both containers) that give
+// ssh in a session on an ssh repository its owner's key and the host's key; ok is false
+// for other sessions.
+func sshPodParts(s *store.Session) (vol corev1.Volume, mount corev1.VolumeMount, env []corev1.EnvVar, ok bool) {
+	if apiv1.RepoSSHHost(s.Repo) == "" {
+		return vol, mount, nil, false
+	}
+	vol = corev1.Volume{Name: gitSSHVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName: SecretName(s.ID),
+		Items: []corev1.KeyToPath{
+			{Key: SecretKeyGitSSHKey, Path: "id"},
+			{Key: SecretKeyGitSSHKnownHost, Path: "known_hosts"},
+		},
+		DefaultMode: ptr.To[int32](0o400),
+		// No key for the host: the files are missing and ssh fails at the host key,
+		// which the init container explains.
+		Optional: ptr.To(true),
+	}}}
+	mount = corev1.VolumeMount{Name: gitSSHVolume, MountPath: GitSSHDir, ReadOnly: true}
+	env = []corev1.EnvVar{{Name: "GIT_SSH_COMMAND", Value: gitcred.SSHCommand(GitSSHKeyFile, GitSSHKnownHostsFile)}}
+	return vol, mount, env, true
+}
+
 // dropGitCredentials removes the git keys from the Secret of a stopped or failed
-// session, so a token is in the cluster only while a session runs; the next start writes
+// session, so a token or SSH key is in the cluster only while a session runs; the next start writes
 // the owner's current one. The informer's copy answers the common case (nothing to
 // drop) without an API call, so reconcile passes may call it freely.
 func (c *Controller) dropGitCredentials(ctx context.Context, id string) error {

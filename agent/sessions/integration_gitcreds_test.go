@@ -148,3 +148,61 @@ func keysOf(m map[string][]byte) []string {
 	}
 	return ks
 }
+
+// TestSSHKeyFollowsTheSession: a session on an ssh repository gets its owner's SSH key
+// for the host (never the host's token) and the host's known_hosts lines in its Secret
+// while it runs, never in the pod spec, and gives them up when it stops.
+func TestSSHKeyFollowsTheSession(t *testing.T) {
+	e := newEnv(t)
+	c, _ := e.start(e.config())
+	ctx := ctxT(t)
+	const host = "git.example.com:2222"
+	const keyPEM = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA-stands-for-a-key\n-----END OPENSSH PRIVATE KEY-----\n"
+	const known = "[git.example.com]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyStandIn\n"
+	for _, cred := range []*store.Credential{
+		{OwnerID: e.owner, Provider: gitcred.SSHProvider(host), Secret: gitcred.Encode(gitcred.Secret{Kind: apiv1.CredentialKindSSH, PrivateKey: keyPEM, KnownHosts: known})},
+		{OwnerID: e.owner, Provider: gitcred.Provider(host), Secret: gitcred.Encode(gitcred.Secret{Kind: apiv1.CredentialKindToken, Username: "u", Token: "tok-https-only"})},
+	} {
+		if err := e.st.PutCredential(ctx, cred); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secretData := func(id string) map[string][]byte {
+		t.Helper()
+		sec, err := e.kube.CoreV1().Secrets(e.ns).Get(ctx, SecretName(id), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sec.Data
+	}
+	s := &store.Session{OwnerID: e.owner, Repo: "ssh://git@" + host + "/org/private.git"}
+	if err := c.Create(ctx, s, 0); err != nil || s.State == apiv1.StateFailed {
+		t.Fatalf("create: %v %s %s", err, s.Reason, s.Message)
+	}
+	data := secretData(s.ID)
+	if string(data[SecretKeyGitSSHKey]) != keyPEM || string(data[SecretKeyGitSSHKnownHost]) != known {
+		t.Errorf("secret ssh keys = %q / %q", data[SecretKeyGitSSHKey], data[SecretKeyGitSSHKnownHost])
+	}
+	if _, ok := data[SecretKeyGitCredentials]; ok {
+		t.Error("an ssh session got the host's HTTPS token")
+	}
+	pod, err := e.pod(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec, _ := json.Marshal(pod.Spec); strings.Contains(string(spec), "stands-for-a-key") {
+		t.Errorf("the key is in the pod spec: %s", spec)
+	}
+	e.waitSession(s.ID, "Running", inState(apiv1.StateRunning))
+	if _, err := c.Stop(ctx, s.ID, "", "user asked"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(s.ID, "Stopped", inState(apiv1.StateStopped))
+	data = secretData(s.ID)
+	if _, ok := data[SecretKeyGitSSHKey]; ok || len(data[SecretKeyPassword]) == 0 {
+		t.Errorf("stopped session's secret keys: %v; want the password and no SSH key", keysOf(data))
+	}
+	if _, ok := data[SecretKeyGitSSHKnownHost]; ok {
+		t.Errorf("stopped session's secret keeps the known hosts: %v", keysOf(data))
+	}
+}

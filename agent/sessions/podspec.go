@@ -192,6 +192,13 @@ func (c *Controller) buildPod(s *store.Session, sp *sessionProviders) (*corev1.P
 		extraVolumes = append(extraVolumes, vol)
 		initOpts.GitCredentials, initOpts.GHHosts = GitCredentialsFile, GHHostsFile
 	}
+	if vol, mount, sshEnv, ok := sshPodParts(s); ok {
+		mounts = append(mounts, mount)
+		env = append(env, sshEnv...)
+		initEnv = append(initEnv, sshEnv...)
+		extraVolumes = append(extraVolumes, vol)
+		initOpts.SSHKey = GitSSHKeyFile
+	}
 	if c.cfg.CABundleConfigMap != "" {
 		// git and curl/OpenSSL take the file instead of the image's roots, which is why
 		// the bundle must be complete; Node-style runtimes (OpenCode's HTTP client for

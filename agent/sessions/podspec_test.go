@@ -126,3 +126,68 @@ func TestBuildPod(t *testing.T) {
 		t.Error("image overrides ignored")
 	}
 }
+
+// TestBuildPodSSHRepository: a session on an ssh repository (either form) mounts the
+// SSH volume (0400, optional, the Secret's two SSH keys) read-only in both containers,
+// gives both GIT_SSH_COMMAND with the mounted files and strict host key checking, and
+// gets no HTTPS credential helper; an https session gets no SSH volume.
+func TestBuildPodSSHRepository(t *testing.T) {
+	c := newTestController(t, testConfig("sessions"), fake.NewClientset(), nil)
+	for _, repo := range []string{"git@git.example.com:org/repo.git", "ssh://git@git.example.com:2222/org/repo.git"} {
+		t.Run(repo, func(t *testing.T) {
+			pod, err := c.buildPod(&store.Session{ID: "abc12345", OwnerID: "u1", Repo: repo}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var vol *corev1.Volume
+			for i, v := range pod.Spec.Volumes {
+				if v.Name == "git-ssh" {
+					vol = &pod.Spec.Volumes[i]
+				}
+				if v.Name == "git-credentials" {
+					t.Errorf("an ssh session mounts the HTTPS credentials")
+				}
+			}
+			if vol == nil || vol.Secret == nil {
+				t.Fatalf("no git-ssh Secret volume: %+v", pod.Spec.Volumes)
+			}
+			sv := vol.Secret
+			if sv.SecretName != SecretName("abc12345") || *sv.DefaultMode != 0o400 || !*sv.Optional ||
+				len(sv.Items) != 2 || sv.Items[0] != (corev1.KeyToPath{Key: SecretKeyGitSSHKey, Path: "id"}) || sv.Items[1] != (corev1.KeyToPath{Key: SecretKeyGitSSHKnownHost, Path: "known_hosts"}) {
+				t.Errorf("git-ssh volume %+v", sv)
+			}
+			want := "ssh -i '/etc/cake-agents/ssh/id' -o IdentitiesOnly=yes -o UserKnownHostsFile='/etc/cake-agents/ssh/known_hosts' -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes"
+			for _, ct := range []corev1.Container{pod.Spec.InitContainers[0], pod.Spec.Containers[0]} {
+				mounted := false
+				for _, m := range ct.VolumeMounts {
+					mounted = mounted || (m.Name == "git-ssh" && m.MountPath == GitSSHDir && m.ReadOnly)
+				}
+				if !mounted {
+					t.Errorf("%s does not mount %s read-only", ct.Name, GitSSHDir)
+				}
+				env := envOf(ct)
+				if env["GIT_SSH_COMMAND"] != want {
+					t.Errorf("%s GIT_SSH_COMMAND = %q, want %q", ct.Name, env["GIT_SSH_COMMAND"], want)
+				}
+				if _, ok := env["GIT_CONFIG_COUNT"]; ok {
+					t.Errorf("%s has the HTTPS credential helper", ct.Name)
+				}
+			}
+			if args := strings.Join(pod.Spec.InitContainers[0].Args, " "); !strings.Contains(args, "--ssh-key="+GitSSHKeyFile) || strings.Contains(args, "--git-credentials") {
+				t.Errorf("init args %q", args)
+			}
+		})
+	}
+	pod, err := c.buildPod(&store.Session{ID: "abc12345", OwnerID: "u1", Repo: "https://git.example.com/org/repo.git"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == "git-ssh" {
+			t.Error("an https session mounts the SSH volume")
+		}
+	}
+	if _, ok := envOf(pod.Spec.Containers[0])["GIT_SSH_COMMAND"]; ok {
+		t.Error("an https session has GIT_SSH_COMMAND")
+	}
+}

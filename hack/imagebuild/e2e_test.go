@@ -185,7 +185,7 @@ func TestE2EDataPlane(t *testing.T) {
 		t.Errorf("config: User %q Entrypoint %q Cmd %q", c.User, c.Entrypoint, c.Cmd)
 	}
 	img.requireFile(t, "usr/local/bin/opencode", 0, 0, 0o755)
-	for _, tool := range []string{"usr/bin/bash", "usr/bin/git", "usr/bin/rg", "usr/bin/curl"} {
+	for _, tool := range []string{"usr/bin/bash", "usr/bin/git", "usr/bin/ssh", "usr/bin/rg", "usr/bin/curl"} {
 		img.requireFile(t, tool, 0, 0, 0o755)
 	}
 	root := img.extract(t)

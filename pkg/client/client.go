@@ -459,9 +459,14 @@ func (c *Client) ListCredentials(ctx context.Context) (*apiv1.CredentialList, er
 	return &l, c.call(ctx, http.MethodGet, "/api/v1/credentials", nil, nil, &l)
 }
 
-// DeleteCredential calls DELETE /api/v1/credentials/{host}.
-func (c *Client) DeleteCredential(ctx context.Context, host string) error {
-	return c.call(ctx, http.MethodDelete, "/api/v1/credentials/"+url.PathEscape(host), nil, nil, nil)
+// DeleteCredential calls DELETE /api/v1/credentials/{host}: it removes the caller's
+// credential of kind for host, or both kinds when kind is empty.
+func (c *Client) DeleteCredential(ctx context.Context, host, kind string) error {
+	var q url.Values
+	if kind != "" {
+		q = url.Values{"kind": {kind}}
+	}
+	return c.call(ctx, http.MethodDelete, "/api/v1/credentials/"+url.PathEscape(host), q, nil, nil)
 }
 
 // StartGitHubLink calls POST /api/v1/github/link: the agent starts GitHub's device flow

@@ -332,17 +332,26 @@ func (a *fakeAgent) handler() http.Handler {
 		a.githubPolls++
 		writeJSON(w, 200, st)
 	})
-	// Git credentials: stored as sent, listed without the token.
+	// Git credentials: stored as sent, listed without the token, by host (an SSH key
+	// under HOST#ssh, so a host has one of each kind).
 	mux.HandleFunc("PUT /api/v1/credentials/{host}", func(w http.ResponseWriter, r *http.Request) {
 		var req apiv1.PutCredentialRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			writeErr(w, 400, apiv1.CodeBadRequest, err.Error())
 			return
 		}
+		if req.Kind == apiv1.CredentialKindSSH && !strings.Contains(req.PrivateKey, "PRIVATE KEY") {
+			writeErr(w, 400, apiv1.CodeBadRequest, "privateKey: not a private key: give an unencrypted private key")
+			return
+		}
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		a.credentials[r.PathValue("host")] = req
-		writeJSON(w, 200, credentialOf(r.PathValue("host"), req, a.now))
+		key := r.PathValue("host")
+		if req.Kind == apiv1.CredentialKindSSH {
+			key += "#ssh"
+		}
+		a.credentials[key] = req
+		writeJSON(w, 200, credentialOf(key, req, a.now))
 	})
 	mux.HandleFunc("GET /api/v1/credentials", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
@@ -351,17 +360,33 @@ func (a *fakeAgent) handler() http.Handler {
 		for h, req := range a.credentials {
 			out.Items = append(out.Items, credentialOf(h, req, a.now))
 		}
-		sort.Slice(out.Items, func(i, j int) bool { return out.Items[i].Host < out.Items[j].Host })
+		sort.Slice(out.Items, func(i, j int) bool {
+			return out.Items[i].Host+out.Items[i].Kind < out.Items[j].Host+out.Items[j].Kind
+		})
 		writeJSON(w, 200, out)
 	})
 	mux.HandleFunc("DELETE /api/v1/credentials/{host}", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		if _, ok := a.credentials[r.PathValue("host")]; !ok {
-			writeErr(w, 404, apiv1.CodeNotFound, "credential for "+r.PathValue("host")+" not found")
+		host := r.PathValue("host")
+		keys := []string{host, host + "#ssh"}
+		switch r.URL.Query().Get("kind") {
+		case apiv1.CredentialKindToken:
+			keys = keys[:1]
+		case apiv1.CredentialKindSSH:
+			keys = keys[1:]
+		}
+		removed := 0
+		for _, k := range keys {
+			if _, ok := a.credentials[k]; ok {
+				delete(a.credentials, k)
+				removed++
+			}
+		}
+		if removed == 0 {
+			writeErr(w, 404, apiv1.CodeNotFound, "credential for "+host+" not found")
 			return
 		}
-		delete(a.credentials, r.PathValue("host"))
 		w.WriteHeader(http.StatusNoContent)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -386,7 +411,12 @@ func (a *fakeAgent) start() (*Factory, *httptest.Server) {
 	return f, srv
 }
 
-func credentialOf(host string, req apiv1.PutCredentialRequest, now time.Time) apiv1.Credential {
+func credentialOf(key string, req apiv1.PutCredentialRequest, now time.Time) apiv1.Credential {
+	if host, ok := strings.CutSuffix(key, "#ssh"); ok {
+		return apiv1.Credential{Host: host, Kind: apiv1.CredentialKindSSH, Fingerprint: "SHA256:fakeFingerprint", PublicKey: "ssh-ed25519 AAAAfake",
+			CreatedAt: now.Add(-time.Hour), UpdatedAt: now.Add(-time.Hour)}
+	}
+	host := key
 	user := req.Username
 	if user == "" {
 		user = apiv1.DefaultCredentialUsername

@@ -27,13 +27,22 @@ func (f *PrintFlags) PrintCredentials(out io.Writer, creds []apiv1.Credential) e
 	if err != nil {
 		return err
 	}
-	return f.printObjects(out, objs, credentialListKind, true, func(w io.Writer, _ bool) error {
+	return f.printObjects(out, objs, credentialListKind, true, func(w io.Writer, wide bool) error {
 		tw := printers.GetNewTabWriter(w)
 		if !f.NoHeaders {
-			fmt.Fprintln(tw, "HOST\tKIND\tUSERNAME\tUPDATED\tAGE")
+			header := "HOST\tKIND\tUSERNAME\tFINGERPRINT\tUPDATED\tAGE"
+			if wide {
+				header += "\tPUBLIC KEY"
+			}
+			fmt.Fprintln(tw, header)
 		}
 		for _, c := range creds {
-			fmt.Fprintln(tw, strings.Join([]string{c.Host, c.Kind, truncateCell(c.Username, 40), f.age(c.UpdatedAt) + " ago", f.age(c.CreatedAt)}, "\t"))
+			cells := []string{c.Host, c.Kind, dash(truncateCell(c.Username, 40)), dash(c.Fingerprint), f.age(c.UpdatedAt) + " ago", f.age(c.CreatedAt)}
+			if wide {
+				// Whole: it is what gets pasted at the host.
+				cells = append(cells, dash(c.PublicKey))
+			}
+			fmt.Fprintln(tw, strings.Join(cells, "\t"))
 		}
 		return tw.Flush()
 	})

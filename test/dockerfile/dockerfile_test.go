@@ -318,8 +318,9 @@ func TestImagesHaveWhatTheirCommandsNeed(t *testing.T) {
 		files    []string // absolute paths COPYed into the target stage
 	}{
 		// The exec readiness probe runs sh + curl; OpenCode's tools need bash, git and rg; TLS
-		// to the model gateway and git remotes needs the CA bundle.
-		{"data-plane", []string{"bash", "ca-certificates", "curl", "git", "ripgrep"}, []string{"/usr/local/bin/opencode"}},
+		// to the model gateway and git remotes needs the CA bundle; git over ssh (a session's
+		// GIT_SSH_COMMAND) needs ssh.
+		{"data-plane", []string{"bash", "ca-certificates", "curl", "git", "openssh-client", "ripgrep"}, []string{"/usr/local/bin/opencode"}},
 		// `agent session-init` clones over https or ssh.
 		{"data-plane-init", []string{"ca-certificates", "git", "openssh-client"}, []string{"/usr/local/bin/agent"}},
 		// The agent talks TLS to the API server, Postgres and the gateway.

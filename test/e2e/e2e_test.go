@@ -251,6 +251,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("DoctorAndHeaderSpoofing", p.testDoctor)
 			t.Run("Tokens", p.testTokens)
 			t.Run("PrivateRepo", p.testPrivateRepo)
+			t.Run("PrivateRepoSSH", p.testPrivateRepoSSH)
 			t.Run("GitHubLink", p.testGitHubLink)
 			t.Run("AgentRestart", p.testAgentRestart)
 			t.Run("DatabaseIsTheChartsOne", p.testDatabase)

@@ -11,18 +11,21 @@ import (
 	"strings"
 
 	"github.com/cakeai/cake-agents/test/githttp"
+	"github.com/cakeai/cake-agents/test/gitssh"
 )
 
 // GitServer serves git repositories over HTTPS with git's own smart-HTTP backend
 // (test/githttp), so sessions clone a local repository — shallow, like real ones —
 // through the same https:// path a hosted one takes; private ones (AddPrivateRepo) need
 // an access token and take pushes. Its CA is written to CAFile; give git
-// GIT_SSL_CAINFO=CAFile.
+// GIT_SSL_CAINFO=CAFile. SSH serves the same repositories over SSH (test/gitssh) to the
+// keys it authorizes.
 type GitServer struct {
 	srv    *httptest.Server
 	h      *githttp.Handler
 	root   string
 	CAFile string
+	SSH    *gitssh.Server
 }
 
 // NewGitServer serves the bare repositories under root (created if missing).
@@ -47,11 +50,18 @@ func NewGitServer(root string) (*GitServer, error) {
 		srv.Close()
 		return nil, err
 	}
+	if g.SSH, err = gitssh.New(root); err != nil {
+		srv.Close()
+		return nil, err
+	}
 	return g, nil
 }
 
-// Close stops the server.
-func (g *GitServer) Close() { g.srv.Close() }
+// Close stops the servers.
+func (g *GitServer) Close() {
+	g.srv.Close()
+	g.SSH.Close()
+}
 
 // AddRepo creates repository name.git with files committed on branch main and returns
 // its https:// URL. Calling it again with the same name adds a commit.

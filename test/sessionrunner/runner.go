@@ -263,7 +263,18 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 			args = append(args, "--allow-local-repo")
 		}
 		init := exec.CommandContext(ctx, r.o.Agent, args...)
-		init.Env = append(append(os.Environ(), r.o.Env...), "HOME="+home, "TMPDIR="+tmp, "GIT_TERMINAL_PROMPT=0")
+		// The container's environment as the OpenCode process gets it below (paths into
+		// Secret volumes, such as GIT_SSH_COMMAND's key file, pointed at the local
+		// copies); the local HOME and TMPDIR win.
+		init.Env = append(os.Environ(), r.o.Env...)
+		for _, e := range ic.Env {
+			v := e.Value
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				v = string(secret.Data[e.ValueFrom.SecretKeyRef.Key])
+			}
+			init.Env = append(init.Env, e.Name+"="+local.Replace(v))
+		}
+		init.Env = append(init.Env, "HOME="+home, "TMPDIR="+tmp, "GIT_TERMINAL_PROMPT=0")
 		if out, err := init.CombinedOutput(); err != nil {
 			r.reportInitFailure(ctx, pod, ic.Name, string(out))
 			return fmt.Errorf("session-init: %w: %s", err, out)

@@ -169,3 +169,20 @@ func RepoCredentialHost(repo string) string {
 	}
 	return strings.ToLower(u.Host)
 }
+
+// RepoSSHHost is the host whose SSH key a session on repo uses: the host of an ssh://
+// URL (with its port unless 22) or of an scp-like user@host:path address, lowercased;
+// "" for https:// URLs, which an SSH key does not serve.
+func RepoSSHHost(repo string) string {
+	if m := scpRepo.FindStringSubmatch(repo); m != nil {
+		return strings.ToLower(m[2])
+	}
+	u, err := url.Parse(repo)
+	if err != nil || u.Scheme != "ssh" {
+		return ""
+	}
+	if u.Port() == "22" {
+		return strings.ToLower(u.Hostname())
+	}
+	return strings.ToLower(u.Host)
+}

@@ -147,3 +147,21 @@ func TestRepoCredentialHost(t *testing.T) {
 		}
 	}
 }
+
+// TestRepoSSHHost: the host (with a port other than 22) of ssh:// and scp-like
+// repositories, lowercased; nothing for https://, which a token serves.
+func TestRepoSSHHost(t *testing.T) {
+	for repo, want := range map[string]string{
+		"git@Git.Example.com:org/repo.git":            "git.example.com",
+		"ssh://git@git.example.com/org/repo.git":      "git.example.com",
+		"ssh://git@git.example.com:22/org/repo.git":   "git.example.com",
+		"ssh://git@git.example.com:2222/org/repo.git": "git.example.com:2222",
+		"ssh://127.0.0.1:2222/repo.git":               "127.0.0.1:2222",
+		"https://git.example.com/org/repo.git":        "",
+		"file:///srv/repo.git":                        "",
+	} {
+		if got := RepoSSHHost(repo); got != want {
+			t.Errorf("RepoSSHHost(%q) = %q, want %q", repo, got, want)
+		}
+	}
+}

@@ -280,24 +280,46 @@ type TokenRevocation struct {
 // of HTTP basic authentication (GitHub, GitLab, Gitea and friends take it so).
 const CredentialKindToken = "token"
 
+// CredentialKindSSH is an SSH private key (a deploy key, say) with the host's public key
+// from known_hosts: sessions on ssh:// and git@host:path repositories of the host use it.
+// A host may have one credential of each kind.
+const CredentialKindSSH = "ssh"
+
 // Credential is a git credential a user linked, as listed: never its secret.
 type Credential struct {
 	// Host is the repository host it serves (with a port when the URL has one).
 	Host string `json:"host"`
 	Kind string `json:"kind"`
-	// Username is the HTTP user name sent with the token.
-	Username  string    `json:"username"`
+	// Username is the HTTP user name sent with a token; empty for an SSH key (the
+	// repository URL names the login, as in git@host).
+	Username string `json:"username"`
+	// Fingerprint is an SSH key's SHA256 fingerprint, as ssh-keygen -l prints it.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// PublicKey is an SSH key's public half as an authorized_keys line: what to add at
+	// the host as a deploy key. It is not secret.
+	PublicKey string    `json:"publicKey,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // PutCredentialRequest is the body of PUT /api/v1/credentials/{host}: it stores, or
-// replaces, the caller's token for host.
+// replaces, the caller's credential of its kind for host.
 type PutCredentialRequest struct {
-	// Token is the secret; it is stored encrypted and never returned.
-	Token string `json:"token"`
-	// Username is the HTTP user name sent with it; empty means DefaultCredentialUsername.
+	// Kind is CredentialKindToken (the default when empty) or CredentialKindSSH.
+	Kind string `json:"kind,omitempty"`
+	// Token is a token's secret; it is stored encrypted and never returned.
+	Token string `json:"token,omitempty"`
+	// Username is the HTTP user name sent with a token; empty means
+	// DefaultCredentialUsername. An SSH key takes none.
 	Username string `json:"username,omitempty"`
+	// PrivateKey is an SSH key's private half, unencrypted, in OpenSSH or PEM format
+	// (the contents of ~/.ssh/id_ed25519, not the .pub); it is stored encrypted and never
+	// returned.
+	PrivateKey string `json:"privateKey,omitempty"`
+	// KnownHosts holds the host's public key as known_hosts lines (what `ssh-keyscan
+	// HOST` prints); required with an SSH key, since a session's ssh accepts no host key
+	// it was not given. Lines for other hosts are dropped.
+	KnownHosts string `json:"knownHosts,omitempty"`
 }
 
 // DefaultCredentialUsername is sent with a token when none is given: GitHub ignores the

@@ -605,11 +605,13 @@
       try {
         const list = await api('GET', '/credentials');
         const items = list.items || [];
-        tbody.replaceChildren(...items.map((c) => el('tr', { 'data-host': c.host },
+        // A host may have a token and an SSH key: a row per host and kind.
+        tbody.replaceChildren(...items.map((c) => el('tr', { 'data-host': c.host, 'data-kind': c.kind },
           el('td', { 'data-label': 'Host' }, el('strong', {}, c.host)),
-          el('td', { 'data-label': 'User name' }, el('span', { class: 'mono' }, c.username)),
+          el('td', { 'data-label': 'Kind' }, c.kind === 'ssh' ? 'SSH key' : 'Token'),
+          el('td', { 'data-label': 'User name or key' }, el('span', { class: 'mono', title: c.publicKey || '' }, c.kind === 'ssh' ? c.fingerprint : c.username)),
           el('td', { 'data-label': 'Updated' }, timeEl(c.updatedAt)),
-          el('td', {}, el('button', { type: 'button', class: 'btn btn-sm btn-danger', 'data-remove': c.host, 'aria-label': 'Remove the credential for ' + c.host }, 'Remove')))));
+          el('td', {}, el('button', { type: 'button', class: 'btn btn-sm btn-danger', 'data-remove': c.host, 'data-kind': c.kind, 'aria-label': 'Remove the ' + (c.kind === 'ssh' ? 'SSH key' : 'token') + ' for ' + c.host }, 'Remove')))));
         table.hidden = items.length === 0;
         $('#empty').hidden = items.length !== 0;
       } catch (e) {
@@ -622,7 +624,7 @@
       if (!btn) return;
       btn.disabled = true;
       try {
-        await api('DELETE', '/credentials/' + encodeURIComponent(btn.dataset.remove));
+        await api('DELETE', '/credentials/' + encodeURIComponent(btn.dataset.remove) + '?kind=' + encodeURIComponent(btn.dataset.kind));
         toast('Credential removed');
         showError(null);
       } catch (e) {
@@ -641,6 +643,34 @@
         $('#host').value = '';
         $('#username').value = '';
         toast('Token saved for ' + host);
+        showError(null);
+      } catch (e) {
+        showError(e);
+      }
+      load();
+    });
+    // An SSH key: the host of an ssh:// URL (with its port unless 22) or of git@host:path.
+    function sshHost(v) {
+      v = v.trim().toLowerCase();
+      let m = v.match(/^ssh:\/\/(?:[^@/]+@)?([^/]+)/);
+      if (m) return m[1].replace(/:22$/, '');
+      m = v.match(/^[^@/:]+@([^:/]+):/);
+      return m ? m[1] : v;
+    }
+    $('#add-ssh-key').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const host = sshHost($('#ssh-host').value);
+      const req = { kind: 'ssh', privateKey: $('#ssh-private-key').value, knownHosts: $('#ssh-known-hosts').value };
+      try {
+        const c = await api('PUT', '/credentials/' + encodeURIComponent(host), req);
+        // The private key leaves the page as soon as it is stored; the public half stays
+        // to be pasted at the host.
+        $('#ssh-private-key').value = '';
+        $('#ssh-known-hosts').value = '';
+        $('#ssh-host').value = '';
+        $('#ssh-public-key').textContent = c.publicKey;
+        $('#ssh-public').hidden = false;
+        toast('SSH key saved for ' + host);
         showError(null);
       } catch (e) {
         showError(e);

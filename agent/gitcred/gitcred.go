@@ -98,23 +98,6 @@ func Helper(file string) string {
 	return fmt.Sprintf(`!f() { test "$1" = get && exec git credential-store --file=%s get; }; f`, shellQuote(file))
 }
 
-// EnvVar is one environment variable of Env.
-type EnvVar struct{ Name, Value string }
-
-// Env is the environment that makes every git in a container use Helper(file): git's
-// command-line configuration by environment, which no repository config can override
-// and which names only the file, never the token. The first, empty helper clears any
-// helper configured before, so only ours is asked.
-func Env(file string) []EnvVar {
-	return []EnvVar{
-		{"GIT_CONFIG_COUNT", "2"},
-		{"GIT_CONFIG_KEY_0", "credential.helper"},
-		{"GIT_CONFIG_VALUE_0", ""},
-		{"GIT_CONFIG_KEY_1", "credential.helper"},
-		{"GIT_CONFIG_VALUE_1", Helper(file)},
-	}
-}
-
 // HasHost reports whether a credential-store file holds a credential for host.
 func HasHost(file []byte, host string) bool {
 	for _, line := range strings.Split(string(file), "\n") {

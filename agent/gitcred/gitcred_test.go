@@ -30,10 +30,11 @@ func TestHelperAnswersGit(t *testing.T) {
 	}
 	git := func(stdin string, args ...string) string {
 		cmd := exec.Command("git", args...)
-		cmd.Env = append(os.Environ(), "HOME="+dir, "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false", "GIT_CONFIG_NOSYSTEM=1")
-		for _, e := range Env(file) {
-			cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
-		}
+		// The helper as the session's $HOME/.gitconfig configures it (sessioninit): after an
+		// empty value that clears any helper before it.
+		cmd.Env = append(os.Environ(), "HOME="+dir, "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false", "GIT_CONFIG_NOSYSTEM=1",
+			"GIT_CONFIG_COUNT=2", "GIT_CONFIG_KEY_0=credential.helper", "GIT_CONFIG_VALUE_0=",
+			"GIT_CONFIG_KEY_1=credential.helper", "GIT_CONFIG_VALUE_1="+Helper(file))
 		cmd.Stdin = strings.NewReader(stdin)
 		out, _ := cmd.CombinedOutput()
 		return string(out)

@@ -76,6 +76,28 @@ func TestClonesPrivateRepositoryWithTheCredentialFile(t *testing.T) {
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("gh hosts.yml: %v %v", info, err)
 	}
+
+	// git in the session (OpenCode's shell: the same $HOME, its own environment) pushes
+	// with the credential through the helper in $HOME/.gitconfig, which names only the file.
+	gc, err := os.ReadFile(filepath.Join(home, ".gitconfig"))
+	if err != nil || !strings.Contains(string(gc), creds) || strings.Contains(string(gc), token) {
+		t.Fatalf("$HOME/.gitconfig (want the helper naming %s, not the token): %q %v", creds, gc, err)
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GIT_CONFIG_GLOBAL=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "GIT_TERMINAL_PROMPT=0", "GIT_AUTHOR_NAME=s", "GIT_AUTHOR_EMAIL=s@example.com",
+		"GIT_COMMITTER_NAME=s", "GIT_COMMITTER_EMAIL=s@example.com")
+	for _, args := range [][]string{{"commit", "-q", "--allow-empty", "-m", "from the session"}, {"push", "-q", "origin", "HEAD:refs/heads/session"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir, cmd.Env = ws, env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %s in the session: %v\n%s", args[0], err, out)
+		}
+	}
 }
 
 // TestPrivateCloneErrorsSayWhatToDo: without a credential for the host the error names

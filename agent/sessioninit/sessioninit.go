@@ -58,8 +58,9 @@ type Options struct {
 	GHHosts string
 	// SSHKey, when set, is where the owner's SSH key for the repository's host is
 	// mounted (the file may be missing: they have none). git's ssh takes it from
-	// GIT_SSH_COMMAND in the environment; here it only tells a failed clone's message
-	// whether a key was there.
+	// GIT_SSH_COMMAND in this container's environment, which installGitConfig hands on to
+	// the session as core.sshCommand; it also tells a failed clone's message whether a
+	// key was there.
 	SSHKey string
 	// AllowLocalRepo permits file:// URLs and local paths; only tests need it.
 	AllowLocalRepo bool
@@ -149,6 +150,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	if err := installGHHosts(o); err != nil {
+		return err
+	}
+	if err := installGitConfig(ctx, o); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(o.ConfigPath), 0o755); err != nil {
@@ -295,6 +299,43 @@ func sshHint(o Options, host, msg string) string {
 		return fmt.Sprintf("the host did not present the host key stored with your SSH key for %s; if its key really changed, check the new fingerprint and store it with %s, then start the session again", host, add)
 	}
 	return fmt.Sprintf("your SSH key for %s was used; if it was refused, check that its public key (`kubectl agents credential list -o wide`) is a deploy key of the repository (with write access to push), or replace it with %s, and start the session again", host, add)
+}
+
+// installGitConfig makes git in the session (OpenCode's shell, a terminal) use what the
+// clone used, through $HOME/.gitconfig on the pod's home volume: the read-only helper for
+// the credential-store file, and the ssh command naming the owner's key and the host's key
+// (this container's GIT_SSH_COMMAND). So the session image and its container's environment
+// are the same for every session; only the init container is told about credentials.
+func installGitConfig(ctx context.Context, o Options) error {
+	var settings [][]string
+	if o.GitCredentials != "" {
+		// The empty value clears helpers configured before it (a system gitconfig), so
+		// only ours is asked.
+		settings = append(settings, []string{"--replace-all", "credential.helper", ""},
+			[]string{"--add", "credential.helper", gitcred.Helper(o.GitCredentials)})
+	}
+	if sshCmd := os.Getenv("GIT_SSH_COMMAND"); o.SSHKey != "" && sshCmd != "" {
+		settings = append(settings, []string{"core.sshCommand", sshCmd})
+	}
+	if len(settings) == 0 {
+		return nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return fmt.Errorf("configure git's credentials for the session: %w", err)
+	}
+	file := filepath.Join(home, ".gitconfig")
+	git := o.Git
+	if git == "" {
+		git = "git"
+	}
+	for _, kv := range settings {
+		out, err := exec.CommandContext(ctx, git, append([]string{"config", "--file", file}, kv...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("configure git's credentials for the session in %s: %s: %w", file, strings.TrimSpace(string(out)), err)
+		}
+	}
+	return nil
 }
 
 // installGHHosts copies the GitHub CLI's hosts.yml into $HOME, where gh looks.

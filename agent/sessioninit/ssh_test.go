@@ -31,6 +31,7 @@ func sshServer(t *testing.T) *gitssh.Server {
 	}
 	t.Cleanup(s.Close)
 	t.Setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+	t.Setenv("HOME", t.TempDir()) // Run configures the session's git in $HOME
 	return s
 }
 
@@ -73,6 +74,22 @@ func TestClonesOverSSHWithTheOwnersKey(t *testing.T) {
 	}
 	if args := strings.Join(o.Args(), " "); !strings.Contains(args, "--ssh-key="+key) {
 		t.Errorf("Args() = %q", args)
+	}
+	// git in the session (the same $HOME, without the init container's GIT_SSH_COMMAND)
+	// pushes with the owner's key through core.sshCommand in $HOME/.gitconfig.
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GIT_CONFIG_GLOBAL=") && !strings.HasPrefix(kv, "GIT_SSH_COMMAND=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "GIT_AUTHOR_NAME=s", "GIT_AUTHOR_EMAIL=s@example.com", "GIT_COMMITTER_NAME=s", "GIT_COMMITTER_EMAIL=s@example.com")
+	for _, args := range [][]string{{"commit", "-q", "--allow-empty", "-m", "from the session"}, {"push", "-q", "origin", "HEAD:refs/heads/session"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir, cmd.Env = ws, env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %s in the session: %v\n%s", args[0], err, out)
+		}
 	}
 }
 

@@ -117,11 +117,12 @@ func setGitData(data, want map[string][]byte) {
 	}
 }
 
-// gitPodParts are the volume, mount and OpenCode environment that give git in a session
-// on an https:// repository its credential helper; ok is false for other sessions.
-func gitPodParts(s *store.Session) (vol corev1.Volume, mount corev1.VolumeMount, env []corev1.EnvVar, ok bool) {
+// gitPodParts are the volume and mount that give git in a session on an https://
+// repository its owner's credential (the init container configures the helper in the
+// session's $HOME); ok is false for other sessions.
+func gitPodParts(s *store.Session) (vol corev1.Volume, mount corev1.VolumeMount, ok bool) {
 	if apiv1.RepoCredentialHost(s.Repo) == "" {
-		return vol, mount, nil, false
+		return vol, mount, false
 	}
 	vol = corev1.Volume{Name: gitCredentialsVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 		SecretName: SecretName(s.ID),
@@ -135,15 +136,13 @@ func gitPodParts(s *store.Session) (vol corev1.Volume, mount corev1.VolumeMount,
 		Optional: ptr.To(true),
 	}}}
 	mount = corev1.VolumeMount{Name: gitCredentialsVolume, MountPath: GitCredentialsDir, ReadOnly: true}
-	for _, e := range gitcred.Env(GitCredentialsFile) {
-		env = append(env, corev1.EnvVar{Name: e.Name, Value: e.Value})
-	}
-	return vol, mount, env, true
+	return vol, mount, true
 }
 
-// sshPodParts are the volume, mount and environment (for both containers) that give
-// ssh in a session on an ssh repository its owner's key and the host's key; ok is false
-// for other sessions.
+// sshPodParts are the volume, mount and init container environment that give ssh in a
+// session on an ssh repository its owner's key and the host's key (the init container
+// hands its GIT_SSH_COMMAND on to the session's $HOME/.gitconfig); ok is false for other
+// sessions.
 func sshPodParts(s *store.Session) (vol corev1.Volume, mount corev1.VolumeMount, env []corev1.EnvVar, ok bool) {
 	if apiv1.RepoSSHHost(s.Repo) == "" {
 		return vol, mount, nil, false

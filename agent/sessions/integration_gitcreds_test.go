@@ -67,8 +67,12 @@ func TestGitCredentialFollowsTheSession(t *testing.T) {
 			t.Errorf("%s does not mount %s read-only", ct.Name, GitCredentialsDir)
 		}
 	}
-	if env := envOf(pod.Spec.Containers[0]); env["GIT_CONFIG_KEY_1"] != "credential.helper" || !strings.Contains(env["GIT_CONFIG_VALUE_1"], GitCredentialsFile) {
-		t.Errorf("opencode's git is not pointed at the credential file: %v", env)
+	// The session container's environment is every session's (the init container writes
+	// the helper into the session's $HOME): no credential settings in it.
+	for k := range envOf(pod.Spec.Containers[0]) {
+		if strings.HasPrefix(k, "GIT_") {
+			t.Errorf("opencode's environment has %s", k)
+		}
 	}
 	if args := strings.Join(pod.Spec.InitContainers[0].Args, " "); !strings.Contains(args, "--git-credentials="+GitCredentialsFile) || !strings.Contains(args, "--gh-hosts="+GHHostsFile) {
 		t.Errorf("init args %q", args)

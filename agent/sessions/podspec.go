@@ -186,15 +186,13 @@ func (c *Controller) buildPod(s *store.Session, sp *sessionProviders) (*corev1.P
 		{Name: "GIT_TERMINAL_PROMPT", Value: "0"},
 	}
 	var extraVolumes []corev1.Volume
-	if vol, mount, gitEnv, ok := gitPodParts(s); ok {
+	if vol, mount, ok := gitPodParts(s); ok {
 		mounts = append(mounts, mount)
-		env = append(env, gitEnv...)
 		extraVolumes = append(extraVolumes, vol)
 		initOpts.GitCredentials, initOpts.GHHosts = GitCredentialsFile, GHHostsFile
 	}
 	if vol, mount, sshEnv, ok := sshPodParts(s); ok {
 		mounts = append(mounts, mount)
-		env = append(env, sshEnv...)
 		initEnv = append(initEnv, sshEnv...)
 		extraVolumes = append(extraVolumes, vol)
 		initOpts.SSHKey = GitSSHKeyFile

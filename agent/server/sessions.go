@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cakeai/cake-agents/agent/gitcred"
 	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/litellm"
 	"github.com/cakeai/cake-agents/agent/sessions"
@@ -216,6 +217,12 @@ func (s *Server) patchSession(w http.ResponseWriter, r *http.Request) {
 		httperr.Write(w, http.StatusConflict, apiv1.CodeConflict, fmt.Sprintf("session %s is at resourceVersion %d, not %d: fetch it again and retry", sess.ID, sess.ResourceVersion, req.ResourceVersion))
 		return
 	}
+	if req.Private != nil && !*req.Private && sess.Private && sess.State.Active() {
+		if host, ok := s.carriesCredential(r, sess); ok {
+			httperr.Write(w, http.StatusConflict, apiv1.CodeConflict, fmt.Sprintf("session %s runs with your git credential for %s, which everyone it is shared with could read: stop it first (`kubectl agents session stop %s`); a shared session starts without anyone's credentials", sess.ID, host, sess.ID))
+			return
+		}
+	}
 	if req.Title != nil {
 		sess.Title = *req.Title
 	}
@@ -293,4 +300,21 @@ func outcomeFor(err error) string {
 		return "denied"
 	}
 	return "error"
+}
+
+// carriesCredential reports whether the running private session sess was given its
+// owner's git credential for its repository's host (a token for https, an SSH key for
+// ssh), and names the host.
+func (s *Server) carriesCredential(r *http.Request, sess *store.Session) (string, bool) {
+	provider, host := "", apiv1.RepoSSHHost(sess.Repo)
+	if host != "" {
+		provider = gitcred.SSHProvider(host)
+	} else if host = apiv1.RepoCredentialHost(sess.Repo); host != "" {
+		provider = gitcred.Provider(host)
+	} else {
+		return "", false
+	}
+	_, err := s.opts.Store.GetCredential(r.Context(), sess.OwnerID, provider)
+	// An unreadable credential counts as carried: sharing must not leak on a hiccup.
+	return host, !errors.Is(err, store.ErrNotFound)
 }

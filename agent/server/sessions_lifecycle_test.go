@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cakeai/cake-agents/agent/gitcred"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
@@ -48,5 +49,38 @@ func TestLifecycleErrorStatus(t *testing.T) {
 				t.Fatalf("status %d with Retry-After %q: every 503 and only a 503 says when to retry", code, ra)
 			}
 		})
+	}
+}
+
+// TestSharingARunningSessionWithACredentialIsRefused: a running private session on a
+// host its owner holds a git credential for cannot be shared (everyone could then read
+// the credential through the session's shell): 409 naming the stop command. Without a
+// credential, or once stopped, sharing is fine.
+func TestSharingARunningSessionWithACredentialIsRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	s := e.create("alice", apiv1.CreateSessionRequest{Repo: "https://git.example.com/org/repo.git"})
+	if _, err := e.sess.setState(t.Context(), s.ID, apiv1.StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	share := map[string]any{"private": false}
+	if err := e.st.PutCredential(t.Context(), &store.Credential{OwnerID: e.users["alice"].UserID, Provider: gitcred.Provider("git.example.com"), Secret: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	code, out := e.do("alice", "PATCH", "/api/v1/sessions/"+s.ID, share)
+	if msg := errorOf(t, out).Message; code != http.StatusConflict || !strings.Contains(msg, "kubectl agents session stop "+s.ID) || !strings.Contains(msg, "git.example.com") {
+		t.Fatalf("sharing a running session with a credential: %d %s", code, out)
+	}
+	if _, err := e.sess.setState(t.Context(), s.ID, apiv1.StateStopped, ""); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := e.do("alice", "PATCH", "/api/v1/sessions/"+s.ID, share); code != http.StatusOK {
+		t.Fatalf("sharing a stopped session: %d %s", code, out)
+	}
+	other := e.create("alice", apiv1.CreateSessionRequest{Repo: "https://other.example.com/org/repo.git"})
+	if _, err := e.sess.setState(t.Context(), other.ID, apiv1.StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := e.do("alice", "PATCH", "/api/v1/sessions/"+other.ID, share); code != http.StatusOK {
+		t.Fatalf("sharing a running session without a credential for its host: %d %s", code, out)
 	}
 }

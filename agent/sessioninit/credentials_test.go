@@ -116,10 +116,11 @@ func TestPrivateCloneErrorsSayWhatToDo(t *testing.T) {
 	}{
 		{"no file", "", "you have no credential for " + host + "; if the repository is private, add an access token with `kubectl agents credential add " + host + "`"},
 		{"missing file", filepath.Join(t.TempDir(), "credentials"), "you have no credential for " + host},
+		{"shared session", "", "this session is shared with every user (created with --private=false), so it carries no one's git credentials"},
 		{"refused", wrong, "your credential for " + host + " was used; if it was refused, replace it with `kubectl agents credential add " + host + "`"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o := Options{Repo: repo, Workspace: t.TempDir(), ConfigPath: filepath.Join(t.TempDir(), "c.json"), GitCredentials: tc.creds}
+			o := Options{Repo: repo, Workspace: t.TempDir(), ConfigPath: filepath.Join(t.TempDir(), "c.json"), GitCredentials: tc.creds, Shared: tc.name == "shared session"}
 			err := Run(context.Background(), o)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Run = %v, want an error with %q", err, tc.want)

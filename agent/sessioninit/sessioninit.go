@@ -62,6 +62,9 @@ type Options struct {
 	// the session as core.sshCommand; it also tells a failed clone's message whether a
 	// key was there.
 	SSHKey string
+	// Shared says the session is shared with every user (not private), so it carries
+	// no one's git credentials; a failed clone's message says so.
+	Shared bool
 	// AllowLocalRepo permits file:// URLs and local paths; only tests need it.
 	AllowLocalRepo bool
 	// Git is the git binary; "git" from PATH when empty.
@@ -83,6 +86,7 @@ const (
 	flagGitCreds   = "git-credentials"
 	flagGHHosts    = "gh-hosts"
 	flagSSHKey     = "ssh-key"
+	flagShared     = "shared"
 )
 
 // BindFlags registers the options on fs.
@@ -96,7 +100,8 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ProviderJSON, flagProvider, o.ProviderJSON, "OpenCode provider object (JSON) replacing the LiteLLM provider; keys by {env:NAME} or {file:PATH} only")
 	fs.StringVar(&o.GitCredentials, flagGitCreds, o.GitCredentials, "git credential-store file to clone with (read-only; may be missing)")
 	fs.StringVar(&o.GHHosts, flagGHHosts, o.GHHosts, "GitHub CLI hosts.yml to install in $HOME/.config/gh (may be missing)")
-	fs.StringVar(&o.SSHKey, flagSSHKey, o.SSHKey, "where the owner's SSH key for an ssh repository is mounted (may be missing; git's ssh takes it from GIT_SSH_COMMAND)")
+	fs.StringVar(&o.SSHKey, flagSSHKey, o.SSHKey, "where the owner's SSH key for an ssh repository is mounted (may be missing; git's ssh takes it from GIT_SSH_COMMAND, and the session's from $HOME/.gitconfig)")
+	fs.BoolVar(&o.Shared, flagShared, o.Shared, "the session is shared with every user, so it has no one's git credentials")
 	fs.BoolVar(&o.AllowLocalRepo, flagAllowLocal, o.AllowLocalRepo, "allow file:// and local repository paths (tests)")
 	_ = fs.MarkHidden(flagAllowLocal)
 }
@@ -119,6 +124,9 @@ func (o Options) Args() []string {
 	add(flagGitCreds, o.GitCredentials)
 	add(flagGHHosts, o.GHHosts)
 	add(flagSSHKey, o.SSHKey)
+	if o.Shared {
+		a = append(a, "--"+flagShared)
+	}
 	if o.AllowLocalRepo {
 		a = append(a, "--"+flagAllowLocal)
 	}
@@ -269,6 +277,9 @@ func clone(ctx context.Context, o Options) error {
 // replace it when they have one (it may have been refused). Empty for other
 // repositories.
 func credentialHint(o Options, msg string) string {
+	if o.Shared && (apiv1.RepoSSHHost(o.Repo) != "" || apiv1.RepoCredentialHost(o.Repo) != "") {
+		return "this session is shared with every user (created with --private=false), so it carries no one's git credentials; if the repository is private, create a private session for it"
+	}
 	if host := apiv1.RepoSSHHost(o.Repo); host != "" {
 		return sshHint(o, host, msg)
 	}

@@ -111,7 +111,7 @@ func checkCABundleMounted(t *testing.T, pod *corev1.Pod, cm, key string) {
 }
 
 func TestBuildPodCABundle(t *testing.T) {
-	s := &store.Session{ID: "abc12345", OwnerID: "u1", Repo: "https://git.internal/org/repo"}
+	s := &store.Session{ID: "abc12345", OwnerID: "u1", Private: true, Repo: "https://git.internal/org/repo"}
 
 	c := newTestController(t, testConfig("sessions"), fake.NewClientset(), nil)
 	pod, err := c.buildPod(s, nil)

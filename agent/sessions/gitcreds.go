@@ -36,7 +36,11 @@ const (
 // host and the host's known_hosts lines the same way, in a volume of their own at
 // GitSSHDir: mode 0400, because ssh refuses a key file others may read when it is the
 // owner's (the kubelet's fsGroup handling still lets the session's group read the
-// root-owned copy). GIT_SSH_COMMAND points git's ssh at both files in both containers.
+// root-owned copy). GIT_SSH_COMMAND points the init container's ssh at both files, and it
+// hands that command on to the session's $HOME/.gitconfig.
+//
+// A session shared with every user (not private) carries no one's credentials: whoever
+// may drive it could read them through OpenCode's shell.
 const (
 	GitSSHDir                = "/etc/cake-agents/ssh"
 	GitSSHKeyFile            = GitSSHDir + "/id"
@@ -52,6 +56,9 @@ var gitSecretKeys = []string{SecretKeyGitCredentials, SecretKeyGHHosts, SecretKe
 // gitSecretData is what the Secret of s carries for git: the owner's credential for the
 // host of the repository (a token for https://, an SSH key for ssh), or nothing.
 func (c *Controller) gitSecretData(ctx context.Context, s *store.Session) (map[string][]byte, error) {
+	if !s.Private {
+		return nil, nil
+	}
 	if host := apiv1.RepoSSHHost(s.Repo); host != "" {
 		return c.sshSecretData(ctx, s.OwnerID, host)
 	}
@@ -121,7 +128,7 @@ func setGitData(data, want map[string][]byte) {
 // repository its owner's credential (the init container configures the helper in the
 // session's $HOME); ok is false for other sessions.
 func gitPodParts(s *store.Session) (vol corev1.Volume, mount corev1.VolumeMount, ok bool) {
-	if apiv1.RepoCredentialHost(s.Repo) == "" {
+	if !s.Private || apiv1.RepoCredentialHost(s.Repo) == "" {
 		return vol, mount, false
 	}
 	vol = corev1.Volume{Name: gitCredentialsVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
@@ -144,7 +151,7 @@ func gitPodParts(s *store.Session) (vol corev1.Volume, mount corev1.VolumeMount,
 // hands its GIT_SSH_COMMAND on to the session's $HOME/.gitconfig); ok is false for other
 // sessions.
 func sshPodParts(s *store.Session) (vol corev1.Volume, mount corev1.VolumeMount, env []corev1.EnvVar, ok bool) {
-	if apiv1.RepoSSHHost(s.Repo) == "" {
+	if !s.Private || apiv1.RepoSSHHost(s.Repo) == "" {
 		return vol, mount, nil, false
 	}
 	vol = corev1.Volume{Name: gitSSHVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{

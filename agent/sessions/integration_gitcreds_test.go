@@ -43,7 +43,7 @@ func TestGitCredentialFollowsTheSession(t *testing.T) {
 		return sec.Data
 	}
 
-	s := &store.Session{OwnerID: e.owner, Repo: "https://git.example.com:8443/org/private.git"}
+	s := &store.Session{OwnerID: e.owner, Private: true, Repo: "https://git.example.com:8443/org/private.git"}
 	if err := c.Create(ctx, s, 0); err != nil || s.State == apiv1.StateFailed {
 		t.Fatalf("create: %v %s %s", err, s.Reason, s.Message)
 	}
@@ -98,7 +98,7 @@ func TestGitCredentialFollowsTheSession(t *testing.T) {
 	e.waitSession(s.ID, "Running", inState(apiv1.StateRunning))
 
 	// Another host: no credential, same pod shape.
-	other := &store.Session{OwnerID: e.owner, Repo: "https://other.example.com/org/repo.git"}
+	other := &store.Session{OwnerID: e.owner, Private: true, Repo: "https://other.example.com/org/repo.git"}
 	if err := c.Create(ctx, other, 0); err != nil || other.State == apiv1.StateFailed {
 		t.Fatalf("create: %v %s %s", err, other.Reason, other.Message)
 	}
@@ -108,7 +108,7 @@ func TestGitCredentialFollowsTheSession(t *testing.T) {
 	e.waitSession(other.ID, "Running", inState(apiv1.StateRunning))
 
 	// A session that fails (its clone refused) gives the token up too.
-	failing := &store.Session{OwnerID: e.owner, Repo: "https://git.example.com:8443/org/other.git"}
+	failing := &store.Session{OwnerID: e.owner, Private: true, Repo: "https://git.example.com:8443/org/other.git"}
 	if err := c.Create(ctx, failing, 0); err != nil || failing.State == apiv1.StateFailed {
 		t.Fatalf("create: %v %s %s", err, failing.Reason, failing.Message)
 	}
@@ -179,7 +179,7 @@ func TestSSHKeyFollowsTheSession(t *testing.T) {
 		}
 		return sec.Data
 	}
-	s := &store.Session{OwnerID: e.owner, Repo: "ssh://git@" + host + "/org/private.git"}
+	s := &store.Session{OwnerID: e.owner, Private: true, Repo: "ssh://git@" + host + "/org/private.git"}
 	if err := c.Create(ctx, s, 0); err != nil || s.State == apiv1.StateFailed {
 		t.Fatalf("create: %v %s %s", err, s.Reason, s.Message)
 	}

@@ -186,6 +186,7 @@ func (c *Controller) buildPod(s *store.Session, sp *sessionProviders) (*corev1.P
 		{Name: "GIT_TERMINAL_PROMPT", Value: "0"},
 	}
 	var extraVolumes []corev1.Volume
+	initOpts.Shared = !s.Private
 	if vol, mount, ok := gitPodParts(s); ok {
 		mounts = append(mounts, mount)
 		extraVolumes = append(extraVolumes, vol)

@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -135,7 +136,7 @@ func TestBuildPodSSHRepository(t *testing.T) {
 	c := newTestController(t, testConfig("sessions"), fake.NewClientset(), nil)
 	for _, repo := range []string{"git@git.example.com:org/repo.git", "ssh://git@git.example.com:2222/org/repo.git"} {
 		t.Run(repo, func(t *testing.T) {
-			pod, err := c.buildPod(&store.Session{ID: "abc12345", OwnerID: "u1", Repo: repo}, nil)
+			pod, err := c.buildPod(&store.Session{ID: "abc12345", OwnerID: "u1", Private: true, Repo: repo}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -180,7 +181,7 @@ func TestBuildPodSSHRepository(t *testing.T) {
 			}
 		})
 	}
-	pod, err := c.buildPod(&store.Session{ID: "abc12345", OwnerID: "u1", Repo: "https://git.example.com/org/repo.git"}, nil)
+	pod, err := c.buildPod(&store.Session{ID: "abc12345", OwnerID: "u1", Private: true, Repo: "https://git.example.com/org/repo.git"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,5 +192,32 @@ func TestBuildPodSSHRepository(t *testing.T) {
 	}
 	if _, ok := envOf(pod.Spec.Containers[0])["GIT_SSH_COMMAND"]; ok {
 		t.Error("an https session has GIT_SSH_COMMAND")
+	}
+}
+
+// TestSharedSessionCarriesNoCredentials: a session shared with every user (not private)
+// mounts no one's git credentials, whatever its repository, and its init container is
+// told so (a failed private clone then says why); its Secret gets none either.
+func TestSharedSessionCarriesNoCredentials(t *testing.T) {
+	c := newTestController(t, testConfig("sessions"), fake.NewClientset(), nil)
+	for _, repo := range []string{"https://git.example.com/org/repo.git", "git@git.example.com:org/repo.git"} {
+		s := &store.Session{ID: "abc12345", OwnerID: "u1", Repo: repo}
+		pod, err := c.buildPod(s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range pod.Spec.Volumes {
+			if v.Name == "git-ssh" || v.Name == "git-credentials" {
+				t.Errorf("%s: a shared session mounts %s", repo, v.Name)
+			}
+		}
+		if args := strings.Join(pod.Spec.InitContainers[0].Args, " "); !strings.Contains(args, "--shared") ||
+			strings.Contains(args, "--git-credentials") || strings.Contains(args, "--ssh-key") {
+			t.Errorf("%s: init args %q", repo, args)
+		}
+		data, err := c.gitSecretData(context.Background(), s)
+		if err != nil || data != nil {
+			t.Errorf("%s: a shared session's Secret gets git data %v (%v)", repo, data, err)
+		}
 	}
 }

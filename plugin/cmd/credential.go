@@ -179,7 +179,7 @@ func (o *CredentialAddOptions) Complete(_ *cobra.Command, args []string) error {
 		if o.In == nil {
 			return errors.New("no token: pass --token-file or give it on standard input")
 		}
-		tok, ok := ask(o.IOStreams, "Token for "+strings.TrimSpace(o.Host)+": ")
+		tok, ok := askSecret(o.IOStreams, "Token for "+strings.TrimSpace(o.Host)+": ")
 		if !ok {
 			return errors.New("no token on standard input: type or pipe it, or pass --token-file")
 		}

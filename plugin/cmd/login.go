@@ -53,7 +53,7 @@ discovery for that command only.`,
 func (o *LoginOptions) Complete(_ *cobra.Command, _ []string) error {
 	o.Server = o.Factory.Server
 	if o.Token == "" && o.Server != "" && o.In != nil {
-		token, ok := ask(o.IOStreams, "Token: ")
+		token, ok := askSecret(o.IOStreams, "Token: ")
 		if !ok {
 			return errors.New("no token: pass --token or type it on standard input")
 		}

@@ -11,6 +11,8 @@ package litellm
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -108,11 +110,21 @@ func (c *Client) GenerateKey(ctx context.Context, r KeyRequest) (*Key, error) {
 	if out.Key == "" {
 		return nil, errors.New("LiteLLM generate a key: the answer holds no key")
 	}
+	// LiteLLM's "token" may be the key itself (its response model copies key into
+	// token), so it is never used: token_id is the hash LiteLLM stores, and without it
+	// the hash is computed as LiteLLM does (sha256 hex of the key).
 	tok := out.TokenID
-	if tok == "" {
-		tok = out.Token
+	if tok == "" || tok == out.Key {
+		tok = HashKey(out.Key)
 	}
 	return &Key{Key: out.Key, Token: tok, Alias: orText(out.KeyAlias, r.Alias)}, nil
+}
+
+// HashKey is LiteLLM's hashed token of a virtual key (sha256, hex): what it stores
+// and what /key/info accepts in place of the key.
+func HashKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
 }
 
 // DeleteKeysByAlias deletes the keys with these aliases (POST /key/delete). Keys that

@@ -49,8 +49,8 @@ func TestKeyLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(k.Key, "sk-") || k.Token == "" || k.Alias != "a1" {
-		t.Fatalf("key = %+v", k)
+	if !strings.HasPrefix(k.Key, "sk-") || k.Token != litellm.HashKey(k.Key) || k.Alias != "a1" {
+		t.Fatalf("key = %+v; want the token to be token_id, the key's hash", k)
 	}
 	keys := fake.Keys()
 	if len(keys) != 1 || keys[0].UserID != "u1" || keys[0].Metadata["session"] != "s1" || *keys[0].MaxBudget != 2.5 ||
@@ -178,5 +178,22 @@ func TestErrors(t *testing.T) {
 	defer fake.Close()
 	if _, err := newClient(t, fake.URL, "sk-wrong").GenerateKey(ctx, litellm.KeyRequest{Alias: "a"}); err == nil || !strings.Contains(err.Error(), "master key was refused") {
 		t.Errorf("wrong master key: %v", err)
+	}
+}
+
+// TestGenerateKeyNeverKeepsTheKeyAsToken: a LiteLLM whose answer has no token_id (its
+// "token" is the key itself) gives a Key whose Token is the key's hash, never the key.
+func TestGenerateKeyNeverKeepsTheKeyAsToken(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"key":"sk-virtual-1","token":"sk-virtual-1","key_alias":"a1"}`))
+	}))
+	defer srv.Close()
+	k, err := newClient(t, srv.URL, master).GenerateKey(context.Background(), litellm.KeyRequest{Alias: "a1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Token == k.Key || k.Token != litellm.HashKey("sk-virtual-1") {
+		t.Fatalf("token = %q; want sha256 hex of the key", k.Token)
 	}
 }

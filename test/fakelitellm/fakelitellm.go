@@ -209,7 +209,9 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.keys[k.Key] = k
-	writeJSON(w, http.StatusOK, map[string]any{"key": k.Key, "token": k.Token, "token_id": k.Token, "key_alias": k.Alias,
+	// As LiteLLM's GenerateKeyResponse: "token" repeats the key itself (the response
+	// model copies it), "token_id" is the hash LiteLLM stores.
+	writeJSON(w, http.StatusOK, map[string]any{"key": k.Key, "token": k.Key, "token_id": k.Token, "key_alias": k.Alias,
 		"expires": k.Expires, "models": k.Models, "max_budget": k.MaxBudget, "user_id": k.UserID, "metadata": k.Metadata})
 }
 

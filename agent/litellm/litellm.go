@@ -108,7 +108,7 @@ func (c *Client) GenerateKey(ctx context.Context, r KeyRequest) (*Key, error) {
 		return nil, err
 	}
 	if out.Key == "" {
-		return nil, errors.New("LiteLLM generate a key: the answer holds no key")
+		return nil, &Error{errors.New("LiteLLM generate a key: the answer holds no key")}
 	}
 	// LiteLLM's "token" may be the key itself (its response model copies key into
 	// token), so it is never used: token_id is the hash LiteLLM stores, and without it
@@ -179,8 +179,42 @@ func (c *Client) SetUserBudget(ctx context.Context, userID string, maxBudget flo
 	return c.do(ctx, "create a user", http.MethodPost, "/user/new", nil, body, nil)
 }
 
-// do sends one request with the master key and decodes a 2xx answer into out.
+// Error is the error of every call: its text holds LiteLLM's answer, which can quote
+// the master key (LiteLLM's 401 body starts with a prefix of the key it refused), so it
+// belongs in the agent's log only; users, audit records and session messages get
+// Advice instead.
+type Error struct{ err error }
+
+func (e *Error) Error() string { return e.err.Error() }
+
+// Unwrap gives ErrUnavailable and ErrNotFound to errors.Is.
+func (e *Error) Unwrap() error { return e.err }
+
+// IsError reports whether err comes from a LiteLLM call.
+func IsError(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}
+
+// Advice is the fixed text shown for a failed LiteLLM call in place of its detail: what
+// an admin should check.
+func Advice(err error) string {
+	if errors.Is(err, ErrUnavailable) {
+		return "LiteLLM cannot be reached or answers with server errors: an admin should check that LiteLLM is up at the chart's litellm.baseURL (the agent's log has the detail)"
+	}
+	return "LiteLLM refused the agent's key management call: an admin should check the chart's litellm.secret (the master key) and litellm.baseURL (the agent's log has the detail)"
+}
+
+// do sends one request with the master key and decodes a 2xx answer into out; every
+// error it returns is an *Error.
 func (c *Client) do(ctx context.Context, what, method, path string, q url.Values, body, out any) error {
+	if err := c.call(ctx, what, method, path, q, body, out); err != nil {
+		return &Error{err}
+	}
+	return nil
+}
+
+func (c *Client) call(ctx context.Context, what, method, path string, q url.Values, body, out any) error {
 	u := *c.base
 	u.Path += path
 	u.RawQuery = q.Encode()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/litellm"
 	"github.com/cakeai/cake-agents/agent/sessions"
@@ -60,17 +61,21 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		limit = 0
 	}
 	if err := s.opts.Sessions.Create(r.Context(), sess, limit); err != nil {
-		s.record(r, "session.create", sess.ID, outcomeFor(err), err.Error())
 		if errors.Is(err, sessions.ErrModelKey) {
-			// Nothing was created; the message names LiteLLM and never the master key.
-			status, code := http.StatusBadGateway, apiv1.CodeInternal
+			// Nothing was created. LiteLLM's answer can quote the master key: the
+			// detail goes to the log, the caller and the audit record get what an
+			// admin should check.
+			msg := "the session's LiteLLM key could not be made: " + litellm.Advice(err) + "; nothing was created"
+			status := http.StatusBadGateway
 			if errors.Is(err, litellm.ErrUnavailable) {
-				status, code = http.StatusServiceUnavailable, apiv1.CodeUnavailable
+				status = http.StatusServiceUnavailable
 			}
 			s.log.Error("session create failed: no LiteLLM key", "error", err)
-			httperr.Write(w, status, code, err.Error()+"; nothing was created, try again once LiteLLM answers")
+			s.record(r, "session.create", sess.ID, audit.OutcomeError, msg)
+			httperr.Write(w, status, apiv1.CodeUnavailable, msg)
 			return
 		}
+		s.record(r, "session.create", sess.ID, outcomeFor(err), err.Error())
 		// Every store sentinel keeps its status (an unreachable database is a 503);
 		// anything else is logged and answered without detail, since driver errors
 		// name database hosts and users.

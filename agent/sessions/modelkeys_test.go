@@ -32,6 +32,9 @@ type gateway struct {
 	// failGenerate makes /key/generate make the key but answer 500, as a LiteLLM whose
 	// answer is lost would.
 	failGenerate atomic.Bool
+	// refuse makes every call answer 401 quoting a prefix of the key presented, as
+	// real LiteLLM does for a wrong master key.
+	refuse atomic.Bool
 }
 
 func newGateway(t *testing.T) *gateway {
@@ -40,6 +43,11 @@ func newGateway(t *testing.T) *gateway {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if g.down.Load() {
 			http.Error(w, "upstream connect error", http.StatusServiceUnavailable)
+			return
+		}
+		if g.refuse.Load() {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error":{"message":"Authentication Error, Received API Key = ` + r.Header.Get("Authorization")[7:19] + `..."}}`))
 			return
 		}
 		if g.failGenerate.Load() && r.URL.Path == "/key/generate" {
@@ -254,6 +262,31 @@ func TestCreateWhenLiteLLMFails(t *testing.T) {
 	}
 	if keys := g.Keys(); len(keys) != 1 || keys[0].Metadata["cake_agents_session"] != first.ID {
 		t.Errorf("live keys %+v: want only the first session's", keys)
+	}
+}
+
+// TestLiteLLMAnswerStaysInTheLog: a start whose key LiteLLM refuses leaves a session
+// message naming what an admin should check, never LiteLLM's answer (which quotes the
+// master key's start).
+func TestLiteLLMAnswerStaysInTheLog(t *testing.T) {
+	g := newGateway(t)
+	st, owner := newStore(t)
+	c := newTestController(t, keyConfig(t, g), fake.NewClientset(), st)
+	ctx := context.Background()
+	s := &store.Session{OwnerID: owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stop(ctx, s.ID, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	g.refuse.Store(true)
+	got, err := c.Start(ctx, s.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(got.Message, testMasterKey[:12]) || !strings.Contains(got.Message, "litellm.secret") {
+		t.Errorf("session message %q: want the fixed text naming litellm.secret, without LiteLLM's answer", got.Message)
 	}
 }
 

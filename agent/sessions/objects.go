@@ -70,7 +70,7 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op, modelKey 
 		msg := fmt.Sprintf("creating the session's objects failed (attempt %d of %d), retrying: %s", attempts, c.cfg.MaxCreateAttempts, apiMessage(err))
 		switch {
 		case gatewayDown:
-			msg = "LiteLLM cannot be reached to make the session's key, retrying: " + err.Error()
+			msg = "the session's LiteLLM key cannot be made yet, retrying: " + litellm.Advice(err)
 		case outage:
 			msg = "the Kubernetes API cannot be reached, retrying: " + apiMessage(err)
 		}

@@ -290,6 +290,48 @@ func TestLiteLLMAnswerStaysInTheLog(t *testing.T) {
 	}
 }
 
+// TestFailedSessionPodGoesWhileLiteLLMIsDown: the reconciler deletes a Failed
+// session's pod even when its key cannot be deleted yet; the key goes once LiteLLM
+// answers.
+func TestFailedSessionPodGoesWhileLiteLLMIsDown(t *testing.T) {
+	g := newGateway(t)
+	st, owner := newStore(t)
+	kube := fake.NewClientset()
+	c := newTestController(t, keyConfig(t, g), kube, st)
+	ctx := context.Background()
+	s := &store.Session{OwnerID: owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	pod, err := kube.CoreV1().Pods("ns").Get(ctx, PodName(s.ID), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.factory.Core().V1().Pods().Informer().GetIndexer().Add(pod); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.update(ctx, s.ID, func(s *store.Session) (bool, error) {
+		s.State, s.Reason = apiv1.StateFailed, "Test"
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	g.down.Store(true)
+	if err := c.reconcile(ctx, s.ID); !errors.Is(err, litellm.ErrUnavailable) {
+		t.Errorf("reconcile with LiteLLM down: %v; want the key's error, for a retry", err)
+	}
+	if _, err := kube.CoreV1().Pods("ns").Get(ctx, PodName(s.ID), metav1.GetOptions{}); err == nil {
+		t.Error("the Failed session's pod was kept while LiteLLM was down")
+	}
+	g.down.Store(false)
+	if err := c.reconcile(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if keys := g.Keys(); len(keys) != 0 {
+		t.Errorf("live keys after LiteLLM came back: %+v", keys)
+	}
+}
+
 // TestKeysOfGoneSessionsAreDeleted: a stop or delete that could not reach LiteLLM, or
 // a crash between a key and its session row, leaves a live key row; the sweep finds it
 // and the reconciler deletes the key once LiteLLM answers.

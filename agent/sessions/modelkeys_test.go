@@ -263,6 +263,14 @@ func TestCreateWhenLiteLLMFails(t *testing.T) {
 	if keys := g.Keys(); len(keys) != 1 || keys[0].Metadata["cake_agents_session"] != first.ID {
 		t.Errorf("live keys %+v: want only the first session's", keys)
 	}
+	if n := len(g.Deleted()); n != 1 {
+		t.Errorf("%d keys deleted: an over-quota create made a key (want only the lost answer's)", n)
+	}
+	// Over the quota while LiteLLM is down: the quota error, not LiteLLM's.
+	g.down.Store(true)
+	if err := c.Create(ctx, &store.Session{OwnerID: owner}, 1); !errors.Is(err, store.ErrQuotaExceeded) {
+		t.Fatalf("Create over the quota with LiteLLM down: %v, want ErrQuotaExceeded", err)
+	}
 }
 
 // TestLiteLLMAnswerStaysInTheLog: a start whose key LiteLLM refuses leaves a session

@@ -146,13 +146,24 @@ func (c *Controller) forgetKeys(ctx context.Context, id string) error {
 	return nil
 }
 
-// hasLiveKey reports whether session id has a LiteLLM key not yet deleted.
-func (c *Controller) hasLiveKey(ctx context.Context, id string) (bool, error) {
+// holdsLiveKey reports whether key (from session id's Secret) is a LiteLLM key of the
+// session not yet deleted: a live row whose token is the key's hash. A row without a
+// token (its write failed) matches nothing, so the session gets a new key.
+func (c *Controller) holdsLiveKey(ctx context.Context, id string, key []byte) (bool, error) {
+	if len(key) == 0 {
+		return false, nil
+	}
 	live, err := c.st.ListModelKeys(ctx, store.ModelKeyFilter{SessionID: id, Live: true})
 	if err != nil {
 		return false, fmt.Errorf("list the LiteLLM keys of session %s: %w", id, err)
 	}
-	return len(live) > 0, nil
+	hash := litellm.HashKey(string(key))
+	for _, k := range live {
+		if k.Token == hash {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Spend returns what session id's LiteLLM keys spent, in USD: the final spend of its

@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/cakeai/cake-agents/agent/litellm"
@@ -337,6 +340,58 @@ func TestFailedSessionPodGoesWhileLiteLLMIsDown(t *testing.T) {
 	}
 	if keys := g.Keys(); len(keys) != 0 {
 		t.Errorf("live keys after LiteLLM came back: %+v", keys)
+	}
+}
+
+// TestRestartNeverKeepsADeadKey: a start whose Secret update failed after its new key
+// was made leaves the stopped key (deleted in LiteLLM) in the Secret; the retry puts a
+// live key there, never keeping the dead one.
+func TestRestartNeverKeepsADeadKey(t *testing.T) {
+	g := newGateway(t)
+	st, owner := newStore(t)
+	kube := fake.NewClientset()
+	c := newTestController(t, keyConfig(t, g), kube, st)
+	ctx := context.Background()
+	s := &store.Session{OwnerID: owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stop(ctx, s.ID, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	dead := secretKey(t, kube, s.ID)
+	var failUpdate atomic.Bool
+	failUpdate.Store(true)
+	kube.PrependReactor("update", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if failUpdate.Load() {
+			return true, nil, apierrors.NewServiceUnavailable("etcd is down")
+		}
+		return false, nil, nil
+	})
+	// The informer's view of the Secret, as the running controller has it.
+	sec, err := kube.CoreV1().Secrets("ns").Get(ctx, SecretName(s.ID), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.factory.Core().V1().Secrets().Informer().GetIndexer().Add(sec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Start(ctx, s.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := secretKey(t, kube, s.ID); got != dead {
+		t.Fatalf("the failed update changed the Secret's key")
+	}
+	failUpdate.Store(false)
+	if err := c.reconcile(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	key := secretKey(t, kube, s.ID)
+	if key == dead || chat(t, g, key) != http.StatusOK {
+		t.Errorf("after the retry the Secret holds the stopped session's deleted key (%v): want a live one", key == dead)
+	}
+	if n := len(g.Keys()); n != 1 {
+		t.Errorf("%d live keys, want only the Secret's", n)
 	}
 }
 

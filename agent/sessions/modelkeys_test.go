@@ -395,6 +395,56 @@ func TestRestartNeverKeepsADeadKey(t *testing.T) {
 	}
 }
 
+// TestKeyOnlyForLiteLLMModels: a session whose model is another provider's gets no
+// LiteLLM key (a key for every model would let it spend on any of LiteLLM's); one with
+// no model gets a key for the configured default; a key made at a start lives for what
+// is left of the session's TTL.
+func TestKeyOnlyForLiteLLMModels(t *testing.T) {
+	g := newGateway(t)
+	st, owner := newStore(t)
+	kube := fake.NewClientset()
+	c := newTestController(t, keyConfig(t, g), kube, st)
+	ctx := context.Background()
+
+	other := &store.Session{OwnerID: owner, Model: "acme/big-model"}
+	if err := c.Create(ctx, other, 0); err != nil {
+		t.Fatal(err)
+	}
+	if k := secretKey(t, kube, other.ID); k != "" || len(g.Keys()) != 0 {
+		t.Errorf("a session on another provider's model got a LiteLLM key (Secret %q, live keys %+v)", k, g.Keys())
+	}
+	// A session stored without a model (the default is resolved at create, but an
+	// older row may have none) gets a key for the default model only.
+	bare := &store.Session{ID: "bare1", OwnerID: owner, TTL: 6 * time.Hour, CreatedAt: time.Now()}
+	if _, err := c.issueKey(ctx, bare); err != nil {
+		t.Fatal(err)
+	}
+	if keys := g.Keys(); len(keys) != 1 || len(keys[0].Models) != 1 || keys[0].Models[0] != "fake-model" {
+		t.Errorf("keys %+v: want one for the default model only", keys)
+	}
+
+	s := &store.Session{OwnerID: owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stop(ctx, s.ID, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	// Four of the session's six hours later it starts again.
+	c.now = func() time.Time { return time.Now().Add(4 * time.Hour) }
+	if _, err := c.Start(ctx, s.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range g.Keys() {
+		if k.Metadata["cake_agents_session"] != s.ID {
+			continue
+		}
+		if left := time.Until(*k.Expires); left > 2*time.Hour+time.Minute || left < 110*time.Minute {
+			t.Errorf("the restarted session's key expires in %s; want the 2h left of its TTL", left)
+		}
+	}
+}
+
 // TestKeysOfGoneSessionsAreDeleted: a stop or delete that could not reach LiteLLM, or
 // a crash between a key and its session row, leaves a live key row; the sweep finds it
 // and the reconciler deletes the key once LiteLLM answers.
@@ -412,7 +462,7 @@ func TestKeysOfGoneSessionsAreDeleted(t *testing.T) {
 		}
 	}
 	// A crash right after a key was made for a session never stored.
-	crashed := &store.Session{ID: "crashed1", OwnerID: owner, TTL: time.Hour, Model: "litellm/fake-model"}
+	crashed := &store.Session{ID: "crashed1", OwnerID: owner, TTL: time.Hour, Model: "litellm/fake-model", CreatedAt: time.Now()}
 	if _, err := c.issueKey(ctx, crashed); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -138,5 +140,38 @@ func TestCreateSessionLiteLLM(t *testing.T) {
 	code, body = e.do("alice", "GET", "/api/v1/sessions/"+s.ID, nil)
 	if code != http.StatusOK || strings.Contains(string(body), "modelSpend") {
 		t.Errorf("GET with LiteLLM down: %d %s", code, body)
+	}
+}
+
+// slowSpender is a Sessions whose Spend records the deadline it was given and answers
+// as a LiteLLM call that ran out of it.
+type slowSpender struct {
+	*fakeSessions
+	deadline time.Time
+	had      bool
+}
+
+func (s *slowSpender) Spend(ctx context.Context, _ string) (float64, bool, error) {
+	s.deadline, s.had = ctx.Deadline()
+	return 0, true, fmt.Errorf("LiteLLM read key info: %w", context.DeadlineExceeded)
+}
+
+// TestGetSessionSpendIsBounded: GET of one session asks for its spend with a short
+// deadline of its own (not the LiteLLM client's 15 s), and answers without the spend
+// when it runs out.
+func TestGetSessionSpendIsBounded(t *testing.T) {
+	sp := &slowSpender{}
+	e := newEnvWith(t, nil, func(o *Options) {
+		sp.fakeSessions = o.Sessions.(*fakeSessions)
+		o.Sessions = sp
+	})
+	s := e.create("alice", apiv1.CreateSessionRequest{Repo: "https://github.com/org/repo.git"})
+	before := time.Now()
+	code, body := e.do("alice", "GET", "/api/v1/sessions/"+s.ID, nil)
+	if code != http.StatusOK || strings.Contains(string(body), "modelSpend") {
+		t.Fatalf("GET with the spend timed out: %d %s; want the session without modelSpend", code, body)
+	}
+	if !sp.had || sp.deadline.After(before.Add(spendTimeout+time.Second)) {
+		t.Errorf("Spend's deadline %v (set %v): want at most %s after the request", sp.deadline, sp.had, spendTimeout)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cakeai/cake-agents/agent/audit"
@@ -176,8 +177,12 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	}
 	out := s.toAPI(r, sess, nil)
 	if sp, ok := s.opts.Sessions.(spender); ok {
-		// A gateway that does not answer costs the field, not the whole answer.
-		if spend, on, err := sp.Spend(r.Context(), sess.ID); err != nil {
+		// A gateway that does not answer (in spendTimeout) costs the field, not the
+		// whole answer: the spend is then unknown.
+		ctx, cancel := context.WithTimeout(r.Context(), spendTimeout)
+		spend, on, err := sp.Spend(ctx, sess.ID)
+		cancel()
+		if err != nil {
 			s.log.Warn("read the session's LiteLLM spend failed", "session", sess.ID, "error", err)
 		} else if on {
 			out.ModelSpend = &spend
@@ -185,6 +190,10 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, out)
 }
+
+// spendTimeout bounds the LiteLLM call of GET /sessions/{id}: the spend is a detail,
+// and the answer must not wait for the LiteLLM client's own (15 s) timeout.
+const spendTimeout = 2 * time.Second
 
 // spender is implemented by a Sessions that gives sessions LiteLLM keys of their own
 // (sessions.Controller): Spend is what session id's keys spent, in USD; on is false when

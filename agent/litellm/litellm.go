@@ -89,8 +89,7 @@ func (c *Client) GenerateKey(ctx context.Context, r KeyRequest) (*Key, error) {
 		body["max_budget"] = r.MaxBudget
 	}
 	if r.Duration > 0 {
-		// LiteLLM durations are a number and a unit: s, m, h, d.
-		body["duration"] = fmt.Sprintf("%ds", int64((r.Duration+time.Second-1)/time.Second))
+		body["duration"] = seconds(r.Duration)
 	}
 	if r.UserID != "" {
 		body["user_id"] = r.UserID
@@ -168,10 +167,14 @@ func (c *Client) KeyInfo(ctx context.Context, key string) (*KeyInfo, error) {
 }
 
 // SetUserBudget makes sure LiteLLM has an internal user userID whose keys together may
-// spend at most maxBudget USD: POST /user/update, and POST /user/new when the user does
-// not exist yet.
-func (c *Client) SetUserBudget(ctx context.Context, userID string, maxBudget float64) error {
+// spend at most maxBudget USD, per period when period > 0 (LiteLLM's budget_duration:
+// it resets the user's spend every period) and in all when period is 0: POST
+// /user/update, and POST /user/new when the user does not exist yet.
+func (c *Client) SetUserBudget(ctx context.Context, userID string, maxBudget float64, period time.Duration) error {
 	body := map[string]any{"user_id": userID, "max_budget": maxBudget}
+	if period > 0 {
+		body["budget_duration"] = seconds(period)
+	}
 	err := c.do(ctx, "update a user's budget", http.MethodPost, "/user/update", nil, body, nil)
 	if !errors.Is(err, ErrNotFound) {
 		return err
@@ -284,6 +287,12 @@ func errorMessage(b []byte) string {
 		s = s[:200] + "..."
 	}
 	return s
+}
+
+// seconds renders d as a LiteLLM duration (a number and a unit: s, m, h, d), in whole
+// seconds rounded up.
+func seconds(d time.Duration) string {
+	return fmt.Sprintf("%ds", int64((d+time.Second-1)/time.Second))
 }
 
 func orText(a, b string) string {

@@ -35,14 +35,17 @@ func TestKeyLifecycle(t *testing.T) {
 	c := newClient(t, srv.URL+"/v1", master)
 	ctx := context.Background()
 
-	if err := c.SetUserBudget(ctx, "u1", 5); err != nil {
+	if err := c.SetUserBudget(ctx, "u1", 5, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetUserBudget(ctx, "u1", 7); err != nil { // now an update
+	if u, _ := fake.User("u1"); u.BudgetDuration != "" {
+		t.Fatalf("user = %+v; want no budget_duration (a budget for all time)", u)
+	}
+	if err := c.SetUserBudget(ctx, "u1", 7, 30*24*time.Hour); err != nil { // now an update
 		t.Fatal(err)
 	}
-	if u, ok := fake.User("u1"); !ok || u.MaxBudget == nil || *u.MaxBudget != 7 {
-		t.Fatalf("user = %+v, %v; want max_budget 7", u, ok)
+	if u, ok := fake.User("u1"); !ok || u.MaxBudget == nil || *u.MaxBudget != 7 || u.BudgetDuration != "2592000s" {
+		t.Fatalf("user = %+v, %v; want max_budget 7 reset every 30 days", u, ok)
 	}
 	k, err := c.GenerateKey(ctx, litellm.KeyRequest{Alias: "a1", Models: []string{"fake-model"}, MaxBudget: 2.5,
 		Duration: 90 * time.Minute, UserID: "u1", Metadata: map[string]string{"session": "s1"}})
@@ -109,7 +112,7 @@ func TestBudgetEnforced(t *testing.T) {
 	defer srv.Close()
 	c := newClient(t, srv.URL, master)
 	ctx := context.Background()
-	if err := c.SetUserBudget(ctx, "u", 1.5); err != nil {
+	if err := c.SetUserBudget(ctx, "u", 1.5, 0); err != nil {
 		t.Fatal(err)
 	}
 	k1, err := c.GenerateKey(ctx, litellm.KeyRequest{Alias: "k1", MaxBudget: 1, UserID: "u"})

@@ -62,6 +62,9 @@ type Config struct {
 	// LiteLLMSessionBudget and LiteLLMUserBudget (USD, 0 = none) cap what one session's
 	// key, and all keys of one owner together, may spend.
 	LiteLLMSessionBudget, LiteLLMUserBudget float64
+	// LiteLLMUserBudgetPeriod (0 = never) resets an owner's LiteLLM spend every period,
+	// so LiteLLMUserBudget is a budget per period rather than for all time.
+	LiteLLMUserBudgetPeriod time.Duration
 	// LiteLLMKeyDuration is how long a key lives at most (default: what is left of the
 	// session's TTL, which also caps it), so a key outlives no agent that forgot it.
 	LiteLLMKeyDuration time.Duration

@@ -79,7 +79,7 @@ func (c *Controller) issueKey(ctx context.Context, s *store.Session) (string, er
 		return "", fmt.Errorf("record the LiteLLM key of session %s: %w", s.ID, err)
 	}
 	if c.cfg.LiteLLMUserBudget > 0 {
-		if err := c.cfg.LiteLLM.SetUserBudget(ctx, s.OwnerID, c.cfg.LiteLLMUserBudget); err != nil {
+		if err := c.cfg.LiteLLM.SetUserBudget(ctx, s.OwnerID, c.cfg.LiteLLMUserBudget, c.cfg.LiteLLMUserBudgetPeriod); err != nil {
 			c.dropKey(ctx, rec)
 			return "", fmt.Errorf("%w: %w", ErrModelKey, err)
 		}

@@ -74,7 +74,7 @@ func keyConfig(t *testing.T, g *gateway) Config {
 		t.Fatal(err)
 	}
 	cfg.LiteLLMBaseURL, cfg.LiteLLM = g.URL, cl
-	cfg.LiteLLMSessionBudget, cfg.LiteLLMUserBudget = 2.5, 10
+	cfg.LiteLLMSessionBudget, cfg.LiteLLMUserBudget, cfg.LiteLLMUserBudgetPeriod = 2.5, 10, 7*24*time.Hour
 	cfg.DefaultModel, cfg.DefaultTTL = "litellm/fake-model", 6*time.Hour
 	return cfg
 }
@@ -155,8 +155,8 @@ func TestModelKeyPerSession(t *testing.T) {
 			t.Errorf("key %+v: want the session's budget, model, owner, TTL and metadata", k)
 		}
 	}
-	if u, ok := g.User(owner); !ok || *u.MaxBudget != 10 {
-		t.Errorf("owner's LiteLLM user %+v, %v: want max_budget 10", u, ok)
+	if u, ok := g.User(owner); !ok || *u.MaxBudget != 10 || u.BudgetDuration != "604800s" {
+		t.Errorf("owner's LiteLLM user %+v, %v: want max_budget 10 per week", u, ok)
 	}
 	noMasterKey(t, kube)
 	if got := chat(t, g, ka); got != http.StatusOK {

@@ -239,7 +239,7 @@ Environment of the agent container. Every name here must be one the agent unders
   value: {{ .perSession | default 0 | toString | quote }}
 - name: LITELLM_USER_BUDGET
   value: {{ .perUser | default 0 | toString | quote }}
-- name: LITELLM_USER_BUDGET_PERIOD
+- name: LITELLM_BUDGET_PERIOD
   value: {{ .period | default "0" | toString | quote }}
 {{- end }}
 - name: LITELLM_KEY_DURATION

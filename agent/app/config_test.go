@@ -69,8 +69,9 @@ func TestTypedFlagsParse(t *testing.T) {
 		t.Errorf("config: %+v", cfg)
 	}
 	// Budgets are dollar amounts; the chart renders them as numbers.
-	cfg, err = parseWith(map[string]string{"LITELLM_SESSION_BUDGET": "2.50", "LITELLM_KEY_DURATION": "8h"}, "--litellm-user-budget", "$25")
-	if err != nil || cfg.LiteLLMSessionBudget != 2.5 || cfg.LiteLLMUserBudget != 25 || cfg.LiteLLMKeyDuration != 8*time.Hour {
+	cfg, err = parseWith(map[string]string{"LITELLM_SESSION_BUDGET": "2.50", "LITELLM_KEY_DURATION": "8h", "LITELLM_BUDGET_PERIOD": "720h"}, "--litellm-user-budget", "$25")
+	if err != nil || cfg.LiteLLMSessionBudget != 2.5 || cfg.LiteLLMUserBudget != 25 || cfg.LiteLLMKeyDuration != 8*time.Hour ||
+		cfg.LiteLLMUserBudgetPeriod != 720*time.Hour {
 		t.Errorf("LiteLLM budgets: %v %+v", err, cfg)
 	}
 	// "0" and empty durations mean none, as the chart renders them.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -118,59 +119,77 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 		}
 	}
 	return sessions.Config{
-		Namespace:            cfg.SessionNamespace,
-		Release:              cfg.Release,
-		DataPlaneImage:       cfg.DataPlaneImage,
-		DataPlaneInitImage:   cfg.DataPlaneInitImage,
-		ImagePullPolicy:      cfg.ImagePullPolicy,
-		ImagePullSecrets:     cfg.ImagePullSecrets,
-		CPURequest:           cfg.SessionCPURequest,
-		CPULimit:             cfg.SessionCPULimit,
-		MemoryRequest:        cfg.SessionMemRequest,
-		MemoryLimit:          cfg.SessionMemLimit,
-		NodeSelector:         cfg.SessionNodeSelector,
-		Tolerations:          tolerations,
-		StorageClass:         cfg.SessionStorageClass,
-		StorageSize:          cfg.SessionStorageSize,
-		CABundleConfigMap:    cfg.SessionCAConfigMap,
-		CABundleKey:          cfg.SessionCAKey,
-		DefaultIdleTimeout:   cfg.SessionIdleTimeout,
-		DefaultTTL:           cfg.SessionTTL,
-		ReconcileInterval:    cfg.ReconcileInterval,
-		LiteLLMBaseURL:       cfg.LiteLLMBaseURL,
-		LiteLLM:              gateway,
-		LiteLLMSessionBudget: cfg.LiteLLMSessionBudget,
-		LiteLLMUserBudget:    cfg.LiteLLMUserBudget,
-		LiteLLMKeyDuration:   cfg.LiteLLMKeyDuration,
-		DefaultModel:         cfg.DefaultModel,
-		ProviderJSON:         cfg.ProviderJSON,
-		LeaderElection:       cfg.LeaderElection,
-		LeaseNamespace:       cfg.Namespace,
-		LeaseName:            cfg.LeaseName,
-		LeaseDuration:        cfg.LeaseDuration,
-		RenewDeadline:        cfg.LeaseRenewDeadline,
-		RetryPeriod:          cfg.LeaseRetryPeriod,
-		Identity:             identity,
-		Registerer:           reg,
+		Namespace:               cfg.SessionNamespace,
+		Release:                 cfg.Release,
+		DataPlaneImage:          cfg.DataPlaneImage,
+		DataPlaneInitImage:      cfg.DataPlaneInitImage,
+		ImagePullPolicy:         cfg.ImagePullPolicy,
+		ImagePullSecrets:        cfg.ImagePullSecrets,
+		CPURequest:              cfg.SessionCPURequest,
+		CPULimit:                cfg.SessionCPULimit,
+		MemoryRequest:           cfg.SessionMemRequest,
+		MemoryLimit:             cfg.SessionMemLimit,
+		NodeSelector:            cfg.SessionNodeSelector,
+		Tolerations:             tolerations,
+		StorageClass:            cfg.SessionStorageClass,
+		StorageSize:             cfg.SessionStorageSize,
+		CABundleConfigMap:       cfg.SessionCAConfigMap,
+		CABundleKey:             cfg.SessionCAKey,
+		DefaultIdleTimeout:      cfg.SessionIdleTimeout,
+		DefaultTTL:              cfg.SessionTTL,
+		ReconcileInterval:       cfg.ReconcileInterval,
+		LiteLLMBaseURL:          cfg.LiteLLMBaseURL,
+		LiteLLM:                 gateway,
+		LiteLLMSessionBudget:    cfg.LiteLLMSessionBudget,
+		LiteLLMUserBudget:       cfg.LiteLLMUserBudget,
+		LiteLLMUserBudgetPeriod: cfg.LiteLLMUserBudgetPeriod,
+		LiteLLMKeyDuration:      cfg.LiteLLMKeyDuration,
+		DefaultModel:            cfg.DefaultModel,
+		ProviderJSON:            cfg.ProviderJSON,
+		LeaderElection:          cfg.LeaderElection,
+		LeaseNamespace:          cfg.Namespace,
+		LeaseName:               cfg.LeaseName,
+		LeaseDuration:           cfg.LeaseDuration,
+		RenewDeadline:           cfg.LeaseRenewDeadline,
+		RetryPeriod:             cfg.LeaseRetryPeriod,
+		Identity:                identity,
+		Registerer:              reg,
 	}, nil
 }
 
+// providersSeededSetting marks in the store that the providers file was imported (or
+// providers were stored before): from then on admins own the providers, and no restart
+// imports the file again, not even after an admin removed them all.
+const providersSeededSetting = "providers.seeded"
+
 // seedProviders imports the providers of file (the chart's providers values or Secret)
-// when none are stored yet: afterwards admins own them, and a restart never undoes an
-// admin's change.
+// once. A missing file (the chart mounts its Secret optionally) is logged and skipped,
+// so the agent starts and a later start imports it; a file that does not validate
+// stops the start with the field named.
 func seedProviders(ctx context.Context, st store.Store, file string, log hclog.Logger) error {
 	if file == "" {
 		return nil
+	}
+	if at, err := st.GetSetting(ctx, providersSeededSetting); err == nil {
+		log.Info("model providers were imported before; admins manage them now, not importing the providers file", "file", file, "imported", at)
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("read the model providers' seed marker: %w", err)
 	}
 	stored, err := st.ListProviders(ctx)
 	if err != nil {
 		return fmt.Errorf("read the model providers: %w", err)
 	}
 	if len(stored) > 0 {
+		// Stored before the marker existed (or a crash before it was written).
 		log.Info("model providers are stored; not importing the providers file", "file", file, "stored", len(stored))
-		return nil
+		return markSeeded(ctx, st)
 	}
 	b, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		log.Warn("the providers file is missing (check the chart's providers.existingSecret and its key); starting without importing it", "file", file)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("--providers-file: %w", err)
 	}
@@ -182,13 +201,19 @@ func seedProviders(ctx context.Context, st store.Store, file string, log hclog.L
 	if err != nil {
 		return fmt.Errorf("--providers-file %s: %w", file, err)
 	}
-	if len(set) == 0 {
-		return nil
-	}
-	if err := st.ReplaceProviders(ctx, set.ToStore()); err != nil {
-		return fmt.Errorf("import the model providers: %w", err)
+	if len(set) > 0 {
+		if err := st.ReplaceProviders(ctx, set.ToStore()); err != nil {
+			return fmt.Errorf("import the model providers: %w", err)
+		}
 	}
 	log.Info("imported model providers", "file", file, "providers", len(set))
+	return markSeeded(ctx, st)
+}
+
+func markSeeded(ctx context.Context, st store.Store) error {
+	if err := st.PutSetting(ctx, providersSeededSetting, time.Now().UTC().Format(time.RFC3339)); err != nil {
+		return fmt.Errorf("record that the model providers were imported: %w", err)
+	}
 	return nil
 }
 

@@ -11,6 +11,8 @@ package litellm
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,8 +89,7 @@ func (c *Client) GenerateKey(ctx context.Context, r KeyRequest) (*Key, error) {
 		body["max_budget"] = r.MaxBudget
 	}
 	if r.Duration > 0 {
-		// LiteLLM durations are a number and a unit: s, m, h, d.
-		body["duration"] = fmt.Sprintf("%ds", int64((r.Duration+time.Second-1)/time.Second))
+		body["duration"] = seconds(r.Duration)
 	}
 	if r.UserID != "" {
 		body["user_id"] = r.UserID
@@ -106,13 +107,23 @@ func (c *Client) GenerateKey(ctx context.Context, r KeyRequest) (*Key, error) {
 		return nil, err
 	}
 	if out.Key == "" {
-		return nil, errors.New("LiteLLM generate a key: the answer holds no key")
+		return nil, &Error{errors.New("LiteLLM generate a key: the answer holds no key")}
 	}
+	// LiteLLM's "token" may be the key itself (its response model copies key into
+	// token), so it is never used: token_id is the hash LiteLLM stores, and without it
+	// the hash is computed as LiteLLM does (sha256 hex of the key).
 	tok := out.TokenID
-	if tok == "" {
-		tok = out.Token
+	if tok == "" || tok == out.Key {
+		tok = HashKey(out.Key)
 	}
 	return &Key{Key: out.Key, Token: tok, Alias: orText(out.KeyAlias, r.Alias)}, nil
+}
+
+// HashKey is LiteLLM's hashed token of a virtual key (sha256, hex): what it stores
+// and what /key/info accepts in place of the key.
+func HashKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
 }
 
 // DeleteKeysByAlias deletes the keys with these aliases (POST /key/delete). Keys that
@@ -156,10 +167,14 @@ func (c *Client) KeyInfo(ctx context.Context, key string) (*KeyInfo, error) {
 }
 
 // SetUserBudget makes sure LiteLLM has an internal user userID whose keys together may
-// spend at most maxBudget USD: POST /user/update, and POST /user/new when the user does
-// not exist yet.
-func (c *Client) SetUserBudget(ctx context.Context, userID string, maxBudget float64) error {
+// spend at most maxBudget USD, per period when period > 0 (LiteLLM's budget_duration:
+// it resets the user's spend every period) and in all when period is 0: POST
+// /user/update, and POST /user/new when the user does not exist yet.
+func (c *Client) SetUserBudget(ctx context.Context, userID string, maxBudget float64, period time.Duration) error {
 	body := map[string]any{"user_id": userID, "max_budget": maxBudget}
+	if period > 0 {
+		body["budget_duration"] = seconds(period)
+	}
 	err := c.do(ctx, "update a user's budget", http.MethodPost, "/user/update", nil, body, nil)
 	if !errors.Is(err, ErrNotFound) {
 		return err
@@ -167,8 +182,42 @@ func (c *Client) SetUserBudget(ctx context.Context, userID string, maxBudget flo
 	return c.do(ctx, "create a user", http.MethodPost, "/user/new", nil, body, nil)
 }
 
-// do sends one request with the master key and decodes a 2xx answer into out.
+// Error is the error of every call: its text holds LiteLLM's answer, which can quote
+// the master key (LiteLLM's 401 body starts with a prefix of the key it refused), so it
+// belongs in the agent's log only; users, audit records and session messages get
+// Advice instead.
+type Error struct{ err error }
+
+func (e *Error) Error() string { return e.err.Error() }
+
+// Unwrap gives ErrUnavailable and ErrNotFound to errors.Is.
+func (e *Error) Unwrap() error { return e.err }
+
+// IsError reports whether err comes from a LiteLLM call.
+func IsError(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}
+
+// Advice is the fixed text shown for a failed LiteLLM call in place of its detail: what
+// an admin should check.
+func Advice(err error) string {
+	if errors.Is(err, ErrUnavailable) {
+		return "LiteLLM cannot be reached or answers with server errors: an admin should check that LiteLLM is up at the chart's litellm.baseURL (the agent's log has the detail)"
+	}
+	return "LiteLLM refused the agent's key management call: an admin should check the chart's litellm.secret (the master key) and litellm.baseURL (the agent's log has the detail)"
+}
+
+// do sends one request with the master key and decodes a 2xx answer into out; every
+// error it returns is an *Error.
 func (c *Client) do(ctx context.Context, what, method, path string, q url.Values, body, out any) error {
+	if err := c.call(ctx, what, method, path, q, body, out); err != nil {
+		return &Error{err}
+	}
+	return nil
+}
+
+func (c *Client) call(ctx context.Context, what, method, path string, q url.Values, body, out any) error {
 	u := *c.base
 	u.Path += path
 	u.RawQuery = q.Encode()
@@ -238,6 +287,12 @@ func errorMessage(b []byte) string {
 		s = s[:200] + "..."
 	}
 	return s
+}
+
+// seconds renders d as a LiteLLM duration (a number and a unit: s, m, h, d), in whole
+// seconds rounded up.
+func seconds(d time.Duration) string {
+	return fmt.Sprintf("%ds", int64((d+time.Second-1)/time.Second))
 }
 
 func orText(a, b string) string {

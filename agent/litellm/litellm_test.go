@@ -35,22 +35,25 @@ func TestKeyLifecycle(t *testing.T) {
 	c := newClient(t, srv.URL+"/v1", master)
 	ctx := context.Background()
 
-	if err := c.SetUserBudget(ctx, "u1", 5); err != nil {
+	if err := c.SetUserBudget(ctx, "u1", 5, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetUserBudget(ctx, "u1", 7); err != nil { // now an update
+	if u, _ := fake.User("u1"); u.BudgetDuration != "" {
+		t.Fatalf("user = %+v; want no budget_duration (a budget for all time)", u)
+	}
+	if err := c.SetUserBudget(ctx, "u1", 7, 30*24*time.Hour); err != nil { // now an update
 		t.Fatal(err)
 	}
-	if u, ok := fake.User("u1"); !ok || u.MaxBudget == nil || *u.MaxBudget != 7 {
-		t.Fatalf("user = %+v, %v; want max_budget 7", u, ok)
+	if u, ok := fake.User("u1"); !ok || u.MaxBudget == nil || *u.MaxBudget != 7 || u.BudgetDuration != "2592000s" {
+		t.Fatalf("user = %+v, %v; want max_budget 7 reset every 30 days", u, ok)
 	}
 	k, err := c.GenerateKey(ctx, litellm.KeyRequest{Alias: "a1", Models: []string{"fake-model"}, MaxBudget: 2.5,
 		Duration: 90 * time.Minute, UserID: "u1", Metadata: map[string]string{"session": "s1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(k.Key, "sk-") || k.Token == "" || k.Alias != "a1" {
-		t.Fatalf("key = %+v", k)
+	if !strings.HasPrefix(k.Key, "sk-") || k.Token != litellm.HashKey(k.Key) || k.Alias != "a1" {
+		t.Fatalf("key = %+v; want the token to be token_id, the key's hash", k)
 	}
 	keys := fake.Keys()
 	if len(keys) != 1 || keys[0].UserID != "u1" || keys[0].Metadata["session"] != "s1" || *keys[0].MaxBudget != 2.5 ||
@@ -109,7 +112,7 @@ func TestBudgetEnforced(t *testing.T) {
 	defer srv.Close()
 	c := newClient(t, srv.URL, master)
 	ctx := context.Background()
-	if err := c.SetUserBudget(ctx, "u", 1.5); err != nil {
+	if err := c.SetUserBudget(ctx, "u", 1.5, 0); err != nil {
 		t.Fatal(err)
 	}
 	k1, err := c.GenerateKey(ctx, litellm.KeyRequest{Alias: "k1", MaxBudget: 1, UserID: "u"})
@@ -178,5 +181,22 @@ func TestErrors(t *testing.T) {
 	defer fake.Close()
 	if _, err := newClient(t, fake.URL, "sk-wrong").GenerateKey(ctx, litellm.KeyRequest{Alias: "a"}); err == nil || !strings.Contains(err.Error(), "master key was refused") {
 		t.Errorf("wrong master key: %v", err)
+	}
+}
+
+// TestGenerateKeyNeverKeepsTheKeyAsToken: a LiteLLM whose answer has no token_id (its
+// "token" is the key itself) gives a Key whose Token is the key's hash, never the key.
+func TestGenerateKeyNeverKeepsTheKeyAsToken(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"key":"sk-virtual-1","token":"sk-virtual-1","key_alias":"a1"}`))
+	}))
+	defer srv.Close()
+	k, err := newClient(t, srv.URL, master).GenerateKey(context.Background(), litellm.KeyRequest{Alias: "a1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Token == k.Key || k.Token != litellm.HashKey("sk-virtual-1") {
+		t.Fatalf("token = %q; want sha256 hex of the key", k.Token)
 	}
 }

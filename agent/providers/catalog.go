@@ -15,6 +15,31 @@ import (
 // so any model name is passed to it.
 const LiteLLM = "litellm"
 
+// Output and context limits the gateway provider gives its model: OpenCode sends
+// max_tokens 32000 unless a model's output limit is set, which most gateways reject for
+// small models.
+const (
+	gatewayContextLimit = 128000
+	gatewayOutputLimit  = 4096
+)
+
+// Gateway is the provider object of the LiteLLM gateway (id LiteLLM) for a session using
+// model ("litellm/NAME" or a bare NAME; "" names none): OpenAI-compatible at baseURL,
+// its key read from the environment variable keyEnv. The session's config builder
+// (sessioninit) and the agent (beside stored providers) both render it with this.
+func Gateway(baseURL, model, keyEnv string) map[string]any {
+	models := map[string]any{}
+	if name := strings.TrimPrefix(model, LiteLLM+"/"); name != "" {
+		models[name] = map[string]any{"name": name, "limit": map[string]any{"context": gatewayContextLimit, "output": gatewayOutputLimit}}
+	}
+	return map[string]any{
+		"npm":     "@ai-sdk/openai-compatible",
+		"name":    "LiteLLM",
+		"options": map[string]any{"baseURL": baseURL, "apiKey": "{env:" + keyEnv + "}"},
+		"models":  models,
+	}
+}
+
 // Defaults is what the agent's configuration adds to the stored providers.
 type Defaults struct {
 	// LiteLLMBaseURL, when set, makes the implicit LiteLLM provider exist (unless an

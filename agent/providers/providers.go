@@ -1,8 +1,8 @@
 // Package providers is the admin-managed set of model providers: OpenCode's provider
 // JSON ({"<id>": {"npm", "name", "options": {"baseURL", "apiKey", "headers"},
 // "models": {...}}}) validated field by field, split into the part that is stored and
-// shown in the clear and the secret values (options.apiKey and header values) the
-// store keeps encrypted, and rendered for a session as a config that references those
+// shown in the clear and the secret values (options.apiKey, header values at any depth
+// and any field SecretField names, a model's included) the store keeps encrypted, and rendered for a session as a config that references those
 // values as files of the session's Secret, so no key is ever in a config file, a pod
 // spec or an API answer.
 package providers
@@ -27,7 +27,8 @@ import (
 // values in place (in memory only).
 type Set map[string]map[string]any
 
-// Limits of what an admin may configure.
+// Limits of what an admin may configure; MaxBodyBytes bounds the JSON of
+// PUT /api/v1/providers.
 const (
 	MaxProviders = 50
 	MaxModels    = 200
@@ -43,12 +44,6 @@ var (
 
 // Fields of a provider object OpenCode knows; anything else is a typo.
 var providerFields = []string{"api", "blacklist", "env", "id", "models", "name", "npm", "options", "whitelist"}
-
-// Secret value paths inside a provider object.
-const (
-	pathAPIKey       = "options.apiKey"
-	pathHeaderPrefix = "options.headers."
-)
 
 // Parse decodes and validates an admin's provider JSON map. Errors name the field, as
 // in "providers.acme.options.baseURL: must be an http(s) URL"; all of them are
@@ -155,6 +150,16 @@ func checkProvider(p string, obj map[string]any) []string {
 			}
 		}
 	}
+	// Every secret, wherever it is, is sealed like options.apiKey: it must be a value
+	// the session's Secret can carry.
+	walkSecrets(obj, func(path []string, v any, _ func(any)) {
+		if msg := checkSecret(v); msg != "" {
+			add(pathString(path), msg)
+		}
+	})
+	if path := secretInList(obj, nil, false); path != nil {
+		add(pathString(path), "a secret inside a list cannot be stored sealed: give it as a field of an object (e.g. options or headers)")
+	}
 	return errs
 }
 
@@ -168,11 +173,6 @@ func checkOptions(p string, o map[string]any) []string {
 			add("baseURL", "must be an http(s) URL without credentials")
 		}
 	}
-	if v, ok := o["apiKey"]; ok {
-		if msg := checkSecret(v); msg != "" {
-			add("apiKey", msg)
-		}
-	}
 	if v, ok := o["headers"]; ok {
 		h, isObj := v.(map[string]any)
 		if !isObj {
@@ -181,16 +181,7 @@ func checkOptions(p string, o map[string]any) []string {
 		for _, name := range sortedKeys(h) {
 			if !headerRe.MatchString(name) {
 				add("headers."+name, "not a header name (letters, digits and '-')")
-				continue
 			}
-			if msg := checkSecret(h[name]); msg != "" {
-				add("headers."+name, msg)
-			}
-		}
-	}
-	for _, k := range sortedKeys(o) {
-		if k != "apiKey" && k != "headers" && looksSecret(k) {
-			add(k, "secret options other than apiKey and headers are not supported: the agent could not keep it out of session pods' config files")
 		}
 	}
 	return errs
@@ -215,11 +206,6 @@ func checkSecret(v any) string {
 	return ""
 }
 
-func looksSecret(k string) bool {
-	k = strings.ToLower(k)
-	return strings.Contains(k, "key") || strings.Contains(k, "token") || strings.Contains(k, "secret") || strings.Contains(k, "password")
-}
-
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
@@ -227,23 +213,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// walkSecrets calls f for every secret value of provider obj, with its path and a
-// setter; f may replace the value or (set(nil)) remove it.
-func walkSecrets(obj map[string]any, f func(path string, v any, set func(any))) {
-	o, _ := obj["options"].(map[string]any)
-	if o == nil {
-		return
-	}
-	if v, ok := o["apiKey"]; ok {
-		f(pathAPIKey, v, func(nv any) { setOrDelete(o, "apiKey", nv) })
-	}
-	if h, ok := o["headers"].(map[string]any); ok {
-		for _, name := range sortedKeys(h) {
-			f(pathHeaderPrefix+name, h[name], func(nv any) { setOrDelete(h, name, nv) })
-		}
-	}
 }
 
 func setOrDelete(m map[string]any, k string, v any) {
@@ -271,17 +240,17 @@ func (s Set) KeepSecrets(old Set) error {
 	for _, id := range sortedKeys(s) {
 		stored := map[string]any{}
 		if o := old[id]; o != nil {
-			walkSecrets(o, func(path string, v any, _ func(any)) { stored[path] = v })
+			walkSecrets(o, func(path []string, v any, _ func(any)) { stored[storeKey(path)] = v })
 		}
-		walkSecrets(s[id], func(path string, v any, set func(any)) {
+		walkSecrets(s[id], func(path []string, v any, set func(any)) {
 			if v != apiv1.SecretPlaceholder {
 				return
 			}
-			if sv, ok := stored[path]; ok {
+			if sv, ok := stored[storeKey(path)]; ok {
 				set(sv)
 				return
 			}
-			errs = append(errs, "providers."+id+"."+path+": "+apiv1.SecretPlaceholder+" keeps the stored value, but none is stored: give the value")
+			errs = append(errs, "providers."+id+"."+pathString(path)+": "+apiv1.SecretPlaceholder+" keeps the stored value, but none is stored: give the value")
 		})
 	}
 	if len(errs) > 0 {
@@ -295,7 +264,7 @@ func (s Set) Redacted() Set {
 	out := Set{}
 	for id, obj := range s {
 		c := clone(obj)
-		walkSecrets(c, func(_ string, _ any, set func(any)) { set(apiv1.SecretPlaceholder) })
+		walkSecrets(c, func(_ []string, _ any, set func(any)) { set(apiv1.SecretPlaceholder) })
 		out[id] = c
 	}
 	return out
@@ -307,8 +276,8 @@ func (s Set) ToStore() []*store.Provider {
 	for _, id := range sortedKeys(s) {
 		c := clone(s[id])
 		secrets := map[string]string{}
-		walkSecrets(c, func(path string, v any, set func(any)) {
-			secrets[path], _ = v.(string)
+		walkSecrets(c, func(path []string, v any, set func(any)) {
+			secrets[storeKey(path)], _ = v.(string)
 			set(nil)
 		})
 		b, _ := json.Marshal(c)
@@ -327,16 +296,16 @@ func FromStore(ps []*store.Provider) (Set, error) {
 		if err := dec.Decode(&obj); err != nil || obj == nil {
 			return nil, fmt.Errorf("stored provider %q is not a JSON object: %v", p.ID, err)
 		}
-		for path, v := range p.Secrets {
-			switch {
-			case path == pathAPIKey:
-				opts := child(obj, "options")
-				opts["apiKey"] = v
-			case strings.HasPrefix(path, pathHeaderPrefix):
-				child(child(obj, "options"), "headers")[strings.TrimPrefix(path, pathHeaderPrefix)] = v
-			default:
-				return nil, fmt.Errorf("stored provider %q has a secret at unknown path %q", p.ID, path)
+		for key, v := range p.Secrets {
+			path := parseStoreKey(key)
+			if slices.Contains(path, "") {
+				return nil, fmt.Errorf("stored provider %q has a secret at an invalid path %q", p.ID, key)
 			}
+			m := obj
+			for _, name := range path[:len(path)-1] {
+				m = child(m, name)
+			}
+			m[path[len(path)-1]] = v
 		}
 		out[p.ID] = obj
 	}
@@ -352,16 +321,6 @@ func child(m map[string]any, k string) map[string]any {
 	return c
 }
 
-// SecretKey is the key of a provider secret in a session's Secret (and the file name
-// under the mounted directory): Secret keys allow only [-._a-zA-Z0-9], which provider
-// ids and header names are held to.
-func SecretKey(id, path string) string {
-	if path == pathAPIKey {
-		return "provider." + id + ".apiKey"
-	}
-	return "provider." + id + ".header." + strings.TrimPrefix(path, pathHeaderPrefix)
-}
-
 // ForSession renders s for a session whose provider secrets are files in dir: the
 // provider JSON (every secret replaced by {file:dir/KEY}) and the Secret data (KEY →
 // value). The JSON holds no secret value.
@@ -370,7 +329,7 @@ func (s Set) ForSession(dir string) (providerJSON string, files map[string][]byt
 	out := map[string]any{}
 	for _, id := range sortedKeys(s) {
 		c := clone(s[id])
-		walkSecrets(c, func(path string, v any, set func(any)) {
+		walkSecrets(c, func(path []string, v any, set func(any)) {
 			key := SecretKey(id, path)
 			sv, _ := v.(string)
 			files[key] = []byte(sv)

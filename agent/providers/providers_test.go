@@ -27,7 +27,9 @@ func TestParseReportsTheField(t *testing.T) {
 		{`{"acme": {"models": {"m": {}}, "options": {"apiKey": "{env:HOME}"}}}`, "providers.acme.options.apiKey: give the value itself"},
 		{`{"acme": {"models": {"m": {}}, "options": {"apiKey": "a\"b"}}}`, "providers.acme.options.apiKey: must be printable"},
 		{`{"acme": {"models": {"m": {}}, "options": {"headers": {"X Y": "v"}}}}`, "providers.acme.options.headers.X Y: not a header name"},
-		{`{"acme": {"models": {"m": {}}, "options": {"accessToken": "v"}}}`, "providers.acme.options.accessToken: secret options other than apiKey"},
+		{`{"acme": {"models": {"m": {}}, "options": {"accessToken": "{env:TOKEN}"}}}`, "providers.acme.options.accessToken: give the value itself"},
+		{`{"acme": {"models": {"m": {"headers": {"X-Key": 3}}}}}`, "providers.acme.models.m.headers.X-Key: must be a string"},
+		{`{"acme": {"models": {"m": {}}, "options": {"extra": [{"token": "v"}]}}}`, "providers.acme.options.extra.[0].token: a secret inside a list"},
 		{`{"acme": {"models": {"a b": {}}}}`, "providers.acme.models.a b: a model id must be"},
 	} {
 		_, err := Parse([]byte(tc.body))
@@ -152,5 +154,96 @@ func TestCatalogResolve(t *testing.T) {
 	}
 	if ms := c.Models(); len(ms) != 3 || ms[2].Provider != "litellm" || !ms[2].AnyModel {
 		t.Errorf("Models with the gateway = %+v", ms)
+	}
+}
+
+// Real OpenCode options that merely contain a secret-sounding word are settings, not
+// secrets: they pass Parse and stay in the clear.
+func TestParseKeepsSettingsThatSoundSecret(t *testing.T) {
+	body := `{"acme": {"options": {"setCacheKey": true, "maxTokens": "4096", "tokenizer": "cl100k", "accessKeyId": "AKIA-id"},
+	  "models": {"m": {"options": {"maxTokens": "1024", "promptCacheKey": "k1"}}}}}`
+	set, err := Parse([]byte(body))
+	if err != nil {
+		t.Fatalf("Parse refused OpenCode settings: %v", err)
+	}
+	rows := set.ToStore()
+	if len(rows[0].Secrets) != 0 {
+		t.Errorf("settings sealed as secrets: %v", rows[0].Secrets)
+	}
+	for _, f := range []string{"setCacheKey", "maxTokens", "tokenizer", "accessKeyId", "temperature", "promptCacheKey"} {
+		if SecretField(f) {
+			t.Errorf("SecretField(%q) = true, want a setting", f)
+		}
+	}
+	for _, f := range []string{"apiKey", "api_key", "x-api-key", "token", "accessToken", "sessionToken", "clientSecret", "secretAccessKey", "password", "Authorization", "privateKey"} {
+		if !SecretField(f) {
+			t.Errorf("SecretField(%q) = false, want a credential", f)
+		}
+	}
+}
+
+// Secrets anywhere in a provider (a model's headers and options, other secret-named
+// options) are sealed like options.apiKey: stored apart, redacted, kept by the
+// placeholder and handed to sessions as files, never in the JSON.
+func TestSecretsAnywhereAreSealed(t *testing.T) {
+	body := `{"acme": {"options": {"apiKey": "sk-top", "sessionToken": "tok-opt"},
+	  "models": {"gpt-4.1": {"headers": {"X-Model-Key": "hdr-model"}, "options": {"apiKey": "sk-model", "maxTokens": "1024"}}}}}`
+	set, err := Parse([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{"sk-top", "tok-opt", "hdr-model", "sk-model"}
+	rows := set.ToStore()
+	for _, v := range secrets {
+		if strings.Contains(string(rows[0].Config), v) {
+			t.Errorf("stored config holds %s: %s", v, rows[0].Config)
+		}
+	}
+	if rows[0].Secrets["models.gpt-4~11.headers.X-Model-Key"] != "hdr-model" || rows[0].Secrets["models.gpt-4~11.options.apiKey"] != "sk-model" ||
+		rows[0].Secrets["options.sessionToken"] != "tok-opt" || len(rows[0].Secrets) != 4 {
+		t.Errorf("stored secrets %v", rows[0].Secrets)
+	}
+	back, err := FromStore(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := json.Marshal(back)
+	b, _ := json.Marshal(set)
+	if string(a) != string(b) {
+		t.Errorf("round trip through the store:\n%s\nwant\n%s", a, b)
+	}
+	red, _ := json.Marshal(set.Redacted())
+	for _, v := range secrets {
+		if strings.Contains(string(red), v) {
+			t.Errorf("redacted holds %s: %s", v, red)
+		}
+	}
+	if strings.Count(string(red), apiv1.SecretPlaceholder) != 4 || !strings.Contains(string(red), `"maxTokens":"1024"`) {
+		t.Errorf("redacted: %s", red)
+	}
+	again, err := Parse(red)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again.KeepSecrets(back); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := json.Marshal(again)
+	if string(c) != string(b) {
+		t.Errorf("placeholders kept:\n%s\nwant\n%s", c, b)
+	}
+	js, files := set.ForSession("/etc/keys")
+	for _, v := range secrets {
+		if strings.Contains(js, v) {
+			t.Errorf("session JSON holds %s: %s", v, js)
+		}
+	}
+	if len(files) != 4 || string(files["provider.acme.options.sessionToken"]) != "tok-opt" {
+		t.Errorf("files %q", files)
+	}
+	for key, v := range files {
+		if !strings.Contains(js, `{file:/etc/keys/`+key+`}`) || !secretKeyRe.MatchString(key) {
+			t.Errorf("file %s (%s) is not referenced by the session JSON as a valid Secret key: %s", key, v, js)
+		}
 	}
 }

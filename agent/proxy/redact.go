@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/cakeai/cake-agents/agent/providers"
 )
 
 // OpenCode answers these routes with its resolved configuration, provider API keys in
@@ -33,21 +35,11 @@ func isConfigRoute(path string) bool {
 	return configRoutes[p]
 }
 
-// secretKey reports whether a JSON object key names a credential.
-func secretKey(k string) bool {
-	k = strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(k))
-	switch k {
-	case "apikey", "authorization", "token", "accesstoken", "secret", "password", "key":
-		return true
-	}
-	return strings.HasSuffix(k, "apikey") || strings.HasSuffix(k, "secret") || strings.HasSuffix(k, "token")
-}
-
 func redactValue(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
 		for k, val := range t {
-			if _, isString := val.(string); isString && secretKey(k) {
+			if _, isString := val.(string); isString && providers.SecretField(k) {
 				t[k] = Redacted
 				continue
 			}

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,6 +20,57 @@ import (
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/test/fakelitellm"
 )
+
+// TestCreateSessionLiteLLMRefusal: LiteLLM refusing the master key answers with a
+// prefix of the key it got (as real LiteLLM's 401 does); the caller, the audit record
+// and the session get a fixed text naming what to check, never that answer.
+func TestCreateSessionLiteLLMRefusal(t *testing.T) {
+	const master, leak = "sk-wrong-master-0123456789", "sk-wrong-mas"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"error":{"message":"Authentication Error, Invalid proxy server token passed. Received API Key = ` + leak + `...","type":"auth_error"}}`))
+	}))
+	defer srv.Close()
+	client, err := litellm.New(srv.URL, master, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st store.Store
+	e := newEnvWith(t, nil, func(o *Options) {
+		st = o.Store
+		c, err := sessions.New(sessions.Config{
+			Namespace: "sessions-ns", Release: "rel",
+			DataPlaneImage: "example.invalid/data-plane:1", DataPlaneInitImage: "example.invalid/data-plane-init:1",
+			DefaultTTL: 24 * time.Hour, DefaultModel: "litellm/fake-model",
+			LiteLLMBaseURL: srv.URL, LiteLLM: client,
+			Registerer: prometheus.NewRegistry(),
+		}, fake.NewClientset(), o.Store, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Sessions = c
+	})
+	code, body := e.do("alice", "POST", "/api/v1/sessions", apiv1.CreateSessionRequest{Repo: "https://github.com/org/repo.git"})
+	if code != http.StatusBadGateway || errorOf(t, body).Code != apiv1.CodeUnavailable ||
+		!strings.Contains(string(body), "litellm.secret") || strings.Contains(string(body), leak) {
+		t.Fatalf("create with the master key refused: %d %s; want a 502 Unavailable naming litellm.secret, without LiteLLM's answer", code, body)
+	}
+	page, err := st.ListAudit(t.Context(), store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ev := range page.Items {
+		if strings.Contains(ev.Detail, leak) {
+			t.Errorf("audit %+v holds LiteLLM's answer", ev)
+		}
+		found = found || (ev.Action == "session.create" && strings.Contains(ev.Detail, "litellm.secret"))
+	}
+	if !found {
+		t.Errorf("audit %+v: want the refused create with the fixed text", page.Items)
+	}
+}
 
 // TestCreateSessionLiteLLM: with LiteLLM keys, a create while LiteLLM is down is a 503
 // naming LiteLLM that leaves no session; once it answers, the session is created and
@@ -57,7 +110,7 @@ func TestCreateSessionLiteLLM(t *testing.T) {
 	down.Store(true)
 	code, body := e.do("alice", "POST", "/api/v1/sessions", apiv1.CreateSessionRequest{Repo: "https://github.com/org/repo.git"})
 	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), `"Unavailable"`) ||
-		!strings.Contains(string(body), "LiteLLM is unavailable") || strings.Contains(string(body), master) {
+		!strings.Contains(string(body), "litellm.baseURL") || strings.Contains(string(body), master) {
 		t.Fatalf("create with LiteLLM down: %d %s; want a 503 naming LiteLLM", code, body)
 	}
 	if page, err := st.ListSessions(t.Context(), store.SessionFilter{}); err != nil || len(page.Items) != 0 {
@@ -87,5 +140,38 @@ func TestCreateSessionLiteLLM(t *testing.T) {
 	code, body = e.do("alice", "GET", "/api/v1/sessions/"+s.ID, nil)
 	if code != http.StatusOK || strings.Contains(string(body), "modelSpend") {
 		t.Errorf("GET with LiteLLM down: %d %s", code, body)
+	}
+}
+
+// slowSpender is a Sessions whose Spend records the deadline it was given and answers
+// as a LiteLLM call that ran out of it.
+type slowSpender struct {
+	*fakeSessions
+	deadline time.Time
+	had      bool
+}
+
+func (s *slowSpender) Spend(ctx context.Context, _ string) (float64, bool, error) {
+	s.deadline, s.had = ctx.Deadline()
+	return 0, true, fmt.Errorf("LiteLLM read key info: %w", context.DeadlineExceeded)
+}
+
+// TestGetSessionSpendIsBounded: GET of one session asks for its spend with a short
+// deadline of its own (not the LiteLLM client's 15 s), and answers without the spend
+// when it runs out.
+func TestGetSessionSpendIsBounded(t *testing.T) {
+	sp := &slowSpender{}
+	e := newEnvWith(t, nil, func(o *Options) {
+		sp.fakeSessions = o.Sessions.(*fakeSessions)
+		o.Sessions = sp
+	})
+	s := e.create("alice", apiv1.CreateSessionRequest{Repo: "https://github.com/org/repo.git"})
+	before := time.Now()
+	code, body := e.do("alice", "GET", "/api/v1/sessions/"+s.ID, nil)
+	if code != http.StatusOK || strings.Contains(string(body), "modelSpend") {
+		t.Fatalf("GET with the spend timed out: %d %s; want the session without modelSpend", code, body)
+	}
+	if !sp.had || sp.deadline.After(before.Add(spendTimeout+time.Second)) {
+		t.Errorf("Spend's deadline %v (set %v): want at most %s after the request", sp.deadline, sp.had, spendTimeout)
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -54,7 +55,7 @@ func (s *Server) getProviders(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		return
 	}
-	s.record(r, "providers.get", "providers", "success", "")
+	s.record(r, "providers.get", "providers", audit.OutcomeSuccess, "")
 	writeJSON(w, http.StatusOK, c.Stored.Redacted())
 }
 
@@ -63,8 +64,21 @@ func (s *Server) putProviders(w http.ResponseWriter, r *http.Request) {
 	if !s.admin(w, r, "providers.put") {
 		return
 	}
+	tooLarge := func() {
+		msg := fmt.Sprintf("the providers JSON is larger than %d bytes", providers.MaxBodyBytes)
+		s.record(r, "providers.put", "providers", audit.OutcomeError, msg)
+		httperr.Write(w, http.StatusRequestEntityTooLarge, apiv1.CodeTooLarge, msg)
+	}
+	if r.ContentLength > providers.MaxBodyBytes {
+		tooLarge()
+		return
+	}
 	var raw json.RawMessage
 	if !decode(w, r, &raw) {
+		return
+	}
+	if len(raw) > providers.MaxBodyBytes {
+		tooLarge()
 		return
 	}
 	set, err := providers.Parse(raw)
@@ -76,7 +90,7 @@ func (s *Server) putProviders(w http.ResponseWriter, r *http.Request) {
 		err = set.KeepSecrets(old.Stored)
 	}
 	if err != nil {
-		s.record(r, "providers.put", "providers", "invalid", err.Error())
+		s.record(r, "providers.put", "providers", audit.OutcomeError, err.Error())
 		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
 		return
 	}
@@ -89,7 +103,7 @@ func (s *Server) putProviders(w http.ResponseWriter, r *http.Request) {
 	for _, m := range set.Models() {
 		ids = append(ids, m.ID)
 	}
-	s.record(r, "providers.put", "providers", "success", "models: "+strings.Join(ids, ", "))
+	s.record(r, "providers.put", "providers", audit.OutcomeSuccess, "models: "+strings.Join(ids, ", "))
 	writeJSON(w, http.StatusOK, set.Redacted())
 }
 

@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/providers"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
@@ -84,8 +86,46 @@ func TestProvidersHideSecretsAndKeepThem(t *testing.T) {
 	if code != http.StatusBadRequest || !strings.Contains(errorOf(t, body).Message, "providers: must be a JSON object") {
 		t.Errorf("not an object: %d %s", code, body)
 	}
+	// Past providers.MaxBodyBytes (below the API's own limit): 413 naming the limit.
+	big := `{"acme": {"name": "` + strings.Repeat("x", providers.MaxBodyBytes) + `", "models": {"m": {}}}}`
+	code, body = e.do("root", "PUT", "/api/v1/providers", big)
+	if code != http.StatusRequestEntityTooLarge || errorOf(t, body).Code != apiv1.CodeTooLarge ||
+		!strings.Contains(errorOf(t, body).Message, fmt.Sprint(providers.MaxBodyBytes)) {
+		t.Errorf("providers larger than the limit: %d %.200s", code, body)
+	}
 	if ps, _ := e.st.ListProviders(context.Background()); len(ps) != 1 || ps[0].Secrets["options.apiKey"] != providerCanary {
 		t.Errorf("a refused put changed the providers: %+v", ps)
+	}
+	// A refused put is audited with the audit package's outcome.
+	page, err := e.st.ListAudit(context.Background(), store.AuditFilter{Target: "providers"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range page.Items {
+		if ev.Outcome != audit.OutcomeSuccess && ev.Outcome != audit.OutcomeError && ev.Outcome != audit.OutcomeDenied {
+			t.Errorf("audit outcome %q of %s is not one of audit's", ev.Outcome, ev.Action)
+		}
+	}
+}
+
+// TestProvidersSealModelSecrets: a model's headers and options.apiKey are stored
+// sealed and answered as %%SECRET%%, like the provider's own.
+func TestProvidersSealModelSecrets(t *testing.T) {
+	e := newProvidersEnv(t, providers.Defaults{})
+	in := `{"acme": {"options": {"baseURL": "https://models.acme.test/v1"},
+	  "models": {"big": {"headers": {"X-Model": "hdr-CANARY-model"}, "options": {"apiKey": "sk-CANARY-model", "setCacheKey": true}}}}}`
+	code, body := e.do("root", "PUT", "/api/v1/providers", in)
+	if code != http.StatusOK || strings.Contains(string(body), "CANARY") {
+		t.Fatalf("put: %d %s", code, body)
+	}
+	code, body = e.do("root", "GET", "/api/v1/providers", nil)
+	if code != http.StatusOK || strings.Contains(string(body), "CANARY") || strings.Count(string(body), apiv1.SecretPlaceholder) != 2 ||
+		!strings.Contains(string(body), `"setCacheKey": true`) {
+		t.Fatalf("get: %d %s", code, body)
+	}
+	ps, _ := e.st.ListProviders(context.Background())
+	if len(ps) != 1 || strings.Contains(string(ps[0].Config), "CANARY") || ps[0].Secrets["models.big.options.apiKey"] != "sk-CANARY-model" {
+		t.Errorf("stored: %+v", ps)
 	}
 }
 

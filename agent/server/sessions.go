@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
+	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/gitcred"
 	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/litellm"
@@ -61,17 +63,21 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		limit = 0
 	}
 	if err := s.opts.Sessions.Create(r.Context(), sess, limit); err != nil {
-		s.record(r, "session.create", sess.ID, outcomeFor(err), err.Error())
 		if errors.Is(err, sessions.ErrModelKey) {
-			// Nothing was created; the message names LiteLLM and never the master key.
-			status, code := http.StatusBadGateway, apiv1.CodeInternal
+			// Nothing was created. LiteLLM's answer can quote the master key: the
+			// detail goes to the log, the caller and the audit record get what an
+			// admin should check.
+			msg := "the session's LiteLLM key could not be made: " + litellm.Advice(err) + "; nothing was created"
+			status := http.StatusBadGateway
 			if errors.Is(err, litellm.ErrUnavailable) {
-				status, code = http.StatusServiceUnavailable, apiv1.CodeUnavailable
+				status = http.StatusServiceUnavailable
 			}
 			s.log.Error("session create failed: no LiteLLM key", "error", err)
-			httperr.Write(w, status, code, err.Error()+"; nothing was created, try again once LiteLLM answers")
+			s.record(r, "session.create", sess.ID, audit.OutcomeError, msg)
+			httperr.Write(w, status, apiv1.CodeUnavailable, msg)
 			return
 		}
+		s.record(r, "session.create", sess.ID, outcomeFor(err), err.Error())
 		// Every store sentinel keeps its status (an unreachable database is a 503);
 		// anything else is logged and answered without detail, since driver errors
 		// name database hosts and users.
@@ -172,8 +178,12 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	}
 	out := s.toAPI(r, sess, nil)
 	if sp, ok := s.opts.Sessions.(spender); ok {
-		// A gateway that does not answer costs the field, not the whole answer.
-		if spend, on, err := sp.Spend(r.Context(), sess.ID); err != nil {
+		// A gateway that does not answer (in spendTimeout) costs the field, not the
+		// whole answer: the spend is then unknown.
+		ctx, cancel := context.WithTimeout(r.Context(), spendTimeout)
+		spend, on, err := sp.Spend(ctx, sess.ID)
+		cancel()
+		if err != nil {
 			s.log.Warn("read the session's LiteLLM spend failed", "session", sess.ID, "error", err)
 		} else if on {
 			out.ModelSpend = &spend
@@ -181,6 +191,10 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, out)
 }
+
+// spendTimeout bounds the LiteLLM call of GET /sessions/{id}: the spend is a detail,
+// and the answer must not wait for the LiteLLM client's own (15 s) timeout.
+const spendTimeout = 2 * time.Second
 
 // spender is implemented by a Sessions that gives sessions LiteLLM keys of their own
 // (sessions.Controller): Spend is what session id's keys spent, in USD; on is false when

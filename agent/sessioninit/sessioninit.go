@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cakeai/cake-agents/agent/gitcred"
+	"github.com/cakeai/cake-agents/agent/providers"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
@@ -386,36 +387,28 @@ func lastLine(s string) string {
 	return "no output"
 }
 
-// Provider settings of the LiteLLM gateway: OpenCode sends max_tokens 32000 unless a
-// model's output limit is set, which most gateways reject for small models.
-const (
-	litellmProvider = "litellm"
-	contextLimit    = 128000
-	outputLimit     = 4096
-)
-
 // BuildConfig renders the OpenCode configuration JSON for o.
 func BuildConfig(o Options) ([]byte, error) {
 	cfg := map[string]any{
 		"autoupdate": false,
 		"share":      "disabled",
 	}
-	var providers map[string]any
+	var provs map[string]any
 	model := o.Model
 	switch {
 	case o.ProviderJSON != "":
-		if err := json.Unmarshal([]byte(o.ProviderJSON), &providers); err != nil {
+		if err := json.Unmarshal([]byte(o.ProviderJSON), &provs); err != nil {
 			return nil, fmt.Errorf("--provider-json is not a JSON object of providers: %w", err)
 		}
-		if len(providers) == 0 {
+		if len(provs) == 0 {
 			return nil, errors.New("--provider-json names no provider")
 		}
-		if err := checkNoKeys(providers, "provider"); err != nil {
+		if err := checkNoKeys(provs, "provider"); err != nil {
 			return nil, err
 		}
 		if model != "" && !strings.Contains(model, "/") {
-			ids := make([]string, 0, len(providers))
-			for id := range providers {
+			ids := make([]string, 0, len(provs))
+			for id := range provs {
 				ids = append(ids, id)
 			}
 			sort.Strings(ids)
@@ -426,26 +419,15 @@ func BuildConfig(o Options) ([]byte, error) {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("--litellm-base-url %q is not an http(s) URL", o.LiteLLMBaseURL)
 		}
-		name := strings.TrimPrefix(model, litellmProvider+"/")
-		models := map[string]any{}
-		if name != "" {
-			models[name] = map[string]any{"name": name, "limit": map[string]any{"context": contextLimit, "output": outputLimit}}
-			model = litellmProvider + "/" + name
+		if name := strings.TrimPrefix(model, providers.LiteLLM+"/"); name != "" {
+			model = providers.LiteLLM + "/" + name
 		}
-		providers = map[string]any{litellmProvider: map[string]any{
-			"npm":  "@ai-sdk/openai-compatible",
-			"name": "LiteLLM",
-			"options": map[string]any{
-				"baseURL": o.LiteLLMBaseURL,
-				"apiKey":  "{env:LITELLM_API_KEY}",
-			},
-			"models": models,
-		}}
+		provs = map[string]any{providers.LiteLLM: providers.Gateway(o.LiteLLMBaseURL, model, "LITELLM_API_KEY")}
 	}
-	if providers != nil {
-		cfg["provider"] = providers
-		ids := make([]string, 0, len(providers))
-		for id := range providers {
+	if provs != nil {
+		cfg["provider"] = provs
+		ids := make([]string, 0, len(provs))
+		for id := range provs {
 			ids = append(ids, id)
 		}
 		sort.Strings(ids)
@@ -469,7 +451,7 @@ func checkNoKeys(v any, path string) error {
 	case map[string]any:
 		for k, val := range t {
 			p := path + "." + k
-			if s, ok := val.(string); ok && isSecretKey(k) && s != "" &&
+			if s, ok := val.(string); ok && providers.SecretField(k) && s != "" &&
 				!strings.HasPrefix(s, "{env:") && !strings.HasPrefix(s, "{file:") {
 				return fmt.Errorf("--provider-json sets %s to a literal value: reference it as {env:NAME} or {file:PATH}", p)
 			}
@@ -485,9 +467,4 @@ func checkNoKeys(v any, path string) error {
 		}
 	}
 	return nil
-}
-
-func isSecretKey(k string) bool {
-	k = strings.ToLower(k)
-	return strings.Contains(k, "key") || strings.Contains(k, "token") || strings.Contains(k, "secret") || strings.Contains(k, "password")
 }

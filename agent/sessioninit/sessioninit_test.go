@@ -91,8 +91,9 @@ func TestRunClonesBranchAndWritesConfig(t *testing.T) {
 		t.Errorf("provider options = %v", opts)
 	}
 	limit := p["models"].(map[string]any)["gpt-4o-mini"].(map[string]any)["limit"].(map[string]any)
-	if limit["output"] != float64(outputLimit) {
-		t.Errorf("limit.output = %v, want %d", limit["output"], outputLimit)
+	// OpenCode's default max_tokens (32000) is refused by small models' gateways.
+	if limit["output"] != float64(4096) {
+		t.Errorf("limit.output = %v, want 4096", limit["output"])
 	}
 }
 
@@ -187,6 +188,17 @@ func TestProviderJSON(t *testing.T) {
 	}
 	if !reflect.DeepEqual(m["enabled_providers"], []any{"anthropic", "openai"}) {
 		t.Errorf("enabled_providers = %v", m["enabled_providers"])
+	}
+}
+
+// TestProviderJSONSettingsAreNotKeys: OpenCode settings whose names contain a
+// secret-sounding word are not literal keys (the same rule as the agent's providers).
+func TestProviderJSONSettingsAreNotKeys(t *testing.T) {
+	if _, err := BuildConfig(Options{ProviderJSON: `{"p":{"options":{"setCacheKey":true,"maxTokens":"4096","apiKey":"{file:/k}"},"models":{"m":{"options":{"maxTokens":"1024"}}}}}`}); err != nil {
+		t.Errorf("settings refused: %v", err)
+	}
+	if _, err := BuildConfig(Options{ProviderJSON: `{"p":{"models":{"m":{"options":{"sessionToken":"tok-1"}}}}}`}); err == nil || !strings.Contains(err.Error(), "provider.p.models.m.options.sessionToken") {
+		t.Errorf("a model's literal token: %v, want it refused by path", err)
 	}
 }
 

@@ -56,13 +56,17 @@ type Config struct {
 	// LiteLLM, when set, gives every session its own virtual key, made with the master
 	// key the client holds (which never leaves the agent) and put in the session's
 	// Secret (SecretKeyLiteLLM), whence OpenCode reads it by env reference. The key is
-	// deleted when the session stops or goes. Without it sessions get no key.
+	// deleted when the session stops or goes. Without it, or when the session's model
+	// is not LiteLLM's, sessions get no key.
 	LiteLLM *litellm.Client
 	// LiteLLMSessionBudget and LiteLLMUserBudget (USD, 0 = none) cap what one session's
 	// key, and all keys of one owner together, may spend.
 	LiteLLMSessionBudget, LiteLLMUserBudget float64
-	// LiteLLMKeyDuration is how long a key lives at most (default: the session's TTL),
-	// so a key outlives no agent that forgot it.
+	// LiteLLMUserBudgetPeriod (0 = never) resets an owner's LiteLLM spend every period,
+	// so LiteLLMUserBudget is a budget per period rather than for all time.
+	LiteLLMUserBudgetPeriod time.Duration
+	// LiteLLMKeyDuration is how long a key lives at most (default: what is left of the
+	// session's TTL, which also caps it), so a key outlives no agent that forgot it.
 	LiteLLMKeyDuration time.Duration
 
 	// LeaderElection makes only the Lease holder reconcile; every replica serves the API.

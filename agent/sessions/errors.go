@@ -9,6 +9,8 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+
+	"github.com/cakeai/cake-agents/agent/litellm"
 )
 
 // ErrInvalidState is returned (wrapped) when an operation does not apply to the
@@ -65,6 +67,10 @@ func (e *permanentError) Unwrap() error { return e.err }
 
 // apiMessage is the API server's message for err, without our wrapping.
 func apiMessage(err error) string {
+	if litellm.IsError(err) {
+		// LiteLLM's answer can quote the master key: the detail stays in the log.
+		return litellm.Advice(err)
+	}
 	var st apierrors.APIStatus
 	if errors.As(err, &st) && st.Status().Message != "" {
 		return st.Status().Message

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/cakeai/cake-agents/agent/litellm"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -25,14 +26,36 @@ var ErrModelKey = errors.New("the session's LiteLLM key could not be made")
 // litellmModelPrefix is the provider id sessioninit gives the LiteLLM provider.
 const litellmModelPrefix = "litellm/"
 
-// keyModels are the models s's key may call: the session's model, when it is one of
-// LiteLLM's (OpenCode asks LiteLLM for it without the provider prefix).
-func keyModels(s *store.Session) []string {
-	name := strings.TrimPrefix(s.Model, litellmModelPrefix)
-	if name == "" || (name == s.Model && strings.Contains(name, "/")) {
-		return nil // another provider's model: the key is not what limits it
+// keyModels are the models s's key may call: the session's model (the configured
+// default when it names none) when it is one of LiteLLM's, as OpenCode asks LiteLLM for
+// it (without the provider prefix). ok is false when the session's model is another
+// provider's, or none at all: then the session gets no key, since a key for "every
+// model" would let it spend on any model LiteLLM serves.
+func (c *Controller) keyModels(s *store.Session) (models []string, ok bool) {
+	model := s.Model
+	if model == "" {
+		model = c.cfg.DefaultModel
 	}
-	return []string{name}
+	name, gateway := strings.CutPrefix(model, litellmModelPrefix)
+	if name == "" || (!gateway && strings.Contains(name, "/")) {
+		return nil, false
+	}
+	return []string{name}, true
+}
+
+// keyDuration is how long s's new key lives: the time left of the session's TTL (the
+// session is deleted then; the key must not outlive it), or the configured duration
+// when that is shorter.
+func (c *Controller) keyDuration(s *store.Session) time.Duration {
+	d := c.cfg.LiteLLMKeyDuration
+	if exp, ok := s.ExpiresAt(); ok {
+		// A session about to expire still gets a usable key; it goes with the session.
+		left := max(exp.Sub(c.now()), time.Minute)
+		if d <= 0 || left < d {
+			d = left
+		}
+	}
+	return d
 }
 
 // keyAlias names a new key of session id: unique (LiteLLM requires unique aliases, and
@@ -43,28 +66,29 @@ func (c *Controller) keyAlias(id string) string {
 	return fmt.Sprintf("cake-agents-%s-%s-%s", c.cfg.Release, id, hex.EncodeToString(b))
 }
 
-// issueKey makes a new LiteLLM key for s and returns it. On failure nothing is left
-// in LiteLLM, or the key's live row makes the reconciler delete it.
+// issueKey makes a new LiteLLM key for s and returns it ("" when s's model is not
+// LiteLLM's: it needs none). On failure nothing is left in LiteLLM, or the key's live
+// row makes the reconciler delete it.
 func (c *Controller) issueKey(ctx context.Context, s *store.Session) (string, error) {
+	models, ok := c.keyModels(s)
+	if !ok {
+		return "", nil
+	}
 	rec := &store.ModelKey{Alias: c.keyAlias(s.ID), SessionID: s.ID, OwnerID: s.OwnerID, CreatedAt: c.now().UTC()}
 	if err := c.st.PutModelKey(ctx, rec); err != nil {
 		return "", fmt.Errorf("record the LiteLLM key of session %s: %w", s.ID, err)
 	}
 	if c.cfg.LiteLLMUserBudget > 0 {
-		if err := c.cfg.LiteLLM.SetUserBudget(ctx, s.OwnerID, c.cfg.LiteLLMUserBudget); err != nil {
+		if err := c.cfg.LiteLLM.SetUserBudget(ctx, s.OwnerID, c.cfg.LiteLLMUserBudget, c.cfg.LiteLLMUserBudgetPeriod); err != nil {
 			c.dropKey(ctx, rec)
 			return "", fmt.Errorf("%w: %w", ErrModelKey, err)
 		}
 	}
-	duration := c.cfg.LiteLLMKeyDuration
-	if duration <= 0 {
-		duration = s.TTL // the session is deleted then; the key must not outlive it
-	}
 	k, err := c.cfg.LiteLLM.GenerateKey(ctx, litellm.KeyRequest{
 		Alias:     rec.Alias,
-		Models:    keyModels(s),
+		Models:    models,
 		MaxBudget: c.cfg.LiteLLMSessionBudget,
-		Duration:  duration,
+		Duration:  c.keyDuration(s),
 		UserID:    s.OwnerID,
 		Metadata: map[string]string{
 			"cake_agents_session":   s.ID,
@@ -146,13 +170,24 @@ func (c *Controller) forgetKeys(ctx context.Context, id string) error {
 	return nil
 }
 
-// hasLiveKey reports whether session id has a LiteLLM key not yet deleted.
-func (c *Controller) hasLiveKey(ctx context.Context, id string) (bool, error) {
+// holdsLiveKey reports whether key (from session id's Secret) is a LiteLLM key of the
+// session not yet deleted: a live row whose token is the key's hash. A row without a
+// token (its write failed) matches nothing, so the session gets a new key.
+func (c *Controller) holdsLiveKey(ctx context.Context, id string, key []byte) (bool, error) {
+	if len(key) == 0 {
+		return false, nil
+	}
 	live, err := c.st.ListModelKeys(ctx, store.ModelKeyFilter{SessionID: id, Live: true})
 	if err != nil {
 		return false, fmt.Errorf("list the LiteLLM keys of session %s: %w", id, err)
 	}
-	return len(live) > 0, nil
+	hash := litellm.HashKey(string(key))
+	for _, k := range live {
+		if k.Token == hash {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Spend returns what session id's LiteLLM keys spent, in USD: the final spend of its

@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/cakeai/cake-agents/agent/litellm"
@@ -32,6 +35,9 @@ type gateway struct {
 	// failGenerate makes /key/generate make the key but answer 500, as a LiteLLM whose
 	// answer is lost would.
 	failGenerate atomic.Bool
+	// refuse makes every call answer 401 quoting a prefix of the key presented, as
+	// real LiteLLM does for a wrong master key.
+	refuse atomic.Bool
 }
 
 func newGateway(t *testing.T) *gateway {
@@ -40,6 +46,11 @@ func newGateway(t *testing.T) *gateway {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if g.down.Load() {
 			http.Error(w, "upstream connect error", http.StatusServiceUnavailable)
+			return
+		}
+		if g.refuse.Load() {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error":{"message":"Authentication Error, Received API Key = ` + r.Header.Get("Authorization")[7:19] + `..."}}`))
 			return
 		}
 		if g.failGenerate.Load() && r.URL.Path == "/key/generate" {
@@ -63,7 +74,7 @@ func keyConfig(t *testing.T, g *gateway) Config {
 		t.Fatal(err)
 	}
 	cfg.LiteLLMBaseURL, cfg.LiteLLM = g.URL, cl
-	cfg.LiteLLMSessionBudget, cfg.LiteLLMUserBudget = 2.5, 10
+	cfg.LiteLLMSessionBudget, cfg.LiteLLMUserBudget, cfg.LiteLLMUserBudgetPeriod = 2.5, 10, 7*24*time.Hour
 	cfg.DefaultModel, cfg.DefaultTTL = "litellm/fake-model", 6*time.Hour
 	return cfg
 }
@@ -144,8 +155,8 @@ func TestModelKeyPerSession(t *testing.T) {
 			t.Errorf("key %+v: want the session's budget, model, owner, TTL and metadata", k)
 		}
 	}
-	if u, ok := g.User(owner); !ok || *u.MaxBudget != 10 {
-		t.Errorf("owner's LiteLLM user %+v, %v: want max_budget 10", u, ok)
+	if u, ok := g.User(owner); !ok || *u.MaxBudget != 10 || u.BudgetDuration != "604800s" {
+		t.Errorf("owner's LiteLLM user %+v, %v: want max_budget 10 per week", u, ok)
 	}
 	noMasterKey(t, kube)
 	if got := chat(t, g, ka); got != http.StatusOK {
@@ -255,6 +266,183 @@ func TestCreateWhenLiteLLMFails(t *testing.T) {
 	if keys := g.Keys(); len(keys) != 1 || keys[0].Metadata["cake_agents_session"] != first.ID {
 		t.Errorf("live keys %+v: want only the first session's", keys)
 	}
+	if n := len(g.Deleted()); n != 1 {
+		t.Errorf("%d keys deleted: an over-quota create made a key (want only the lost answer's)", n)
+	}
+	// Over the quota while LiteLLM is down: the quota error, not LiteLLM's.
+	g.down.Store(true)
+	if err := c.Create(ctx, &store.Session{OwnerID: owner}, 1); !errors.Is(err, store.ErrQuotaExceeded) {
+		t.Fatalf("Create over the quota with LiteLLM down: %v, want ErrQuotaExceeded", err)
+	}
+}
+
+// TestLiteLLMAnswerStaysInTheLog: a start whose key LiteLLM refuses leaves a session
+// message naming what an admin should check, never LiteLLM's answer (which quotes the
+// master key's start).
+func TestLiteLLMAnswerStaysInTheLog(t *testing.T) {
+	g := newGateway(t)
+	st, owner := newStore(t)
+	c := newTestController(t, keyConfig(t, g), fake.NewClientset(), st)
+	ctx := context.Background()
+	s := &store.Session{OwnerID: owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stop(ctx, s.ID, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	g.refuse.Store(true)
+	got, err := c.Start(ctx, s.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(got.Message, testMasterKey[:12]) || !strings.Contains(got.Message, "litellm.secret") {
+		t.Errorf("session message %q: want the fixed text naming litellm.secret, without LiteLLM's answer", got.Message)
+	}
+}
+
+// TestFailedSessionPodGoesWhileLiteLLMIsDown: the reconciler deletes a Failed
+// session's pod even when its key cannot be deleted yet; the key goes once LiteLLM
+// answers.
+func TestFailedSessionPodGoesWhileLiteLLMIsDown(t *testing.T) {
+	g := newGateway(t)
+	st, owner := newStore(t)
+	kube := fake.NewClientset()
+	c := newTestController(t, keyConfig(t, g), kube, st)
+	ctx := context.Background()
+	s := &store.Session{OwnerID: owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	pod, err := kube.CoreV1().Pods("ns").Get(ctx, PodName(s.ID), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.factory.Core().V1().Pods().Informer().GetIndexer().Add(pod); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.update(ctx, s.ID, func(s *store.Session) (bool, error) {
+		s.State, s.Reason = apiv1.StateFailed, "Test"
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	g.down.Store(true)
+	if err := c.reconcile(ctx, s.ID); !errors.Is(err, litellm.ErrUnavailable) {
+		t.Errorf("reconcile with LiteLLM down: %v; want the key's error, for a retry", err)
+	}
+	if _, err := kube.CoreV1().Pods("ns").Get(ctx, PodName(s.ID), metav1.GetOptions{}); err == nil {
+		t.Error("the Failed session's pod was kept while LiteLLM was down")
+	}
+	g.down.Store(false)
+	if err := c.reconcile(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if keys := g.Keys(); len(keys) != 0 {
+		t.Errorf("live keys after LiteLLM came back: %+v", keys)
+	}
+}
+
+// TestRestartNeverKeepsADeadKey: a start whose Secret update failed after its new key
+// was made leaves the stopped key (deleted in LiteLLM) in the Secret; the retry puts a
+// live key there, never keeping the dead one.
+func TestRestartNeverKeepsADeadKey(t *testing.T) {
+	g := newGateway(t)
+	st, owner := newStore(t)
+	kube := fake.NewClientset()
+	c := newTestController(t, keyConfig(t, g), kube, st)
+	ctx := context.Background()
+	s := &store.Session{OwnerID: owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stop(ctx, s.ID, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	dead := secretKey(t, kube, s.ID)
+	var failUpdate atomic.Bool
+	failUpdate.Store(true)
+	kube.PrependReactor("update", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if failUpdate.Load() {
+			return true, nil, apierrors.NewServiceUnavailable("etcd is down")
+		}
+		return false, nil, nil
+	})
+	// The informer's view of the Secret, as the running controller has it.
+	sec, err := kube.CoreV1().Secrets("ns").Get(ctx, SecretName(s.ID), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.factory.Core().V1().Secrets().Informer().GetIndexer().Add(sec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Start(ctx, s.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := secretKey(t, kube, s.ID); got != dead {
+		t.Fatalf("the failed update changed the Secret's key")
+	}
+	failUpdate.Store(false)
+	if err := c.reconcile(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	key := secretKey(t, kube, s.ID)
+	if key == dead || chat(t, g, key) != http.StatusOK {
+		t.Errorf("after the retry the Secret holds the stopped session's deleted key (%v): want a live one", key == dead)
+	}
+	if n := len(g.Keys()); n != 1 {
+		t.Errorf("%d live keys, want only the Secret's", n)
+	}
+}
+
+// TestKeyOnlyForLiteLLMModels: a session whose model is another provider's gets no
+// LiteLLM key (a key for every model would let it spend on any of LiteLLM's); one with
+// no model gets a key for the configured default; a key made at a start lives for what
+// is left of the session's TTL.
+func TestKeyOnlyForLiteLLMModels(t *testing.T) {
+	g := newGateway(t)
+	st, owner := newStore(t)
+	kube := fake.NewClientset()
+	c := newTestController(t, keyConfig(t, g), kube, st)
+	ctx := context.Background()
+
+	other := &store.Session{OwnerID: owner, Model: "acme/big-model"}
+	if err := c.Create(ctx, other, 0); err != nil {
+		t.Fatal(err)
+	}
+	if k := secretKey(t, kube, other.ID); k != "" || len(g.Keys()) != 0 {
+		t.Errorf("a session on another provider's model got a LiteLLM key (Secret %q, live keys %+v)", k, g.Keys())
+	}
+	// A session stored without a model (the default is resolved at create, but an
+	// older row may have none) gets a key for the default model only.
+	bare := &store.Session{ID: "bare1", OwnerID: owner, TTL: 6 * time.Hour, CreatedAt: time.Now()}
+	if _, err := c.issueKey(ctx, bare); err != nil {
+		t.Fatal(err)
+	}
+	if keys := g.Keys(); len(keys) != 1 || len(keys[0].Models) != 1 || keys[0].Models[0] != "fake-model" {
+		t.Errorf("keys %+v: want one for the default model only", keys)
+	}
+
+	s := &store.Session{OwnerID: owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stop(ctx, s.ID, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	// Four of the session's six hours later it starts again.
+	c.now = func() time.Time { return time.Now().Add(4 * time.Hour) }
+	if _, err := c.Start(ctx, s.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range g.Keys() {
+		if k.Metadata["cake_agents_session"] != s.ID {
+			continue
+		}
+		if left := time.Until(*k.Expires); left > 2*time.Hour+time.Minute || left < 110*time.Minute {
+			t.Errorf("the restarted session's key expires in %s; want the 2h left of its TTL", left)
+		}
+	}
 }
 
 // TestKeysOfGoneSessionsAreDeleted: a stop or delete that could not reach LiteLLM, or
@@ -274,7 +462,7 @@ func TestKeysOfGoneSessionsAreDeleted(t *testing.T) {
 		}
 	}
 	// A crash right after a key was made for a session never stored.
-	crashed := &store.Session{ID: "crashed1", OwnerID: owner, TTL: time.Hour, Model: "litellm/fake-model"}
+	crashed := &store.Session{ID: "crashed1", OwnerID: owner, TTL: time.Hour, Model: "litellm/fake-model", CreatedAt: time.Now()}
 	if _, err := c.issueKey(ctx, crashed); err != nil {
 		t.Fatal(err)
 	}

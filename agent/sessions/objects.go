@@ -70,7 +70,7 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op, modelKey 
 		msg := fmt.Sprintf("creating the session's objects failed (attempt %d of %d), retrying: %s", attempts, c.cfg.MaxCreateAttempts, apiMessage(err))
 		switch {
 		case gatewayDown:
-			msg = "LiteLLM cannot be reached to make the session's key, retrying: " + err.Error()
+			msg = "the session's LiteLLM key cannot be made yet, retrying: " + litellm.Advice(err)
 		case outage:
 			msg = "the Kubernetes API cannot be reached, retrying: " + apiMessage(err)
 		}
@@ -135,11 +135,18 @@ func (c *Controller) ensureSecret(ctx context.Context, s *store.Session, sp *ses
 		cur = nil
 	}
 	if c.cfg.LiteLLM != nil && modelKey == "" {
-		live, err := c.hasLiveKey(ctx, s.ID)
+		var held []byte
+		if cur != nil {
+			held = cur.Data[SecretKeyLiteLLM]
+		}
+		// The Secret's key must be the live one: a stop deletes the key but leaves it
+		// in the Secret, and a start whose Secret update failed made a live key the
+		// Secret does not hold.
+		live, err := c.holdsLiveKey(ctx, s.ID, held)
 		if err != nil {
 			return err
 		}
-		if !live || cur == nil || len(cur.Data[SecretKeyLiteLLM]) == 0 {
+		if !live {
 			if err := c.revokeKeys(ctx, s.ID); err != nil {
 				return err
 			}

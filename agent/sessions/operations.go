@@ -58,7 +58,7 @@ func (c *Controller) lock(ctx context.Context, id string) (func(), error) {
 // created and leaves the session Failed with reason PodRejected and the API server's
 // message (or CABundleMissing, before anything is created, when the configured CA
 // bundle ConfigMap is not there) — the caller sees it in s. With LiteLLM keys the
-// session's key is made first: when that fails (wrapping ErrModelKey, and
+// session's key is made first (after the quota check): when that fails (wrapping ErrModelKey, and
 // litellm.ErrUnavailable when LiteLLM is down) nothing is stored or created.
 func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int) error {
 	if err := c.fillNew(s); err != nil {
@@ -72,6 +72,12 @@ func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int
 	defer unlock()
 	var modelKey string
 	if c.cfg.LiteLLM != nil {
+		// The quota before the key: an owner over it makes no LiteLLM call, and gets
+		// the quota error even while LiteLLM is down. CreateSession checks it again,
+		// atomically.
+		if err := c.checkQuota(ctx, s.OwnerID, maxActive); err != nil {
+			return err
+		}
 		if modelKey, err = c.issueKey(ctx, s); err != nil {
 			return fmt.Errorf("create session %s: %w", s.ID, err)
 		}
@@ -93,6 +99,28 @@ func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int
 		c.log.Warn("create session pod failed; the reconciler will retry", "session", s.ID, "error", err)
 	}
 	c.enqueue(s.ID)
+	return nil
+}
+
+// checkQuota fails with store.ErrQuotaExceeded, as CreateSession would, when maxActive
+// > 0 and owner already has maxActive active sessions.
+func (c *Controller) checkQuota(ctx context.Context, owner string, maxActive int) error {
+	if maxActive <= 0 {
+		return nil
+	}
+	var active []apiv1.SessionState
+	for _, st := range apiv1.AllStates {
+		if st.Active() {
+			active = append(active, st)
+		}
+	}
+	page, err := c.st.ListSessions(ctx, store.SessionFilter{OwnerID: owner, States: active, Limit: maxActive})
+	if err != nil {
+		return fmt.Errorf("store session: count active sessions: %w", err)
+	}
+	if n := len(page.Items); n >= maxActive {
+		return fmt.Errorf("store session: owner %q has %d active sessions (limit %d): %w", owner, n, maxActive, store.ErrQuotaExceeded)
+	}
 	return nil
 }
 

@@ -46,16 +46,12 @@ func (c *Controller) loadProviders(ctx context.Context, model string) (*sessionP
 		if err := json.Unmarshal([]byte(js), &m); err != nil {
 			return nil, fmt.Errorf("render the model providers: %w", err)
 		}
-		models := map[string]any{}
-		if name, ok := strings.CutPrefix(model, providers.LiteLLM+"/"); ok && name != "" {
-			models[name] = map[string]any{"name": name, "limit": map[string]any{"context": 128000, "output": 4096}}
+		// Beside stored providers only a "litellm/" model is the gateway's.
+		gwModel := ""
+		if strings.HasPrefix(model, providers.LiteLLM+"/") {
+			gwModel = model
 		}
-		m[providers.LiteLLM] = map[string]any{
-			"npm":     "@ai-sdk/openai-compatible",
-			"name":    "LiteLLM",
-			"options": map[string]any{"baseURL": c.cfg.LiteLLMBaseURL, "apiKey": "{env:" + SecretKeyLiteLLM + "}"},
-			"models":  models,
-		}
+		m[providers.LiteLLM] = providers.Gateway(c.cfg.LiteLLMBaseURL, gwModel, SecretKeyLiteLLM)
 		b, err := json.Marshal(m)
 		if err != nil {
 			return nil, fmt.Errorf("render the model providers: %w", err)
@@ -65,7 +61,7 @@ func (c *Controller) loadProviders(ctx context.Context, model string) (*sessionP
 	return &sessionProviders{json: js, files: files}, nil
 }
 
-// keysOf returns the Secret keys of sp's files (none for nil).
+// keys returns the Secret keys of sp's files (none for nil).
 func (sp *sessionProviders) keys() []string {
 	if sp == nil {
 		return nil

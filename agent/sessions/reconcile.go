@@ -238,15 +238,19 @@ func (c *Controller) reconcile(ctx context.Context, id string) error {
 	case apiv1.StateStopped, apiv1.StateFailed:
 		c.leftRunning(id)
 		c.enqueueAtDeadline(s)
+		// The pod first: a LiteLLM that cannot be reached must not keep a stopped
+		// session running.
+		if pod, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(id)); err == nil && pod.DeletionTimestamp == nil {
+			if _, err := c.deletePod(ctx, id); err != nil {
+				return err
+			}
+		}
 		if err := c.dropGitCredentials(ctx, id); err != nil {
 			return err
 		}
 		if err := c.revokeKeys(ctx, id); err != nil {
-			return err
-		}
-		if pod, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(id)); err == nil && pod.DeletionTimestamp == nil {
-			_, err := c.deletePod(ctx, id)
-			return err
+			c.log.Warn("delete the LiteLLM key of a stopped session failed; retrying", "session", id, "error", err)
+			return err // the queue retries with backoff
 		}
 		return nil
 	}

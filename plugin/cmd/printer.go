@@ -53,6 +53,9 @@ type PrintFlags struct {
 	NoHeaders bool
 	// now is the clock for the AGE column (tests pin it).
 	now func() time.Time
+	// spend adds the SPEND column to the wide table: only `session get` has it, since
+	// the agent reads a session's spend from LiteLLM for GET of one session only.
+	spend bool
 }
 
 // NewPrintFlags returns print flags with the table as default.

@@ -40,7 +40,10 @@ func (f *PrintFlags) printTable(out io.Writer, sessions []apiv1.Session, wide bo
 	if !f.NoHeaders {
 		h := "NAME\tTITLE\tSTATE\tOWNER\tREPO\tAGE"
 		if wide {
-			h += "\tBRANCH\tMODEL\tPRIVATE\tPOD\tLAST ACTIVITY\tREASON\tSPEND"
+			h += "\tBRANCH\tMODEL\tPRIVATE\tPOD\tLAST ACTIVITY\tREASON"
+			if f.spend {
+				h += "\tSPEND"
+			}
 		}
 		fmt.Fprintln(w, h)
 	}
@@ -54,7 +57,10 @@ func (f *PrintFlags) printTable(out io.Writer, sessions []apiv1.Session, wide bo
 					activity += " (" + s.LastActivitySource + ")"
 				}
 			}
-			row = append(row, dash(s.Branch), dash(s.Model), fmt.Sprint(s.Private), dash(s.PodName), activity, dash(s.Reason), spend(s.ModelSpend))
+			row = append(row, dash(s.Branch), dash(s.Model), fmt.Sprint(s.Private), dash(s.PodName), activity, dash(s.Reason))
+			if f.spend {
+				row = append(row, spend(s.ModelSpend))
+			}
 		}
 		fmt.Fprintln(w, strings.Join(row, "\t"))
 	}
@@ -62,10 +68,11 @@ func (f *PrintFlags) printTable(out io.Writer, sessions []apiv1.Session, wide bo
 }
 
 // spend shows a session's LiteLLM spend in dollars; only `session get` has it (a list
-// would ask LiteLLM once per session).
+// would ask LiteLLM once per session). The agent leaves it out when its sessions get no
+// LiteLLM keys or LiteLLM did not answer in time.
 func spend(usd *float64) string {
 	if usd == nil {
-		return "<none>"
+		return "<unknown>"
 	}
 	return fmt.Sprintf("$%.4f", *usd)
 }

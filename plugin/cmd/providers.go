@@ -20,9 +20,10 @@ func NewCmdProviders(f *Factory, streams genericiooptions.IOStreams) *cobra.Comm
 		Short: "Show or replace the model providers sessions use (admins)",
 		Long: `Model providers are OpenCode's provider JSON, managed by admins in the agent:
 {"<id>": {"npm": ..., "name": ..., "options": {"baseURL", "apiKey", "headers"},
-"models": {...}}}. Secret values (options.apiKey and header values) are stored
-encrypted and never shown: "get" prints %%SECRET%% in their place, and a file
-that keeps %%SECRET%% keeps the stored value when "set".`,
+"models": {...}}}. Secret values (options.apiKey, header values and any field
+named like a credential, such as token or clientSecret, a model's included) are
+stored encrypted and never shown: "get" prints %%SECRET%% in their place, and a
+file that keeps %%SECRET%% keeps the stored value when "set".`,
 		Example: `  kubectl agents providers get > providers.json
   # edit providers.json, then
   kubectl agents providers set -f providers.json`,

@@ -74,6 +74,7 @@ func (o *SessionGetOptions) Run(ctx context.Context) error {
 		found = append(found, *s)
 	}
 	if len(found) > 0 {
+		o.PrintFlags.spend = true
 		if err := o.PrintFlags.Print(o.Out, found, len(o.IDs) > 1); err != nil {
 			return err
 		}

@@ -72,8 +72,8 @@ func TestSessionListWideAndFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `NAME    TITLE                STATE     OWNER               REPO                  AGE   BRANCH   MODEL       PRIVATE   POD                         LAST ACTIVITY     REASON   SPEND
-abc12   fix the flaky test   Running   alice@example.com   github.com/org/repo   60m   main     litellm/m   true      cake-agents-session-abc12   2m ago (attach)   <none>   <none>
+	want := `NAME    TITLE                STATE     OWNER               REPO                  AGE   BRANCH   MODEL       PRIVATE   POD                         LAST ACTIVITY     REASON
+abc12   fix the flaky test   Running   alice@example.com   github.com/org/repo   60m   main     litellm/m   true      cake-agents-session-abc12   2m ago (attach)   <none>
 `
 	if out != want {
 		t.Errorf("wide:\n%s\nwant:\n%s", out, want)

@@ -108,12 +108,13 @@ func (p *product) testLiteLLMKeys(t *testing.T) {
 	})
 	p.agents(t, p.alice, "session", "delete", b)
 
-	// LiteLLM down: the create fails, naming LiteLLM, and nothing is made.
+	// LiteLLM down: the create fails, naming LiteLLM and the value to check, and nothing
+	// is made.
 	gw.SetDown(true)
 	before := len(gw.Keys())
 	out, err := p.agentsErr(t, p.alice, "session", "create", "--title", "no gateway", "-o", "name")
 	gw.SetDown(false)
-	if err == nil || !strings.Contains(out, "LiteLLM is unavailable") {
+	if err == nil || !strings.Contains(out, "LiteLLM cannot be reached") || !strings.Contains(out, "litellm.baseURL") {
 		t.Fatalf("create with LiteLLM down: %v\n%s", err, out)
 	}
 	if list := p.agents(t, p.alice, "session", "list"); strings.Contains(list, "no gateway") {

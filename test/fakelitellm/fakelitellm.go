@@ -50,7 +50,10 @@ type Key struct {
 type User struct {
 	ID        string   `json:"user_id"`
 	MaxBudget *float64 `json:"max_budget"`
-	Spend     float64  `json:"spend"`
+	// BudgetDuration is LiteLLM's budget_duration ("30d", "3600s"): the period after
+	// which the user's spend resets ("" for never).
+	BudgetDuration string  `json:"budget_duration,omitempty"`
+	Spend          float64 `json:"spend"`
 }
 
 // Server is an http.Handler; create it with New.
@@ -209,7 +212,9 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.keys[k.Key] = k
-	writeJSON(w, http.StatusOK, map[string]any{"key": k.Key, "token": k.Token, "token_id": k.Token, "key_alias": k.Alias,
+	// As LiteLLM's GenerateKeyResponse: "token" repeats the key itself (the response
+	// model copies it), "token_id" is the hash LiteLLM stores.
+	writeJSON(w, http.StatusOK, map[string]any{"key": k.Key, "token": k.Key, "token_id": k.Token, "key_alias": k.Alias,
 		"expires": k.Expires, "models": k.Models, "max_budget": k.MaxBudget, "user_id": k.UserID, "metadata": k.Metadata})
 }
 
@@ -280,8 +285,20 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 }
 
 type userRequest struct {
-	UserID    string   `json:"user_id"`
-	MaxBudget *float64 `json:"max_budget"`
+	UserID         string   `json:"user_id"`
+	MaxBudget      *float64 `json:"max_budget"`
+	BudgetDuration *string  `json:"budget_duration"`
+}
+
+// budgetDuration checks a budget_duration as LiteLLM parses it (a number and a unit).
+func budgetDuration(v *string) (string, error) {
+	if v == nil {
+		return "", nil
+	}
+	if _, err := parseDuration(*v); err != nil {
+		return "", fmt.Errorf("budget_duration: %w", err)
+	}
+	return *v, nil
 }
 
 func (s *Server) userNew(w http.ResponseWriter, r *http.Request) {
@@ -290,13 +307,18 @@ func (s *Server) userNew(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "user_id is required")
 		return
 	}
+	period, err := budgetDuration(req.BudgetDuration)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.users[req.UserID]; ok {
 		writeError(w, http.StatusBadRequest, "bad_request", "user "+req.UserID+" already exists")
 		return
 	}
-	s.users[req.UserID] = &User{ID: req.UserID, MaxBudget: req.MaxBudget}
+	s.users[req.UserID] = &User{ID: req.UserID, MaxBudget: req.MaxBudget, BudgetDuration: period}
 	writeJSON(w, http.StatusOK, map[string]any{"user_id": req.UserID, "max_budget": req.MaxBudget})
 }
 
@@ -304,6 +326,11 @@ func (s *Server) userUpdate(w http.ResponseWriter, r *http.Request) {
 	var req userRequest
 	if err := decodeStrict(r, &req); err != nil || req.UserID == "" {
 		writeError(w, http.StatusBadRequest, "bad_request", "user_id is required")
+		return
+	}
+	period, err := budgetDuration(req.BudgetDuration)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
 	s.mu.Lock()
@@ -314,6 +341,9 @@ func (s *Server) userUpdate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u.MaxBudget = req.MaxBudget
+	if req.BudgetDuration != nil {
+		u.BudgetDuration = period
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"user_id": u.ID, "max_budget": u.MaxBudget})
 }
 

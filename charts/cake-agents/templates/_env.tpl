@@ -239,6 +239,8 @@ Environment of the agent container. Every name here must be one the agent unders
   value: {{ .perSession | default 0 | toString | quote }}
 - name: LITELLM_USER_BUDGET
   value: {{ .perUser | default 0 | toString | quote }}
+- name: LITELLM_BUDGET_PERIOD
+  value: {{ .period | default "0" | toString | quote }}
 {{- end }}
 - name: LITELLM_KEY_DURATION
   value: {{ .Values.litellm.keyDuration | default "0" | toString | quote }}

@@ -32,19 +32,27 @@ const (
 	gitCredentialsVolume    = "git-credentials"
 )
 
-// gitSecretKeys are the Secret keys this file owns.
-var gitSecretKeys = []string{SecretKeyGitCredentials, SecretKeyGHHosts}
+// gitSecretKeys are the Secret keys this file (and githubapp.go) owns.
+var gitSecretKeys = []string{SecretKeyGitCredentials, SecretKeyGHHosts, SecretKeyGitTokenExpiry}
 
 // gitSecretData is what the Secret of s carries for git: the owner's credential for the
-// host of the repository, or nothing.
-func (c *Controller) gitSecretData(ctx context.Context, s *store.Session) (map[string][]byte, error) {
+// host of the repository, else a GitHub App token for the repository (cur, the Secret's
+// current data, may hold one still good), or nothing.
+//
+// The owner's own credential comes first. A platform team installs the App so sessions
+// work for people who linked nothing, not to override people who did: a linked token
+// acts with the person's own permissions (repositories they may not push to stay
+// closed), and commits pushed and pull requests opened with it are attributed on GitHub
+// to the person, which is what reviews, CODEOWNERS and audit logs expect. The App's
+// token, limited to the session's repository, is the fallback.
+func (c *Controller) gitSecretData(ctx context.Context, s *store.Session, cur map[string][]byte) (map[string][]byte, error) {
 	host := apiv1.RepoCredentialHost(s.Repo)
 	if host == "" {
 		return nil, nil
 	}
 	cred, err := c.st.GetCredential(ctx, s.OwnerID, gitcred.Provider(host))
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil
+		return c.appSecretData(ctx, s, cur)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read the owner's git credential for %s: %w", host, err)

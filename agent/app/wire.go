@@ -117,7 +117,11 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 			return sessions.Config{}, fmt.Errorf("--litellm-base-url: %w", err)
 		}
 	}
-	return sessions.Config{
+	app, err := githubApp(cfg)
+	if err != nil {
+		return sessions.Config{}, err
+	}
+	scfg := sessions.Config{
 		Namespace:            cfg.SessionNamespace,
 		Release:              cfg.Release,
 		DataPlaneImage:       cfg.DataPlaneImage,
@@ -152,7 +156,34 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 		RetryPeriod:          cfg.LeaseRetryPeriod,
 		Identity:             identity,
 		Registerer:           reg,
-	}, nil
+	}
+	if app != nil {
+		scfg.GitHubApp, scfg.GitHubHost = app, githubHost(cfg)
+	}
+	return scfg, nil
+}
+
+// githubApp is the GitHub App whose installation tokens sessions get; nil without one.
+// Its private key is read now, so a wrong file stops the agent at start rather than
+// failing every session.
+func githubApp(cfg *Config) (*github.App, error) {
+	if cfg.GitHubAppID == 0 {
+		return nil, nil
+	}
+	b, err := os.ReadFile(cfg.GitHubAppPrivateKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--github-app-private-key-file: %w", err)
+	}
+	key, err := github.ParsePrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("--github-app-private-key-file %s: %w", cfg.GitHubAppPrivateKeyFile, err)
+	}
+	api := cfg.GitHubAPIURL
+	if api == "" {
+		api = github.APIURL(cfg.GitHubURL)
+	}
+	return &github.App{APIURL: api, ID: int64(cfg.GitHubAppID), Key: key, InstallationID: int64(cfg.GitHubAppInstallationID),
+		HTTP: &http.Client{Timeout: 30 * time.Second}}, nil
 }
 
 // seedProviders imports the providers of file (the chart's providers values or Secret)

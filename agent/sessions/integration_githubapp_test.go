@@ -13,8 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/cakeai/cake-agents/agent/github"
 	"github.com/cakeai/cake-agents/agent/gitcred"
+	"github.com/cakeai/cake-agents/agent/github"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/test/fakegithub"

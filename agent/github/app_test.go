@@ -16,6 +16,15 @@ import (
 	"github.com/cakeai/cake-agents/test/fakegithub"
 )
 
+// newFake is a fake GitHub with App 42 (key) installed on acme.
+func newFake(t *testing.T, key *rsa.PrivateKey) *fakegithub.Server {
+	t.Helper()
+	gh := fakegithub.New("unused")
+	gh.AddApp(42, &key.PublicKey)
+	gh.Install(42, "acme")
+	return gh
+}
+
 func newKey(t *testing.T) *rsa.PrivateKey {
 	t.Helper()
 	k, err := rsa.GenerateKey(rand.Reader, 2048)

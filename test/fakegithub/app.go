@@ -21,6 +21,7 @@ const apiPrefix = "/api/v3"
 //
 //	GET  /repos/{owner}/{repo}/installation        (JWT)  the installation covering a repository
 //	POST /app/installations/{id}/access_tokens     (JWT)  an installation token, optionally for some repositories
+//	GET  /repos/{owner}/{repo}/pulls?head=&state=  (token) pull requests, newest first
 //
 // A JWT must be RS256, signed by the private key of the App its iss names (AddApp), with
 // iat in the past, exp in the future and at most 10 minutes apart; anything else is 401.
@@ -30,6 +31,15 @@ type appState struct {
 	installations map[int64]*installation
 	tokens        []IssuedToken
 	nextID        int64
+	userTokens    map[string]bool
+	pulls         []pull
+}
+
+// pull is a pull request opened on the fake.
+type pull struct {
+	owner, repo, head string // head as "owner:branch"
+	number            int
+	state             string
 }
 
 type installation struct {
@@ -118,6 +128,31 @@ func (s *Server) tokenTTL() time.Duration {
 	return time.Hour
 }
 
+// AddUserToken makes token a user's token (a linked account's) that may read every
+// repository's pull requests.
+func (s *Server) AddUserToken(token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.apps.userTokens == nil {
+		s.apps.userTokens = map[string]bool{}
+	}
+	s.apps.userTokens[token] = true
+}
+
+// OpenPullRequest plays someone (the agent in a session, with gh) opening a pull request
+// on owner/repo from branch of the same repository; it returns the pull request's web URL.
+func (s *Server) OpenPullRequest(owner, repo, branch string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.apps.pulls) + 1
+	s.apps.pulls = append(s.apps.pulls, pull{owner: owner, repo: repo, head: owner + ":" + branch, number: n, state: "open"})
+	return pullURL(owner, repo, n)
+}
+
+func pullURL(owner, repo string, n int) string {
+	return fmt.Sprintf("https://github.com/%s/%s/pull/%d", owner, repo, n)
+}
+
 // apiError answers in the REST API's error shape.
 func apiError(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -202,6 +237,29 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		w.WriteHeader(http.StatusCreated)
 		_ = json.NewEncoder(w).Encode(map[string]any{"token": t.Token, "expires_at": t.ExpiresAt.Format(time.RFC3339),
 			"permissions": map[string]string{"contents": "write", "pull_requests": "write"}, "repository_selection": "selected"})
+	case r.Method == http.MethodGet && len(parts) == 4 && parts[0] == "repos" && parts[3] == "pulls":
+		// GET /repos/{owner}/{repo}/pulls?head=owner:branch&state=all: newest first. A
+		// token that may not read the repository gets 404, as on GitHub.
+		owner, repo := parts[1], parts[2]
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if tok2, ok := strings.CutPrefix(r.Header.Get("Authorization"), "token "); ok {
+			tok = tok2
+		}
+		if !s.apps.userTokens[tok] && !s.grantsLocked(tok, owner, repo) {
+			apiError(w, http.StatusNotFound, "Not Found")
+			return
+		}
+		q := r.URL.Query()
+		out := []map[string]any{}
+		for i := len(s.apps.pulls) - 1; i >= 0; i-- {
+			p := s.apps.pulls[i]
+			if !strings.EqualFold(p.owner, owner) || p.repo != repo || (q.Get("head") != "" && q.Get("head") != p.head) ||
+				(q.Get("state") != "all" && p.state != "open") {
+				continue
+			}
+			out = append(out, map[string]any{"number": p.number, "state": p.state, "html_url": pullURL(p.owner, p.repo, p.number)})
+		}
+		writeJSON(w, out)
 	default:
 		apiError(w, http.StatusNotFound, "Not Found")
 	}

@@ -211,3 +211,17 @@ func (a *App) call(ctx context.Context, method, path string, in, out any) (int, 
 	}
 	return resp.StatusCode, nil
 }
+
+// Repository returns the owner and name of a repository URL on host
+// (https://HOST/OWNER/NAME, with or without .git); ok is false for any other URL.
+func Repository(repoURL, host string) (owner, name string, ok bool) {
+	u, err := url.Parse(repoURL)
+	if err != nil || u.Scheme != "https" || !strings.EqualFold(u.Host, host) {
+		return "", "", false
+	}
+	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
+	if len(parts) != 2 || parts[0] == "" || strings.TrimSuffix(parts[1], ".git") == "" {
+		return "", "", false
+	}
+	return parts[0], strings.TrimSuffix(parts[1], ".git"), true
+}

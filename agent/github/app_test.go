@@ -189,3 +189,21 @@ func decodeSegment(t *testing.T, s string) string {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func TestRepository(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://github.com/acme/widgets.git":  "acme/widgets",
+		"https://GitHub.com/acme/widgets":      "acme/widgets",
+		"https://github.com/acme/widgets/":     "acme/widgets",
+		"https://github.com/acme":              "",
+		"https://github.com/acme/widgets/tree": "",
+		"https://gitlab.com/acme/widgets":      "",
+		"http://github.com/acme/widgets":       "",
+		"git@github.com:acme/widgets.git":      "",
+	} {
+		o, n, ok := Repository(in, "github.com")
+		if got := o + "/" + n; (want == "" && ok) || (want != "" && got != want) {
+			t.Errorf("Repository(%q) = %q %v, want %q", in, got, ok, want)
+		}
+	}
+}

@@ -141,3 +141,25 @@ func (c *Controller) dropGitCredentials(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// GitToken returns the git token session s has for its repository's host, as its Secret
+// holds it now (its owner's or a GitHub App's), or "" when it has none: what looking at
+// the session's repository on its behalf may use.
+func (c *Controller) GitToken(ctx context.Context, s *store.Session) (string, error) {
+	host := apiv1.RepoCredentialHost(s.Repo)
+	if host == "" {
+		return "", nil
+	}
+	sec, err := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID))
+	if err != nil {
+		sec, err = c.kube.CoreV1().Secrets(c.cfg.Namespace).Get(ctx, SecretName(s.ID), metav1.GetOptions{})
+	}
+	if apierrors.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the git credential of session %s: %w", s.ID, err)
+	}
+	tok, _ := gitcred.TokenFor(sec.Data[SecretKeyGitCredentials], host)
+	return tok, nil
+}

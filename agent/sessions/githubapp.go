@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -34,18 +32,10 @@ const DefaultAppTokenRefresh = 10 * time.Minute
 // appRepo returns the owner and name of a session's repository when the GitHub App
 // serves it: an https:// repository on the App's host with an owner/name path.
 func (c *Controller) appRepo(s *store.Session) (owner, name string, ok bool) {
-	if c.cfg.GitHubApp == nil || apiv1.RepoCredentialHost(s.Repo) != c.cfg.GitHubHost {
+	if c.cfg.GitHubApp == nil {
 		return "", "", false
 	}
-	u, err := url.Parse(s.Repo)
-	if err != nil {
-		return "", "", false
-	}
-	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
-	if len(parts) != 2 || parts[0] == "" || parts[1] == "" {
-		return "", "", false
-	}
-	return parts[0], strings.TrimSuffix(parts[1], ".git"), true
+	return github.Repository(s.Repo, c.cfg.GitHubHost)
 }
 
 // appTokenExpiry reads when the App token in a Secret's data expires; ok is false when

@@ -96,6 +96,10 @@ func TestGitHubAppTokenFollowsTheSession(t *testing.T) {
 	}
 	first := issued[0]
 	holds(s.ID, first)
+	// What looks at the repository on the session's behalf (its pull request) uses it.
+	if tok, err := c.GitToken(ctx, s); err != nil || tok != first.Token {
+		t.Errorf("GitToken = %q, %v; want the App token", tok, err)
+	}
 	if !gh.TokenGrants(first.Token, "acme", "widgets") || gh.TokenGrants(first.Token, "acme", "other") {
 		t.Error("the token is not limited to the session's repository")
 	}
@@ -169,6 +173,12 @@ func TestGitHubAppTokenFollowsTheSession(t *testing.T) {
 	data := secretData(linked.ID)
 	if got := string(data[SecretKeyGitCredentials]); !strings.Contains(got, "gho_linked") {
 		t.Errorf("linked owner's session credential = %q, want the linked token", got)
+	}
+	if tok, err := c.GitToken(ctx, linked); err != nil || tok != "gho_linked" {
+		t.Errorf("GitToken = %q, %v; want the linked token", tok, err)
+	}
+	if tok, err := c.GitToken(ctx, other); err != nil || tok != "" {
+		t.Errorf("GitToken of a session without a credential = %q, %v", tok, err)
 	}
 	if _, ok := data[SecretKeyGitTokenExpiry]; ok || len(gh.Issued()) != 3 {
 		t.Errorf("the App was asked for a token although the owner linked one (issued %d)", len(gh.Issued()))

@@ -32,6 +32,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/store/storeopen"
 	"github.com/cakeai/cake-agents/agent/tunnel"
 	"github.com/cakeai/cake-agents/agent/ui"
+	"github.com/cakeai/cake-agents/agent/vcs"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
@@ -178,11 +179,7 @@ func githubApp(cfg *Config) (*github.App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--github-app-private-key-file %s: %w", cfg.GitHubAppPrivateKeyFile, err)
 	}
-	api := cfg.GitHubAPIURL
-	if api == "" {
-		api = github.APIURL(cfg.GitHubURL)
-	}
-	return &github.App{APIURL: api, ID: int64(cfg.GitHubAppID), Key: key, InstallationID: int64(cfg.GitHubAppInstallationID),
+	return &github.App{APIURL: githubAPIURL(cfg), ID: int64(cfg.GitHubAppID), Key: key, InstallationID: int64(cfg.GitHubAppInstallationID),
 		HTTP: &http.Client{Timeout: 30 * time.Second}}, nil
 }
 
@@ -323,6 +320,8 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		HeaderAuthInfo:    header.Info(),
 		GitHub:            githubFlow(cfg),
 		GitHubHost:        githubHost(cfg),
+		Workspaces: &vcs.Watcher{Branches: conv, Tokens: ctrl, Store: st, GitHubHost: githubHost(cfg), APIURL: githubAPIURL(cfg),
+			HTTP: &http.Client{Timeout: 10 * time.Second}},
 	})
 	// Decisions also go to Kubernetes Events in the agent's namespace, regarding its pod
 	// (started last: nothing below can fail and leave the broadcaster running).
@@ -363,4 +362,12 @@ func githubHost(cfg *Config) string {
 		return ""
 	}
 	return strings.ToLower(u.Host)
+}
+
+// githubAPIURL is GitHub's REST API root: --github-api-url, else derived from --github-url.
+func githubAPIURL(cfg *Config) string {
+	if cfg.GitHubAPIURL != "" {
+		return cfg.GitHubAPIURL
+	}
+	return github.APIURL(cfg.GitHubURL)
 }

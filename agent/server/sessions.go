@@ -178,7 +178,23 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 			out.ModelSpend = &spend
 		}
 	}
+	if s.opts.Workspaces != nil {
+		// OpenCode or GitHub not answering costs the fields' freshness, not the answer.
+		v, err := s.opts.Workspaces.Refresh(r.Context(), sess)
+		if err != nil {
+			s.log.Warn("look at the session's branch and pull request failed", "session", sess.ID, "error", err)
+		}
+		if v != nil {
+			out.CurrentBranch, out.PullRequestURL = v.Branch, v.PullRequestURL
+		}
+	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// Workspaces tells what a session's workspace is on (*vcs.Watcher): looked at now while
+// it runs, else as last seen; nil when never seen.
+type Workspaces interface {
+	Refresh(ctx context.Context, s *store.Session) (*store.SessionVCS, error)
 }
 
 // spender is implemented by a Sessions that gives sessions LiteLLM keys of their own

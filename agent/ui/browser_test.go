@@ -256,7 +256,13 @@ func lifecycle(t *testing.T, s *stack, b *browser, prefix string, persistent boo
 	}
 	b.shot(prefix + "03-session-starting")
 
+	// The agent in the session opens a pull request from its branch: the page shows both.
+	pr := s.github.OpenPullRequest("cakeai", "demo-service", WorkBranch)
 	b.wait("state Running", `document.querySelector('#state').textContent === 'Running'`, 20*time.Second)
+	b.wait("the branch and pull request", fmt.Sprintf(`(() => { const a = document.querySelector('#pull-request'); return a && a.href === %q && [...document.querySelectorAll('#kv dd')].some(e => e.textContent === %q) })()`, pr, WorkBranch), 10*time.Second)
+	if got := b.text("#pull-request"); got != "cakeai/demo-service/pull/1" {
+		t.Errorf("pull request link text %q", got)
+	}
 	if got := b.eval(`document.querySelector('#open').getAttribute('aria-disabled')`); got != "false" {
 		t.Errorf("Open in OpenCode is disabled while Running: %q", got)
 	}

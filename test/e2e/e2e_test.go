@@ -252,6 +252,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("Tokens", p.testTokens)
 			t.Run("PrivateRepo", p.testPrivateRepo)
 			t.Run("GitHubLink", p.testGitHubLink)
+			t.Run("SessionBranch", p.testSessionBranch)
 			t.Run("AgentRestart", p.testAgentRestart)
 			t.Run("DatabaseIsTheChartsOne", p.testDatabase)
 			t.Run("Providers", p.testProviders)

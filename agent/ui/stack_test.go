@@ -292,7 +292,9 @@ const WorkBranch = "cake/fix-flaky-test"
 const linkedToken = "gho_ui_linked"
 
 // Branch implements vcs.Branches.
-func (f *fakeConversation) Branch(context.Context, *store.Session) (string, error) { return WorkBranch, nil }
+func (f *fakeConversation) Branch(context.Context, *store.Session) (string, error) {
+	return WorkBranch, nil
+}
 
 // staticToken is the git token every session has.
 type staticToken string

@@ -144,7 +144,7 @@ func (c *Controller) refreshAppToken(ctx context.Context, s *store.Session) erro
 	if _, err := secrets.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("replace the GitHub App token in secret %s: %w", SecretName(s.ID), err)
 	}
-	c.log.Info("replaced the session's GitHub App token before it expires", "session", s.ID, "expires", string(want[SecretKeyGitTokenExpiry]))
+	c.log.Info("replaced the session's GitHub App token before it expires", "session", s.ID)
 	return nil
 }
 

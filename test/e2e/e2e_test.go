@@ -91,9 +91,11 @@ func install(t *testing.T, backend string) *product {
 	p.github.Install(e2eAppID, "acme")
 	values = append(values, "github.oauth.clientId=Iv1.e2e", "github.url="+p.gitHub.URL,
 		fmt.Sprintf("github.app.id=%d", e2eAppID), "github.app.privateKey.existingSecret=e2e-github-app")
+	appPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)})
+	p.secrets.add(string(appPEM), "the GitHub App's private key")
 	if _, err := p.kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "e2e-github-app"},
-		Data:       map[string][]byte{"private-key.pem": pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)})},
+		Data:       map[string][]byte{"private-key.pem": appPEM},
 	}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}

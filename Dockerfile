@@ -139,6 +139,13 @@ ENV HOME=/home/opencode \
     OPENCODE_DISABLE_MODELS_FETCH=1 \
     OPENCODE_DISABLE_SHARE=1 \
     npm_config_registry=http://127.0.0.1:9/
+# git asks the session's credentials only (agent/gitcred.Env): the file comes from the session's
+# Secret when its owner has a token for the repository's host; without it git finds nothing.
+ENV GIT_CONFIG_COUNT=2 \
+    GIT_CONFIG_KEY_0=credential.helper \
+    GIT_CONFIG_VALUE_0= \
+    GIT_CONFIG_KEY_1=credential.helper \
+    GIT_CONFIG_VALUE_1="!f() { test \"\$1\" = get && exec git credential-store --file='/etc/cake-agents/git/credentials' get; }; f"
 USER 1000:1000
 WORKDIR /workspace
 EXPOSE 4096

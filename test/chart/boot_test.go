@@ -19,6 +19,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -58,6 +59,7 @@ import (
 	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/plugin/tunnel"
 	"github.com/cakeai/cake-agents/test/agentpod"
+	"github.com/cakeai/cake-agents/test/fakelitellm"
 )
 
 // TestEveryValuesFileBootsTheRealAgent is the fast tier's proof that each supported shape of
@@ -191,6 +193,7 @@ func bootValuesFile(t *testing.T, c *testcluster.Cluster, img agentpod.Image, vf
 	b.provideSecrets(dep)
 	b.providePersistentVolumes()
 	b.playDatabaseStatefulSets()
+	b.playModelGateway()
 	b.waitForServiceAccountAccess(dep)
 	pod := b.agentPod(dep)
 
@@ -624,6 +627,32 @@ func (b *boot) playDatabaseStatefulSets() {
 		b.database = u.String()
 		t.Logf("StatefulSet %s played by a PostgreSQL server at %s (database %s, user %s)", sts.Name, local, db, user)
 	}
+}
+
+// playModelGateway plays the LiteLLM proxy litellm.baseURL names as a cluster Service
+// (the agent makes each session a key there with its master key, so a create fails
+// without it) with a fake LiteLLM accepting the master key the agent is given.
+func (b *boot) playModelGateway() {
+	t := b.t
+	base, _ := lookup(b.values, "litellm", "baseURL").(string)
+	if base == "" {
+		return
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("litellm.baseURL %q: %v", base, err)
+	}
+	if !strings.HasSuffix(u.Hostname(), ".svc") && !strings.HasSuffix(u.Hostname(), ".svc.cluster.local") {
+		t.Fatalf("litellm.baseURL %q names no cluster Service: teach the boot test (playModelGateway) to play it", base)
+	}
+	master, ok := b.supplied["LITELLM_API_KEY"]
+	if !ok {
+		master, _ = lookup(b.values, "litellm", "secret", "apiKey").(string)
+	}
+	srv := httptest.NewServer(fakelitellm.New(master))
+	t.Cleanup(srv.Close)
+	b.services[u.Host] = strings.TrimPrefix(srv.URL, "http://")
+	t.Logf("LiteLLM at %s played by a fake LiteLLM at %s", u.Host, srv.URL)
 }
 
 // initLikeOfficialImage creates the role and database the image's entrypoint creates, and

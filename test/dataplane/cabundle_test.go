@@ -34,6 +34,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/sessioninit"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
 	"github.com/cakeai/cake-agents/internal/testcluster"
 	"github.com/cakeai/cake-agents/test/fakemodel"
@@ -124,7 +125,13 @@ func gitServer(t *testing.T, cert tls.Certificate) *httptest.Server {
 func caSessionPod(t *testing.T, repo, gateway, bundle string) *corev1.Pod {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Options{Path: sqlite.Memory})
+	// With a keyring, as the agent always opens it: the controller reads the owner's
+	// git credentials.
+	kr, err := keyring.New([]byte("dataplane test auth secret, 32+ bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(ctx, sqlite.Options{Path: sqlite.Memory, Keyring: kr})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}

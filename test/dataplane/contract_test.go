@@ -29,6 +29,7 @@ import (
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
@@ -38,6 +39,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/sessioninit"
 	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
 	"github.com/cakeai/cake-agents/internal/testcluster"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
@@ -49,7 +51,13 @@ const namespace = "sessions"
 func sessionPod(t *testing.T) *corev1.Pod {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Options{Path: sqlite.Memory})
+	// With a keyring, as the agent always opens it: the controller reads the owner's
+	// git credentials.
+	kr, err := keyring.New([]byte("dataplane test auth secret, 32+ bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(ctx, sqlite.Options{Path: sqlite.Memory, Keyring: kr})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -139,10 +147,23 @@ func parseImage(t *testing.T, target string) image {
 		t.Fatalf("Dockerfile has no stage %q", target)
 	}
 	img := image{env: map[string]string{}}
+	// ENV values are words of the Dockerfile's shell syntax (quotes, escapes, $VAR): expand
+	// them as the builder does, with the ENV set so far (no stage here uses ARG in ENV).
+	lex := shell.NewLex(res.EscapeToken)
 	for _, s := range chain {
 		for _, c := range s.Commands {
 			switch c := c.(type) {
 			case *instructions.EnvCommand:
+				var env []string
+				for k, v := range img.env {
+					env = append(env, k+"="+v)
+				}
+				if err := c.Expand(func(w string) (string, error) {
+					v, _, err := lex.ProcessWord(w, shell.EnvsFromSlice(env))
+					return v, err
+				}); err != nil {
+					t.Fatalf("Dockerfile stage %s: %v", s.Name, err)
+				}
 				for _, kv := range c.Env {
 					img.env[kv.Key] = kv.Value
 				}

@@ -101,6 +101,14 @@ type Config struct {
 	// the GitHub web host its device flow runs on.
 	GitHubClientID string
 	GitHubURL      string
+	// GitHubAPIURL is the REST API root (empty: derived from GitHubURL).
+	GitHubAPIURL string
+	// GitHubAppID (0: off) and GitHubAppPrivateKeyFile are the GitHub App whose
+	// installation tokens sessions on GitHub repositories get when their owner linked no
+	// account; GitHubAppInstallationID (0: looked up per repository) pins its installation.
+	GitHubAppID             int
+	GitHubAppPrivateKeyFile string
+	GitHubAppInstallationID int
 
 	LinearAPIKey       string
 	SlackBotToken      string
@@ -184,6 +192,10 @@ func Options() []Option {
 		{Flag: "provider-json", Env: "AGENT_PROVIDER_JSON", Usage: "OpenCode provider configuration (JSON) overriding the LiteLLM one; keys by {env:NAME} reference only"},
 		{Flag: "github-client-id", Env: "AGENT_GITHUB_CLIENT_ID", Usage: "client id of the GitHub OAuth app (device flow enabled) users link their GitHub account with; empty: linking is off"},
 		{Flag: "github-url", Env: "AGENT_GITHUB_URL", Default: "https://github.com", Usage: "GitHub web host of the device flow (GitHub Enterprise: its URL); linked tokens are stored for its host"},
+		{Flag: "github-api-url", Env: "AGENT_GITHUB_API_URL", Usage: "GitHub REST API root (empty: https://api.github.com for github.com, else --github-url followed by /api/v3, as on GitHub Enterprise Server)"},
+		{Flag: "github-app-id", Kind: KindInt, Env: "AGENT_GITHUB_APP_ID", Default: "0", Usage: "id of a GitHub App installed on your organisation: sessions on repositories of --github-url's host whose owner linked no GitHub account get a one-hour installation token limited to the session's repository, replaced before it expires (0: off)"},
+		{Flag: "github-app-private-key-file", Env: "AGENT_GITHUB_APP_PRIVATE_KEY_FILE", Usage: "the GitHub App's private key (the PEM file GitHub generated), needed with --github-app-id"},
+		{Flag: "github-app-installation-id", Kind: KindInt, Env: "AGENT_GITHUB_APP_INSTALLATION_ID", Default: "0", Usage: "the GitHub App installation tokens come from (0: the installation on the session repository's owner, looked up per session)"},
 		{Flag: "providers-file", Env: "AGENT_PROVIDERS_FILE", Usage: "file of model providers (OpenCode's provider JSON, keys inline) imported at start when none are stored; admins manage them with GET/PUT /api/v1/providers afterwards"},
 		{Flag: "linear-api-key", Env: "LINEAR_API_KEY", Secret: true, Usage: "Linear API key (optional integration)"},
 		{Flag: "slack-bot-token", Env: "SLACK_BOT_TOKEN", Secret: true, Usage: "Slack bot token (optional integration)"},
@@ -338,6 +350,10 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		ProviderJSON:            get("provider-json"),
 		GitHubClientID:          get("github-client-id"),
 		GitHubURL:               get("github-url"),
+		GitHubAPIURL:            get("github-api-url"),
+		GitHubAppID:             integer("github-app-id"),
+		GitHubAppPrivateKeyFile: get("github-app-private-key-file"),
+		GitHubAppInstallationID: integer("github-app-installation-id"),
 		ProvidersFile:           get("providers-file"),
 		LinearAPIKey:            get("linear-api-key"),
 		SlackBotToken:           get("slack-bot-token"),
@@ -348,6 +364,17 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 	}
 	if u, err := url.Parse(c.GitHubURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || strings.Trim(u.Path, "/") != "" {
 		errs = append(errs, fmt.Sprintf("%s: %q is not a GitHub web URL such as https://github.com", name("github-url"), c.GitHubURL))
+	}
+	if c.GitHubAPIURL != "" {
+		if u, err := url.Parse(c.GitHubAPIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Sprintf("%s: %q is not a URL such as https://api.github.com", name("github-api-url"), c.GitHubAPIURL))
+		}
+	}
+	if (c.GitHubAppID != 0) != (c.GitHubAppPrivateKeyFile != "") {
+		errs = append(errs, fmt.Sprintf("%s and %s must be set together: a GitHub App signs its requests with its private key", name("github-app-id"), name("github-app-private-key-file")))
+	}
+	if c.GitHubAppInstallationID != 0 && c.GitHubAppID == 0 {
+		errs = append(errs, fmt.Sprintf("%s needs %s", name("github-app-installation-id"), name("github-app-id")))
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = 30 * time.Second

@@ -34,6 +34,7 @@ func TestFlagsAreTyped(t *testing.T) {
 		"admin-groups": "strings", "trusted-proxy-cidrs": "strings",
 		"litellm-session-budget": "usd", "litellm-user-budget": "usd", "litellm-key-duration": "duration",
 		"namespace": "string", "database-url": "string",
+		"github-app-id": "int", "github-app-installation-id": "int",
 	} {
 		f := fs.Lookup(flag)
 		if f == nil {
@@ -46,7 +47,7 @@ func TestFlagsAreTyped(t *testing.T) {
 	}
 	usage := fs.FlagUsages()
 	for _, want := range []string{
-		"      --header-auth                        trust identity headers",
+		"      --header-auth                          trust identity headers",
 		"      --session-ttl duration ",
 		"      --max-active-sessions int ",
 		"      --session-cpu-request quantity ",
@@ -137,5 +138,32 @@ func TestServeRefusesABadFlag(t *testing.T) {
 	err := root.Execute()
 	if err == nil || !strings.Contains(err.Error(), `"--header-auth"`) || !strings.Contains(err.Error(), "$AGENT_HEADER_AUTH_ENABLED") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// The GitHub App settings: typed, and refused when they cannot work (an id without the
+// key it signs with, an installation without an App, an API URL that is not one).
+func TestGitHubAppSettings(t *testing.T) {
+	cfg, err := parseWith(map[string]string{"AGENT_GITHUB_APP_ID": "42", "AGENT_GITHUB_APP_PRIVATE_KEY_FILE": "/etc/github-app/private-key.pem"},
+		"--github-app-installation-id", "1001", "--github-api-url", "https://ghe.example.com/api/v3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.GitHubAppID != 42 || cfg.GitHubAppPrivateKeyFile != "/etc/github-app/private-key.pem" || cfg.GitHubAppInstallationID != 1001 || cfg.GitHubAPIURL != "https://ghe.example.com/api/v3" {
+		t.Errorf("config: %+v", cfg)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"AGENT_GITHUB_APP_ID": "42"}, "must be set together"},
+		{map[string]string{"AGENT_GITHUB_APP_PRIVATE_KEY_FILE": "/k.pem"}, "must be set together"},
+		{map[string]string{"AGENT_GITHUB_APP_INSTALLATION_ID": "7"}, "--github-app-installation-id [$AGENT_GITHUB_APP_INSTALLATION_ID] needs --github-app-id"},
+		{map[string]string{"AGENT_GITHUB_APP_ID": "app"}, "want a whole number >= 0"},
+		{map[string]string{"AGENT_GITHUB_API_URL": "api.github.com"}, "is not a URL such as https://api.github.com"},
+	} {
+		if _, err := parseWith(tc.env); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error saying %q", tc.env, err, tc.want)
+		}
 	}
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/store/storeopen"
 	"github.com/cakeai/cake-agents/agent/tunnel"
 	"github.com/cakeai/cake-agents/agent/ui"
+	"github.com/cakeai/cake-agents/agent/vcs"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
@@ -118,7 +119,11 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 			return sessions.Config{}, fmt.Errorf("--litellm-base-url: %w", err)
 		}
 	}
-	return sessions.Config{
+	app, err := githubApp(cfg)
+	if err != nil {
+		return sessions.Config{}, err
+	}
+	scfg := sessions.Config{
 		Namespace:               cfg.SessionNamespace,
 		Release:                 cfg.Release,
 		DataPlaneImage:          cfg.DataPlaneImage,
@@ -154,7 +159,30 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 		RetryPeriod:             cfg.LeaseRetryPeriod,
 		Identity:                identity,
 		Registerer:              reg,
-	}, nil
+	}
+	if app != nil {
+		scfg.GitHubApp, scfg.GitHubHost = app, githubHost(cfg)
+	}
+	return scfg, nil
+}
+
+// githubApp is the GitHub App whose installation tokens sessions get; nil without one.
+// Its private key is read now, so a wrong file stops the agent at start rather than
+// failing every session.
+func githubApp(cfg *Config) (*github.App, error) {
+	if cfg.GitHubAppID == 0 {
+		return nil, nil
+	}
+	b, err := os.ReadFile(cfg.GitHubAppPrivateKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--github-app-private-key-file: %w", err)
+	}
+	key, err := github.ParsePrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("--github-app-private-key-file %s: %w", cfg.GitHubAppPrivateKeyFile, err)
+	}
+	return &github.App{APIURL: githubAPIURL(cfg), ID: int64(cfg.GitHubAppID), Key: key, InstallationID: int64(cfg.GitHubAppInstallationID),
+		HTTP: &http.Client{Timeout: 30 * time.Second}}, nil
 }
 
 // providersSeededSetting marks in the store that the providers file was imported (or
@@ -317,6 +345,8 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		HeaderAuthInfo:    header.Info(),
 		GitHub:            githubFlow(cfg),
 		GitHubHost:        githubHost(cfg),
+		Workspaces: &vcs.Watcher{Branches: conv, Tokens: ctrl, Store: st, GitHubHost: githubHost(cfg), APIURL: githubAPIURL(cfg),
+			HTTP: &http.Client{Timeout: 10 * time.Second}},
 	})
 	// Decisions also go to Kubernetes Events in the agent's namespace, regarding its pod
 	// (started last: nothing below can fail and leave the broadcaster running).
@@ -357,4 +387,12 @@ func githubHost(cfg *Config) string {
 		return ""
 	}
 	return strings.ToLower(u.Host)
+}
+
+// githubAPIURL is GitHub's REST API root: --github-api-url, else derived from --github-url.
+func githubAPIURL(cfg *Config) string {
+	if cfg.GitHubAPIURL != "" {
+		return cfg.GitHubAPIURL
+	}
+	return github.APIURL(cfg.GitHubURL)
 }

@@ -2,9 +2,15 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 
+	"github.com/cakeai/cake-agents/agent/github"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -70,5 +77,56 @@ func TestWiredHeaderCSRF(t *testing.T) {
 	rec = serve(http.MethodGet, "/", "Origin", "http://agent.example")
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "jane@example.com") {
 		t.Errorf("same-site page: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestWiredGitHubApp: the App's settings reach the session controller — its key read at
+// start, its API derived from --github-url (GitHub Enterprise's /api/v3) unless set,
+// its tokens for the host of --github-url — and a key file that is missing or not a
+// key stops the agent at start, naming the flag.
+func TestWiredGitHubApp(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "private-key.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseArgs(t, map[string]string{"AGENT_GITHUB_APP_ID": "42", "AGENT_GITHUB_APP_PRIVATE_KEY_FILE": keyFile,
+		"AGENT_GITHUB_URL": "https://ghe.example.com", "AGENT_GITHUB_APP_INSTALLATION_ID": "7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scfg, err := sessionsConfig(cfg, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, ok := scfg.GitHubApp.(*github.App)
+	if !ok || app.ID != 42 || app.InstallationID != 7 || !app.Key.Equal(key) || app.APIURL != "https://ghe.example.com/api/v3" || scfg.GitHubHost != "ghe.example.com" {
+		t.Fatalf("sessions config: app %+v host %q", scfg.GitHubApp, scfg.GitHubHost)
+	}
+	// Without an App, sessions get none.
+	cfg, err = parseArgs(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if scfg, err := sessionsConfig(cfg, prometheus.NewRegistry()); err != nil || scfg.GitHubApp != nil {
+		t.Fatalf("no App configured: %v %v", scfg.GitHubApp, err)
+	}
+
+	notKey := filepath.Join(dir, "token")
+	if err := os.WriteFile(notKey, []byte("ghp_x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{filepath.Join(dir, "missing.pem"): "no such file", notKey: "not a PEM private key"} {
+		cfg, err := parseArgs(t, map[string]string{"AGENT_GITHUB_APP_ID": "42", "AGENT_GITHUB_APP_PRIVATE_KEY_FILE": file})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sessionsConfig(cfg, prometheus.NewRegistry()); err == nil || !strings.Contains(err.Error(), "--github-app-private-key-file") || !strings.Contains(err.Error(), want) {
+			t.Errorf("key file %s: %v, want an error naming the flag and %q", file, err, want)
+		}
 	}
 }

@@ -74,6 +74,16 @@ func (c *Relay) Healthy(ctx context.Context, s *store.Session) error {
 	return err
 }
 
+// Branch returns the branch the session's workspace is on ("" when detached), asking
+// its OpenCode through the tunnel pool.
+func (c *Relay) Branch(ctx context.Context, s *store.Session) (string, error) {
+	oc, err := c.client(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	return oc.Branch(ctx)
+}
+
 // ensureConversation returns the session's OpenCode conversation id, creating the
 // conversation on first use and recording it so every client shares it.
 func (c *Relay) ensureConversation(ctx context.Context, s *store.Session, oc *opencode.Client) (string, error) {

@@ -100,13 +100,20 @@ func Helper(file string) string {
 
 // HasHost reports whether a credential-store file holds a credential for host.
 func HasHost(file []byte, host string) bool {
+	_, ok := TokenFor(file, host)
+	return ok
+}
+
+// TokenFor returns the token a credential-store file holds for host.
+func TokenFor(file []byte, host string) (string, bool) {
 	for _, line := range strings.Split(string(file), "\n") {
 		u, err := url.Parse(strings.TrimSpace(line))
 		if err == nil && u.Scheme == "https" && strings.EqualFold(u.Host, host) {
-			return true
+			tok, _ := u.User.Password()
+			return tok, true
 		}
 	}
-	return false
+	return "", false
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -61,3 +61,14 @@ func TestGHHostsFile(t *testing.T) {
 		t.Errorf("GHHostsFile = %q, want %q", got, want)
 	}
 }
+
+// TestTokenFor: the token of a host comes back as it went in, whatever bytes it holds.
+func TestTokenFor(t *testing.T) {
+	file := StoreFile(map[string]Secret{"github.com": {Username: "x-access-token", Token: "ghs_a/b:c@d%e"}, "git.example.com:8443": {Username: "u", Token: "other"}})
+	if tok, ok := TokenFor(file, "GitHub.com"); !ok || tok != "ghs_a/b:c@d%e" {
+		t.Errorf("TokenFor(github.com) = %q, %v", tok, ok)
+	}
+	if tok, ok := TokenFor(file, "gitlab.com"); ok || tok != "" {
+		t.Errorf("TokenFor(gitlab.com) = %q, %v", tok, ok)
+	}
+}

@@ -1,8 +1,10 @@
-// Package github speaks the GitHub endpoints the agent uses to link a user's GitHub
-// account: the OAuth device flow (RFC 8628 as GitHub documents it under "Authorizing
-// OAuth apps"). The agent holds the OAuth app's client id and brokers the flow, so the
-// device code — which, with the public client id, is all it takes to collect the token —
-// never leaves the agent; the user only sees the short user code.
+// Package github speaks the GitHub endpoints the agent uses to give sessions a GitHub
+// token: the OAuth device flow that links a user's account (RFC 8628 as GitHub documents
+// it under "Authorizing OAuth apps"), and a GitHub App's installation tokens for
+// organisation-wide setups (see App). For linking, the agent holds the OAuth app's client
+// id and brokers the flow, so the device code — which, with the public client id, is all
+// it takes to collect the token — never leaves the agent; the user only sees the short
+// user code.
 package github
 
 import (

@@ -153,6 +153,29 @@ func checkStatus(resp *http.Response, method, path string) error {
 	return &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(b))}
 }
 
+// Branch returns the branch checked out in OpenCode's working directory: "" when HEAD
+// is detached or there is no checkout. It reads .git/HEAD through GET /file/content
+// rather than asking GET /vcs: in opencode-ai 1.18.33 /vcs keeps answering the branch
+// it saw at start after a later `git checkout -b` (measured), and checking out a branch
+// of its own is exactly what the agent in a session does before it pushes.
+func (c *Client) Branch(ctx context.Context) (string, error) {
+	var f struct {
+		Type    string `json:"type"`
+		Content string `json:"content"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/file/content?path="+url.QueryEscape(".git/HEAD"), nil, &f); err != nil {
+		if IsNotFound(err) {
+			return "", nil
+		}
+		return "", err
+	}
+	ref, ok := strings.CutPrefix(strings.TrimSpace(f.Content), "ref: refs/heads/")
+	if !ok {
+		return "", nil // detached, or not a checkout
+	}
+	return ref, nil
+}
+
 // Health is the answer of GET /global/health.
 type Health struct {
 	Healthy bool   `json:"healthy"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -130,5 +131,32 @@ func waitForReply(ctx context.Context, t *testing.T, c *opencode.Client, id, wan
 			t.Fatalf("no assistant reply %q; messages: %+v", want, msgs)
 		case <-time.After(200 * time.Millisecond):
 		}
+	}
+}
+
+// TestRealOpenCodeBranch: the branch comes from the workspace's HEAD as it is now,
+// also after a checkout made while OpenCode runs (its own /vcs misses that).
+func TestRealOpenCodeBranch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: runs a real OpenCode (drop -short to run it)")
+	}
+	oc := opencodetest.Start(t, opencodetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	git := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-C", oc.Workspace, "-c", "user.name=t", "-c", "user.email=t@example.com"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	git("commit", "-q", "--allow-empty", "-m", "first")
+	git("checkout", "-q", "-b", "cake/fix-the-flaky-test")
+	if b, err := oc.Client.Branch(ctx); err != nil || b != "cake/fix-the-flaky-test" {
+		t.Fatalf("Branch = %q, %v; want cake/fix-the-flaky-test", b, err)
+	}
+	git("checkout", "-q", "--detach")
+	if b, err := oc.Client.Branch(ctx); err != nil || b != "" {
+		t.Fatalf("detached: Branch = %q, %v; want none", b, err)
 	}
 }

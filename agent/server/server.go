@@ -92,6 +92,9 @@ type Options struct {
 	// github.com; GitHub Enterprise's own host).
 	GitHub     DeviceFlow
 	GitHubHost string
+	// Workspaces, when set, fills a session's current branch and pull request in GET of
+	// one session.
+	Workspaces Workspaces
 	// Now is the clock (tests replace it).
 	Now func() time.Time
 }

@@ -189,12 +189,28 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 			out.ModelSpend = &spend
 		}
 	}
+	if s.opts.Workspaces != nil {
+		// OpenCode or GitHub not answering costs the fields' freshness, not the answer.
+		v, err := s.opts.Workspaces.Refresh(r.Context(), sess)
+		if err != nil {
+			s.log.Warn("look at the session's branch and pull request failed", "session", sess.ID, "error", err)
+		}
+		if v != nil {
+			out.CurrentBranch, out.PullRequestURL = v.Branch, v.PullRequestURL
+		}
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 
 // spendTimeout bounds the LiteLLM call of GET /sessions/{id}: the spend is a detail,
 // and the answer must not wait for the LiteLLM client's own (15 s) timeout.
 const spendTimeout = 2 * time.Second
+
+// Workspaces tells what a session's workspace is on (*vcs.Watcher): looked at now while
+// it runs, else as last seen; nil when never seen.
+type Workspaces interface {
+	Refresh(ctx context.Context, s *store.Session) (*store.SessionVCS, error)
+}
 
 // spender is implemented by a Sessions that gives sessions LiteLLM keys of their own
 // (sessions.Controller): Spend is what session id's keys spent, in USD; on is false when

@@ -72,9 +72,27 @@ func TestClonesPrivateRepositoryWithTheCredentialFile(t *testing.T) {
 	if strings.Contains(string(cfg), token) || strings.Contains(log.String(), token) {
 		t.Errorf("the token leaked:\n.git/config: %s\nlog: %s", cfg, log.String())
 	}
-	info, err := os.Stat(filepath.Join(home, ".config", "gh", "hosts.yml"))
-	if err != nil || info.Mode().Perm() != 0o600 {
-		t.Errorf("gh hosts.yml: %v %v", info, err)
+	// gh's hosts.yml follows the Secret volume's file, which the kubelet updates when the
+	// agent replaces a GitHub App token.
+	hosts := filepath.Join(home, ".config", "gh", "hosts.yml")
+	if b, err := os.ReadFile(hosts); err != nil || !strings.Contains(string(b), token) {
+		t.Errorf("gh hosts.yml = %q, %v", b, err)
+	}
+	if err := os.Chmod(gh, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(gh, gitcred.GHHostsFile("github.com", gitcred.Secret{Token: "tok-replaced"}), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(hosts); err != nil || !strings.Contains(string(b), "tok-replaced") {
+		t.Errorf("gh hosts.yml after the Secret's token was replaced = %q, %v", b, err)
+	}
+	// A second run (a restarted init container) keeps it working.
+	if err := installGHHosts(o); err != nil {
+		t.Fatalf("install again: %v", err)
+	}
+	if b, err := os.ReadFile(hosts); err != nil || !strings.Contains(string(b), "tok-replaced") {
+		t.Errorf("gh hosts.yml after a second install = %q, %v", b, err)
 	}
 
 	// git in the session (OpenCode's shell: the same $HOME, its own environment) pushes

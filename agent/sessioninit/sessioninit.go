@@ -4,8 +4,9 @@
 // needs on disk is ready. Nothing secret goes into the workspace or the config: provider
 // keys are referenced as {env:NAME} and resolved by OpenCode from the container
 // environment, and a private repository is cloned through a credential helper reading
-// the owner's token from the Secret volume (--git-credentials). The one secret it writes
-// is the GitHub CLI's hosts.yml, into $HOME (the pod's own emptyDir), where gh reads it.
+// the owner's token from the Secret volume (--git-credentials). The GitHub CLI's
+// hosts.yml in $HOME (the pod's own emptyDir), where gh reads it, is a link to the
+// Secret volume's file, so gh sees the token the agent last put there.
 package sessioninit
 
 import (
@@ -350,12 +351,15 @@ func installGitConfig(ctx context.Context, o Options) error {
 	return nil
 }
 
-// installGHHosts copies the GitHub CLI's hosts.yml into $HOME, where gh looks.
+// installGHHosts links the GitHub CLI's hosts.yml in $HOME, where gh looks, to the
+// file on the Secret volume. A link, not a copy: the agent replaces a GitHub App token
+// in the Secret before it expires, the kubelet updates the volume's file, and gh reads
+// the current token through the link.
 func installGHHosts(o Options) error {
 	if o.GHHosts == "" {
 		return nil
 	}
-	b, err := os.ReadFile(o.GHHosts)
+	_, err := os.Stat(o.GHHosts)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // no GitHub credential
 	}
@@ -370,7 +374,12 @@ func installGHHosts(o Options) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("install the GitHub CLI credential: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "hosts.yml"), b, 0o600); err != nil {
+	link := filepath.Join(dir, "hosts.yml")
+	// A restarted init container finds its own link from the last run.
+	if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("install the GitHub CLI credential: %w", err)
+	}
+	if err := os.Symlink(o.GHHosts, link); err != nil {
 		return fmt.Errorf("install the GitHub CLI credential: %w", err)
 	}
 	fmt.Fprintf(o.Stderr, "installed the GitHub CLI credential in %s\n", filepath.Join(dir, "hosts.yml"))

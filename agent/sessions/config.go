@@ -69,6 +69,16 @@ type Config struct {
 	// session's TTL, which also caps it), so a key outlives no agent that forgot it.
 	LiteLLMKeyDuration time.Duration
 
+	// GitHubApp, when set, gives a session on a repository of GitHubHost (the host as
+	// in repository URLs, "github.com") whose owner has no credential for that host an
+	// installation token of the App limited to the session's repository, in the Secret
+	// like an owner's token. Tokens live an hour; each is replaced AppTokenRefresh
+	// (default DefaultAppTokenRefresh) before it expires while the session is active,
+	// and every start gets a new one.
+	GitHubApp       AppTokens
+	GitHubHost      string
+	AppTokenRefresh time.Duration
+
 	// LeaderElection makes only the Lease holder reconcile; every replica serves the API.
 	LeaderElection            bool
 	LeaseNamespace, LeaseName string
@@ -109,6 +119,12 @@ func (c *Config) defaults() error {
 		if errs := validation.IsConfigMapKey(c.CABundleKey); len(errs) > 0 {
 			return fmt.Errorf("--session-ca-key=%q is not a ConfigMap key: %s", c.CABundleKey, strings.Join(errs, "; "))
 		}
+	}
+	if c.AppTokenRefresh <= 0 {
+		c.AppTokenRefresh = DefaultAppTokenRefresh
+	}
+	if c.GitHubApp != nil && c.GitHubHost == "" {
+		return errors.New("a GitHub App needs the GitHub host its tokens are for")
 	}
 	if c.ReconcileInterval <= 0 {
 		c.ReconcileInterval = 30 * time.Second

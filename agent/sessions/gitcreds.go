@@ -39,8 +39,8 @@ const (
 // root-owned copy). GIT_SSH_COMMAND points the init container's ssh at both files, and it
 // hands that command on to the session's $HOME/.gitconfig.
 //
-// A session shared with every user (not private) carries no one's credentials: whoever
-// may drive it could read them through OpenCode's shell.
+// A session shared with every user (not private) carries no one's credentials, not even
+// a GitHub App token: whoever may drive it could read them through OpenCode's shell.
 const (
 	GitSSHDir                = "/etc/cake-agents/ssh"
 	GitSSHKeyFile            = GitSSHDir + "/id"
@@ -50,12 +50,21 @@ const (
 	gitSSHVolume             = "git-ssh"
 )
 
-// gitSecretKeys are the Secret keys this file owns.
-var gitSecretKeys = []string{SecretKeyGitCredentials, SecretKeyGHHosts, SecretKeyGitSSHKey, SecretKeyGitSSHKnownHost}
+// gitSecretKeys are the Secret keys this file (and githubapp.go) owns.
+var gitSecretKeys = []string{SecretKeyGitCredentials, SecretKeyGHHosts, SecretKeyGitTokenExpiry, SecretKeyGitSSHKey, SecretKeyGitSSHKnownHost}
 
 // gitSecretData is what the Secret of s carries for git: the owner's credential for the
-// host of the repository (a token for https://, an SSH key for ssh), or nothing.
-func (c *Controller) gitSecretData(ctx context.Context, s *store.Session) (map[string][]byte, error) {
+// host of the repository (a token for https://, an SSH key for ssh), else a GitHub App
+// token for the repository (cur, the Secret's current data, may hold one still good), or
+// nothing.
+//
+// The owner's own credential comes first. A platform team installs the App so sessions
+// work for people who linked nothing, not to override people who did: a linked token
+// acts with the person's own permissions (repositories they may not push to stay
+// closed), and commits pushed and pull requests opened with it are attributed on GitHub
+// to the person, which is what reviews, CODEOWNERS and audit logs expect. The App's
+// token, limited to the session's repository, is the fallback.
+func (c *Controller) gitSecretData(ctx context.Context, s *store.Session, cur map[string][]byte) (map[string][]byte, error) {
 	if !s.Private {
 		return nil, nil
 	}
@@ -68,7 +77,7 @@ func (c *Controller) gitSecretData(ctx context.Context, s *store.Session) (map[s
 	}
 	cred, err := c.st.GetCredential(ctx, s.OwnerID, gitcred.Provider(host))
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil
+		return c.appSecretData(ctx, s, cur)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read the owner's git credential for %s: %w", host, err)
@@ -195,4 +204,26 @@ func (c *Controller) dropGitCredentials(ctx context.Context, id string) error {
 		return fmt.Errorf("remove the git credential from secret %s: %w", SecretName(id), err)
 	}
 	return nil
+}
+
+// GitToken returns the git token session s has for its repository's host, as its Secret
+// holds it now (its owner's or a GitHub App's), or "" when it has none: what looking at
+// the session's repository on its behalf may use.
+func (c *Controller) GitToken(ctx context.Context, s *store.Session) (string, error) {
+	host := apiv1.RepoCredentialHost(s.Repo)
+	if host == "" {
+		return "", nil
+	}
+	sec, err := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID))
+	if err != nil {
+		sec, err = c.kube.CoreV1().Secrets(c.cfg.Namespace).Get(ctx, SecretName(s.ID), metav1.GetOptions{})
+	}
+	if apierrors.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the git credential of session %s: %w", s.ID, err)
+	}
+	tok, _ := gitcred.TokenFor(sec.Data[SecretKeyGitCredentials], host)
+	return tok, nil
 }

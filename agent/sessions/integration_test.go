@@ -59,8 +59,17 @@ func ctxT(t *testing.T) context.Context {
 // start runs a controller until the test ends (or stop is called) and waits until it is ready.
 func (e *env) start(cfg Config) (c *Controller, stop func()) {
 	e.t.Helper()
+	return e.startWith(cfg, nil)
+}
+
+// startWith is start with prepare run on the controller before it runs (a test clock).
+func (e *env) startWith(cfg Config, prepare func(*Controller)) (c *Controller, stop func()) {
+	e.t.Helper()
 	cfg.Registerer = prometheus.NewRegistry()
 	c = newTestController(e.t, cfg, e.kube, e.st)
+	if prepare != nil {
+		prepare(c)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()

@@ -126,13 +126,17 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op, modelKey 
 // holds when that is still live, else a new one (a stopped session's key was deleted; a
 // lost Secret took its key with it, so that one is deleted too).
 func (c *Controller) ensureSecret(ctx context.Context, s *store.Session, sp *sessionProviders, modelKey string) error {
-	git, err := c.gitSecretData(ctx, s)
-	if err != nil {
-		return err
-	}
 	cur, cerr := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID))
 	if cerr != nil || cur.DeletionTimestamp != nil {
 		cur = nil
+	}
+	var curData map[string][]byte
+	if cur != nil {
+		curData = cur.Data
+	}
+	git, err := c.gitSecretData(ctx, s, curData)
+	if err != nil {
+		return err
 	}
 	if c.cfg.LiteLLM != nil && modelKey == "" {
 		var held []byte

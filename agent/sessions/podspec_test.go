@@ -215,7 +215,7 @@ func TestSharedSessionCarriesNoCredentials(t *testing.T) {
 			strings.Contains(args, "--git-credentials") || strings.Contains(args, "--ssh-key") {
 			t.Errorf("%s: init args %q", repo, args)
 		}
-		data, err := c.gitSecretData(context.Background(), s)
+		data, err := c.gitSecretData(context.Background(), s, nil)
 		if err != nil || data != nil {
 			t.Errorf("%s: a shared session's Secret gets git data %v (%v)", repo, data, err)
 		}

@@ -195,9 +195,11 @@ func (c *Controller) needsWork(s *store.Session) bool {
 			c.mu.Lock()
 			h := c.hookState[s.ID]
 			c.mu.Unlock()
-			return !h.fired
+			if !h.fired {
+				return true
+			}
 		}
-		return false
+		return c.appTokenDueCached(s.ID)
 	}
 	return true
 }
@@ -311,7 +313,7 @@ func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) erro
 		c.leftRunning(s.ID)
 	}
 	c.enqueueAtDeadline(s)
-	return nil
+	return c.refreshAppToken(ctx, s)
 }
 
 // recreate brings back the pod of a session that should run.

@@ -151,6 +151,15 @@ type ModelKeyFilter struct {
 	Live bool
 }
 
+// SessionVCS is what a session's workspace was last seen on: the branch checked out
+// and the pull request opened from it (empty: none found), as of CheckedAt.
+type SessionVCS struct {
+	SessionID      string
+	Branch         string
+	PullRequestURL string
+	CheckedAt      time.Time
+}
+
 // Provider is one model provider an admin configured: its OpenCode provider JSON
 // without the secret values (Config), and those values by field path (Secrets, e.g.
 // "options.apiKey"). Secrets is plaintext in memory only: backends store it encrypted
@@ -267,6 +276,13 @@ type Store interface {
 	// DeleteModelKeys forgets the deleted keys of a session (live ones are kept, so a
 	// key is never lost before it was deleted) and returns how many it forgot.
 	DeleteModelKeys(ctx context.Context, sessionID string) (int, error)
+
+	// GetSessionVCS returns what session id's workspace was last seen on (ErrNotFound:
+	// never looked at).
+	GetSessionVCS(ctx context.Context, id string) (*SessionVCS, error)
+	// PutSessionVCS records v, replacing what was recorded for its session; it goes with
+	// the session. A missing session is ErrNotFound, an empty SessionID ErrInvalid.
+	PutSessionVCS(ctx context.Context, v *SessionVCS) error
 
 	// ListProviders returns every configured model provider with its secrets, by ID
 	// (empty, not ErrNotFound, when none is configured).

@@ -236,6 +236,9 @@ func lifecycle(t *testing.T, s *stack, b *browser, prefix string, persistent boo
 		b.do("persistent", chromedp.Click(css("#persistent")))
 	}
 	b.shot(prefix + "02-create-form")
+	// The branch the agent in the session will work on has a pull request already (a
+	// session may be Running, and looked at, before the test gets to see it).
+	pr := s.github.OpenPullRequest("cakeai", "demo-service", WorkBranch)
 	b.navigate("submit the form", chromedp.Click(css("#submit")))
 	path := b.eval(`location.pathname`)
 	id := strings.TrimPrefix(path, "/sessions/")
@@ -257,6 +260,10 @@ func lifecycle(t *testing.T, s *stack, b *browser, prefix string, persistent boo
 	b.shot(prefix + "03-session-starting")
 
 	b.wait("state Running", `document.querySelector('#state').textContent === 'Running'`, 20*time.Second)
+	b.wait("the branch and pull request", fmt.Sprintf(`(() => { const a = document.querySelector('#pull-request'); return a && a.href === %q && [...document.querySelectorAll('#kv dd')].some(e => e.textContent === %q) })()`, pr, WorkBranch), 10*time.Second)
+	if got := b.text("#pull-request"); got != "cakeai/demo-service/pull/1" {
+		t.Errorf("pull request link text %q", got)
+	}
 	if got := b.eval(`document.querySelector('#open').getAttribute('aria-disabled')`); got != "false" {
 		t.Errorf("Open in OpenCode is disabled while Running: %q", got)
 	}

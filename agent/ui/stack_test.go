@@ -25,6 +25,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
 	"github.com/cakeai/cake-agents/agent/ui"
+	"github.com/cakeai/cake-agents/agent/vcs"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/test/fakegithub"
 )
@@ -90,8 +91,13 @@ func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) 
 	gh := fakegithub.New("Iv1.ui-test")
 	ghSrv := httptest.NewServer(gh)
 	t.Cleanup(ghSrv.Close)
+	// Sessions' workspaces are on WorkBranch, and their pull requests are on the fake
+	// GitHub, looked up with the owner's linked token.
+	gh.AddUserToken(linkedToken)
 	srv := server.New(server.Options{
-		GitHub:            &github.DeviceFlow{BaseURL: ghSrv.URL, ClientID: "Iv1.ui-test", Scope: "repo", HTTP: ghSrv.Client()},
+		GitHub: &github.DeviceFlow{BaseURL: ghSrv.URL, ClientID: "Iv1.ui-test", Scope: "repo", HTTP: ghSrv.Client()},
+		Workspaces: &vcs.Watcher{Branches: conv, Tokens: staticToken(linkedToken), Store: st, GitHubHost: "github.com",
+			APIURL: github.APIURL(ghSrv.URL), HTTP: ghSrv.Client()},
 		Store:             st,
 		Sessions:          sessions,
 		Conversation:      conv,
@@ -279,6 +285,21 @@ type fakeConversation struct {
 	// delay between deltas; long enough for a browser to see the reply grow.
 	delay time.Duration
 }
+
+// WorkBranch is the branch every fake session's workspace is on.
+const WorkBranch = "cake/fix-flaky-test"
+
+const linkedToken = "gho_ui_linked"
+
+// Branch implements vcs.Branches.
+func (f *fakeConversation) Branch(context.Context, *store.Session) (string, error) {
+	return WorkBranch, nil
+}
+
+// staticToken is the git token every session has.
+type staticToken string
+
+func (s staticToken) GitToken(context.Context, *store.Session) (string, error) { return string(s), nil }
 
 func newFakeConversation() *fakeConversation {
 	return &fakeConversation{history: map[string][]apiv1.Message{}, subs: map[string]map[chan []byte]struct{}{}, delay: 120 * time.Millisecond}

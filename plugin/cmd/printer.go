@@ -53,9 +53,9 @@ type PrintFlags struct {
 	NoHeaders bool
 	// now is the clock for the AGE column (tests pin it).
 	now func() time.Time
-	// spend adds the SPEND column to the wide table: only `session get` has it, since
-	// the agent reads a session's spend from LiteLLM for GET of one session only.
-	spend bool
+	// single adds the SPEND and PULL REQUEST columns to the wide table: only `session
+	// get` has them, since the agent asks LiteLLM and GitHub for GET of one session only.
+	single bool
 }
 
 // NewPrintFlags returns print flags with the table as default.

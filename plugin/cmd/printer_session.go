@@ -41,8 +41,8 @@ func (f *PrintFlags) printTable(out io.Writer, sessions []apiv1.Session, wide bo
 		h := "NAME\tTITLE\tSTATE\tOWNER\tREPO\tAGE"
 		if wide {
 			h += "\tBRANCH\tMODEL\tPRIVATE\tPOD\tLAST ACTIVITY\tREASON"
-			if f.spend {
-				h += "\tSPEND"
+			if f.single {
+				h += "\tSPEND\tPULL REQUEST"
 			}
 		}
 		fmt.Fprintln(w, h)
@@ -57,14 +57,23 @@ func (f *PrintFlags) printTable(out io.Writer, sessions []apiv1.Session, wide bo
 					activity += " (" + s.LastActivitySource + ")"
 				}
 			}
-			row = append(row, dash(s.Branch), dash(s.Model), fmt.Sprint(s.Private), dash(s.PodName), activity, dash(s.Reason))
-			if f.spend {
-				row = append(row, spend(s.ModelSpend))
+			row = append(row, dash(branch(s)), dash(s.Model), fmt.Sprint(s.Private), dash(s.PodName), activity, dash(s.Reason))
+			if f.single {
+				row = append(row, spend(s.ModelSpend), dash(s.PullRequestURL))
 			}
 		}
 		fmt.Fprintln(w, strings.Join(row, "\t"))
 	}
 	return w.Flush()
+}
+
+// branch is the branch the session's workspace was last seen on (only `session get`
+// knows it), else the one it was created with.
+func branch(s apiv1.Session) string {
+	if s.CurrentBranch != "" {
+		return s.CurrentBranch
+	}
+	return s.Branch
 }
 
 // spend shows a session's LiteLLM spend in dollars; only `session get` has it (a list

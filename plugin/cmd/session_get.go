@@ -26,11 +26,15 @@ func NewCmdSessionGet(f *Factory, streams genericiooptions.IOStreams) *cobra.Com
 		Short: "Show sessions",
 		Long: `Show one or more sessions by name, as a table or in full with -o yaml or -o json.
 With -o wide (or modelSpend in -o json) it shows what the session's own LiteLLM key has
-spent, when the agent gives sessions LiteLLM keys.`,
+spent, when the agent gives sessions LiteLLM keys, the branch the session's workspace is
+on (currentBranch) and the pull request the agent opened from it on GitHub
+(pullRequestURL), looked up with the session's own token; a stopped session shows what
+was last seen.`,
 		Example: `  kubectl agents session get SESSION
   kubectl agents session get SESSION -o wide
   kubectl agents session get SESSION -o yaml
-  kubectl agents session get SESSION -o jsonpath='{.state}'`,
+  kubectl agents session get SESSION -o jsonpath='{.state}'
+  kubectl agents session get SESSION -o jsonpath='{.pullRequestURL}'`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeSessions(f, true),
 		RunE:              runOptions(o),
@@ -74,7 +78,7 @@ func (o *SessionGetOptions) Run(ctx context.Context) error {
 		found = append(found, *s)
 	}
 	if len(found) > 0 {
-		o.PrintFlags.spend = true
+		o.PrintFlags.single = true
 		if err := o.PrintFlags.Print(o.Out, found, len(o.IDs) > 1); err != nil {
 			return err
 		}

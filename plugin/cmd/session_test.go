@@ -152,7 +152,7 @@ func TestSessionGetSpend(t *testing.T) {
 	a.add(apiv1.Session{ID: "abc12", State: apiv1.StateRunning, Owner: "alice@example.com", Model: "litellm/m",
 		CreatedAt: fixedNow.Add(-time.Hour), ModelSpend: &usd})
 	f, _ := a.start()
-	for format, want := range map[string]string{"wide": "$0.0375\n", "jsonpath={.modelSpend}": "0.0375"} {
+	for format, want := range map[string]string{"wide": "$0.0375   <none>\n", "jsonpath={.modelSpend}": "0.0375"} {
 		streams, _, out, _ := genericiooptions.NewTestIOStreams()
 		o := &SessionGetOptions{IOStreams: streams, Factory: f, PrintFlags: NewPrintFlags(), IDs: []string{"abc12"}}
 		o.PrintFlags.now = func() time.Time { return fixedNow }
@@ -468,6 +468,33 @@ func TestSessionFlagsAreCheckedBeforeConnecting(t *testing.T) {
 		err := root.Execute()
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("%v: err = %v, want prefix %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestSessionGetBranchAndPullRequest: the branch the workspace is on (rather than the
+// one asked for at create) and the pull request show in -o wide and in JSON.
+func TestSessionGetBranchAndPullRequest(t *testing.T) {
+	a := newFakeAgent(t)
+	a.add(apiv1.Session{ID: "abc12", State: apiv1.StateRunning, Owner: "alice@example.com", Repo: "https://github.com/acme/widgets.git",
+		Branch: "main", CurrentBranch: "cake/fix-flaky-test", PullRequestURL: "https://github.com/acme/widgets/pull/7",
+		CreatedAt: fixedNow.Add(-time.Hour)})
+	f, _ := a.start()
+	for format, want := range map[string]string{
+		"wide": `NAME    TITLE    STATE     OWNER               REPO                      AGE   BRANCH                MODEL    PRIVATE   POD      LAST ACTIVITY   REASON   SPEND       PULL REQUEST
+abc12   <none>   Running   alice@example.com   github.com/acme/widgets   60m   cake/fix-flaky-test   <none>   false     <none>   <none>          <none>   <unknown>   https://github.com/acme/widgets/pull/7
+`,
+		"jsonpath={.currentBranch} {.pullRequestURL}": "cake/fix-flaky-test https://github.com/acme/widgets/pull/7",
+	} {
+		streams, _, out, _ := genericiooptions.NewTestIOStreams()
+		o := &SessionGetOptions{IOStreams: streams, Factory: f, PrintFlags: NewPrintFlags(), IDs: []string{"abc12"}}
+		o.PrintFlags.now = func() time.Time { return fixedNow }
+		setOutput(o.PrintFlags, format)
+		if err := o.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != want {
+			t.Errorf("-o %s:\n%s\nwant:\n%s", format, out.String(), want)
 		}
 	}
 }

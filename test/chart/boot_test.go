@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -503,6 +504,13 @@ func (b *boot) fileFor(env string) []byte {
 		return b.tls.chainPEM
 	case "AGENT_TLS_KEY_FILE":
 		return b.tls.keyPEM
+	case "AGENT_GITHUB_APP_PRIVATE_KEY_FILE":
+		// The agent reads and parses the App's key at start.
+		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
 	}
 	b.t.Fatalf("the agent reads the file in %s from a Secret the chart does not create: teach the boot test (fileFor) what it holds", env)
 	return nil

@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -47,7 +50,8 @@ type product struct {
 	// github is the local stand-in for GitHub's device flow the agent links accounts with.
 	github     *fakegithub.Server
 	githubHost string
-	masterKey  string // LiteLLM's, in the chart's litellm.secret
+	gitHub     *githubHost // the stand-in's host: GitHub's endpoints and OWNER/NAME.git
+	masterKey  string      // LiteLLM's, in the chart's litellm.secret
 }
 
 func install(t *testing.T, backend string) *product {
@@ -74,12 +78,27 @@ func install(t *testing.T, backend string) *product {
 	values := []string{"litellm.secret.create=true", "litellm.secret.apiKey=" + p.masterKey,
 		"litellm.budget.perSession=5", "litellm.budget.perUser=50",
 		"betterAuth.secret.create=true", "betterAuth.secret.value=" + p.secrets.canary("the auth secret")}
-	// GitHub linking against a local server speaking GitHub's device-flow endpoints.
+	// GitHub linking and a GitHub App against a local server speaking GitHub's
+	// device-flow and App endpoints, whose host also serves repositories.
 	p.github = fakegithub.New("Iv1.e2e")
-	ghSrv := httptest.NewServer(p.github)
-	t.Cleanup(ghSrv.Close)
-	p.githubHost = strings.TrimPrefix(ghSrv.URL, "http://")
-	values = append(values, "github.oauth.clientId=Iv1.e2e", "github.url="+ghSrv.URL)
+	p.gitHub = startGitHubHost(t, p.github)
+	p.githubHost = p.gitHub.Host
+	appKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.github.AddApp(e2eAppID, &appKey.PublicKey)
+	p.github.Install(e2eAppID, "acme")
+	values = append(values, "github.oauth.clientId=Iv1.e2e", "github.url="+p.gitHub.URL,
+		fmt.Sprintf("github.app.id=%d", e2eAppID), "github.app.privateKey.existingSecret=e2e-github-app")
+	appPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)})
+	p.secrets.add(string(appPEM), "the GitHub App's private key")
+	if _, err := p.kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "e2e-github-app"},
+		Data:       map[string][]byte{"private-key.pem": appPEM},
+	}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
 	if backend != "sqlite" {
 		// The production shape: the database from an existing Secret, either as one URL
 		// (existingSecret/existingSecretKey) or as PG* variables (existingSecretEnv).
@@ -253,6 +272,8 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("PrivateRepo", p.testPrivateRepo)
 			t.Run("PrivateRepoSSH", p.testPrivateRepoSSH)
 			t.Run("GitHubLink", p.testGitHubLink)
+			t.Run("GitHubApp", p.testGitHubApp)
+			t.Run("SessionBranch", p.testSessionBranch)
 			t.Run("AgentRestart", p.testAgentRestart)
 			t.Run("DatabaseIsTheChartsOne", p.testDatabase)
 			t.Run("Providers", p.testProviders)

@@ -335,6 +335,16 @@ func (e *Env) prepareAgent(ctx context.Context, pod *corev1.Pod, i int) (*Agent,
 		return nil, err
 	}
 	env := resolved.Map()
+	// Files the agent reads from the pod's volumes (the GitHub App's private key) are
+	// where agentpod puts them, as the kubelet would fill them.
+	volRoot := filepath.Join(e.o.WorkDir, fmt.Sprintf("agent-%d", i))
+	mounts, err := agentpod.PrepareVolumes(ctx, e.Kube, pod, c, volRoot, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range env {
+		env[k] = mounts.Rewrite(v)
+	}
 	httpPort, err := freePort()
 	if err != nil {
 		return nil, err

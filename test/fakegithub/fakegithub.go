@@ -1,9 +1,10 @@
-// Package fakegithub is a local server speaking the GitHub OAuth device-flow endpoints as
-// GitHub documents them (POST /login/device/code, POST /login/oauth/access_token with
-// the device_code grant, JSON answers for Accept: application/json, errors as HTTP 200
-// with "error": authorization_pending, slow_down, expired_token, access_denied,
-// incorrect_client_credentials), so the agent's GitHub linking is tested without GitHub.
-// A test plays the user with Approve or Deny.
+// Package fakegithub is a local server speaking the GitHub endpoints the agent uses, as
+// GitHub documents them, so they are tested without GitHub: the OAuth device flow (POST
+// /login/device/code, POST /login/oauth/access_token with the device_code grant, JSON
+// answers for Accept: application/json, errors as HTTP 200 with "error":
+// authorization_pending, slow_down, expired_token, access_denied,
+// incorrect_client_credentials), where a test plays the user with Approve or Deny; and
+// the GitHub App REST endpoints (see app.go), under /api/v3 as on GitHub Enterprise.
 package fakegithub
 
 import (
@@ -13,12 +14,18 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Server is the fake. ClientID is the only client id it accepts.
 type Server struct {
 	ClientID string
+	// Now is the clock of App JWTs and installation tokens (default time.Now); TokenTTL
+	// the life of an installation token (default an hour). Set them before serving.
+	Now      func() time.Time
+	TokenTTL time.Duration
 	mu       sync.Mutex
+	apps     appState
 	flows    map[string]*flow // by device code
 	// Polls counts token requests, by device code.
 	polls map[string]int
@@ -50,6 +57,10 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rest, ok := strings.CutPrefix(r.URL.Path, apiPrefix); ok {
+		s.serveAPI(w, r, rest)
+		return
+	}
 	if r.Method != http.MethodPost || r.Header.Get("Accept") != "application/json" {
 		// GitHub answers form-encoded without the Accept header; a client that forgets
 		// it would not parse the real answer either.

@@ -25,7 +25,10 @@ type Handler struct {
 	private map[string]login // by repository name, "NAME.git"
 }
 
-type login struct{ user, token string }
+type login struct {
+	user, token string
+	allow       func(user, token string) bool // instead of user and token, when set
+}
 
 // New serves root with the git found in PATH.
 func New(root string) (*Handler, error) {
@@ -41,7 +44,15 @@ func New(root string) (*Handler, error) {
 func (h *Handler) SetPrivate(name, user, token string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.private[name] = login{user, token}
+	h.private[name] = login{user: user, token: token}
+}
+
+// SetPrivateFunc makes repository name private with allow deciding who may read and
+// push: tokens that change, such as a GitHub App's installation tokens.
+func (h *Handler) SetPrivateFunc(name string, allow func(user, token string) bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.private[name] = login{allow: allow}
 }
 
 // ServeHTTP implements http.Handler.
@@ -58,7 +69,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if private {
 		user, token, ok := r.BasicAuth()
-		if !ok || subtle.ConstantTimeCompare([]byte(user), []byte(want.user)) != 1 || subtle.ConstantTimeCompare([]byte(token), []byte(want.token)) != 1 {
+		if want.allow != nil {
+			ok = ok && want.allow(user, token)
+		} else {
+			ok = ok && subtle.ConstantTimeCompare([]byte(user), []byte(want.user)) == 1 && subtle.ConstantTimeCompare([]byte(token), []byte(want.token)) == 1
+		}
+		if !ok {
 			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
 			http.Error(w, "authentication required", http.StatusUnauthorized)
 			return

@@ -27,7 +27,7 @@ func TestPrivateRepository(t *testing.T) {
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"commit", "-q", "--allow-empty", "-m", "init"}, {"clone", "-q", "--bare", ".", "../secret.git"}, {"clone", "-q", "--bare", ".", "../public.git"}} {
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"commit", "-q", "--allow-empty", "-m", "init"}, {"clone", "-q", "--bare", ".", "../secret.git"}, {"clone", "-q", "--bare", ".", "../public.git"}, {"clone", "-q", "--bare", ".", "../public-later.git"}} {
 		if out, err := git(t, work, nil, args...); err != nil {
 			t.Fatalf("git %v: %v %s", args, err, out)
 		}
@@ -37,6 +37,8 @@ func TestPrivateRepository(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.SetPrivate("secret.git", "x-access-token", "tok")
+	// Tokens that change (a GitHub App's): whoever allow accepts.
+	h.SetPrivateFunc("public-later.git", func(user, token string) bool { return token == "tok-of-the-hour" })
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	u := strings.Replace(srv.URL, "http://", "http://x-access-token:%s@", 1) + "/secret.git"
@@ -59,6 +61,13 @@ func TestPrivateRepository(t *testing.T) {
 	}
 	if out, err := git(t, root, nil, "--git-dir=secret.git", "log", "-1", "--format=%s", "pushed"); err != nil || strings.TrimSpace(out) != "pushed" {
 		t.Errorf("pushed branch on the server: %q %v", out, err)
+	}
+
+	if out, err := git(t, root, nil, "clone", "-q", srv.URL+"/public-later.git", "anon2"); err == nil {
+		t.Errorf("anonymous clone of a repository with an allow func worked: %s", out)
+	}
+	if out, err := git(t, root, nil, "clone", "-q", strings.Replace(srv.URL, "http://", "http://x-access-token:tok-of-the-hour@", 1)+"/public-later.git", "hour"); err != nil {
+		t.Errorf("clone with the token allow accepts: %v %s", err, out)
 	}
 
 	pub := filepath.Join(root, "pub")

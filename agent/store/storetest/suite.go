@@ -47,6 +47,7 @@ func Run(t *testing.T, newDB NewDB) {
 		{"CredentialBoundToRow", testCredentialBoundToRow},
 		{"RotateCredentials", testRotate},
 		{"ModelKeys", testModelKeys},
+		{"SessionVCS", testSessionVCS},
 		{"Providers", testProviders},
 		{"ProviderSecretsAtRest", testProviderSecretsAtRest},
 		{"Audit", testAudit},

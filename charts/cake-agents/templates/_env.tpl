@@ -222,8 +222,27 @@ Environment of the agent container. Every name here must be one the agent unders
 {{- with .Values.github.oauth.clientId }}
 - name: AGENT_GITHUB_CLIENT_ID
   value: {{ . | quote }}
+{{- end }}
+{{- if or .Values.github.oauth.clientId .Values.github.app.id }}
 - name: AGENT_GITHUB_URL
-  value: {{ $.Values.github.url | quote }}
+  value: {{ .Values.github.url | quote }}
+{{- with .Values.github.apiURL }}
+- name: AGENT_GITHUB_API_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if .Values.github.app.id }}
+{{- if not .Values.github.app.privateKey.existingSecret }}
+{{- fail "github.app.id needs github.app.privateKey.existingSecret: the Secret holding the App's private key (the .pem GitHub generated)" }}
+{{- end }}
+- name: AGENT_GITHUB_APP_ID
+  value: {{ .Values.github.app.id | int64 | quote }}
+- name: AGENT_GITHUB_APP_PRIVATE_KEY_FILE
+  value: /etc/cake-agents/github-app/private-key.pem
+{{- with .Values.github.app.installationId }}
+- name: AGENT_GITHUB_APP_INSTALLATION_ID
+  value: {{ . | int64 | quote }}
+{{- end }}
 {{- end }}
 {{- if include "cake-agents.providersSecret" . }}
 - name: AGENT_PROVIDERS_FILE

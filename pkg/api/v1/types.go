@@ -104,6 +104,12 @@ type Session struct {
 	// gives sessions keys of their own. Only GET of one session fills it (reading it asks
 	// LiteLLM); nil there means LiteLLM could not be asked.
 	ModelSpend *float64 `json:"modelSpend,omitempty"`
+	// CurrentBranch is the branch the session's workspace was last seen on (Branch is
+	// the one asked for at create), and PullRequestURL the pull request opened from it
+	// on GitHub, if any. Only GET of one session fills them (looking asks the session's
+	// OpenCode and GitHub while it runs); a stopped session shows what was last seen.
+	CurrentBranch  string `json:"currentBranch,omitempty"`
+	PullRequestURL string `json:"pullRequestURL,omitempty"`
 	// ResourceVersion changes on every update; PATCH may send it for optimistic concurrency.
 	ResourceVersion int64 `json:"resourceVersion"`
 }

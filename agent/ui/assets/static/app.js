@@ -407,6 +407,11 @@
     }
 
     function kv(k, v) { return [el('dt', {}, k), el('dd', {}, v)]; }
+    // prLink links the pull request the agent opened; only an https:// URL becomes a link.
+    function prLink(u) {
+      if (!u || !/^https:\/\//.test(u)) return null;
+      return el('a', { id: 'pull-request', href: u, target: '_blank', rel: 'noopener noreferrer' }, u.replace(/^https:\/\/[^/]+\//, ''));
+    }
 
     function render() {
       const s = sess;
@@ -435,7 +440,8 @@
         ...kv('ID', el('span', { class: 'mono' }, s.id)),
         ...kv('Owner', s.owner || s.ownerId),
         ...kv('Repository', s.repo ? el('span', { class: 'repo' }, s.repo) : el('span', { class: 'muted' }, 'none')),
-        ...kv('Branch', s.branch || el('span', { class: 'muted' }, 'default')),
+        ...kv('Branch', s.currentBranch || s.branch || el('span', { class: 'muted' }, 'default')),
+        ...(prLink(s.pullRequestURL) ? kv('Pull request', prLink(s.pullRequestURL)) : []),
         ...kv('Visibility', s.private ? 'Private' : 'Public'),
         ...kv('Workspace', s.persistent ? 'Persistent volume' : 'Temporary'),
         ...kv('Created', timeEl(s.createdAt)),

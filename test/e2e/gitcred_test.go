@@ -98,7 +98,8 @@ func podOf(id string) metav1.ListOptions {
 
 // testGitHubLink: `kubectl agents github link` shows the code the agent got from (the
 // local stand-in for) GitHub, waits while the user has not entered it, and once they
-// authorize, the token is alice's github.com credential; it is a canary for the leak scan.
+// authorize, the token is alice's github.com credential, which her session on a private
+// repository clones and pushes with; it is a canary for the leak scan.
 func (p *product) testGitHubLink(t *testing.T) {
 	token := p.secrets.canary("a linked GitHub token")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -144,6 +145,40 @@ func (p *product) testGitHubLink(t *testing.T) {
 	list := p.agents(t, p.alice, "credential", "list")
 	if !strings.Contains(list, p.githubHost) || strings.Contains(list, token) {
 		t.Fatalf("credential list after linking (want %s):\n%s", p.githubHost, list)
+	}
+
+	// A private repository only the linked account may read: a session clones it and a
+	// push from the session lands, with the linked token (not an App token: the
+	// owner's own credential comes first).
+	repo, bare := p.gitHub.addUserRepo(t, "alice", "linked", token)
+	appTokens := len(p.github.Issued())
+	id := lastField(p.agents(t, p.alice, "session", "create", "--repo", repo, "--wait", "-o", "name"))
+	defer p.agents(t, p.alice, "session", "delete", id)
+	pods, err := p.kube.CoreV1().Pods(p.ns).List(context.Background(), podOf(id))
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("session pod of %s: %v", id, err)
+	}
+	pod := pods.Items[0]
+	eventually(t, time.Minute, "the checkout cloned with the linked token", func() error {
+		out, err := p.env.Runner.Exec(context.Background(), pod.Namespace, pod.Name, "git", "log", "-1", "--format=%s")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	for _, args := range [][]string{
+		{"git", "-c", "user.name=session", "-c", "user.email=session@example.com", "commit", "-q", "--allow-empty", "-m", "from the linked session"},
+		{"git", "push", "-q", "origin", "HEAD:refs/heads/cake/linked-work"},
+	} {
+		if out, err := p.env.Runner.Exec(context.Background(), pod.Namespace, pod.Name, args...); err != nil {
+			t.Fatalf("%s in the session: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if got, err := exec.Command("git", "--git-dir", bare, "log", "-1", "--format=%s", "cake/linked-work").CombinedOutput(); err != nil || strings.TrimSpace(string(got)) != "from the linked session" {
+		t.Fatalf("the push did not land: %q %v", got, err)
+	}
+	if n := len(p.github.Issued()) - appTokens; n != 0 {
+		t.Errorf("the App issued %d tokens for a session whose owner linked an account", n)
 	}
 	p.agents(t, p.alice, "credential", "remove", p.githubHost)
 }

@@ -73,9 +73,21 @@ func (h *githubHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // addAppRepo creates the private repository owner/name with one commit on main, which
-// answers to whoever holds an installation token the fake GitHub says may reach it; it
-// returns its https:// URL and its bare directory.
+// only tokens the fake GitHub issued for it (App installation tokens) may read and push;
+// it returns the repository's URL and the bare repository's directory.
 func (h *githubHost) addAppRepo(t *testing.T, owner, name string) (string, string) {
+	t.Helper()
+	return h.addRepo(t, owner, name, func(token string) bool { return h.gh.TokenGrants(token, owner, name) })
+}
+
+// addUserRepo is addAppRepo for a repository only the given user token (an account
+// linked with the device flow) may read and push.
+func (h *githubHost) addUserRepo(t *testing.T, owner, name, token string) (string, string) {
+	t.Helper()
+	return h.addRepo(t, owner, name, func(tok string) bool { return tok == token })
+}
+
+func (h *githubHost) addRepo(t *testing.T, owner, name string, allow func(token string) bool) (string, string) {
 	t.Helper()
 	work := filepath.Join(h.root, ".work", owner, name)
 	bare := filepath.Join(h.root, owner+"--"+name+".git")
@@ -95,7 +107,7 @@ func (h *githubHost) addAppRepo(t *testing.T, owner, name string) (string, strin
 			t.Fatalf("git %v: %v %s", args, err, out)
 		}
 	}
-	h.git.SetPrivateFunc(owner+"--"+name+".git", func(_, token string) bool { return h.gh.TokenGrants(token, owner, name) })
+	h.git.SetPrivateFunc(owner+"--"+name+".git", func(_, token string) bool { return allow(token) })
 	return "https://" + h.Host + "/" + owner + "/" + name + ".git", bare
 }
 

@@ -160,8 +160,9 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 		Identity:                identity,
 		Registerer:              reg,
 	}
+	scfg.GitHubHost = githubHost(cfg)
 	if app != nil {
-		scfg.GitHubApp, scfg.GitHubHost = app, githubHost(cfg)
+		scfg.GitHubApp = app
 	}
 	return scfg, nil
 }

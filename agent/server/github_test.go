@@ -44,6 +44,9 @@ func TestGitHubLink(t *testing.T) {
 	}
 
 	l := start("alice")
+	// Another replica (a new Server on the same database) answers the polls: the web UI
+	// reaches the agent through its Service.
+	e.srv.Config.Handler = replica(e)
 	if l.UserCode == "" || l.VerificationURI != "https://github.com/login/device" || l.Interval != 1 || l.ExpiresAt.Before(time.Now()) {
 		t.Errorf("link %+v", l)
 	}
@@ -85,9 +88,28 @@ func TestGitHubLink(t *testing.T) {
 		t.Error("a declined link stored a credential")
 	}
 
+	// A user has at most maxGitHubFlows links in progress; expired ones do not count.
+	for range maxGitHubFlows {
+		start("carol")
+	}
+	if code, body := e.do("carol", "POST", "/api/v1/github/link", nil); code != http.StatusTooManyRequests || !strings.Contains(errorOf(t, body).Message, "in progress") {
+		t.Errorf("one link too many: %d %s", code, body)
+	}
+	e.api.opts.Now = func() time.Time { return time.Now().Add(time.Hour) }
+	e.srv.Config.Handler = replica(e)
+	start("carol")
+
 	plain := newEnv(t, denyAuthorizer{})
 	code, body := plain.do("alice", "POST", "/api/v1/github/link", nil)
 	if code != http.StatusNotFound || !strings.Contains(errorOf(t, body).Message, "github.oauth.clientId") {
 		t.Errorf("unconfigured: %d %s", code, body)
 	}
+}
+
+// replica is another agent replica on e's database: a new Server (its own memory and
+// metrics) with e's options.
+func replica(e *env) *Server {
+	o := e.api.opts
+	o.Registry = nil
+	return New(o)
 }

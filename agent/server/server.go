@@ -105,7 +105,6 @@ type Server struct {
 	log     hclog.Logger
 	metrics *metrics
 	handler http.Handler
-	github  githubFlows
 }
 
 // New builds the server and its routes.

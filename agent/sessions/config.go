@@ -69,8 +69,10 @@ type Config struct {
 	// session's TTL, which also caps it), so a key outlives no agent that forgot it.
 	LiteLLMKeyDuration time.Duration
 
-	// GitHubApp, when set, gives a session on a repository of GitHubHost (the host as
-	// in repository URLs, "github.com") whose owner has no credential for that host an
+	// GitHubHost is the GitHub host as in repository URLs ("github.com", or a GitHub
+	// Enterprise host): a session's token for it is also given to the GitHub CLI.
+	// GitHubApp, when set, gives a session on a repository of GitHubHost whose owner
+	// has no credential for that host an
 	// installation token of the App limited to the session's repository, in the Secret
 	// like an owner's token. Tokens live an hour; each is replaced AppTokenRefresh
 	// (default DefaultAppTokenRefresh) before it expires while the session is active,

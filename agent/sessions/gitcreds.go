@@ -87,7 +87,7 @@ func (c *Controller) gitSecretData(ctx context.Context, s *store.Session, cur ma
 		return nil, err
 	}
 	data := map[string][]byte{SecretKeyGitCredentials: gitcred.StoreFile(map[string]gitcred.Secret{host: sec})}
-	if host == "github.com" {
+	if host == c.githubHost() {
 		data[SecretKeyGHHosts] = gitcred.GHHostsFile(host, sec)
 	}
 	return data, nil
@@ -226,4 +226,12 @@ func (c *Controller) GitToken(ctx context.Context, s *store.Session) (string, er
 	}
 	tok, _ := gitcred.TokenFor(sec.Data[SecretKeyGitCredentials], host)
 	return tok, nil
+}
+
+// githubHost is the GitHub host of the configuration, github.com when none is set.
+func (c *Controller) githubHost() string {
+	if c.cfg.GitHubHost != "" {
+		return c.cfg.GitHubHost
+	}
+	return "github.com"
 }

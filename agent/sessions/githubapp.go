@@ -96,7 +96,7 @@ func (c *Controller) appSecretData(ctx context.Context, s *store.Session, cur ma
 		SecretKeyGitCredentials: gitcred.StoreFile(map[string]gitcred.Secret{host: sec}),
 		SecretKeyGitTokenExpiry: []byte(tok.ExpiresAt.UTC().Format(time.RFC3339)),
 	}
-	if host == "github.com" {
+	if host == c.githubHost() {
 		data[SecretKeyGHHosts] = gitcred.GHHostsFile(host, sec)
 	}
 	return data, nil

@@ -112,7 +112,8 @@ func parseSSHKey(b []byte) (any, ssh.Signer, error) {
 	if err != nil {
 		return nil, nil, errors.New("this kind of private key is not supported: " + sshKeyFix)
 	}
-	if signer.PublicKey().Type() == ssh.KeyAlgoDSA {
+	// "ssh-dss" (x/crypto's KeyAlgoDSA, deprecated with DSA itself).
+	if signer.PublicKey().Type() == "ssh-dss" {
 		return nil, nil, errors.New("DSA keys are refused by current OpenSSH: " + sshKeyFix)
 	}
 	return key, signer, nil

@@ -110,8 +110,11 @@ func (c *Controller) refreshAppToken(ctx context.Context, s *store.Session) erro
 		return nil
 	}
 	cached, err := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID))
-	if err != nil {
+	if apierrors.IsNotFound(err) {
 		return nil // no Secret yet: the launch writes one with a fresh token
+	}
+	if err != nil {
+		return fmt.Errorf("read secret %s: %w", SecretName(s.ID), err)
 	}
 	at, due, ok := c.appTokenDue(cached.Data)
 	if !ok {

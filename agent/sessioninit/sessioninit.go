@@ -55,7 +55,7 @@ type Options struct {
 	// clone takes its credentials from, through a helper that only reads it. The file may
 	// be missing: the owner has no credential for the host.
 	GitCredentials string
-	// GHHosts, when set and present, is the GitHub CLI's hosts.yml, copied to
+	// GHHosts, when set and present, is the GitHub CLI's hosts.yml, linked from
 	// $HOME/.config/gh/hosts.yml so gh in the session is signed in as the owner.
 	GHHosts string
 	// SSHKey, when set, is where the owner's SSH key for the repository's host is

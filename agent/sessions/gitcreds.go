@@ -19,7 +19,7 @@ import (
 // A session on an https:// repository gets its owner's credential for the repository's
 // host (if they added one) in its Secret, which both containers mount read-only at
 // GitCredentialsDir: git asks a credential helper that reads GitCredentialsFile, and the
-// GitHub CLI finds the same token in $HOME/.config/gh/hosts.yml, copied there by the init
+// GitHub CLI finds the same token in $HOME/.config/gh/hosts.yml, linked there by the init
 // container. The keys are optional, so the pod spec does not depend on whether the owner
 // has a credential, and they are removed from the Secret when the session stops (the
 // Secret itself goes with the session).

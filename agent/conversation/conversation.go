@@ -146,6 +146,24 @@ func (c *Relay) Messages(ctx context.Context, s *store.Session) ([]apiv1.Message
 	return oc.Messages(ctx, s.OpenCodeSessionID)
 }
 
+// Busy reports whether the session's conversation is working on a prompt (OpenCode's
+// /session/status lists it); false before the first prompt.
+func (c *Relay) Busy(ctx context.Context, s *store.Session) (bool, error) {
+	if s.OpenCodeSessionID == "" {
+		return false, nil
+	}
+	oc, err := c.client(ctx, s)
+	if err != nil {
+		return false, err
+	}
+	st, err := oc.Status(ctx)
+	if err != nil {
+		return false, err
+	}
+	_, busy := st[s.OpenCodeSessionID]
+	return busy, nil
+}
+
 // Events relays OpenCode's /event stream verbatim as server-sent events. It writes the
 // header (200, text/event-stream) once the stream to OpenCode is open, and nothing
 // before: an error returned without a header written can still be answered.

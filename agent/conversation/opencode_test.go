@@ -100,6 +100,24 @@ func TestRelayWithRealOpenCode(t *testing.T) {
 	}
 	waitForMessage(ctx, t, r, cur, "user", "first prompt")
 	waitForMessage(ctx, t, r, cur, "assistant", fakemodel.Reply("first prompt"))
+	// Answered: the conversation turns idle (what the Slack integration waits for).
+	for {
+		busy, err := r.Busy(ctx, cur)
+		if err != nil {
+			t.Fatalf("Busy: %v", err)
+		}
+		if !busy {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the conversation stayed busy after its answer")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if busy, err := r.Busy(ctx, s); err != nil || busy {
+		t.Errorf("Busy before a conversation exists: %v, %v", busy, err)
+	}
 
 	// Delivered is delivered: a second call (a restart, another replica) sends nothing.
 	r.DeliverInitialPrompt(ctx, cur)

@@ -95,6 +95,9 @@ type Options struct {
 	// Workspaces, when set, fills a session's current branch and pull request in GET of
 	// one session.
 	Workspaces Workspaces
+	// Slack, when set, serves POST /integrations/slack/events (agent/slack): outside the
+	// API's authentication, since Slack proves itself with its request signature.
+	Slack http.Handler
 	// Now is the clock (tests replace it).
 	Now func() time.Time
 }
@@ -201,6 +204,8 @@ func (s *Server) apiRoutes() []route {
 		{"GET /api/v1/providers", "Model providers, OpenCode's provider JSON with secret values as %%SECRET%% (admins)", s.getProviders},
 		{"PUT /api/v1/providers", "Replace the model providers; %%SECRET%% keeps a stored value (admins)", s.putProviders},
 		{"GET /api/v1/models", "Models a session may use, as provider/model", s.listModels},
+		{"GET /api/v1/integrations/slack/channels/{id}", "A Slack channel's default repository (admins)", s.getSlackChannel},
+		{"PUT /api/v1/integrations/slack/channels/{id}", "Set a Slack channel's default repository; an empty repo removes it (admins)", s.putSlackChannel},
 	}
 }
 
@@ -220,6 +225,9 @@ func (s *Server) routes() http.Handler {
 		apiHandler = s.opts.Authenticate(apiHandler)
 	}
 	mux.Handle("/api/", apiHandler)
+	if s.opts.Slack != nil {
+		mux.Handle("POST /integrations/slack/events", s.instrument("POST /integrations/slack/events", s.opts.Slack))
+	}
 	if s.opts.UI != nil {
 		mux.Handle("/", s.opts.UI)
 	}

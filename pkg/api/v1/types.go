@@ -461,3 +461,13 @@ type Model struct {
 type ModelList struct {
 	Items []Model `json:"items"`
 }
+
+// SlackChannel is a Slack channel's settings: the repository a session started by a
+// mention there uses when the message names none (GET|PUT
+// /api/v1/integrations/slack/channels/{id}; admins).
+type SlackChannel struct {
+	// Channel is Slack's channel id (C0123ABCD), not its name.
+	Channel string `json:"channel"`
+	// Repo is the default repository ("" : none).
+	Repo string `json:"repo"`
+}

@@ -1,0 +1,164 @@
+package slack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"unicode/utf8"
+
+	"github.com/cakeai/cake-agents/agent/store"
+	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
+)
+
+// follow adds a session to those whose progress is posted.
+func (h *Handler) follow(id string) {
+	h.mu.Lock()
+	h.followed[id] = true
+	h.mu.Unlock()
+}
+
+func (h *Handler) unfollow(id string) {
+	h.mu.Lock()
+	delete(h.followed, id)
+	h.mu.Unlock()
+}
+
+// Followed returns the ids of the sessions being followed (for tests and metrics).
+func (h *Handler) Followed() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.followed))
+	for id := range h.followed {
+		out = append(out, id)
+	}
+	return out
+}
+
+// resume follows the active sessions started from Slack again after a restart.
+func (h *Handler) resume(ctx context.Context) {
+	f := store.SessionFilter{States: []apiv1.SessionState{apiv1.StatePending, apiv1.StateStarting, apiv1.StateRunning}, Limit: 1000}
+	for {
+		page, err := h.o.Store.ListSessions(ctx, f)
+		if err != nil {
+			h.log.Warn("list sessions to follow failed", "error", err)
+			return
+		}
+		for _, s := range page.Items {
+			links, err := h.o.Store.ListLinks(ctx, s.ID)
+			if err != nil {
+				h.log.Warn("list session links failed", "session", s.ID, "error", err)
+				continue
+			}
+			for _, l := range links {
+				if l.Source == Source {
+					h.follow(s.ID)
+				}
+			}
+		}
+		if page.Continue == "" {
+			return
+		}
+		f.Continue = page.Continue
+	}
+}
+
+// FollowOnce looks at every followed session once (Run does it every PollInterval).
+func (h *Handler) FollowOnce(ctx context.Context) { h.followAll(ctx) }
+
+func (h *Handler) followAll(ctx context.Context) {
+	for _, id := range h.Followed() {
+		if ctx.Err() != nil {
+			return
+		}
+		if done := h.step(ctx, id); done {
+			h.unfollow(id)
+		}
+	}
+}
+
+// maxText keeps a posted answer within what Slack shows in one message.
+const maxText = 3900
+
+// step brings a session's thread up to date: the status message shows its state, and
+// its newest answer is posted once the conversation is idle. It reports whether there
+// is nothing left to follow (the session stopped or went away).
+func (h *Handler) step(ctx context.Context, id string) bool {
+	log := h.log.With("session", id)
+	links, err := h.o.Store.ListLinks(ctx, id)
+	if err != nil {
+		log.Warn("list session links failed", "error", err)
+		return false
+	}
+	sess, err := h.o.Store.GetSession(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		log.Warn("read followed session failed", "error", err)
+		return false
+	}
+	// Deleted: the links went with it (nothing to update either).
+	if sess == nil {
+		return true
+	}
+	// The answer is read once for all the session's threads.
+	var answer *apiv1.Message
+	if sess.State == apiv1.StateRunning && sess.OpenCodeSessionID != "" {
+		busy, err := h.o.Conversation.Busy(ctx, sess)
+		if err != nil {
+			log.Debug("ask whether the session is busy failed", "error", err)
+		} else if !busy {
+			msgs, err := h.o.Conversation.Messages(ctx, sess)
+			if err != nil {
+				log.Debug("read the session's messages failed", "error", err)
+			} else if n := len(msgs); n > 0 && msgs[n-1].Role == "assistant" && msgs[n-1].Text != "" {
+				answer = &msgs[n-1]
+			}
+		}
+	}
+	for _, l := range links {
+		if l.Source != Source {
+			continue
+		}
+		var d linkData
+		if err := json.Unmarshal(l.Data, &d); err != nil || d.Channel == "" {
+			log.Warn("unreadable slack link data", "thread", l.ExternalID)
+			continue
+		}
+		changed := false
+		if string(sess.State) != d.State && d.StatusTS != "" {
+			if err := h.o.Client.UpdateMessage(ctx, d.Channel, d.StatusTS, h.statusText(sess)); err != nil {
+				log.Warn("slack status update failed", "error", err)
+			} else {
+				d.State, changed = string(sess.State), true
+			}
+		}
+		if answer != nil && answer.ID != d.Answered {
+			text := answer.Text
+			if len(text) > maxText {
+				text = truncate(text, maxText) + "\n… (the rest: `kubectl agents session logs " + id + "`)"
+			}
+			if _, err := h.o.Client.PostMessage(ctx, d.Channel, d.ThreadTS, text); err != nil {
+				log.Warn("slack answer post failed", "error", err)
+			} else {
+				d.Answered, changed = answer.ID, true
+			}
+		}
+		if changed {
+			raw, _ := json.Marshal(d)
+			if err := h.o.Store.UpdateLinkData(ctx, Source, l.ExternalID, raw); err != nil {
+				log.Warn("record slack thread progress failed", "error", err)
+			}
+		}
+	}
+	switch sess.State {
+	case apiv1.StateStopped, apiv1.StateFailed:
+		return true
+	}
+	return false
+}
+
+// truncate cuts s to at most n bytes on a rune boundary.
+func truncate(s string, n int) string {
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

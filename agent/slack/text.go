@@ -1,0 +1,47 @@
+package slack
+
+import (
+	"regexp"
+	"strings"
+)
+
+var (
+	// mentionRe matches a user mention as Slack encodes it: <@U123> or <@U123|name>.
+	mentionRe = regexp.MustCompile(`<@[A-Z0-9]+(\|[^>]*)?>`)
+	// repoShortRe matches repo:org/name (a GitHub repository).
+	repoShortRe = regexp.MustCompile(`(?:^|\s)repo:\s*([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?)(?:\.git)?(?:\s|$)`)
+	// linkRe matches a link as Slack encodes it: <https://...> or <https://...|label>.
+	linkRe = regexp.MustCompile(`<(https?://[^|>]+)(\|[^>]*)?>`)
+	// repoLinkRe matches a link to a repository (host/org/name, optionally .git).
+	repoLinkRe = regexp.MustCompile(`^https?://[^/\s]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(\.git)?/?$`)
+)
+
+// Request is what a message asks for: the repository it names (empty: none) and the
+// prompt, the text without the bot's mention and the repository.
+type Request struct {
+	Repo   string
+	Prompt string
+}
+
+// ParseText reads a message's text: "repo:org/name" names https://github.com/org/name;
+// otherwise the first link to a repository (https://host/org/name[.git]) names that
+// one. Mentions and the repo: token are removed from the prompt; links stay in it (as
+// plain URLs), since they may matter to the task.
+func ParseText(text string) Request {
+	var r Request
+	text = mentionRe.ReplaceAllString(text, "")
+	if m := repoShortRe.FindStringSubmatchIndex(text); m != nil {
+		r.Repo = "https://github.com/" + text[m[2]:m[3]]
+		text = text[:m[0]] + " " + text[m[1]:]
+	}
+	text = linkRe.ReplaceAllStringFunc(text, func(s string) string {
+		u := linkRe.FindStringSubmatch(s)[1]
+		if r.Repo == "" && repoLinkRe.MatchString(u) {
+			r.Repo = strings.TrimSuffix(u, "/")
+		}
+		return u
+	})
+	text = strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(text)
+	r.Prompt = strings.TrimSpace(strings.Join(strings.FieldsFunc(text, func(c rune) bool { return c == ' ' || c == '\t' }), " "))
+	return r
+}

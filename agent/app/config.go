@@ -113,6 +113,10 @@ type Config struct {
 	LinearAPIKey       string
 	SlackBotToken      string
 	SlackSigningSecret string
+	// SlackEnabled serves POST /integrations/slack/events (needs the token and the
+	// signing secret); SlackAPIURL is the Web API root the bot calls.
+	SlackEnabled bool
+	SlackAPIURL  string
 }
 
 // Option describes one configuration setting: its flag, its environment variable, the
@@ -198,8 +202,10 @@ func Options() []Option {
 		{Flag: "github-app-installation-id", Kind: KindInt, Env: "AGENT_GITHUB_APP_INSTALLATION_ID", Default: "0", Usage: "the GitHub App installation tokens come from (0: the installation on the session repository's owner, looked up per session)"},
 		{Flag: "providers-file", Env: "AGENT_PROVIDERS_FILE", Usage: "file of model providers (OpenCode's provider JSON, keys inline) imported at start when none are stored; admins manage them with GET/PUT /api/v1/providers afterwards"},
 		{Flag: "linear-api-key", Env: "LINEAR_API_KEY", Secret: true, Usage: "Linear API key (optional integration)"},
-		{Flag: "slack-bot-token", Env: "SLACK_BOT_TOKEN", Secret: true, Usage: "Slack bot token (optional integration)"},
-		{Flag: "slack-signing-secret", Env: "SLACK_SIGNING_SECRET", Secret: true, Usage: "Slack signing secret (optional integration)"},
+		{Flag: "slack-bot-token", Env: "SLACK_BOT_TOKEN", Secret: true, Usage: "Slack bot token (xoxb-...; scopes app_mentions:read, chat:write, im:history, users:read, users:read.email, and channels:history for replies in threads)"},
+		{Flag: "slack-signing-secret", Env: "SLACK_SIGNING_SECRET", Secret: true, Usage: "Slack app's signing secret: verifies the requests Slack sends to /integrations/slack/events"},
+		{Flag: "slack-enabled", Kind: KindBool, Env: "AGENT_SLACK_ENABLED", Default: "false", Usage: "serve Slack's Events API at POST /integrations/slack/events: a mention of the bot starts a session, replies in its thread are prompts, answers are posted there (needs --slack-bot-token and --slack-signing-secret)"},
+		{Flag: "slack-api-url", Env: "AGENT_SLACK_API_URL", Default: "https://slack.com/api", Usage: "root of Slack's Web API the bot calls"},
 	}
 }
 
@@ -358,6 +364,14 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		LinearAPIKey:            get("linear-api-key"),
 		SlackBotToken:           get("slack-bot-token"),
 		SlackSigningSecret:      get("slack-signing-secret"),
+		SlackEnabled:            boolean("slack-enabled"),
+		SlackAPIURL:             get("slack-api-url"),
+	}
+	if c.SlackEnabled && (c.SlackBotToken == "" || c.SlackSigningSecret == "") {
+		errs = append(errs, fmt.Sprintf("%s needs %s and %s (the chart's slack.secret)", name("slack-enabled"), name("slack-bot-token"), name("slack-signing-secret")))
+	}
+	if u, err := url.Parse(c.SlackAPIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		errs = append(errs, fmt.Sprintf("%s: %q is not a URL such as https://slack.com/api", name("slack-api-url"), c.SlackAPIURL))
 	}
 	if c.SessionNamespace == "" {
 		c.SessionNamespace = c.Namespace

@@ -28,6 +28,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/providers"
 	"github.com/cakeai/cake-agents/agent/server"
 	"github.com/cakeai/cake-agents/agent/sessions"
+	"github.com/cakeai/cake-agents/agent/slack"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/storeopen"
@@ -326,7 +327,16 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	authn := auth.NewMiddleware(authenticators, st, rec, log.Named("auth"),
 		auth.WithAdminResolver(authz), auth.WithAnonymousCounter(anonymous),
 		auth.WithHeaderCSRF(func(r *http.Request) error { return ui.CheckCSRF(r, cfg.ExternalURL) }))
-	srv := server.New(server.Options{
+	slackClient := &slack.Client{APIURL: cfg.SlackAPIURL, Token: cfg.SlackBotToken, HTTP: &http.Client{Timeout: 15 * time.Second}}
+	var slackEvents *slack.Handler
+	if cfg.SlackEnabled {
+		slackEvents = slack.New(slack.Options{
+			SigningSecret: cfg.SlackSigningSecret, Client: slackClient, Store: st, Sessions: ctrl, Conversation: conv,
+			Authorizer: authz, Audit: rec, ExternalURL: cfg.ExternalURL, MaxActiveSessions: cfg.MaxActiveSessions,
+			Log: log.Named("slack"),
+		})
+	}
+	opts := server.Options{
 		Store:             st,
 		Sessions:          ctrl,
 		Conversation:      conv,
@@ -346,9 +356,15 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		HeaderAuthInfo:    header.Info(),
 		GitHub:            githubFlow(cfg),
 		GitHubHost:        githubHost(cfg),
+		Integrations:      []server.Integration{&slack.Status{Enabled: cfg.SlackEnabled, Configured: cfg.SlackBotToken != "" && cfg.SlackSigningSecret != "", Client: slackClient}},
 		Workspaces: &vcs.Watcher{Branches: conv, Tokens: ctrl, Store: st, GitHubHost: githubHost(cfg), APIURL: githubAPIURL(cfg),
 			HTTP: &http.Client{Timeout: 10 * time.Second}},
-	})
+	}
+	if slackEvents != nil {
+		// Set only when on: a nil *slack.Handler in the field would be a non-nil handler.
+		opts.Slack = slackEvents
+	}
+	srv := server.New(opts)
 	// Decisions also go to Kubernetes Events in the agent's namespace, regarding its pod
 	// (started last: nothing below can fail and leave the broadcaster running).
 	stopEvents := func() {}
@@ -367,6 +383,13 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 				log.Error("client certificate authentication unavailable", "error", err)
 			}
 		}()
+		if slackEvents != nil {
+			go func() {
+				if err := slackEvents.Run(ctx); err != nil && ctx.Err() == nil {
+					log.Error("slack integration stopped", "error", err)
+				}
+			}()
+		}
 		return ctrl.Run(ctx)
 	}
 	return &components{handler: srv, run: run}, nil

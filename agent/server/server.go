@@ -50,6 +50,12 @@ type Conversation interface {
 	Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string, onActivity func())
 }
 
+// Integration is an outside integration that can say whether it is configured and can
+// reach its service (agent/slack.Status is one).
+type Integration interface {
+	Status(ctx context.Context) apiv1.IntegrationStatus
+}
+
 // Options configure a Server.
 type Options struct {
 	Store        store.Store
@@ -98,6 +104,9 @@ type Options struct {
 	// Slack, when set, serves POST /integrations/slack/events (agent/slack): outside the
 	// API's authentication, since Slack proves itself with its request signature.
 	Slack http.Handler
+	// Integrations report the state of the outside integrations (Slack, Linear) for GET
+	// /api/v1/integrations, in this order.
+	Integrations []Integration
 	// Now is the clock (tests replace it).
 	Now func() time.Time
 }
@@ -204,6 +213,7 @@ func (s *Server) apiRoutes() []route {
 		{"GET /api/v1/providers", "Model providers, OpenCode's provider JSON with secret values as %%SECRET%% (admins)", s.getProviders},
 		{"PUT /api/v1/providers", "Replace the model providers; %%SECRET%% keeps a stored value (admins)", s.putProviders},
 		{"GET /api/v1/models", "Models a session may use, as provider/model", s.listModels},
+		{"GET /api/v1/integrations", "Whether the Slack and Linear integrations are configured and reach their service", s.listIntegrations},
 		{"GET /api/v1/integrations/slack/channels/{id}", "A Slack channel's default repository (admins)", s.getSlackChannel},
 		{"PUT /api/v1/integrations/slack/channels/{id}", "Set a Slack channel's default repository; an empty repo removes it (admins)", s.putSlackChannel},
 	}

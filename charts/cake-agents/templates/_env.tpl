@@ -293,4 +293,13 @@ Environment of the agent container. Every name here must be one the agent unders
       key: {{ $.Values.slack.secret.signingSecretKey | quote }}
       optional: true
 {{- end }}
+{{- if .Values.slack.enabled }}
+{{- if not (include "cake-agents.secretName" (dict "secret" .Values.slack.secret "suffix" "slack" "root" .)) }}
+{{- fail "slack.enabled needs slack.secret: secret.create=true with botToken and signingSecret, or secret.name of an existing Secret" }}
+{{- end }}
+- name: AGENT_SLACK_ENABLED
+  value: "true"
+- name: AGENT_SLACK_API_URL
+  value: {{ .Values.slack.apiURL | quote }}
+{{- end }}
 {{- end }}

@@ -471,3 +471,23 @@ type SlackChannel struct {
 	// Repo is the default repository ("" : none).
 	Repo string `json:"repo"`
 }
+
+// IntegrationStatus is the state of one outside integration (Slack, Linear), as GET
+// /api/v1/integrations reports it and `kubectl agents doctor` shows it.
+type IntegrationStatus struct {
+	// Name is the integration's name: "slack", "linear".
+	Name string `json:"name"`
+	// Enabled: the agent serves it (enabled in values and configured).
+	Enabled bool `json:"enabled"`
+	// Configured: its credentials are set (they may be set while it is not enabled).
+	Configured bool `json:"configured"`
+	// Reachable: the agent's last check of the service's API succeeded.
+	Reachable bool `json:"reachable"`
+	// Detail says who the agent is there (e.g. the bot and workspace), or what failed.
+	Detail string `json:"detail,omitempty"`
+}
+
+// IntegrationList is the answer of GET /api/v1/integrations.
+type IntegrationList struct {
+	Items []IntegrationStatus `json:"items"`
+}

@@ -48,7 +48,8 @@ agent, your RBAC for the common verbs on sessions.agents.cake.ai and for reachin
 agent (list pods, create pods/portforward), where the agent believes identity headers
 from (loopback, the pod network, or only the authenticating proxy), and that it
 refuses forged identity headers, under the names it is configured with, sent
-through the port-forward.
+through the port-forward, and whether the Slack integration is enabled and its bot
+token works (Slack's auth.test, asked by the agent).
 
 It exits non-zero when a check fails.`,
 		Example: `  kubectl agents doctor
@@ -157,7 +158,34 @@ func (o *DoctorOptions) Run(ctx context.Context) error {
 
 	o.checkRBAC(ctx)
 	o.checkForgedHeaders(ctx, c, info)
+	o.checkIntegrations(ctx, c)
 	return o.result()
+}
+
+// checkIntegrations reports each outside integration (Slack, Linear): off says
+// nothing worth a warning; enabled but unable to reach its service fails, since people
+// mentioning the bot get no answer.
+func (o *DoctorOptions) checkIntegrations(ctx context.Context, c *client.Client) {
+	l, err := c.Integrations(ctx)
+	if err != nil {
+		if client.IsNotFound(err) {
+			return // an agent that predates integrations
+		}
+		o.report("warn", "integrations: %v", explain(o.Factory, err))
+		return
+	}
+	for _, in := range l.Items {
+		switch {
+		case in.Enabled && in.Reachable:
+			o.report("ok", "%s: enabled, reachable: %s", in.Name, in.Detail)
+		case in.Enabled:
+			o.report("FAIL", "%s: enabled but not reachable: %s", in.Name, in.Detail)
+		case in.Configured:
+			o.report("warn", "%s: %s", in.Name, in.Detail)
+		default:
+			o.report("ok", "%s: %s", in.Name, in.Detail)
+		}
+	}
 }
 
 // reportHeaderAuth says whether people signing in through the authenticating proxy can

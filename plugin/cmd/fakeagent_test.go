@@ -19,6 +19,8 @@ import (
 // fakeAgent implements the agent's HTTP API contract (DESIGN §5) in memory, enough for
 // command tests until the real agent can run in-process.
 type fakeAgent struct {
+	// integrations answers GET /api/v1/integrations (nil: 404, an agent before them).
+	integrations *apiv1.IntegrationList
 	t  *testing.T
 	mu sync.Mutex
 
@@ -107,6 +109,13 @@ func (a *fakeAgent) handler() http.Handler {
 			status = http.StatusServiceUnavailable
 		}
 		writeJSON(w, status, a.ready)
+	})
+	mux.HandleFunc("GET /api/v1/integrations", func(w http.ResponseWriter, r *http.Request) {
+		if a.integrations == nil {
+			http.NotFound(w, r)
+			return
+		}
+		writeJSON(w, 200, a.integrations)
 	})
 	mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.version) })
 	mux.HandleFunc("GET /api/v1/models", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.models) })

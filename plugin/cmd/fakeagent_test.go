@@ -21,8 +21,8 @@ import (
 type fakeAgent struct {
 	// integrations answers GET /api/v1/integrations (nil: 404, an agent before them).
 	integrations *apiv1.IntegrationList
-	t  *testing.T
-	mu sync.Mutex
+	t            *testing.T
+	mu           sync.Mutex
 
 	sessions map[string]*apiv1.Session
 	messages map[string][]apiv1.Message

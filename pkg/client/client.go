@@ -508,3 +508,11 @@ func (c *Client) Integrations(ctx context.Context) (*apiv1.IntegrationList, erro
 	var l apiv1.IntegrationList
 	return &l, c.call(ctx, http.MethodGet, "/api/v1/integrations", nil, nil, &l)
 }
+
+// SetSlackChannel calls PUT /api/v1/integrations/slack/channels/{channel}: the
+// repository sessions started in that Slack channel use when the message names none
+// ("" removes it; admins only).
+func (c *Client) SetSlackChannel(ctx context.Context, channel, repo string) (*apiv1.SlackChannel, error) {
+	var out apiv1.SlackChannel
+	return &out, c.call(ctx, http.MethodPut, "/api/v1/integrations/slack/channels/"+url.PathEscape(channel), nil, apiv1.SlackChannel{Repo: repo}, &out)
+}

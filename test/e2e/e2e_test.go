@@ -32,6 +32,7 @@ import (
 	"github.com/cakeai/cake-agents/test/e2eenv"
 	"github.com/cakeai/cake-agents/test/fakegithub"
 	"github.com/cakeai/cake-agents/test/fakemodel"
+	"github.com/cakeai/cake-agents/test/fakeslack"
 )
 
 // product is one installation under test, with two users: alice and bob (both in the
@@ -52,6 +53,10 @@ type product struct {
 	githubHost string
 	gitHub     *githubHost // the stand-in's host: GitHub's endpoints and OWNER/NAME.git
 	masterKey  string      // LiteLLM's, in the chart's litellm.secret
+	// slack is the local stand-in for Slack's Web API; slackSecret signs the events
+	// the test sends as Slack would.
+	slack       *fakeslack.Server
+	slackSecret string
 }
 
 func install(t *testing.T, backend string) *product {
@@ -91,6 +96,13 @@ func install(t *testing.T, backend string) *product {
 	p.github.Install(e2eAppID, "acme")
 	values = append(values, "github.oauth.clientId=Iv1.e2e", "github.url="+p.gitHub.URL,
 		fmt.Sprintf("github.app.id=%d", e2eAppID), "github.app.privateKey.existingSecret=e2e-github-app")
+	// Slack against a local server speaking the Web API methods the agent calls.
+	p.slackSecret = p.secrets.canary("the Slack signing secret")
+	p.slack = fakeslack.New("xoxb-" + p.secrets.canary("the Slack bot token"))
+	slackAPI := p.slack.Start()
+	t.Cleanup(slackAPI.Close)
+	values = append(values, "slack.enabled=true", "slack.apiURL="+slackAPI.URL+"/api", "slack.secret.create=true",
+		"slack.secret.botToken="+p.slack.Token, "slack.secret.signingSecret="+p.slackSecret)
 	appPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)})
 	p.secrets.add(string(appPEM), "the GitHub App's private key")
 	if _, err := p.kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
@@ -273,6 +285,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("PrivateRepoSSH", p.testPrivateRepoSSH)
 			t.Run("GitHubLink", p.testGitHubLink)
 			t.Run("GitHubApp", p.testGitHubApp)
+			t.Run("SlackMention", p.testSlackMention)
 			t.Run("SessionBranch", p.testSessionBranch)
 			t.Run("AgentRestart", p.testAgentRestart)
 			t.Run("DatabaseIsTheChartsOne", p.testDatabase)

@@ -383,6 +383,7 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 				log.Error("client certificate authentication unavailable", "error", err)
 			}
 		}()
+		go pruneIntegrationEvents(ctx, st, log.Named("integrations"))
 		if slackEvents != nil {
 			go func() {
 				if err := slackEvents.Run(ctx); err != nil && ctx.Err() == nil {
@@ -419,4 +420,29 @@ func githubAPIURL(cfg *Config) string {
 		return cfg.GitHubAPIURL
 	}
 	return github.APIURL(cfg.GitHubURL)
+}
+
+// IntegrationEventRetention is how long the ids of Slack and Linear deliveries are
+// kept to recognise a retry: both retry for at most a few hours.
+const IntegrationEventRetention = 24 * time.Hour
+
+// pruneIntegrationEvents forgets old delivery ids, at start and hourly, until ctx ends.
+// Every replica does it: the delete is idempotent and cheap.
+func pruneIntegrationEvents(ctx context.Context, st store.Store, log hclog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := st.PruneEvents(ctx, time.Now().Add(-IntegrationEventRetention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("prune integration events failed", "error", err)
+		case n > 0:
+			log.Debug("integration events pruned", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

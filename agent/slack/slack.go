@@ -80,9 +80,6 @@ type Options struct {
 	Queue   int
 	// PollInterval is how often followed sessions are looked at (default 3s).
 	PollInterval time.Duration
-	// EventRetention is how long delivery ids are kept (default 24h: Slack retries for
-	// about an hour).
-	EventRetention time.Duration
 }
 
 // Handler serves POST /integrations/slack/events and, in Run, does the work.
@@ -111,9 +108,6 @@ func New(o Options) *Handler {
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = 3 * time.Second
-	}
-	if o.EventRetention <= 0 {
-		o.EventRetention = 24 * time.Hour
 	}
 	return &Handler{o: o, log: o.Log, jobs: make(chan *eventJob, o.Queue), followed: map[string]bool{}}
 }
@@ -205,8 +199,8 @@ func (h *Handler) wanted(ev event) bool {
 	return false
 }
 
-// Run runs the workers, the follower of linked sessions and the pruning of old
-// delivery ids until ctx ends.
+// Run runs the workers and the follower of linked sessions until ctx ends. (The
+// agent prunes old delivery ids for every integration, see agent/app.)
 func (h *Handler) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range h.o.Workers {
@@ -226,9 +220,6 @@ func (h *Handler) Run(ctx context.Context) error {
 	h.resume(ctx)
 	tick := time.NewTicker(h.o.PollInterval)
 	defer tick.Stop()
-	prune := time.NewTicker(time.Hour)
-	defer prune.Stop()
-	h.prune(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -236,20 +227,7 @@ func (h *Handler) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 			h.followAll(ctx)
-		case <-prune.C:
-			h.prune(ctx)
 		}
-	}
-}
-
-func (h *Handler) prune(ctx context.Context) {
-	n, err := h.o.Store.PruneEvents(ctx, h.o.Now().Add(-h.o.EventRetention))
-	if err != nil {
-		h.log.Warn("prune integration events failed", "error", err)
-		return
-	}
-	if n > 0 {
-		h.log.Debug("integration events pruned", "count", n)
 	}
 }
 

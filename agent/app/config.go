@@ -110,9 +110,15 @@ type Config struct {
 	GitHubAppPrivateKeyFile string
 	GitHubAppInstallationID int
 
-	LinearAPIKey       string
-	SlackBotToken      string
-	SlackSigningSecret string
+	// LinearAPIKey turns the Linear integration on; LinearWebhookSecret verifies its
+	// webhook deliveries (none: every delivery is refused); LinearAPIURL is its GraphQL
+	// endpoint; issues labelled LinearLabel start sessions too.
+	LinearAPIKey        string
+	LinearWebhookSecret string
+	LinearAPIURL        string
+	LinearLabel         string
+	SlackBotToken       string
+	SlackSigningSecret  string
 }
 
 // Option describes one configuration setting: its flag, its environment variable, the
@@ -197,7 +203,10 @@ func Options() []Option {
 		{Flag: "github-app-private-key-file", Env: "AGENT_GITHUB_APP_PRIVATE_KEY_FILE", Usage: "the GitHub App's private key (the PEM file GitHub generated), needed with --github-app-id"},
 		{Flag: "github-app-installation-id", Kind: KindInt, Env: "AGENT_GITHUB_APP_INSTALLATION_ID", Default: "0", Usage: "the GitHub App installation tokens come from (0: the installation on the session repository's owner, looked up per session)"},
 		{Flag: "providers-file", Env: "AGENT_PROVIDERS_FILE", Usage: "file of model providers (OpenCode's provider JSON, keys inline) imported at start when none are stored; admins manage them with GET/PUT /api/v1/providers afterwards"},
-		{Flag: "linear-api-key", Env: "LINEAR_API_KEY", Secret: true, Usage: "Linear API key (optional integration)"},
+		{Flag: "linear-api-key", Env: "LINEAR_API_KEY", Secret: true, Usage: "Linear API key: issues assigned to its user start sessions, and the agent comments on them (empty: Linear is off)"},
+		{Flag: "linear-webhook-secret", Env: "LINEAR_WEBHOOK_SECRET", Secret: true, Usage: "signing secret of the Linear webhook sending to /integrations/linear/webhook (empty: deliveries are refused)"},
+		{Flag: "linear-api-url", Env: "LINEAR_API_URL", Default: "https://api.linear.app/graphql", Usage: "Linear's GraphQL endpoint"},
+		{Flag: "linear-label", Env: "LINEAR_LABEL", Usage: "name of a Linear label that starts a session on the issue it is added to (empty: only assignment does)"},
 		{Flag: "slack-bot-token", Env: "SLACK_BOT_TOKEN", Secret: true, Usage: "Slack bot token (optional integration)"},
 		{Flag: "slack-signing-secret", Env: "SLACK_SIGNING_SECRET", Secret: true, Usage: "Slack signing secret (optional integration)"},
 	}
@@ -356,6 +365,9 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		GitHubAppInstallationID: integer("github-app-installation-id"),
 		ProvidersFile:           get("providers-file"),
 		LinearAPIKey:            get("linear-api-key"),
+		LinearWebhookSecret:     get("linear-webhook-secret"),
+		LinearAPIURL:            get("linear-api-url"),
+		LinearLabel:             get("linear-label"),
 		SlackBotToken:           get("slack-bot-token"),
 		SlackSigningSecret:      get("slack-signing-secret"),
 	}

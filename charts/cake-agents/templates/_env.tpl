@@ -278,6 +278,18 @@ Environment of the agent container. Every name here must be one the agent unders
       name: {{ . | quote }}
       key: {{ $.Values.linear.secret.apiKeyKey | quote }}
       optional: true
+- name: LINEAR_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.linear.secret.webhookSecretKey | quote }}
+      optional: true
+- name: LINEAR_API_URL
+  value: {{ $.Values.linear.apiURL | quote }}
+{{- with $.Values.linear.label }}
+- name: LINEAR_LABEL
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- with include "cake-agents.secretName" (dict "secret" .Values.slack.secret "suffix" "slack" "root" .) }}
 - name: SLACK_BOT_TOKEN

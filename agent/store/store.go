@@ -171,6 +171,21 @@ type Provider struct {
 	UpdatedAt time.Time
 }
 
+// IntegrationLink ties a conversation in an outside system (a Slack thread, a Linear
+// issue) to the session started from it, keyed by (Source, ExternalID) so two deliveries
+// of the same event cannot start two sessions. Data is JSON the integration owns (the
+// Slack channel and status message, the Linear comment); the store never reads it.
+type IntegrationLink struct {
+	// Source names the integration: "slack", "linear".
+	Source string
+	// ExternalID is the conversation's id in Source (e.g. "C123:1712345678.000100").
+	ExternalID string
+	SessionID  string
+	Data       []byte
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
 // AuditEvent is one audited decision.
 type AuditEvent struct {
 	ID        int64
@@ -291,6 +306,28 @@ type Store interface {
 	// (an empty ps removes them all) and fills their UpdatedAt. An empty or duplicate
 	// ID is ErrInvalid.
 	ReplaceProviders(ctx context.Context, ps []*Provider) error
+
+	// RecordEvent remembers that an outside system delivered event eventID of source
+	// (a Slack event_id, a Linear delivery id) and reports whether this is the first
+	// delivery: false for a duplicate, so a retried delivery is acknowledged without
+	// being handled twice. Empty arguments are ErrInvalid.
+	RecordEvent(ctx context.Context, source, eventID string) (first bool, err error)
+	// PruneEvents forgets events recorded before the given time and returns how many.
+	PruneEvents(ctx context.Context, before time.Time) (int, error)
+
+	// CreateLink inserts l and fills its CreatedAt and UpdatedAt. An existing
+	// (Source, ExternalID) is ErrConflict (the loser of two concurrent deliveries backs
+	// off), a missing session ErrNotFound, an empty Source, ExternalID or SessionID
+	// ErrInvalid. The link goes with its session.
+	CreateLink(ctx context.Context, l *IntegrationLink) error
+	// GetLink returns the link of (source, externalID) or ErrNotFound.
+	GetLink(ctx context.Context, source, externalID string) (*IntegrationLink, error)
+	// ListLinks returns the links of a session, ordered by CreatedAt, then Source and
+	// ExternalID (empty, not ErrNotFound, when none).
+	ListLinks(ctx context.Context, sessionID string) ([]*IntegrationLink, error)
+	// UpdateLinkData replaces the Data of a link and bumps its UpdatedAt; a missing
+	// link is ErrNotFound.
+	UpdateLinkData(ctx context.Context, source, externalID string, data []byte) error
 
 	AppendAudit(ctx context.Context, e *AuditEvent) error
 	ListAudit(ctx context.Context, f AuditFilter) (*AuditPage, error)

@@ -50,6 +50,8 @@ func Run(t *testing.T, newDB NewDB) {
 		{"SessionVCS", testSessionVCS},
 		{"Providers", testProviders},
 		{"ProviderSecretsAtRest", testProviderSecretsAtRest},
+		{"IntegrationEvents", testIntegrationEvents},
+		{"IntegrationLinks", testIntegrationLinks},
 		{"Audit", testAudit},
 		{"Settings", testSettings},
 		{"MigrateFromEmpty", testMigrateFromEmpty},

@@ -24,6 +24,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/conversation"
 	"github.com/cakeai/cake-agents/agent/github"
+	"github.com/cakeai/cake-agents/agent/linear"
 	"github.com/cakeai/cake-agents/agent/litellm"
 	"github.com/cakeai/cake-agents/agent/providers"
 	"github.com/cakeai/cake-agents/agent/server"
@@ -270,7 +271,14 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		}
 	}
 	conv := conversation.New(pool, ctrl, st, log.Named("conversation"), strip...)
-	ctrl.SetReadyHook(conv.DeliverInitialPrompt)
+	lin := linearService(cfg, st, ctrl, conv, log)
+	ctrl.SetReadyHook(func(ctx context.Context, s *store.Session) {
+		conv.DeliverInitialPrompt(ctx, s)
+		if lin != nil {
+			// The session's answer to its issue goes back there as a comment.
+			lin.Follow(ctx, s)
+		}
+	})
 	// Running means OpenCode answers through the same tunnel every client uses, so
 	// `session create --wait` then `attach` works even where a pod is Ready before its
 	// server listens.
@@ -326,6 +334,13 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	authn := auth.NewMiddleware(authenticators, st, rec, log.Named("auth"),
 		auth.WithAdminResolver(authz), auth.WithAnonymousCounter(anonymous),
 		auth.WithHeaderCSRF(func(r *http.Request) error { return ui.CheckCSRF(r, cfg.ExternalURL) }))
+	integrations := []server.Integration{notConfigured{apiv1.Integration{Name: linear.Source,
+		Detail: "no API key: set linear.secret (agent flag --linear-api-key) to start sessions from Linear issues"}}}
+	webhooks := map[string]http.Handler{}
+	if lin != nil {
+		integrations[0] = lin
+		webhooks["POST /integrations/linear/webhook"] = lin
+	}
 	srv := server.New(server.Options{
 		Store:             st,
 		Sessions:          ctrl,
@@ -346,6 +361,8 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		HeaderAuthInfo:    header.Info(),
 		GitHub:            githubFlow(cfg),
 		GitHubHost:        githubHost(cfg),
+		Integrations:      integrations,
+		Webhooks:          webhooks,
 		Workspaces: &vcs.Watcher{Branches: conv, Tokens: ctrl, Store: st, GitHubHost: githubHost(cfg), APIURL: githubAPIURL(cfg),
 			HTTP: &http.Client{Timeout: 10 * time.Second}},
 	})
@@ -360,6 +377,9 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	run := func(ctx context.Context) error {
 		defer pool.Close()
 		defer stopEvents()
+		if lin != nil {
+			go func() { _ = lin.Run(ctx) }()
+		}
 		go func() {
 			// Without the client CA only certificate logins fail; tokens still work, so
 			// this is worth a loud log line, not a crash loop.
@@ -371,6 +391,33 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	}
 	return &components{handler: srv, run: run}, nil
 }
+
+// linearService is the Linear integration; nil (off) without an API key.
+func linearService(cfg *Config, st store.Store, ctrl *sessions.Controller, conv *conversation.Relay, log hclog.Logger) *linear.Service {
+	if cfg.LinearAPIKey == "" {
+		return nil
+	}
+	if cfg.LinearWebhookSecret == "" {
+		log.Warn("Linear webhook deliveries are refused until their signing secret is set", "set", "linear.secret.webhookSecret (agent flag --linear-webhook-secret)")
+	}
+	return linear.NewService(linear.Options{
+		Client:            linear.New(cfg.LinearAPIURL, cfg.LinearAPIKey, nil),
+		Store:             st,
+		Sessions:          ctrl,
+		Conversation:      conv,
+		WebhookSecret:     cfg.LinearWebhookSecret,
+		Label:             cfg.LinearLabel,
+		ExternalURL:       cfg.ExternalURL,
+		MaxActiveSessions: cfg.MaxActiveSessions,
+		Log:               log.Named("linear"),
+	})
+}
+
+// notConfigured is an integration the agent has no credentials for.
+type notConfigured struct{ status apiv1.Integration }
+
+func (n notConfigured) Name() string                            { return n.status.Name }
+func (n notConfigured) Check(context.Context) apiv1.Integration { return n.status }
 
 // githubFlow is the device flow `kubectl agents github link` uses; nil (linking off)
 // without a client id.

@@ -95,6 +95,12 @@ type Options struct {
 	// Workspaces, when set, fills a session's current branch and pull request in GET of
 	// one session.
 	Workspaces Workspaces
+	// Integrations are the chat and issue-tracker integrations GET /api/v1/integrations
+	// reports (configured or not).
+	Integrations []Integration
+	// Webhooks are served outside the API, without its authentication (each delivery
+	// carries its own signature), by pattern: "POST /integrations/linear/webhook".
+	Webhooks map[string]http.Handler
 	// Now is the clock (tests replace it).
 	Now func() time.Time
 }
@@ -201,6 +207,9 @@ func (s *Server) apiRoutes() []route {
 		{"GET /api/v1/providers", "Model providers, OpenCode's provider JSON with secret values as %%SECRET%% (admins)", s.getProviders},
 		{"PUT /api/v1/providers", "Replace the model providers; %%SECRET%% keeps a stored value (admins)", s.putProviders},
 		{"GET /api/v1/models", "Models a session may use, as provider/model", s.listModels},
+		{"GET /api/v1/integrations", "Chat and issue-tracker integrations: configured, reachable", s.listIntegrations},
+		{"GET /api/v1/integrations/linear/teams/{key}", "The repository sessions of a Linear team's issues start on", s.getLinearTeam},
+		{"PUT /api/v1/integrations/linear/teams/{key}", "Set the repository sessions of a Linear team's issues start on (admins)", s.putLinearTeam},
 	}
 }
 
@@ -210,6 +219,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/v1/openapi.json", s.openAPI)
+	for pattern, h := range s.opts.Webhooks {
+		mux.Handle(pattern, s.instrument(pattern, h))
+	}
 
 	api := http.NewServeMux()
 	for _, rt := range s.apiRoutes() {

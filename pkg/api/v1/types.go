@@ -461,3 +461,31 @@ type Model struct {
 type ModelList struct {
 	Items []Model `json:"items"`
 }
+
+// Integration is the state of one chat or issue-tracker integration (GET
+// /api/v1/integrations), as `kubectl agents doctor` reports it.
+type Integration struct {
+	// Name is "linear" or "slack".
+	Name string `json:"name"`
+	// Configured: the agent has what the integration needs (its API key or token).
+	Configured bool `json:"configured"`
+	// Reachable: the integration's service answered the agent with its credentials just
+	// now (false when not configured).
+	Reachable bool `json:"reachable"`
+	// Detail says who the agent is there, or what is wrong and how to fix it.
+	Detail string `json:"detail,omitempty"`
+}
+
+// IntegrationList is the answer of GET /api/v1/integrations.
+type IntegrationList struct {
+	Items []Integration `json:"items"`
+}
+
+// LinearTeam is a Linear team's setting (PUT /api/v1/integrations/linear/teams/{key}):
+// the repository sessions started from the team's issues work on.
+type LinearTeam struct {
+	// Key is the team's key, the prefix of its issue identifiers ("ENG").
+	Key string `json:"key,omitempty"`
+	// Repo is the repository URL, as a session's repo (https:// or SSH).
+	Repo string `json:"repo"`
+}

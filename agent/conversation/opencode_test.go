@@ -100,6 +100,11 @@ func TestRelayWithRealOpenCode(t *testing.T) {
 	}
 	waitForMessage(ctx, t, r, cur, "user", "first prompt")
 	waitForMessage(ctx, t, r, cur, "assistant", fakemodel.Reply("first prompt"))
+	// The reply, once the conversation is idle: what the Linear integration comments.
+	first, err := r.WaitReply(ctx, cur, "")
+	if err != nil || first.Role != "assistant" || first.Text != fakemodel.Reply("first prompt") {
+		t.Fatalf("WaitReply: %+v, %v", first, err)
+	}
 
 	// Delivered is delivered: a second call (a restart, another replica) sends nothing.
 	r.DeliverInitialPrompt(ctx, cur)
@@ -110,6 +115,12 @@ func TestRelayWithRealOpenCode(t *testing.T) {
 
 	if err := r.Send(ctx, cur, "second prompt"); err != nil {
 		t.Fatalf("Send: %v", err)
+	}
+	// The next reply, not the one seen before: WaitReply waits for the model through
+	// OpenCode's events.
+	second, err := r.WaitReply(ctx, cur, first.ID)
+	if err != nil || second.ID == first.ID || second.Text != fakemodel.Reply("second prompt") {
+		t.Fatalf("WaitReply after the second prompt: %+v, %v", second, err)
 	}
 	waitForMessage(ctx, t, r, cur, "user", "second prompt")
 

@@ -419,7 +419,10 @@ func (s *Service) Name() string { return Source }
 
 // Check asks Linear who the API key is, now: doctor's "configured and reachable".
 func (s *Service) Check(ctx context.Context) apiv1.Integration {
-	out := apiv1.Integration{Name: Source, Configured: s.o.WebhookSecret != ""}
+	out := apiv1.Integration{Name: Source, Configured: true}
+	if s.o.WebhookSecret == "" {
+		out.Warning = "no webhook signing secret, so every delivery is refused: set linear.secret.webhookSecret (agent flag --linear-webhook-secret)"
+	}
 	v, err := s.o.Client.Viewer(ctx)
 	if err != nil {
 		out.Detail = err.Error()
@@ -430,9 +433,7 @@ func (s *Service) Check(ctx context.Context) apiv1.Integration {
 	s.viewer = v
 	s.mu.Unlock()
 	out.Detail = fmt.Sprintf("API key of Linear user %s (%s)", v.DisplayName, v.Email)
-	if s.o.WebhookSecret == "" {
-		out.Detail += "; no webhook signing secret, so every delivery is refused: set linear.secret.webhookSecret (agent flag --linear-webhook-secret)"
-	} else if s.o.Label != "" {
+	if s.o.Label != "" {
 		out.Detail += fmt.Sprintf("; issues assigned to it or labelled %q start sessions", s.o.Label)
 	} else {
 		out.Detail += "; issues assigned to it start sessions"

@@ -360,7 +360,12 @@ func TestLinearTeamsAndIntegrations(t *testing.T) {
 	// A key Linear refuses: configured, not reachable, the detail names Linear, never the key.
 	wrong := linear.NewService(linear.Options{Client: linear.New(le.fake.GraphQLURL(), "lin_api_revoked", nil), WebhookSecret: "x"})
 	it := wrong.Check(context.Background())
-	if it.Reachable || !strings.Contains(it.Detail, "Linear") || strings.Contains(it.Detail, "lin_api_revoked") {
+	if it.Reachable || !it.Configured || !strings.Contains(it.Detail, "Linear") || strings.Contains(it.Detail, "lin_api_revoked") {
 		t.Errorf("refused key: %+v", it)
+	}
+	// Without the webhook secret: reachable, with a warning naming the setting.
+	noSecret := linear.NewService(linear.Options{Client: linear.New(le.fake.GraphQLURL(), linearKey, nil)})
+	if it := noSecret.Check(context.Background()); !it.Reachable || !strings.Contains(it.Warning, "linear.secret.webhookSecret") {
+		t.Errorf("no webhook secret: %+v", it)
 	}
 }

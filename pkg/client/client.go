@@ -501,3 +501,10 @@ func (c *Client) PutProviders(ctx context.Context, providers json.RawMessage) (j
 	var raw json.RawMessage
 	return raw, c.call(ctx, http.MethodPut, "/api/v1/providers", nil, providers, &raw)
 }
+
+// Integrations calls GET /api/v1/integrations: whether each chat and issue-tracker
+// integration is configured and reachable.
+func (c *Client) Integrations(ctx context.Context) (*apiv1.IntegrationList, error) {
+	var l apiv1.IntegrationList
+	return &l, c.call(ctx, http.MethodGet, "/api/v1/integrations", nil, nil, &l)
+}

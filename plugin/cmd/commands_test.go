@@ -179,6 +179,38 @@ func TestDoctor(t *testing.T) {
 	}
 }
 
+// TestDoctorReportsIntegrations: an integration off is said so, one on is ok when its
+// service answers the agent and a failure when not, and a missing setting is a warning.
+func TestDoctorReportsIntegrations(t *testing.T) {
+	a := newFakeAgent(t)
+	a.integrations = &apiv1.IntegrationList{Items: []apiv1.Integration{
+		{Name: "linear", Configured: true, Reachable: true, Detail: "API key of Linear user cake (cake@example.com)", Warning: "no webhook signing secret"},
+		{Name: "slack", Detail: "no bot token"},
+	}}
+	f, _ := a.start()
+	kube := fake.NewClientset()
+	kube.PrependReactor("create", "selfsubjectaccessreviews", ssarReactor(func(authorizationv1.ResourceAttributes) bool { return false }))
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o := &DoctorOptions{IOStreams: streams, Factory: f, Kube: kube}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatalf("doctor: %v\n%s", err, out)
+	}
+	want := `[ok]   Linear: configured and reachable: API key of Linear user cake (cake@example.com)
+[warn] Linear: no webhook signing secret
+[skip] Slack: off (no bot token)
+`
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("doctor:\n%s\nwant:\n%s", out, want)
+	}
+
+	a.integrations.Items = []apiv1.Integration{{Name: "linear", Configured: true, Detail: "linear: read the API key's user: Linear refused the API key"}}
+	out.Reset()
+	err := (&DoctorOptions{IOStreams: streams, Factory: f, Kube: kube}).Run(context.Background())
+	if err == nil || err.Error() != "1 check(s) failed" || !strings.Contains(out.String(), "[FAIL] Linear: configured but not reachable from the agent: linear: read the API key's user: Linear refused the API key\n") {
+		t.Errorf("refused key: %v\n%s", err, out)
+	}
+}
+
 // An agent with header auth enabled but no trusted proxy network serves kubeconfig
 // users and refuses every proxy sign-in; doctor must say so, with the value to set,
 // while the rest of the checks pass.

@@ -44,7 +44,8 @@ func NewCmdDoctor(f *Factory, streams genericiooptions.IOStreams) *cobra.Command
 		Short: "Check that the plugin can reach the agent and you can use it",
 		Long: `Check, one line each: that the agent can be reached (and how), the plugin and
 agent versions, the agent's own readiness (database, cluster), who you are to the
-agent, your RBAC for the common verbs on sessions.agents.cake.ai and for reaching the
+agent, whether each integration (Linear) is on and reachable from the agent with its
+key, your RBAC for the common verbs on sessions.agents.cake.ai and for reaching the
 agent (list pods, create pods/portforward), where the agent believes identity headers
 from (loopback, the pod network, or only the authenticating proxy), and that it
 refuses forged identity headers, under the names it is configured with, sent
@@ -155,9 +156,48 @@ func (o *DoctorOptions) Run(ctx context.Context) error {
 		}
 	}
 
+	o.checkIntegrations(ctx, c)
 	o.checkRBAC(ctx)
 	o.checkForgedHeaders(ctx, c, info)
 	return o.result()
+}
+
+// checkIntegrations reports each chat and issue-tracker integration: off, on and
+// answering, or on and failing (a revoked key, the service unreachable from the agent).
+func (o *DoctorOptions) checkIntegrations(ctx context.Context, c *client.Client) {
+	list, err := c.Integrations(ctx)
+	if client.IsNotFound(err) {
+		return // an agent older than the integrations
+	}
+	if err != nil {
+		o.report("warn", "integrations: %v", explain(o.Factory, err))
+		return
+	}
+	for _, in := range list.Items {
+		name := integrationName(in.Name)
+		switch {
+		case !in.Configured:
+			o.report("skip", "%s: off (%s)", name, in.Detail)
+		case !in.Reachable:
+			o.report("FAIL", "%s: configured but not reachable from the agent: %s", name, in.Detail)
+		default:
+			o.report("ok", "%s: configured and reachable: %s", name, in.Detail)
+		}
+		if in.Configured && in.Warning != "" {
+			o.report("warn", "%s: %s", name, in.Warning)
+		}
+	}
+}
+
+// integrationName is an integration's name as people write it.
+func integrationName(n string) string {
+	switch n {
+	case "linear":
+		return "Linear"
+	case "slack":
+		return "Slack"
+	}
+	return n
 }
 
 // reportHeaderAuth says whether people signing in through the authenticating proxy can

@@ -61,6 +61,8 @@ type fakeAgent struct {
 	models       apiv1.ModelList
 	providers    string
 	providerPuts []string
+	// integrations answers GET /api/v1/integrations (nil: 404, as an older agent).
+	integrations *apiv1.IntegrationList
 }
 
 func newFakeAgent(t *testing.T) *fakeAgent {
@@ -110,6 +112,13 @@ func (a *fakeAgent) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.version) })
 	mux.HandleFunc("GET /api/v1/models", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.models) })
+	mux.HandleFunc("GET /api/v1/integrations", func(w http.ResponseWriter, r *http.Request) {
+		if a.integrations == nil {
+			writeErr(w, http.StatusNotFound, apiv1.CodeNotFound, "no such API endpoint")
+			return
+		}
+		writeJSON(w, 200, a.integrations)
+	})
 	mux.HandleFunc("GET /api/v1/providers", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(a.providers))

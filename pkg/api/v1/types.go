@@ -467,13 +467,15 @@ type ModelList struct {
 type Integration struct {
 	// Name is "linear" or "slack".
 	Name string `json:"name"`
-	// Configured: the agent has what the integration needs (its API key or token).
+	// Configured: the integration is on (the agent has its API key or token).
 	Configured bool `json:"configured"`
 	// Reachable: the integration's service answered the agent with its credentials just
 	// now (false when not configured).
 	Reachable bool `json:"reachable"`
-	// Detail says who the agent is there, or what is wrong and how to fix it.
+	// Detail says who the agent is there, or why it is not reachable or not on.
 	Detail string `json:"detail,omitempty"`
+	// Warning is a setting missing for the integration to work fully, and how to set it.
+	Warning string `json:"warning,omitempty"`
 }
 
 // IntegrationList is the answer of GET /api/v1/integrations.

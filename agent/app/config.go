@@ -110,9 +110,16 @@ type Config struct {
 	GitHubAppPrivateKeyFile string
 	GitHubAppInstallationID int
 
-	LinearAPIKey       string
-	SlackBotToken      string
-	SlackSigningSecret string
+	// LinearEnabled serves POST /integrations/linear/webhook (needs the API key and the
+	// webhook's signing secret); LinearAPIURL is its GraphQL endpoint; issues labelled
+	// LinearLabel start sessions too.
+	LinearEnabled       bool
+	LinearAPIKey        string
+	LinearWebhookSecret string
+	LinearAPIURL        string
+	LinearLabel         string
+	SlackBotToken       string
+	SlackSigningSecret  string
 	// SlackEnabled serves POST /integrations/slack/events (needs the token and the
 	// signing secret); SlackAPIURL is the Web API root the bot calls.
 	SlackEnabled bool
@@ -201,7 +208,11 @@ func Options() []Option {
 		{Flag: "github-app-private-key-file", Env: "AGENT_GITHUB_APP_PRIVATE_KEY_FILE", Usage: "the GitHub App's private key (the PEM file GitHub generated), needed with --github-app-id"},
 		{Flag: "github-app-installation-id", Kind: KindInt, Env: "AGENT_GITHUB_APP_INSTALLATION_ID", Default: "0", Usage: "the GitHub App installation tokens come from (0: the installation on the session repository's owner, looked up per session)"},
 		{Flag: "providers-file", Env: "AGENT_PROVIDERS_FILE", Usage: "file of model providers (OpenCode's provider JSON, keys inline) imported at start when none are stored; admins manage them with GET/PUT /api/v1/providers afterwards"},
-		{Flag: "linear-api-key", Env: "LINEAR_API_KEY", Secret: true, Usage: "Linear API key (optional integration)"},
+		{Flag: "linear-enabled", Kind: KindBool, Env: "AGENT_LINEAR_ENABLED", Default: "false", Usage: "serve Linear's webhook at POST /integrations/linear/webhook: an issue assigned to the API key's user (or labelled --linear-label) starts a session, its answers are commented on the issue, comments mentioning the agent are prompts (needs --linear-api-key and --linear-webhook-secret)"},
+		{Flag: "linear-api-key", Env: "LINEAR_API_KEY", Secret: true, Usage: "Linear API key of the user issues are assigned to, who comments the answers"},
+		{Flag: "linear-webhook-secret", Env: "LINEAR_WEBHOOK_SECRET", Secret: true, Usage: "signing secret of the Linear webhook sending to /integrations/linear/webhook"},
+		{Flag: "linear-api-url", Env: "LINEAR_API_URL", Default: "https://api.linear.app/graphql", Usage: "Linear's GraphQL endpoint"},
+		{Flag: "linear-label", Env: "LINEAR_LABEL", Usage: "name of a Linear label that starts a session on the issue it is added to (empty: only assignment does)"},
 		{Flag: "slack-bot-token", Env: "SLACK_BOT_TOKEN", Secret: true, Usage: "Slack bot token (xoxb-...; scopes app_mentions:read, chat:write, im:history, users:read, users:read.email, and channels:history for replies in threads)"},
 		{Flag: "slack-signing-secret", Env: "SLACK_SIGNING_SECRET", Secret: true, Usage: "Slack app's signing secret: verifies the requests Slack sends to /integrations/slack/events"},
 		{Flag: "slack-enabled", Kind: KindBool, Env: "AGENT_SLACK_ENABLED", Default: "false", Usage: "serve Slack's Events API at POST /integrations/slack/events: a mention of the bot starts a session, replies in its thread are prompts, answers are posted there (needs --slack-bot-token and --slack-signing-secret)"},
@@ -361,7 +372,11 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		GitHubAppPrivateKeyFile: get("github-app-private-key-file"),
 		GitHubAppInstallationID: integer("github-app-installation-id"),
 		ProvidersFile:           get("providers-file"),
+		LinearEnabled:           boolean("linear-enabled"),
 		LinearAPIKey:            get("linear-api-key"),
+		LinearWebhookSecret:     get("linear-webhook-secret"),
+		LinearAPIURL:            get("linear-api-url"),
+		LinearLabel:             get("linear-label"),
 		SlackBotToken:           get("slack-bot-token"),
 		SlackSigningSecret:      get("slack-signing-secret"),
 		SlackEnabled:            boolean("slack-enabled"),
@@ -372,6 +387,12 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 	}
 	if u, err := url.Parse(c.SlackAPIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		errs = append(errs, fmt.Sprintf("%s: %q is not a URL such as https://slack.com/api", name("slack-api-url"), c.SlackAPIURL))
+	}
+	if c.LinearEnabled && (c.LinearAPIKey == "" || c.LinearWebhookSecret == "") {
+		errs = append(errs, fmt.Sprintf("%s needs %s and %s (the chart's linear.secret: apiKey and webhookSecret)", name("linear-enabled"), name("linear-api-key"), name("linear-webhook-secret")))
+	}
+	if u, err := url.Parse(c.LinearAPIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		errs = append(errs, fmt.Sprintf("%s: %q is not a URL such as https://api.linear.app/graphql", name("linear-api-url"), c.LinearAPIURL))
 	}
 	if c.SessionNamespace == "" {
 		c.SessionNamespace = c.Namespace

@@ -24,6 +24,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/conversation"
 	"github.com/cakeai/cake-agents/agent/github"
+	"github.com/cakeai/cake-agents/agent/linear"
 	"github.com/cakeai/cake-agents/agent/litellm"
 	"github.com/cakeai/cake-agents/agent/providers"
 	"github.com/cakeai/cake-agents/agent/server"
@@ -271,7 +272,14 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		}
 	}
 	conv := conversation.New(pool, ctrl, st, log.Named("conversation"), strip...)
-	ctrl.SetReadyHook(conv.DeliverInitialPrompt)
+	lin := linearService(cfg, st, ctrl, conv, log)
+	ctrl.SetReadyHook(func(ctx context.Context, s *store.Session) {
+		conv.DeliverInitialPrompt(ctx, s)
+		if lin != nil {
+			// The session's answer to its issue goes back there as a comment.
+			lin.Follow(ctx, s)
+		}
+	})
 	// Running means OpenCode answers through the same tunnel every client uses, so
 	// `session create --wait` then `attach` works even where a pod is Ready before its
 	// server listens.
@@ -329,14 +337,24 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		auth.WithHeaderCSRF(func(r *http.Request) error { return ui.CheckCSRF(r, cfg.ExternalURL) }))
 	slackClient := &slack.Client{APIURL: cfg.SlackAPIURL, Token: cfg.SlackBotToken, HTTP: &http.Client{Timeout: 15 * time.Second}}
 	var slackEvents *slack.Handler
+	webhooks := map[string]http.Handler{}
 	if cfg.SlackEnabled {
 		slackEvents = slack.New(slack.Options{
 			SigningSecret: cfg.SlackSigningSecret, Client: slackClient, Store: st, Sessions: ctrl, Conversation: conv,
 			Authorizer: authz, Audit: rec, ExternalURL: cfg.ExternalURL, MaxActiveSessions: cfg.MaxActiveSessions,
 			Log: log.Named("slack"),
 		})
+		webhooks["POST /integrations/slack/events"] = slackEvents
 	}
-	opts := server.Options{
+	integrations := []server.Integration{
+		&slack.Status{Enabled: cfg.SlackEnabled, Configured: cfg.SlackBotToken != "" && cfg.SlackSigningSecret != "", Client: slackClient},
+		linearOff(cfg),
+	}
+	if lin != nil {
+		integrations[1] = lin
+		webhooks["POST /integrations/linear/webhook"] = lin
+	}
+	srv := server.New(server.Options{
 		Store:             st,
 		Sessions:          ctrl,
 		Conversation:      conv,
@@ -356,15 +374,11 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		HeaderAuthInfo:    header.Info(),
 		GitHub:            githubFlow(cfg),
 		GitHubHost:        githubHost(cfg),
-		Integrations:      []server.Integration{&slack.Status{Enabled: cfg.SlackEnabled, Configured: cfg.SlackBotToken != "" && cfg.SlackSigningSecret != "", Client: slackClient}},
+		Integrations:      integrations,
+		Webhooks:          webhooks,
 		Workspaces: &vcs.Watcher{Branches: conv, Tokens: ctrl, Store: st, GitHubHost: githubHost(cfg), APIURL: githubAPIURL(cfg),
 			HTTP: &http.Client{Timeout: 10 * time.Second}},
-	}
-	if slackEvents != nil {
-		// Set only when on: a nil *slack.Handler in the field would be a non-nil handler.
-		opts.Slack = slackEvents
-	}
-	srv := server.New(opts)
+	})
 	// Decisions also go to Kubernetes Events in the agent's namespace, regarding its pod
 	// (started last: nothing below can fail and leave the broadcaster running).
 	stopEvents := func() {}
@@ -376,6 +390,9 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	run := func(ctx context.Context) error {
 		defer pool.Close()
 		defer stopEvents()
+		if lin != nil {
+			go func() { _ = lin.Run(ctx) }()
+		}
 		go func() {
 			// Without the client CA only certificate logins fail; tokens still work, so
 			// this is worth a loud log line, not a crash loop.
@@ -395,6 +412,42 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	}
 	return &components{handler: srv, run: run}, nil
 }
+
+// linearService is the Linear integration; nil when it is not enabled (parse made
+// sure an enabled one has its API key and webhook secret).
+func linearService(cfg *Config, st store.Store, ctrl *sessions.Controller, conv *conversation.Relay, log hclog.Logger) *linear.Service {
+	if !cfg.LinearEnabled {
+		return nil
+	}
+	return linear.NewService(linear.Options{
+		Client:            linear.New(cfg.LinearAPIURL, cfg.LinearAPIKey, nil),
+		Store:             st,
+		Sessions:          ctrl,
+		Conversation:      conv,
+		WebhookSecret:     cfg.LinearWebhookSecret,
+		Label:             cfg.LinearLabel,
+		ExternalURL:       cfg.ExternalURL,
+		MaxActiveSessions: cfg.MaxActiveSessions,
+		Log:               log.Named("linear"),
+	})
+}
+
+// linearOff is the Linear integration's state when it is not enabled: what to set.
+func linearOff(cfg *Config) server.Integration {
+	st := apiv1.Integration{Name: linear.Source, Configured: cfg.LinearAPIKey != "" && cfg.LinearWebhookSecret != ""}
+	if st.Configured {
+		st.Detail = "configured but not enabled: set linear.enabled=true in the chart's values"
+	} else {
+		st.Detail = "off: set linear.enabled and linear.secret (apiKey, webhookSecret) in the chart's values"
+	}
+	return notEnabled{st}
+}
+
+// notEnabled is an integration the agent does not serve: its state is fixed.
+type notEnabled struct{ status apiv1.Integration }
+
+func (n notEnabled) Name() string                            { return n.status.Name }
+func (n notEnabled) Check(context.Context) apiv1.Integration { return n.status }
 
 // githubFlow is the device flow `kubectl agents github link` uses; nil (linking off)
 // without a client id.

@@ -50,12 +50,6 @@ type Conversation interface {
 	Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string, onActivity func())
 }
 
-// Integration is an outside integration that can say whether it is configured and can
-// reach its service (agent/slack.Status is one).
-type Integration interface {
-	Status(ctx context.Context) apiv1.IntegrationStatus
-}
-
 // Options configure a Server.
 type Options struct {
 	Store        store.Store
@@ -101,12 +95,12 @@ type Options struct {
 	// Workspaces, when set, fills a session's current branch and pull request in GET of
 	// one session.
 	Workspaces Workspaces
-	// Slack, when set, serves POST /integrations/slack/events (agent/slack): outside the
-	// API's authentication, since Slack proves itself with its request signature.
-	Slack http.Handler
-	// Integrations report the state of the outside integrations (Slack, Linear) for GET
-	// /api/v1/integrations, in this order.
+	// Integrations are the chat and issue-tracker integrations GET /api/v1/integrations
+	// reports (configured or not).
 	Integrations []Integration
+	// Webhooks are served outside the API, without its authentication (each delivery
+	// carries its own signature), by pattern: "POST /integrations/slack/events".
+	Webhooks map[string]http.Handler
 	// Now is the clock (tests replace it).
 	Now func() time.Time
 }
@@ -213,9 +207,11 @@ func (s *Server) apiRoutes() []route {
 		{"GET /api/v1/providers", "Model providers, OpenCode's provider JSON with secret values as %%SECRET%% (admins)", s.getProviders},
 		{"PUT /api/v1/providers", "Replace the model providers; %%SECRET%% keeps a stored value (admins)", s.putProviders},
 		{"GET /api/v1/models", "Models a session may use, as provider/model", s.listModels},
-		{"GET /api/v1/integrations", "Whether the Slack and Linear integrations are configured and reach their service", s.listIntegrations},
+		{"GET /api/v1/integrations", "Chat and issue-tracker integrations: configured, reachable", s.listIntegrations},
 		{"GET /api/v1/integrations/slack/channels/{id}", "A Slack channel's default repository (admins)", s.getSlackChannel},
 		{"PUT /api/v1/integrations/slack/channels/{id}", "Set a Slack channel's default repository; an empty repo removes it (admins)", s.putSlackChannel},
+		{"GET /api/v1/integrations/linear/teams/{key}", "The repository sessions of a Linear team's issues start on", s.getLinearTeam},
+		{"PUT /api/v1/integrations/linear/teams/{key}", "Set the repository sessions of a Linear team's issues start on (admins)", s.putLinearTeam},
 	}
 }
 
@@ -225,6 +221,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/v1/openapi.json", s.openAPI)
+	for pattern, h := range s.opts.Webhooks {
+		mux.Handle(pattern, s.instrument(pattern, h))
+	}
 
 	api := http.NewServeMux()
 	for _, rt := range s.apiRoutes() {
@@ -235,9 +234,6 @@ func (s *Server) routes() http.Handler {
 		apiHandler = s.opts.Authenticate(apiHandler)
 	}
 	mux.Handle("/api/", apiHandler)
-	if s.opts.Slack != nil {
-		mux.Handle("POST /integrations/slack/events", s.instrument("POST /integrations/slack/events", s.opts.Slack))
-	}
 	if s.opts.UI != nil {
 		mux.Handle("/", s.opts.UI)
 	}

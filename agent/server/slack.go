@@ -86,16 +86,3 @@ func (s *Server) putSlackChannel(w http.ResponseWriter, r *http.Request) {
 	s.record(r, "slack.channel.put", ch, "success", "repo "+req.Repo)
 	writeJSON(w, http.StatusOK, apiv1.SlackChannel{Channel: ch, Repo: req.Repo})
 }
-
-// listIntegrations reports each integration's state to any signed-in user (doctor).
-func (s *Server) listIntegrations(w http.ResponseWriter, r *http.Request) {
-	if auth.FromContext(r.Context()) == nil {
-		httperr.Write(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
-		return
-	}
-	out := apiv1.IntegrationList{Items: []apiv1.IntegrationStatus{}}
-	for _, in := range s.opts.Integrations {
-		out.Items = append(out.Items, in.Status(r.Context()))
-	}
-	writeJSON(w, http.StatusOK, out)
-}

@@ -26,8 +26,9 @@ func (slackConversation) Busy(context.Context, *store.Session) (bool, error) { r
 func TestSlackEventsAreServedWithoutUserAuthentication(t *testing.T) {
 	const secret = "server-test-signing-secret"
 	e := newEnvWith(t, nil, func(o *Options) {
-		o.Slack = slack.New(slack.Options{SigningSecret: secret, Client: &slack.Client{APIURL: "http://127.0.0.1:9/api", Token: "x"},
-			Store: o.Store, Sessions: o.Sessions, Conversation: slackConversation{o.Conversation.(*fakeConversation)}})
+		o.Webhooks = map[string]http.Handler{"POST /integrations/slack/events": slack.New(slack.Options{SigningSecret: secret,
+			Client: &slack.Client{APIURL: "http://127.0.0.1:9/api", Token: "x"},
+			Store:  o.Store, Sessions: o.Sessions, Conversation: slackConversation{o.Conversation.(*fakeConversation)}})}
 	})
 	post := func(body []byte, secret string) (int, string) {
 		req, err := fakeslack.Request(e.srv.URL+"/integrations/slack/events", secret, body, time.Now(), 0)
@@ -106,15 +107,15 @@ func TestSlackChannelRepositoryIsAdminOnly(t *testing.T) {
 	}
 }
 
-type staticIntegration apiv1.IntegrationStatus
+type staticIntegration struct{ st apiv1.Integration }
 
-func (s staticIntegration) Status(context.Context) apiv1.IntegrationStatus {
-	return apiv1.IntegrationStatus(s)
-}
+func (s staticIntegration) Name() string { return s.st.Name }
+
+func (s staticIntegration) Check(context.Context) apiv1.Integration { return s.st }
 
 func TestIntegrationsAreListedForSignedInUsers(t *testing.T) {
 	e := newEnvWith(t, nil, func(o *Options) {
-		o.Integrations = []Integration{staticIntegration{Name: "slack", Enabled: true, Configured: true, Reachable: true, Detail: "bot @cake"}}
+		o.Integrations = []Integration{staticIntegration{apiv1.Integration{Name: "slack", Enabled: true, Configured: true, Reachable: true, Detail: "bot @cake"}}}
 	})
 	code, body := e.do("alice", "GET", "/api/v1/integrations", nil)
 	var l apiv1.IntegrationList

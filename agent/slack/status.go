@@ -2,7 +2,6 @@ package slack
 
 import (
 	"context"
-	"time"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -16,10 +15,13 @@ type Status struct {
 	Client *Client
 }
 
-// Status implements server.Integration: configured, enabled, and whether auth.test
+// Name is the integration's name.
+func (s *Status) Name() string { return Source }
+
+// Check implements server.Integration: configured, enabled, and whether auth.test
 // succeeds with the bot token.
-func (s *Status) Status(ctx context.Context) apiv1.IntegrationStatus {
-	st := apiv1.IntegrationStatus{Name: Source, Enabled: s.Enabled, Configured: s.Configured}
+func (s *Status) Check(ctx context.Context) apiv1.Integration {
+	st := apiv1.Integration{Name: Source, Enabled: s.Enabled, Configured: s.Configured}
 	switch {
 	case !s.Configured && !s.Enabled:
 		st.Detail = "off: set slack.enabled and slack.secret in the chart's values"
@@ -33,8 +35,6 @@ func (s *Status) Status(ctx context.Context) apiv1.IntegrationStatus {
 		}
 		return st
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	at, err := s.Client.AuthTest(ctx)
 	if err != nil {
 		st.Detail = "auth.test failed: " + err.Error()

@@ -181,33 +181,37 @@ func TestDoctor(t *testing.T) {
 
 // TestDoctorReportsIntegrations: an integration that is off is said to be, one that is
 // enabled and reaches its service is ok, one that cannot fails doctor, one configured
-// but not enabled is a warning.
+// but not enabled is a warning, as is a setting an enabled one misses.
 func TestDoctorReportsIntegrations(t *testing.T) {
 	a := newFakeAgent(t)
 	f, _ := a.start()
 	kube := fake.NewClientset()
 	kube.PrependReactor("create", "selfsubjectaccessreviews", ssarReactor(func(authorizationv1.ResourceAttributes) bool { return false }))
-	run := func(items ...apiv1.IntegrationStatus) (string, error) {
+	run := func(items ...apiv1.Integration) (string, error) {
 		a.integrations = &apiv1.IntegrationList{Items: items}
 		streams, _, out, _ := genericiooptions.NewTestIOStreams()
 		err := (&DoctorOptions{IOStreams: streams, Factory: f, Kube: kube}).Run(context.Background())
 		return out.String(), err
 	}
-	out, err := run(apiv1.IntegrationStatus{Name: "slack", Detail: "off: set slack.enabled and slack.secret in the chart's values"})
-	if err != nil || !strings.HasSuffix(out, "[ok]   slack: off: set slack.enabled and slack.secret in the chart's values\n") {
+	out, err := run(apiv1.Integration{Name: "slack", Detail: "off: set slack.enabled and slack.secret in the chart's values"})
+	if err != nil || !strings.HasSuffix(out, "[skip] Slack: off: set slack.enabled and slack.secret in the chart's values\n") {
 		t.Errorf("off: %v\n%s", err, out)
 	}
-	out, err = run(apiv1.IntegrationStatus{Name: "slack", Enabled: true, Configured: true, Reachable: true, Detail: "bot @cake in workspace Acme"})
-	if err != nil || !strings.HasSuffix(out, "[ok]   slack: enabled, reachable: bot @cake in workspace Acme\n") {
+	out, err = run(apiv1.Integration{Name: "slack", Enabled: true, Configured: true, Reachable: true, Detail: "bot @cake in workspace Acme"})
+	if err != nil || !strings.HasSuffix(out, "[ok]   Slack: enabled and reachable: bot @cake in workspace Acme\n") {
 		t.Errorf("reachable: %v\n%s", err, out)
 	}
-	out, err = run(apiv1.IntegrationStatus{Name: "slack", Configured: true, Detail: "configured but not enabled: set slack.enabled=true in the chart's values"})
-	if err != nil || !strings.HasSuffix(out, "[warn] slack: configured but not enabled: set slack.enabled=true in the chart's values\n") {
+	out, err = run(apiv1.Integration{Name: "slack", Configured: true, Detail: "configured but not enabled: set slack.enabled=true in the chart's values"})
+	if err != nil || !strings.HasSuffix(out, "[warn] Slack: configured but not enabled: set slack.enabled=true in the chart's values\n") {
 		t.Errorf("not enabled: %v\n%s", err, out)
 	}
-	out, err = run(apiv1.IntegrationStatus{Name: "slack", Enabled: true, Configured: true, Detail: "auth.test failed: slack auth.test: invalid_auth"})
-	if err == nil || !strings.HasSuffix(out, "[FAIL] slack: enabled but not reachable: auth.test failed: slack auth.test: invalid_auth\n") {
+	out, err = run(apiv1.Integration{Name: "slack", Enabled: true, Configured: true, Detail: "auth.test failed: slack auth.test: invalid_auth"})
+	if err == nil || !strings.HasSuffix(out, "[FAIL] Slack: enabled but not reachable from the agent: auth.test failed: slack auth.test: invalid_auth\n") {
 		t.Errorf("unreachable: %v\n%s", err, out)
+	}
+	out, err = run(apiv1.Integration{Name: "linear", Enabled: true, Configured: true, Reachable: true, Detail: "API key of Linear user cake (cake@example.com)", Warning: "no team has a repository"})
+	if err != nil || !strings.HasSuffix(out, "[ok]   Linear: enabled and reachable: API key of Linear user cake (cake@example.com)\n[warn] Linear: no team has a repository\n") {
+		t.Errorf("warning: %v\n%s", err, out)
 	}
 }
 

@@ -46,10 +46,10 @@ func NewCmdDoctor(f *Factory, streams genericiooptions.IOStreams) *cobra.Command
 agent versions, the agent's own readiness (database, cluster), who you are to the
 agent, your RBAC for the common verbs on sessions.agents.cake.ai and for reaching the
 agent (list pods, create pods/portforward), where the agent believes identity headers
-from (loopback, the pod network, or only the authenticating proxy), and that it
-refuses forged identity headers, under the names it is configured with, sent
-through the port-forward, and whether the Slack integration is enabled and its bot
-token works (Slack's auth.test, asked by the agent).
+from (loopback, the pod network, or only the authenticating proxy), that it refuses
+forged identity headers, under the names it is configured with, sent through the
+port-forward, and whether each integration (Slack, Linear) is enabled and reachable
+from the agent with its token (Slack's auth.test, Linear's viewer, asked by the agent).
 
 It exits non-zero when a check fails.`,
 		Example: `  kubectl agents doctor
@@ -162,30 +162,46 @@ func (o *DoctorOptions) Run(ctx context.Context) error {
 	return o.result()
 }
 
-// checkIntegrations reports each outside integration (Slack, Linear): off says
-// nothing worth a warning; enabled but unable to reach its service fails, since people
-// mentioning the bot get no answer.
+// checkIntegrations reports each chat and issue-tracker integration (Slack, Linear): off
+// is no warning; configured but not enabled is one (someone meant to turn it on);
+// enabled but unable to reach its service fails, since people mentioning the bot or
+// assigning issues get no answer.
 func (o *DoctorOptions) checkIntegrations(ctx context.Context, c *client.Client) {
-	l, err := c.Integrations(ctx)
+	list, err := c.Integrations(ctx)
+	if client.IsNotFound(err) {
+		return // an agent older than the integrations
+	}
 	if err != nil {
-		if client.IsNotFound(err) {
-			return // an agent that predates integrations
-		}
 		o.report("warn", "integrations: %v", explain(o.Factory, err))
 		return
 	}
-	for _, in := range l.Items {
+	for _, in := range list.Items {
+		name := integrationName(in.Name)
 		switch {
 		case in.Enabled && in.Reachable:
-			o.report("ok", "%s: enabled, reachable: %s", in.Name, in.Detail)
+			o.report("ok", "%s: enabled and reachable: %s", name, in.Detail)
 		case in.Enabled:
-			o.report("FAIL", "%s: enabled but not reachable: %s", in.Name, in.Detail)
+			o.report("FAIL", "%s: enabled but not reachable from the agent: %s", name, in.Detail)
 		case in.Configured:
-			o.report("warn", "%s: %s", in.Name, in.Detail)
+			o.report("warn", "%s: %s", name, in.Detail)
 		default:
-			o.report("ok", "%s: %s", in.Name, in.Detail)
+			o.report("skip", "%s: %s", name, in.Detail)
+		}
+		if in.Enabled && in.Warning != "" {
+			o.report("warn", "%s: %s", name, in.Warning)
 		}
 	}
+}
+
+// integrationName is an integration's name as people write it.
+func integrationName(n string) string {
+	switch n {
+	case "linear":
+		return "Linear"
+	case "slack":
+		return "Slack"
+	}
+	return n
 }
 
 // reportHeaderAuth says whether people signing in through the authenticating proxy can

@@ -110,15 +110,15 @@ func (a *fakeAgent) handler() http.Handler {
 		}
 		writeJSON(w, status, a.ready)
 	})
+	mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.version) })
+	mux.HandleFunc("GET /api/v1/models", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.models) })
 	mux.HandleFunc("GET /api/v1/integrations", func(w http.ResponseWriter, r *http.Request) {
 		if a.integrations == nil {
-			http.NotFound(w, r)
+			writeErr(w, http.StatusNotFound, apiv1.CodeNotFound, "no such API endpoint")
 			return
 		}
 		writeJSON(w, 200, a.integrations)
 	})
-	mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.version) })
-	mux.HandleFunc("GET /api/v1/models", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, a.models) })
 	mux.HandleFunc("GET /api/v1/providers", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(a.providers))

@@ -484,7 +484,7 @@ func (b *boot) valueFor(env string) string {
 			return "-c statement_timeout=60000"
 		case "AGENT_AUTH_SECRET":
 			return randomHex(24)
-		case "LITELLM_API_KEY", "LINEAR_API_KEY", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET":
+		case "LITELLM_API_KEY", "LINEAR_API_KEY", "LINEAR_WEBHOOK_SECRET", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET":
 			return "test-" + strings.ToLower(env)
 		}
 		b.t.Fatalf("the agent reads %s from a Secret the chart does not create: teach the boot test (valueFor) what such a Secret holds", env)

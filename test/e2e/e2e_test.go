@@ -31,6 +31,7 @@ import (
 	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/test/e2eenv"
 	"github.com/cakeai/cake-agents/test/fakegithub"
+	"github.com/cakeai/cake-agents/test/fakelinear"
 	"github.com/cakeai/cake-agents/test/fakemodel"
 	"github.com/cakeai/cake-agents/test/fakeslack"
 )
@@ -57,6 +58,10 @@ type product struct {
 	// the test sends as Slack would.
 	slack       *fakeslack.Server
 	slackSecret string
+	// linear is the local Linear whose issues start sessions; linearSecret signs its
+	// webhook deliveries.
+	linear       *fakelinear.Server
+	linearSecret string
 }
 
 func install(t *testing.T, backend string) *product {
@@ -83,6 +88,13 @@ func install(t *testing.T, backend string) *product {
 	values := []string{"litellm.secret.create=true", "litellm.secret.apiKey=" + p.masterKey,
 		"litellm.budget.perSession=5", "litellm.budget.perUser=50",
 		"betterAuth.secret.create=true", "betterAuth.secret.value=" + p.secrets.canary("the auth secret")}
+	// Linear: the agent's API key on a local Linear, and the webhook's signing secret.
+	linearKey := p.secrets.canary("the Linear API key")
+	p.linearSecret = p.secrets.canary("the Linear webhook signing secret")
+	p.linear = fakelinear.New(linearKey, linearAgent)
+	t.Cleanup(p.linear.Close)
+	values = append(values, "linear.enabled=true", "linear.secret.create=true", "linear.secret.apiKey="+linearKey,
+		"linear.secret.webhookSecret="+p.linearSecret, "linear.apiURL="+p.linear.GraphQLURL())
 	// GitHub linking and a GitHub App against a local server speaking GitHub's
 	// device-flow and App endpoints, whose host also serves repositories.
 	p.github = fakegithub.New("Iv1.e2e")
@@ -287,6 +299,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("GitHubApp", p.testGitHubApp)
 			t.Run("SlackMention", p.testSlackMention)
 			t.Run("SessionBranch", p.testSessionBranch)
+			t.Run("LinearAssignment", p.testLinearAssignment)
 			t.Run("AgentRestart", p.testAgentRestart)
 			t.Run("DatabaseIsTheChartsOne", p.testDatabase)
 			t.Run("Providers", p.testProviders)

@@ -278,6 +278,24 @@ Environment of the agent container. Every name here must be one the agent unders
       name: {{ . | quote }}
       key: {{ $.Values.linear.secret.apiKeyKey | quote }}
       optional: true
+- name: LINEAR_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.linear.secret.webhookSecretKey | quote }}
+      optional: true
+{{- end }}
+{{- if .Values.linear.enabled }}
+{{- if not (include "cake-agents.secretName" (dict "secret" .Values.linear.secret "suffix" "linear" "root" .)) }}
+{{- fail "linear.enabled needs linear.secret: secret.create=true with apiKey and webhookSecret, or secret.name of an existing Secret" }}
+{{- end }}
+- name: AGENT_LINEAR_ENABLED
+  value: "true"
+- name: LINEAR_API_URL
+  value: {{ .Values.linear.apiURL | quote }}
+{{- with .Values.linear.label }}
+- name: LINEAR_LABEL
+  value: {{ . | quote }}
 {{- end }}
 {{- with include "cake-agents.secretName" (dict "secret" .Values.slack.secret "suffix" "slack" "root" .) }}
 - name: SLACK_BOT_TOKEN

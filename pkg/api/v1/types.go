@@ -472,22 +472,34 @@ type SlackChannel struct {
 	Repo string `json:"repo"`
 }
 
-// IntegrationStatus is the state of one outside integration (Slack, Linear), as GET
-// /api/v1/integrations reports it and `kubectl agents doctor` shows it.
-type IntegrationStatus struct {
+// Integration is the state of one chat or issue-tracker integration (Slack, Linear), as
+// GET /api/v1/integrations reports it and `kubectl agents doctor` shows it.
+type Integration struct {
 	// Name is the integration's name: "slack", "linear".
 	Name string `json:"name"`
 	// Enabled: the agent serves it (enabled in values and configured).
 	Enabled bool `json:"enabled"`
 	// Configured: its credentials are set (they may be set while it is not enabled).
 	Configured bool `json:"configured"`
-	// Reachable: the agent's last check of the service's API succeeded.
+	// Reachable: the service answered the agent with its credentials just now.
 	Reachable bool `json:"reachable"`
-	// Detail says who the agent is there (e.g. the bot and workspace), or what failed.
+	// Detail says who the agent is there (e.g. the bot and workspace), what failed, or
+	// what to set to turn it on.
 	Detail string `json:"detail,omitempty"`
+	// Warning is a setting missing for the integration to work fully, and how to set it.
+	Warning string `json:"warning,omitempty"`
 }
 
 // IntegrationList is the answer of GET /api/v1/integrations.
 type IntegrationList struct {
-	Items []IntegrationStatus `json:"items"`
+	Items []Integration `json:"items"`
+}
+
+// LinearTeam is a Linear team's setting (PUT /api/v1/integrations/linear/teams/{key}):
+// the repository sessions started from the team's issues work on.
+type LinearTeam struct {
+	// Key is the team's key, the prefix of its issue identifiers ("ENG").
+	Key string `json:"key,omitempty"`
+	// Repo is the repository URL, as a session's repo (https:// or SSH).
+	Repo string `json:"repo"`
 }

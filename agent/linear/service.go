@@ -379,8 +379,12 @@ func (s *Service) Follow(ctx context.Context, sess *store.Session) {
 	}
 	data.LastPosted = msg.ID
 	b, _ := json.Marshal(data)
-	if err := s.o.Store.UpdateLinkData(ctx, Source, link.ExternalID, b); err != nil {
-		s.log.Warn("record the posted reply failed", "session", sess.ID, "error", err)
+	if err := s.o.Store.UpdateLinkData(ctx, Source, link.ExternalID, cur.Data, b); err != nil {
+		// Another follower claimed this reply first (ErrConflict): it comments it.
+		if !errors.Is(err, store.ErrConflict) {
+			s.log.Warn("record the posted reply failed", "session", sess.ID, "error", err)
+		}
+		return
 	}
 	if err := s.comment(ctx, link.ExternalID, fmt.Sprintf("Session `%s` answered:\n\n%s\n\n(Web UI: %s)", sess.ID, msg.Text, s.sessionURL(sess.ID))); err != nil {
 		s.log.Error("comment the session's reply failed", "session", sess.ID, "error", err)

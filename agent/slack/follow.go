@@ -122,30 +122,52 @@ func (h *Handler) step(ctx context.Context, id string) bool {
 			log.Warn("unreadable slack link data", "thread", l.ExternalID)
 			continue
 		}
-		changed := false
-		if string(sess.State) != d.State && d.StatusTS != "" {
+		// Claim the work with a compare-and-swap before doing it: every replica follows
+		// every Slack session (and a restart its predecessor's), and only the one whose
+		// swap wins posts; if posting then fails, the claim is given back for the next
+		// look.
+		next := d
+		statusDue := string(sess.State) != d.State && d.StatusTS != ""
+		if statusDue {
+			next.State = string(sess.State)
+		}
+		answerDue := answer != nil && answer.ID != d.Answered
+		if answerDue {
+			next.Answered = answer.ID
+		}
+		if !statusDue && !answerDue {
+			continue
+		}
+		claimed, _ := json.Marshal(next)
+		if err := h.o.Store.UpdateLinkData(ctx, Source, l.ExternalID, l.Data, claimed); err != nil {
+			if !errors.Is(err, store.ErrConflict) {
+				log.Warn("record slack thread progress failed", "error", err)
+			}
+			continue
+		}
+		failed := false
+		if statusDue {
 			if err := h.o.Client.UpdateMessage(ctx, d.Channel, d.StatusTS, h.statusText(sess)); err != nil {
 				log.Warn("slack status update failed", "error", err)
-			} else {
-				d.State, changed = string(sess.State), true
+				failed = true
 			}
 		}
-		if answer != nil && answer.ID != d.Answered {
+		if answerDue {
 			text := answer.Text
 			if len(text) > maxText {
 				text = truncate(text, maxText) + "\n… (the rest: `kubectl agents session logs " + id + "`)"
 			}
 			if _, err := h.o.Client.PostMessage(ctx, d.Channel, d.ThreadTS, text); err != nil {
 				log.Warn("slack answer post failed", "error", err)
-			} else {
-				d.Answered, changed = answer.ID, true
+				failed = true
 			}
 		}
-		if changed {
-			raw, _ := json.Marshal(d)
-			if err := h.o.Store.UpdateLinkData(ctx, Source, l.ExternalID, raw); err != nil {
-				log.Warn("record slack thread progress failed", "error", err)
+		if failed {
+			if err := h.o.Store.UpdateLinkData(ctx, Source, l.ExternalID, claimed, l.Data); err != nil {
+				log.Warn("give back the slack thread's claim failed", "error", err)
 			}
+			// Not done while the thread misses its last status or answer.
+			return false
 		}
 	}
 	switch sess.State {

@@ -402,8 +402,11 @@ func (h *Handler) start(ctx context.Context, log hclog.Logger, ev event, key, th
 	})
 	log.Info("session started from slack", "session", sess.ID, "owner", owner.ID)
 	data.StatusTS = h.reply(ctx, log, ev.Channel, threadTS, h.statusText(sess))
+	created := raw
 	raw, _ = json.Marshal(data)
-	if err := h.o.Store.UpdateLinkData(ctx, Source, key, raw); err != nil {
+	// From the data created above: a follower that already moved it on (the session's
+	// state) keeps its change, and the status message is found again by its text.
+	if err := h.o.Store.UpdateLinkData(ctx, Source, key, created, raw); err != nil {
 		log.Warn("record slack status message failed", "error", err)
 	}
 	h.follow(sess.ID)

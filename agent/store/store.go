@@ -325,9 +325,11 @@ type Store interface {
 	// ListLinks returns the links of a session, ordered by CreatedAt, then Source and
 	// ExternalID (empty, not ErrNotFound, when none).
 	ListLinks(ctx context.Context, sessionID string) ([]*IntegrationLink, error)
-	// UpdateLinkData replaces the Data of a link and bumps its UpdatedAt; a missing
-	// link is ErrNotFound.
-	UpdateLinkData(ctx context.Context, source, externalID string, data []byte) error
+	// UpdateLinkData replaces the Data of a link, if it is still old, and bumps its
+	// UpdatedAt: a compare-and-swap, so of two agents (replicas, or a restart racing
+	// its predecessor) about to post the same answer only the one whose swap succeeds
+	// posts it. Data changed since old is ErrConflict; a missing link ErrNotFound.
+	UpdateLinkData(ctx context.Context, source, externalID string, old, data []byte) error
 
 	AppendAudit(ctx context.Context, e *AuditEvent) error
 	ListAudit(ctx context.Context, f AuditFilter) (*AuditPage, error)

@@ -90,15 +90,19 @@ func (s *Store) ListLinks(ctx context.Context, sessionID string) ([]*store.Integ
 	return out, mapErr(rows.Err(), "list the links of session %s", sessionID)
 }
 
-// UpdateLinkData implements store.Store.
-func (s *Store) UpdateLinkData(ctx context.Context, source, externalID string, data []byte) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE integration_links SET data = $1, updated_at = $2 WHERE source = $3 AND external_id = $4`,
-		string(data), sqlcommon.Time(time.Now()), source, externalID)
+// UpdateLinkData implements store.Store.UpdateLinkData.
+func (s *Store) UpdateLinkData(ctx context.Context, source, externalID string, old, data []byte) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE integration_links SET data = $1, updated_at = $2 WHERE source = $3 AND external_id = $4 AND data = $5`,
+		string(data), sqlcommon.Time(time.Now()), source, externalID, string(old))
 	if err != nil {
 		return mapErr(err, "update %s link %s", source, externalID)
 	}
-	if tag.RowsAffected() == 0 {
-		return mapErr(pgx.ErrNoRows, "update %s link %s", source, externalID)
+	if tag.RowsAffected() == 1 {
+		return nil
 	}
-	return nil
+	// Nothing changed: the link is gone, or its data moved on since old.
+	if _, err := s.GetLink(ctx, source, externalID); err != nil {
+		return err
+	}
+	return fmt.Errorf("update %s link %s: its data changed since it was read: %w", source, externalID, store.ErrConflict)
 }

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
@@ -102,23 +101,21 @@ func (s *Store) ListLinks(ctx context.Context, sessionID string) ([]*store.Integ
 	return out, mapErr(rows.Err(), "list the links of session %s", sessionID)
 }
 
-// UpdateLinkData implements store.Store.
-func (s *Store) UpdateLinkData(ctx context.Context, source, externalID string, data []byte) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE integration_links SET data = ?, updated_at = ? WHERE source = ? AND external_id = ?`,
-		string(data), ts(time.Now()), source, externalID)
+// UpdateLinkData implements store.Store.UpdateLinkData.
+func (s *Store) UpdateLinkData(ctx context.Context, source, externalID string, old, data []byte) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE integration_links SET data = ?, updated_at = ? WHERE source = ? AND external_id = ? AND data = ?`,
+		string(data), ts(time.Now()), source, externalID, string(old))
 	if err != nil {
 		return mapErr(err, "update %s link %s", source, externalID)
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return mapErr(sqlErrOr(err), "update %s link %s", source, externalID)
+	if n, err := res.RowsAffected(); err != nil {
+		return mapErr(err, "update %s link %s", source, externalID)
+	} else if n == 1 {
+		return nil
 	}
-	return nil
-}
-
-// sqlErrOr maps "no row changed" onto sql.ErrNoRows so mapErr reports ErrNotFound.
-func sqlErrOr(err error) error {
-	if err != nil {
+	// Nothing changed: the link is gone, or its data moved on since old.
+	if _, err := s.GetLink(ctx, source, externalID); err != nil {
 		return err
 	}
-	return sql.ErrNoRows
+	return fmt.Errorf("update %s link %s: its data changed since it was read: %w", source, externalID, store.ErrConflict)
 }

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -141,14 +142,55 @@ func testIntegrationLinks(t *testing.T, h *harness) {
 		t.Errorf("%d concurrent creates succeeded, want 1", wins)
 	}
 
-	if err := s.UpdateLinkData(ctx, "slack", "C1:1.0", []byte(`{"channel":"C1","status":"9.9"}`)); err != nil {
+	read, err := s.GetLink(ctx, "slack", "C1:1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateLinkData(ctx, "slack", "C1:1.0", read.Data, []byte(`{"channel":"C1","status":"9.9"}`)); err != nil {
 		t.Fatal(err)
 	}
 	if got, err = s.GetLink(ctx, "slack", "C1:1.0"); err != nil || string(got.Data) != `{"channel":"C1","status":"9.9"}` || got.UpdatedAt.Before(l.UpdatedAt) || !got.CreatedAt.Equal(l.CreatedAt) {
 		t.Errorf("after the update: %+v, %v", got, err)
 	}
-	if err := s.UpdateLinkData(ctx, "slack", "nope", nil); !errors.Is(err, store.ErrNotFound) {
+	// A swap from data read before that update is refused, and changes nothing.
+	if err := s.UpdateLinkData(ctx, "slack", "C1:1.0", read.Data, []byte(`{"stale":true}`)); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("update from stale data: %v, want ErrConflict", err)
+	}
+	if got, err = s.GetLink(ctx, "slack", "C1:1.0"); err != nil || string(got.Data) != `{"channel":"C1","status":"9.9"}` {
+		t.Errorf("after the refused update: %+v, %v", got, err)
+	}
+	if err := s.UpdateLinkData(ctx, "slack", "nope", nil, nil); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("update a missing link: %v, want ErrNotFound", err)
+	}
+	// Agents racing to post the same answer (replicas, both stores on one database):
+	// every one read the same data, exactly one swap wins.
+	cur, err := s.GetLink(ctx, "slack", "C1:1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	swaps := 0
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st := s
+			if i%2 == 1 {
+				st = other
+			}
+			err := st.UpdateLinkData(ctx, "slack", "C1:1.0", cur.Data, []byte(fmt.Sprintf(`{"answered":"m%d"}`, i)))
+			switch {
+			case err == nil:
+				mu.Lock()
+				swaps++
+				mu.Unlock()
+			case !errors.Is(err, store.ErrConflict):
+				t.Errorf("concurrent swap: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if swaps != 1 {
+		t.Errorf("%d concurrent swaps from the same data succeeded, want 1", swaps)
 	}
 
 	list, err := s.ListLinks(ctx, "s1")

@@ -342,7 +342,7 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		slackEvents = slack.New(slack.Options{
 			SigningSecret: cfg.SlackSigningSecret, Client: slackClient, Store: st, Sessions: ctrl, Conversation: conv,
 			Authorizer: authz, Audit: rec, ExternalURL: cfg.ExternalURL, MaxActiveSessions: cfg.MaxActiveSessions,
-			Log: log.Named("slack"),
+			RepoHosts: []string{githubHost(cfg)}, Log: log.Named("slack"),
 		})
 		webhooks["POST /integrations/slack/events"] = slackEvents
 	}

@@ -80,6 +80,9 @@ type Options struct {
 	Queue   int
 	// PollInterval is how often followed sessions are looked at (default 3s).
 	PollInterval time.Duration
+	// RepoHosts are hosts whose https://HOST/org/name links in a message name the
+	// repository, besides DefaultRepoHosts (the agent adds its GitHub host).
+	RepoHosts []string
 }
 
 // Handler serves POST /integrations/slack/events and, in Run, does the work.
@@ -245,12 +248,6 @@ func (h *Handler) handle(ctx context.Context, j *eventJob) {
 		log.Debug("duplicate slack delivery ignored", "retry", j.retry)
 		return
 	}
-	if first, err = h.o.Store.RecordEvent(ctx, sourceMessage, j.ev.Channel+":"+j.ev.TS); err != nil {
-		log.Error("record slack message failed", "error", err)
-		return
-	} else if !first {
-		return // the same message under its other event type
-	}
 	ev := j.ev
 	threadTS := ev.ThreadTS
 	if threadTS == "" {
@@ -260,14 +257,45 @@ func (h *Handler) handle(ctx context.Context, j *eventJob) {
 	link, err := h.o.Store.GetLink(ctx, Source, key)
 	switch {
 	case err == nil:
-		h.followUp(ctx, log, link, ev, threadTS)
+		if h.firstOfMessage(ctx, log, ev) {
+			h.followUp(ctx, log, link, ev, threadTS)
+		}
 	case !errors.Is(err, store.ErrNotFound):
 		log.Error("read slack thread link failed", "error", err)
 	case ev.Type == "message" && ev.ChannelType != "im":
-		// A channel message that does not mention the bot, outside a thread it follows.
+		// A channel message outside a thread the bot follows: if it mentions the bot,
+		// its app_mention copy starts the session. Not recorded as the message's
+		// handling, or that copy, arriving later, would be taken for a duplicate.
 	default:
-		h.start(ctx, log, ev, key, threadTS)
+		if h.firstOfMessage(ctx, log, ev) {
+			h.start(ctx, log, ev, key, threadTS)
+		}
 	}
+}
+
+// firstOfMessage records that a message is being acted on and reports whether it is
+// the first time: a mention in a followed thread arrives twice (app_mention and
+// message, with their own event ids), and must become one prompt. It is called only
+// on the paths that act, so the copy that is ignored never hides the one that is not.
+func (h *Handler) firstOfMessage(ctx context.Context, log hclog.Logger, ev event) bool {
+	first, err := h.o.Store.RecordEvent(ctx, sourceMessage, ev.Channel+":"+ev.TS)
+	if err != nil {
+		log.Error("record slack message failed", "error", err)
+		return false
+	}
+	return first
+}
+
+// private reports whether a session started from ev is private: one started from a
+// direct message, a group DM or a private channel (the G… ids Slack gives them; the
+// channel_type of message events), whose conversation is not for every agent user to
+// read. A mention in a public channel starts a public session.
+func private(ev event) bool {
+	switch ev.ChannelType {
+	case "im", "mpim", "group":
+		return true
+	}
+	return strings.HasPrefix(ev.Channel, "D") || strings.HasPrefix(ev.Channel, "G")
 }
 
 // linkData is what a thread's link records (IntegrationLink.Data).
@@ -334,7 +362,7 @@ func (h *Handler) start(ctx context.Context, log hclog.Logger, ev event, key, th
 		h.reply(ctx, log, ev.Channel, threadTS, why)
 		return
 	}
-	req := ParseText(ev.Text)
+	req := ParseText(ev.Text, append(DefaultRepoHosts[:len(DefaultRepoHosts):len(DefaultRepoHosts)], h.o.RepoHosts...)...)
 	if req.Repo == "" {
 		repo, err := h.o.Store.GetSetting(ctx, ChannelRepoSetting(ev.Channel))
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -370,7 +398,7 @@ func (h *Handler) start(ctx context.Context, log hclog.Logger, ev event, key, th
 			return
 		}
 	}
-	sess := &store.Session{Title: title(req.Prompt), OwnerID: owner.ID, Private: ev.ChannelType == "im", Repo: req.Repo, Prompt: req.Prompt}
+	sess := &store.Session{Title: title(req.Prompt), OwnerID: owner.ID, Private: private(ev), Repo: req.Repo, Prompt: req.Prompt}
 	limit := h.o.MaxActiveSessions
 	if owner.Admin {
 		limit = 0

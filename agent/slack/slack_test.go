@@ -65,10 +65,15 @@ func TestParseText(t *testing.T) {
 		{"<@U0BOT> look at <https://git.example.com/acme/widgets.git> and <https://example.com/docs/page|the docs>", "https://git.example.com/acme/widgets.git",
 			"look at https://git.example.com/acme/widgets.git and https://example.com/docs/page"},
 		{"<@U0BOT> read <https://example.com/a/b/c|docs>", "", "read https://example.com/a/b/c"},
+		// A two-part link is not a repository unless it ends in .git or is on a git host.
+		{"<@U0BOT> follow <https://docs.example.com/guide/setup> on <https://github.com/acme/widgets>", "https://github.com/acme/widgets",
+			"follow https://docs.example.com/guide/setup on https://github.com/acme/widgets"},
+		{"<@U0BOT> see <http://github.com/acme/widgets>", "", "see http://github.com/acme/widgets"},
+		{"<@U0BOT> on <https://ghe.example.com/acme/widgets/>", "https://ghe.example.com/acme/widgets", "on https://ghe.example.com/acme/widgets/"},
 		{"<@U0BOT> why is a &lt; b &amp;&amp; c?", "", "why is a < b && c?"},
 		{"<@U0BOT>", "", ""},
 	} {
-		got := ParseText(c.in)
+		got := ParseText(c.in, append(DefaultRepoHosts, "ghe.example.com")...)
 		if got.Repo != c.repo || got.Prompt != c.prompt {
 			t.Errorf("ParseText(%q) = %+v, want repo %q prompt %q", c.in, got, c.repo, c.prompt)
 		}
@@ -450,6 +455,114 @@ func TestConcurrentStartsInOneThread(t *testing.T) {
 	l, err := e.st.GetLink(t.Context(), Source, "C0DEV:1700000000.000100")
 	if err != nil || l.SessionID != ss[0].ID {
 		t.Fatalf("link %+v, %v", l, err)
+	}
+}
+
+// TestMessageCopyFirstStillStarts: with message.channels subscribed, a mention also
+// arrives as a plain channel message; when that copy is handled first it is ignored
+// without hiding the app_mention, which then starts the session.
+func TestMessageCopyFirstStillStarts(t *testing.T) {
+	e := newTestEnv(t)
+	ev := mention("Ev1", "UALICE", "<@U0BOT> repo:acme/widgets fix the flaky test", "1700000000.000100")
+	asMessage := ev
+	asMessage.EventID, asMessage.Type, asMessage.ChannelType = "Ev2", "message", "channel"
+	for _, d := range []fakeslack.Event{asMessage, ev} {
+		if code := e.deliver(d.Body(), testSecret, e.now, 0); code != http.StatusOK {
+			t.Fatal(code)
+		}
+		e.drain()
+	}
+	ss := e.sessions()
+	if len(ss) != 1 {
+		t.Fatalf("%d sessions, want 1", len(ss))
+	}
+	ss[0].State, ss[0].OpenCodeSessionID, ss[0].PromptSent = apiv1.StateRunning, "ses_1", true
+	if err := e.st.UpdateSession(t.Context(), ss[0]); err != nil {
+		t.Fatal(err)
+	}
+	// In a followed thread both copies of a mention are one prompt, whichever comes first.
+	reply := fakeslack.Event{EventID: "Ev3", Type: "message", ChannelType: "channel", User: "UALICE", Text: "<@U0BOT> and the docs", Channel: "C0DEV", TS: "1700000001.000200", ThreadTS: ev.TS}
+	replyMention := reply
+	replyMention.EventID, replyMention.Type, replyMention.ChannelType = "Ev4", "app_mention", ""
+	for _, d := range []fakeslack.Event{reply, replyMention} {
+		e.deliver(d.Body(), testSecret, e.now, 0)
+		e.drain()
+	}
+	if len(e.conv.sent) != 1 || !strings.HasSuffix(e.conv.sent[0], ": and the docs") {
+		t.Fatalf("sent %v, want one prompt", e.conv.sent)
+	}
+}
+
+// TestPrivateConversationsStartPrivateSessions: a mention in a private channel or a
+// group DM starts a private session, as a DM does; one in a public channel does not.
+func TestPrivateConversationsStartPrivateSessions(t *testing.T) {
+	e := newTestEnv(t)
+	for i, c := range []struct {
+		channel, channelType string
+		private              bool
+	}{{"C0PUB", "", false}, {"G0PRIV", "", true}, {"C0MPIM", "mpim", true}, {"C0GRP", "group", true}} {
+		ev := fakeslack.Event{EventID: fmt.Sprintf("Ev%d", i), Type: "app_mention", ChannelType: c.channelType, User: "UALICE",
+			Text: "<@U0BOT> repo:acme/widgets go", Channel: c.channel, TS: fmt.Sprintf("1700000000.00010%d", i)}
+		e.deliver(ev.Body(), testSecret, e.now, 0)
+		e.drain()
+		l, err := e.st.GetLink(t.Context(), Source, c.channel+":"+ev.TS)
+		if err != nil {
+			t.Fatalf("%s: %v", c.channel, err)
+		}
+		s, err := e.st.GetSession(t.Context(), l.SessionID)
+		if err != nil || s.Private != c.private {
+			t.Errorf("%s (%q): session %+v, %v; want private %v", c.channel, c.channelType, s, err, c.private)
+		}
+	}
+}
+
+// TestTwoReplicasPostOnce: every replica follows every Slack session; each status
+// change and each answer still reaches the thread once.
+func TestTwoReplicasPostOnce(t *testing.T) {
+	e := newTestEnv(t)
+	ev := mention("Ev1", "UALICE", "<@U0BOT> repo:acme/widgets go", "1700000000.000100")
+	e.deliver(ev.Body(), testSecret, e.now, 0)
+	e.drain()
+	other := New(e.h.o)
+	other.resume(t.Context())
+	s := e.sessions()[0]
+	s.State, s.OpenCodeSessionID, s.PromptSent = apiv1.StateRunning, "ses_1", true
+	if err := e.st.UpdateSession(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	e.conv.messages[s.ID] = []apiv1.Message{{ID: "m1", Role: "user", Text: "go"}, {ID: "m2", Role: "assistant", Text: "Done."}}
+	var wg sync.WaitGroup
+	for _, h := range []*Handler{e.h, other, e.h, other} {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.FollowOnce(t.Context()) }()
+	}
+	wg.Wait()
+	thread := e.slack.Messages("C0DEV", ev.TS)
+	if len(thread) != 2 || thread[1].Text != "Done." || thread[0].Updates != 1 {
+		t.Fatalf("thread %+v, want the status updated once and the answer posted once", thread)
+	}
+}
+
+// TestFailedPostIsRetried: an answer Slack refuses is posted at the next look.
+func TestFailedPostIsRetried(t *testing.T) {
+	e := newTestEnv(t)
+	ev := mention("Ev1", "UALICE", "<@U0BOT> repo:acme/widgets go", "1700000000.000100")
+	e.deliver(ev.Body(), testSecret, e.now, 0)
+	e.drain()
+	s := e.sessions()[0]
+	s.State, s.OpenCodeSessionID, s.PromptSent = apiv1.StateRunning, "ses_1", true
+	if err := e.st.UpdateSession(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	e.conv.messages[s.ID] = []apiv1.Message{{ID: "m2", Role: "assistant", Text: "Done."}}
+	e.slack.FailNext("chat.postMessage", "ratelimited")
+	e.h.FollowOnce(t.Context())
+	if thread := e.slack.Messages("C0DEV", ev.TS); len(thread) != 1 {
+		t.Fatalf("thread after a refused post: %+v", thread)
+	}
+	e.h.FollowOnce(t.Context())
+	if thread := e.slack.Messages("C0DEV", ev.TS); len(thread) != 2 || thread[1].Text != "Done." {
+		t.Fatalf("thread after the next look: %+v", thread)
 	}
 }
 

@@ -12,8 +12,9 @@ var (
 	repoShortRe = regexp.MustCompile(`(?:^|\s)repo:\s*([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?)(?:\.git)?(?:\s|$)`)
 	// linkRe matches a link as Slack encodes it: <https://...> or <https://...|label>.
 	linkRe = regexp.MustCompile(`<(https?://[^|>]+)(\|[^>]*)?>`)
-	// repoLinkRe matches a link to a repository (host/org/name, optionally .git).
-	repoLinkRe = regexp.MustCompile(`^https?://[^/\s]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(\.git)?/?$`)
+	// repoLinkRe matches a link that may be a repository (https://host/org/name,
+	// optionally .git); which ones are is up to isRepoLink.
+	repoLinkRe = regexp.MustCompile(`^https://([^/\s:@]+)/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(\.git)?/?$`)
 )
 
 // Request is what a message asks for: the repository it names (empty: none) and the
@@ -23,11 +24,17 @@ type Request struct {
 	Prompt string
 }
 
+// DefaultRepoHosts are the hosts whose https://HOST/org/name links name a repository
+// without ending in .git.
+var DefaultRepoHosts = []string{"github.com", "gitlab.com", "bitbucket.org"}
+
 // ParseText reads a message's text: "repo:org/name" names https://github.com/org/name;
-// otherwise the first link to a repository (https://host/org/name[.git]) names that
-// one. Mentions and the repo: token are removed from the prompt; links stay in it (as
-// plain URLs), since they may matter to the task.
-func ParseText(text string) Request {
+// otherwise the first link to a repository names that one: https://HOST/org/name on
+// one of repoHosts, or any https://host/org/name.git. Other links (documentation, a
+// log, an issue) are not taken for the repository, so a message citing one still
+// gets the channel's default. Mentions and the repo: token are removed from the
+// prompt; links stay in it (as plain URLs), since they may matter to the task.
+func ParseText(text string, repoHosts ...string) Request {
 	var r Request
 	text = mentionRe.ReplaceAllString(text, "")
 	if m := repoShortRe.FindStringSubmatchIndex(text); m != nil {
@@ -36,7 +43,7 @@ func ParseText(text string) Request {
 	}
 	text = linkRe.ReplaceAllStringFunc(text, func(s string) string {
 		u := linkRe.FindStringSubmatch(s)[1]
-		if r.Repo == "" && repoLinkRe.MatchString(u) {
+		if r.Repo == "" && isRepoLink(u, repoHosts) {
 			r.Repo = strings.TrimSuffix(u, "/")
 		}
 		return u
@@ -44,4 +51,21 @@ func ParseText(text string) Request {
 	text = strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(text)
 	r.Prompt = strings.TrimSpace(strings.Join(strings.FieldsFunc(text, func(c rune) bool { return c == ' ' || c == '\t' }), " "))
 	return r
+}
+
+// isRepoLink reports whether u names a repository (see ParseText).
+func isRepoLink(u string, hosts []string) bool {
+	m := repoLinkRe.FindStringSubmatch(u)
+	if m == nil {
+		return false
+	}
+	if m[2] != "" {
+		return true
+	}
+	for _, h := range hosts {
+		if strings.EqualFold(m[1], h) {
+			return true
+		}
+	}
+	return false
 }

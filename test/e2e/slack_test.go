@@ -62,7 +62,7 @@ func (p *product) testSlackMention(t *testing.T) {
 	}
 	// Not Slack's: refused.
 	forged := mention
-	forged.EventID, forged.TS = "EvForged"+ts, ts+"1"
+	forged.EventID, forged.TS, forged.Text = "EvForged"+ts, ts+"1", "<@U0BOT> forged prompt"
 	if code := deliver(forged.Body(), "not-the-signing-secret", 0); code != http.StatusUnauthorized {
 		t.Errorf("bad signature: %d, want 401", code)
 	}
@@ -107,8 +107,13 @@ func (p *product) testSlackMention(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("%d sessions from the mention, want 1", n)
 	}
-	if strings.Contains(p.agents(t, p.alice, "session", "list"), prompt+"1") {
-		t.Error("the forged request started a session")
+	for _, s := range page.Items {
+		if s.Title == "forged prompt" {
+			t.Errorf("the forged request started session %s", s.ID)
+		}
+	}
+	if got := p.slack.Messages(channel, forged.TS); len(got) != 0 {
+		t.Errorf("the forged request was answered: %+v", got)
 	}
 
 	// A reply in the thread, without a mention, is the session's next prompt.

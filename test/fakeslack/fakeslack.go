@@ -40,11 +40,20 @@ type Server struct {
 	messages []*Message
 	next     int
 	calls    map[string]int
+	failNext map[string]string
 }
 
 // New returns a fake whose calls must carry token.
 func New(token string) *Server {
-	return &Server{Token: token, users: map[string]user{}, calls: map[string]int{}}
+	return &Server{Token: token, users: map[string]user{}, calls: map[string]int{}, failNext: map[string]string{}}
+}
+
+// FailNext makes the next call of method fail with Slack's error code (e.g.
+// "ratelimited"), as Slack does when it is busy.
+func (s *Server) FailNext(method, code string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failNext[method] = code
 }
 
 // user is users.info's user object, the fields the agent reads.
@@ -119,6 +128,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls[method]++
+	if code, ok := s.failNext[method]; ok {
+		delete(s.failNext, method)
+		fail(code)
+		return
+	}
 	switch method {
 	case "auth.test":
 		reply(map[string]any{"ok": true, "url": "https://fake.slack.test/", "team": "Fake", "team_id": "T0FAKE", "user": "cake", "user_id": "U0BOT", "bot_id": "B0BOT"})

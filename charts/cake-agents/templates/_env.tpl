@@ -297,6 +297,7 @@ Environment of the agent container. Every name here must be one the agent unders
 - name: LINEAR_LABEL
   value: {{ . | quote }}
 {{- end }}
+{{- end }}
 {{- with include "cake-agents.secretName" (dict "secret" .Values.slack.secret "suffix" "slack" "root" .) }}
 - name: SLACK_BOT_TOKEN
   valueFrom:

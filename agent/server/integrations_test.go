@@ -338,14 +338,32 @@ func TestLinearTeamsAndIntegrations(t *testing.T) {
 	if code, _ := le.do("root", "PUT", "/api/v1/integrations/linear/teams/EN-G", apiv1.LinearTeam{Repo: teamRepo}); code != http.StatusBadRequest {
 		t.Errorf("bad key: %d", code)
 	}
-	if code, _ := le.do("alice", "GET", "/api/v1/integrations/linear/teams/ENG", nil); code != http.StatusNotFound {
+	if code, _ := le.do("root", "GET", "/api/v1/integrations/linear/teams/ENG", nil); code != http.StatusNotFound {
 		t.Errorf("get unset: %d", code)
 	}
 	le.setTeamRepo()
-	code, body := le.do("alice", "GET", "/api/v1/integrations/linear/teams/eng", nil)
+	code, body := le.do("root", "GET", "/api/v1/integrations/linear/teams/eng", nil)
 	var team apiv1.LinearTeam
 	if code != http.StatusOK || json.Unmarshal(body, &team) != nil || team.Key != "ENG" || team.Repo != teamRepo {
 		t.Errorf("get: %d %s", code, body)
+	}
+	// Like a Slack channel's, a team's repository is for admins only, to read too: a
+	// refusal names the verb and is audited.
+	code, body = le.do("alice", "GET", "/api/v1/integrations/linear/teams/eng", nil)
+	if code != http.StatusForbidden || !strings.Contains(string(body), `verb \"*\"`) || strings.Contains(string(body), teamRepo) {
+		t.Errorf("non-admin get: %d %s", code, body)
+	}
+	page, err := le.st.ListAudit(context.Background(), store.AuditFilter{Target: "ENG"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, ev := range page.Items {
+		actions = append(actions, ev.Actor+" "+ev.Action+" "+ev.Outcome)
+	}
+	if got := strings.Join(actions, ","); !strings.HasPrefix(got, "alice@example.com integrations.linear.team.get denied,") ||
+		!strings.Contains(got, "alice@example.com integrations.linear.team denied") {
+		t.Errorf("audit: %v", actions)
 	}
 
 	code, body = le.do("alice", "GET", "/api/v1/integrations", nil)

@@ -22,7 +22,7 @@ const DefaultAPIURL = "https://api.linear.app/graphql"
 
 // ErrUnauthorized is returned when Linear refuses the API key (a revoked or mistyped
 // key): the fix is the key, not a retry.
-var ErrUnauthorized = errors.New("Linear refused the API key (check linear.secret's apiKey)")
+var ErrUnauthorized = errors.New("Linear refused the API key (check linear.secret's apiKey)") //nolint:staticcheck // Linear is a name, and errors wrapping it start "linear: "
 
 // Client calls Linear's GraphQL API with a personal or application API key. It is safe
 // for concurrent use.

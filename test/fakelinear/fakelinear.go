@@ -77,8 +77,8 @@ func New(apiKey string, viewer User) *Server {
 	return s
 }
 
-// URL of the GraphQL endpoint.
-func (s *Server) GraphQLURL() string { return s.Server.URL + "/graphql" }
+// GraphQLURL is the URL of the fake's GraphQL endpoint (the agent's linear.apiURL).
+func (s *Server) GraphQLURL() string { return s.URL + "/graphql" }
 
 // AddIssue stores iss (found by its ID or Identifier); its assignee and creator
 // become users of the fake, as AddUser does.

@@ -517,6 +517,52 @@ func TestFollowerCommentsEachAnswerOnceAcrossReplicas(t *testing.T) {
 	}
 }
 
+// laggingStore is a replica's view of the store that read the links a moment ago:
+// ListLinks answers what it held then.
+type laggingStore struct {
+	store.Store
+	links []*store.IntegrationLink
+}
+
+func (l *laggingStore) ListLinks(context.Context, string) ([]*store.IntegrationLink, error) {
+	return l.links, nil
+}
+
+// TestReplicaThatReadBeforeTheClaimDoesNotComment: two replicas read the link before
+// either comments; the one whose swap loses comments nothing, for the answer and for
+// the end alike.
+func TestReplicaThatReadBeforeTheClaimDoesNotComment(t *testing.T) {
+	e := newSvcEnv(t)
+	a := e.service()
+	iss := e.issue("1")
+	e.assign(a, iss, &linAlice)
+	sess := e.sessions()[0]
+	e.setState(sess.ID, apiv1.StateRunning, "")
+	e.conv.answer(sess.ID, apiv1.Message{ID: "m1", Role: "assistant", Text: "Done."})
+	late := func() *Service {
+		links, err := e.st.ListLinks(t.Context(), sess.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := e.service(func(o *Options) { o.Store = &laggingStore{Store: e.st, links: links} })
+		b.Follow(sess.ID)
+		return b
+	}
+	b := late()
+	a.FollowOnce(t.Context())
+	b.FollowOnce(t.Context())
+	if c := e.comments(iss.ID); len(c) != 2 {
+		t.Fatalf("comments %q, want the start and one answer", c)
+	}
+	e.setState(sess.ID, apiv1.StateStopped, "")
+	b = late()
+	a.FollowOnce(t.Context())
+	b.FollowOnce(t.Context())
+	if c := e.comments(iss.ID); len(c) != 3 || !strings.Contains(c[2], "ended (Stopped)") {
+		t.Fatalf("comments %q, want one end", c)
+	}
+}
+
 // TestFollowerResumesAfterRestart: a new agent (Run) follows the active sessions of
 // issues from the store, comments an answer no one commented, and the end of one that
 // ended before answering.

@@ -272,12 +272,15 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		}
 	}
 	conv := conversation.New(pool, ctrl, st, log.Named("conversation"), strip...)
-	lin := linearService(cfg, st, ctrl, conv, log)
+	// The Linear integration needs the authorizer and the audit recorder built below;
+	// the ready hook reads it only once sessions run, after wire returned.
+	var lin *linear.Service
 	ctrl.SetReadyHook(func(ctx context.Context, s *store.Session) {
 		conv.DeliverInitialPrompt(ctx, s)
 		if lin != nil {
-			// The session's answer to its issue goes back there as a comment.
-			lin.Follow(ctx, s)
+			// An issue's session (started again, too) has its answers commented there:
+			// the follower in lin.Run looks at it from now on.
+			lin.Follow(s.ID)
 		}
 	})
 	// Running means OpenCode answers through the same tunnel every client uses, so
@@ -318,6 +321,7 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	authenticators := []auth.Authenticator{header}
 	kubeAuth := auth.NewKubernetesAuthenticator(auth.KubernetesConfig{Client: kube, Audiences: cfg.TokenAudiences, Log: log.Named("auth")})
 	authz := auth.NewSARAuthorizer(auth.SARConfig{Client: kube, Namespace: cfg.Namespace, AdminGroups: cfg.AdminGroups, Log: log.Named("auth")})
+	lin = linearService(cfg, st, ctrl, conv, authz, rec, log)
 	// A token works only while its owner may still use sessions (see auth.TokenAuthenticator).
 	tokens := auth.NewTokenAuthenticator(st, log.Named("auth"), auth.WithMaxTokenTTL(cfg.TokenMaxTTL), auth.WithOwnerAccess(authz))
 	// The web UI's sign-in cookie carries a personal access token; it is tried last.
@@ -391,7 +395,13 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		defer pool.Close()
 		defer stopEvents()
 		if lin != nil {
-			go func() { _ = lin.Run(ctx) }()
+			// The workers acting on deliveries and the follower commenting sessions'
+			// answers and ends on their issues.
+			go func() {
+				if err := lin.Run(ctx); err != nil && ctx.Err() == nil {
+					log.Error("linear integration stopped", "error", err)
+				}
+			}()
 		}
 		go func() {
 			// Without the client CA only certificate logins fail; tokens still work, so
@@ -415,7 +425,7 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 
 // linearService is the Linear integration; nil when it is not enabled (parse made
 // sure an enabled one has its API key and webhook secret).
-func linearService(cfg *Config, st store.Store, ctrl *sessions.Controller, conv *conversation.Relay, log hclog.Logger) *linear.Service {
+func linearService(cfg *Config, st store.Store, ctrl *sessions.Controller, conv *conversation.Relay, authz auth.Authorizer, rec *audit.Recorder, log hclog.Logger) *linear.Service {
 	if !cfg.LinearEnabled {
 		return nil
 	}
@@ -425,6 +435,8 @@ func linearService(cfg *Config, st store.Store, ctrl *sessions.Controller, conv 
 		Sessions:          ctrl,
 		Conversation:      conv,
 		WebhookSecret:     cfg.LinearWebhookSecret,
+		Authorizer:        authz,
+		Audit:             rec,
 		Label:             cfg.LinearLabel,
 		ExternalURL:       cfg.ExternalURL,
 		MaxActiveSessions: cfg.MaxActiveSessions,

@@ -164,56 +164,6 @@ func (c *Relay) Busy(ctx context.Context, s *store.Session) (bool, error) {
 	return busy, nil
 }
 
-// WaitReply waits until the session's conversation is idle with an assistant message
-// last whose ID is not since, and returns that message: the answer to the latest
-// prompt, once the model is done with it. It follows OpenCode's event stream (opened
-// before it looks, so an idle moment between the look and the wait is not missed) and
-// returns an error when the stream ends first (the session stopped) or ctx does.
-func (c *Relay) WaitReply(ctx context.Context, s *store.Session, since string) (*apiv1.Message, error) {
-	oc, err := c.client(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	cur, err := c.st.GetSession(ctx, s.ID)
-	if err != nil {
-		return nil, err
-	}
-	if cur.OpenCodeSessionID == "" {
-		return nil, fmt.Errorf("session %s has no conversation yet", s.ID)
-	}
-	id := cur.OpenCodeSessionID
-	stream, err := oc.Events(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = stream.Close() }()
-	for {
-		busy, err := oc.Status(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if _, working := busy[id]; !working {
-			msgs, err := oc.Messages(ctx, id)
-			if err != nil {
-				return nil, err
-			}
-			if n := len(msgs); n > 0 && msgs[n-1].Role == "assistant" && msgs[n-1].ID != since {
-				return &msgs[n-1], nil
-			}
-		}
-		// Look again at the next change of this conversation's status.
-		for {
-			ev, err := stream.Next()
-			if err != nil {
-				return nil, fmt.Errorf("session %s: the event stream ended before the reply: %w", s.ID, err)
-			}
-			if (ev.Type == "session.idle" || ev.Type == "session.status") && ev.SessionID() == id {
-				break
-			}
-		}
-	}
-}
-
 // Events relays OpenCode's /event stream verbatim as server-sent events. It writes the
 // header (200, text/event-stream) once the stream to OpenCode is open, and nothing
 // before: an error returned without a header written can still be answered.

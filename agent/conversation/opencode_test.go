@@ -118,11 +118,6 @@ func TestRelayWithRealOpenCode(t *testing.T) {
 	if busy, err := r.Busy(ctx, s); err != nil || busy {
 		t.Errorf("Busy before a conversation exists: %v, %v", busy, err)
 	}
-	// The reply, once the conversation is idle: what the Linear integration comments.
-	first, err := r.WaitReply(ctx, cur, "")
-	if err != nil || first.Role != "assistant" || first.Text != fakemodel.Reply("first prompt") {
-		t.Fatalf("WaitReply: %+v, %v", first, err)
-	}
 
 	// Delivered is delivered: a second call (a restart, another replica) sends nothing.
 	r.DeliverInitialPrompt(ctx, cur)
@@ -134,13 +129,8 @@ func TestRelayWithRealOpenCode(t *testing.T) {
 	if err := r.Send(ctx, cur, "second prompt"); err != nil {
 		t.Fatalf("Send: %v", err)
 	}
-	// The next reply, not the one seen before: WaitReply waits for the model through
-	// OpenCode's events.
-	second, err := r.WaitReply(ctx, cur, first.ID)
-	if err != nil || second.ID == first.ID || second.Text != fakemodel.Reply("second prompt") {
-		t.Fatalf("WaitReply after the second prompt: %+v, %v", second, err)
-	}
 	waitForMessage(ctx, t, r, cur, "user", "second prompt")
+	waitForMessage(ctx, t, r, cur, "assistant", fakemodel.Reply("second prompt"))
 
 	// The event relay: OpenCode's first event, as a server-sent event.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {

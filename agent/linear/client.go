@@ -1,6 +1,6 @@
 // Package linear is the agent's side of the Linear integration: a client for the few
-// GraphQL calls the agent makes (who it is, an issue with its team, labels and people,
-// a comment on an issue), the verification of Linear's signed webhooks, and the
+// GraphQL calls the agent makes (who it is, who a user is, an issue with its team,
+// labels and people, a comment on an issue), the verification of Linear's signed webhooks, and the
 // decision of what a delivery asks the agent to do. It holds no state: deliveries,
 // links to sessions and team settings live in the agent's store.
 package linear
@@ -22,7 +22,7 @@ const DefaultAPIURL = "https://api.linear.app/graphql"
 
 // ErrUnauthorized is returned when Linear refuses the API key (a revoked or mistyped
 // key): the fix is the key, not a retry.
-var ErrUnauthorized = errors.New("Linear refused the API key (check linear.secret's apiKey)")
+var ErrUnauthorized = errors.New("Linear refused the API key (check linear.secret's apiKey)") //nolint:staticcheck // Linear is a name, and errors wrapping it start "linear: "
 
 // Client calls Linear's GraphQL API with a personal or application API key. It is safe
 // for concurrent use.
@@ -158,6 +158,7 @@ func (c *Client) do(ctx context.Context, what, query string, vars map[string]any
 // Query texts, named so the fake Linear (test/fakelinear) recognises them.
 const (
 	viewerQuery = `query Viewer { viewer { id name displayName email } }`
+	userQuery   = `query User($id: String!) { user(id: $id) { id name displayName email } }`
 	issueQuery  = `query Issue($id: String!) { issue(id: $id) { id identifier title description url ` +
 		`team { id key name } labels { nodes { id name } } assignee { id name displayName email } creator { id name displayName email } } }`
 	commentMutation = `mutation CommentCreate($issueId: String!, $body: String!) { commentCreate(input: {issueId: $issueId, body: $body}) { success comment { id } } }`
@@ -176,6 +177,21 @@ func (c *Client) Viewer(ctx context.Context) (*User, error) {
 		return nil, errors.New("linear: read the API key's user: Linear answered no user")
 	}
 	return out.Viewer, nil
+}
+
+// User returns the user id, with the email the agent maps people by (a webhook's actor
+// may come without it).
+func (c *Client) User(ctx context.Context, id string) (*User, error) {
+	var out struct {
+		User *User `json:"user"`
+	}
+	if err := c.do(ctx, "read user "+id, userQuery, map[string]any{"id": id}, &out); err != nil {
+		return nil, err
+	}
+	if out.User == nil || out.User.ID == "" {
+		return nil, fmt.Errorf("linear: read user %s: no such user", id)
+	}
+	return out.User, nil
 }
 
 // Issue returns the issue id (its UUID or identifier such as "ENG-12").

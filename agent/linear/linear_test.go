@@ -39,6 +39,14 @@ func TestClient(t *testing.T) {
 	if !iss.HasLabel("agent") || iss.HasLabel("bug") {
 		t.Errorf("labels %+v", iss.Labels)
 	}
+	// A user by id, with the email the agent maps people by; an unknown id is an error.
+	u, err := c.User(ctx, "u-alice")
+	if err != nil || u.Email != "alice@example.com" || u.DisplayName != "alice" {
+		t.Errorf("User = %+v, %v", u, err)
+	}
+	if _, err := c.User(ctx, "u-nobody"); err == nil || !strings.Contains(err.Error(), "linear: read user u-nobody") {
+		t.Errorf("unknown user: %v", err)
+	}
 	id, err := c.CommentCreate(ctx, "i-1", "hello **there**")
 	if err != nil || id == "" {
 		t.Fatalf("CommentCreate = %q, %v", id, err)
@@ -74,11 +82,23 @@ func TestVerify(t *testing.T) {
 	secret := "whsec"
 	now := time.Unix(1_800_000_000, 0)
 	iss := fakelinear.Issue{ID: "i-1", Identifier: "ENG-1", Title: "t", Assignee: &agentUser}
-	d := fakelinear.Sign(secret, "d-1", fakelinear.IssuePayload("create", iss, nil, now.Add(-10*time.Second)))
+	d := fakelinear.Sign(secret, "d-1", fakelinear.IssuePayload("create", iss, nil, nil, now.Add(-10*time.Second)))
 
 	w, err := linear.Verify([]byte(secret), d.Body, d.Header.Get(linear.SignatureHeader), now)
 	if err != nil || w.Type != "Issue" || w.Action != "create" {
 		t.Fatalf("good delivery: %+v, %v", w, err)
+	}
+	if w.Actor != nil || w.Actor.Person() {
+		t.Errorf("a delivery without an actor: %+v", w.Actor)
+	}
+	bob := fakelinear.User{ID: "u-bob", Name: "Bob", Email: "bob@example.com"}
+	d2 := fakelinear.Sign(secret, "d-2", fakelinear.IssuePayload("create", iss, nil, &bob, now))
+	w, err = linear.Verify([]byte(secret), d2.Body, d2.Header.Get(linear.SignatureHeader), now)
+	if err != nil || w.Actor == nil || w.Actor.ID != "u-bob" || w.Actor.Email != "bob@example.com" || !w.Actor.Person() {
+		t.Fatalf("the actor: %+v, %v", w.Actor, err)
+	}
+	if (&linear.Actor{ID: "app-1", Type: "OauthClient"}).Person() {
+		t.Error("an OAuth application is taken for a person")
 	}
 	for name, c := range map[string]struct {
 		secret, sig string
@@ -131,7 +151,7 @@ func TestIssueStarts(t *testing.T) {
 		"unrelated label":                      {"update", issue(nil, bug), map[string]any{"labelIds": []string{}}, "agent", false},
 		"removed":                              {"remove", issue(&agentUser), nil, "agent", false},
 	} {
-		d := fakelinear.Sign("s", "d", fakelinear.IssuePayload(c.action, c.iss, c.from, now))
+		d := fakelinear.Sign("s", "d", fakelinear.IssuePayload(c.action, c.iss, c.from, nil, now))
 		w, err := linear.Verify([]byte("s"), d.Body, d.Header.Get(linear.SignatureHeader), now)
 		if err != nil {
 			t.Fatal(err)

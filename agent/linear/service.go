@@ -14,6 +14,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/cakeai/cake-agents/agent/audit"
+	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -25,18 +27,20 @@ const Source = "linear"
 // key start on.
 func TeamRepoSetting(key string) string { return "linear.team." + strings.ToUpper(key) + ".repo" }
 
-// Sessions creates and deletes sessions (*sessions.Controller).
+// Sessions creates, deletes and touches sessions (*sessions.Controller).
 type Sessions interface {
 	Create(ctx context.Context, s *store.Session, maxActive int) error
 	Delete(ctx context.Context, id string) error
+	// Touch records activity on a session, as a prompt from Linear is.
+	Touch(ctx context.Context, id, source string)
 }
 
 // Conversation reaches a running session's conversation (*conversation.Relay).
 type Conversation interface {
 	Send(ctx context.Context, s *store.Session, text string) error
-	// WaitReply returns the conversation's last assistant message once it is idle with
-	// one whose ID is not since.
-	WaitReply(ctx context.Context, s *store.Session, since string) (*apiv1.Message, error)
+	Messages(ctx context.Context, s *store.Session) ([]apiv1.Message, error)
+	// Busy reports whether the session's conversation is still working on a prompt.
+	Busy(ctx context.Context, s *store.Session) (bool, error)
 }
 
 // Options configure a Service.
@@ -46,6 +50,12 @@ type Options struct {
 	Sessions      Sessions
 	Conversation  Conversation
 	WebhookSecret string
+	// Authorizer decides whether the Linear user's agent user may create sessions, and
+	// send prompts to sessions it does not own (nil: any user the agent knows may create,
+	// and prompt a session that is not private).
+	Authorizer auth.Authorizer
+	// Audit records the decisions taken for Linear users (nil: none are recorded).
+	Audit *audit.Recorder
 	// Label names the label that starts a session too ("": only assignment does).
 	Label string
 	// ExternalURL is the agent's public URL, for the web UI link in comments.
@@ -57,17 +67,21 @@ type Options struct {
 	// Workers process deliveries (default 4); Queue bounds those waiting (default 256):
 	// a delivery finding it full is answered 503, and Linear sends it again.
 	Workers, Queue int
+	// PollInterval is how often followed sessions are looked at (default 3s).
+	PollInterval time.Duration
 }
 
 // Service is the Linear integration: the webhook handler, the workers acting on the
-// deliveries, and the follower commenting a session's replies on its issue.
+// deliveries, and the follower commenting a session's replies, and its end, on its
+// issue.
 type Service struct {
 	o     Options
 	log   hclog.Logger
 	queue chan delivery
 
-	mu     sync.Mutex
-	viewer *User
+	mu       sync.Mutex
+	viewer   *User
+	followed map[string]bool
 }
 
 type delivery struct {
@@ -75,7 +89,7 @@ type delivery struct {
 	w  *Webhook
 }
 
-// NewService returns the integration; Run starts its workers.
+// NewService returns the integration; Run starts its workers and its follower.
 func NewService(o Options) *Service {
 	if o.Log == nil {
 		o.Log = hclog.NewNullLogger()
@@ -89,7 +103,10 @@ func NewService(o Options) *Service {
 	if o.Queue <= 0 {
 		o.Queue = 256
 	}
-	return &Service{o: o, log: o.Log, queue: make(chan delivery, o.Queue)}
+	if o.PollInterval <= 0 {
+		o.PollInterval = 3 * time.Second
+	}
+	return &Service{o: o, log: o.Log, queue: make(chan delivery, o.Queue), followed: map[string]bool{}}
 }
 
 // maxBody bounds a delivery; Linear's are a few kilobytes.
@@ -134,7 +151,12 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Run processes deliveries until ctx ends.
+// resyncEvery is how many polls pass between two looks for active Linear sessions no
+// one here follows yet: those another replica started (it may have gone since) and
+// those the ready hook did not name.
+const resyncEvery = 20
+
+// Run processes deliveries and follows the sessions of issues until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range s.o.Workers {
@@ -146,15 +168,26 @@ func (s *Service) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				case d := <-s.queue:
-					if err := s.handle(ctx, d); err != nil {
-						s.log.Error("linear delivery failed", "delivery", d.id, "type", d.w.Type, "error", err)
-					}
+					s.handle(ctx, d)
 				}
 			}
 		}()
 	}
-	wg.Wait()
-	return nil
+	s.resume(ctx)
+	tick := time.NewTicker(s.o.PollInterval)
+	defer tick.Stop()
+	for n := 1; ; n++ {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case <-tick.C:
+			if n%resyncEvery == 0 {
+				s.resume(ctx)
+			}
+			s.followAll(ctx)
+		}
+	}
 }
 
 // Viewer returns the agent's Linear user (cached once read).
@@ -175,79 +208,139 @@ func (s *Service) Viewer(ctx context.Context) (*User, error) {
 	return v, nil
 }
 
+// deliveryTimeout bounds one delivery's work (a few GraphQL calls and store writes).
+const deliveryTimeout = 2 * time.Minute
+
 // handle acts on one delivery, once: a duplicate (the same Linear-Delivery) is skipped.
-func (s *Service) handle(ctx context.Context, d delivery) error {
+// Once the delivery is recorded Linear's retries are skipped too, so work that fails
+// after that is told on the issue, for people not to wait for a session that is not
+// coming; the cause goes to the log, for an admin.
+func (s *Service) handle(ctx context.Context, d delivery) {
+	ctx, cancel := context.WithTimeout(ctx, deliveryTimeout)
+	defer cancel()
+	log := s.log.With("delivery", d.id, "type", d.w.Type)
 	first, err := s.o.Store.RecordEvent(ctx, Source, d.id)
 	if err != nil {
-		return fmt.Errorf("record the delivery: %w", err)
+		log.Error("record the linear delivery failed", "error", err)
+		return
 	}
 	if !first {
-		s.log.Debug("duplicate linear delivery skipped", "delivery", d.id)
-		return nil
+		log.Debug("duplicate linear delivery skipped")
+		return
 	}
 	v, err := s.Viewer(ctx)
 	if err != nil {
-		return err
+		// Without the agent's own user there is no telling whether the delivery was
+		// meant for it, so no one to tell either.
+		log.Error("linear delivery dropped: read the agent's Linear user failed", "error", err)
+		return
 	}
 	switch d.w.Type {
 	case "Issue":
 		start, err := d.w.IssueStarts(v.ID, s.o.Label)
-		if err != nil || !start {
-			return err
-		}
-		cur, _, err := d.w.Issue()
 		if err != nil {
-			return err
+			log.Error("unreadable linear issue delivery", "error", err)
+			return
 		}
-		return s.start(ctx, cur.ID)
+		if !start {
+			return
+		}
+		cur, _, _ := d.w.Issue()
+		if err := s.start(ctx, log, v, cur.ID, d.w.Actor); err != nil {
+			log.Error("start the session of a linear issue failed", "issue", cur.Identifier, "error", err)
+			s.tell(ctx, log, cur.ID, fmt.Sprintf("I could not start a session for %s; an agent admin can find why in the agent's log.", orIssue(cur.Identifier)))
+		}
 	case "Comment":
 		c, err := d.w.Comment()
 		if err != nil {
-			return err
+			log.Error("unreadable linear comment delivery", "error", err)
+			return
 		}
 		if d.w.Action != "create" || c.UserID == v.ID || !Mentions(c.Body, v) {
-			return nil
+			return
 		}
-		return s.prompt(ctx, c)
+		if err := s.prompt(ctx, log, c, d.w.Actor); err != nil {
+			log.Error("pass a linear comment to its session failed", "issue", c.IssueID, "error", err)
+			s.tell(ctx, log, c.IssueID, "I could not pass this comment to the issue's session; an agent admin can find why in the agent's log. Mention me again in a while.")
+		}
 	}
-	return nil
 }
 
-// linkData is what the integration keeps on an issue's link.
+func orIssue(identifier string) string {
+	if identifier == "" {
+		return "this issue"
+	}
+	return identifier
+}
+
+// linkData is what the integration keeps on an issue's link. The follower claims
+// each comment it is about to make by swapping it (see step).
 type linkData struct {
 	Identifier string `json:"identifier"`
 	// LastPosted is the id of the last assistant message commented on the issue.
 	LastPosted string `json:"lastPosted,omitempty"`
+	// LastAnswer is that message's text (cut to maxAnswer): the summary commented once
+	// the session has ended, when its conversation went with its pod.
+	LastAnswer string `json:"lastAnswer,omitempty"`
+	// Ended is set once the session's end was commented; cleared when it runs again.
+	Ended bool `json:"ended,omitempty"`
 }
 
-// start starts the session of issue id, unless it has one.
-func (s *Service) start(ctx context.Context, id string) error {
+// start starts the session of issue id for actor, the Linear user who assigned or
+// labelled it (not the issue's creator: whoever hands the issue to the agent owns what
+// it does), unless the issue has one. v is the agent's own Linear user. It tells the
+// issue why when the session is not started for a reason people can act on; the error
+// it returns is anything else, when no session was started and no one was told.
+func (s *Service) start(ctx context.Context, log hclog.Logger, v *User, id string, actor *Actor) error {
 	if _, err := s.o.Store.GetLink(ctx, Source, id); err == nil {
 		return nil // one session per issue
 	} else if !errors.Is(err, store.ErrNotFound) {
-		return err
+		return fmt.Errorf("read the issue's link: %w", err)
 	}
 	iss, err := s.o.Client.Issue(ctx, id)
 	if err != nil {
 		return err
 	}
-	repo, err := s.o.Store.GetSetting(ctx, TeamRepoSetting(iss.Team.Key))
-	if errors.Is(err, store.ErrNotFound) || (err == nil && repo == "") {
-		return s.comment(ctx, iss.ID, fmt.Sprintf("I can't start a session for %s: team %s has no repository configured. "+
-			"An agent admin sets it with `PUT /api/v1/integrations/linear/teams/%s` and `{\"repo\": \"org/name\"}`; then assign the issue to me again.",
-			iss.Identifier, iss.Team.Key, iss.Team.Key))
+	retry := "then assign the issue to me again"
+	if !actor.Person() || actor.ID == v.ID {
+		// An automation or the agent's own key: a session belongs to a person.
+		s.tell(ctx, log, iss.ID, fmt.Sprintf("I can't start a session for %s: the change was not made by a person I can tell, "+
+			"and a session belongs to the one who asks for it. Assign the issue to me (or label it) yourself.", iss.Identifier))
+		return nil
 	}
+	owner, email, err := s.person(ctx, actor)
 	if err != nil {
-		return err
-	}
-	owner, who, err := s.owner(ctx, iss)
-	if err != nil {
-		return err
+		return fmt.Errorf("look up the Linear user who asked: %w", err)
 	}
 	if owner == nil {
-		return s.comment(ctx, iss.ID, fmt.Sprintf("I can't start a session for %s: %s has no account on the agent. "+
-			"Sign in to it once with that email (the web UI at %s, or `kubectl agents whoami`), then assign the issue to me again.",
-			iss.Identifier, who, s.o.ExternalURL))
+		s.tell(ctx, log, iss.ID, fmt.Sprintf("I can't start a session for %s: %s", iss.Identifier, s.unknown(email, retry)))
+		return nil
+	}
+	repo, err := s.o.Store.GetSetting(ctx, TeamRepoSetting(iss.Team.Key))
+	if errors.Is(err, store.ErrNotFound) || (err == nil && repo == "") {
+		s.tell(ctx, log, iss.ID, fmt.Sprintf("I can't start a session for %s: team %s has no repository configured. "+
+			"An agent admin sets it with `PUT /api/v1/integrations/linear/teams/%s` and `{\"repo\": \"https://github.com/org/name\"}` "+
+			"(the repository's full URL); %s.", iss.Identifier, iss.Team.Key, iss.Team.Key, retry))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read team %s's repository: %w", iss.Team.Key, err)
+	}
+	ident := identity(owner)
+	who := ident.Display()
+	if s.o.Authorizer != nil {
+		allowed, reason, err := s.o.Authorizer.Authorize(ctx, ident, apiv1.VerbCreate)
+		if err != nil {
+			return fmt.Errorf("check whether %s may create sessions: %w", ident.Display(), err)
+		}
+		if !allowed {
+			s.audit(func(r *audit.Recorder) {
+				r.Denied(ctx, ident.Display(), "session.create", "", "from Linear issue "+iss.Identifier+": "+reason)
+			})
+			s.tell(ctx, log, iss.ID, fmt.Sprintf("I can't start a session for %s: %s may not create sessions on the agent. "+
+				"Ask an agent admin for access (RBAC: a binding to the cake-agents-user ClusterRole), %s.", iss.Identifier, who, retry))
+			return nil
+		}
 	}
 	sess := &store.Session{
 		Title:   title(iss),
@@ -256,138 +349,193 @@ func (s *Service) start(ctx context.Context, id string) error {
 		Repo:    repo,
 		Prompt:  prompt(iss),
 	}
-	if err := s.o.Sessions.Create(ctx, sess, s.o.MaxActiveSessions); err != nil {
+	// Admins are not held to the quota, as in the API and from Slack.
+	limit := s.o.MaxActiveSessions
+	if owner.Admin {
+		limit = 0
+	}
+	if err := s.o.Sessions.Create(ctx, sess, limit); err != nil {
+		s.audit(func(r *audit.Recorder) { r.Error(ctx, ident.Display(), "session.create", sess.ID, err) })
 		if errors.Is(err, store.ErrQuotaExceeded) {
-			return s.comment(ctx, iss.ID, fmt.Sprintf("I can't start a session for %s: %s already has as many active sessions as allowed. Stop one (`kubectl agents session stop <id>`), then assign the issue to me again.", iss.Identifier, who))
+			s.tell(ctx, log, iss.ID, fmt.Sprintf("I can't start a session for %s: %s already has as many active sessions as allowed. Stop one (`kubectl agents session stop <id>`), %s.", iss.Identifier, who, retry))
+			return nil
 		}
 		return fmt.Errorf("create the session of %s: %w", iss.Identifier, err)
 	}
 	data, _ := json.Marshal(linkData{Identifier: iss.Identifier})
 	if err := s.o.Store.CreateLink(ctx, &store.IntegrationLink{Source: Source, ExternalID: iss.ID, SessionID: sess.ID, Data: data}); err != nil {
 		// Another replica started one for the issue meanwhile: keep that one.
-		if derr := s.o.Sessions.Delete(ctx, sess.ID); derr != nil {
-			s.log.Error("delete the extra session of an issue failed", "session", sess.ID, "error", derr)
+		if derr := s.o.Sessions.Delete(context.WithoutCancel(ctx), sess.ID); derr != nil {
+			log.Error("delete the extra session of an issue failed", "session", sess.ID, "error", derr)
 		}
 		if errors.Is(err, store.ErrConflict) {
 			return nil
 		}
 		return fmt.Errorf("link session %s to %s: %w", sess.ID, iss.Identifier, err)
 	}
-	s.log.Info("linear issue started a session", "issue", iss.Identifier, "session", sess.ID, "owner", owner.ID)
-	return s.comment(ctx, iss.ID, fmt.Sprintf("Started session `%s` for %s on `%s` (owned by %s).\n\n"+
-		"- Attach: `kubectl agents attach %s`\n- Web UI: %s\n\nI'll comment the answer here when it is done; mention me in a comment to send the session a prompt.",
+	s.audit(func(r *audit.Recorder) {
+		r.Success(ctx, ident.Display(), "session.create", sess.ID, "from Linear issue "+iss.Identifier)
+	})
+	log.Info("linear issue started a session", "issue", iss.Identifier, "session", sess.ID, "owner", owner.ID)
+	s.Follow(sess.ID)
+	s.tell(ctx, log, iss.ID, fmt.Sprintf("Started session `%s` for %s on `%s` (owned by %s).\n\n"+
+		"- Attach: `kubectl agents attach %s`\n- Web UI: %s\n\nI'll comment the answer here when it is done, and a summary when the session ends; mention me in a comment to send the session a prompt.",
 		sess.ID, iss.Identifier, repo, who, sess.ID, s.sessionURL(sess.ID)))
-}
-
-// owner is the agent user the session of iss belongs to: the issue's creator, else its
-// assignee (when not the agent), found by email. who names the person for comments.
-func (s *Service) owner(ctx context.Context, iss *Issue) (*store.User, string, error) {
-	v, err := s.Viewer(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	who := ""
-	for _, p := range []*User{iss.Creator, iss.Assignee} {
-		if p == nil || p.ID == v.ID || p.Email == "" {
-			continue
-		}
-		if who == "" {
-			who = p.Email
-		}
-		users, err := s.o.Store.FindUsers(ctx, p.Email)
-		if err != nil {
-			return nil, "", err
-		}
-		for _, u := range users {
-			if strings.EqualFold(u.Email, p.Email) {
-				return u, p.Email, nil
-			}
-		}
-	}
-	if who == "" {
-		who = "the issue's creator"
-	}
-	return nil, who, nil
-}
-
-// prompt sends a comment mentioning the agent to the issue's session.
-func (s *Service) prompt(ctx context.Context, c CommentData) error {
-	l, err := s.o.Store.GetLink(ctx, Source, c.IssueID)
-	if errors.Is(err, store.ErrNotFound) {
-		return s.comment(ctx, c.IssueID, "This issue has no session yet: assign it to me to start one.")
-	}
-	if err != nil {
-		return err
-	}
-	sess, err := s.o.Store.GetSession(ctx, l.SessionID)
-	if err != nil {
-		return err
-	}
-	if sess.State != apiv1.StateRunning {
-		return s.comment(ctx, c.IssueID, fmt.Sprintf("Session `%s` is %s, so it did not get this comment. Start it with `kubectl agents session start %s`, then mention me again.", sess.ID, sess.State, sess.ID))
-	}
-	if err := s.o.Conversation.Send(ctx, sess, c.Body); err != nil {
-		return fmt.Errorf("send the comment to session %s: %w", sess.ID, err)
-	}
-	go s.Follow(ctx, sess)
 	return nil
 }
 
-// followTimeout bounds the wait for one reply; a session idles out long before.
-const followTimeout = 24 * time.Hour
+// person maps a Linear user to the agent user with the same email: actor is the user
+// as a delivery names it; its email, when the delivery carries none, is read from
+// Linear. The string is the email (or the Linear name when none is known), for
+// comments. A nil user with no error is someone the agent does not know.
+func (s *Service) person(ctx context.Context, actor *Actor) (*store.User, string, error) {
+	email, name := strings.TrimSpace(actor.Email), actor.Name
+	if email == "" {
+		u, err := s.o.Client.User(ctx, actor.ID)
+		if err != nil {
+			return nil, "", err
+		}
+		email, name = strings.TrimSpace(u.Email), u.DisplayName
+	}
+	if email == "" {
+		return nil, name, nil
+	}
+	users, err := s.o.Store.FindUsers(ctx, email)
+	if err != nil {
+		return nil, "", err
+	}
+	for _, u := range users {
+		if strings.EqualFold(u.Email, email) || strings.EqualFold(u.Subject, email) {
+			return u, email, nil
+		}
+	}
+	return nil, email, nil
+}
 
-// Follow comments the session's next reply on its issue, when the session belongs to
-// one: the agent calls it once a session's initial prompt was delivered, and after each
-// prompt from a comment.
-func (s *Service) Follow(ctx context.Context, sess *store.Session) {
-	ctx, cancel := context.WithTimeout(ctx, followTimeout)
-	defer cancel()
-	links, err := s.o.Store.ListLinks(ctx, sess.ID)
-	if err != nil {
-		s.log.Warn("read the session's links failed", "session", sess.ID, "error", err)
-		return
+// unknown tells a Linear user the agent cannot map (who is their email, or their name
+// when Linear showed no email) how to get access, then retry.
+func (s *Service) unknown(who, retry string) string {
+	if !strings.Contains(who, "@") {
+		return fmt.Sprintf("I cannot see the email address of Linear user %s, so I cannot tell who they are on the agent. "+
+			"Ask a Linear admin to let the agent's API key read members' emails, %s.", orSomeone(who), retry)
 	}
-	var link *store.IntegrationLink
-	for _, l := range links {
-		if l.Source == Source {
-			link = l
+	where := "the web UI"
+	if s.o.ExternalURL != "" {
+		where = "the web UI at " + strings.TrimRight(s.o.ExternalURL, "/")
+	}
+	return fmt.Sprintf("%s has no account on the agent. Sign in to the agent once as %s (%s, or `kubectl agents whoami`) "+
+		"and ask an agent admin for access if you have none (RBAC: a binding to the cake-agents-user ClusterRole), %s.", who, who, where, retry)
+}
+
+func orSomeone(name string) string {
+	if name == "" {
+		return "(no name)"
+	}
+	return name
+}
+
+func identity(u *store.User) *auth.Identity {
+	return &auth.Identity{UserID: u.ID, Username: u.Subject, Groups: u.Groups, Email: u.Email, DisplayName: u.DisplayName, Source: u.Source, Admin: u.Admin}
+}
+
+// prompt sends a comment mentioning the agent to the issue's session, when its author
+// may: the session's owner, an admin, or, for a session that is not private, someone
+// the Authorizer lets attach to it (as a reply in a Slack thread). It tells the issue
+// when the comment is not sent; the error it returns is anything else.
+func (s *Service) prompt(ctx context.Context, log hclog.Logger, c CommentData, actor *Actor) error {
+	l, err := s.o.Store.GetLink(ctx, Source, c.IssueID)
+	if errors.Is(err, store.ErrNotFound) {
+		s.tell(ctx, log, c.IssueID, "This issue has no session yet: assign it to me to start one.")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the issue's link: %w", err)
+	}
+	// The comment's author: the delivery's actor when it is them (it may carry the
+	// email), else the author by id.
+	if actor == nil || actor.ID != c.UserID {
+		actor = &Actor{ID: c.UserID, Type: "user"}
+	}
+	retry := "then mention me again"
+	user, who, err := s.person(ctx, actor)
+	if err != nil {
+		log.Error("look up the linear commenter failed", "user", c.UserID, "error", err)
+		s.tell(ctx, log, c.IssueID, "I could not look you up in Linear just now, so I did not send that to the session; mention me again in a minute.")
+		return nil
+	}
+	if user == nil {
+		s.audit(func(r *audit.Recorder) {
+			r.Denied(ctx, "linear:"+orSomeone(who), "session.message", l.SessionID, "from Linear: no agent user with that email")
+		})
+		s.tell(ctx, log, c.IssueID, "I did not send that to the session: "+s.unknown(who, retry))
+		return nil
+	}
+	sess, err := s.o.Store.GetSession(ctx, l.SessionID)
+	if errors.Is(err, store.ErrNotFound) {
+		s.tell(ctx, log, c.IssueID, fmt.Sprintf("Session `%s` was deleted, so it did not get this comment.", l.SessionID))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read session %s: %w", l.SessionID, err)
+	}
+	ident := identity(user)
+	if !auth.IsOwner(ident, sess) && !user.Admin {
+		allowed, reason := false, "the session is private to its owner"
+		if !sess.Private {
+			if s.o.Authorizer == nil {
+				allowed = true
+			} else {
+				allowed, reason, err = s.o.Authorizer.AuthorizeSession(ctx, ident, apiv1.VerbAttach, sess.ID)
+				if err != nil {
+					return fmt.Errorf("check whether %s may attach to session %s: %w", ident.Display(), sess.ID, err)
+				}
+			}
+		}
+		if !allowed {
+			s.audit(func(r *audit.Recorder) {
+				r.Denied(ctx, ident.Display(), "session.message", sess.ID, "from Linear: "+reason)
+			})
+			s.tell(ctx, log, c.IssueID, fmt.Sprintf("I did not send that to session `%s`: only its owner (or someone an agent admin lets attach to it, with RBAC) may send it prompts. "+
+				"%s may ask an agent admin for access.", sess.ID, ident.Display()))
+			return nil
 		}
 	}
-	if link == nil {
-		return
+	if sess.State != apiv1.StateRunning {
+		s.tell(ctx, log, c.IssueID, fmt.Sprintf("Session `%s` is %s, so it did not get this comment. Start it with `kubectl agents session start %s`, then mention me again.", sess.ID, sess.State, sess.ID))
+		return nil
 	}
-	var since linkData
-	_ = json.Unmarshal(link.Data, &since)
-	msg, err := s.o.Conversation.WaitReply(ctx, sess, since.LastPosted)
-	if err != nil {
-		s.log.Warn("wait for the session's reply failed", "session", sess.ID, "error", err)
-		cur, gerr := s.o.Store.GetSession(ctx, sess.ID)
-		if gerr == nil && cur.State != apiv1.StateRunning {
-			_ = s.comment(ctx, link.ExternalID, fmt.Sprintf("Session `%s` ended (%s) before it answered. %s", sess.ID, cur.State, cur.Message))
-		}
-		return
+	if err := s.o.Conversation.Send(ctx, sess, c.Body); err != nil {
+		log.Warn("send a linear comment to its session failed", "session", sess.ID, "error", err)
+		s.tell(ctx, log, c.IssueID, fmt.Sprintf("I could not reach session `%s` just now; mention me again in a minute.", sess.ID))
+		return nil
 	}
-	// Another follower (another prompt, another replica) may have posted it already.
-	cur, err := s.o.Store.GetLink(ctx, Source, link.ExternalID)
-	if err != nil {
-		return
+	s.o.Sessions.Touch(ctx, sess.ID, Source)
+	s.audit(func(r *audit.Recorder) {
+		r.Success(ctx, ident.Display(), "session.message", sess.ID, "from Linear issue "+issueName(l))
+	})
+	s.Follow(sess.ID)
+	return nil
+}
+
+// issueName is the identifier (ENG-12) of a link's issue, else its id.
+func issueName(l *store.IntegrationLink) string {
+	var d linkData
+	if json.Unmarshal(l.Data, &d) == nil && d.Identifier != "" {
+		return d.Identifier
 	}
-	var data linkData
-	_ = json.Unmarshal(cur.Data, &data)
-	if data.LastPosted == msg.ID {
-		return
+	return l.ExternalID
+}
+
+func (s *Service) audit(f func(*audit.Recorder)) {
+	if s.o.Audit != nil {
+		f(s.o.Audit)
 	}
-	data.LastPosted = msg.ID
-	b, _ := json.Marshal(data)
-	if err := s.o.Store.UpdateLinkData(ctx, Source, link.ExternalID, cur.Data, b); err != nil {
-		// Another follower claimed this reply first (ErrConflict): it comments it.
-		if !errors.Is(err, store.ErrConflict) {
-			s.log.Warn("record the posted reply failed", "session", sess.ID, "error", err)
-		}
-		return
-	}
-	if err := s.comment(ctx, link.ExternalID, fmt.Sprintf("Session `%s` answered:\n\n%s\n\n(Web UI: %s)", sess.ID, msg.Text, s.sessionURL(sess.ID))); err != nil {
-		s.log.Error("comment the session's reply failed", "session", sess.ID, "error", err)
+}
+
+// tell comments body on the issue, logging a failure: there is no one else to tell.
+func (s *Service) tell(ctx context.Context, log hclog.Logger, issueID, body string) {
+	if err := s.comment(ctx, issueID, body); err != nil {
+		log.Warn("comment on the linear issue failed", "issue", issueID, "error", err)
 	}
 }
 

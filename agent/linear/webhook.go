@@ -58,6 +58,26 @@ type Webhook struct {
 	// WebhookTimestamp is when Linear sent the delivery, in Unix milliseconds.
 	WebhookTimestamp int64  `json:"webhookTimestamp"`
 	OrganizationID   string `json:"organizationId"`
+	// Actor is who made the change: the person a session started by it belongs to.
+	// Nil when Linear names no one.
+	Actor *Actor `json:"actor"`
+}
+
+// Actor is the one who made a delivery's change. Type is "user" for a person (an
+// automation, an integration or an OAuth application has another type and owns
+// nothing on the agent); Email may be absent, and is then read with Client.User.
+type Actor struct {
+	ID    string `json:"id"`
+	Type  string `json:"type"`
+	Name  string `json:"name"`
+	Email string `json:"email"`
+	URL   string `json:"url"`
+}
+
+// Person reports whether the actor is a Linear user (an absent type is taken as one:
+// older deliveries named users only).
+func (a *Actor) Person() bool {
+	return a != nil && a.ID != "" && (a.Type == "" || strings.EqualFold(a.Type, "user"))
 }
 
 // Verify checks that body was signed with secret (signature is the Linear-Signature

@@ -48,19 +48,29 @@ func (s *Server) listIntegrations(w http.ResponseWriter, r *http.Request) {
 // linearTeamKey is a Linear team key: letters and digits, as Linear allows them.
 var linearTeamKey = regexp.MustCompile(`^[A-Za-z0-9]{1,10}$`)
 
-// putLinearTeam sets the repository sessions of a Linear team's issues start on (admins).
-func (s *Server) putLinearTeam(w http.ResponseWriter, r *http.Request) {
+// linearAdmin lets admins through and answers everyone else 401, or 403 naming the
+// verb (audited as denied under action): a team's repository says where the agent
+// pushes, which is an admin's business, as with Slack's channel settings.
+func (s *Server) linearAdmin(w http.ResponseWriter, r *http.Request, action string) bool {
 	id := auth.FromContext(r.Context())
 	if id == nil {
 		httperr.Write(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
+		return false
+	}
+	if !id.Admin {
+		s.record(r, action, strings.ToUpper(r.PathValue("key")), audit.OutcomeDenied, "not an admin")
+		httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, "Linear teams' repositories are managed by admins (verb \"*\" on sessions.agents.cake.ai)")
+		return false
+	}
+	return true
+}
+
+// putLinearTeam sets the repository sessions of a Linear team's issues start on (admins).
+func (s *Server) putLinearTeam(w http.ResponseWriter, r *http.Request) {
+	if !s.linearAdmin(w, r, "integrations.linear.team") {
 		return
 	}
 	key := r.PathValue("key")
-	if !id.Admin {
-		s.record(r, "integrations.linear.team", key, audit.OutcomeDenied, "not an admin")
-		httperr.Write(w, http.StatusForbidden, apiv1.CodeForbidden, "Linear teams' repositories are set by admins (verb \"*\" on sessions.agents.cake.ai)")
-		return
-	}
 	if !linearTeamKey.MatchString(key) {
 		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "key: a Linear team key is 1 to 10 letters or digits (the prefix of the team's issue identifiers, e.g. ENG)")
 		return
@@ -83,10 +93,9 @@ func (s *Server) putLinearTeam(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, apiv1.LinearTeam{Key: key, Repo: req.Repo})
 }
 
-// getLinearTeam answers the repository of a Linear team (404: none set).
+// getLinearTeam answers the repository of a Linear team (admins; 404: none set).
 func (s *Server) getLinearTeam(w http.ResponseWriter, r *http.Request) {
-	if auth.FromContext(r.Context()) == nil {
-		httperr.Write(w, http.StatusUnauthorized, apiv1.CodeUnauthorized, "not authenticated")
+	if !s.linearAdmin(w, r, "integrations.linear.team.get") {
 		return
 	}
 	key := strings.ToUpper(r.PathValue("key"))

@@ -25,11 +25,11 @@ const (
 var linearAgent = fakelinear.User{ID: "u-agent", Name: "cake-agent", DisplayName: "cake", Email: "cake@example.com"}
 
 // replies is the session conversations as the Linear integration sees them: prompts
-// sent, and the reply each WaitReply returns once the test gives one.
+// sent, and the messages the test says each conversation has (idle).
 type replies struct {
-	mu     sync.Mutex
-	sent   []string
-	answer chan apiv1.Message
+	mu       sync.Mutex
+	sent     []string
+	messages map[string][]apiv1.Message
 }
 
 func (r *replies) Send(_ context.Context, s *store.Session, text string) error {
@@ -39,16 +39,19 @@ func (r *replies) Send(_ context.Context, s *store.Session, text string) error {
 	return nil
 }
 
-func (r *replies) WaitReply(ctx context.Context, _ *store.Session, since string) (*apiv1.Message, error) {
-	select {
-	case m := <-r.answer:
-		if m.ID == since {
-			return nil, fmt.Errorf("the test answered the already posted message %s", since)
-		}
-		return &m, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+func (r *replies) Messages(_ context.Context, s *store.Session) ([]apiv1.Message, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]apiv1.Message(nil), r.messages[s.ID]...), nil
+}
+
+func (r *replies) Busy(context.Context, *store.Session) (bool, error) { return false, nil }
+
+// answer makes m the newest message of session id's conversation.
+func (r *replies) answer(id string, m apiv1.Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.messages[id] = append(r.messages[id], m)
 }
 
 func (r *replies) prompts() []string {
@@ -71,12 +74,13 @@ func newLinearEnv(t *testing.T, label string) *linearEnv {
 	t.Helper()
 	fake := fakelinear.New(linearKey, linearAgent)
 	t.Cleanup(fake.Close)
-	le := &linearEnv{fake: fake, conv: &replies{answer: make(chan apiv1.Message, 1)}, now: time.Now()}
+	le := &linearEnv{fake: fake, conv: &replies{messages: map[string][]apiv1.Message{}}, now: time.Now()}
 	le.env = newEnvWith(t, nil, func(o *Options) {
 		le.lin = linear.NewService(linear.Options{
 			Client: linear.New(fake.GraphQLURL(), linearKey, nil), Store: o.Store, Sessions: o.Sessions, Conversation: le.conv,
+			Authorizer: o.Authorizer, Audit: o.Audit,
 			WebhookSecret: linearSecret, Label: label, ExternalURL: "https://agents.example.com", MaxActiveSessions: 3,
-			Now: func() time.Time { return le.now },
+			Now: func() time.Time { return le.now }, PollInterval: 20 * time.Millisecond,
 			// One worker takes deliveries in order: once a later one is recorded, the
 			// earlier ones are done (settle).
 			Workers: 1,
@@ -139,6 +143,10 @@ func alice() *fakelinear.User {
 	return &fakelinear.User{ID: "u-alice", Name: "Alice", DisplayName: "alice", Email: "alice@example.com"}
 }
 
+func bob() fakelinear.User {
+	return fakelinear.User{ID: "u-bob", Name: "Bob", DisplayName: "bob", Email: "bob@example.com"}
+}
+
 func (le *linearEnv) setTeamRepo() {
 	le.t.Helper()
 	if code, body := le.do("root", "PUT", "/api/v1/integrations/linear/teams/eng", apiv1.LinearTeam{Repo: teamRepo}); code != http.StatusOK {
@@ -151,14 +159,14 @@ func TestLinearWebhookSignatures(t *testing.T) {
 	le.setTeamRepo()
 	iss := fakelinear.Issue{ID: "i-1", Identifier: "ENG-1", Title: "Fix", TeamID: "t", TeamKey: "ENG", Assignee: &linearAgent, Creator: alice()}
 	le.fake.AddIssue(iss)
-	good := fakelinear.Sign(linearSecret, "d-1", fakelinear.IssuePayload("create", iss, nil, le.now))
+	good := fakelinear.Sign(linearSecret, "d-1", fakelinear.IssuePayload("create", iss, nil, nil, le.now))
 
 	bad := map[string]fakelinear.Delivery{
 		"tampered":     good.Tampered(),
-		"other secret": fakelinear.Sign("not-the-secret", "d-2", fakelinear.IssuePayload("create", iss, nil, le.now)),
-		"stale":        fakelinear.Sign(linearSecret, "d-3", fakelinear.IssuePayload("create", iss, nil, le.now.Add(-2*time.Minute))),
+		"other secret": fakelinear.Sign("not-the-secret", "d-2", fakelinear.IssuePayload("create", iss, nil, nil, le.now)),
+		"stale":        fakelinear.Sign(linearSecret, "d-3", fakelinear.IssuePayload("create", iss, nil, nil, le.now.Add(-2*time.Minute))),
 	}
-	unsigned := fakelinear.Sign(linearSecret, "d-4", fakelinear.IssuePayload("create", iss, nil, le.now))
+	unsigned := fakelinear.Sign(linearSecret, "d-4", fakelinear.IssuePayload("create", iss, nil, nil, le.now))
 	unsigned.Header.Del("Linear-Signature")
 	bad["unsigned"] = unsigned
 	for name, d := range bad {
@@ -180,7 +188,7 @@ func TestLinearWebhookSignatures(t *testing.T) {
 		t.Errorf("comments after refused deliveries: %+v", c)
 	}
 	// Without the delivery id header a signed delivery cannot be deduplicated: 400.
-	noID := fakelinear.Sign(linearSecret, "d-5", fakelinear.IssuePayload("create", iss, nil, le.now))
+	noID := fakelinear.Sign(linearSecret, "d-5", fakelinear.IssuePayload("create", iss, nil, nil, le.now))
 	noID.Header.Del("Linear-Delivery")
 	if code := le.deliver(noID); code != http.StatusBadRequest {
 		t.Errorf("no delivery id: %d", code)
@@ -193,7 +201,10 @@ func TestLinearAssignmentStartsOneSession(t *testing.T) {
 	iss := fakelinear.Issue{ID: "i-1", Identifier: "ENG-1", Title: "Fix the login", Description: "It fails on Tuesdays.",
 		TeamID: "t", TeamKey: "ENG", Assignee: &linearAgent, Creator: alice()}
 	le.fake.AddIssue(iss)
-	assigned := fakelinear.Sign(linearSecret, "d-1", fakelinear.IssuePayload("update", iss, map[string]any{"assigneeId": nil}, le.now))
+	// Bob assigns alice's issue: the session is his (the delivery names him by id, and
+	// the fake Linear knows his email).
+	le.fake.AddUser(bob())
+	assigned := fakelinear.Sign(linearSecret, "d-1", fakelinear.IssuePayload("update", iss, map[string]any{"assigneeId": nil}, &fakelinear.User{ID: "u-bob"}, le.now))
 	if code := le.deliver(assigned); code != http.StatusOK {
 		t.Fatalf("delivery: %d", code)
 	}
@@ -203,7 +214,7 @@ func TestLinearAssignmentStartsOneSession(t *testing.T) {
 	if code := le.deliver(assigned); code != http.StatusOK {
 		t.Fatalf("duplicate: %d", code)
 	}
-	again := fakelinear.Sign(linearSecret, "d-2", fakelinear.IssuePayload("update", iss, map[string]any{"assigneeId": "u-bob"}, le.now))
+	again := fakelinear.Sign(linearSecret, "d-2", fakelinear.IssuePayload("update", iss, map[string]any{"assigneeId": "u-bob"}, alice(), le.now))
 	if code := le.deliver(again); code != http.StatusOK {
 		t.Fatalf("again: %d", code)
 	}
@@ -213,7 +224,7 @@ func TestLinearAssignmentStartsOneSession(t *testing.T) {
 		t.Fatalf("%d sessions, want 1", len(ss))
 	}
 	s := ss[0]
-	if s.OwnerID != le.users["alice"].UserID || s.Repo != teamRepo || !strings.HasPrefix(s.Prompt, "Fix the login\n\nIt fails on Tuesdays.") || s.Title != "ENG-1 Fix the login" {
+	if s.OwnerID != le.users["bob"].UserID || s.Repo != teamRepo || !strings.HasPrefix(s.Prompt, "Fix the login\n\nIt fails on Tuesdays.") || s.Title != "ENG-1 Fix the login" {
 		t.Errorf("session %+v", s)
 	}
 	comments := le.fake.Comments("i-1")
@@ -226,28 +237,32 @@ func TestLinearAssignmentStartsOneSession(t *testing.T) {
 		}
 	}
 
-	// The session answers: its reply goes to the issue, once.
-	le.conv.answer <- apiv1.Message{ID: "m-2", Role: "assistant", Text: "Fixed: the date parser assumed Monday."}
-	le.lin.Follow(context.Background(), s)
-	comments = le.fake.Comments("i-1")
-	if len(comments) != 2 || !strings.Contains(comments[1].Body, "Fixed: the date parser assumed Monday.") {
-		t.Fatalf("comments after the reply: %+v", comments)
-	}
-
-	// A comment mentioning the agent is a prompt to the session (once it runs); the
-	// agent's own comments and comments not mentioning it are not.
-	s.State = apiv1.StateRunning
+	// The session runs and answers: its reply goes to the issue, once.
+	s.State, s.OpenCodeSessionID = apiv1.StateRunning, "ses_1"
 	if err := le.st.UpdateSession(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
+	le.conv.answer(s.ID, apiv1.Message{ID: "m-2", Role: "assistant", Text: "Fixed: the date parser assumed Monday."})
+	eventually(t, "the reply is commented", func() bool { return len(le.fake.Comments("i-1")) == 2 })
+	if c := le.fake.Comments("i-1"); !strings.Contains(c[1].Body, "Fixed: the date parser assumed Monday.") {
+		t.Fatalf("comments after the reply: %+v", c)
+	}
+
+	// A comment mentioning the agent is a prompt to the session from its owner; the
+	// agent's own comments and comments not mentioning it are not, and alice (who
+	// created the issue, not the session) is told she may not.
 	for i, c := range []struct{ user, body string }{
-		{"u-alice", "looks good, thanks"},
+		{"u-bob", "looks good, thanks"},
 		{linearAgent.ID, "@cake answered"},
-		{"u-alice", "@cake please add a test"},
-		{"u-alice", "@cake please add a test"},
+		{"u-bob", "@cake please add a test"},
+		{"u-bob", "@cake please add a test"},
+		{"u-alice", "@cake delete everything"},
 	} {
 		if i == 3 {
 			i = 2 // Linear's retry of the mention: the same delivery id
+		}
+		if i == 4 {
+			i = 3
 		}
 		d := fakelinear.Sign(linearSecret, fmt.Sprintf("c-%d", i), fakelinear.CommentPayload("i-1", c.user, c.body, le.now))
 		if code := le.deliver(d); code != http.StatusOK {
@@ -258,11 +273,36 @@ func TestLinearAssignmentStartsOneSession(t *testing.T) {
 	if got := le.conv.prompts(); len(got) != 1 || got[0] != s.ID+":@cake please add a test" {
 		t.Errorf("prompts %q", got)
 	}
-	le.conv.answer <- apiv1.Message{ID: "m-4", Role: "assistant", Text: "Added TestTuesday."}
+	if c := le.fake.Comments("i-1"); len(c) != 3 || !strings.Contains(c[2].Body, "only its owner") {
+		t.Fatalf("alice's mention: %+v", c)
+	}
+	le.conv.answer(s.ID, apiv1.Message{ID: "m-3", Role: "user", Text: "@cake please add a test"})
+	le.conv.answer(s.ID, apiv1.Message{ID: "m-4", Role: "assistant", Text: "Added TestTuesday."})
 	eventually(t, "the answer to the comment is commented", func() bool {
 		c := le.fake.Comments("i-1")
-		return len(c) == 3 && strings.Contains(c[2].Body, "Added TestTuesday.")
+		return len(c) == 4 && strings.Contains(c[3].Body, "Added TestTuesday.")
 	})
+
+	// The session is stopped: its end is commented with its last answer, once.
+	if code, body := le.do("bob", "POST", "/api/v1/sessions/"+s.ID+"/stop", nil); code != http.StatusAccepted {
+		t.Fatalf("stop: %d %s", code, body)
+	}
+	s, err := le.st.GetSession(context.Background(), s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.State = apiv1.StateStopped // what the controller does once the pod is gone
+	if err := le.st.UpdateSession(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the end is commented", func() bool {
+		c := le.fake.Comments("i-1")
+		return len(c) == 5 && strings.Contains(c[4].Body, "ended (Stopped)") && strings.Contains(c[4].Body, "Added TestTuesday.")
+	})
+	eventually(t, "the session is no longer followed", func() bool { return len(le.lin.Followed()) == 0 })
+	if c := le.fake.Comments("i-1"); len(c) != 5 {
+		t.Errorf("comments after the end: %+v", c)
+	}
 }
 
 func TestLinearLabelAndUnrelatedUpdates(t *testing.T) {
@@ -276,10 +316,10 @@ func TestLinearLabelAndUnrelatedUpdates(t *testing.T) {
 	le.fake.AddIssue(plain)
 	le.fake.AddIssue(labelled)
 	for i, d := range []map[string]any{
-		fakelinear.IssuePayload("update", plain, map[string]any{"title": "old"}, le.now),
-		fakelinear.IssuePayload("update", plain, map[string]any{"assigneeId": nil}, le.now),
-		fakelinear.IssuePayload("update", plain, map[string]any{"labelIds": []string{}}, le.now),
-		fakelinear.IssuePayload("update", labelled, map[string]any{"labelIds": []string{"l-bug"}}, le.now),
+		fakelinear.IssuePayload("update", plain, map[string]any{"title": "old"}, alice(), le.now),
+		fakelinear.IssuePayload("update", plain, map[string]any{"assigneeId": nil}, alice(), le.now),
+		fakelinear.IssuePayload("update", plain, map[string]any{"labelIds": []string{}}, alice(), le.now),
+		fakelinear.IssuePayload("update", labelled, map[string]any{"labelIds": []string{"l-bug"}}, alice(), le.now),
 	} {
 		if code := le.deliver(fakelinear.Sign(linearSecret, fmt.Sprintf("d-%d", i), d)); code != http.StatusOK {
 			t.Fatalf("delivery %d: %d", i, code)
@@ -301,18 +341,19 @@ func TestLinearUnknownUserAndTeamWithoutRepo(t *testing.T) {
 	stranger := &fakelinear.User{ID: "u-x", Email: "stranger@example.com"}
 	noRepo := fakelinear.Issue{ID: "i-4", Identifier: "OPS-4", Title: "t", TeamKey: "OPS", Assignee: &linearAgent, Creator: alice()}
 	le.fake.AddIssue(noRepo)
-	if code := le.deliver(fakelinear.Sign(linearSecret, "d-1", fakelinear.IssuePayload("create", noRepo, nil, le.now))); code != http.StatusOK {
+	if code := le.deliver(fakelinear.Sign(linearSecret, "d-1", fakelinear.IssuePayload("create", noRepo, nil, alice(), le.now))); code != http.StatusOK {
 		t.Fatal(code)
 	}
 	eventually(t, "the team without a repository is told", func() bool { return len(le.fake.Comments("i-4")) == 1 })
-	if c := le.fake.Comments("i-4")[0].Body; !strings.Contains(c, "PUT /api/v1/integrations/linear/teams/OPS") {
+	if c := le.fake.Comments("i-4")[0].Body; !strings.Contains(c, "PUT /api/v1/integrations/linear/teams/OPS") || !strings.Contains(c, "https://github.com/org/name") {
 		t.Errorf("comment %q", c)
 	}
 
 	le.setTeamRepo()
-	unknown := fakelinear.Issue{ID: "i-5", Identifier: "ENG-5", Title: "t", TeamKey: "ENG", Assignee: &linearAgent, Creator: stranger}
+	// The stranger assigns alice's issue: the agent knows alice, not the stranger.
+	unknown := fakelinear.Issue{ID: "i-5", Identifier: "ENG-5", Title: "t", TeamKey: "ENG", Assignee: &linearAgent, Creator: alice()}
 	le.fake.AddIssue(unknown)
-	if code := le.deliver(fakelinear.Sign(linearSecret, "d-2", fakelinear.IssuePayload("create", unknown, nil, le.now))); code != http.StatusOK {
+	if code := le.deliver(fakelinear.Sign(linearSecret, "d-2", fakelinear.IssuePayload("create", unknown, nil, stranger, le.now))); code != http.StatusOK {
 		t.Fatal(code)
 	}
 	eventually(t, "the unknown user is told how to get access", func() bool { return len(le.fake.Comments("i-5")) == 1 })
@@ -338,14 +379,32 @@ func TestLinearTeamsAndIntegrations(t *testing.T) {
 	if code, _ := le.do("root", "PUT", "/api/v1/integrations/linear/teams/EN-G", apiv1.LinearTeam{Repo: teamRepo}); code != http.StatusBadRequest {
 		t.Errorf("bad key: %d", code)
 	}
-	if code, _ := le.do("alice", "GET", "/api/v1/integrations/linear/teams/ENG", nil); code != http.StatusNotFound {
+	if code, _ := le.do("root", "GET", "/api/v1/integrations/linear/teams/ENG", nil); code != http.StatusNotFound {
 		t.Errorf("get unset: %d", code)
 	}
 	le.setTeamRepo()
-	code, body := le.do("alice", "GET", "/api/v1/integrations/linear/teams/eng", nil)
+	code, body := le.do("root", "GET", "/api/v1/integrations/linear/teams/eng", nil)
 	var team apiv1.LinearTeam
 	if code != http.StatusOK || json.Unmarshal(body, &team) != nil || team.Key != "ENG" || team.Repo != teamRepo {
 		t.Errorf("get: %d %s", code, body)
+	}
+	// Like a Slack channel's, a team's repository is for admins only, to read too: a
+	// refusal names the verb and is audited.
+	code, body = le.do("alice", "GET", "/api/v1/integrations/linear/teams/eng", nil)
+	if code != http.StatusForbidden || !strings.Contains(string(body), `verb \"*\"`) || strings.Contains(string(body), teamRepo) {
+		t.Errorf("non-admin get: %d %s", code, body)
+	}
+	page, err := le.st.ListAudit(context.Background(), store.AuditFilter{Target: "ENG"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, ev := range page.Items {
+		actions = append(actions, ev.Actor+" "+ev.Action+" "+ev.Outcome)
+	}
+	if got := strings.Join(actions, ","); !strings.HasPrefix(got, "alice@example.com integrations.linear.team.get denied,") ||
+		!strings.Contains(got, "alice@example.com integrations.linear.team denied") {
+		t.Errorf("audit: %v", actions)
 	}
 
 	code, body = le.do("alice", "GET", "/api/v1/integrations", nil)

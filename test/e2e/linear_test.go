@@ -18,11 +18,13 @@ import (
 // linearAgent is the Linear user of the agent's API key on the fake Linear.
 var linearAgent = fakelinear.User{ID: "u-cake-agent", Name: "cake-agent", DisplayName: "cake", Email: "cake-agent@example.com"}
 
-// testLinearAssignment: a signed Linear webhook saying an issue was assigned to the
+// testLinearAssignment: a signed Linear webhook saying alice assigned an issue to the
 // agent starts one session (a retry of the delivery, still one) on the team's
-// repository, owned by the issue's creator; the fake Linear receives the comment with
-// the session's links and then the session's answer; a comment mentioning the agent
-// is a prompt whose answer is commented too; a forged delivery is refused.
+// repository, owned by alice, the delivery's actor (her email read from Linear by her
+// id); the fake Linear receives the comment with the session's links and then the
+// session's answer; a comment of alice mentioning the agent is a prompt whose answer
+// is commented too; once the session is stopped its end is commented with its last
+// answer; a forged delivery is refused.
 func (p *product) testLinearAssignment(t *testing.T) {
 	ctx := context.Background()
 	// Alice is known to the agent once she used it.
@@ -42,9 +44,12 @@ func (p *product) testLinearAssignment(t *testing.T) {
 		t.Errorf("doctor:\n%s", out)
 	}
 
+	linAlice := fakelinear.User{ID: "u-alice", Name: "Alice", DisplayName: "alice", Email: "alice@example.com"}
+	// The fake Linear knows alice's email (as Linear tells an API key of her workspace);
+	// the deliveries name her by id, as the actor who assigned and commented.
+	p.linear.AddUser(linAlice)
 	iss := fakelinear.Issue{ID: "9d0c5c9e-e2e0-4e2e-8e2e-000000000001", Identifier: "ENG-7", Title: "Tidy the README",
-		Description: "The README says nothing.", TeamID: "t-eng", TeamKey: "ENG", Assignee: &linearAgent,
-		Creator: &fakelinear.User{ID: "u-alice", Name: "Alice", DisplayName: "alice", Email: "alice@example.com"}}
+		Description: "The README says nothing.", TeamID: "t-eng", TeamKey: "ENG", Assignee: &linearAgent, Creator: &linAlice}
 	p.linear.AddIssue(iss)
 	webhook := p.env.HTTPURL + "/integrations/linear/webhook"
 	deliver := func(d fakelinear.Delivery) int {
@@ -55,7 +60,7 @@ func (p *product) testLinearAssignment(t *testing.T) {
 		}
 		return code
 	}
-	assigned := fakelinear.Sign(p.linearSecret, "e2e-delivery-1", fakelinear.IssuePayload("update", iss, map[string]any{"assigneeId": nil}, time.Now()))
+	assigned := fakelinear.Sign(p.linearSecret, "e2e-delivery-1", fakelinear.IssuePayload("update", iss, map[string]any{"assigneeId": nil}, &fakelinear.User{ID: linAlice.ID}, time.Now()))
 	if code := deliver(assigned.Tampered()); code != http.StatusUnauthorized {
 		t.Fatalf("a forged delivery: %d, want 401", code)
 	}
@@ -121,6 +126,28 @@ func (p *product) testLinearAssignment(t *testing.T) {
 		}
 		return errNoYet(p.linear.Comments(iss.ID))
 	})
+
+	// Stopped, the session's end is commented once, with its last answer.
+	p.agents(t, p.alice, "session", "stop", id)
+	ended := "Session `" + id + "` ended (Stopped)."
+	eventually(t, 3*time.Minute, "the session's end is commented", func() error {
+		for _, c := range p.linear.Comments(iss.ID) {
+			if strings.Contains(c.Body, ended) && strings.Contains(c.Body, fakemodel.Reply(mention)) {
+				return nil
+			}
+		}
+		return errNoYet(p.linear.Comments(iss.ID))
+	})
+	time.Sleep(5 * time.Second) // a few looks of the follower: no second summary
+	n = 0
+	for _, c := range p.linear.Comments(iss.ID) {
+		if strings.Contains(c.Body, ended) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d comments of the session's end, want 1: %v", n, errNoYet(p.linear.Comments(iss.ID)))
+	}
 }
 
 // errNoYet reports the comments so far.

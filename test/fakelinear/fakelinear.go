@@ -1,6 +1,7 @@
 // Package fakelinear is a local Linear for tests: the GraphQL operations the agent
-// uses (viewer, issue, commentCreate), answered only with the configured API key as
-// Linear answers them, and webhook deliveries signed exactly as Linear signs them.
+// uses (viewer, user, issue, commentCreate), answered only with the configured API key
+// as Linear answers them, and webhook deliveries signed exactly as Linear signs them,
+// carrying the actor who made the change as Linear's do.
 package fakelinear
 
 import (
@@ -61,21 +62,26 @@ type Server struct {
 
 	mu       sync.Mutex
 	issues   map[string]*Issue
+	users    map[string]User
 	comments []Comment
 	calls    map[string]int
+	// failing counts the next requests of an operation answered with an error.
+	failing map[string]int
 }
 
 // New starts a fake Linear accepting apiKey, whose viewer (the API key's user) is viewer.
 func New(apiKey string, viewer User) *Server {
-	s := &Server{key: apiKey, viewer: viewer, issues: map[string]*Issue{}, calls: map[string]int{}}
+	s := &Server{key: apiKey, viewer: viewer, issues: map[string]*Issue{}, users: map[string]User{viewer.ID: viewer},
+		calls: map[string]int{}, failing: map[string]int{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
 }
 
-// URL of the GraphQL endpoint.
-func (s *Server) GraphQLURL() string { return s.Server.URL + "/graphql" }
+// GraphQLURL is the URL of the fake's GraphQL endpoint (the agent's linear.apiURL).
+func (s *Server) GraphQLURL() string { return s.URL + "/graphql" }
 
-// AddIssue stores iss (found by its ID or Identifier).
+// AddIssue stores iss (found by its ID or Identifier); its assignee and creator
+// become users of the fake, as AddUser does.
 func (s *Server) AddIssue(iss Issue) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -84,6 +90,27 @@ func (s *Server) AddIssue(iss Issue) {
 	if iss.Identifier != "" {
 		s.issues[iss.Identifier] = &c
 	}
+	for _, u := range []*User{iss.Assignee, iss.Creator} {
+		if u != nil && u.ID != "" {
+			s.users[u.ID] = *u
+		}
+	}
+}
+
+// AddUser makes u a user of the organization: the user query answers it, with its
+// email, as Linear answers an API key of the same workspace.
+func (s *Server) AddUser(u User) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users[u.ID] = u
+}
+
+// FailNext makes the next n requests of the GraphQL operation op (e.g.
+// "CommentCreate") fail as Linear does when it has trouble: an INTERNAL_ERROR.
+func (s *Server) FailNext(op string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failing[op] = n
 }
 
 // Comments returns the comments created on issueID so far.
@@ -154,10 +181,22 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		answer(w, http.StatusBadRequest, nil, gqlError{Message: "Authentication required, not authenticated", Extensions: map[string]string{"code": "AUTHENTICATION_ERROR"}})
 		return
 	}
+	if s.failing[op] > 0 {
+		s.failing[op]--
+		answer(w, http.StatusOK, nil, gqlError{Message: "Internal server error (the fake failing on purpose)", Extensions: map[string]string{"code": "INTERNAL_ERROR"}})
+		return
+	}
 	str := func(k string) string { v, _ := req.Variables[k].(string); return v }
 	switch op {
 	case "Viewer":
 		answer(w, http.StatusOK, map[string]any{"viewer": s.viewer})
+	case "User":
+		u, ok := s.users[str("id")]
+		if !ok {
+			answer(w, http.StatusOK, map[string]any{"user": nil}, gqlError{Message: "Entity not found: User", Extensions: map[string]string{"code": "INVALID_INPUT"}})
+			return
+		}
+		answer(w, http.StatusOK, map[string]any{"user": u})
 	case "Issue":
 		iss, ok := s.issues[str("id")]
 		if !ok {
@@ -194,8 +233,9 @@ func nonNil(l []Label) []Label {
 
 // IssuePayload is the webhook payload of an Issue event: action "create" or "update";
 // updatedFrom (may be nil) holds the previous values of the changed fields, as Linear
-// sends them (e.g. {"assigneeId": null}).
-func IssuePayload(action string, iss Issue, updatedFrom map[string]any, sent time.Time) map[string]any {
+// sends them (e.g. {"assigneeId": null}); actor is the user who made the change (nil:
+// no person did, as for an automation), with its email only when set.
+func IssuePayload(action string, iss Issue, updatedFrom map[string]any, actor *User, sent time.Time) map[string]any {
 	var assignee any
 	if iss.Assignee != nil {
 		assignee = iss.Assignee.ID
@@ -216,15 +256,29 @@ func IssuePayload(action string, iss Issue, updatedFrom map[string]any, sent tim
 	if updatedFrom != nil {
 		p["updatedFrom"] = updatedFrom
 	}
+	if actor != nil {
+		p["actor"] = actorOf(*actor)
+	}
 	return p
 }
 
-// CommentPayload is the webhook payload of a Comment created by user on issueID.
+// actorOf is a user as a delivery's actor: Linear's shape, the email only when known.
+func actorOf(u User) map[string]any {
+	a := map[string]any{"id": u.ID, "type": "user", "name": u.Name, "url": "https://linear.app/fake/profiles/" + u.DisplayName}
+	if u.Email != "" {
+		a["email"] = u.Email
+	}
+	return a
+}
+
+// CommentPayload is the webhook payload of a Comment created by user userID on
+// issueID; its actor is that user, by id only (the agent looks the email up).
 func CommentPayload(issueID, userID, body string, sent time.Time) map[string]any {
 	return map[string]any{
 		"action": "create", "type": "Comment", "createdAt": sent.UTC().Format(time.RFC3339Nano),
 		"webhookTimestamp": sent.UnixMilli(), "webhookId": "fake-webhook", "organizationId": "fake-org",
-		"data": map[string]any{"id": newID(), "body": body, "issueId": issueID, "userId": userID},
+		"actor": map[string]any{"id": userID, "type": "user"},
+		"data":  map[string]any{"id": newID(), "body": body, "issueId": issueID, "userId": userID},
 	}
 }
 

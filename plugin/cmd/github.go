@@ -16,10 +16,11 @@ func NewCmdGitHub(f *Factory, streams genericiooptions.IOStreams) *cobra.Command
 	cmd := &cobra.Command{
 		Use:   "github",
 		Short: "Link your GitHub account, so sessions clone and push as you",
-		Long: `Link your GitHub account once; your sessions on https://github.com/... repositories
-then clone, push and open pull requests (gh) as you. The agent stores the token
-encrypted as your github.com credential (see "kubectl agents credential list"; remove
-it with "kubectl agents credential remove github.com").`,
+		Long: `Link your GitHub account once; your private sessions on https://github.com/...
+repositories (or those of the agent's GitHub Enterprise host) then clone, push and open
+pull requests (gh) as you. The agent stores the token encrypted as your credential for
+that host (see "kubectl agents credential list"; remove it with "kubectl agents
+credential remove github.com").`,
 		Example: `  kubectl agents github link`,
 		Args:    cobra.ArbitraryArgs,
 		RunE:    runGroup,
@@ -86,7 +87,12 @@ func (o *GitHubLinkOptions) Run(ctx context.Context) error {
 				every = time.Duration(st.Interval) * time.Second
 			}
 		case apiv1.GitHubLinkLinked:
-			fmt.Fprintln(o.Out, "GitHub account linked: sessions on https://github.com/... clone and push as you from their next start")
+			// The agent names its GitHub host (github.com, or a GitHub Enterprise host).
+			msg := st.Message
+			if msg == "" {
+				msg = "linked"
+			}
+			fmt.Fprintln(o.Out, "GitHub account "+msg)
 			return nil
 		default:
 			return fmt.Errorf("link GitHub: %s: %s", st.Status, st.Message)

@@ -12,6 +12,7 @@
 # thing printed. Extra arguments go to go test (e.g. -run TestFoo); TEST_PACKAGES narrows the
 # packages (default ./...), GO_TEST_FLAGS replaces "-race -count=1". FUZZ_TIME (default 8s, 0 to
 # skip) is how long each fuzz test of the API's decoders and query parsers runs beyond its corpus.
+# Every benchmark also runs once, small and untimed (BENCH_SMOKE=0 skips that).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -107,6 +108,25 @@ if [[ "${TEST_PACKAGES:-./...}" == "./..." ]]; then
   (cd test/dockerfile && go test -count=1 ./...) || nested_rc=$?
   log "running the image builder module (hack/imagebuild)"
   (cd hack/imagebuild && go test -count=1 -timeout 60m ./...) || nested_rc=$?
+fi
+
+# Every benchmark runs once, small, on this cluster and Postgres, so none rots between runs
+# of `make bench`: one iteration (-benchtime=1x), one sample per figure, 200 rows instead of
+# 10,000 and bursts of 5 sessions. Nothing here asserts a time; a benchmark fails only when
+# its work is wrong (pods missing, bytes changed, rows miscounted). BENCH_SMOKE=0 skips it.
+if [[ "${TEST_PACKAGES:-./...}" == "./..." && "${BENCH_SMOKE:-1}" != 0 ]]; then
+  mapfile -t bench_pkgs < <(go list -f '{{.Dir}}' ./... | while read -r d; do
+    if grep -qs '^func Benchmark' "${d}"/*_test.go; then echo "${d#"${ROOT}/"}"; fi
+  done)
+  bench_pkgs=("${bench_pkgs[@]/#/./}")
+  log "running every benchmark once (-benchtime=1x) in ${bench_pkgs[*]}"
+  bench_log="${run_dir}/bench-smoke.log"
+  CAKE_BENCH_SAMPLES=1 CAKE_BENCH_SESSIONS=200 CAKE_BENCH_BURST=5 \
+    go test -run '^$' -bench . -benchtime 1x -count 1 -timeout 20m "${bench_pkgs[@]}" >"${bench_log}" 2>&1 || {
+    nested_rc=$?
+    cat "${bench_log}" >&2
+    log "a benchmark failed: CAKE_BENCH_SAMPLES=1 CAKE_BENCH_SESSIONS=200 CAKE_BENCH_BURST=5 go test -run '^\$' -bench . -benchtime 1x ${bench_pkgs[*]} reproduces it"
+  }
 fi
 
 # The API's JSON decoders and query parsers are fuzzed for a bounded time each (go test runs

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cakeai/cake-agents/agent/server"
+	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/pkg/version"
 )
@@ -118,10 +119,10 @@ func Serve(ctx context.Context, cfg *Config, logOut io.Writer) error {
 		return err
 	}
 	restCfg.UserAgent = "cake-agents/" + version.Version
-	// client-go's default of 5 requests/s throttles a burst of session creates (each is
-	// a Secret, a Pod and an Event) to hundreds of milliseconds apiece.
+	// client-go's default of 5 requests/s throttles a burst of session creates: see
+	// sessions.KubeQPS.
 	if restCfg.QPS == 0 {
-		restCfg.QPS, restCfg.Burst = 50, 100
+		restCfg.QPS, restCfg.Burst = sessions.KubeQPS, sessions.KubeBurst
 	}
 	kube, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {

@@ -6,7 +6,11 @@
 package bench
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -14,11 +18,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,14 +32,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
+	"github.com/cakeai/cake-agents/agent/sessions"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
-	"github.com/cakeai/cake-agents/agent/tunnel"
+	"github.com/cakeai/cake-agents/internal/benchsample"
 	"github.com/cakeai/cake-agents/internal/testcluster"
+	"github.com/cakeai/cake-agents/internal/testpg"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/client"
+	"github.com/cakeai/cake-agents/plugin/tunnel"
 	"github.com/cakeai/cake-agents/test/e2eenv"
 	"github.com/cakeai/cake-agents/test/sessionrunner"
 )
@@ -44,6 +55,7 @@ func TestMain(m *testing.M) {
 		env.Stop()
 	}
 	_ = testcluster.Shutdown()
+	_ = testpg.Shutdown()
 	os.Exit(code)
 }
 
@@ -100,44 +112,91 @@ func setup(b *testing.B) *e2eenv.Env {
 	return env
 }
 
-func run(b *testing.B, name string, args ...string) {
+// run runs a command in the benchmark's environment and returns its standard output.
+func run(b *testing.B, name string, args ...string) string {
 	b.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+cluster, "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"), "HOME="+work)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		b.Fatalf("%s %v: %v\n%s%s", name, args, err, out, stderr.Bytes())
 	}
+	return string(out)
 }
 
 // BenchmarkStartup: `kubectl agents version --client` against `kubectl version --client`.
 func BenchmarkStartup(b *testing.B) {
 	setup(b)
-	b.Run("plugin", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			run(b, kubectl, "agents", "version", "--client")
+	for _, side := range []struct{ name, want string }{{"plugin", "Client Version"}, {"kubectl", "Client Version"}} {
+		args := []string{"version", "--client"}
+		if side.name == "plugin" {
+			args = append([]string{"agents"}, args...)
 		}
-	})
-	b.Run("kubectl", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			run(b, kubectl, "version", "--client")
-		}
-	})
+		b.Run(side.name, func(b *testing.B) {
+			var lat benchsample.Samples
+			for range benchsample.N(b, 10) {
+				var out string
+				lat.Time(func() { out = run(b, kubectl, args...) })
+				if !strings.Contains(out, side.want) {
+					b.Fatalf("kubectl %v printed %q, not %q", args, out, side.want)
+				}
+			}
+			lat.Report(b, "ms")
+		})
+	}
 }
 
+// listSessions is how many sessions BenchmarkList lists: each has a pod, so both sides
+// print as many rows.
+const listSessions = 20
+
 // BenchmarkList: `kubectl agents session list` (discovery, port-forward, TLS, API) against
-// `kubectl get pods` on the same cluster.
+// `kubectl get pods` on the same cluster, with listSessions sessions (and their pods) in
+// it. Each run's rows are counted against the API's answer.
 func BenchmarkList(b *testing.B) {
-	setup(b)
-	b.Run("plugin", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			run(b, kubectl, "agents", "session", "list", "--agent-namespace", "cake-bench")
+	e := setup(b)
+	ctx := context.Background()
+	c := adminClient(b, e)
+	for range listSessions {
+		s, err := c.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "list bench"})
+		if err != nil {
+			b.Fatal(err)
 		}
-	})
-	b.Run("kubectl", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			run(b, kubectl, "get", "pods", "-n", "cake-bench")
-		}
-	})
+		b.Cleanup(func() { _, _ = c.DeleteSession(ctx, s.ID) })
+		// Running: its pod exists and stays, so both sides' row counts hold still.
+		waitRunning(b, c, s.ID)
+	}
+	mine, err := c.ListAllSessions(ctx, client.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pods, err := e.Kube.CoreV1().Pods("cake-bench").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, side := range []struct {
+		name string
+		args []string
+		rows int
+	}{
+		{"plugin", []string{"agents", "session", "list", "--agent-namespace", "cake-bench"}, len(mine)},
+		{"kubectl", []string{"get", "pods", "-n", "cake-bench"}, len(pods.Items)},
+	} {
+		b.Run(side.name, func(b *testing.B) {
+			var lat benchsample.Samples
+			for range benchsample.N(b, 10) {
+				var out string
+				lat.Time(func() { out = run(b, kubectl, side.args...) })
+				// A header, then one row per item.
+				if got := len(strings.Split(strings.TrimSpace(out), "\n")) - 1; got != side.rows {
+					b.Fatalf("kubectl %v printed %d rows, want %d:\n%s", side.args, got, side.rows, out)
+				}
+			}
+			lat.Report(b, "ms")
+		})
+	}
 }
 
 // adminClient talks to the local agent's HTTPS port with the cluster admin's client
@@ -152,7 +211,8 @@ func adminClient(b *testing.B, e *e2eenv.Env) *client.Client {
 }
 
 // BenchmarkCreateToPod: from the API call to the session's pod existing, against a raw
-// client-go pod create observed the same way (a watch).
+// client-go pod create (with the agent's client-side rate limit) observed the same way:
+// the pod's ADDED event on a watch of the API server, which is the check that it exists.
 func BenchmarkCreateToPod(b *testing.B) {
 	e := setup(b)
 	ctx := context.Background()
@@ -183,85 +243,188 @@ func BenchmarkCreateToPod(b *testing.B) {
 		}
 	}
 	c := adminClient(b, e)
+	// The peer gets the agent's client-side rate limit: client-go's default (5/s, bursts of
+	// 10) would throttle it where the agent is not.
+	rawCfg := rest.CopyConfig(e.Config)
+	rawCfg.QPS, rawCfg.Burst = sessions.KubeQPS, sessions.KubeBurst
+	raw, err := kubernetes.NewForConfig(rawCfg)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Run("agent", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
+		var lat benchsample.Samples
+		for range benchsample.N(b, 20) {
+			t0 := time.Now()
 			s, err := c.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "bench"})
 			if err != nil {
 				b.Fatal(err)
 			}
 			waitFor(s.PodName)
-			b.StopTimer()
+			lat.Add(time.Since(t0))
 			_, _ = c.DeleteSession(ctx, s.ID)
-			b.StartTimer()
 		}
+		lat.Report(b, "ms")
 	})
 	b.Run("raw-client-go", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
+		var lat benchsample.Samples
+		for i := range benchsample.N(b, 20) {
 			name := fmt.Sprintf("raw-%d-%d", time.Now().UnixNano(), i)
 			pod := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Name: name},
 				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
 			}
-			if _, err := e.Kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t0 := time.Now()
+			if _, err := raw.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 				b.Fatal(err)
 			}
 			waitFor(name)
-			b.StopTimer()
-			_ = e.Kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
-			b.StartTimer()
+			lat.Add(time.Since(t0))
+			_ = raw.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 		}
+		lat.Report(b, "ms")
 	})
 }
 
-// BenchmarkAt10k loads 10,000 stopped sessions into the agent's database and measures
-// list-page latency (p50/p99), the agent's RSS before and after, and how long a
-// restarted agent takes to be ready again.
+// BenchmarkAt10k loads 10,000 stopped sessions ($CAKE_BENCH_SESSIONS; CI loads fewer)
+// into the agent's database and measures list-page latency (p50/p99) and throughput on
+// loopback, the agent's RSS before and after, and how long a restarted agent takes to be
+// ready and to have reconciled every session once.
 func BenchmarkAt10k(b *testing.B) {
 	e := setup(b)
 	ctx := context.Background()
 	c := adminClient(b, e)
-	rssIdle := agentRSS(b, e)
-	seed10k(b, e)
+	n := benchsample.Sessions()
+	var idle []float64
+	for range benchsample.N(b, 5) {
+		idle = append(idle, float64(agentRSS(b, e))/(1<<20))
+		time.Sleep(100 * time.Millisecond)
+	}
+	owner := seed(b, n)
+	// The rows are all there: count them through the API.
+	all, err := c.ListAllSessions(ctx, client.ListOptions{AllUsers: true, Owner: owner, Limit: 1000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(all) != n {
+		b.Fatalf("the API lists %d of the %d seeded sessions", len(all), n)
+	}
+	listPage := func() error {
+		page, err := c.ListSessions(ctx, client.ListOptions{AllUsers: true, Owner: owner, Limit: 100})
+		if err != nil {
+			return err
+		}
+		if len(page.Items) != min(n, 100) {
+			return fmt.Errorf("a page of %d sessions, want %d", len(page.Items), min(n, 100))
+		}
+		return nil
+	}
 	b.Run("list-page", func(b *testing.B) {
-		var lat []time.Duration
-		for i := 0; i < b.N; i++ {
-			start := time.Now()
-			if _, err := c.ListSessions(ctx, client.ListOptions{AllUsers: true, Limit: 100}); err != nil {
+		var lat benchsample.Samples
+		for range benchsample.N(b, 200) {
+			var err error
+			lat.Time(func() { err = listPage() })
+			if err != nil {
 				b.Fatal(err)
 			}
-			lat = append(lat, time.Since(start))
 		}
-		report(b, lat)
+		lat.Report(b, "ms")
+	})
+	b.Run("list-throughput", func(b *testing.B) {
+		// Pages of 100 by 8 concurrent clients on loopback, each sample 1,000 requests.
+		const workers, perSample = 8, 1000
+		var rates benchsample.Rates
+		for range benchsample.N(b, 5) {
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			t0 := time.Now()
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for next.Add(1) <= perSample && !b.Failed() {
+						if err := listPage(); err != nil {
+							b.Error(err)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if b.Failed() {
+				b.FailNow()
+			}
+			rates.Add(perSample, time.Since(t0))
+		}
+		rates.Report(b, "req/s")
 	})
 	b.Run("rss", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			_, _ = c.ListSessions(ctx, client.ListOptions{AllUsers: true, Limit: 1000})
+		// Every page once, so what the agent keeps per session is resident.
+		if _, err := c.ListAllSessions(ctx, client.ListOptions{AllUsers: true, Limit: 1000}); err != nil {
+			b.Fatal(err)
 		}
-		b.ReportMetric(float64(rssIdle)/(1<<20), "idle-MiB")
-		b.ReportMetric(float64(agentRSS(b, e))/(1<<20), "at10k-MiB")
+		var at []float64
+		for range benchsample.N(b, 5) {
+			at = append(at, float64(agentRSS(b, e))/(1<<20))
+			time.Sleep(100 * time.Millisecond)
+		}
+		reportFigures(b, "idle-MiB", idle)
+		reportFigures(b, "at10k-MiB", at)
+		b.ReportMetric(float64(n), "sessions")
 	})
 	b.Run("restart", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
+		var lat benchsample.Samples
+		for range benchsample.N(b, 5) {
 			e.StopAgent(false)
 			start := time.Now()
 			if err := e.StartAgent(ctx); err != nil {
 				b.Fatal(err)
 			}
-			b.ReportMetric(time.Since(start).Seconds(), "s-to-ready")
+			waitSwept(b, e)
+			lat.Add(time.Since(start))
+			if all, err := c.ListAllSessions(ctx, client.ListOptions{AllUsers: true, Owner: owner, Limit: 1000}); err != nil || len(all) != n {
+				b.Fatalf("after the restart the API lists %d of %d sessions: %v", len(all), n, err)
+			}
 		}
+		lat.Report(b, "s")
 	})
 }
 
-func report(b *testing.B, lat []time.Duration) {
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
-	b.ReportMetric(q(0.50), "p50-us")
-	b.ReportMetric(q(0.99), "p99-us")
+// waitSwept waits until the agent has finished its first full reconcile of every session
+// (the reconcile_duration_seconds{scope="full"} histogram has a sample).
+func waitSwept(b *testing.B, e *e2eenv.Env) {
+	b.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(e.HTTPURL + "/metrics")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			for _, line := range strings.Split(string(body), "\n") {
+				if rest, ok := strings.CutPrefix(line, `cake_agents_reconcile_duration_seconds_count{scope="full"} `); ok && rest != "0" {
+					return
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Fatal("the restarted agent did not finish a full reconcile within a minute")
 }
 
-// seed10k writes the sessions straight into the agent's SQLite file (WAL lets the
-// running agent keep reading). They are Stopped, so no pods are made.
-func seed10k(b *testing.B, e *e2eenv.Env) {
+// reportFigures reports the median of values as unit, their minimum and maximum as
+// min-unit and max-unit.
+func reportFigures(b *testing.B, unit string, values []float64) {
+	v := slices.Clone(values)
+	slices.Sort(v)
+	b.ReportMetric(v[len(v)/2], unit)
+	b.ReportMetric(v[0], "min-"+unit)
+	b.ReportMetric(v[len(v)-1], "max-"+unit)
+}
+
+// benchOwner is the subject of the user the seeded sessions belong to.
+const benchOwner = "bench-owner"
+
+// seed writes n sessions straight into the agent's SQLite file (WAL lets the running agent
+// keep reading). They are Stopped, so no pods are made. It returns their owner's user id.
+func seed(b *testing.B, n int) string {
 	b.Helper()
 	ctx := context.Background()
 	kr, err := keyring.New([]byte("bench"))
@@ -273,7 +436,7 @@ func seed10k(b *testing.B, e *e2eenv.Env) {
 		b.Fatal(err)
 	}
 	defer func() { _ = st.Close() }()
-	u := &store.User{Source: "kubernetes", Subject: "bench-owner"}
+	u := &store.User{Source: "kubernetes", Subject: benchOwner}
 	if err := st.UpsertUser(ctx, u); err != nil {
 		b.Fatal(err)
 	}
@@ -282,16 +445,17 @@ func seed10k(b *testing.B, e *e2eenv.Env) {
 		b.Fatal(err)
 	}
 	if len(page.Items) > 0 {
-		return // already seeded by an earlier -count
+		return u.ID // already seeded by an earlier -count
 	}
 	now := time.Now().UTC()
-	for i := 0; i < 10000; i++ {
+	for i := range n {
 		s := &store.Session{ID: fmt.Sprintf("b%07d", i), OwnerID: u.ID, Title: "bench", State: apiv1.StateStopped,
 			CreatedAt: now.Add(time.Duration(i) * time.Millisecond), Private: i%2 == 0}
 		if err := st.CreateSession(ctx, s, 0); err != nil {
 			b.Fatal(err)
 		}
 	}
+	return u.ID
 }
 
 // agentRSS reads the agent process's resident memory from /proc.
@@ -312,67 +476,174 @@ func agentRSS(b *testing.B, e *e2eenv.Env) int64 {
 	return 0
 }
 
-// BenchmarkConcurrentCreates: 100 sessions created at once through the API; reports how
-// many reach Running per second.
-func BenchmarkConcurrentCreates(b *testing.B) {
+// BenchmarkSustainedCreates: bursts of sessions ($CAKE_BENCH_BURST, default 100) created
+// through the API by 16 concurrent clients, on SQLite and then on Postgres (the same agent
+// restarted with a DATABASE_URL). Per burst it reports how fast creates were accepted (201)
+// and reached Running, and checks the pods: every session has exactly one (lost-pods,
+// dup-pods; bad-pods is their sum, which must be 0).
+func BenchmarkSustainedCreates(b *testing.B) {
 	e := setup(b)
 	ctx := context.Background()
-	c := adminClient(b, e)
-	for i := 0; i < b.N; i++ {
-		const n = 100
-		start := time.Now()
-		ids := make([]string, n)
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		for j := 0; j < n; j++ {
-			wg.Add(1)
-			go func(j int) {
-				defer wg.Done()
-				s, err := c.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "burst"})
-				if err != nil {
-					errs <- err
-					return
-				}
-				ids[j] = s.ID
-			}(j)
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
+	b.Run("sqlite", func(b *testing.B) { sustainedCreates(b, e) })
+	b.Run("postgres", func(b *testing.B) {
+		dsn := testpg.Start(b)
+		e.StopAgent(false)
+		if err := e.StartAgentEnv(ctx, "DATABASE_URL="+dsn); err != nil {
 			b.Fatal(err)
 		}
+		defer func() {
+			e.StopAgent(false)
+			if err := e.StartAgent(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}()
+		sustainedCreates(b, e)
+	})
+}
+
+func sustainedCreates(b *testing.B, e *e2eenv.Env) {
+	ctx := context.Background()
+	c := adminClient(b, e)
+	n := benchsample.Size(benchsample.EnvBurst, 100)
+	const workers = 16
+	var accepted, running benchsample.Rates
+	var lost, dup int
+	for range benchsample.N(b, 5) {
+		ids := make([]string, n)
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := int(next.Add(1)) - 1; j < n && !b.Failed(); j = int(next.Add(1)) - 1 {
+					s, err := c.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "burst"})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					ids[j] = s.ID
+				}
+			}()
+		}
+		wg.Wait()
+		if b.Failed() {
+			b.FailNow()
+		}
+		accepted.Add(n, time.Since(start))
+		want := map[string]bool{}
 		for _, id := range ids {
-			for {
-				s, err := c.GetSession(ctx, id)
-				if err != nil {
-					b.Fatal(err)
+			want[id] = true
+		}
+		for {
+			list, err := c.ListAllSessions(ctx, client.ListOptions{State: apiv1.StateRunning, Limit: 1000})
+			if err != nil {
+				b.Fatal(err)
+			}
+			up := 0
+			for _, s := range list {
+				if want[s.ID] {
+					up++
 				}
-				if s.State == apiv1.StateRunning {
-					break
-				}
-				if time.Since(start) > 5*time.Minute {
-					b.Fatalf("session %s still %s", id, s.State)
-				}
-				time.Sleep(50 * time.Millisecond)
+			}
+			if up == n {
+				break
+			}
+			if time.Since(start) > 5*time.Minute {
+				b.Fatalf("%d of %d sessions Running after 5 minutes", up, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		running.Add(n, time.Since(start))
+		l, d := countPods(b, e, ids)
+		lost, dup = lost+l, dup+d
+		for _, id := range ids {
+			if _, err := c.DeleteSession(ctx, id); err != nil {
+				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "running/s")
-		b.StopTimer()
-		for _, id := range ids {
-			_, _ = c.DeleteSession(ctx, id)
+		waitNoSessionPods(b, e)
+	}
+	accepted.Report(b, "accepted/s")
+	running.Report(b, "running/s")
+	b.ReportMetric(float64(lost), "lost-pods")
+	b.ReportMetric(float64(dup), "dup-pods")
+	b.ReportMetric(float64(lost+dup), "bad-pods")
+	b.ReportMetric(float64(n), "sessions")
+}
+
+// sessionPods selects the session pods of the benchmark's release.
+const sessionPods = apiv1.LabelName + "=" + apiv1.SessionAppName
+
+// countPods counts the session pods of ids through the API: sessions without a pod and
+// sessions with more than one.
+func countPods(b *testing.B, e *e2eenv.Env, ids []string) (lost, dup int) {
+	b.Helper()
+	pods, err := e.Kube.CoreV1().Pods("cake-bench").List(context.Background(), metav1.ListOptions{LabelSelector: sessionPods})
+	if err != nil {
+		b.Fatal(err)
+	}
+	per := map[string]int{}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			per[p.Labels[apiv1.LabelSessionID]]++
 		}
-		b.StartTimer()
+	}
+	for _, id := range ids {
+		switch {
+		case per[id] == 0:
+			lost++
+		case per[id] > 1:
+			dup += per[id] - 1
+		}
+	}
+	return lost, dup
+}
+
+// waitNoSessionPods waits until the deleted sessions' pods are gone.
+func waitNoSessionPods(b *testing.B, e *e2eenv.Env) {
+	b.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		pods, err := e.Kube.CoreV1().Pods("cake-bench").List(context.Background(), metav1.ListOptions{LabelSelector: sessionPods})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(pods.Items) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d session pods left 3 minutes after their sessions were deleted", len(pods.Items))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// BenchmarkProxy: 8 MiB through the agent's session proxy (TLS, authn, authz, tunnel)
-// against the same bytes through a plain client-go port-forward to the pod, which is
-// what `kubectl port-forward` does.
+// BenchmarkProxy: 8 MiB and a 2-byte reply fetched from a session pod's OpenCode port
+// the way a user reaches it, against `kubectl port-forward` (the binary) to the same pod,
+// the tool a user would pick instead. Both run as child processes of this benchmark on
+// the same cluster; each side keeps its HTTP connection alive between requests. The hops:
+//
+//	agent-proxy:  client → `kubectl agents port-forward SESSION` (local listener, password
+//	              check) → port-forward to the agent pod (API server → kubelet → agent,
+//	              TLS with the user's client certificate) → the agent's session proxy
+//	              (authn, authz) → its tunnel: port-forward to the session pod (API server
+//	              → kubelet) → port 4096
+//	port-forward: client → `kubectl port-forward pod/NAME` (local listener) → API server
+//	              → kubelet → port 4096
+//
+// So the agent side has one port-forward more than its peer: that is the price users pay
+// for not needing RBAC on session pods.
 func BenchmarkProxy(b *testing.B) {
 	e := setup(b)
 	ctx := context.Background()
 	c := adminClient(b, e)
 	blob := make([]byte, 8<<20)
+	if _, err := rand.Read(blob); err != nil {
+		b.Fatal(err)
+	}
+	blobSum := sha256.Sum256(blob)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/blob":
@@ -399,55 +670,143 @@ func BenchmarkProxy(b *testing.B) {
 	if err := sessionrunner.Forward(ctx, e.Dynamic, "cake-bench", s.PodName, map[int]int{apiv1.OpenCodePort: ln.Addr().(*net.TCPAddr).Port}); err != nil {
 		b.Fatal(err)
 	}
+	waitRunning(b, c, s.ID)
+
+	// The user's path: the plugin's port-forward prints its URL and password.
+	plugin := startForwarder(b, []*regexp.Regexp{
+		regexp.MustCompile(`Forwarding (http://\S+) to`), regexp.MustCompile(`password: (\S+)`),
+	}, kubectl, "agents", "port-forward", s.ID, "--agent-namespace", "cake-bench")
+	viaURL, password := plugin[0], plugin[1]
+	// The peer: kubectl port-forward to the same pod on a free local port.
+	peer := startForwarder(b, []*regexp.Regexp{regexp.MustCompile(`Forwarding from (127\.0\.0\.1:\d+) ->`)},
+		kubectl, "port-forward", "-n", "cake-bench", "pod/"+s.PodName, fmt.Sprintf(":%d", apiv1.OpenCodePort))
+	directURL := "http://" + peer[0]
+
+	newClient := func() *http.Client {
+		return &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 1}}
+	}
+	via, direct := newClient(), newClient()
+	get := func(b *testing.B, hc *http.Client, url string, auth bool, want []byte, wantSum [32]byte) {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if auth {
+			req.SetBasicAuth(tunnel.LocalUser, password)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, resp.Body)
+		_ = resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("GET %s: %d, %d bytes, %v", url, resp.StatusCode, n, err)
+		}
+		if int(n) != len(want) || [32]byte(h.Sum(nil)) != wantSum {
+			b.Fatalf("GET %s: %d bytes that are not the %d bytes sent", url, n, len(want))
+		}
+	}
+	ok := []byte("ok")
+	okSum := sha256.Sum256(ok)
+	throughput := func(hc *http.Client, url string, auth bool) func(b *testing.B) {
+		return func(b *testing.B) {
+			var lat benchsample.Samples
+			var mbps []float64
+			for range benchsample.N(b, 5) {
+				t0 := time.Now()
+				get(b, hc, url+"/blob", auth, blob, blobSum)
+				d := time.Since(t0)
+				lat.Add(d)
+				mbps = append(mbps, float64(len(blob))/1e6/d.Seconds())
+			}
+			lat.Report(b, "ms")
+			reportFigures(b, "MB/s", mbps)
+		}
+	}
+	latency := func(hc *http.Client, url string, auth bool) func(b *testing.B) {
+		return func(b *testing.B) {
+			var lat benchsample.Samples
+			for range benchsample.N(b, 50) {
+				lat.Time(func() { get(b, hc, url+"/ping", auth, ok, okSum) })
+			}
+			lat.Report(b, "ms")
+		}
+	}
+	b.Run("throughput/agent-proxy", throughput(via, viaURL, true))
+	b.Run("throughput/port-forward", throughput(direct, directURL, false))
+	b.Run("latency/agent-proxy", latency(via, viaURL, true))
+	b.Run("latency/port-forward", latency(direct, directURL, false))
+}
+
+// waitRunning waits until session id is Running.
+func waitRunning(b *testing.B, c *client.Client, id string) {
+	b.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		got, err := c.GetSession(ctx, s.ID)
+		got, err := c.GetSession(context.Background(), id)
 		if err != nil {
 			b.Fatal(err)
 		}
 		if got.State == apiv1.StateRunning {
-			break
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("session %s still %s %s", id, got.State, got.Reason)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	pool, err := tunnel.NewPool(e.Config, hclog.NewNullLogger())
+}
+
+// startForwarder starts a long-running port-forward command (kubectl's or the plugin's)
+// in the benchmark's environment, waits until its output matched every pattern and
+// returns each pattern's first group. The process is stopped when b ends.
+func startForwarder(b *testing.B, patterns []*regexp.Regexp, name string, args ...string) []string {
+	b.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+cluster, "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"), "HOME="+work)
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer pool.Close()
-	direct := &http.Client{Transport: pool.Transport("cake-bench", s.PodName, apiv1.OpenCodePort)}
-	via := c.HTTPClient()
-	get := func(b *testing.B, hc *http.Client, url string, want int) {
-		resp, err := hc.Get(url)
-		if err != nil {
-			b.Fatal(err)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	found := make([]string, len(patterns))
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
 		}
-		n, _ := io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || int(n) != want {
-			b.Fatalf("GET %s: %d, %d bytes", url, resp.StatusCode, n)
+		close(lines)
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	timeout := time.After(time.Minute)
+	for left := len(patterns); left > 0; {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				b.Fatalf("%s %v exited before it was ready: %s", name, args, stderr.String())
+			}
+			for i, re := range patterns {
+				if m := re.FindStringSubmatch(line); m != nil && found[i] == "" {
+					found[i] = m[1]
+					left--
+				}
+			}
+		case <-timeout:
+			b.Fatalf("%s %v not ready within a minute: %s", name, args, stderr.String())
 		}
 	}
-	proxyURL := e.HTTPSURL + "/api/v1/sessions/" + s.ID + "/proxy"
-	b.Run("throughput/agent-proxy", func(b *testing.B) {
-		b.SetBytes(int64(len(blob)))
-		for i := 0; i < b.N; i++ {
-			get(b, via, proxyURL+"/blob", len(blob))
+	// Keep reading: kubectl prints a line per connection and must never block on it.
+	go func() {
+		for range lines {
 		}
-	})
-	b.Run("throughput/port-forward", func(b *testing.B) {
-		b.SetBytes(int64(len(blob)))
-		for i := 0; i < b.N; i++ {
-			get(b, direct, "http://pod/blob", len(blob))
-		}
-	})
-	b.Run("latency/agent-proxy", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			get(b, via, proxyURL+"/ping", 2)
-		}
-	})
-	b.Run("latency/port-forward", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			get(b, direct, "http://pod/ping", 2)
-		}
-	})
+	}()
+	return found
 }

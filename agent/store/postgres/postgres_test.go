@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -82,8 +84,40 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, newTestDB)
 }
 
+// BenchmarkStore runs the store benchmarks. `make bench` compares them with SQLite's and
+// sets CAKE_BENCH_REQUIRE_DURABLE=1: the server must then run with production durability
+// (testpg's default turns fsync off), or the comparison would flatter Postgres.
 func BenchmarkStore(b *testing.B) {
+	if err := checkDurable(b, os.Getenv("CAKE_BENCH_REQUIRE_DURABLE") == "1"); err != nil {
+		b.Fatal(err)
+	}
 	storetest.Bench(b, newTestDB)
+}
+
+// checkDurable reads the server's fsync, synchronous_commit and full_page_writes and, with
+// require, returns an error unless all are on.
+func checkDurable(b *testing.B, require bool) error {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testpg.Start(b))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	var off []string
+	for _, name := range []string{"fsync", "synchronous_commit", "full_page_writes"} {
+		var v string
+		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v); err != nil {
+			return err
+		}
+		b.Logf("postgres %s = %s", name, v)
+		if v != "on" {
+			off = append(off, name+"="+v)
+		}
+	}
+	if require && len(off) > 0 {
+		return fmt.Errorf("the benchmarks compare Postgres with SQLite, which syncs its WAL, but this server runs with %s: start it with production durability (testpg up --durable)", strings.Join(off, ", "))
+	}
+	return nil
 }
 
 func TestUnreachable(t *testing.T) {

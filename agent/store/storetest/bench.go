@@ -4,26 +4,27 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cakeai/cake-agents/agent/store"
+	"github.com/cakeai/cake-agents/internal/benchsample"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
-// BenchSessions is the table size of the read benchmarks.
-const BenchSessions = 10000
-
-// Bench runs the store benchmarks on fresh databases from newDB:
+// Bench runs the store benchmarks on fresh databases from newDB, on a table of
+// benchsample.Sessions() rows (10,000 unless $CAKE_BENCH_SESSIONS):
 //
 //	CreateSession          one insert with the quota check (sessions/s, p50/p99)
-//	GetSession             by id among BenchSessions rows (p50/p99)
-//	ListSessionsPage       a page of 100 at a random depth of BenchSessions rows (p50/p99)
+//	GetSession             by id among the rows (p50/p99)
+//	ListSessionsPage       a page of 100 at a random depth of the rows (p50/p99)
 //	ListSessionsVisible    the same with VisibleTo and an active-states filter, as the UI lists
 //
-// Latencies are reported as extra metrics p50-us and p99-us (microseconds).
+// Each figure is the median of at least benchsample.MinSamples samples (ns/op), with
+// p50-us, p99-us, min-us and max-us (microseconds) as extra metrics. Each checks its work:
+// the created rows are counted, a get returns the row asked for, a page has the rows the
+// same page had before the timing.
 func Bench(b *testing.B, newDB NewDB) {
 	kr := mustKeyring(b, secretA)
 	open := func(db DB) store.Store {
@@ -38,50 +39,62 @@ func Bench(b *testing.B, newDB NewDB) {
 	b.Run("CreateSession", func(b *testing.B) {
 		s := open(newDB(b))
 		owners := benchOwners(b, s, 10)
-		var lat []time.Duration
-		i := 0
+		var lat benchsample.Samples
+		n := benchsample.N(b, 100)
 		start := time.Now()
-		for b.Loop() {
-			i++
+		for i := range n {
 			sess := session(fmt.Sprintf("bench-%09d", i), owners[i%len(owners)], apiv1.StateStopped)
 			t0 := time.Now()
 			if err := s.CreateSession(context.Background(), sess, 1000); err != nil {
 				b.Fatal(err)
 			}
-			lat = append(lat, time.Since(t0))
+			lat.Add(time.Since(t0))
 		}
-		b.ReportMetric(float64(len(lat))/time.Since(start).Seconds(), "sessions/s")
-		reportLatency(b, lat)
+		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "sessions/s")
+		if got := countRows(b, s); got != n {
+			b.Fatalf("%d rows after %d creates", got, n)
+		}
+		lat.Report(b, "us")
 	})
 
 	// The read benchmarks share one seeded database.
 	s := open(newDB(b))
 	owners := benchOwners(b, s, 20)
-	seeded := seed(b, s, owners, BenchSessions)
+	rows := benchsample.Sessions()
+	seeded := seed(b, s, owners, rows)
+	if got := countRows(b, s); got != rows {
+		b.Fatalf("%d rows after seeding %d", got, rows)
+	}
 
 	b.Run("GetSession", func(b *testing.B) {
 		rng := rand.New(rand.NewPCG(1, 2))
-		var lat []time.Duration
-		for b.Loop() {
+		var lat benchsample.Samples
+		for range benchsample.N(b, 1000) {
 			id := seeded[rng.IntN(len(seeded))]
 			t0 := time.Now()
-			if _, err := s.GetSession(context.Background(), id); err != nil {
+			got, err := s.GetSession(context.Background(), id)
+			lat.Add(time.Since(t0))
+			if err != nil {
 				b.Fatal(err)
 			}
-			lat = append(lat, time.Since(t0))
+			if got.ID != id {
+				b.Fatalf("GetSession(%s) returned %s", id, got.ID)
+			}
 		}
-		reportLatency(b, lat)
+		lat.Report(b, "us")
 	})
 
 	listBench := func(f store.SessionFilter) func(b *testing.B) {
 		return func(b *testing.B) {
-			// Continue tokens for every page, so each iteration lists a random depth.
-			tokens := []string{""}
+			// Continue tokens for every page, so each iteration lists a random depth, and
+			// each page's length, which the timed lists must return again.
+			tokens, sizes := []string{""}, []int{}
 			for g := f; ; {
 				page, err := s.ListSessions(context.Background(), g)
 				if err != nil {
 					b.Fatal(err)
 				}
+				sizes = append(sizes, len(page.Items))
 				if page.Continue == "" {
 					break
 				}
@@ -89,17 +102,22 @@ func Bench(b *testing.B, newDB NewDB) {
 				g.Continue = page.Continue
 			}
 			rng := rand.New(rand.NewPCG(3, 4))
-			var lat []time.Duration
-			for b.Loop() {
+			var lat benchsample.Samples
+			for range benchsample.N(b, 200) {
 				g := f
-				g.Continue = tokens[rng.IntN(len(tokens))]
+				k := rng.IntN(len(tokens))
+				g.Continue = tokens[k]
 				t0 := time.Now()
-				if _, err := s.ListSessions(context.Background(), g); err != nil {
+				page, err := s.ListSessions(context.Background(), g)
+				lat.Add(time.Since(t0))
+				if err != nil {
 					b.Fatal(err)
 				}
-				lat = append(lat, time.Since(t0))
+				if len(page.Items) != sizes[k] {
+					b.Fatalf("page %d has %d rows, had %d", k, len(page.Items), sizes[k])
+				}
 			}
-			reportLatency(b, lat)
+			lat.Report(b, "us")
 		}
 	}
 	b.Run("ListSessionsPage", listBench(store.SessionFilter{Limit: 100}))
@@ -147,14 +165,19 @@ func seed(b *testing.B, s store.Store, owners []string, n int) []string {
 	return ids
 }
 
-func reportLatency(b *testing.B, lat []time.Duration) {
-	if len(lat) == 0 {
-		return
+// countRows counts every session in s, page by page.
+func countRows(b *testing.B, s store.Store) int {
+	b.Helper()
+	n := 0
+	for f := (store.SessionFilter{Limit: 1000}); ; {
+		page, err := s.ListSessions(context.Background(), f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n += len(page.Items)
+		if page.Continue == "" {
+			return n
+		}
+		f.Continue = page.Continue
 	}
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) / 1e3
-	}
-	b.ReportMetric(pct(0.50), "p50-us")
-	b.ReportMetric(pct(0.99), "p99-us")
 }

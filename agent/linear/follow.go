@@ -19,71 +19,13 @@ import (
 // followed again); a session without a Linear link is dropped at its first look. It
 // does not block: the follower in Run does the work, from what the store says, so a
 // restart or another replica picks it up where it was.
-func (s *Service) Follow(id string) {
-	s.mu.Lock()
-	s.followed[id] = true
-	s.mu.Unlock()
-}
-
-func (s *Service) unfollow(id string) {
-	s.mu.Lock()
-	delete(s.followed, id)
-	s.mu.Unlock()
-}
+func (s *Service) Follow(id string) { s.follower.Add(id) }
 
 // Followed returns the ids of the sessions being followed (for tests and metrics).
-func (s *Service) Followed() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.followed))
-	for id := range s.followed {
-		out = append(out, id)
-	}
-	return out
-}
-
-// resume follows the active sessions of Linear issues: at start, those a previous run
-// of the agent followed, and later those another replica started.
-func (s *Service) resume(ctx context.Context) {
-	f := store.SessionFilter{States: []apiv1.SessionState{apiv1.StatePending, apiv1.StateStarting, apiv1.StateRunning, apiv1.StateStopping}, Limit: 1000}
-	for {
-		page, err := s.o.Store.ListSessions(ctx, f)
-		if err != nil {
-			s.log.Warn("list sessions to follow failed", "error", err)
-			return
-		}
-		for _, sess := range page.Items {
-			links, err := s.o.Store.ListLinks(ctx, sess.ID)
-			if err != nil {
-				s.log.Warn("list session links failed", "session", sess.ID, "error", err)
-				continue
-			}
-			for _, l := range links {
-				if l.Source == Source {
-					s.Follow(sess.ID)
-				}
-			}
-		}
-		if page.Continue == "" {
-			return
-		}
-		f.Continue = page.Continue
-	}
-}
+func (s *Service) Followed() []string { return s.follower.IDs() }
 
 // FollowOnce looks at every followed session once (Run does it every PollInterval).
-func (s *Service) FollowOnce(ctx context.Context) { s.followAll(ctx) }
-
-func (s *Service) followAll(ctx context.Context) {
-	for _, id := range s.Followed() {
-		if ctx.Err() != nil {
-			return
-		}
-		if done := s.step(ctx, id); done {
-			s.unfollow(id)
-		}
-	}
-}
+func (s *Service) FollowOnce(ctx context.Context) { s.follower.Once(ctx) }
 
 // maxAnswer bounds the copy of the last answer kept on the link for the summary.
 const maxAnswer = 8000

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/integrations"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -79,9 +80,10 @@ type Service struct {
 	log   hclog.Logger
 	queue chan delivery
 
-	mu       sync.Mutex
-	viewer   *User
-	followed map[string]bool
+	mu     sync.Mutex
+	viewer *User
+	// follower follows the sessions of issues (integrations.Follower).
+	follower *integrations.Follower
 }
 
 type delivery struct {
@@ -106,7 +108,9 @@ func NewService(o Options) *Service {
 	if o.PollInterval <= 0 {
 		o.PollInterval = 3 * time.Second
 	}
-	return &Service{o: o, log: o.Log, queue: make(chan delivery, o.Queue), followed: map[string]bool{}}
+	s := &Service{o: o, log: o.Log, queue: make(chan delivery, o.Queue)}
+	s.follower = integrations.NewFollower(Source, o.Store, o.Log, s.step, apiv1.StatePending, apiv1.StateStarting, apiv1.StateRunning, apiv1.StateStopping)
+	return s
 }
 
 // maxBody bounds a delivery; Linear's are a few kilobytes.
@@ -151,43 +155,9 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// resyncEvery is how many polls pass between two looks for active Linear sessions no
-// one here follows yet: those another replica started (it may have gone since) and
-// those the ready hook did not name.
-const resyncEvery = 20
-
 // Run processes deliveries and follows the sessions of issues until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for range s.o.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case d := <-s.queue:
-					s.handle(ctx, d)
-				}
-			}
-		}()
-	}
-	s.resume(ctx)
-	tick := time.NewTicker(s.o.PollInterval)
-	defer tick.Stop()
-	for n := 1; ; n++ {
-		select {
-		case <-ctx.Done():
-			wg.Wait()
-			return nil
-		case <-tick.C:
-			if n%resyncEvery == 0 {
-				s.resume(ctx)
-			}
-			s.followAll(ctx)
-		}
-	}
+	return integrations.Run(ctx, s.o.Workers, s.queue, s.handle, s.follower, s.o.PollInterval)
 }
 
 // Viewer returns the agent's Linear user (cached once read).

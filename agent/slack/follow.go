@@ -10,71 +10,15 @@ import (
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
-// follow adds a session to those whose progress is posted.
-func (h *Handler) follow(id string) {
-	h.mu.Lock()
-	h.followed[id] = true
-	h.mu.Unlock()
-}
-
-func (h *Handler) unfollow(id string) {
-	h.mu.Lock()
-	delete(h.followed, id)
-	h.mu.Unlock()
-}
-
 // Followed returns the ids of the sessions being followed (for tests and metrics).
-func (h *Handler) Followed() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make([]string, 0, len(h.followed))
-	for id := range h.followed {
-		out = append(out, id)
-	}
-	return out
-}
+func (h *Handler) Followed() []string { return h.follower.IDs() }
 
-// resume follows the active sessions started from Slack again after a restart.
-func (h *Handler) resume(ctx context.Context) {
-	f := store.SessionFilter{States: []apiv1.SessionState{apiv1.StatePending, apiv1.StateStarting, apiv1.StateRunning}, Limit: 1000}
-	for {
-		page, err := h.o.Store.ListSessions(ctx, f)
-		if err != nil {
-			h.log.Warn("list sessions to follow failed", "error", err)
-			return
-		}
-		for _, s := range page.Items {
-			links, err := h.o.Store.ListLinks(ctx, s.ID)
-			if err != nil {
-				h.log.Warn("list session links failed", "session", s.ID, "error", err)
-				continue
-			}
-			for _, l := range links {
-				if l.Source == Source {
-					h.follow(s.ID)
-				}
-			}
-		}
-		if page.Continue == "" {
-			return
-		}
-		f.Continue = page.Continue
-	}
-}
+// resume follows the active sessions started from Slack (after a restart, and those
+// another replica started).
+func (h *Handler) resume(ctx context.Context) { h.follower.Resume(ctx) }
 
 // FollowOnce looks at every followed session once (Run does it every PollInterval).
-func (h *Handler) FollowOnce(ctx context.Context) { h.followAll(ctx) }
-
-func (h *Handler) followAll(ctx context.Context) {
-	for _, id := range h.Followed() {
-		if ctx.Err() != nil {
-			return
-		}
-		if done := h.step(ctx, id); done {
-			h.unfollow(id)
-		}
-	}
-}
+func (h *Handler) FollowOnce(ctx context.Context) { h.follower.Once(ctx) }
 
 // maxText keeps a posted answer within what Slack shows in one message.
 const maxText = 3900

@@ -20,7 +20,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -28,6 +27,7 @@ import (
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/integrations"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -91,8 +91,8 @@ type Handler struct {
 	log  hclog.Logger
 	jobs chan *eventJob
 
-	mu       sync.Mutex
-	followed map[string]bool
+	// follower follows the sessions started from Slack (integrations.Follower).
+	follower *integrations.Follower
 }
 
 // New returns a Handler; call Run to start its workers.
@@ -112,7 +112,9 @@ func New(o Options) *Handler {
 	if o.PollInterval <= 0 {
 		o.PollInterval = 3 * time.Second
 	}
-	return &Handler{o: o, log: o.Log, jobs: make(chan *eventJob, o.Queue), followed: map[string]bool{}}
+	h := &Handler{o: o, log: o.Log, jobs: make(chan *eventJob, o.Queue)}
+	h.follower = integrations.NewFollower(Source, o.Store, o.Log, h.step, apiv1.StatePending, apiv1.StateStarting, apiv1.StateRunning, apiv1.StateStopping)
+	return h
 }
 
 // envelope is an Events API request body.
@@ -205,33 +207,7 @@ func (h *Handler) wanted(ev event) bool {
 // Run runs the workers and the follower of linked sessions until ctx ends. (The
 // agent prunes old delivery ids for every integration, see agent/app.)
 func (h *Handler) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for range h.o.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case j := <-h.jobs:
-					h.handle(ctx, j)
-				}
-			}
-		}()
-	}
-	h.resume(ctx)
-	tick := time.NewTicker(h.o.PollInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			wg.Wait()
-			return nil
-		case <-tick.C:
-			h.followAll(ctx)
-		}
-	}
+	return integrations.Run(ctx, h.o.Workers, h.jobs, h.handle, h.follower, h.o.PollInterval)
 }
 
 // handle does one delivery's work.
@@ -437,7 +413,7 @@ func (h *Handler) start(ctx context.Context, log hclog.Logger, ev event, key, th
 	if err := h.o.Store.UpdateLinkData(ctx, Source, key, created, raw); err != nil {
 		log.Warn("record slack status message failed", "error", err)
 	}
-	h.follow(sess.ID)
+	h.follower.Add(sess.ID)
 }
 
 // followUp sends a reply in a followed thread to its session.
@@ -491,7 +467,7 @@ func (h *Handler) followUp(ctx context.Context, log hclog.Logger, link *store.In
 	}
 	h.o.Sessions.Touch(ctx, sess.ID, "slack")
 	h.audit(ctx, func(r *audit.Recorder) { r.Success(ctx, id.Display(), "session.message", sess.ID, "from Slack") })
-	h.follow(sess.ID)
+	h.follower.Add(sess.ID)
 }
 
 func (h *Handler) audit(_ context.Context, f func(*audit.Recorder)) {

@@ -99,6 +99,10 @@ func redact(msg, secret string) string {
 	return strings.ReplaceAll(msg, secret, "<redacted>")
 }
 
+// DefaultConnectTimeout bounds opening one connection when the connection string and
+// the environment set no connect_timeout.
+const DefaultConnectTimeout = 5 * time.Second
+
 // Open connects to the database and, unless o.SkipMigrate, brings its schema up to
 // date. A database that cannot be reached is an error wrapping store.ErrUnavailable.
 func Open(ctx context.Context, o Options) (*Store, error) {
@@ -117,6 +121,13 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "cake-agents"
+	}
+	// A server that accepts the TCP connection but never answers (stopped, restarting
+	// under load, behind a black-holing network) would otherwise hold every request
+	// needing a new connection until its client gave up; bounded, the request gets
+	// ErrUnavailable (503 with Retry-After). connect_timeout / PGCONNECT_TIMEOUT win.
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
 	}
 	ms, err := sqlcommon.LoadMigrations(migrationFS, "migrations")
 	if err != nil {

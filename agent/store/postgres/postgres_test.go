@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -130,6 +131,43 @@ func TestUnreachable(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("error leaks the password: %v", err)
+	}
+}
+
+// TestSilentServerIsUnavailable: a server that accepts connections but never answers
+// (a stopped or wedged Postgres) makes Open fail as unavailable once
+// DefaultConnectTimeout is over, when nothing else bounds it, instead of hanging for
+// as long as its caller waits.
+func TestSilentServerIsUnavailable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() })
+		}
+	}()
+	// The caller would wait a minute: the store's own bound must end it first.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Open(ctx, Options{ConnString: "postgres://u:p@" + ln.Addr().String() + "/db?sslmode=disable"})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Open of a silent server: %v, want ErrUnavailable", err)
+		}
+	case <-time.After(4 * DefaultConnectTimeout):
+		t.Fatalf("Open of a silent server still waiting after %s", 4*DefaultConnectTimeout)
 	}
 }
 

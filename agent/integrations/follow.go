@@ -20,6 +20,22 @@ import (
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
+// Sessions is the session lifecycle as the integrations need it (*sessions.Controller).
+type Sessions interface {
+	Create(ctx context.Context, s *store.Session, maxActive int) error
+	Delete(ctx context.Context, id string) error
+	// Touch records activity on a session, as a prompt from outside is.
+	Touch(ctx context.Context, id, source string)
+}
+
+// Conversation reaches a running session's OpenCode (*conversation.Relay).
+type Conversation interface {
+	Send(ctx context.Context, s *store.Session, text string) error
+	Messages(ctx context.Context, s *store.Session) ([]apiv1.Message, error)
+	// Busy reports whether the session's conversation is still working on a prompt.
+	Busy(ctx context.Context, s *store.Session) (bool, error)
+}
+
 // ResyncEvery is how many polls pass between two looks in the store for active
 // sessions of the source that no one here follows yet: those another replica started
 // (it may have gone since), or that a lost hook did not name.

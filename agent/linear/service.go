@@ -28,21 +28,11 @@ const Source = "linear"
 // key start on.
 func TeamRepoSetting(key string) string { return "linear.team." + strings.ToUpper(key) + ".repo" }
 
-// Sessions creates, deletes and touches sessions (*sessions.Controller).
-type Sessions interface {
-	Create(ctx context.Context, s *store.Session, maxActive int) error
-	Delete(ctx context.Context, id string) error
-	// Touch records activity on a session, as a prompt from Linear is.
-	Touch(ctx context.Context, id, source string)
-}
+// Sessions is the session lifecycle as the integration needs it.
+type Sessions = integrations.Sessions
 
-// Conversation reaches a running session's conversation (*conversation.Relay).
-type Conversation interface {
-	Send(ctx context.Context, s *store.Session, text string) error
-	Messages(ctx context.Context, s *store.Session) ([]apiv1.Message, error)
-	// Busy reports whether the session's conversation is still working on a prompt.
-	Busy(ctx context.Context, s *store.Session) (bool, error)
-}
+// Conversation reaches a running session's OpenCode.
+type Conversation = integrations.Conversation
 
 // Options configure a Service.
 type Options struct {

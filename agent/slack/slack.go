@@ -43,20 +43,11 @@ const sourceMessage = "slack-message"
 // sets it with PUT /api/v1/integrations/slack/channels/{id}).
 func ChannelRepoSetting(channel string) string { return "slack.channel." + channel + ".repo" }
 
-// Sessions is the lifecycle controller as the integration needs it.
-type Sessions interface {
-	Create(ctx context.Context, s *store.Session, maxActive int) error
-	Delete(ctx context.Context, id string) error
-	Touch(ctx context.Context, id, source string)
-}
+// Sessions is the session lifecycle as the integration needs it.
+type Sessions = integrations.Sessions
 
-// Conversation talks to a running session's OpenCode (agent/conversation.Relay).
-type Conversation interface {
-	Send(ctx context.Context, s *store.Session, text string) error
-	Messages(ctx context.Context, s *store.Session) ([]apiv1.Message, error)
-	// Busy reports whether the session's conversation is still working on a prompt.
-	Busy(ctx context.Context, s *store.Session) (bool, error)
-}
+// Conversation reaches a running session's OpenCode.
+type Conversation = integrations.Conversation
 
 // Options configure a Handler.
 type Options struct {

@@ -171,7 +171,7 @@ func TestGetSessionSpendIsBounded(t *testing.T) {
 	if code != http.StatusOK || strings.Contains(string(body), "modelSpend") {
 		t.Fatalf("GET with the spend timed out: %d %s; want the session without modelSpend", code, body)
 	}
-	if !sp.had || sp.deadline.After(before.Add(spendTimeout+time.Second)) {
-		t.Errorf("Spend's deadline %v (set %v): want at most %s after the request", sp.deadline, sp.had, spendTimeout)
+	if !sp.had || sp.deadline.After(before.Add(detailTimeout+time.Second)) {
+		t.Errorf("Spend's deadline %v (set %v): want at most %s after the request", sp.deadline, sp.had, detailTimeout)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -177,34 +178,45 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := s.toAPI(r, sess, nil)
+	// The spend (LiteLLM) and the branch (the session's own OpenCode, through a tunnel)
+	// are details: each is asked at the same time and for at most detailTimeout, so a
+	// gateway or an OpenCode that is slow or gone costs those fields, never the answer.
+	ctx, cancel := context.WithTimeout(r.Context(), detailTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
 	if sp, ok := s.opts.Sessions.(spender); ok {
-		// A gateway that does not answer (in spendTimeout) costs the field, not the
-		// whole answer: the spend is then unknown.
-		ctx, cancel := context.WithTimeout(r.Context(), spendTimeout)
-		spend, on, err := sp.Spend(ctx, sess.ID)
-		cancel()
-		if err != nil {
-			s.log.Warn("read the session's LiteLLM spend failed", "session", sess.ID, "error", err)
-		} else if on {
-			out.ModelSpend = &spend
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			spend, on, err := sp.Spend(ctx, sess.ID)
+			if err != nil {
+				s.log.Warn("read the session's LiteLLM spend failed", "session", sess.ID, "error", err)
+			} else if on {
+				out.ModelSpend = &spend
+			}
+		}()
 	}
 	if s.opts.Workspaces != nil {
-		// OpenCode or GitHub not answering costs the fields' freshness, not the answer.
-		v, err := s.opts.Workspaces.Refresh(r.Context(), sess)
-		if err != nil {
-			s.log.Warn("look at the session's branch and pull request failed", "session", sess.ID, "error", err)
-		}
-		if v != nil {
-			out.CurrentBranch, out.PullRequestURL = v.Branch, v.PullRequestURL
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := s.opts.Workspaces.Refresh(ctx, sess)
+			if err != nil {
+				s.log.Warn("look at the session's branch and pull request failed", "session", sess.ID, "error", err)
+			}
+			if v != nil {
+				out.CurrentBranch, out.PullRequestURL = v.Branch, v.PullRequestURL
+			}
+		}()
 	}
+	wg.Wait()
 	writeJSON(w, http.StatusOK, out)
 }
 
-// spendTimeout bounds the LiteLLM call of GET /sessions/{id}: the spend is a detail,
-// and the answer must not wait for the LiteLLM client's own (15 s) timeout.
-const spendTimeout = 2 * time.Second
+// detailTimeout bounds what GET /sessions/{id} asks beyond the store: the LiteLLM spend
+// (whose client would otherwise wait its own 15 s) and the workspace's branch from the
+// session's OpenCode, which may be busy starting, answering a model or unreachable.
+const detailTimeout = 2 * time.Second
 
 // Workspaces tells what a session's workspace is on (*vcs.Watcher): looked at now while
 // it runs, else as last seen; nil when never seen.

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/agent/vcs"
@@ -72,5 +73,53 @@ func TestGetSessionShowsBranchAndPullRequest(t *testing.T) {
 	setState(apiv1.StateStopped)
 	if got := get(); got.CurrentBranch != "cake/fix-flaky-test" || got.PullRequestURL != pr {
 		t.Errorf("stopped: branch %q, pull request %q; want what was last seen", got.CurrentBranch, got.PullRequestURL)
+	}
+}
+
+// stuckBranch plays a session's OpenCode that never answers (busy starting, or its
+// tunnel gone quiet): Branch returns only when its context ends.
+type stuckBranch struct{}
+
+func (stuckBranch) Branch(ctx context.Context, _ *store.Session) (string, error) {
+	<-ctx.Done()
+	return "", ctx.Err()
+}
+
+// TestGetSessionBranchIsBounded: GET of a running session whose OpenCode does not
+// answer still answers, with the branch last seen, once detailTimeout runs out; the
+// request's own context would otherwise hold it as long as the caller waits.
+func TestGetSessionBranchIsBounded(t *testing.T) {
+	var st store.Store
+	e := newEnvWith(t, nil, func(o *Options) {
+		st = o.Store
+		o.Workspaces = &vcs.Watcher{Branches: stuckBranch{}, Tokens: linkedToken(""), Store: o.Store}
+	})
+	s := e.create("alice", apiv1.CreateSessionRequest{Repo: "https://github.com/acme/widgets.git"})
+	cur, err := st.GetSession(t.Context(), s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.State = apiv1.StateRunning
+	if err := st.UpdateSession(t.Context(), cur); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutSessionVCS(t.Context(), &store.SessionVCS{SessionID: s.ID, Branch: "cake/seen-before", CheckedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var code int
+	var body []byte
+	go func() {
+		defer close(done)
+		code, body = e.do("alice", "GET", "/api/v1/sessions/"+s.ID, nil)
+	}()
+	select {
+	case <-done:
+	case <-time.After(detailTimeout + 20*time.Second):
+		t.Fatalf("GET of a session whose OpenCode does not answer still waits after %s", detailTimeout+20*time.Second)
+	}
+	var out apiv1.Session
+	if code != http.StatusOK || json.Unmarshal(body, &out) != nil || out.CurrentBranch != "cake/seen-before" {
+		t.Errorf("GET: %d %s; want 200 with the branch last seen", code, body)
 	}
 }

@@ -53,6 +53,59 @@ func TestPodStatusFailures(t *testing.T) {
 	e.waitSession(s.ID, "Running after restart", inState(apiv1.StateRunning))
 }
 
+// TestReadinessLapseKeepsRunning: a Running session whose pod turns unready while its
+// OpenCode container keeps running stays Running with reason NotAnswering (so `session
+// send` and attach are not refused for a moment's slowness) and its ready hook does
+// not fire again; once the pod is ready again the reason clears.
+func TestReadinessLapseKeepsRunning(t *testing.T) {
+	e := newEnv(t)
+	c, _ := e.start(e.config())
+	var hooked atomic.Int32
+	c.SetReadyHook(func(context.Context, *store.Session) { hooked.Add(1) })
+	ctx := ctxT(t)
+	s := &store.Session{OwnerID: e.owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(s.ID, "Running", inState(apiv1.StateRunning))
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return hooked.Load() == 1, nil
+	}); err != nil {
+		t.Fatalf("ready hook called %d times, want once", hooked.Load())
+	}
+	setReady := func(ready corev1.ConditionStatus, since time.Time) {
+		t.Helper()
+		pod, err := e.pod(ctx, s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod.Status.Phase = corev1.PodRunning
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: ready, LastTransitionTime: metav1.NewTime(since)}}
+		pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: ContainerName, Image: pod.Spec.Containers[0].Image, Ready: ready == corev1.ConditionTrue,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(since.Add(-time.Minute))}}}}
+		if _, err := e.kube.CoreV1().Pods(e.ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setReady(corev1.ConditionFalse, time.Now())
+	lapse := e.waitSession(s.ID, "NotAnswering", func(x *store.Session) bool {
+		if x != nil && x.State != apiv1.StateRunning {
+			t.Errorf("a readiness lapse made the session %s (%s)", x.State, x.Reason)
+		}
+		return x != nil && x.Reason == ReasonNotAnswering
+	})
+	if lapse.State != apiv1.StateRunning || !strings.Contains(lapse.Message, "still running") {
+		t.Errorf("lapse: %s %s %q", lapse.State, lapse.Reason, lapse.Message)
+	}
+	setReady(corev1.ConditionTrue, time.Now())
+	e.waitSession(s.ID, "ready again", func(x *store.Session) bool {
+		return x != nil && x.State == apiv1.StateRunning && x.Reason == ""
+	})
+	if n := hooked.Load(); n != 1 {
+		t.Errorf("ready hook called %d times across the lapse, want once", n)
+	}
+}
+
 // kwok reports a session pod Ready at once, long before OpenCode would listen in it:
 // exactly the case where `session create --wait` used to return before `attach` could
 // connect. With a health check set, the session stays Starting (OpenCodeStarting) while

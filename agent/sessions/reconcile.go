@@ -183,7 +183,7 @@ func (c *Controller) needsWork(s *store.Session) bool {
 		if err != nil || pod.DeletionTimestamp != nil {
 			return true
 		}
-		o := observe(pod)
+		o := observe(pod, s.State)
 		if o.State != s.State || o.Reason != s.Reason || (o.Message != "" && o.Message != s.Message) {
 			return true
 		}
@@ -282,7 +282,7 @@ func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) erro
 		return fmt.Errorf("pod %s does not belong to session %s (label %s=%q): delete it", pod.Name, s.ID, apiv1.LabelSessionID, pod.Labels[apiv1.LabelSessionID])
 	}
 
-	o := c.startTimeout(s, c.gateRunning(s, pod, observe(pod)), now)
+	o := c.startTimeout(s, c.gateRunning(s, pod, observe(pod, s.State)), now)
 	if o.State != s.State || o.Reason != s.Reason || o.Message != s.Message {
 		prev := s.State
 		fresh, changed, err := c.update(ctx, s.ID, func(x *store.Session) (bool, error) {
@@ -351,6 +351,14 @@ func (c *Controller) transitioned(ctx context.Context, s *store.Session, prev ap
 	c.log.Info("session state changed", "session", s.ID, "from", prev, "to", s.State, "reason", s.Reason)
 	switch s.State {
 	case apiv1.StateRunning:
+		if prev == apiv1.StateRunning {
+			// Only the reason changed (a readiness lapse began or ended): the session
+			// never left Running, so nothing that marks its start runs again.
+			if s.Reason == ReasonNotAnswering {
+				c.recorder.Event(pod, corev1.EventTypeWarning, ReasonNotAnswering, s.Message)
+			}
+			return
+		}
 		if s.StartedAt != nil {
 			c.metrics.podStart.Observe(c.now().Sub(*s.StartedAt).Seconds())
 		}

@@ -3,8 +3,10 @@ package sessions
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -25,6 +27,11 @@ const (
 	ReasonStoppedByUser = "StoppedByUser"
 	ReasonDeletedByUser = "DeletedByUser"
 	ReasonStarted       = "Started"
+
+	// ReasonNotAnswering: a Running session's OpenCode stopped passing its readiness
+	// probe while its container kept running (busy, or a loaded node): the session
+	// stays Running, since nothing restarted, and the reason says why it may be slow.
+	ReasonNotAnswering = "NotAnswering"
 
 	// ReasonCABundleMissing: the configured CA bundle ConfigMap (or its key) is not in
 	// the session namespace, so the pod would wait in ContainerCreating forever.
@@ -51,8 +58,9 @@ var fatalWaiting = map[string]bool{
 }
 
 // observe maps a pod's phase, conditions and container states onto a session state,
-// with the machine-readable reason and a message for people.
-func observe(pod *corev1.Pod) observation {
+// with the machine-readable reason and a message for people. cur is the session's
+// stored state: a Running session whose pod merely lost readiness stays Running.
+func observe(pod *corev1.Pod, cur apiv1.SessionState) observation {
 	switch pod.Status.Phase {
 	case corev1.PodFailed:
 		o := observation{State: apiv1.StateFailed, Reason: ReasonPodFailed, Message: pod.Status.Message}
@@ -104,7 +112,40 @@ func observe(pod *corev1.Pod) observation {
 	if pod.Spec.NodeName == "" {
 		return observation{State: apiv1.StatePending}
 	}
+	if cur == apiv1.StateRunning {
+		if o, ok := readinessLapse(pod); ok {
+			return o
+		}
+	}
 	return observation{State: apiv1.StateStarting}
+}
+
+// readinessLapse tells a readiness blip from a restart: the pod turned unready after
+// its OpenCode container had started, and that container still runs. A restarted
+// container starts after the pod turned unready (the kubelet marks it unready when the
+// old one dies), so it does not count; nor does a pod that was never ready. Reporting a
+// blip as Starting would make `session send` and the web UI refuse a session whose
+// OpenCode is only slow for a moment.
+func readinessLapse(pod *corev1.Pod) (observation, bool) {
+	var unreadySince *metav1.Time
+	for i, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionFalse {
+			unreadySince = &pod.Status.Conditions[i].LastTransitionTime
+		}
+	}
+	if unreadySince == nil || unreadySince.IsZero() {
+		return observation{}, false
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name != ContainerName {
+			continue
+		}
+		if r := cs.State.Running; r != nil && !r.StartedAt.IsZero() && r.StartedAt.Before(unreadySince) {
+			return observation{State: apiv1.StateRunning, Reason: ReasonNotAnswering,
+				Message: fmt.Sprintf("OpenCode has not passed its readiness probe since %s; its container is still running", unreadySince.UTC().Format(time.RFC3339))}, true
+		}
+	}
+	return observation{}, false
 }
 
 func waitingObservation(cs corev1.ContainerStatus, w *corev1.ContainerStateWaiting) (observation, bool) {

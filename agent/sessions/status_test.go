@@ -2,8 +2,10 @@ package sessions
 
 import (
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -96,10 +98,59 @@ func TestObserve(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := observe(tc.pod())
-			want := observation{tc.state, tc.reason, tc.msg}
-			if got != want {
-				t.Errorf("observe = %+v, want %+v", got, want)
+			// None of these pods shows a readiness lapse, so what the session was
+			// before does not change what the pod says.
+			for _, cur := range []apiv1.SessionState{apiv1.StateStarting, apiv1.StateRunning} {
+				got := observe(tc.pod(), cur)
+				want := observation{tc.state, tc.reason, tc.msg}
+				if got != want {
+					t.Errorf("observe(was %s) = %+v, want %+v", cur, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestObserveReadinessLapse: a Running session whose pod turns unready while its
+// OpenCode container keeps running stays Running (reason NotAnswering); a restarted
+// container, a container that is not running, or a session that was not Running yet
+// reads as Starting.
+func TestObserveReadinessLapse(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	pod := func(started time.Time, unreadySince time.Time, state corev1.ContainerState) *corev1.Pod {
+		p := running(&corev1.Pod{})
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse, LastTransitionTime: metav1.NewTime(unreadySince)}}
+		if state.Running != nil {
+			state.Running.StartedAt = metav1.NewTime(started)
+		}
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: ContainerName, State: state}}
+		return p
+	}
+	runningState := func() corev1.ContainerState {
+		return corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	}
+	cases := []struct {
+		name   string
+		pod    *corev1.Pod
+		cur    apiv1.SessionState
+		state  apiv1.SessionState
+		reason string
+	}{
+		{"blip while running", pod(t0, t0.Add(time.Minute), runningState()), apiv1.StateRunning, apiv1.StateRunning, ReasonNotAnswering},
+		{"blip before it ever ran", pod(t0, t0.Add(time.Minute), runningState()), apiv1.StateStarting, apiv1.StateStarting, ""},
+		{"restarted container", pod(t0.Add(time.Minute), t0.Add(time.Minute), runningState()), apiv1.StateRunning, apiv1.StateStarting, ""},
+		{"restarted later", pod(t0.Add(2*time.Minute), t0.Add(time.Minute), runningState()), apiv1.StateRunning, apiv1.StateStarting, ""},
+		{"container not running", pod(t0, t0.Add(time.Minute), corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}), apiv1.StateRunning, apiv1.StateStarting, ""},
+		{"no transition time", pod(t0, time.Time{}, runningState()), apiv1.StateRunning, apiv1.StateStarting, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := observe(tc.pod, tc.cur)
+			if got.State != tc.state || got.Reason != tc.reason {
+				t.Errorf("observe = %+v; want %s %q", got, tc.state, tc.reason)
+			}
+			if tc.reason == ReasonNotAnswering && got.Message == "" {
+				t.Error("a lapse must say since when")
 			}
 		})
 	}

@@ -82,7 +82,8 @@ type Controller struct {
 	healthCheck HealthCheck
 	health      map[string]healthMark
 	touched     map[string]touchMark
-	failures    map[string]int // consecutive transient create failures
+	failures    map[string]int       // consecutive transient create failures
+	expected    map[string]time.Time // id → when this process saw its pod created (see expect.go)
 }
 
 // New builds a controller; nothing runs until Run.
@@ -100,6 +101,7 @@ func New(cfg Config, kube kubernetes.Interface, st store.Store, log hclog.Logger
 		health:    map[string]healthMark{},
 		touched:   map[string]touchMark{},
 		failures:  map[string]int{},
+		expected:  map[string]time.Time{},
 	}
 	// Validate quantities now so a typo fails at start, not at the first session.
 	if _, err := c.resources(); err != nil {

@@ -241,9 +241,11 @@ func (c *Controller) ensurePod(ctx context.Context, s *store.Session, sp *sessio
 	switch {
 	case err == nil:
 		c.metrics.creates.WithLabelValues("created").Inc()
+		c.expectPod(s.ID)
 		return true, nil
 	case apierrors.IsAlreadyExists(err):
 		c.metrics.creates.WithLabelValues("exists").Inc()
+		c.expectPod(s.ID)
 		return false, nil
 	default:
 		c.metrics.creates.WithLabelValues("error").Inc()
@@ -253,6 +255,7 @@ func (c *Controller) ensurePod(ctx context.Context, s *store.Session, sp *sessio
 
 // deletePod deletes the session's pod; it reports whether the pod is gone.
 func (c *Controller) deletePod(ctx context.Context, id string) (bool, error) {
+	c.observedPod(id)
 	err := c.kube.CoreV1().Pods(c.cfg.Namespace).Delete(ctx, PodName(id), metav1.DeleteOptions{})
 	if apierrors.IsNotFound(err) {
 		return true, nil

@@ -421,6 +421,7 @@ func (c *Controller) forget(id string) {
 	delete(c.touched, id)
 	delete(c.hookState, id)
 	delete(c.health, id)
+	delete(c.expected, id)
 	c.mu.Unlock()
 }
 

@@ -156,7 +156,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.mu.Lock()
 	c.baseCtx = ctx
 	c.mu.Unlock()
-	sink := c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events(c.cfg.Namespace)})
+	events := c.cfg.EventClient
+	if events == nil {
+		events = c.kube
+	}
+	sink := c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.CoreV1().Events(c.cfg.Namespace)})
 	defer sink.Stop()
 	defer c.broadcaster.Shutdown()
 

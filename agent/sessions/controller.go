@@ -45,8 +45,9 @@ import (
 
 // KubeQPS and KubeBurst are the client-side rate limit of the agent's Kubernetes client
 // (client-go's default is 5 requests/s with bursts of 10). Each session create is a
-// Secret, a Pod and an Event, so the default throttles a burst of creates to hundreds of
-// milliseconds apiece. Benchmarks give their raw client-go peer the same limit.
+// Secret and a Pod (its Event goes through Config.EventClient, which has a limit of its
+// own), so the default throttles a burst of creates to hundreds of milliseconds apiece.
+// Benchmarks give their raw client-go peer the same limit.
 const (
 	KubeQPS   = 50
 	KubeBurst = 100

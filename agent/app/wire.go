@@ -257,6 +257,11 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	if err := seedProviders(ctx, st, cfg.ProvidersFile, log); err != nil {
 		return nil, err
 	}
+	// Events get a client of their own, so its own rate limiter (see
+	// sessions.Config.EventClient).
+	if scfg.EventClient, err = kubernetes.NewForConfig(restCfg); err != nil {
+		return nil, fmt.Errorf("kubernetes client for events: %w", err)
+	}
 	ctrl, err := sessions.New(scfg, kube, st, log.Named("sessions"))
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/cakeai/cake-agents/agent/litellm"
 )
@@ -93,6 +94,13 @@ type Config struct {
 
 	// Registerer receives the controller's metrics (default prometheus.DefaultRegisterer).
 	Registerer prometheus.Registerer
+
+	// EventClient, when set, records the controller's Kubernetes Events (default: the
+	// controller's own client). The agent gives it a client of its own, with its own
+	// client-side rate limit, as controller-runtime does for its recorders: Events are
+	// sent in the background and must not take the tokens a burst of session creates
+	// needs for their Secrets and Pods, nor wait behind them.
+	EventClient kubernetes.Interface
 }
 
 func (c *Config) defaults() error {

@@ -45,8 +45,9 @@ import (
 
 // KubeQPS and KubeBurst are the client-side rate limit of the agent's Kubernetes client
 // (client-go's default is 5 requests/s with bursts of 10). Each session create is a
-// Secret, a Pod and an Event, so the default throttles a burst of creates to hundreds of
-// milliseconds apiece. Benchmarks give their raw client-go peer the same limit.
+// Secret and a Pod (its Event goes through Config.EventClient, which has a limit of its
+// own), so the default throttles a burst of creates to hundreds of milliseconds apiece.
+// Benchmarks give their raw client-go peer the same limit.
 const (
 	KubeQPS   = 50
 	KubeBurst = 100
@@ -82,7 +83,8 @@ type Controller struct {
 	healthCheck HealthCheck
 	health      map[string]healthMark
 	touched     map[string]touchMark
-	failures    map[string]int // consecutive transient create failures
+	failures    map[string]int       // consecutive transient create failures
+	expected    map[string]time.Time // id → when this process saw its pod created (see expect.go)
 }
 
 // New builds a controller; nothing runs until Run.
@@ -100,6 +102,7 @@ func New(cfg Config, kube kubernetes.Interface, st store.Store, log hclog.Logger
 		health:    map[string]healthMark{},
 		touched:   map[string]touchMark{},
 		failures:  map[string]int{},
+		expected:  map[string]time.Time{},
 	}
 	// Validate quantities now so a typo fails at start, not at the first session.
 	if _, err := c.resources(); err != nil {
@@ -154,7 +157,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.mu.Lock()
 	c.baseCtx = ctx
 	c.mu.Unlock()
-	sink := c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events(c.cfg.Namespace)})
+	events := c.cfg.EventClient
+	if events == nil {
+		events = c.kube
+	}
+	sink := c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.CoreV1().Events(c.cfg.Namespace)})
 	defer sink.Stop()
 	defer c.broadcaster.Shutdown()
 

@@ -96,7 +96,7 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op, modelKey 
 	c.log.Error("session objects cannot be created; marking the session failed", "session", s.ID, "reason", reason, "error", err)
 	if cleanup {
 		// Nothing ran yet: leave nothing behind but the Failed row that explains why.
-		if _, derr := c.deleteObjects(ctx, op, s.ID, true); derr != nil {
+		if _, derr := c.deleteObjects(ctx, op, s.ID, c.mayHavePVC(s)); derr != nil {
 			c.log.Warn("clean up after failed create failed; the reconciler will retry", "session", s.ID, "error", derr)
 		}
 		if derr := c.revokeKeys(ctx, s.ID); derr != nil {
@@ -241,9 +241,11 @@ func (c *Controller) ensurePod(ctx context.Context, s *store.Session, sp *sessio
 	switch {
 	case err == nil:
 		c.metrics.creates.WithLabelValues("created").Inc()
+		c.expectPod(s.ID)
 		return true, nil
 	case apierrors.IsAlreadyExists(err):
 		c.metrics.creates.WithLabelValues("exists").Inc()
+		c.expectPod(s.ID)
 		return false, nil
 	default:
 		c.metrics.creates.WithLabelValues("error").Inc()
@@ -253,6 +255,7 @@ func (c *Controller) ensurePod(ctx context.Context, s *store.Session, sp *sessio
 
 // deletePod deletes the session's pod; it reports whether the pod is gone.
 func (c *Controller) deletePod(ctx context.Context, id string) (bool, error) {
+	c.observedPod(id)
 	err := c.kube.CoreV1().Pods(c.cfg.Namespace).Delete(ctx, PodName(id), metav1.DeleteOptions{})
 	if apierrors.IsNotFound(err) {
 		return true, nil
@@ -264,6 +267,18 @@ func (c *Controller) deletePod(ctx context.Context, id string) (bool, error) {
 	// and its delete event brings the reconciler back.
 	_, err = c.kube.CoreV1().Pods(c.cfg.Namespace).Get(ctx, PodName(id), metav1.GetOptions{})
 	return apierrors.IsNotFound(err), nil
+}
+
+// mayHavePVC reports whether s can have a PVC to delete. Only a persistent session is
+// given one (Persistent never changes after the create), so for the others the DELETE,
+// one API round trip of every session delete, is skipped unless the cache shows a PVC
+// of that name anyway.
+func (c *Controller) mayHavePVC(s *store.Session) bool {
+	if s.Persistent {
+		return true
+	}
+	_, err := c.pvcLister.PersistentVolumeClaims(c.cfg.Namespace).Get(PVCName(s.ID))
+	return err == nil
 }
 
 // deleteObjects deletes the pod, the Secret and (withPVC) the PVC of a session; it

@@ -395,7 +395,7 @@ func (c *Controller) finishDelete(ctx context.Context, s *store.Session) (bool, 
 		keysGone = false
 		c.log.Warn("delete the LiteLLM key of a deleted session failed; the reconciler will retry", "session", s.ID, "error", err)
 	}
-	gone, err := c.deleteObjects(ctx, opDelete, s.ID, true)
+	gone, err := c.deleteObjects(ctx, opDelete, s.ID, c.mayHavePVC(s))
 	if err != nil || !gone {
 		return false, err
 	}
@@ -421,6 +421,7 @@ func (c *Controller) forget(id string) {
 	delete(c.touched, id)
 	delete(c.hookState, id)
 	delete(c.health, id)
+	delete(c.expected, id)
 	c.mu.Unlock()
 }
 

@@ -164,3 +164,35 @@ func TestTouchIsRateLimited(t *testing.T) {
 		t.Errorf("source %q, want attach", got.LastActivitySource)
 	}
 }
+
+// TestDeleteSkipsThePVCOnlyOfSessionsWithoutOne: deleting a session that is not
+// persistent sends no PVC delete (it never had one), a persistent session's PVC is
+// deleted.
+func TestDeleteSkipsThePVCOnlyOfSessionsWithoutOne(t *testing.T) {
+	st, owner := newStore(t)
+	kube := fake.NewClientset()
+	c := newTestController(t, testConfig("ns"), kube, st)
+	ctx := context.Background()
+	for _, persistent := range []bool{false, true} {
+		s := &store.Session{OwnerID: owner, Persistent: persistent}
+		if err := c.Create(ctx, s, 0); err != nil {
+			t.Fatal(err)
+		}
+		kube.ClearActions()
+		if err := c.Delete(ctx, s.ID); err != nil {
+			t.Fatal(err)
+		}
+		pvcDeletes := 0
+		for _, a := range kube.Actions() {
+			if a.GetVerb() == "delete" && a.GetResource().Resource == "persistentvolumeclaims" {
+				pvcDeletes++
+			}
+		}
+		if want := map[bool]int{false: 0, true: 1}[persistent]; pvcDeletes != want {
+			t.Errorf("persistent=%v: %d PVC deletes, want %d", persistent, pvcDeletes, want)
+		}
+		if _, err := kube.CoreV1().PersistentVolumeClaims("ns").Get(ctx, PVCName(s.ID), metav1.GetOptions{}); err == nil {
+			t.Errorf("persistent=%v: the PVC is still there", persistent)
+		}
+	}
+}

@@ -276,8 +276,15 @@ func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) erro
 		return nil // deleted from outside; its delete event brings us back
 	}
 	if pod == nil {
+		if left := c.podExpected(s.ID); left > 0 {
+			// Created moments ago and not in the cache yet: its watch event brings
+			// us back; the retry covers a watch that lost it (see expect.go).
+			c.enqueueAfter(s.ID, left)
+			return nil
+		}
 		return c.recreate(ctx, s)
 	}
+	c.observedPod(s.ID)
 	if pod.Labels[apiv1.LabelSessionID] != s.ID {
 		return fmt.Errorf("pod %s does not belong to session %s (label %s=%q): delete it", pod.Name, s.ID, apiv1.LabelSessionID, pod.Labels[apiv1.LabelSessionID])
 	}

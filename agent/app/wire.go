@@ -145,6 +145,7 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 		DefaultIdleTimeout:      cfg.SessionIdleTimeout,
 		DefaultTTL:              cfg.SessionTTL,
 		ReconcileInterval:       cfg.ReconcileInterval,
+		WarmPoolSize:            cfg.WarmPoolSize,
 		LiteLLMBaseURL:          cfg.LiteLLMBaseURL,
 		LiteLLM:                 gateway,
 		LiteLLMSessionBudget:    cfg.LiteLLMSessionBudget,

@@ -83,6 +83,7 @@ type Controller struct {
 	health      map[string]healthMark
 	touched     map[string]touchMark
 	failures    map[string]int // consecutive transient create failures
+	poolKick    chan struct{}  // asks the pool loop for a pass (see kickPool)
 }
 
 // New builds a controller; nothing runs until Run.
@@ -100,6 +101,7 @@ func New(cfg Config, kube kubernetes.Interface, st store.Store, log hclog.Logger
 		health:    map[string]healthMark{},
 		touched:   map[string]touchMark{},
 		failures:  map[string]int{},
+		poolKick:  make(chan struct{}, 1),
 	}
 	// Validate quantities now so a typo fails at start, not at the first session.
 	if _, err := c.resources(); err != nil {

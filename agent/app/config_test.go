@@ -29,7 +29,7 @@ func TestFlagsAreTyped(t *testing.T) {
 	for flag, want := range map[string]string{
 		"header-auth": "bool", "leader-election": "bool",
 		"max-active-sessions": "int", "warm-pool-size": "int",
-		"session-ttl":         "duration", "session-idle-timeout": "duration", "token-max-ttl": "duration", "lease-duration": "duration",
+		"session-ttl": "duration", "session-idle-timeout": "duration", "token-max-ttl": "duration", "lease-duration": "duration",
 		"session-cpu-request": "quantity", "session-memory-limit": "quantity", "session-storage-size": "quantity",
 		"admin-groups": "strings", "trusted-proxy-cidrs": "strings",
 		"litellm-session-budget": "usd", "litellm-user-budget": "usd", "litellm-key-duration": "duration",

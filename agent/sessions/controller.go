@@ -84,6 +84,7 @@ type Controller struct {
 	touched     map[string]touchMark
 	failures    map[string]int // consecutive transient create failures
 	poolKick    chan struct{}  // asks the pool loop for a pass (see kickPool)
+	keyDelivery KeyDelivery    // gives a claimed pod's OpenCode its LiteLLM key (see SetKeyDelivery)
 }
 
 // New builds a controller; nothing runs until Run.

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/cakeai/cake-agents/agent/providers"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/internal/failpoint"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
@@ -71,7 +72,7 @@ func (c *Controller) poolTemplate(ctx context.Context) (*sessionProviders, strin
 	if err != nil {
 		return nil, "", err
 	}
-	pod, err := c.buildPod(c.poolSession("template"), sp)
+	pod, err := c.buildPoolPod(c.poolSession("template"), sp)
 	if err != nil {
 		return nil, "", err
 	}
@@ -103,10 +104,40 @@ func (c *Controller) coldReason(s *store.Session, idChosen bool) string {
 		return "a persistent workspace is mounted at pod creation"
 	case s.Repo != "":
 		return "the repository is cloned before OpenCode starts"
-	case c.cfg.LiteLLM != nil:
-		return "the session's own LiteLLM key is read by OpenCode at its start"
+	case c.cfg.LiteLLM != nil && c.keyDeliverer() == nil:
+		return "nothing can give a pool pod's OpenCode the session's LiteLLM key"
 	}
 	return ""
+}
+
+// KeyDelivery gives a session's OpenCode the API key of a provider at run time (the
+// agent's is conversation.Relay.SetModelKey: PUT /auth/{provider} through the tunnel).
+type KeyDelivery func(ctx context.Context, s *store.Session, provider, key string) error
+
+// SetKeyDelivery lets sessions with their own LiteLLM key start warm: the key is made at
+// claim and handed to the pool pod's OpenCode, whose config names no key (see
+// sessioninit.Options.KeyAtClaim). Without it such sessions start cold.
+func (c *Controller) SetKeyDelivery(f KeyDelivery) {
+	c.mu.Lock()
+	c.keyDelivery = f
+	c.mu.Unlock()
+}
+
+func (c *Controller) keyDeliverer() KeyDelivery {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.keyDelivery
+}
+
+// buildPoolPod is buildPod for a pool pod: with LiteLLM keys its config names no key,
+// since the key is given at claim.
+func (c *Controller) buildPoolPod(s *store.Session, sp *sessionProviders) (*corev1.Pod, error) {
+	pod, err := c.buildPod(s, sp)
+	if err != nil || c.cfg.LiteLLM == nil || sp != nil {
+		return pod, err
+	}
+	pod.Spec.InitContainers[0].Args = append(pod.Spec.InitContainers[0].Args, "--key-at-claim")
+	return pod, nil
 }
 
 // createWarm stores s under the id of a claimed pool pod and makes it Running when that
@@ -120,9 +151,14 @@ func (c *Controller) createWarm(ctx context.Context, s *store.Session, maxActive
 	if c.checkCABundle(ctx) != nil {
 		return false, nil
 	}
-	_, hash, err := c.poolTemplate(ctx)
+	sp, hash, err := c.poolTemplate(ctx)
 	if err != nil {
 		c.log.Warn("warm pool template unavailable; creating the session cold", "error", err)
+		return false, nil
+	}
+	if c.cfg.LiteLLM != nil && sp != nil {
+		// Stored providers reference the session's key by environment variable, which
+		// a running OpenCode cannot be given.
 		return false, nil
 	}
 	pod, unlock := c.claim(ctx, s.OwnerID, hash)
@@ -134,20 +170,48 @@ func (c *Controller) createWarm(ctx context.Context, s *store.Session, maxActive
 	id := pod.Labels[apiv1.LabelSessionID]
 	s.ID, s.PodName, s.StartKind = id, PodName(id), apiv1.StartKindWarm
 	failpoint.Hit(opCreate, "claimed", id)
-	if err := c.st.CreateSession(ctx, s, maxActive); err != nil {
-		// Never back to the pool: it ran for a create that did not happen.
+	// Never back to the pool: the pod ran for a create that did not happen.
+	drop := func() {
 		if _, derr := c.deleteObjects(ctx, opCreate, id, false); derr != nil {
 			c.log.Warn("delete a claimed pool pod after a failed create failed; the reconciler will remove it", "session", id, "error", derr)
+		}
+	}
+	var modelKey string
+	if c.cfg.LiteLLM != nil {
+		// As in a cold create: the key before the row, and no row without a key.
+		if modelKey, err = c.issueKey(ctx, s); err != nil {
+			drop()
+			return false, fmt.Errorf("create session %s: %w", s.ID, err)
+		}
+	}
+	if err := c.st.CreateSession(ctx, s, maxActive); err != nil {
+		drop()
+		if modelKey != "" {
+			if kerr := c.forgetKeys(ctx, id); kerr != nil {
+				c.log.Warn("delete the LiteLLM key of a session not stored failed; the reconciler will retry", "session", id, "error", kerr)
+			}
 		}
 		return false, fmt.Errorf("store session: %w", err)
 	}
 	failpoint.Hit(opCreate, "stored", s.ID)
 	c.metrics.creates.WithLabelValues("claimed").Inc()
 	c.kickPool()
-	if err := c.adoptSecret(ctx, s); err != nil {
-		c.log.Warn("relabel the Secret of a claimed pool pod failed; the reconciler will retry", "session", id, "error", err)
+	if err := c.adoptSecret(ctx, s, modelKey); err != nil {
+		c.log.Warn("adopt the Secret of a claimed pool pod failed; the reconciler will retry", "session", id, "error", err)
 	}
 	c.event(s, corev1.EventTypeNormal, "Claimed", "Claimed a warm pool pod")
+	if modelKey != "" {
+		if err := c.keyDeliverer()(ctx, s, providers.LiteLLM, modelKey); err != nil {
+			// The session is stored: its pod is replaced by a cold one, which reads
+			// the key from the Secret like any other.
+			c.log.Warn("give the claimed pod's OpenCode its LiteLLM key failed; replacing the pod", "session", id, "error", err)
+			if _, derr := c.deletePod(ctx, id); derr != nil {
+				c.log.Warn("delete the claimed pod failed; the reconciler will retry", "session", id, "error", derr)
+			}
+			c.enqueue(s.ID)
+			return true, nil
+		}
+	}
 	c.markRunning(ctx, s, pod)
 	c.enqueue(s.ID)
 	return true, nil
@@ -234,19 +298,23 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// adoptSecret makes the claimed pod's Secret the session's: its owner label set and out
-// of the pool. Its password stays: OpenCode started with it, and no one has seen it.
-func (c *Controller) adoptSecret(ctx context.Context, s *store.Session) error {
+// adoptSecret makes the claimed pod's Secret the session's: its owner label set, out of
+// the pool, and holding modelKey ("" none), the session's LiteLLM key, for a pod that
+// replaces this one. Its password stays: OpenCode started with it, and no one has seen it.
+func (c *Controller) adoptSecret(ctx context.Context, s *store.Session, modelKey string) error {
 	secrets := c.kube.CoreV1().Secrets(c.cfg.Namespace)
 	sec, err := secrets.Get(ctx, SecretName(s.ID), metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("read secret %s: %w", SecretName(s.ID), err)
 	}
-	if sec.Labels[LabelPoolState] == PoolStateClaimed && sec.Labels[apiv1.LabelOwnerID] == s.OwnerID {
-		return nil
-	}
 	if sec.Labels == nil {
 		sec.Labels = map[string]string{}
+	}
+	if modelKey != "" {
+		if sec.Data == nil {
+			sec.Data = map[string][]byte{}
+		}
+		sec.Data[SecretKeyLiteLLM] = []byte(modelKey)
 	}
 	sec.Labels[LabelPoolState] = PoolStateClaimed
 	sec.Labels[apiv1.LabelOwnerID] = s.OwnerID
@@ -412,7 +480,7 @@ func (c *Controller) createPoolPod(ctx context.Context, sp *sessionProviders, ha
 	if _, err := c.kube.CoreV1().Secrets(c.cfg.Namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create pool secret: %w", err)
 	}
-	pod, err := c.buildPod(s, sp)
+	pod, err := c.buildPoolPod(s, sp)
 	if err == nil {
 		mark(&pod.ObjectMeta)
 		_, err = c.kube.CoreV1().Pods(c.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{})

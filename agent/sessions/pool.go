@@ -387,7 +387,8 @@ func (c *Controller) poolLoop(ctx context.Context) {
 }
 
 // reconcilePool deletes warm pods of another template (and all of them when the pool is
-// off), warm pods that failed, and pool Secrets whose pod is gone, then creates pods
+// off), warm pods that failed, and pool Secrets whose pod is gone (adopting instead those
+// a claim stored a session for), then creates pods
 // until WarmPoolSize warm ones of the current template exist. Claimed pods are sessions
 // and never counted.
 func (c *Controller) reconcilePool(ctx context.Context) error {
@@ -430,7 +431,20 @@ func (c *Controller) reconcilePool(ctx context.Context) error {
 	now := c.now()
 	for _, sec := range secrets {
 		id := sec.Labels[apiv1.LabelSessionID]
-		if podIDs[id] || sec.DeletionTimestamp != nil || now.Sub(sec.CreationTimestamp.Time) < poolSecretGrace {
+		if podIDs[id] || sec.DeletionTimestamp != nil {
+			continue
+		}
+		// A claim whose Secret could not be adopted: the session's now, whatever its
+		// pod does.
+		if s, err := c.st.GetSession(ctx, id); err == nil {
+			if err := c.adoptSecret(ctx, s, ""); err != nil {
+				return err
+			}
+			continue
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("read session %s: %w", id, err)
+		}
+		if now.Sub(sec.CreationTimestamp.Time) < poolSecretGrace {
 			continue
 		}
 		uid := sec.UID

@@ -52,6 +52,11 @@ const poolInterval = 5 * time.Second
 // while it claims that pod, so trying the next pod is faster than waiting.
 const claimLockWait = 200 * time.Millisecond
 
+// poolCreatedGrace is how long a pool pod this replica created counts as warm before
+// the cache shows it: a pass that ran before the watch delivered the pod must not create
+// another one in its place.
+const poolCreatedGrace = 30 * time.Second
+
 // poolSecretGrace is how long a pool Secret may exist without its pod before the pool
 // deletes it: the Secret is created before the pod, and the cache may not show the pod yet.
 const poolSecretGrace = time.Minute
@@ -414,9 +419,21 @@ func (c *Controller) reconcilePool(ctx context.Context) error {
 	}
 	have := 0
 	podIDs := map[string]bool{}
+	now := c.now()
+	c.mu.Lock()
+	for id, at := range c.poolCreated {
+		// Seen (warm, or claimed already) or too old: the cache speaks for it now.
+		if _, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(id)); err == nil || now.Sub(at) > poolCreatedGrace {
+			delete(c.poolCreated, id)
+		}
+	}
+	c.mu.Unlock()
 	for _, p := range pods {
 		id := p.Labels[apiv1.LabelSessionID]
 		podIDs[id] = true
+		c.mu.Lock()
+		delete(c.poolCreated, id) // in the cache: counted from here on
+		c.mu.Unlock()
 		if p.DeletionTimestamp != nil {
 			continue
 		}
@@ -428,7 +445,13 @@ func (c *Controller) reconcilePool(ctx context.Context) error {
 			return err
 		}
 	}
-	now := c.now()
+	c.mu.Lock()
+	for id := range c.poolCreated {
+		if size > 0 && !podIDs[id] {
+			have++ // created by an earlier pass, not in the cache yet
+		}
+	}
+	c.mu.Unlock()
 	for _, sec := range secrets {
 		id := sec.Labels[apiv1.LabelSessionID]
 		if podIDs[id] || sec.DeletionTimestamp != nil {
@@ -506,6 +529,9 @@ func (c *Controller) createPoolPod(ctx context.Context, sp *sessionProviders, ha
 		}
 		return fmt.Errorf("create pool pod: %w", err)
 	}
+	c.mu.Lock()
+	c.poolCreated[s.ID] = c.now()
+	c.mu.Unlock()
 	c.log.Debug("created a warm pool pod", "pod", pod.Name, "template", hash)
 	return nil
 }

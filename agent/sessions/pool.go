@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/cakeai/cake-agents/agent/providers"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -308,25 +309,31 @@ func podReady(p *corev1.Pod) bool {
 // replaces this one. Its password stays: OpenCode started with it, and no one has seen it.
 func (c *Controller) adoptSecret(ctx context.Context, s *store.Session, modelKey string) error {
 	secrets := c.kube.CoreV1().Secrets(c.cfg.Namespace)
-	sec, err := secrets.Get(ctx, SecretName(s.ID), metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("read secret %s: %w", SecretName(s.ID), err)
-	}
-	if sec.Labels == nil {
-		sec.Labels = map[string]string{}
-	}
-	if modelKey != "" {
-		if sec.Data == nil {
-			sec.Data = map[string][]byte{}
+	// The pool's pass may adopt it at the same time (it sees a pool Secret whose pod is
+	// no longer warm): retry on the conflict, so the key is never lost to that race.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		sec, err := secrets.Get(ctx, SecretName(s.ID), metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("read secret %s: %w", SecretName(s.ID), err)
 		}
-		sec.Data[SecretKeyLiteLLM] = []byte(modelKey)
-	}
-	sec.Labels[LabelPoolState] = PoolStateClaimed
-	sec.Labels[apiv1.LabelOwnerID] = s.OwnerID
-	if _, err := secrets.Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("update secret %s: %w", SecretName(s.ID), err)
-	}
-	return nil
+		if sec.Labels[LabelPoolState] == PoolStateClaimed && sec.Labels[apiv1.LabelOwnerID] == s.OwnerID &&
+			(modelKey == "" || string(sec.Data[SecretKeyLiteLLM]) == modelKey) {
+			return nil
+		}
+		if sec.Labels == nil {
+			sec.Labels = map[string]string{}
+		}
+		if modelKey != "" {
+			if sec.Data == nil {
+				sec.Data = map[string][]byte{}
+			}
+			sec.Data[SecretKeyLiteLLM] = []byte(modelKey)
+		}
+		sec.Labels[LabelPoolState] = PoolStateClaimed
+		sec.Labels[apiv1.LabelOwnerID] = s.OwnerID
+		_, err = secrets.Update(ctx, sec, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 // markRunning turns a just-claimed session Running when its OpenCode answers through

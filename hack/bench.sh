@@ -58,8 +58,8 @@ log "store benchmarks (SQLite and Postgres, 10k sessions)"
 bench -bench 'BenchmarkStore' -benchtime "${benchtime}" ./agent/store/sqlite ./agent/store/postgres
 log "controller benchmark (create → pod, agent vs raw client-go)"
 bench -bench 'BenchmarkCreate' -benchtime "${benchtime}" ./agent/sessions
-log "product benchmarks (plugin vs kubectl, API create vs raw pod, proxy vs kubectl port-forward)"
-bench -bench 'Startup|List|CreateToPod|Proxy' -benchtime "${benchtime}" ./test/bench
+log "product benchmarks (plugin vs kubectl, API create vs raw pod, proxy vs kubectl port-forward, warm pool claim → attachable)"
+bench -bench 'Startup|List|CreateToPod|Proxy|WarmClaim' -benchtime "${benchtime}" ./test/bench
 log "heavy product benchmarks (10k sessions: list, RSS, restart; sustained creates on SQLite and Postgres)"
 bench -bench 'At10k|SustainedCreates' -benchtime "${HEAVY_BENCHTIME:-1x}" ./test/bench
 log "failover (two replicas on Postgres, the leader SIGKILLed)"

@@ -28,8 +28,8 @@ func TestFlagsAreTyped(t *testing.T) {
 	BindFlags(fs, func(string) string { return "" })
 	for flag, want := range map[string]string{
 		"header-auth": "bool", "leader-election": "bool",
-		"max-active-sessions": "int",
-		"session-ttl":         "duration", "session-idle-timeout": "duration", "token-max-ttl": "duration", "lease-duration": "duration",
+		"max-active-sessions": "int", "warm-pool-size": "int",
+		"session-ttl": "duration", "session-idle-timeout": "duration", "token-max-ttl": "duration", "lease-duration": "duration",
 		"session-cpu-request": "quantity", "session-memory-limit": "quantity", "session-storage-size": "quantity",
 		"admin-groups": "strings", "trusted-proxy-cidrs": "strings",
 		"litellm-session-budget": "usd", "litellm-user-budget": "usd", "litellm-key-duration": "duration",
@@ -91,6 +91,7 @@ func TestBadValuesNameTheFlagAndTheEnvVar(t *testing.T) {
 		{"header-auth", "AGENT_HEADER_AUTH_ENABLED", "maybe", "want true or false"},
 		{"max-active-sessions", "AGENT_MAX_ACTIVE_SESSIONS", "-1", "want a whole number >= 0"},
 		{"max-active-sessions", "AGENT_MAX_ACTIVE_SESSIONS", "five", "want a whole number >= 0"},
+		{"warm-pool-size", "AGENT_WARM_POOL_SIZE", "-2", "want a whole number >= 0"},
 		{"session-ttl", "AGENT_SESSION_TTL", "forever", "want a duration such as 30m or 2h"},
 		{"lease-duration", "AGENT_LEASE_DURATION", "-15s", "want a duration such as 30m or 2h"},
 		{"session-cpu-request", "AGENT_SESSION_CPU_REQUEST", "lots", "want a quantity such as 500m, 2 or 2Gi"},

@@ -145,6 +145,7 @@ func sessionsConfig(cfg *Config, reg prometheus.Registerer) (sessions.Config, er
 		DefaultIdleTimeout:      cfg.SessionIdleTimeout,
 		DefaultTTL:              cfg.SessionTTL,
 		ReconcileInterval:       cfg.ReconcileInterval,
+		WarmPoolSize:            cfg.WarmPoolSize,
 		LiteLLMBaseURL:          cfg.LiteLLMBaseURL,
 		LiteLLM:                 gateway,
 		LiteLLMSessionBudget:    cfg.LiteLLMSessionBudget,
@@ -292,6 +293,8 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	// `session create --wait` then `attach` works even where a pod is Ready before its
 	// server listens.
 	ctrl.SetHealthCheck(conv.Healthy)
+	// A warm pool pod's OpenCode gets the session's own LiteLLM key at claim.
+	ctrl.SetKeyDelivery(conv.SetModelKey)
 
 	rec := audit.NewRecorder(st, log.Named("audit"))
 	// The header authenticator is always first. With header auth disabled it refuses

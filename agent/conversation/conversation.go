@@ -74,6 +74,17 @@ func (c *Relay) Healthy(ctx context.Context, s *store.Session) error {
 	return err
 }
 
+// SetModelKey gives the session's OpenCode key as the API key of provider (see
+// opencode.Client.SetAPIKey): how a session started on a warm pool pod gets its own
+// LiteLLM key, which did not exist when that OpenCode started.
+func (c *Relay) SetModelKey(ctx context.Context, s *store.Session, provider, key string) error {
+	oc, err := c.client(ctx, s)
+	if err != nil {
+		return err
+	}
+	return oc.SetAPIKey(ctx, provider, key)
+}
+
 // Branch returns the branch the session's workspace is on ("" when detached), asking
 // its OpenCode through the tunnel pool.
 func (c *Relay) Branch(ctx context.Context, s *store.Session) (string, error) {

@@ -197,6 +197,16 @@ func (c *Client) Health(ctx context.Context) (*Health, error) {
 	return &h, nil
 }
 
+// SetAPIKey stores key as the API key of provider (PUT /auth/{provider}), as `opencode
+// auth login` would. OpenCode reads stored keys when it first loads its providers, so
+// this counts only before the first prompt, and only for a provider whose configured
+// options carry no apiKey of their own (an {env:...} reference, even to an unset
+// variable, takes precedence).
+func (c *Client) SetAPIKey(ctx context.Context, provider, key string) error {
+	body := map[string]string{"type": "api", "key": key}
+	return c.do(ctx, http.MethodPut, "/auth/"+url.PathEscape(provider), body, nil)
+}
+
 // WaitHealthy polls Health every interval until it succeeds or ctx ends. A 401 ends the
 // wait at once: retrying a wrong password cannot help. Each probe has its own deadline
 // (ProbeTimeout): a probe sent while the pod's port is not yet listening can stall inside a

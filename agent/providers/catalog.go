@@ -25,17 +25,22 @@ const (
 
 // Gateway is the provider object of the LiteLLM gateway (id LiteLLM) for a session using
 // model ("litellm/NAME" or a bare NAME; "" names none): OpenAI-compatible at baseURL,
-// its key read from the environment variable keyEnv. The session's config builder
+// its key read from the environment variable keyEnv ("": no key in the config; OpenCode
+// then takes the one stored by PUT /auth/litellm, as a warm pool pod's is). The session's config builder
 // (sessioninit) and the agent (beside stored providers) both render it with this.
 func Gateway(baseURL, model, keyEnv string) map[string]any {
 	models := map[string]any{}
 	if name := strings.TrimPrefix(model, LiteLLM+"/"); name != "" {
 		models[name] = map[string]any{"name": name, "limit": map[string]any{"context": gatewayContextLimit, "output": gatewayOutputLimit}}
 	}
+	options := map[string]any{"baseURL": baseURL}
+	if keyEnv != "" {
+		options["apiKey"] = "{env:" + keyEnv + "}"
+	}
 	return map[string]any{
 		"npm":     "@ai-sdk/openai-compatible",
 		"name":    "LiteLLM",
-		"options": map[string]any{"baseURL": baseURL, "apiKey": "{env:" + keyEnv + "}"},
+		"options": options,
 		"models":  models,
 	}
 }

@@ -320,6 +320,7 @@ func (s *Server) toAPI(r *http.Request, sess *store.Session, names map[string]st
 		Message:            sess.Message,
 		PodName:            sess.PodName,
 		PodNamespace:       sess.PodNamespace,
+		StartKind:          sess.StartKind,
 		CreatedAt:          sess.CreatedAt,
 		UpdatedAt:          sess.UpdatedAt,
 		StartedAt:          sess.StartedAt,

@@ -64,6 +64,11 @@ type Options struct {
 	// the session as core.sshCommand; it also tells a failed clone's message whether a
 	// key was there.
 	SSHKey string
+	// KeyAtClaim leaves the LiteLLM key out of the config: the pod is a warm pool pod,
+	// whose OpenCode starts before its session has a key, and gets it at claim through
+	// OpenCode's PUT /auth/litellm. (An {env:...} reference would win over that key even
+	// with the variable unset: measured with opencode-ai 1.18.33.)
+	KeyAtClaim bool
 	// Shared says the session is shared with every user (not private), so it carries
 	// no one's git credentials; a failed clone's message says so.
 	Shared bool
@@ -89,6 +94,7 @@ const (
 	flagGHHosts    = "gh-hosts"
 	flagSSHKey     = "ssh-key"
 	flagShared     = "shared"
+	flagKeyAtClaim = "key-at-claim"
 )
 
 // BindFlags registers the options on fs.
@@ -104,6 +110,7 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.GHHosts, flagGHHosts, o.GHHosts, "GitHub CLI hosts.yml to install in $HOME/.config/gh (may be missing)")
 	fs.StringVar(&o.SSHKey, flagSSHKey, o.SSHKey, "where the owner's SSH key for an ssh repository is mounted (may be missing; git's ssh takes it from GIT_SSH_COMMAND, and the session's from $HOME/.gitconfig)")
 	fs.BoolVar(&o.Shared, flagShared, o.Shared, "the session is shared with every user, so it has no one's git credentials")
+	fs.BoolVar(&o.KeyAtClaim, flagKeyAtClaim, o.KeyAtClaim, "leave the LiteLLM key out of the config: a warm pool pod's OpenCode gets it at claim (PUT /auth/litellm)")
 	fs.BoolVar(&o.AllowLocalRepo, flagAllowLocal, o.AllowLocalRepo, "allow file:// and local repository paths (tests)")
 	_ = fs.MarkHidden(flagAllowLocal)
 }
@@ -128,6 +135,9 @@ func (o Options) Args() []string {
 	add(flagSSHKey, o.SSHKey)
 	if o.Shared {
 		a = append(a, "--"+flagShared)
+	}
+	if o.KeyAtClaim {
+		a = append(a, "--"+flagKeyAtClaim)
 	}
 	if o.AllowLocalRepo {
 		a = append(a, "--"+flagAllowLocal)
@@ -431,7 +441,11 @@ func BuildConfig(o Options) ([]byte, error) {
 		if name := strings.TrimPrefix(model, providers.LiteLLM+"/"); name != "" {
 			model = providers.LiteLLM + "/" + name
 		}
-		provs = map[string]any{providers.LiteLLM: providers.Gateway(o.LiteLLMBaseURL, model, "LITELLM_API_KEY")}
+		keyEnv := "LITELLM_API_KEY"
+		if o.KeyAtClaim {
+			keyEnv = ""
+		}
+		provs = map[string]any{providers.LiteLLM: providers.Gateway(o.LiteLLMBaseURL, model, keyEnv)}
 	}
 	if provs != nil {
 		cfg["provider"] = provs

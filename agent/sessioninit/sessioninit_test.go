@@ -205,7 +205,7 @@ func TestProviderJSONSettingsAreNotKeys(t *testing.T) {
 func TestArgsRoundTripThroughFlags(t *testing.T) {
 	in := Options{Repo: "https://github.com/org/repo", Branch: "dev", Workspace: "/workspace", ConfigPath: "/etc/opencode/opencode.json",
 		Model: "litellm/x", LiteLLMBaseURL: "http://l/v1", ProviderJSON: `{"a":{}}`,
-		GitCredentials: "/etc/cake-agents/git/credentials", GHHosts: "/etc/cake-agents/git/gh-hosts.yml"}
+		GitCredentials: "/etc/cake-agents/git/credentials", GHHosts: "/etc/cake-agents/git/gh-hosts.yml", KeyAtClaim: true}
 	var out Options
 	fs := pflag.NewFlagSet("session-init", pflag.ContinueOnError)
 	out.BindFlags(fs)
@@ -214,5 +214,36 @@ func TestArgsRoundTripThroughFlags(t *testing.T) {
 	}
 	if !reflect.DeepEqual(in, out) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
+	}
+}
+
+// TestKeyAtClaimLeavesTheKeyOut: a warm pool pod's config names no LiteLLM key, since
+// OpenCode prefers a configured reference (even to an unset variable) over the key the
+// agent stores at claim; a session pod's names the environment variable.
+func TestKeyAtClaimLeavesTheKeyOut(t *testing.T) {
+	for _, atClaim := range []bool{false, true} {
+		b, err := BuildConfig(Options{Model: "m", LiteLLMBaseURL: "http://litellm:4000/v1", KeyAtClaim: atClaim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg struct {
+			Provider map[string]struct {
+				Options map[string]any `json:"options"`
+			} `json:"provider"`
+		}
+		if err := json.Unmarshal(b, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		opts := cfg.Provider["litellm"].Options
+		key, has := opts["apiKey"]
+		if atClaim && has {
+			t.Errorf("key at claim: the config names a key %v", key)
+		}
+		if !atClaim && key != "{env:LITELLM_API_KEY}" {
+			t.Errorf("the config's key is %v, want the environment reference", key)
+		}
+		if opts["baseURL"] != "http://litellm:4000/v1" {
+			t.Errorf("key at claim %v: base URL %v", atClaim, opts["baseURL"])
+		}
 	}
 }

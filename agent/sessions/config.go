@@ -39,6 +39,9 @@ type Config struct {
 	// values; they are stored on the session, so the API and the pod read the same.
 	DefaultIdleTimeout, DefaultTTL time.Duration
 	DefaultModel                   string
+	// WarmPoolSize is how many warm pool pods the leader keeps (0: none; the pool's pods
+	// are deleted). See pool.go.
+	WarmPoolSize int
 	// ReconcileInterval is how often every session and object is swept (default 30s).
 	ReconcileInterval time.Duration
 	// StartTimeout fails a session whose pod has not become ready this long after the

@@ -85,6 +85,9 @@ type Controller struct {
 	touched     map[string]touchMark
 	failures    map[string]int       // consecutive transient create failures
 	expected    map[string]time.Time // id → when this process saw its pod created (see expect.go)
+	poolKick    chan struct{}        // asks the pool loop for a pass (see kickPool)
+	poolCreated map[string]time.Time // pool pods created, by id, until the cache shows them
+	keyDelivery KeyDelivery          // gives a claimed pod's OpenCode its LiteLLM key (see SetKeyDelivery)
 }
 
 // New builds a controller; nothing runs until Run.
@@ -97,12 +100,14 @@ func New(cfg Config, kube kubernetes.Interface, st store.Store, log hclog.Logger
 	}
 	c := &Controller{
 		cfg: cfg, kube: kube, st: st, log: log, now: time.Now,
-		baseCtx:   context.Background(),
-		hookState: map[string]hookMark{},
-		health:    map[string]healthMark{},
-		touched:   map[string]touchMark{},
-		failures:  map[string]int{},
-		expected:  map[string]time.Time{},
+		baseCtx:     context.Background(),
+		hookState:   map[string]hookMark{},
+		health:      map[string]healthMark{},
+		touched:     map[string]touchMark{},
+		failures:    map[string]int{},
+		expected:    map[string]time.Time{},
+		poolKick:    make(chan struct{}, 1),
+		poolCreated: map[string]time.Time{},
 	}
 	// Validate quantities now so a typo fails at start, not at the first session.
 	if _, err := c.resources(); err != nil {

@@ -16,6 +16,7 @@ type metrics struct {
 	reconcile *prometheus.HistogramVec
 	podStart  prometheus.Histogram
 	creates   *prometheus.CounterVec
+	poolWarm  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, st store.Store, log hclog.Logger) (*metrics, error) {
@@ -35,10 +36,15 @@ func newMetrics(reg prometheus.Registerer, st store.Store, log hclog.Logger) (*m
 		creates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "cake_agents",
 			Name:      "session_pod_creates_total",
-			Help:      "Session pod creations by result (created, exists, error).",
+			Help:      "Session pod creations by result (created, exists, error; claimed: a warm pool pod was taken; pool-empty: none was ready).",
 		}, []string{"result"}),
+		poolWarm: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "cake_agents",
+			Name:      "warm_pool_pods",
+			Help:      "Warm pool pods of the current template, as the leader last counted them.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.reconcile, m.podStart, m.creates, &stateCollector{st: st, log: log}} {
+	for _, c := range []prometheus.Collector{m.reconcile, m.podStart, m.creates, m.poolWarm, &stateCollector{st: st, log: log}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register session metrics (pass a fresh Config.Registerer when running more than one controller): %w", err)
 		}

@@ -343,12 +343,13 @@ func (c *Controller) forEachSessionObject(id string, f func(metav1.Object)) {
 	}
 }
 
-// deleteOrphans removes objects of this release whose session row does not exist. The
-// UID precondition makes sure a newer object with the same name is never hit.
+// deleteOrphans removes objects of this release whose session row does not exist, but
+// not warm pool objects, which have none until claimed. The UID precondition makes sure
+// a newer object with the same name is never hit.
 func (c *Controller) deleteOrphans(ctx context.Context, id string, objs []metav1.Object) error {
 	c.forget(id)
 	for _, m := range objs {
-		if m.GetDeletionTimestamp() != nil || m.GetLabels()[apiv1.LabelSessionID] != id {
+		if m.GetDeletionTimestamp() != nil || m.GetLabels()[apiv1.LabelSessionID] != id || isWarm(m) {
 			continue
 		}
 		uid := m.GetUID()

@@ -60,10 +60,27 @@ func (c *Controller) lock(ctx context.Context, id string) (func(), error) {
 // bundle ConfigMap is not there) — the caller sees it in s. With LiteLLM keys the
 // session's key is made first (after the quota check): when that fails (wrapping ErrModelKey, and
 // litellm.ErrUnavailable when LiteLLM is down) nothing is stored or created.
+//
+// With a warm pool, a session the pool can serve (see coldReason) takes a ready pool
+// pod instead (createWarm): its id becomes the session's, StartKind is warm and it is
+// Running when Create returns, if its OpenCode answers. When no pod can be claimed the
+// create goes on cold, as without a pool: the pool never makes a create fail.
 func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int) error {
+	idChosen := s.ID != ""
 	if err := c.fillNew(s); err != nil {
 		return err
 	}
+	if why := c.coldReason(s, idChosen); why == "" {
+		cold := *s
+		ok, err := c.createWarm(ctx, s, maxActive)
+		if ok || err != nil {
+			return err
+		}
+		*s = cold
+	} else if c.cfg.WarmPoolSize > 0 {
+		c.log.Debug("creating the session cold", "session", s.ID, "why", why)
+	}
+	s.StartKind = apiv1.StartKindCold
 	// Locked before it exists: the reconciler may see the row the moment it is stored.
 	unlock, err := c.lock(ctx, s.ID)
 	if err != nil {

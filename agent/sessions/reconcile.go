@@ -38,6 +38,11 @@ func (c *Controller) reconcileLoop(ctx context.Context) {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.poolLoop(ctx) // with size 0 it deletes what a previous configuration left
+	}()
 	c.sweep(ctx)
 	t := time.NewTicker(c.cfg.ReconcileInterval)
 loop:
@@ -104,6 +109,12 @@ func (c *Controller) enqueueObject(obj any) {
 	if err != nil {
 		return
 	}
+	if _, pool := m.GetLabels()[LabelPoolState]; pool {
+		c.kickPool() // a pool pod was claimed, became ready or went away
+		if isWarm(m) {
+			return // no session yet: the pool loop looks after it
+		}
+	}
 	if id := m.GetLabels()[apiv1.LabelSessionID]; id != "" {
 		c.enqueue(id)
 	}
@@ -125,7 +136,11 @@ func (c *Controller) sweep(ctx context.Context) {
 	// Objects first, then rows: an object created after this snapshot has a row by
 	// then (rows are written first), so reconcile never mistakes it for an orphan.
 	objIDs := map[string]bool{}
-	c.forEachObject(func(m metav1.Object) { objIDs[m.GetLabels()[apiv1.LabelSessionID]] = true })
+	c.forEachObject(func(m metav1.Object) {
+		if !isWarm(m) {
+			objIDs[m.GetLabels()[apiv1.LabelSessionID]] = true
+		}
+	})
 	known := map[string]bool{}
 	active := map[string]bool{}
 	f := store.SessionFilter{Limit: 1000}

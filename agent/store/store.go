@@ -72,6 +72,9 @@ type Session struct {
 	// restart never sends it twice.
 	OpenCodeSessionID string
 	PromptSent        bool
+	// StartKind is how the session's first pod came to be (warm: claimed from the
+	// pool; cold, the default: created for it). It is written at create only.
+	StartKind apiv1.StartKind
 
 	CreatedAt          time.Time
 	UpdatedAt          time.Time

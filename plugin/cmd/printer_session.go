@@ -40,7 +40,7 @@ func (f *PrintFlags) printTable(out io.Writer, sessions []apiv1.Session, wide bo
 	if !f.NoHeaders {
 		h := "NAME\tTITLE\tSTATE\tOWNER\tREPO\tAGE"
 		if wide {
-			h += "\tBRANCH\tMODEL\tPRIVATE\tPOD\tLAST ACTIVITY\tREASON"
+			h += "\tBRANCH\tMODEL\tPRIVATE\tPOD\tSTART\tLAST ACTIVITY\tREASON"
 			if f.single {
 				h += "\tSPEND\tPULL REQUEST"
 			}
@@ -57,7 +57,7 @@ func (f *PrintFlags) printTable(out io.Writer, sessions []apiv1.Session, wide bo
 					activity += " (" + s.LastActivitySource + ")"
 				}
 			}
-			row = append(row, dash(branch(s)), dash(s.Model), fmt.Sprint(s.Private), dash(s.PodName), activity, dash(s.Reason))
+			row = append(row, dash(branch(s)), dash(s.Model), fmt.Sprint(s.Private), dash(s.PodName), dash(string(s.StartKind)), activity, dash(s.Reason))
 			if f.single {
 				row = append(row, spend(s.ModelSpend), dash(s.PullRequestURL))
 			}

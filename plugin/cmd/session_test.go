@@ -21,7 +21,7 @@ func seeded(t *testing.T) *fakeAgent {
 	a.add(apiv1.Session{ID: "abc12", Title: "fix the flaky test", State: apiv1.StateRunning, Owner: "alice@example.com",
 		Repo: "https://github.com/org/repo.git", Branch: "main", Model: "litellm/m", Private: true, PodName: "cake-agents-session-abc12",
 		PodNamespace: "sessions", CreatedAt: fixedNow.Add(-time.Hour), StartedAt: &started,
-		LastActivityAt: fixedNow.Add(-2 * time.Minute), LastActivitySource: "attach"})
+		LastActivityAt: fixedNow.Add(-2 * time.Minute), LastActivitySource: "attach", StartKind: apiv1.StartKindWarm})
 	a.add(apiv1.Session{ID: "def34", State: apiv1.StateStopped, Owner: "bob@example.com", Reason: "IdleTimeout",
 		CreatedAt: fixedNow.Add(-49 * time.Hour)})
 	a.add(apiv1.Session{ID: "ghi56", Title: "docs", State: apiv1.StatePending, Owner: "alice@example.com",
@@ -72,8 +72,8 @@ func TestSessionListWideAndFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `NAME    TITLE                STATE     OWNER               REPO                  AGE   BRANCH   MODEL       PRIVATE   POD                         LAST ACTIVITY     REASON
-abc12   fix the flaky test   Running   alice@example.com   github.com/org/repo   60m   main     litellm/m   true      cake-agents-session-abc12   2m ago (attach)   <none>
+	want := `NAME    TITLE                STATE     OWNER               REPO                  AGE   BRANCH   MODEL       PRIVATE   POD                         START   LAST ACTIVITY     REASON
+abc12   fix the flaky test   Running   alice@example.com   github.com/org/repo   60m   main     litellm/m   true      cake-agents-session-abc12   warm    2m ago (attach)   <none>
 `
 	if out != want {
 		t.Errorf("wide:\n%s\nwant:\n%s", out, want)
@@ -481,8 +481,8 @@ func TestSessionGetBranchAndPullRequest(t *testing.T) {
 		CreatedAt: fixedNow.Add(-time.Hour)})
 	f, _ := a.start()
 	for format, want := range map[string]string{
-		"wide": `NAME    TITLE    STATE     OWNER               REPO                      AGE   BRANCH                MODEL    PRIVATE   POD      LAST ACTIVITY   REASON   SPEND       PULL REQUEST
-abc12   <none>   Running   alice@example.com   github.com/acme/widgets   60m   cake/fix-flaky-test   <none>   false     <none>   <none>          <none>   <unknown>   https://github.com/acme/widgets/pull/7
+		"wide": `NAME    TITLE    STATE     OWNER               REPO                      AGE   BRANCH                MODEL    PRIVATE   POD      START    LAST ACTIVITY   REASON   SPEND       PULL REQUEST
+abc12   <none>   Running   alice@example.com   github.com/acme/widgets   60m   cake/fix-flaky-test   <none>   false     <none>   <none>   <none>          <none>   <unknown>   https://github.com/acme/widgets/pull/7
 `,
 		"jsonpath={.currentBranch} {.pullRequestURL}": "cake/fix-flaky-test https://github.com/acme/widgets/pull/7",
 	} {

@@ -810,3 +810,82 @@ func startForwarder(b *testing.B, patterns []*regexp.Regexp, name string, args .
 	}()
 	return found
 }
+
+// BenchmarkWarmClaim: with a warm pool of 3, from the API's create call to the first
+// request answered by the session's OpenCode through the agent's proxy (GET
+// /global/health, answered by the environment's stand-in for OpenCode). Between samples
+// the pool is refilled, outside the timing: the figure is a claim's, not a cold start's.
+// The agent runs with the pool for this benchmark only.
+func BenchmarkWarmClaim(b *testing.B) {
+	e := setup(b)
+	ctx := context.Background()
+	const ns, size = "cake-bench", 3
+	restart := func(pool int) {
+		e.StopAgent(false)
+		if err := e.StartAgentEnv(ctx, fmt.Sprintf("AGENT_WARM_POOL_SIZE=%d", pool)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	restart(size)
+	defer restart(0) // the pool's pods go; the other benchmarks run without one
+	c := adminClient(b, e)
+	waitFull := func() {
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			pods, err := e.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sessions.LabelPoolState + "=" + sessions.PoolStateWarm})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ready := 0
+			for _, p := range pods.Items {
+				for _, cond := range p.Status.Conditions {
+					if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil {
+						ready++
+					}
+				}
+			}
+			if ready >= size {
+				return
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("the warm pool holds %d ready pods of %d after 2 minutes", ready, size)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	attachable := func(id string) {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			req, err := c.NewRequest(ctx, http.MethodGet, client.ProxyPath(id, "/global/health"), nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			err = c.Do(req, nil)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("session %s not attachable after 30s: %v", id, err)
+			}
+		}
+	}
+	var lat benchsample.Samples
+	for range benchsample.N(b, 30) {
+		waitFull()
+		t0 := time.Now()
+		s, err := c.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "warm bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		attachable(s.ID)
+		d := time.Since(t0)
+		if s.StartKind != apiv1.StartKindWarm {
+			b.Fatalf("session %s started %q with a full pool", s.ID, s.StartKind)
+		}
+		lat.Add(d)
+		if _, err := c.DeleteSession(ctx, s.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lat.Report(b, "ms")
+}

@@ -288,6 +288,7 @@ func TestEndToEnd(t *testing.T) {
 				return
 			}
 			t.Run("LiteLLMKeyPerSession", p.testLiteLLMKeys)
+			t.Run("WarmPool", p.testWarmPool)
 			t.Run("Attach", p.testAttach)
 			t.Run("StopStartDelete", p.testStopStartDelete)
 			t.Run("SecondUser", p.testSecondUser)

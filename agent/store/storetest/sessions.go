@@ -34,7 +34,8 @@ func testSessionCRUD(t *testing.T, h *harness) {
 	if err := s.CreateSession(ctx, minimal, 0); err != nil {
 		t.Fatal(err)
 	}
-	if minimal.State != apiv1.StatePending || minimal.CreatedAt.Before(before) || !minimal.LastActivityAt.Equal(minimal.CreatedAt) {
+	if minimal.State != apiv1.StatePending || minimal.CreatedAt.Before(before) || !minimal.LastActivityAt.Equal(minimal.CreatedAt) ||
+		minimal.StartKind != apiv1.StartKindCold {
 		t.Errorf("defaults: %s", fmtSession(minimal))
 	}
 	got, err = s.GetSession(ctx, "crud2")
@@ -44,6 +45,9 @@ func testSessionCRUD(t *testing.T, h *harness) {
 	sameSession(t, minimal, got)
 
 	wantErr(t, s.CreateSession(ctx, fullSession("crud1", owner.ID, created), 0), store.ErrConflict, "duplicate id")
+	badKind := session("crud4", owner.ID, apiv1.StatePending)
+	badKind.StartKind = "lukewarm"
+	wantErr(t, s.CreateSession(ctx, badKind, 0), store.ErrInvalid, "unknown start kind")
 	wantErr(t, s.CreateSession(ctx, session("crud3", "nosuchowner0", apiv1.StatePending), 0), store.ErrNotFound, "unknown owner")
 
 	// Update every mutable field.

@@ -123,7 +123,7 @@ func fullSession(id, owner string, created time.Time) *store.Session {
 		Model: "litellm/m", Persistent: true, IdleTimeout: 90 * time.Minute, TTL: 36 * time.Hour,
 		State: apiv1.StateRunning, Reason: "PodReady", Message: "the pod is ready",
 		PodName: "session-" + id, PodNamespace: "cake-sessions", Image: "img:1", InitImage: "init:1",
-		OpenCodeSessionID: "ses_123", PromptSent: true,
+		OpenCodeSessionID: "ses_123", PromptSent: true, StartKind: apiv1.StartKindWarm,
 		CreatedAt: created, StartedAt: &started,
 		LastActivityAt: created.Add(time.Second), LastActivitySource: "create",
 	}

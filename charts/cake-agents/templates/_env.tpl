@@ -211,6 +211,8 @@ Environment of the agent container. Every name here must be one the agent unders
   value: {{ $s.ttl | toString | quote }}
 - name: AGENT_MAX_ACTIVE_SESSIONS
   value: {{ $s.maxActivePerUser | toString | quote }}
+- name: AGENT_WARM_POOL_SIZE
+  value: {{ $s.warmPool.size | toString | quote }}
 - name: AGENT_RECONCILE_INTERVAL
   value: {{ $s.reconcileInterval | toString | quote }}
 - name: AGENT_DEFAULT_MODEL

@@ -40,6 +40,16 @@ func (s SessionState) Valid() bool {
 	return false
 }
 
+// StartKind says how a session's pod came to be: StartKindWarm when the create claimed
+// an already running pod of the warm pool, StartKindCold when the pod was created for it.
+type StartKind string
+
+// Start kinds.
+const (
+	StartKindCold StartKind = "cold"
+	StartKindWarm StartKind = "warm"
+)
+
 // Duration is a time.Duration that travels as a Go duration string ("1h30m").
 type Duration struct{ time.Duration }
 
@@ -85,6 +95,9 @@ type Session struct {
 	Message      string `json:"message,omitempty"`
 	PodName      string `json:"podName,omitempty"`
 	PodNamespace string `json:"podNamespace,omitempty"`
+	// StartKind is "warm" when the create claimed a pod of the warm pool, "cold" when
+	// a pod was created for the session.
+	StartKind StartKind `json:"startKind,omitempty"`
 
 	CreatedAt time.Time  `json:"createdAt"`
 	UpdatedAt time.Time  `json:"updatedAt"`

@@ -226,6 +226,13 @@ func PrepareSession(s *store.Session) error {
 	s.LastActivityAt = Time(s.LastActivityAt)
 	s.StartedAt = TimePtr(s.StartedAt)
 	s.StoppedAt = TimePtr(s.StoppedAt)
+	switch s.StartKind {
+	case "":
+		s.StartKind = apiv1.StartKindCold
+	case apiv1.StartKindCold, apiv1.StartKindWarm:
+	default:
+		return fmt.Errorf("session %q: unknown start kind %q: %w", s.ID, s.StartKind, store.ErrInvalid)
+	}
 	s.ResourceVersion = 1
 	return nil
 }

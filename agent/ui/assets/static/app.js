@@ -163,7 +163,8 @@
     const title = el('a', { class: 's-title', href: '/sessions/' + encodeURIComponent(s.id) }, s.title || s.id);
     const first = el('td', { 'data-label': 'Session' }, title, el('span', { class: 's-id' }, s.id),
       s.private ? null : el('span', { class: 'tag', title: 'Visible to everyone' }, 'public'),
-      s.persistent ? el('span', { class: 'tag', title: 'Workspace kept on a volume' }, 'persistent') : null);
+      s.persistent ? el('span', { class: 'tag', title: 'Workspace kept on a volume' }, 'persistent') : null,
+      s.startKind === 'warm' ? el('span', { class: 'tag', title: 'Started on a pod of the warm pool' }, 'warm') : null);
     const state = el('td', { 'data-label': 'State' }, badge(s.state));
     if (s.reason && s.state !== 'Running') state.title = s.reason + (s.message ? ': ' + s.message : '');
     return el('tr', { 'data-id': s.id, 'data-state': s.state },
@@ -444,6 +445,7 @@
         ...(prLink(s.pullRequestURL) ? kv('Pull request', prLink(s.pullRequestURL)) : []),
         ...kv('Visibility', s.private ? 'Private' : 'Public'),
         ...kv('Workspace', s.persistent ? 'Persistent volume' : 'Temporary'),
+        ...kv('Start', s.startKind === 'warm' ? 'Warm (a pod of the warm pool)' : 'Cold (a pod made for it)'),
         ...kv('Created', timeEl(s.createdAt)),
         ...kv('Last activity', el('span', {}, timeEl(s.lastActivityAt), s.lastActivitySource ? ' (' + s.lastActivitySource + ')' : '')),
         ...(s.idleDeadline ? kv('Idle stop', timeEl(s.idleDeadline, true)) : []),

@@ -266,6 +266,11 @@ func TestWarmPoolShrinksToZero(t *testing.T) {
 	e.waitWarm(2, "refilled", nil)
 	stop()
 
+	// A smaller size sheds the surplus; the claimed session is not counted.
+	_, stop = e.start(poolConfig(e, 1))
+	e.waitWarm(1, "shrunk to one", nil)
+	stop()
+
 	c, _ = e.start(poolConfig(e, 0))
 	e.waitWarm(0, "shrunk to zero", nil)
 	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {

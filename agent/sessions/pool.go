@@ -425,6 +425,7 @@ func (c *Controller) reconcilePool(ctx context.Context) error {
 		}
 	}
 	have := 0
+	var current []*corev1.Pod // warm pods of the current template, in the cache
 	podIDs := map[string]bool{}
 	now := c.now()
 	c.mu.Lock()
@@ -446,6 +447,7 @@ func (c *Controller) reconcilePool(ctx context.Context) error {
 		}
 		if size > 0 && p.Labels[LabelPoolTemplate] == hash && observe(p, "").State != apiv1.StateFailed {
 			have++
+			current = append(current, p)
 			continue
 		}
 		if err := c.deleteWarmPod(ctx, p); err != nil {
@@ -482,6 +484,16 @@ func (c *Controller) reconcilePool(ctx context.Context) error {
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return fmt.Errorf("delete pool secret %s: %w", sec.Name, err)
 		}
+	}
+	// More than size (the size was lowered, or a pass counted a pod the cache had not
+	// shown yet while another replaced it): the surplus goes, pods not ready yet first,
+	// so the pool converges on its size from either side.
+	sort.SliceStable(current, func(i, j int) bool { return !podReady(current[i]) && podReady(current[j]) })
+	for ; have > size && len(current) > 0; have-- {
+		if err := c.deleteWarmPod(ctx, current[0]); err != nil {
+			return err
+		}
+		current = current[1:]
 	}
 	for ; have < size; have++ {
 		if err := c.createPoolPod(ctx, sp, hash); err != nil {

@@ -173,7 +173,7 @@ func Options() []Option {
 		{Flag: "session-ca-key", Env: "AGENT_SESSION_CA_KEY", Default: "ca-certificates.crt", Usage: "key of --session-ca-configmap holding the PEM bundle"},
 		{Flag: "session-idle-timeout", Kind: KindDuration, Env: "AGENT_SESSION_IDLE_TIMEOUT", Default: "1h", Usage: "stop a session after this long without activity (0 disables)"},
 		{Flag: "session-ttl", Kind: KindDuration, Env: "AGENT_SESSION_TTL", Default: "0", Usage: "delete a session this long after creation (0 disables)"},
-		{Flag: "warm-pool-size", Kind: KindInt, Env: "AGENT_WARM_POOL_SIZE", Default: "0", Usage: "session pods kept started ahead of creates, per pod template; a create claims one instead of waiting for a pod (0: off, and the pool's pods are deleted)"},
+		{Flag: "warm-pool-size", Kind: KindInt, Env: "AGENT_WARM_POOL_SIZE", Default: "0", Usage: "session pods kept started ahead of creates (of the current pod template); a create claims one instead of waiting for a pod (0: off, and the pool's pods are deleted)"},
 		{Flag: "max-active-sessions", Kind: KindInt, Env: "AGENT_MAX_ACTIVE_SESSIONS", Default: "5", Usage: "active sessions allowed per user (0: unlimited)"},
 		{Flag: "reconcile-interval", Kind: KindDuration, Env: "AGENT_RECONCILE_INTERVAL", Default: "30s", Usage: "how often every session is reconciled in full (watches handle the rest)"},
 		{Flag: "header-auth", Kind: KindBool, Env: "AGENT_HEADER_AUTH_ENABLED", Default: "false", Usage: "trust identity headers set by an authenticating proxy (only from --trusted-proxy-cidrs)"},

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/cakeai/cake-agents/agent/litellm"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -372,4 +373,54 @@ func TestWarmPoolFailedCreateLeavesNoOrphan(t *testing.T) {
 		t.Errorf("%d claimed pods after the failed create, want the first session's only", n)
 	}
 	e.waitWarm(2, "refilled after the failed create", nil)
+}
+
+// TestWarmPoolKeyDeliveryFailureGoesCold: with per-session LiteLLM keys, a claimed pod
+// whose OpenCode cannot be given the key before the session is stored is dropped, with
+// the key made for it, and the create goes on cold: no session ever runs on an OpenCode
+// without its key, and nothing of the claim is left.
+func TestWarmPoolKeyDeliveryFailureGoesCold(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	g := newGateway(t)
+	cfg := poolConfig(e, 1)
+	cl, err := litellm.New(g.URL, testMasterKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.LiteLLMBaseURL, cfg.LiteLLM = g.URL, cl
+	var tries atomic.Int32
+	c, _ := e.startWith(cfg, func(c *Controller) {
+		c.SetKeyDelivery(func(context.Context, *store.Session, string, string) error {
+			tries.Add(1)
+			return errors.New("the tunnel to the pod was refused")
+		})
+	})
+	poolID := e.waitWarm(1, "filled", nil)[0].Labels[apiv1.LabelSessionID]
+	s := &store.Session{OwnerID: e.owner}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	if tries.Load() == 0 {
+		t.Fatal("the claim never tried to give OpenCode the key")
+	}
+	if s.StartKind != apiv1.StartKindCold || s.ID == poolID {
+		t.Fatalf("create after a failed key delivery: id %s (pool pod %s), start kind %q; want a cold session of its own", s.ID, poolID, s.StartKind)
+	}
+	if _, err := e.st.GetSession(ctx, poolID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a session row under the dropped pool pod's id: %v", err)
+	}
+	e.waitGone("the claimed pod", func(ctx context.Context) error { _, err := e.pod(ctx, poolID); return err })
+	e.waitGone("the claimed pod's Secret", func(ctx context.Context) error {
+		_, err := e.kube.CoreV1().Secrets(e.ns).Get(ctx, SecretName(poolID), metav1.GetOptions{})
+		return err
+	})
+	for _, k := range g.Keys() {
+		if k.Metadata["session"] == poolID {
+			t.Errorf("the key made for the dropped claim is still live: %+v", k.Metadata)
+		}
+	}
+	if sec, err := e.kube.CoreV1().Secrets(e.ns).Get(ctx, SecretName(s.ID), metav1.GetOptions{}); err != nil || len(sec.Data[SecretKeyLiteLLM]) == 0 {
+		t.Errorf("the cold session's Secret has no LiteLLM key (%v)", err)
+	}
 }

@@ -80,6 +80,13 @@ func (c *Controller) Create(ctx context.Context, s *store.Session, maxActive int
 	} else if c.cfg.WarmPoolSize > 0 {
 		c.log.Debug("creating the session cold", "session", s.ID, "why", why)
 	}
+	if idChosen {
+		// A pool pod's id has no row yet, but it is taken: a session under it would
+		// share that pod and Secret with whoever claims it.
+		if p, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(s.ID)); err == nil && p.Labels[LabelPoolState] != "" {
+			return fmt.Errorf("create session %s: the id is taken: %w", s.ID, store.ErrConflict)
+		}
+	}
 	s.StartKind = apiv1.StartKindCold
 	// Locked before it exists: the reconciler may see the row the moment it is stored.
 	unlock, err := c.lock(ctx, s.ID)

@@ -190,6 +190,30 @@ func (c *Controller) createWarm(ctx context.Context, s *store.Session, maxActive
 			return false, fmt.Errorf("create session %s: %w", s.ID, err)
 		}
 	}
+	// Everything the session needs is in place before its row exists: the Secret is
+	// its own (with the key, for a pod that replaces this one) and the running OpenCode
+	// has the key. A crash before the row leaves only objects without a session, which
+	// the reconciler removes as orphans (and the key with them); a crash after it leaves
+	// a complete session. Either failing here sends the create cold instead.
+	goCold := func(what string, err error) (bool, error) {
+		c.log.Warn(what+"; creating the session cold", "session", id, "error", err)
+		drop()
+		if modelKey != "" {
+			if kerr := c.forgetKeys(ctx, id); kerr != nil {
+				c.log.Warn("delete the LiteLLM key of a session not stored failed; the reconciler will retry", "session", id, "error", kerr)
+			}
+		}
+		c.metrics.creates.WithLabelValues("claim-failed").Inc()
+		return false, nil
+	}
+	if err := c.adoptSecret(ctx, s, modelKey); err != nil {
+		return goCold("adopt the Secret of a claimed pool pod failed", err)
+	}
+	if modelKey != "" {
+		if err := c.keyDeliverer()(ctx, s, providers.LiteLLM, modelKey); err != nil {
+			return goCold("give the claimed pod's OpenCode its LiteLLM key failed", err)
+		}
+	}
 	if err := c.st.CreateSession(ctx, s, maxActive); err != nil {
 		drop()
 		if modelKey != "" {
@@ -200,24 +224,11 @@ func (c *Controller) createWarm(ctx context.Context, s *store.Session, maxActive
 		return false, fmt.Errorf("store session: %w", err)
 	}
 	failpoint.Hit(opCreate, "stored", s.ID)
+	// The session exists: what follows must not stop with a caller that went away.
+	ctx = context.WithoutCancel(ctx)
 	c.metrics.creates.WithLabelValues("claimed").Inc()
 	c.kickPool()
-	if err := c.adoptSecret(ctx, s, modelKey); err != nil {
-		c.log.Warn("adopt the Secret of a claimed pool pod failed; the reconciler will retry", "session", id, "error", err)
-	}
 	c.event(s, corev1.EventTypeNormal, "Claimed", "Claimed a warm pool pod")
-	if modelKey != "" {
-		if err := c.keyDeliverer()(ctx, s, providers.LiteLLM, modelKey); err != nil {
-			// The session is stored: its pod is replaced by a cold one, which reads
-			// the key from the Secret like any other.
-			c.log.Warn("give the claimed pod's OpenCode its LiteLLM key failed; replacing the pod", "session", id, "error", err)
-			if _, derr := c.deletePod(ctx, id); derr != nil {
-				c.log.Warn("delete the claimed pod failed; the reconciler will retry", "session", id, "error", derr)
-			}
-			c.enqueue(s.ID)
-			return true, nil
-		}
-	}
 	c.markRunning(ctx, s, pod)
 	c.enqueue(s.ID)
 	return true, nil
@@ -368,9 +379,21 @@ func (c *Controller) markRunning(ctx context.Context, s *store.Session, pod *cor
 		return
 	}
 	*s = *fresh
-	if changed {
-		c.transitioned(ctx, s, prev, pod)
+	if !changed {
+		return
 	}
+	c.mu.Lock()
+	leading := c.queue != nil
+	c.mu.Unlock()
+	if leading {
+		c.transitioned(ctx, s, prev, pod)
+		return
+	}
+	// Only the leader fires the ready hook (the initial prompt): its reconcile, woken by
+	// the claim, does, and firing here too would deliver the prompt twice.
+	c.log.Info("session state changed", "session", s.ID, "from", prev, "to", s.State, "reason", s.Reason)
+	c.recorder.Event(pod, corev1.EventTypeNormal, "SessionRunning", "OpenCode is ready")
+	c.clearHealth(s.ID, "")
 }
 
 // kickPool asks the pool loop (on the leader) for a pass now.
@@ -465,6 +488,9 @@ func (c *Controller) reconcilePool(ctx context.Context) error {
 		id := sec.Labels[apiv1.LabelSessionID]
 		if podIDs[id] || sec.DeletionTimestamp != nil {
 			continue
+		}
+		if _, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(id)); err == nil {
+			continue // claimed a moment ago: its create adopts the Secret
 		}
 		// A claim whose Secret could not be adopted: the session's now, whatever its
 		// pod does.

@@ -11,10 +11,9 @@ import "time"
 // controller remembers the pods it created until the cache shows them, and the
 // reconciler does not recreate a pod it is still expecting.
 //
-// Only a pod this process saw the API server accept (created, or AlreadyExists) is
-// expected, and only for podExpectWindow: a pod deleted before the cache saw it still
-// arrives as an add and a delete on the watch, and should the watch lose both, the
-// window runs out and the next reconcile (woken by enqueueAfter) creates the pod again.
+// Only a pod this process saw the API server create, while leading, is expected, and
+// only for podExpectWindow: a pod deleted before the cache saw it still arrives as an
+// add and a delete on the watch, and should the watch lose both, the window runs out and the next reconcile (woken by enqueueAfter) creates the pod again.
 // Nothing of this is stored: a restarted agent expects nothing and repairs as before.
 const podExpectWindow = 15 * time.Second
 
@@ -22,8 +21,11 @@ const podExpectWindow = 15 * time.Second
 // in the cache yet.
 func (c *Controller) expectPod(id string) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.queue == nil {
+		return // not leading: this replica does not reconcile, and would never drop it
+	}
 	c.expected[id] = c.now()
-	c.mu.Unlock()
 }
 
 // podExpected reports how much longer the pod of id is expected (0: not expected, or

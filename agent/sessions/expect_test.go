@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/util/workqueue"
 
 	"github.com/cakeai/cake-agents/agent/store"
 )
@@ -22,6 +23,13 @@ func TestReconcileDoesNotRecreateAnExpectedPod(t *testing.T) {
 	c := newTestController(t, testConfig("ns"), kube, st)
 	now := time.Now()
 	c.now = func() time.Time { return now }
+	// Leading, as the reconciler that keeps expectations is: only a leader keeps them.
+	q := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "test"})
+	defer q.ShutDown()
+	c.mu.Lock()
+	c.queue = q
+	c.mu.Unlock()
 	ctx := context.Background()
 	podCreates := func() int {
 		n := 0

@@ -244,8 +244,9 @@ func (c *Controller) ensurePod(ctx context.Context, s *store.Session, sp *sessio
 		c.expectPod(s.ID)
 		return true, nil
 	case apierrors.IsAlreadyExists(err):
+		// Not expected: it may be a pod on its way out, whose delete must bring the
+		// reconciler straight back to recreate it.
 		c.metrics.creates.WithLabelValues("exists").Inc()
-		c.expectPod(s.ID)
 		return false, nil
 	default:
 		c.metrics.creates.WithLabelValues("error").Inc()

@@ -446,6 +446,10 @@ func (c *Controller) reconcilePool(ctx context.Context) error {
 		if sp, hash, err = c.poolTemplate(ctx); err != nil {
 			return err
 		}
+		if c.cfg.LiteLLM != nil && sp != nil {
+			// No create can claim a pod now (see createWarm): keep none.
+			size = 0
+		}
 	}
 	have := 0
 	var current []*corev1.Pod // warm pods of the current template, in the cache

@@ -179,7 +179,7 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	}
 	out := s.toAPI(r, sess, nil)
 	// The spend (LiteLLM) and the branch (the session's own OpenCode, through a tunnel)
-	// are details: each is asked at the same time and for at most detailTimeout, so a
+	// are details: both are asked at the same time and for at most detailTimeout, so a
 	// gateway or an OpenCode that is slow or gone costs those fields, never the answer.
 	ctx, cancel := context.WithTimeout(r.Context(), detailTimeout)
 	defer cancel()
@@ -216,7 +216,7 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 // detailTimeout bounds what GET /sessions/{id} asks beyond the store: the LiteLLM spend
 // (whose client would otherwise wait its own 15 s) and the workspace's branch from the
 // session's OpenCode, which may be busy starting, answering a model or unreachable.
-const detailTimeout = 2 * time.Second
+const detailTimeout = 10 * time.Second
 
 // Workspaces tells what a session's workspace is on (*vcs.Watcher): looked at now while
 // it runs, else as last seen; nil when never seen.

@@ -478,16 +478,20 @@ func (r *Runner) stop(key string) {
 	r.mu.Lock()
 	p := r.pods[key]
 	delete(r.pods, key)
+	var cmd *exec.Cmd
+	if p != nil {
+		cmd = p.cmd // written by start under the lock
+	}
 	r.mu.Unlock()
-	if p == nil || p.cmd == nil || p.cmd.Process == nil {
+	if cmd == nil || cmd.Process == nil {
 		return
 	}
 	// SIGTERM lets OpenCode exit cleanly (≈1.5 s); SIGKILL after 5 s.
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-p.done:
 	case <-time.After(5 * time.Second):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
 	}
 	ns, name, _ := strings.Cut(key, "/")

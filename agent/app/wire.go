@@ -295,6 +295,8 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	ctrl.SetHealthCheck(conv.Healthy)
 	// A warm pool pod's OpenCode gets the session's own LiteLLM key at claim.
 	ctrl.SetKeyDelivery(conv.SetModelKey)
+	// ... and its repository, cloned through OpenCode's terminal API.
+	ctrl.SetWorkspacePrep(conv.PrepareWorkspace)
 
 	rec := audit.NewRecorder(st, log.Named("audit"))
 	// The header authenticator is always first. With header auth disabled it refuses

@@ -85,6 +85,29 @@ func (c *Relay) SetModelKey(ctx context.Context, s *store.Session, provider, key
 	return oc.SetAPIKey(ctx, provider, key)
 }
 
+// PrepareWorkspace runs argv in dir of the session's OpenCode container, with env added
+// to the container's, through OpenCode's own terminals (see opencode.Client.Run), and
+// fails unless it exits 0; then OpenCode's instance is restarted so it looks at the
+// workspace afresh (a repository cloned into it becomes OpenCode's git project). It is
+// how a session started on a warm pool pod gets its repository at claim.
+func (c *Relay) PrepareWorkspace(ctx context.Context, s *store.Session, dir string, env map[string]string, argv []string) error {
+	if len(argv) == 0 {
+		return errors.New("prepare the workspace: no command")
+	}
+	oc, err := c.client(ctx, s)
+	if err != nil {
+		return err
+	}
+	code, err := oc.Run(ctx, opencode.Command{Path: argv[0], Args: argv[1:], Dir: dir, Env: env, Title: "prepare the workspace"})
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("%s in the session's workspace exited with status %d", argv[0], code)
+	}
+	return oc.Dispose(ctx)
+}
+
 // Branch returns the branch the session's workspace is on ("" when detached), asking
 // its OpenCode through the tunnel pool.
 func (c *Relay) Branch(ctx context.Context, s *store.Session) (string, error) {

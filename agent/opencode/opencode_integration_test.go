@@ -160,3 +160,61 @@ func TestRealOpenCodeBranch(t *testing.T) {
 		t.Fatalf("detached: Branch = %q, %v; want none", b, err)
 	}
 }
+
+// TestRealOpenCodeRun: a command run through OpenCode's terminals reports its exit code
+// (read from the pty.exited event, since OpenCode forgets the terminal at exit), sees the
+// environment it is given, and is killed when the caller gives up.
+func TestRealOpenCodeRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: runs a real OpenCode (drop -short to run it)")
+	}
+	oc := opencodetest.Start(t, opencodetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	src := t.TempDir()
+	for _, args := range [][]string{{"init", "-q", "-b", "trunk"}, {"-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "first"}} {
+		if out, err := exec.Command("git", append([]string{"-C", src}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+
+	code, err := oc.Client.Run(ctx, opencode.Command{Path: "git", Args: []string{"clone", "--no-local", "--", src, "cloned"}, Dir: oc.Workspace, Env: map[string]string{"GIT_TERMINAL_PROMPT": "0"}})
+	if err != nil || code != 0 {
+		t.Fatalf("clone: exit %d, %v", code, err)
+	}
+	if out, err := exec.Command("git", "-C", oc.Workspace+"/cloned", "rev-parse", "--abbrev-ref", "HEAD").Output(); err != nil || strings.TrimSpace(string(out)) != "trunk" {
+		t.Fatalf("the clone is not on trunk: %q, %v", out, err)
+	}
+	if code, err := oc.Client.Run(ctx, opencode.Command{Path: "git", Args: []string{"clone", "--", src + "-missing", "nothing"}, Dir: oc.Workspace}); err != nil || code == 0 {
+		t.Fatalf("clone of a missing repository: exit %d, %v; want a non-zero exit", code, err)
+	}
+	if code, err := oc.Client.Run(ctx, opencode.Command{Path: "sh", Args: []string{"-c", `exit "$CODE"`}, Env: map[string]string{"CODE": "7"}}); err != nil || code != 7 {
+		t.Fatalf("exit 7: got exit %d, %v", code, err)
+	}
+
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelShort()
+	start := time.Now()
+	if _, err := oc.Client.Run(short, opencode.Command{Path: "sleep", Args: []string{"300"}}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a command outliving its context: err = %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > time.Minute {
+		t.Fatalf("Run returned %v after its context ended", d)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, _ := exec.Command("pgrep", "-f", "^sleep 300$").Output()
+		if len(out) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command of a cancelled Run still runs: pids %s", out)
+		}
+	}
+
+	if err := oc.Client.Dispose(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oc.Client.Health(ctx); err != nil {
+		t.Fatalf("health after Dispose: %v", err)
+	}
+}

@@ -248,22 +248,11 @@ func clone(ctx context.Context, o Options) error {
 			return fmt.Errorf("workspace %s is not empty and has no git checkout: clear it or use a new session", o.Workspace)
 		}
 	}
-	args := []string{"-c", "protocol.ext.allow=never", "-c", "protocol.fd.allow=never"}
+	var helper string
 	if o.GitCredentials != "" {
-		// Only our helper is asked (the empty value clears any other), and it names the
-		// file, never the token.
-		args = append(args, "-c", "credential.helper=", "-c", "credential.helper="+gitcred.Helper(o.GitCredentials))
+		helper = gitcred.Helper(o.GitCredentials)
 	}
-	args = append(args, "clone", "--depth=1", "--no-tags")
-	if o.AllowLocalRepo {
-		// --depth is ignored for local paths unless git is told to use the transport.
-		args = append(args, "--no-local")
-	}
-	if o.Branch != "" {
-		args = append(args, "--branch", o.Branch)
-	}
-	// Clone into the existing (empty) directory: "." keeps a mounted volume in place.
-	args = append(args, "--", o.Repo, ".")
+	args := CloneArgs(o.Repo, o.Branch, helper, o.AllowLocalRepo)
 	cmd := exec.CommandContext(ctx, git, args...)
 	cmd.Dir = o.Workspace
 	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false")
@@ -282,6 +271,29 @@ func clone(ctx context.Context, o Options) error {
 		return fmt.Errorf("clone %s (branch %q): check the repository URL, branch and access: %s: %w", redact(o.Repo), o.Branch, lastLine(msg), err)
 	}
 	return nil
+}
+
+// CloneArgs are git's arguments to clone repo (on branch, "" the default one) shallowly
+// into the current directory, which must be empty. helper ("" none) is the only credential
+// helper git may ask; allowLocal lets tests clone local paths. Both the init container and
+// a warm pool claim (which clones into a running session) use them.
+func CloneArgs(repo, branch, helper string, allowLocal bool) []string {
+	args := []string{"-c", "protocol.ext.allow=never", "-c", "protocol.fd.allow=never"}
+	if helper != "" {
+		// Only our helper is asked (the empty value clears any other), and it names the
+		// file, never the token.
+		args = append(args, "-c", "credential.helper=", "-c", "credential.helper="+helper)
+	}
+	args = append(args, "clone", "--depth=1", "--no-tags")
+	if allowLocal {
+		// --depth is ignored for local paths unless git is told to use the transport.
+		args = append(args, "--no-local")
+	}
+	if branch != "" {
+		args = append(args, "--branch", branch)
+	}
+	// Clone into the existing (empty) directory: "." keeps a mounted volume in place.
+	return append(args, "--", repo, ".")
 }
 
 // credentialHint says what to do about access when a clone failed with output msg: add

@@ -80,14 +80,15 @@ type Controller struct {
 	hookState map[string]hookMark // id → hook fired / in flight during this Running period
 	// healthCheck, when set, must pass before a session turns Running (see
 	// SetHealthCheck); health tracks it per session.
-	healthCheck HealthCheck
-	health      map[string]healthMark
-	touched     map[string]touchMark
-	failures    map[string]int       // consecutive transient create failures
-	expected    map[string]time.Time // id → when this process saw its pod created (see expect.go)
-	poolKick    chan struct{}        // asks the pool loop for a pass (see kickPool)
-	poolCreated map[string]time.Time // pool pods created, by id, until the cache shows them
-	keyDelivery KeyDelivery          // gives a claimed pod's OpenCode its LiteLLM key (see SetKeyDelivery)
+	healthCheck   HealthCheck
+	health        map[string]healthMark
+	touched       map[string]touchMark
+	failures      map[string]int       // consecutive transient create failures
+	expected      map[string]time.Time // id → when this process saw its pod created (see expect.go)
+	poolKick      chan struct{}        // asks the pool loop for a pass (see kickPool)
+	poolCreated   map[string]time.Time // pool pods created, by id, until the cache shows them
+	keyDelivery   KeyDelivery          // gives a claimed pod's OpenCode its LiteLLM key (see SetKeyDelivery)
+	workspacePrep WorkspacePrep        // clones a repository into a claimed pod (see SetWorkspacePrep)
 }
 
 // New builds a controller; nothing runs until Run.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,7 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/cakeai/cake-agents/agent/gitcred"
 	"github.com/cakeai/cake-agents/agent/litellm"
+	"github.com/cakeai/cake-agents/agent/sessioninit"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -34,7 +37,8 @@ func (e *env) poolPods(ctx context.Context, state string) []corev1.Pod {
 }
 
 // waitWarm waits until exactly n warm pool pods exist, none being deleted, all ready
-// and of a template cond accepts; it returns them.
+// and of a template cond accepts, and every running controller's cache has seen them so
+// (a claim picks from the cache); it returns them.
 func (e *env) waitWarm(n int, what string, cond func(template string) bool) []corev1.Pod {
 	e.t.Helper()
 	var last []corev1.Pod
@@ -47,6 +51,16 @@ func (e *env) waitWarm(n int, what string, cond func(template string) bool) []co
 			p := &last[i]
 			if p.DeletionTimestamp != nil || !podReady(p) || (cond != nil && !cond(p.Labels[LabelPoolTemplate])) {
 				return false, nil
+			}
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for c := range e.running {
+			for i := range last {
+				cached, err := c.podLister.Pods(e.ns).Get(last[i].Name)
+				if err != nil || cached.ResourceVersion != last[i].ResourceVersion {
+					return false, nil
+				}
 			}
 		}
 		return true, nil
@@ -422,5 +436,117 @@ func TestWarmPoolKeyDeliveryFailureGoesCold(t *testing.T) {
 	}
 	if sec, err := e.kube.CoreV1().Secrets(e.ns).Get(ctx, SecretName(s.ID), metav1.GetOptions{}); err != nil || len(sec.Data[SecretKeyLiteLLM]) == 0 {
 		t.Errorf("the cold session's Secret has no LiteLLM key (%v)", err)
+	}
+}
+
+// TestWarmPoolClonesAtClaim: a session with a repository whose clone needs no credential
+// claims a warm pod, and its repository is cloned into that pod's workspace (with the
+// init container's git arguments, never prompting) before Create returns. One whose clone
+// needs the owner's credential, or an ssh repository, starts cold; a clone that fails at
+// claim sends the create cold with nothing left of the claim.
+func TestWarmPoolClonesAtClaim(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	type call struct {
+		id, dir string
+		env     map[string]string
+		argv    []string
+	}
+	var (
+		mu    sync.Mutex
+		calls []call
+		fail  atomic.Bool
+	)
+	c, _ := e.startWith(poolConfig(e, 2), func(c *Controller) {
+		c.SetWorkspacePrep(func(_ context.Context, s *store.Session, dir string, env map[string]string, argv []string) error {
+			mu.Lock()
+			calls = append(calls, call{s.ID, dir, env, argv})
+			mu.Unlock()
+			if fail.Load() {
+				return errors.New("git in the session's workspace exited with status 128")
+			}
+			return nil
+		})
+	})
+	ncalls := func() int { mu.Lock(); defer mu.Unlock(); return len(calls) }
+	e.waitWarm(2, "filled", nil)
+
+	const repo = "https://git.example.com:8443/org/repo.git"
+	s := &store.Session{OwnerID: e.owner, Repo: repo, Branch: "dev", Private: true}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	if s.StartKind != apiv1.StartKindWarm {
+		t.Fatalf("a private session whose owner has no credential for the host: start kind %q, want warm", s.StartKind)
+	}
+	if ncalls() != 1 {
+		t.Fatalf("%d clones at claim, want 1", ncalls())
+	}
+	got := calls[0]
+	want := append([]string{"git"}, sessioninit.CloneArgs(repo, "dev", "", false)...)
+	if got.id != s.ID || got.dir != WorkspaceDir || fmt.Sprint(got.argv) != fmt.Sprint(want) || got.env["GIT_TERMINAL_PROMPT"] != "0" {
+		t.Errorf("clone at claim = %+v; want session %s, dir %s, argv %v and GIT_TERMINAL_PROMPT=0", got, s.ID, WorkspaceDir, want)
+	}
+	if stored, err := e.st.GetSession(ctx, s.ID); err != nil || stored.Repo != repo || stored.Branch != "dev" {
+		t.Errorf("stored session: %+v, %v", stored, err)
+	}
+
+	// The owner's token for the host lives in the Secret behind a helper the init
+	// container configures: that session starts cold, and nothing is run in a pool pod.
+	sec := gitcred.Secret{Kind: apiv1.CredentialKindToken, Username: "x-access-token", Token: "tok"}
+	if err := e.st.PutCredential(ctx, &store.Credential{OwnerID: e.owner, Provider: gitcred.Provider("git.example.com:8443"), Secret: gitcred.Encode(sec)}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitWarm(2, "refilled", nil)
+	withCred := &store.Session{OwnerID: e.owner, Repo: repo, Private: true}
+	if err := c.Create(ctx, withCred, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A shared session never carries anyone's credential, so it still starts warm.
+	shared := &store.Session{OwnerID: e.owner, Repo: repo}
+	if err := c.Create(ctx, shared, 0); err != nil {
+		t.Fatal(err)
+	}
+	ssh := &store.Session{OwnerID: e.owner, Repo: "git@git.example.com:org/repo.git"}
+	if err := c.Create(ctx, ssh, 0); err != nil {
+		t.Fatal(err)
+	}
+	if withCred.StartKind != apiv1.StartKindCold || shared.StartKind != apiv1.StartKindWarm || ssh.StartKind != apiv1.StartKindCold {
+		t.Errorf("start kinds: with the owner's credential %q (want cold), shared %q (want warm), ssh %q (want cold)", withCred.StartKind, shared.StartKind, ssh.StartKind)
+	}
+	if n := ncalls(); n != 2 {
+		t.Errorf("%d clones at claim after the shared session, want 2", n)
+	}
+
+	// A clone that fails at claim: the create goes cold (its init container clones and
+	// reports), and the claimed pod is gone for good.
+	fail.Store(true)
+	poolIDs := map[string]bool{}
+	for _, p := range e.waitWarm(2, "refilled again", nil) {
+		poolIDs[p.Labels[apiv1.LabelSessionID]] = true
+	}
+	failed := &store.Session{OwnerID: e.owner, Repo: repo, Private: false}
+	if err := c.Create(ctx, failed, 0); err != nil {
+		t.Fatal(err)
+	}
+	if failed.StartKind != apiv1.StartKindCold || poolIDs[failed.ID] {
+		t.Fatalf("create after a failed clone at claim: start kind %q, id %s; want a cold session of its own", failed.StartKind, failed.ID)
+	}
+	mu.Lock()
+	dropped := calls[len(calls)-1].id
+	mu.Unlock()
+	if !poolIDs[dropped] {
+		t.Fatalf("the failed clone ran in %s, not a pool pod (%v)", dropped, poolIDs)
+	}
+	if _, err := e.st.GetSession(ctx, dropped); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a session row under the dropped pool pod's id: %v", err)
+	}
+	e.waitGone("the claimed pod", func(ctx context.Context) error { _, err := e.pod(ctx, dropped); return err })
+	pod, err := e.pod(ctx, failed.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if args := fmt.Sprint(pod.Spec.InitContainers[0].Args); !strings.Contains(args, repo) {
+		t.Errorf("the cold pod's init container does not clone %s: %s", repo, args)
 	}
 }

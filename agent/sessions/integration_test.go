@@ -31,6 +31,9 @@ type env struct {
 	ns    string
 	st    store.Store
 	owner string
+
+	mu      sync.Mutex
+	running map[*Controller]bool // started and not stopped: waitWarm waits for their caches
 }
 
 func newEnv(t *testing.T) *env {
@@ -73,9 +76,18 @@ func (e *env) startWith(cfg Config, prepare func(*Controller)) (c *Controller, s
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
+	e.mu.Lock()
+	if e.running == nil {
+		e.running = map[*Controller]bool{}
+	}
+	e.running[c] = true
+	e.mu.Unlock()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
+			e.mu.Lock()
+			delete(e.running, c)
+			e.mu.Unlock()
 			cancel()
 			if err := <-done; err != nil {
 				e.t.Errorf("Run: %v", err)

@@ -17,7 +17,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/cakeai/cake-agents/agent/gitcred"
 	"github.com/cakeai/cake-agents/agent/providers"
+	"github.com/cakeai/cake-agents/agent/sessioninit"
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/internal/failpoint"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
@@ -108,8 +110,10 @@ func (c *Controller) coldReason(s *store.Session, idChosen bool) string {
 		return "the session overrides an image"
 	case s.Persistent:
 		return "a persistent workspace is mounted at pod creation"
-	case s.Repo != "":
-		return "the repository is cloned before OpenCode starts"
+	case s.Repo != "" && c.workspacePreparer() == nil:
+		return "nothing can clone a repository into a running pool pod"
+	case s.Repo != "" && apiv1.RepoSSHHost(s.Repo) != "":
+		return "an ssh repository needs keys mounted at pod creation"
 	case c.cfg.LiteLLM != nil && c.keyDeliverer() == nil:
 		return "nothing can give a pool pod's OpenCode the session's LiteLLM key"
 	}
@@ -133,6 +137,60 @@ func (c *Controller) keyDeliverer() KeyDelivery {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.keyDelivery
+}
+
+// WorkspacePrep runs argv in dir of a claimed pool pod's OpenCode container, with env
+// added, and fails unless it exits 0 (the agent's is conversation.Relay.PrepareWorkspace:
+// OpenCode's own terminal API through the tunnel, then a restart of its instance so it
+// sees the clone as its git project).
+type WorkspacePrep func(ctx context.Context, s *store.Session, dir string, env map[string]string, argv []string) error
+
+// SetWorkspacePrep lets sessions with a repository start warm: the repository is cloned
+// into the claimed pod's workspace before the create returns. Without it they start cold.
+func (c *Controller) SetWorkspacePrep(f WorkspacePrep) {
+	c.mu.Lock()
+	c.workspacePrep = f
+	c.mu.Unlock()
+}
+
+func (c *Controller) workspacePreparer() WorkspacePrep {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.workspacePrep
+}
+
+// cloneAtClaimTimeout bounds the clone into a claimed pod, which the create call waits
+// for; a repository that takes longer is left to a cold start, whose init container has
+// no such bound (and reports a failure as the session's).
+const cloneAtClaimTimeout = 2 * time.Minute
+
+// needsGitCredentials says whether cloning s's repository takes a credential, which a
+// pool pod cannot be given after it started: the owner's token for the host is a file of
+// the Secret behind a credential helper configured by the init container, and so is a
+// GitHub App token. Such sessions start cold.
+func (c *Controller) needsGitCredentials(ctx context.Context, s *store.Session) (bool, error) {
+	host := apiv1.RepoCredentialHost(s.Repo)
+	if !s.Private || host == "" {
+		return false, nil
+	}
+	if _, _, ok := c.appRepo(s); ok {
+		return true, nil
+	}
+	_, err := c.st.GetCredential(ctx, s.OwnerID, gitcred.Provider(host))
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// cloneAtClaim clones s's repository into the claimed pod's workspace, as the init
+// container of a cold pod would have (same git arguments, no credential).
+func (c *Controller) cloneAtClaim(ctx context.Context, s *store.Session) error {
+	ctx, cancel := context.WithTimeout(ctx, cloneAtClaimTimeout)
+	defer cancel()
+	argv := append([]string{"git"}, sessioninit.CloneArgs(s.Repo, s.Branch, "", false)...)
+	env := map[string]string{"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
+	return c.workspacePreparer()(ctx, s, WorkspaceDir, env, argv)
 }
 
 // buildPoolPod is buildPod for a pool pod: with LiteLLM keys its config names no key,
@@ -166,6 +224,16 @@ func (c *Controller) createWarm(ctx context.Context, s *store.Session, maxActive
 		// Stored providers reference the session's key by environment variable, which
 		// a running OpenCode cannot be given.
 		return false, nil
+	}
+	if s.Repo != "" {
+		creds, err := c.needsGitCredentials(ctx, s)
+		if err != nil {
+			c.log.Warn("look up the owner's git credential failed; creating the session cold", "error", err)
+			return false, nil
+		}
+		if creds {
+			return false, nil
+		}
 	}
 	pod, unlock := c.claim(ctx, s.OwnerID, hash)
 	if pod == nil {
@@ -208,6 +276,13 @@ func (c *Controller) createWarm(ctx context.Context, s *store.Session, maxActive
 	}
 	if err := c.adoptSecret(ctx, s, modelKey); err != nil {
 		return goCold("adopt the Secret of a claimed pool pod failed", err)
+	}
+	if s.Repo != "" {
+		// A clone that fails here is tried again by the cold start, whose init container
+		// tells the session why it failed.
+		if err := c.cloneAtClaim(ctx, s); err != nil {
+			return goCold("clone the repository into a claimed pool pod failed", err)
+		}
 	}
 	if modelKey != "" {
 		if err := c.keyDeliverer()(ctx, s, providers.LiteLLM, modelKey); err != nil {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -484,8 +484,8 @@ func TestWarmPoolClonesAtClaim(t *testing.T) {
 	}
 	got := calls[0]
 	want := append([]string{"git"}, sessioninit.CloneArgs(repo, "dev", "", false)...)
-	if got.id != s.ID || got.dir != WorkspaceDir || fmt.Sprint(got.argv) != fmt.Sprint(want) || got.env["GIT_TERMINAL_PROMPT"] != "0" {
-		t.Errorf("clone at claim = %+v; want session %s, dir %s, argv %v and GIT_TERMINAL_PROMPT=0", got, s.ID, WorkspaceDir, want)
+	if got.id != s.ID || got.dir != "" || fmt.Sprint(got.argv) != fmt.Sprint(want) || got.env["GIT_TERMINAL_PROMPT"] != "0" {
+		t.Errorf("clone at claim = %+v; want session %s, OpenCode's own directory, argv %v and GIT_TERMINAL_PROMPT=0", got, s.ID, want)
 	}
 	if stored, err := e.st.GetSession(ctx, s.ID); err != nil || stored.Repo != repo || stored.Branch != "dev" {
 		t.Errorf("stored session: %+v, %v", stored, err)

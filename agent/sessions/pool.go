@@ -139,8 +139,8 @@ func (c *Controller) keyDeliverer() KeyDelivery {
 	return c.keyDelivery
 }
 
-// WorkspacePrep runs argv in dir of a claimed pool pod's OpenCode container, with env
-// added, and fails unless it exits 0 (the agent's is conversation.Relay.PrepareWorkspace:
+// WorkspacePrep runs argv in dir ("" OpenCode's own directory, the workspace) of a
+// claimed pool pod's OpenCode container, with env added, and fails unless it exits 0 (the agent's is conversation.Relay.PrepareWorkspace:
 // OpenCode's own terminal API through the tunnel, then a restart of its instance so it
 // sees the clone as its git project).
 type WorkspacePrep func(ctx context.Context, s *store.Session, dir string, env map[string]string, argv []string) error
@@ -184,13 +184,14 @@ func (c *Controller) needsGitCredentials(ctx context.Context, s *store.Session) 
 }
 
 // cloneAtClaim clones s's repository into the claimed pod's workspace, as the init
-// container of a cold pod would have (same git arguments, no credential).
+// container of a cold pod would have (same git arguments, no credential). It runs in
+// OpenCode's own directory, which is the workspace: OpenCode serves from there.
 func (c *Controller) cloneAtClaim(ctx context.Context, s *store.Session) error {
 	ctx, cancel := context.WithTimeout(ctx, cloneAtClaimTimeout)
 	defer cancel()
 	argv := append([]string{"git"}, sessioninit.CloneArgs(s.Repo, s.Branch, "", false)...)
 	env := map[string]string{"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
-	return c.workspacePreparer()(ctx, s, WorkspaceDir, env, argv)
+	return c.workspacePreparer()(ctx, s, "", env, argv)
 }
 
 // buildPoolPod is buildPod for a pool pod: with LiteLLM keys its config names no key,

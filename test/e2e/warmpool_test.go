@@ -19,7 +19,8 @@ import (
 // OpenCode; a create claims it (the session's id is the pod's, startKind warm), gets its
 // own LiteLLM key at claim (the fake LiteLLM answers only live session keys, so the
 // reply proves it), answers its initial prompt and a sent one, shows as warm in
-// `session list -o wide`; after the delete the pool holds a new pod, never the claimed one.
+// `session list -o wide`; after the delete the pool holds a new pod, never the claimed one,
+// which a create with a repository claims, the repository cloned into it at claim.
 func (p *product) testWarmPool(t *testing.T) {
 	ctx := context.Background()
 	restart := func(size int) {
@@ -59,6 +60,24 @@ func (p *product) testWarmPool(t *testing.T) {
 	if refill == id {
 		t.Fatalf("the claimed pod %s came back to the pool", id)
 	}
+
+	// A session with a repository claims the refilled pod too: the repository is cloned
+	// into the running pod's workspace before the create returns.
+	withRepo := lastField(p.agents(t, p.alice, "session", "create", "--repo", p.repo, "--wait", "-o", "name"))
+	if withRepo != refill {
+		t.Fatalf("the create with a repository made session %s instead of claiming the warm pod's %s", withRepo, refill)
+	}
+	repoPod, err := p.kube.CoreV1().Pods(p.ns).Get(ctx, sessions.PodName(withRepo), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := p.env.Runner.Exec(ctx, repoPod.Namespace, repoPod.Name, "git", "show", "HEAD:README.md"); err != nil || !strings.Contains(string(out), "# project") {
+		t.Fatalf("the claimed pod's workspace has no clone of %s: %v: %s", p.repo, err, out)
+	}
+	if got := strings.TrimSpace(p.agents(t, p.alice, "session", "get", withRepo, "-o", "jsonpath={.currentBranch}")); got != "main" {
+		t.Errorf("currentBranch of the session cloned at claim = %q, want main", got)
+	}
+	p.agents(t, p.alice, "session", "delete", withRepo)
 }
 
 // waitWarmPod waits until the pool holds a warm pod, other than not's, whose OpenCode

@@ -140,9 +140,9 @@ func (c *Controller) keyDeliverer() KeyDelivery {
 }
 
 // WorkspacePrep runs argv in dir ("" OpenCode's own directory, the workspace) of a
-// claimed pool pod's OpenCode container, with env added, and fails unless it exits 0 (the agent's is conversation.Relay.PrepareWorkspace:
-// OpenCode's own terminal API through the tunnel, then a restart of its instance so it
-// sees the clone as its git project).
+// claimed pool pod's OpenCode container, with env added, and fails unless it exits 0.
+// The agent's is conversation.Relay.PrepareWorkspace: OpenCode's own terminal API through
+// the tunnel, then a restart of its instance so it sees the clone as its git project.
 type WorkspacePrep func(ctx context.Context, s *store.Session, dir string, env map[string]string, argv []string) error
 
 // SetWorkspacePrep lets sessions with a repository start warm: the repository is cloned

@@ -87,9 +87,10 @@ func (c *Relay) SetModelKey(ctx context.Context, s *store.Session, provider, key
 
 // PrepareWorkspace runs argv in dir ("" OpenCode's own) of the session's OpenCode
 // container, with env added to the container's, through OpenCode's own terminals (see
-// opencode.Client.Run), and fails unless it exits 0; then OpenCode's instance is restarted so it looks at the
-// workspace afresh (a repository cloned into it becomes OpenCode's git project). It is
-// how a session started on a warm pool pod gets its repository at claim.
+// opencode.Client.Run), and fails unless it exits 0; then OpenCode's instance is
+// restarted so it looks at the workspace afresh (a repository cloned into it becomes
+// OpenCode's git project). It is how a session started on a warm pool pod gets its
+// repository at claim.
 func (c *Relay) PrepareWorkspace(ctx context.Context, s *store.Session, dir string, env map[string]string, argv []string) error {
 	if len(argv) == 0 {
 		return errors.New("prepare the workspace: no command")

@@ -498,7 +498,11 @@ func (e *Env) AdminClient(ctx context.Context) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(e.HTTPSURL, &http.Client{Transport: &http.Transport{TLSClientConfig: tc}})
+	// Kept-alive connections, as many as the benchmarks' concurrent callers, and HTTP/2:
+	// with net/http's default of two idle connections per host, every other request of a
+	// concurrent load would pay a new TLS handshake with a client certificate, measuring
+	// the load generator rather than the agent.
+	return client.New(e.HTTPSURL, &http.Client{Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64}})
 }
 
 // AgentPID is the running (first) agent process's id (0 when stopped).

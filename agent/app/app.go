@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -124,6 +125,12 @@ func Serve(ctx context.Context, cfg *Config, logOut io.Writer) error {
 	if restCfg.QPS == 0 {
 		restCfg.QPS, restCfg.Burst = sessions.KubeQPS, sessions.KubeBurst
 	}
+	if cfg.KubeAPIQPS > 0 {
+		restCfg.QPS, restCfg.Burst = float32(cfg.KubeAPIQPS), 2*cfg.KubeAPIQPS
+	}
+	if cfg.KubeAPIBurst > 0 {
+		restCfg.Burst = cfg.KubeAPIBurst
+	}
 	kube, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
@@ -148,6 +155,14 @@ func Serve(ctx context.Context, cfg *Config, logOut io.Writer) error {
 	servers, errc, err := listen(cfg, handler, cert, log)
 	if err != nil {
 		return err
+	}
+	if cfg.DebugAddr != "" {
+		dbg, err := serveDebug(cfg.DebugAddr, errc)
+		if err != nil {
+			return err
+		}
+		servers = append(servers, dbg)
+		log.Info("serving pprof profiles", "addr", cfg.DebugAddr)
 	}
 	log.Info("agent starting", "version", version.Version, "http", cfg.HTTPAddr, "https", cfg.HTTPSAddr, "session_namespace", cfg.SessionNamespace)
 
@@ -217,8 +232,8 @@ func Serve(ctx context.Context, cfg *Config, logOut io.Writer) error {
 }
 
 // listen starts the plain-HTTP and TLS listeners; their serve errors go to the channel.
-func listen(cfg *Config, h http.Handler, cert *servingCert, log hclog.Logger) ([]*http.Server, <-chan error, error) {
-	errc := make(chan error, 2)
+func listen(cfg *Config, h http.Handler, cert *servingCert, log hclog.Logger) ([]*http.Server, chan error, error) {
+	errc := make(chan error, 3) // one per listener, the debug one included
 	errLog := log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	newServer := func(addr string) *http.Server {
 		return &http.Server{
@@ -266,6 +281,29 @@ func listen(cfg *Config, h http.Handler, cert *servingCert, log hclog.Logger) ([
 		}()
 	}
 	return servers, errc, nil
+}
+
+// serveDebug serves Go's pprof handlers on addr (a loopback address, checked by the
+// configuration) from a mux of their own: net/http/pprof's init registers them on
+// http.DefaultServeMux, which nothing else here serves.
+func serveDebug(addr string, errc chan<- error) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on --debug-addr %s: %w", addr, err)
+	}
+	s := &http.Server{Addr: ln.Addr().String(), Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("debug server: %w", err)
+		}
+	}()
+	return s, nil
 }
 
 // swapHandler lets the listeners start before the rest of the agent is wired.

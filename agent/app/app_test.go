@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -164,5 +165,36 @@ func TestAuthSecretKeptBesideSQLite(t *testing.T) {
 	}
 	if _, err := authSecret(&Config{DatabaseURL: "postgres://db/agents"}, hclog.NewNullLogger()); err == nil || !strings.Contains(err.Error(), "AGENT_AUTH_SECRET") {
 		t.Fatalf("postgres without a secret: %v", err)
+	}
+}
+
+// --debug-addr serves pprof's index and profiles, and nothing else.
+func TestDebugServerServesProfiles(t *testing.T) {
+	errc := make(chan error, 1)
+	s, err := serveDebug("127.0.0.1:0", errc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	base := "http://" + s.Addr
+	for path, want := range map[string]int{
+		"/debug/pprof/":                  http.StatusOK,
+		"/debug/pprof/goroutine?debug=1": http.StatusOK,
+		"/debug/pprof/heap":              http.StatusOK,
+		"/api/v1/sessions":               http.StatusNotFound,
+	} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	select {
+	case err := <-errc:
+		t.Fatal(err)
+	default:
 	}
 }

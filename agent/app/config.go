@@ -63,6 +63,12 @@ type Config struct {
 	MaxActiveSessions   int
 	WarmPoolSize        int
 	ReconcileInterval   time.Duration
+	// KubeAPIQPS and KubeAPIBurst are the client-side rate limit of the agent's Kubernetes
+	// client (sessions.KubeQPS and KubeBurst when zero).
+	KubeAPIQPS   int
+	KubeAPIBurst int
+	// DebugAddr serves Go's pprof profiles when set; only a loopback address is accepted.
+	DebugAddr string
 
 	HeaderAuthEnabled     bool
 	HeaderAuthEmailHeader string
@@ -175,6 +181,9 @@ func Options() []Option {
 		{Flag: "session-ttl", Kind: KindDuration, Env: "AGENT_SESSION_TTL", Default: "0", Usage: "delete a session this long after creation (0 disables)"},
 		{Flag: "warm-pool-size", Kind: KindInt, Env: "AGENT_WARM_POOL_SIZE", Default: "0", Usage: "session pods kept started ahead of creates (of the current pod template); a create claims one instead of waiting for a pod (0: off, and the pool's pods are deleted)"},
 		{Flag: "max-active-sessions", Kind: KindInt, Env: "AGENT_MAX_ACTIVE_SESSIONS", Default: "5", Usage: "active sessions allowed per user (0: unlimited)"},
+		{Flag: "kube-api-qps", Kind: KindInt, Env: "AGENT_KUBE_API_QPS", Default: "0", Usage: "requests per second the agent sends the Kubernetes API at most, bursts aside (0: 50); each cold session start is two (its Secret and Pod)"},
+		{Flag: "kube-api-burst", Kind: KindInt, Env: "AGENT_KUBE_API_BURST", Default: "0", Usage: "burst of requests allowed above --kube-api-qps (0: twice the QPS)"},
+		{Flag: "debug-addr", Env: "AGENT_DEBUG_ADDR", Usage: "loopback address (such as 127.0.0.1:6060) serving Go's pprof profiles under /debug/pprof/, for kubectl port-forward; empty disables it"},
 		{Flag: "reconcile-interval", Kind: KindDuration, Env: "AGENT_RECONCILE_INTERVAL", Default: "30s", Usage: "how often every session is reconciled in full (watches handle the rest)"},
 		{Flag: "header-auth", Kind: KindBool, Env: "AGENT_HEADER_AUTH_ENABLED", Default: "false", Usage: "trust identity headers set by an authenticating proxy (only from --trusted-proxy-cidrs)"},
 		{Flag: "header-auth-email-header", Env: "AGENT_HEADER_AUTH_EMAIL_HEADER", Default: "x-auth-request-email", Usage: "header carrying the user's email"},
@@ -341,6 +350,9 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		MaxActiveSessions:       integer("max-active-sessions"),
 		WarmPoolSize:            integer("warm-pool-size"),
 		ReconcileInterval:       dur("reconcile-interval"),
+		KubeAPIQPS:              integer("kube-api-qps"),
+		KubeAPIBurst:            integer("kube-api-burst"),
+		DebugAddr:               get("debug-addr"),
 		HeaderAuthEnabled:       boolean("header-auth"),
 		HeaderAuthEmailHeader:   get("header-auth-email-header"),
 		HeaderAuthEmailClaim:    get("header-auth-email-claim"),
@@ -416,6 +428,13 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = 30 * time.Second
+	}
+	if c.DebugAddr != "" {
+		// Profiles show memory and goroutine stacks: never on an address others can reach.
+		host, _, err := net.SplitHostPort(c.DebugAddr)
+		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			errs = append(errs, fmt.Sprintf("%s=%q: want a loopback address such as 127.0.0.1:6060 (profiles are reached with kubectl port-forward, never exposed)", name("debug-addr"), c.DebugAddr))
+		}
 	}
 	if ns := get("session-node-selector"); ns != "" {
 		c.SessionNodeSelector = map[string]string{}

@@ -28,7 +28,7 @@ func TestFlagsAreTyped(t *testing.T) {
 	BindFlags(fs, func(string) string { return "" })
 	for flag, want := range map[string]string{
 		"header-auth": "bool", "leader-election": "bool",
-		"max-active-sessions": "int", "warm-pool-size": "int",
+		"max-active-sessions": "int", "warm-pool-size": "int", "kube-api-qps": "int", "kube-api-burst": "int",
 		"session-ttl": "duration", "session-idle-timeout": "duration", "token-max-ttl": "duration", "lease-duration": "duration",
 		"session-cpu-request": "quantity", "session-memory-limit": "quantity", "session-storage-size": "quantity",
 		"admin-groups": "strings", "trusted-proxy-cidrs": "strings",
@@ -75,6 +75,16 @@ func TestTypedFlagsParse(t *testing.T) {
 		cfg.LiteLLMUserBudgetPeriod != 720*time.Hour {
 		t.Errorf("LiteLLM budgets: %v %+v", err, cfg)
 	}
+	// Profiles are served on loopback only; the Kubernetes client's rate limit is tunable.
+	cfg, err = parseWith(map[string]string{"AGENT_DEBUG_ADDR": "127.0.0.1:6060", "AGENT_KUBE_API_QPS": "200"}, "--kube-api-burst", "500")
+	if err != nil || cfg.DebugAddr != "127.0.0.1:6060" || cfg.KubeAPIQPS != 200 || cfg.KubeAPIBurst != 500 {
+		t.Errorf("debug address and API rate: %v %+v", err, cfg)
+	}
+	for _, addr := range []string{"localhost:6060", "[::1]:6060"} {
+		if _, err := parseWith(nil, "--debug-addr", addr); err != nil {
+			t.Errorf("--debug-addr %s: %v", addr, err)
+		}
+	}
 	// "0" and empty durations mean none, as the chart renders them.
 	cfg, err = parseWith(map[string]string{"AGENT_SESSION_IDLE_TIMEOUT": "0", "AGENT_SESSION_TTL": "0"})
 	if err != nil || cfg.SessionIdleTimeout != 0 || cfg.SessionTTL != 0 {
@@ -92,6 +102,10 @@ func TestBadValuesNameTheFlagAndTheEnvVar(t *testing.T) {
 		{"max-active-sessions", "AGENT_MAX_ACTIVE_SESSIONS", "-1", "want a whole number >= 0"},
 		{"max-active-sessions", "AGENT_MAX_ACTIVE_SESSIONS", "five", "want a whole number >= 0"},
 		{"warm-pool-size", "AGENT_WARM_POOL_SIZE", "-2", "want a whole number >= 0"},
+		{"kube-api-qps", "AGENT_KUBE_API_QPS", "-5", "want a whole number >= 0"},
+		{"debug-addr", "AGENT_DEBUG_ADDR", ":6060", "want a loopback address"},
+		{"debug-addr", "AGENT_DEBUG_ADDR", "0.0.0.0:6060", "want a loopback address"},
+		{"debug-addr", "AGENT_DEBUG_ADDR", "10.0.0.1:6060", "want a loopback address"},
 		{"session-ttl", "AGENT_SESSION_TTL", "forever", "want a duration such as 30m or 2h"},
 		{"lease-duration", "AGENT_LEASE_DURATION", "-15s", "want a duration such as 30m or 2h"},
 		{"session-cpu-request", "AGENT_SESSION_CPU_REQUEST", "lots", "want a quantity such as 500m, 2 or 2Gi"},

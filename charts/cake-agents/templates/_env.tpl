@@ -36,6 +36,20 @@ Environment of the agent container. Every name here must be one the agent unders
   value: {{ $cp.logFormat | quote }}
 - name: AGENT_LOG_LEVEL
   value: {{ $cp.logLevel | quote }}
+{{- with $cp.kubeAPI }}
+{{- if .qps }}
+- name: AGENT_KUBE_API_QPS
+  value: {{ .qps | quote }}
+{{- end }}
+{{- if .burst }}
+- name: AGENT_KUBE_API_BURST
+  value: {{ .burst | quote }}
+{{- end }}
+{{- end }}
+{{- if $cp.debugAddr }}
+- name: AGENT_DEBUG_ADDR
+  value: {{ $cp.debugAddr | quote }}
+{{- end }}
 {{- /* Database */}}
 {{- if eq $mode "sqlite" }}
 - name: DATABASE_URL

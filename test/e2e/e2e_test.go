@@ -362,11 +362,18 @@ func (p *product) testCreateWaitLogsSend(t *testing.T) {
 // testAttach drives `kubectl agents attach` in tmux: the OpenCode TUI appears and a
 // typed prompt gets the fake model's reply on screen.
 func (p *product) testAttach(t *testing.T) {
+	id := lastField(p.agents(t, p.alice, "session", "create", "--repo", p.repo, "--wait", "-o", "name"))
+	defer p.agents(t, p.alice, "session", "delete", id)
+	p.attachAndPrompt(t, id, "hello from tmux")
+}
+
+// attachAndPrompt runs `kubectl agents attach` as alice in a tmux terminal, waits for
+// OpenCode's TUI, types prompt and waits for the fake model's reply on screen.
+func (p *product) attachAndPrompt(t *testing.T, id, prompt string) {
+	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Fatal("tmux is missing: apt-get install tmux")
 	}
-	id := lastField(p.agents(t, p.alice, "session", "create", "--repo", p.repo, "--wait", "-o", "name"))
-	defer p.agents(t, p.alice, "session", "delete", id)
 	sock := filepath.Join(t.TempDir(), "tmux.sock")
 	tm := func(args ...string) (string, error) {
 		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
@@ -407,7 +414,6 @@ func (p *product) testAttach(t *testing.T) {
 		})
 	}
 	waitScreen("the OpenCode TUI", "Ask anything", "ctrl+p")
-	prompt := "hello from tmux"
 	if out, err := tm("send-keys", "-t", "attach", prompt, "Enter"); err != nil {
 		t.Fatalf("send-keys: %v %s", err, out)
 	}

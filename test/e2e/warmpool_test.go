@@ -18,9 +18,10 @@ import (
 // testWarmPool runs the agent with a warm pool of one: the pool pod runs the real
 // OpenCode; a create claims it (the session's id is the pod's, startKind warm), gets its
 // own LiteLLM key at claim (the fake LiteLLM answers only live session keys, so the
-// reply proves it), answers its initial prompt and a sent one, shows as warm in
-// `session list -o wide`; after the delete the pool holds a new pod, never the claimed one,
-// which a create with a repository claims, the repository cloned into it at claim.
+// reply proves it), answers its initial prompt, a sent one and one typed into
+// `kubectl agents attach`, shows as warm in `session list -o wide`; after the delete the
+// pool holds a new pod, never the claimed one, which a create with a repository claims,
+// the repository cloned into it at claim.
 func (p *product) testWarmPool(t *testing.T) {
 	ctx := context.Background()
 	restart := func(size int) {
@@ -44,6 +45,8 @@ func (p *product) testWarmPool(t *testing.T) {
 	p.waitReply(t, p.alice, id, prompt)
 	p.send(t, p.alice, id, "and a second prompt")
 	p.waitReply(t, p.alice, id, "and a second prompt")
+	// Attached as a user would be: OpenCode's TUI through the agent, a prompt typed in it.
+	p.attachAndPrompt(t, id, "typed into the claimed pod")
 	if wide := p.agents(t, p.alice, "session", "list", "-o", "wide"); !strings.Contains(wide, " warm ") {
 		t.Errorf("session list -o wide does not show the warm start:\n%s", wide)
 	}

@@ -44,13 +44,17 @@ import (
 )
 
 // KubeQPS and KubeBurst are the client-side rate limit of the agent's Kubernetes client
-// (client-go's default is 5 requests/s with bursts of 10). Each session create is a
-// Secret and a Pod (its Event goes through Config.EventClient, which has a limit of its
-// own), so the default throttles a burst of creates to hundreds of milliseconds apiece.
-// Benchmarks give their raw client-go peer the same limit.
+// (client-go's default is 5 requests/s with bursts of 10; the agent's --kube-api-qps and
+// --kube-api-burst replace them). A session costs about five requests over its life (its
+// Secret and Pod created, then deleted, and a look at the pod after its delete); at 50/s
+// every request of a busy agent waited about 20 ms for its turn, which was most of a
+// create's time. The API server protects itself with API Priority and Fairness, so the
+// client-side limit only keeps a runaway agent from flooding it. Events go through
+// Config.EventClient, which has a limit of its own. Benchmarks give their raw client-go
+// peer the same limit.
 const (
-	KubeQPS   = 50
-	KubeBurst = 100
+	KubeQPS   = 200
+	KubeBurst = 400
 )
 
 // Controller owns session state: the API calls Create/Stop/Start/Delete, Run

@@ -214,6 +214,7 @@ func (r Results) Targets() []Row {
 func (r Results) Ratios() []Row {
 	return []Row{
 		r.ratio("plugin start-up vs kubectl version --client", "bench.BenchmarkStartup/plugin", "bench.BenchmarkStartup/kubectl", "p50-ms", nil),
+		r.ratio("session create → pod exists, p50, vs raw Secret then Pod", "bench.BenchmarkCreateToPod/agent", "bench.BenchmarkCreateToPod/raw-secret-pod", "p50-ms", nil),
 		r.ratio("controller create (row+Secret+Pod) vs raw pod create", "sessions.BenchmarkCreate/agent", "sessions.BenchmarkCreate/raw-pod", "p50-ms", nil),
 		r.ratio("store create: SQLite vs Postgres (durable)", "sqlite.BenchmarkStore/CreateSession", "postgres.BenchmarkStore/CreateSession", "p50-us", nil),
 		r.ratio("store get at 10k: SQLite vs Postgres", "sqlite.BenchmarkStore/GetSession", "postgres.BenchmarkStore/GetSession", "p50-us", nil),

@@ -62,6 +62,9 @@ type KubernetesAuthenticator struct {
 	now       func() time.Time
 	reviews   *ttlCache[tokenReviewResult]
 	roots     atomic.Pointer[x509.CertPool]
+	// certs remembers verified client certificate chains, so a client sending many
+	// requests over one connection pays for the chain's signature check once per ttl.
+	certs *ttlCache[verifiedCert]
 	// syncTimeout bounds Start's wait for the first copy of the ConfigMap.
 	syncTimeout time.Duration
 }
@@ -81,6 +84,7 @@ func NewKubernetesAuthenticator(cfg KubernetesConfig) *KubernetesAuthenticator {
 		log:       cfg.Log,
 		now:       time.Now,
 		reviews:   newTTLCache[tokenReviewResult](10000),
+		certs:     newTTLCache[verifiedCert](10000),
 
 		syncTimeout: time.Minute,
 	}
@@ -259,12 +263,39 @@ func (res tokenReviewResult) identity() (*Identity, error) {
 	return &id, nil
 }
 
+// verifiedCert is a chain verifyCertificate accepted, against which client CA pool.
+type verifiedCert struct {
+	id    *Identity
+	roots *x509.CertPool
+}
+
 func (k *KubernetesAuthenticator) verifyCertificate(chain []*x509.Certificate) (*Identity, error) {
 	roots := k.roots.Load()
 	if roots == nil {
 		return nil, fmt.Errorf("%w: client certificates cannot be verified yet: the cluster's client CA (config map %s/%s) is not loaded; use a bearer token",
 			ErrUnauthenticated, ClientCANamespace, ClientCAConfigMap)
 	}
+	h := sha256.New()
+	for _, c := range chain {
+		h.Write(c.Raw)
+	}
+	key := hex.EncodeToString(h.Sum(nil))
+	// Reused only under the same client CA (a reload verifies again) and never past
+	// the certificate's expiry (the ttl is cut to it).
+	if v, ok := k.certs.get(key); ok && v.roots == roots {
+		return tokenReviewResult{id: v.id}.identity()
+	}
+	id, err := k.verifyChain(roots, chain)
+	if err != nil {
+		return nil, err
+	}
+	k.certs.put(key, verifiedCert{id: id, roots: roots}, min(k.ttl, chain[0].NotAfter.Sub(k.now())))
+	return tokenReviewResult{id: id}.identity()
+}
+
+// verifyChain checks chain against the cluster's client CA pool roots, as the API
+// server does, and returns the identity the leaf names.
+func (k *KubernetesAuthenticator) verifyChain(roots *x509.CertPool, chain []*x509.Certificate) (*Identity, error) {
 	leaf := chain[0]
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {

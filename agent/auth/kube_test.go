@@ -323,3 +323,31 @@ func TestStartReportsUnreadableConfigMap(t *testing.T) {
 		t.Fatalf("err = %v, want one naming the Role to bind", err)
 	}
 }
+
+// A verified chain is remembered (a client's many requests pay for one check), but never
+// past the certificate's expiry.
+func TestVerifiedCertificateCachedUntilExpiry(t *testing.T) {
+	ca := newTestCA(t)
+	k := NewKubernetesAuthenticator(KubernetesConfig{Client: fake.NewClientset()})
+	if err := k.setClientCA(ca.pem); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	k.now = func() time.Time { return now }
+	k.certs.now = k.now
+	cert := ca.issue(t, "jane", []string{"devs"}, x509.ExtKeyUsageClientAuth, now.Add(3*time.Second))
+	for range 2 {
+		id, err := k.verifyCertificate([]*x509.Certificate{cert.Leaf})
+		if err != nil || id.Username != "jane" || !slices.Contains(id.Groups, "devs") {
+			t.Fatalf("verify: %v %+v", err, id)
+		}
+		id.Groups[0] = "changed by a request" // a copy: the cached identity stays intact
+	}
+	if len(k.certs.m) != 1 {
+		t.Fatalf("%d cached chains, want 1", len(k.certs.m))
+	}
+	now = now.Add(5 * time.Second)
+	if _, err := k.verifyCertificate([]*x509.Certificate{cert.Leaf}); err == nil {
+		t.Fatal("an expired certificate was accepted from the cache")
+	}
+}

@@ -75,7 +75,7 @@ func TestGitHubLink(t *testing.T) {
 	if code, _ := poll("alice", l.ID); code != http.StatusNotFound {
 		t.Errorf("a finished flow answers %d", code)
 	}
-	if _, body := e.do("alice", "GET", "/api/v1/credentials", nil); !strings.Contains(string(body), `"host": "github.com"`) || strings.Contains(string(body), "gho_linked_token") {
+	if _, body := e.do("alice", "GET", "/api/v1/credentials", nil); !strings.Contains(string(body), `"host":"github.com"`) || strings.Contains(string(body), "gho_linked_token") {
 		t.Errorf("credential list after linking: %s", body)
 	}
 

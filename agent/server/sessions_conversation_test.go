@@ -28,7 +28,7 @@ func TestMessagesNeedRunningSession(t *testing.T) {
 	if len(e.conv.sent) != 1 || e.conv.sent[0] != s.ID+":hello" {
 		t.Fatalf("sent: %v", e.conv.sent)
 	}
-	if code, body := e.do("alice", "GET", "/api/v1/sessions/"+s.ID+"/logs", nil); code != 200 || !strings.Contains(string(body), `"role": "user"`) {
+	if code, body := e.do("alice", "GET", "/api/v1/sessions/"+s.ID+"/logs", nil); code != 200 || !strings.Contains(string(body), `"role":"user"`) {
 		t.Fatalf("logs: %d %s", code, body)
 	}
 }

@@ -213,6 +213,9 @@ func (r Results) Targets() []Row {
 // Ratios are rows without a target: context for the targets.
 func (r Results) Ratios() []Row {
 	return []Row{
+		// What the idle RSS is made of: the agent's own memory, and its binary's pages.
+		r.figure("agent RSS idle: anonymous (heap, stacks)", "bench.BenchmarkAt10k/rss", "idle-anon-MiB", "MiB", cmp{}),
+		r.figure("agent RSS idle: file-backed (the binary's pages)", "bench.BenchmarkAt10k/rss", "idle-file-MiB", "MiB", cmp{}),
 		r.ratio("plugin start-up vs kubectl version --client", "bench.BenchmarkStartup/plugin", "bench.BenchmarkStartup/kubectl", "p50-ms", nil),
 		r.ratio("session create → pod exists, p50, vs raw Secret then Pod", "bench.BenchmarkCreateToPod/agent", "bench.BenchmarkCreateToPod/raw-secret-pod", "p50-ms", nil),
 		r.ratio("controller create (row+Secret+Pod) vs raw pod create", "sessions.BenchmarkCreate/agent", "sessions.BenchmarkCreate/raw-pod", "p50-ms", nil),

@@ -54,7 +54,9 @@ const (
 type Duration struct{ time.Duration }
 
 // MarshalJSON encodes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + d.String() + `"`), nil // a duration's text needs no escaping
+}
 
 // UnmarshalJSON accepts a Go duration string ("90m", "1h30m").
 func (d *Duration) UnmarshalJSON(b []byte) error {

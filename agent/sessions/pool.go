@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -245,6 +246,10 @@ func (c *Controller) createWarm(ctx context.Context, s *store.Session, maxActive
 	id := pod.Labels[apiv1.LabelSessionID]
 	s.ID, s.PodName, s.StartKind = id, PodName(id), apiv1.StartKindWarm
 	failpoint.Hit(opCreate, "claimed", id)
+	probe := c.probeClaimed(ctx, s)
+	if probe != nil {
+		defer func() { _ = probe() }() // a create that goes cold waits for it too: no stray probe
+	}
 	// Never back to the pool: the pod ran for a create that did not happen.
 	drop := func() {
 		if _, derr := c.deleteObjects(ctx, opCreate, id, false); derr != nil {
@@ -305,7 +310,7 @@ func (c *Controller) createWarm(ctx context.Context, s *store.Session, maxActive
 	c.metrics.creates.WithLabelValues("claimed").Inc()
 	c.kickPool()
 	c.event(s, corev1.EventTypeNormal, "Claimed", "Claimed a warm pool pod")
-	c.markRunning(ctx, s, pod)
+	c.markRunning(ctx, s, pod, probe)
 	c.enqueue(s.ID)
 	return true, nil
 }
@@ -398,10 +403,22 @@ func (c *Controller) adoptSecret(ctx context.Context, s *store.Session, modelKey
 	secrets := c.kube.CoreV1().Secrets(c.cfg.Namespace)
 	// The pool's pass may adopt it at the same time (it sees a pool Secret whose pod is
 	// no longer warm): retry on the conflict, so the key is never lost to that race.
+	// The first try starts from the informer's copy, saving a round trip; a stale copy
+	// is a conflict too, and the retries read the API server's.
+	cached := true
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		sec, err := secrets.Get(ctx, SecretName(s.ID), metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("read secret %s: %w", SecretName(s.ID), err)
+		var sec *corev1.Secret
+		if cached {
+			cached = false
+			if cur, err := c.secretLister.Secrets(c.cfg.Namespace).Get(SecretName(s.ID)); err == nil {
+				sec = cur.DeepCopy()
+			}
+		}
+		if sec == nil {
+			var err error
+			if sec, err = secrets.Get(ctx, SecretName(s.ID), metav1.GetOptions{}); err != nil {
+				return fmt.Errorf("read secret %s: %w", SecretName(s.ID), err)
+			}
 		}
 		if sec.Labels[LabelPoolState] == PoolStateClaimed && sec.Labels[apiv1.LabelOwnerID] == s.OwnerID &&
 			(modelKey == "" || string(sec.Data[SecretKeyLiteLLM]) == modelKey) {
@@ -418,23 +435,40 @@ func (c *Controller) adoptSecret(ctx context.Context, s *store.Session, modelKey
 		}
 		sec.Labels[LabelPoolState] = PoolStateClaimed
 		sec.Labels[apiv1.LabelOwnerID] = s.OwnerID
-		_, err = secrets.Update(ctx, sec, metav1.UpdateOptions{})
+		_, err := secrets.Update(ctx, sec, metav1.UpdateOptions{})
 		return err
 	})
 }
 
-// markRunning turns a just-claimed session Running when its OpenCode answers through
-// the agent now, so the create returns an attachable session; otherwise it stays
-// Pending and the reconciler takes it from there, as for a cold one.
-func (c *Controller) markRunning(ctx context.Context, s *store.Session, pod *corev1.Pod) {
+// probeClaimed asks the claimed pod's OpenCode for its health in the background and
+// returns the wait for the answer (nil when no health check is set). Its first request
+// opens the tunnel to the pod, a port-forward through the API server and the slowest
+// step of a claim, so it runs while the Secret and the row are written; the key delivery
+// and the clone at claim share that tunnel. The probe is of a copy of s, which the
+// claim goes on changing; wait may be called more than once.
+func (c *Controller) probeClaimed(ctx context.Context, s *store.Session) (wait func() error) {
 	c.mu.Lock()
 	check := c.healthCheck
 	c.mu.Unlock()
-	if check != nil {
-		hctx, cancel := context.WithTimeout(ctx, healthProbeTimeout)
-		err := check(hctx, s)
-		cancel()
-		if err != nil {
+	if check == nil {
+		return nil
+	}
+	hctx, cancel := context.WithTimeout(ctx, healthProbeTimeout)
+	sess := *s
+	done := make(chan error, 1)
+	go func() { done <- check(hctx, &sess) }()
+	return sync.OnceValue(func() error {
+		defer cancel()
+		return <-done
+	})
+}
+
+// markRunning turns a just-claimed session Running when its OpenCode has answered
+// probe (see probeClaimed), so the create returns an attachable session; otherwise it
+// stays Pending and the reconciler takes it from there, as for a cold one.
+func (c *Controller) markRunning(ctx context.Context, s *store.Session, pod *corev1.Pod, probe func() error) {
+	if probe != nil {
+		if err := probe(); err != nil {
 			c.log.Warn("claimed pool pod's OpenCode does not answer; the reconciler will wait for it", "session", s.ID, "error", err)
 			return
 		}

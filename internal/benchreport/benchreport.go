@@ -217,6 +217,8 @@ func (r Results) Ratios() []Row {
 		r.figure("agent RSS idle: anonymous (heap, stacks)", "bench.BenchmarkAt10k/rss", "idle-anon-MiB", "MiB", cmp{}),
 		r.figure("agent RSS idle: file-backed (the binary's pages)", "bench.BenchmarkAt10k/rss", "idle-file-MiB", "MiB", cmp{}),
 		r.ratio("plugin start-up vs kubectl version --client", "bench.BenchmarkStartup/plugin", "bench.BenchmarkStartup/kubectl", "p50-ms", nil),
+		r.ratio("sustained creates accepted, SQLite, vs raw client-go Secret+Pod", "bench.BenchmarkSustainedCreates/sqlite", "bench.BenchmarkSustainedCreates/raw-client-go", "accepted/s", nil),
+		r.ratio("sustained creates Running, SQLite, vs raw client-go Secret+Pod", "bench.BenchmarkSustainedCreates/sqlite", "bench.BenchmarkSustainedCreates/raw-client-go", "running/s", nil),
 		r.ratio("session create → pod exists, p50, vs raw Secret then Pod", "bench.BenchmarkCreateToPod/agent", "bench.BenchmarkCreateToPod/raw-secret-pod", "p50-ms", nil),
 		r.ratio("controller create (row+Secret+Pod) vs raw pod create", "sessions.BenchmarkCreate/agent", "sessions.BenchmarkCreate/raw-pod", "p50-ms", nil),
 		r.ratio("store create: SQLite vs Postgres (durable)", "sqlite.BenchmarkStore/CreateSession", "postgres.BenchmarkStore/CreateSession", "p50-us", nil),

@@ -536,6 +536,11 @@ func agentRSS(b *testing.B, e *e2eenv.Env) agentMem {
 func BenchmarkSustainedCreates(b *testing.B) {
 	e := setup(b)
 	ctx := context.Background()
+	// The peer: the same bursts of the objects a session is made of (a Secret, then a Pod
+	// reading it) by 16 workers sharing one raw client-go client with the agent's
+	// client-side rate limit, Running when kwok says so. It shows what this cluster and
+	// machine allow, which the agent's figures can be read against.
+	b.Run("raw-client-go", func(b *testing.B) { sustainedRawCreates(b, e) })
 	b.Run("sqlite", func(b *testing.B) { sustainedCreates(b, e) })
 	b.Run("postgres", func(b *testing.B) {
 		dsn := testpg.Start(b)
@@ -654,6 +659,93 @@ func countPods(b *testing.B, e *e2eenv.Env, ids []string) (lost, dup int) {
 }
 
 // waitNoSessionPods waits until the deleted sessions' pods are gone.
+// sustainedRawCreates is sustainedCreates' peer (see BenchmarkSustainedCreates).
+func sustainedRawCreates(b *testing.B, e *e2eenv.Env) {
+	ctx := context.Background()
+	const ns, workers, label = "cake-bench", 16, "cake-bench-raw"
+	cfg := rest.CopyConfig(e.Config)
+	cfg.QPS, cfg.Burst = sessions.KubeQPS, sessions.KubeBurst
+	raw, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := benchsample.Size(benchsample.EnvBurst, 100)
+	sel := metav1.ListOptions{LabelSelector: label}
+	var accepted, running benchsample.Rates
+	for i := range benchsample.N(b, 5) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := int(next.Add(1)) - 1; j < n && !b.Failed(); j = int(next.Add(1)) - 1 {
+					name := fmt.Sprintf("raw-burst-%d-%d", i, j)
+					meta := metav1.ObjectMeta{Name: name, Labels: map[string]string{label: "true"}}
+					if _, err := raw.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: meta, StringData: map[string]string{"password": "p"}}, metav1.CreateOptions{}); err != nil {
+						b.Error(err)
+						return
+					}
+					pod := &corev1.Pod{ObjectMeta: meta, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox", Env: []corev1.EnvVar{{
+						Name: "PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+							LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: "password"}},
+					}}}}}}
+					if _, err := raw.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if b.Failed() {
+			b.FailNow()
+		}
+		accepted.Add(n, time.Since(start))
+		for {
+			pods, err := raw.CoreV1().Pods(ns).List(ctx, sel)
+			if err != nil {
+				b.Fatal(err)
+			}
+			up := 0
+			for _, p := range pods.Items {
+				if p.Status.Phase == corev1.PodRunning {
+					up++
+				}
+			}
+			if up == n {
+				break
+			}
+			if time.Since(start) > 5*time.Minute {
+				b.Fatalf("%d of %d pods Running after 5 minutes", up, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		running.Add(n, time.Since(start))
+		zero := int64(0)
+		if err := raw.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, sel); err != nil {
+			b.Fatal(err)
+		}
+		if err := raw.CoreV1().Secrets(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, sel); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			pods, err := raw.CoreV1().Pods(ns).List(ctx, sel)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(pods.Items) == 0 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	accepted.Report(b, "accepted/s")
+	running.Report(b, "running/s")
+	b.ReportMetric(float64(n), "sessions")
+}
+
 func waitNoSessionPods(b *testing.B, e *e2eenv.Env) {
 	b.Helper()
 	deadline := time.Now().Add(3 * time.Minute)

@@ -257,6 +257,9 @@ func lifecycle(t *testing.T, s *stack, b *browser, prefix string, persistent boo
 	if got := b.text("#attach-cmd"); got != "kubectl agents attach "+id {
 		t.Errorf("attach command %q", got)
 	}
+	if got := b.text("#pf-cmd"); got != "kubectl agents port-forward "+id {
+		t.Errorf("port-forward command %q", got)
+	}
 	b.shot(prefix + "03-session-starting")
 
 	b.wait("state Running", `document.querySelector('#state').textContent === 'Running'`, 20*time.Second)
@@ -264,11 +267,10 @@ func lifecycle(t *testing.T, s *stack, b *browser, prefix string, persistent boo
 	if got := b.text("#pull-request"); got != "cakeai/demo-service/pull/1" {
 		t.Errorf("pull request link text %q", got)
 	}
-	if got := b.eval(`document.querySelector('#open').getAttribute('aria-disabled')`); got != "false" {
-		t.Errorf("Open in OpenCode is disabled while Running: %q", got)
-	}
-	if got := b.eval(`document.querySelector('#open').getAttribute('href')`); got != "/api/v1/sessions/"+id+"/proxy/" {
-		t.Errorf("Open in OpenCode links to %q", got)
+	// OpenCode's own web UI cannot live under the proxy path (its assets load from
+	// absolute paths: a blank page), so no button offers it.
+	if got := b.eval(`String(document.querySelector('#open') === null && ![...document.querySelectorAll('a, button')].some(e => /Open in OpenCode/.test(e.textContent)))`); got != "true" {
+		t.Errorf("the page offers Open in OpenCode, which opens a blank page")
 	}
 	// The initial prompt goes to the agent when the session is Running; its reply
 	// shows up in the conversation.
@@ -300,9 +302,6 @@ func lifecycle(t *testing.T, s *stack, b *browser, prefix string, persistent boo
 	b.do("stop", chromedp.Click(css("#stop")))
 	b.wait("state Stopped", `document.querySelector('#state').textContent === 'Stopped'`, 20*time.Second)
 	b.wait("the Start button", `!document.querySelector('#start').hidden && document.querySelector('#stop').hidden`, 5*time.Second)
-	if got := b.eval(`document.querySelector('#open').getAttribute('aria-disabled')`); got != "true" {
-		t.Errorf("Open in OpenCode is enabled while Stopped: %q", got)
-	}
 	if got := b.text("#reason"); !strings.Contains(got, "StoppedByUser") {
 		t.Errorf("the stop reason is not shown: %q", got)
 	}

@@ -107,8 +107,9 @@ func TestPagesThroughTheProxy(t *testing.T) {
 			t.Errorf("GET %s: Cache-Control %q", path, a.header.Get("Cache-Control"))
 		}
 	}
-	if a := get(t, alice.URL+"/sessions/abc-1"); !strings.Contains(a.body, "kubectl agents attach abc-1") || !strings.Contains(a.body, `href="/api/v1/sessions/abc-1/proxy/"`) {
-		t.Errorf("session page lacks the attach command or the OpenCode link:\n%s", a.body)
+	if a := get(t, alice.URL+"/sessions/abc-1"); !strings.Contains(a.body, "kubectl agents attach abc-1") || !strings.Contains(a.body, "kubectl agents port-forward abc-1") ||
+		strings.Contains(a.body, "/proxy/") {
+		t.Errorf("session page lacks the attach or port-forward command, or links to OpenCode's web UI under the proxy path (a blank page):\n%s", a.body)
 	}
 	if a := get(t, alice.URL+"/admin"); a.code != http.StatusForbidden || strings.Contains(a.body, `data-page="admin"`) {
 		t.Errorf("non-admin GET /admin: %d", a.code)

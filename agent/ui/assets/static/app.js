@@ -426,10 +426,6 @@
       $('#reason').textContent = why;
       const running = s.state === 'Running';
       const active = ['Pending', 'Starting', 'Running'].includes(s.state);
-      const open = $('#open');
-      open.setAttribute('aria-disabled', running ? 'false' : 'true');
-      if (running) open.removeAttribute('tabindex'); else open.setAttribute('tabindex', '-1');
-      open.title = running ? "Opens OpenCode's own web UI through the agent" : 'Available while the session is Running';
       $('#stop').hidden = !active;
       $('#start').hidden = !(s.state === 'Stopped' || s.state === 'Failed');
       $('#delete').disabled = s.state === 'Deleting';

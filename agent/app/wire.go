@@ -293,6 +293,7 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	// `session create --wait` then `attach` works even where a pod is Ready before its
 	// server listens.
 	ctrl.SetHealthCheck(conv.Healthy)
+	ctrl.SetWorkCheck(conv.Working)
 	// A warm pool pod's OpenCode gets the session's own LiteLLM key at claim.
 	ctrl.SetKeyDelivery(conv.SetModelKey)
 	// ... and its repository, cloned through OpenCode's terminal API.

@@ -199,6 +199,21 @@ func (c *Relay) Busy(ctx context.Context, s *store.Session) (bool, error) {
 	return busy, nil
 }
 
+// Working reports whether the session's OpenCode is working on anything: any of its
+// conversations, the agent's or one a user started in the TUI, is busy or retrying the
+// model (OpenCode's /session/status lists only those).
+func (c *Relay) Working(ctx context.Context, s *store.Session) (bool, error) {
+	oc, err := c.client(ctx, s)
+	if err != nil {
+		return false, err
+	}
+	st, err := oc.Status(ctx)
+	if err != nil {
+		return false, err
+	}
+	return len(st) > 0, nil
+}
+
 // Events relays OpenCode's /event stream verbatim as server-sent events. It writes the
 // header (200, text/event-stream) once the stream to OpenCode is open, and nothing
 // before: an error returned without a header written can still be answered.

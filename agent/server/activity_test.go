@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"reflect"
 	"testing"
+	"time"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -55,5 +56,43 @@ func TestActivityIsRecordedByTheAPI(t *testing.T) {
 	}
 	if got := touched(); got != nil {
 		t.Errorf("an event stream that never opened recorded activity %q", got)
+	}
+}
+
+// A proxied request held open (an attached TUI's event stream) keeps the session active
+// however quiet it is: "attached" is recorded while it stays open, and no more after.
+func TestOpenProxiedStreamIsActivity(t *testing.T) {
+	old := attachedTouchEvery
+	attachedTouchEvery = 20 * time.Millisecond
+	defer func() { attachedTouchEvery = old }()
+	e := newEnv(t, nil)
+	s := e.create("alice", apiv1.CreateSessionRequest{})
+	if _, err := e.sess.setState(context.Background(), s.ID, apiv1.StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	count := func() (attached int) {
+		e.sess.mu.Lock()
+		defer e.sess.mu.Unlock()
+		for _, t := range e.sess.touched {
+			if t == s.ID+":"+ActivityAttached {
+				attached++
+			}
+		}
+		return attached
+	}
+	if code, _ := e.do("alice", "GET", "/api/v1/sessions/"+s.ID+"/proxy/event", nil); code != http.StatusOK || count() != 0 {
+		t.Fatalf("a quick request: %d, %d attached records", code, count())
+	}
+	e.conv.hold = 200 * time.Millisecond
+	if code, _ := e.do("alice", "GET", "/api/v1/sessions/"+s.ID+"/proxy/event", nil); code != http.StatusOK {
+		t.Fatalf("a held request: %d", code)
+	}
+	n := count()
+	if n < 3 {
+		t.Fatalf("a request held open for 200ms recorded %d attached activities, want one every 20ms", n)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if count() != n {
+		t.Fatal("activity still recorded after the request ended")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
@@ -100,6 +101,8 @@ type fakeConversation struct {
 	send func(ctx context.Context, s *store.Session) error
 	// eventsErr, when set, makes Events fail before writing anything.
 	eventsErr error
+	// hold keeps a proxied request open this long, as a long-lived stream would.
+	hold time.Duration
 }
 
 func (f *fakeConversation) Send(ctx context.Context, s *store.Session, text string) error {
@@ -128,6 +131,10 @@ func (f *fakeConversation) Events(_ context.Context, _ *store.Session, w http.Re
 // Proxy reports the request as activity, as proxy.Proxy does.
 func (f *fakeConversation) Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string, onActivity func()) {
 	onActivity()
+	select {
+	case <-time.After(f.hold):
+	case <-r.Context().Done():
+	}
 	_, _ = fmt.Fprintf(w, "proxied %s %s", s.ID, rest)
 }
 

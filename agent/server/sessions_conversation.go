@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/httperr"
@@ -141,8 +142,45 @@ func (s *Server) proxySession(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// The request, and later what the caller sends on a long-lived stream, is activity.
+	// The request, and later what the caller sends on a long-lived stream, is activity;
+	// so is the stream staying open (an attached TUI's events, however quiet).
+	defer s.touchWhileOpen(r.Context(), sess.ID, ActivityAttached)()
 	s.opts.Conversation.Proxy(w, r, sess, "/"+r.PathValue("rest"), func() {
 		s.opts.Sessions.Touch(context.WithoutCancel(r.Context()), sess.ID, "proxy")
 	})
+}
+
+// ActivityAttached is the activity source recorded while a client holds a proxied
+// request to the session open.
+const ActivityAttached = apiv1.ActivityAttached
+
+// attachedTouchEvery is how often a session is recorded active while a proxied request
+// to it stays open; well under the shortest idle timeout (a minute). The record goes to
+// the store, so whichever replica stops idle sessions sees it.
+var attachedTouchEvery = 30 * time.Second
+
+// touchWhileOpen records activity of session id every attachedTouchEvery until the
+// returned stop is called or ctx ends; a request that ends sooner records nothing.
+// Once stop returns, nothing more is recorded.
+func (s *Server) touchWhileOpen(ctx context.Context, id, source string) (stop func()) {
+	done, exited := make(chan struct{}), make(chan struct{})
+	t := time.NewTicker(attachedTouchEvery)
+	go func() {
+		defer close(exited)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.opts.Sessions.Touch(context.WithoutCancel(ctx), id, source)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+	}
 }

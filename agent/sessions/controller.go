@@ -84,7 +84,10 @@ type Controller struct {
 	hookState map[string]hookMark // id → hook fired / in flight during this Running period
 	// healthCheck, when set, must pass before a session turns Running (see
 	// SetHealthCheck); health tracks it per session.
-	healthCheck   HealthCheck
+	healthCheck HealthCheck
+	// workCheck, when set, keeps a working session from being stopped as idle (see
+	// SetWorkCheck).
+	workCheck     WorkCheck
 	health        map[string]healthMark
 	touched       map[string]touchMark
 	failures      map[string]int       // consecutive transient create failures

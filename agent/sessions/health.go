@@ -20,6 +20,20 @@ const ReasonOpenCodeStarting = "OpenCodeStarting"
 // answers. It makes one attempt and returns quickly; ctx carries a short deadline.
 type HealthCheck func(ctx context.Context, s *store.Session) error
 
+// WorkCheck asks a session's OpenCode whether it is working (a model answering, a tool
+// running). It makes one attempt; ctx carries a short deadline.
+type WorkCheck func(ctx context.Context, s *store.Session) (bool, error)
+
+// SetWorkCheck makes the idle timer count OpenCode's own work as activity: at the idle
+// deadline a session whose OpenCode is working is not stopped, and its activity is
+// recorded as "opencode-busy" (which `session why` shows), so an agent working for an
+// hour with nobody attached keeps running. Without it only clients' traffic counts.
+func (c *Controller) SetWorkCheck(f WorkCheck) {
+	c.mu.Lock()
+	c.workCheck = f
+	c.mu.Unlock()
+}
+
 // healthProbeTimeout bounds one HealthCheck call: a probe sent before OpenCode listens
 // can stall inside a port-forward, and must not hold up the next one.
 const healthProbeTimeout = 5 * time.Second

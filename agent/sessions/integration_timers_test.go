@@ -2,7 +2,9 @@ package sessions
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,4 +85,55 @@ func TestUnschedulableTimesOut(t *testing.T) {
 		t.Errorf("timed-out session %s %q", f.Reason, f.Message)
 	}
 	e.waitGone("timed-out session's pod", func(ctx context.Context) error { _, err := e.pod(ctx, s.ID); return err })
+}
+
+// TestIdleWaitsForOpenCodesWork: at the idle deadline a session whose OpenCode is working
+// (a long tool call with nobody attached) is not stopped: its activity is recorded as
+// opencode-busy and the timer starts again. Once the work is done, the next deadline
+// stops it; an OpenCode that does not answer the question is stopped as before.
+func TestIdleWaitsForOpenCodesWork(t *testing.T) {
+	e := newEnv(t)
+	var busy atomic.Bool
+	busy.Store(true)
+	var asked atomic.Int32
+	c, _ := e.startWith(e.config(), func(c *Controller) {
+		c.SetWorkCheck(func(ctx context.Context, s *store.Session) (bool, error) {
+			asked.Add(1)
+			if s.Title == "unreachable" {
+				return false, errors.New("dial pod: connection refused")
+			}
+			return busy.Load(), nil
+		})
+	})
+	ctx := ctxT(t)
+	working := &store.Session{OwnerID: e.owner, IdleTimeout: time.Second}
+	unreachable := &store.Session{OwnerID: e.owner, IdleTimeout: time.Second, Title: "unreachable"}
+	for _, s := range []*store.Session{working, unreachable} {
+		if err := c.Create(ctx, s, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitSession(working.ID, "Running", inState(apiv1.StateRunning))
+	e.waitSession(working.ID, "its work recorded as activity", func(s *store.Session) bool {
+		return s != nil && s.LastActivitySource == ActivityOpenCodeBusy
+	})
+	// Several idle timeouts go by while it works.
+	time.Sleep(3 * time.Second)
+	s := e.waitSession(working.ID, "still Running", func(s *store.Session) bool { return s != nil })
+	if s.State != apiv1.StateRunning || s.LastActivitySource != ActivityOpenCodeBusy || time.Since(s.LastActivityAt) > 2*time.Second {
+		t.Fatalf("a working session after 3 idle timeouts: %s (%s), last activity %s at %s", s.State, s.Reason, s.LastActivitySource, s.LastActivityAt)
+	}
+	u := e.waitSession(unreachable.ID, "the unreachable one Stopped", inState(apiv1.StateStopped))
+	if u.Reason != ReasonIdleTimeout {
+		t.Errorf("the unreachable session stopped with reason %q", u.Reason)
+	}
+
+	busy.Store(false)
+	s = e.waitSession(working.ID, "Stopped once its work is done", inState(apiv1.StateStopped))
+	if s.Reason != ReasonIdleTimeout || !strings.Contains(s.Message, ActivityOpenCodeBusy) {
+		t.Errorf("idle stop after the work: reason %q message %q", s.Reason, s.Message)
+	}
+	if asked.Load() < 3 {
+		t.Errorf("the work check was asked %d times", asked.Load())
+	}
 }

@@ -60,6 +60,16 @@ func (c *Controller) stopIdle(ctx context.Context, s *store.Session, now time.Ti
 	if d, ok := s.IdleDeadline(); s.State != apiv1.StateRunning || !ok || now.Before(d) {
 		return s, false, nil
 	}
+	if c.working(ctx, s) {
+		// Its own work is activity: the timer starts again from now. Written at once, not
+		// through Touch's rate limit: this happens once per idle timeout at most.
+		if err := c.st.TouchSession(ctx, s.ID, now.UTC(), ActivityOpenCodeBusy); err != nil {
+			return nil, false, fmt.Errorf("record the working session's activity: %w", err)
+		}
+		fresh := *s
+		fresh.LastActivityAt, fresh.LastActivitySource = now.UTC(), ActivityOpenCodeBusy
+		return &fresh, false, nil
+	}
 	msg := fmt.Sprintf("no activity for %s (last: %s at %s)", s.IdleTimeout, orText(s.LastActivitySource, "unknown"), s.LastActivityAt.UTC().Format(time.RFC3339))
 	ss, _, err := c.update(ctx, s.ID, func(x *store.Session) (bool, error) {
 		// Activity may have arrived since s was read.
@@ -79,6 +89,29 @@ func (c *Controller) stopIdle(ctx context.Context, s *store.Session, now time.Ti
 	c.event(ss, corev1.EventTypeNormal, ReasonIdleTimeout, "Stopping session: "+msg)
 	_, err = c.finishStop(ctx, ss)
 	return ss, true, err
+}
+
+// ActivityOpenCodeBusy is the activity source recorded when the idle deadline found the
+// session's OpenCode working.
+const ActivityOpenCodeBusy = apiv1.ActivityOpenCodeBusy
+
+// working asks the work check, if set, whether the OpenCode of s is working. An OpenCode
+// that does not answer is not working: the idle timer stops the session as before.
+func (c *Controller) working(ctx context.Context, s *store.Session) bool {
+	c.mu.Lock()
+	check := c.workCheck
+	c.mu.Unlock()
+	if check == nil {
+		return false
+	}
+	wctx, cancel := context.WithTimeout(ctx, healthProbeTimeout)
+	defer cancel()
+	busy, err := check(wctx, s)
+	if err != nil {
+		c.log.Warn("ask the idle session's OpenCode whether it is working failed; stopping it as idle", "session", s.ID, "error", err)
+		return false
+	}
+	return busy
 }
 
 // startTimeout turns o, what the pod of s says, into Failed with StartTimeout when the

@@ -376,7 +376,7 @@ func TestSessionWhy(t *testing.T) {
 	want := `session/abc12 is Running.
   Running since 50m ago in pod sessions/cake-agents-session-abc12.
   Last activity 2m ago (attach).
-  Idle timeout 30m0s: it stops in 28m (2026-11-28T12:28:00Z) unless something keeps it busy: an attached TUI, a message, or requests through the proxy.
+  Idle timeout 30m0s: it stops in 28m (2026-11-28T12:28:00Z) unless something keeps it busy: OpenCode working, an attached TUI, a message, or requests through the proxy.
   TTL 24h0m0s: it will be deleted in 23h (2026-11-29T11:00:00Z).
   Its workspace is ephemeral: stopping the session discards it (use --persistent to keep it).
 session/def34 is Stopped (IdleTimeout).

@@ -104,13 +104,19 @@ func explainSession(s *apiv1.Session, now time.Time) string {
 		src := ""
 		if s.LastActivitySource != "" {
 			src = " (" + s.LastActivitySource + ")"
+			switch s.LastActivitySource {
+			case apiv1.ActivityOpenCodeBusy:
+				src = " (opencode-busy: OpenCode was working, a model answering or a tool running)"
+			case apiv1.ActivityAttached:
+				src = " (attached: a client held a connection open)"
+			}
 		}
 		line("Last activity %s%s.", ago(now, s.LastActivityAt), src)
 	}
 	if s.State.Active() {
 		switch {
 		case s.IdleDeadline != nil:
-			line("Idle timeout %s: it stops %s (%s) unless something keeps it busy: an attached TUI, a message, or requests through the proxy.",
+			line("Idle timeout %s: it stops %s (%s) unless something keeps it busy: OpenCode working, an attached TUI, a message, or requests through the proxy.",
 				s.IdleTimeout.Duration, in(now, *s.IdleDeadline), s.IdleDeadline.UTC().Format(time.RFC3339))
 		case s.IdleTimeout.Duration == 0:
 			line("No idle timeout: it runs until stopped or deleted.")

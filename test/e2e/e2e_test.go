@@ -289,6 +289,7 @@ func TestEndToEnd(t *testing.T) {
 			}
 			t.Run("LiteLLMKeyPerSession", p.testLiteLLMKeys)
 			t.Run("WarmPool", p.testWarmPool)
+			t.Run("BusyIsNotIdle", p.testBusyIsNotIdle)
 			t.Run("Attach", p.testAttach)
 			t.Run("StopStartDelete", p.testStopStartDelete)
 			t.Run("SecondUser", p.testSecondUser)

@@ -106,7 +106,7 @@ type Session struct {
 	StartedAt *time.Time `json:"startedAt,omitempty"`
 	StoppedAt *time.Time `json:"stoppedAt,omitempty"`
 	// LastActivityAt and LastActivitySource say what last kept the session alive
-	// ("attach", "proxy", "message", "create", ...).
+	// ("attach", "proxy", "message", "create", ActivityAttached, ActivityOpenCodeBusy, ...).
 	LastActivityAt     time.Time `json:"lastActivityAt"`
 	LastActivitySource string    `json:"lastActivitySource,omitempty"`
 	// IdleDeadline is when the idle timeout will stop the session, set while it is
@@ -518,3 +518,13 @@ type LinearTeam struct {
 	// Repo is the repository URL, as a session's repo (https:// or SSH).
 	Repo string `json:"repo"`
 }
+
+// Activity sources that are not a client's request (see Session.LastActivitySource).
+const (
+	// ActivityAttached: a client held a connection to the session's OpenCode open (an
+	// attached TUI), however quiet.
+	ActivityAttached = "attached"
+	// ActivityOpenCodeBusy: at the idle deadline the session's OpenCode was working (a
+	// model answering, a tool running), so the idle timer started again.
+	ActivityOpenCodeBusy = "opencode-busy"
+)

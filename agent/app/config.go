@@ -60,6 +60,10 @@ type Config struct {
 	SessionCAKey        string
 	SessionIdleTimeout  time.Duration
 	SessionTTL          time.Duration
+	// SessionMaxIdleTimeout and SessionMaxTTL bound what a create may ask for (0: no
+	// bound); with one set, "never" (0) is refused.
+	SessionMaxIdleTimeout time.Duration
+	SessionMaxTTL         time.Duration
 	MaxActiveSessions   int
 	WarmPoolSize        int
 	ReconcileInterval   time.Duration
@@ -179,6 +183,8 @@ func Options() []Option {
 		{Flag: "session-ca-key", Env: "AGENT_SESSION_CA_KEY", Default: "ca-certificates.crt", Usage: "key of --session-ca-configmap holding the PEM bundle"},
 		{Flag: "session-idle-timeout", Kind: KindDuration, Env: "AGENT_SESSION_IDLE_TIMEOUT", Default: "1h", Usage: "stop a session after this long without activity (0 disables)"},
 		{Flag: "session-ttl", Kind: KindDuration, Env: "AGENT_SESSION_TTL", Default: "0", Usage: "delete a session this long after creation (0 disables)"},
+		{Flag: "session-max-idle-timeout", Kind: KindDuration, Env: "AGENT_SESSION_MAX_IDLE_TIMEOUT", Default: "0", Usage: "longest idle timeout a session may ask for; when set, asking for none (0) is refused (0: no maximum)"},
+		{Flag: "session-max-ttl", Kind: KindDuration, Env: "AGENT_SESSION_MAX_TTL", Default: "0", Usage: "longest time to live a session may ask for; when set, asking for none (0) is refused (0: no maximum)"},
 		{Flag: "warm-pool-size", Kind: KindInt, Env: "AGENT_WARM_POOL_SIZE", Default: "0", Usage: "session pods kept started ahead of creates (of the current pod template); a create claims one instead of waiting for a pod (0: off, and the pool's pods are deleted)"},
 		{Flag: "max-active-sessions", Kind: KindInt, Env: "AGENT_MAX_ACTIVE_SESSIONS", Default: "5", Usage: "active sessions allowed per user (0: unlimited)"},
 		{Flag: "kube-api-qps", Kind: KindInt, Env: "AGENT_KUBE_API_QPS", Default: "0", Usage: "requests per second the agent sends the Kubernetes API at most, bursts aside (0: 200); each cold session start is two (its Secret and Pod)"},
@@ -347,6 +353,8 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		SessionCAKey:            get("session-ca-key"),
 		SessionIdleTimeout:      dur("session-idle-timeout"),
 		SessionTTL:              dur("session-ttl"),
+		SessionMaxIdleTimeout:   dur("session-max-idle-timeout"),
+		SessionMaxTTL:           dur("session-max-ttl"),
 		MaxActiveSessions:       integer("max-active-sessions"),
 		WarmPoolSize:            integer("warm-pool-size"),
 		ReconcileInterval:       dur("reconcile-interval"),
@@ -428,6 +436,23 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = 30 * time.Second
+	}
+	// The defaults are what a create gets without asking: they must be within the maxima.
+	for _, lim := range []struct {
+		def, max        time.Duration
+		defFlag, maxFlag string
+	}{
+		{c.SessionIdleTimeout, c.SessionMaxIdleTimeout, "session-idle-timeout", "session-max-idle-timeout"},
+		{c.SessionTTL, c.SessionMaxTTL, "session-ttl", "session-max-ttl"},
+	} {
+		if lim.max > 0 && (lim.def == 0 || lim.def > lim.max) {
+			def := lim.def.String()
+			if lim.def == 0 {
+				def = "0 (none)"
+			}
+			errs = append(errs, fmt.Sprintf("%s=%s is beyond %s=%s: set a default within the maximum (chart values sessions.idleTimeout/ttl and sessions.maxIdleTimeout/maxTTL)",
+				name(lim.defFlag), def, name(lim.maxFlag), lim.max))
+		}
 	}
 	if c.DebugAddr != "" {
 		// Profiles show memory and goroutine stacks: never on an address others can reach.

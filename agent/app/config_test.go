@@ -85,6 +85,23 @@ func TestTypedFlagsParse(t *testing.T) {
 			t.Errorf("--debug-addr %s: %v", addr, err)
 		}
 	}
+	// The defaults must be within the admin's maxima: a default of none under a maximum,
+	// or beyond it, names both settings.
+	for _, env := range []map[string]string{
+		{"AGENT_SESSION_MAX_IDLE_TIMEOUT": "8h", "AGENT_SESSION_IDLE_TIMEOUT": "0"},
+		{"AGENT_SESSION_MAX_IDLE_TIMEOUT": "8h", "AGENT_SESSION_IDLE_TIMEOUT": "9h"},
+	} {
+		if _, err := parseWith(env); err == nil || !strings.Contains(err.Error(), "--session-idle-timeout") || !strings.Contains(err.Error(), "--session-max-idle-timeout") {
+			t.Errorf("%v: %v", env, err)
+		}
+	}
+	if _, err := parseWith(map[string]string{"AGENT_SESSION_MAX_TTL": "48h"}); err == nil || !strings.Contains(err.Error(), "=0 (none) is beyond --session-max-ttl") {
+		t.Errorf("TTL maximum with no default TTL: %v", err)
+	}
+	cfg, err = parseWith(map[string]string{"AGENT_SESSION_MAX_IDLE_TIMEOUT": "8h", "AGENT_SESSION_MAX_TTL": "48h", "AGENT_SESSION_TTL": "24h"})
+	if err != nil || cfg.SessionMaxIdleTimeout != 8*time.Hour || cfg.SessionMaxTTL != 48*time.Hour {
+		t.Errorf("maxima: %v %+v", err, cfg)
+	}
 	// "0" and empty durations mean none, as the chart renders them.
 	cfg, err = parseWith(map[string]string{"AGENT_SESSION_IDLE_TIMEOUT": "0", "AGENT_SESSION_TTL": "0"})
 	if err != nil || cfg.SessionIdleTimeout != 0 || cfg.SessionTTL != 0 {

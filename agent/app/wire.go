@@ -381,6 +381,8 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		Log:               log,
 		Registry:          reg,
 		MaxActiveSessions: cfg.MaxActiveSessions,
+		MaxIdleTimeout:    cfg.SessionMaxIdleTimeout,
+		MaxTTL:            cfg.SessionMaxTTL,
 		Providers:         &providers.Defaults{LiteLLMBaseURL: cfg.LiteLLMBaseURL, ProviderJSON: cfg.ProviderJSON, DefaultModel: cfg.DefaultModel},
 		DefaultTokenTTL:   cfg.TokenDefaultTTL,
 		MaxTokenTTL:       cfg.TokenMaxTTL,

@@ -21,7 +21,16 @@ import (
 // session defaults.
 func newControllerEnv(t *testing.T) *env {
 	t.Helper()
+	return newControllerEnvWith(t, nil)
+}
+
+// newControllerEnvWith is newControllerEnv with options changed by opts.
+func newControllerEnvWith(t *testing.T, opts func(*Options)) *env {
+	t.Helper()
 	return newEnvWith(t, nil, func(o *Options) {
+		if opts != nil {
+			opts(o)
+		}
 		c, err := sessions.New(sessions.Config{
 			Namespace:          "sessions-ns",
 			Release:            "rel",
@@ -87,7 +96,7 @@ func TestCreateSessionFilledByController(t *testing.T) {
 }
 
 // TestCreateSessionRequestOverridesDefaults: what the request sets is kept; a zero
-// idle timeout or TTL means the default, as CreateSessionRequest documents.
+// idle timeout or TTL means none (never), as CreateSessionRequest documents.
 func TestCreateSessionRequestOverridesDefaults(t *testing.T) {
 	e := newControllerEnv(t)
 	pub := false
@@ -100,8 +109,8 @@ func TestCreateSessionRequestOverridesDefaults(t *testing.T) {
 		t.Errorf("deadlines: idle %v, expires %v", s.IdleDeadline, s.ExpiresAt)
 	}
 	z := e.create("alice", apiv1.CreateSessionRequest{IdleTimeout: &apiv1.Duration{}, TTL: &apiv1.Duration{}})
-	if z.IdleTimeout.Duration != time.Hour || z.TTL.Duration != 24*time.Hour {
-		t.Errorf("zero idle timeout and TTL: %s, %s; want the defaults 1h, 24h", z.IdleTimeout, z.TTL)
+	if z.IdleTimeout.Duration != 0 || z.TTL.Duration != 0 || z.IdleDeadline != nil || z.ExpiresAt != nil {
+		t.Errorf("zero idle timeout and TTL: %s, %s; want none", z.IdleTimeout, z.TTL)
 	}
 }
 
@@ -192,4 +201,48 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 	ja, _ := json.Marshal(x)
 	jb, _ := json.Marshal(y)
 	return bytes.Equal(ja, jb)
+}
+
+// An idle timeout or TTL of 0 asked for is "never"; not asked for, the default applies.
+// With an admin maximum set, "never" and longer values are refused, naming the maximum.
+func TestCreateZeroTimeoutsMeanNever(t *testing.T) {
+	create := func(e *env, req string) (int, apiv1.Session, string) {
+		t.Helper()
+		code, body := e.do("alice", "POST", "/api/v1/sessions", json.RawMessage(req))
+		var s apiv1.Session
+		if code == http.StatusCreated {
+			if err := json.Unmarshal(body, &s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return code, s, string(body)
+	}
+	e := newControllerEnv(t)
+	code, s, body := create(e, `{"idleTimeout": "0", "ttl": "0"}`)
+	if code != http.StatusCreated || s.IdleTimeout.Duration != 0 || s.TTL.Duration != 0 || s.IdleDeadline != nil || s.ExpiresAt != nil {
+		t.Fatalf("never asked for: %d idle %s ttl %s deadlines %v %v %s", code, s.IdleTimeout, s.TTL, s.IdleDeadline, s.ExpiresAt, body)
+	}
+	if code, s, body = create(e, `{}`); code != http.StatusCreated || s.IdleTimeout.Duration != time.Hour || s.TTL.Duration != 24*time.Hour {
+		t.Fatalf("defaults: %d idle %s ttl %s %s", code, s.IdleTimeout, s.TTL, body)
+	}
+
+	capped := newControllerEnvWith(t, func(o *Options) { o.MaxIdleTimeout, o.MaxTTL = 8*time.Hour, 48*time.Hour })
+	for req, want := range map[string]string{
+		`{"idleTimeout": "0"}`:  "idleTimeout: 0 (never) is not allowed here: the maximum is 8h0m0s (chart value sessions.maxIdleTimeout)",
+		`{"ttl": "0"}`:          "ttl: 0 (never) is not allowed here: the maximum is 48h0m0s (chart value sessions.maxTTL)",
+		`{"idleTimeout": "9h"}`: "idleTimeout: 9h0m0s is longer than the maximum 8h0m0s (chart value sessions.maxIdleTimeout)",
+	} {
+		if code, _, body := create(capped, req); code != http.StatusBadRequest || !bytes.Contains([]byte(body), []byte(want)) {
+			t.Errorf("%s with maxima: %d %s, want 400 saying %q", req, code, body, want)
+		}
+	}
+	code, s, body = create(capped, `{"idleTimeout": "8h", "ttl": "48h"}`)
+	if code != http.StatusCreated || s.IdleTimeout.Duration != 8*time.Hour {
+		t.Fatalf("at the maxima: %d %s", code, body)
+	}
+	// An update is held to the same maxima.
+	if code, body := capped.do("alice", "PATCH", "/api/v1/sessions/"+s.ID, json.RawMessage(`{"idleTimeout": "0"}`)); code != http.StatusBadRequest ||
+		!bytes.Contains(body, []byte("sessions.maxIdleTimeout")) {
+		t.Errorf("PATCH idleTimeout 0 with a maximum: %d %s", code, body)
+	}
 }

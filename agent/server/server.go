@@ -68,6 +68,10 @@ type Options struct {
 	Ready func(ctx context.Context) map[string]error
 
 	MaxActiveSessions int
+	// MaxIdleTimeout and MaxTTL are the admin's bounds on what a create may ask for (0:
+	// none); with one set, asking for "never" (0) is refused.
+	MaxIdleTimeout time.Duration
+	MaxTTL         time.Duration
 	// Providers is what the agent's configuration adds to the stored model providers
 	// (the implicit LiteLLM gateway, the default model). Nil: a session's model is not
 	// checked against the providers (tests of other concerns).

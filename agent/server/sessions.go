@@ -34,6 +34,10 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
 		return
 	}
+	if err := withinMaxima(req.IdleTimeout, req.TTL, s.opts.MaxIdleTimeout, s.opts.MaxTTL); err != nil {
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
+		return
+	}
 	model, ok := s.resolveModel(w, r, req.Model)
 	if !ok {
 		return
@@ -50,11 +54,12 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		Model:      model,
 		Persistent: req.Persistent,
 	}
+	// Asked for, 0 is "never"; not asked for, the configured default applies.
 	if req.IdleTimeout != nil {
-		sess.IdleTimeout = req.IdleTimeout.Duration
+		sess.IdleTimeout = orNever(req.IdleTimeout.Duration)
 	}
 	if req.TTL != nil {
-		sess.TTL = req.TTL.Duration
+		sess.TTL = orNever(req.TTL.Duration)
 	}
 	if sess.Title == "" {
 		sess.Title = defaultTitle(req)
@@ -246,7 +251,8 @@ func (s *Server) patchSession(w http.ResponseWriter, r *http.Request) {
 			errs = append(errs, err.Error())
 		}
 	}
-	for _, err := range []error{validateLimit("idleTimeout", req.IdleTimeout, maxIdleTimeout), validateLimit("ttl", req.TTL, maxTTL)} {
+	for _, err := range []error{validateLimit("idleTimeout", req.IdleTimeout, maxIdleTimeout), validateLimit("ttl", req.TTL, maxTTL),
+		withinMaxima(req.IdleTimeout, req.TTL, s.opts.MaxIdleTimeout, s.opts.MaxTTL)} {
 		if err != nil {
 			errs = append(errs, err.Error())
 		}

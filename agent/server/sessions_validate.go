@@ -9,6 +9,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/cakeai/cake-agents/agent/sessions"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
@@ -94,4 +95,40 @@ func validateCreate(req *apiv1.CreateSessionRequest) error {
 		return errors.New(strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// withinMaxima checks the idle timeout and TTL a create or update asks for (nil: not
+// asked) against the admin's maxima (0: none): with a maximum set, a longer value and
+// "never" (0) are refused, naming it.
+func withinMaxima(idle, ttl *apiv1.Duration, maxIdle, maxTTL time.Duration) error {
+	var errs []string
+	for _, lim := range []struct {
+		name, value string
+		d           *apiv1.Duration
+		max         time.Duration
+	}{
+		{"idleTimeout", "sessions.maxIdleTimeout", idle, maxIdle},
+		{"ttl", "sessions.maxTTL", ttl, maxTTL},
+	} {
+		switch {
+		case lim.d == nil || lim.max <= 0:
+		case lim.d.Duration == 0:
+			errs = append(errs, fmt.Sprintf("%s: 0 (never) is not allowed here: the maximum is %s (chart value %s); ask for %s or less", lim.name, lim.max, lim.value, lim.max))
+		case lim.d.Duration > lim.max:
+			errs = append(errs, fmt.Sprintf("%s: %s is longer than the maximum %s (chart value %s)", lim.name, lim.d.Duration, lim.max, lim.value))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// orNever turns a create's explicit 0 into sessions.Never, which the controller stores as
+// none instead of applying the default.
+func orNever(d time.Duration) time.Duration {
+	if d == 0 {
+		return sessions.Never
+	}
+	return d
 }

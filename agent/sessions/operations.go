@@ -148,9 +148,13 @@ func (c *Controller) checkQuota(ctx context.Context, owner string, maxActive int
 	return nil
 }
 
+// Never, as a new session's IdleTimeout or TTL, asks for none (stored as 0), where 0
+// asks for the configured default.
+const Never time.Duration = -1
+
 // fillNew makes s a new Pending session: it keeps what the caller chose (the API passes
 // only the request's values; a zero idle timeout, TTL or model means the configured
-// default) and fills in the id, the defaults, the state, the pod and the timestamps.
+// default, a Never idle timeout or TTL none) and fills in the id, the defaults, the state, the pod and the timestamps.
 // This is the one place sessions get their defaults: the API answers with s and the pod
 // spec is built from it.
 func (c *Controller) fillNew(s *store.Session) error {
@@ -166,11 +170,17 @@ func (c *Controller) fillNew(s *store.Session) error {
 	if s.Model == "" {
 		s.Model = c.cfg.DefaultModel
 	}
-	if s.IdleTimeout == 0 {
+	switch s.IdleTimeout {
+	case 0:
 		s.IdleTimeout = c.cfg.DefaultIdleTimeout
+	case Never:
+		s.IdleTimeout = 0
 	}
-	if s.TTL == 0 {
+	switch s.TTL {
+	case 0:
 		s.TTL = c.cfg.DefaultTTL
+	case Never:
+		s.TTL = 0
 	}
 	now := c.now().UTC()
 	s.State, s.Reason, s.Message = apiv1.StatePending, "", ""

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 )
@@ -120,5 +121,35 @@ func TestSessionCreateSendsPrivateOnlyWhenGiven(t *testing.T) {
 	}
 	if len(a.created) != 2 || a.created[0].Private != nil || a.created[1].Private == nil || *a.created[1].Private {
 		t.Errorf("private sent: %v, %v", a.created[0].Private, a.created[1].Private)
+	}
+}
+
+// --idle-timeout 0 and --ttl 0, given, ask for never; not given, the agent's default.
+func TestSessionCreateZeroTimeoutsMeanNever(t *testing.T) {
+	a := newFakeAgent(t)
+	f, _ := a.start()
+	for _, args := range [][]string{
+		{"session", "create"},
+		{"session", "create", "--idle-timeout", "0", "--ttl", "0"},
+		{"session", "create", "--idle-timeout", "2h"},
+	} {
+		streams, _, _, _ := genericiooptions.NewTestIOStreams()
+		root := NewCmdRootWithFactory(f, streams)
+		root.SetArgs(args)
+		if err := root.Execute(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	if len(a.created) != 3 {
+		t.Fatalf("%d creates", len(a.created))
+	}
+	if c := a.created[0]; c.IdleTimeout != nil || c.TTL != nil {
+		t.Errorf("no flags sent %v, %v", c.IdleTimeout, c.TTL)
+	}
+	if c := a.created[1]; c.IdleTimeout == nil || c.IdleTimeout.Duration != 0 || c.TTL == nil || c.TTL.Duration != 0 {
+		t.Errorf("0 given sent %v, %v", c.IdleTimeout, c.TTL)
+	}
+	if c := a.created[2]; c.IdleTimeout == nil || c.IdleTimeout.Duration != 2*time.Hour || c.TTL != nil {
+		t.Errorf("--idle-timeout 2h sent %v, %v", c.IdleTimeout, c.TTL)
 	}
 }

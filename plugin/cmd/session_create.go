@@ -34,8 +34,9 @@ type SessionCreateOptions struct {
 	// watch for sessions).
 	PollInterval time.Duration
 	// privateSet records whether --private was given, so the agent's default applies
-	// otherwise.
-	privateSet bool
+	// otherwise; idleSet and ttlSet the same for --idle-timeout and --ttl, whose 0 given
+	// means never.
+	privateSet, idleSet, ttlSet bool
 }
 
 // NewSessionCreateOptions returns options with defaults.
@@ -61,6 +62,9 @@ on stderr and fails if it ends Failed or --timeout passes first.`,
   # A session shared with everyone, kept for a day, on a branch
   kubectl agents session create --title "release notes" --repo https://github.com/org/repo --branch release-1.2 --private=false --ttl 24h
 
+  # One that is never stopped for idleness (if the agent's maximum allows)
+  kubectl agents session create --repo https://github.com/org/repo --idle-timeout 0
+
   # Print only the new session's name
   kubectl agents session create --repo https://github.com/org/repo -o name`,
 		Args: cobra.NoArgs,
@@ -75,8 +79,8 @@ on stderr and fails if it ends Failed or --timeout passes first.`,
 	fl.StringVar(&o.Model, "model", "", "Model as provider/model, one of \"kubectl agents models\" (default: the agent's default model)")
 	_ = cmd.RegisterFlagCompletionFunc("model", completeModels(f))
 	fl.BoolVar(&o.Persistent, "persistent", false, "Keep the workspace on a volume across stop and start")
-	fl.DurationVar(&o.IdleTimeout, "idle-timeout", 0, "Stop the session after this long without activity (default: the agent's configuration)")
-	fl.DurationVar(&o.TTL, "ttl", 0, "Delete the session this long after creation (default: the agent's configuration)")
+	fl.DurationVar(&o.IdleTimeout, "idle-timeout", 0, "Stop the session after this long without activity; 0: never, if the agent's maximum allows (default: the agent's configuration)")
+	fl.DurationVar(&o.TTL, "ttl", 0, "Delete the session this long after creation; 0: never, if the agent's maximum allows (default: the agent's configuration)")
 	fl.BoolVar(&o.Wait, "wait", false, "Wait until the session is Running, showing progress on stderr")
 	fl.DurationVar(&o.Timeout, "timeout", o.Timeout, "How long --wait waits")
 	o.PrintFlags.AddFlags(cmd)
@@ -86,6 +90,7 @@ on stderr and fails if it ends Failed or --timeout passes first.`,
 // Complete notes whether --private was given, so the agent's default applies otherwise.
 func (o *SessionCreateOptions) Complete(cmd *cobra.Command, _ []string) error {
 	o.privateSet = cmd.Flags().Changed("private")
+	o.idleSet, o.ttlSet = cmd.Flags().Changed("idle-timeout"), cmd.Flags().Changed("ttl")
 	return nil
 }
 
@@ -129,10 +134,10 @@ func (o *SessionCreateOptions) Run(ctx context.Context) error {
 		p := o.Private
 		req.Private = &p
 	}
-	if o.IdleTimeout > 0 {
+	if o.idleSet || o.IdleTimeout > 0 {
 		req.IdleTimeout = &apiv1.Duration{Duration: o.IdleTimeout}
 	}
-	if o.TTL > 0 {
+	if o.ttlSet || o.TTL > 0 {
 		req.TTL = &apiv1.Duration{Duration: o.TTL}
 	}
 	s, err := c.CreateSession(ctx, req)

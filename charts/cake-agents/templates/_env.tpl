@@ -223,6 +223,10 @@ Environment of the agent container. Every name here must be one the agent unders
   value: {{ $s.idleTimeout | toString | quote }}
 - name: AGENT_SESSION_TTL
   value: {{ $s.ttl | toString | quote }}
+- name: AGENT_SESSION_MAX_IDLE_TIMEOUT
+  value: {{ $s.maxIdleTimeout | default "0" | toString | quote }}
+- name: AGENT_SESSION_MAX_TTL
+  value: {{ $s.maxTTL | default "0" | toString | quote }}
 - name: AGENT_MAX_ACTIVE_SESSIONS
   value: {{ $s.maxActivePerUser | toString | quote }}
 - name: AGENT_WARM_POOL_SIZE

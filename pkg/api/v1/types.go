@@ -138,7 +138,8 @@ type CreateSessionRequest struct {
 	Private    *bool  `json:"private,omitempty"` // default true
 	Model      string `json:"model,omitempty"`
 	Persistent bool   `json:"persistent,omitempty"`
-	// IdleTimeout and TTL default to the agent's configuration when zero.
+	// IdleTimeout and TTL default to the agent's configuration when absent; 0 asks for none
+	// (never), which an admin maximum (sessions.maxIdleTimeout, maxTTL) may refuse.
 	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
 	TTL         *Duration `json:"ttl,omitempty"`
 }

@@ -64,9 +64,9 @@ type Config struct {
 	// bound); with one set, "never" (0) is refused.
 	SessionMaxIdleTimeout time.Duration
 	SessionMaxTTL         time.Duration
-	MaxActiveSessions   int
-	WarmPoolSize        int
-	ReconcileInterval   time.Duration
+	MaxActiveSessions     int
+	WarmPoolSize          int
+	ReconcileInterval     time.Duration
 	// KubeAPIQPS and KubeAPIBurst are the client-side rate limit of the agent's Kubernetes
 	// client (sessions.KubeQPS and KubeBurst when zero).
 	KubeAPIQPS   int
@@ -439,7 +439,7 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 	}
 	// The defaults are what a create gets without asking: they must be within the maxima.
 	for _, lim := range []struct {
-		def, max        time.Duration
+		def, max         time.Duration
 		defFlag, maxFlag string
 	}{
 		{c.SessionIdleTimeout, c.SessionMaxIdleTimeout, "session-idle-timeout", "session-max-idle-timeout"},

@@ -187,11 +187,7 @@ func (c *Relay) Busy(ctx context.Context, s *store.Session) (bool, error) {
 	if s.OpenCodeSessionID == "" {
 		return false, nil
 	}
-	oc, err := c.client(ctx, s)
-	if err != nil {
-		return false, err
-	}
-	st, err := oc.Status(ctx)
+	st, err := c.status(ctx, s)
 	if err != nil {
 		return false, err
 	}
@@ -203,15 +199,20 @@ func (c *Relay) Busy(ctx context.Context, s *store.Session) (bool, error) {
 // conversations, the agent's or one a user started in the TUI, is busy or retrying the
 // model (OpenCode's /session/status lists only those).
 func (c *Relay) Working(ctx context.Context, s *store.Session) (bool, error) {
-	oc, err := c.client(ctx, s)
-	if err != nil {
-		return false, err
-	}
-	st, err := oc.Status(ctx)
+	st, err := c.status(ctx, s)
 	if err != nil {
 		return false, err
 	}
 	return len(st) > 0, nil
+}
+
+// status is the session's OpenCode's /session/status: the conversations not idle.
+func (c *Relay) status(ctx context.Context, s *store.Session) (map[string]opencode.SessionStatus, error) {
+	oc, err := c.client(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return oc.Status(ctx)
 }
 
 // Events relays OpenCode's /event stream verbatim as server-sent events. It writes the

@@ -154,9 +154,9 @@ const Never time.Duration = -1
 
 // fillNew makes s a new Pending session: it keeps what the caller chose (the API passes
 // only the request's values; a zero idle timeout, TTL or model means the configured
-// default, a Never idle timeout or TTL none) and fills in the id, the defaults, the state, the pod and the timestamps.
-// This is the one place sessions get their defaults: the API answers with s and the pod
-// spec is built from it.
+// default, a Never idle timeout or TTL none) and fills in the id, the defaults, the
+// state, the pod and the timestamps. This is the one place sessions get their defaults:
+// the API answers with s and the pod spec is built from it.
 func (c *Controller) fillNew(s *store.Session) error {
 	if s.ID == "" {
 		s.ID = NewID()

@@ -292,14 +292,7 @@ func BenchmarkCreateToPod(b *testing.B) {
 		var lat benchsample.Samples
 		for i := range benchsample.N(b, 20) {
 			name := fmt.Sprintf("raw-sp-%d-%d", time.Now().UnixNano(), i)
-			secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, StringData: map[string]string{"password": "p"}}
-			pod := &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: name},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox", Env: []corev1.EnvVar{{
-					Name: "PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-						LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: "password"}},
-				}}}}},
-			}
+			secret, pod := secretAndPod(name, nil)
 			t0 := time.Now()
 			if _, err := raw.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
 				b.Fatal(err)
@@ -366,25 +359,7 @@ func BenchmarkAt10k(b *testing.B) {
 		const workers, perSample = 8, 1000
 		var rates benchsample.Rates
 		for range benchsample.N(b, 5) {
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			t0 := time.Now()
-			for range workers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for next.Add(1) <= perSample && !b.Failed() {
-						if err := listPage(); err != nil {
-							b.Error(err)
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			if b.Failed() {
-				b.FailNow()
-			}
-			rates.Add(perSample, time.Since(t0))
+			rates.Add(perSample, burst(b, perSample, workers, func(int) error { return listPage() }))
 		}
 		rates.Report(b, "req/s")
 	})
@@ -567,28 +542,14 @@ func sustainedCreates(b *testing.B, e *e2eenv.Env) {
 	var lost, dup int
 	for range benchsample.N(b, 5) {
 		ids := make([]string, n)
-		var next atomic.Int64
-		var wg sync.WaitGroup
 		start := time.Now()
-		for range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for j := int(next.Add(1)) - 1; j < n && !b.Failed(); j = int(next.Add(1)) - 1 {
-					s, err := c.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "burst"})
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					ids[j] = s.ID
-				}
-			}()
-		}
-		wg.Wait()
-		if b.Failed() {
-			b.FailNow()
-		}
-		accepted.Add(n, time.Since(start))
+		accepted.Add(n, burst(b, n, workers, func(j int) error {
+			s, err := c.CreateSession(ctx, apiv1.CreateSessionRequest{Title: "burst"})
+			if err == nil {
+				ids[j] = s.ID
+			}
+			return err
+		}))
 		want := map[string]bool{}
 		for _, id := range ids {
 			want[id] = true
@@ -673,36 +634,15 @@ func sustainedRawCreates(b *testing.B, e *e2eenv.Env) {
 	sel := metav1.ListOptions{LabelSelector: label}
 	var accepted, running benchsample.Rates
 	for i := range benchsample.N(b, 5) {
-		var next atomic.Int64
-		var wg sync.WaitGroup
 		start := time.Now()
-		for range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for j := int(next.Add(1)) - 1; j < n && !b.Failed(); j = int(next.Add(1)) - 1 {
-					name := fmt.Sprintf("raw-burst-%d-%d", i, j)
-					meta := metav1.ObjectMeta{Name: name, Labels: map[string]string{label: "true"}}
-					if _, err := raw.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: meta, StringData: map[string]string{"password": "p"}}, metav1.CreateOptions{}); err != nil {
-						b.Error(err)
-						return
-					}
-					pod := &corev1.Pod{ObjectMeta: meta, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox", Env: []corev1.EnvVar{{
-						Name: "PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-							LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: "password"}},
-					}}}}}}
-					if _, err := raw.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		if b.Failed() {
-			b.FailNow()
-		}
-		accepted.Add(n, time.Since(start))
+		accepted.Add(n, burst(b, n, workers, func(j int) error {
+			secret, pod := secretAndPod(fmt.Sprintf("raw-burst-%d-%d", i, j), map[string]string{label: "true"})
+			if _, err := raw.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+				return err
+			}
+			_, err := raw.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+			return err
+		}))
 		for {
 			pods, err := raw.CoreV1().Pods(ns).List(ctx, sel)
 			if err != nil {
@@ -744,6 +684,44 @@ func sustainedRawCreates(b *testing.B, e *e2eenv.Env) {
 	accepted.Report(b, "accepted/s")
 	running.Report(b, "running/s")
 	b.ReportMetric(float64(n), "sessions")
+}
+
+// burst runs do(j) for j in [0, n) on workers goroutines and returns how long all took;
+// the benchmark fails at the first error.
+func burst(b *testing.B, n, workers int, do func(j int) error) time.Duration {
+	b.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := int(next.Add(1)) - 1; j < n && !b.Failed(); j = int(next.Add(1)) - 1 {
+				if err := do(j); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if b.Failed() {
+		b.FailNow()
+	}
+	return time.Since(start)
+}
+
+// secretAndPod are the two objects a session is made of, by hand: a Secret and a Pod
+// reading it, the raw peers' work.
+func secretAndPod(name string, labels map[string]string) (*corev1.Secret, *corev1.Pod) {
+	meta := metav1.ObjectMeta{Name: name, Labels: labels}
+	secret := &corev1.Secret{ObjectMeta: meta, StringData: map[string]string{"password": "p"}}
+	pod := &corev1.Pod{ObjectMeta: meta, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox", Env: []corev1.EnvVar{{
+		Name: "PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: "password"}},
+	}}}}}}
+	return secret, pod
 }
 
 func waitNoSessionPods(b *testing.B, e *e2eenv.Env) {

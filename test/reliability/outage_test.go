@@ -100,10 +100,12 @@ func (tr *traffic) do(_ context.Context, method, path, query string, body []byte
 	defer cancel()
 	ph := phase(tr.phase.Load())
 	resp, out, err := tr.p.rawRequest(rctx, method, path, query, body, nil)
-	if phase(tr.phase.Load()) != ph {
-		// It straddled a change: count it with the later phase, whose rules are looser
-		// (an answer that came as the database returned may succeed).
-		ph = phase(tr.phase.Load())
+	if now := phase(tr.phase.Load()); now != ph && ph == during {
+		// It straddled a change: count it with the phase whose rules are looser, the one
+		// that is not the outage. An answer that came as the database returned may
+		// succeed (during → after); so may one whose query finished just before the
+		// database stopped (before → during: it stays "before").
+		ph = now
 	}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()

@@ -432,14 +432,24 @@ func (c *Client) DeleteToken(ctx context.Context, id string) error {
 	return c.call(ctx, http.MethodDelete, "/api/v1/tokens/"+url.PathEscape(id), nil, nil, nil)
 }
 
-// Audit calls GET /api/v1/audit (admins only).
-func (c *Client) Audit(ctx context.Context, limit int, cont string) (*apiv1.AuditList, error) {
+// AuditQuery selects audit events: Actor and Target match exactly (empty: any); Limit
+// is the page size (0: the agent's default); Continue is the last page's token.
+type AuditQuery struct {
+	Actor, Target string
+	Limit         int
+	Continue      string
+}
+
+// Audit calls GET /api/v1/audit (admins only): a page of events, newest first.
+func (c *Client) Audit(ctx context.Context, aq AuditQuery) (*apiv1.AuditList, error) {
 	q := url.Values{}
-	if limit > 0 {
-		q.Set("limit", strconv.Itoa(limit))
+	if aq.Limit > 0 {
+		q.Set("limit", strconv.Itoa(aq.Limit))
 	}
-	if cont != "" {
-		q.Set("continue", cont)
+	for k, v := range map[string]string{"continue": aq.Continue, "actor": aq.Actor, "target": aq.Target} {
+		if v != "" {
+			q.Set(k, v)
+		}
 	}
 	var l apiv1.AuditList
 	return &l, c.call(ctx, http.MethodGet, "/api/v1/audit", q, nil, &l)

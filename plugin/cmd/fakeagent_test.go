@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -58,6 +59,10 @@ type fakeAgent struct {
 	githubScript []apiv1.GitHubLinkStatus
 	githubPolls  int
 	now          time.Time
+	// audit answers GET /api/v1/audit, newest first, in pages; auditQueries records the
+	// query of each request.
+	audit        []apiv1.AuditEvent
+	auditQueries []string
 	// models answers GET /api/v1/models; providers GET /api/v1/providers, and each
 	// PUT's body is recorded in providerPuts.
 	models       apiv1.ModelList
@@ -361,6 +366,25 @@ func (a *fakeAgent) handler() http.Handler {
 		}
 		a.credentials[key] = req
 		writeJSON(w, 200, credentialOf(key, req, a.now))
+	})
+	mux.HandleFunc("GET /api/v1/audit", func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		q := r.URL.Query()
+		a.auditQueries = append(a.auditQueries, q.Encode())
+		var match []apiv1.AuditEvent
+		for _, e := range a.audit {
+			if (q.Get("actor") == "" || e.Actor == q.Get("actor")) && (q.Get("target") == "" || e.Target == q.Get("target")) {
+				match = append(match, e)
+			}
+		}
+		from, _ := strconv.Atoi(q.Get("continue"))
+		limit, _ := strconv.Atoi(q.Get("limit"))
+		out := apiv1.AuditList{Items: match[min(from, len(match)):min(from+limit, len(match))]}
+		if from+limit < len(match) {
+			out.Continue = strconv.Itoa(from + limit)
+		}
+		writeJSON(w, 200, out)
 	})
 	mux.HandleFunc("GET /api/v1/credentials", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()

@@ -472,6 +472,20 @@ func (p *product) testStopStartDelete(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The audit log tells the session's story to an admin, newest first; alice may not read it.
+	var actions []string
+	for _, line := range strings.Split(strings.TrimSpace(p.agents(t, p.admin, "audit", "--target", id, "--no-headers", "--limit", "0")), "\n") {
+		if f := strings.Fields(line); len(f) >= 5 && f[4] == "success" {
+			actions = append(actions, f[2])
+		}
+	}
+	if got, want := strings.Join(actions, " "), "session.delete session.message session.start session.stop session.create"; got != want {
+		t.Errorf("kubectl agents audit --target %s: actions %q, want %q", id, got, want)
+	}
+	if out, err := p.agentsErr(t, p.alice, "audit"); err == nil || !strings.Contains(out, "the audit log is for admins") {
+		t.Errorf("alice reads the audit log: %v %s", err, out)
+	}
 }
 
 func (p *product) envWorkDir() string {

@@ -139,7 +139,7 @@ func (p *product) scanForLeaks(t *testing.T) {
 		t.Errorf("list events: %v", err)
 	}
 	if c, err := p.env.AdminClient(ctx); err == nil {
-		if a, err := c.Audit(ctx, 1000, ""); err == nil {
+		if a, err := c.Audit(ctx, client.AuditQuery{Limit: 1000}); err == nil {
 			j, _ := json.MarshalIndent(a, "", " ")
 			write("audit.json", string(j))
 		} else {

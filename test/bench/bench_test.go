@@ -554,26 +554,16 @@ func sustainedCreates(b *testing.B, e *e2eenv.Env) {
 		for _, id := range ids {
 			want[id] = true
 		}
-		for {
+		running.Add(n, waitAllRunning(b, start, n, "sessions", func() (int, error) {
 			list, err := c.ListAllSessions(ctx, client.ListOptions{State: apiv1.StateRunning, Limit: 1000})
-			if err != nil {
-				b.Fatal(err)
-			}
 			up := 0
 			for _, s := range list {
 				if want[s.ID] {
 					up++
 				}
 			}
-			if up == n {
-				break
-			}
-			if time.Since(start) > 5*time.Minute {
-				b.Fatalf("%d of %d sessions Running after 5 minutes", up, n)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		running.Add(n, time.Since(start))
+			return up, err
+		}))
 		l, d := countPods(b, e, ids)
 		lost, dup = lost+l, dup+d
 		for _, id := range ids {
@@ -643,10 +633,10 @@ func sustainedRawCreates(b *testing.B, e *e2eenv.Env) {
 			_, err := raw.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 			return err
 		}))
-		for {
+		running.Add(n, waitAllRunning(b, start, n, "pods", func() (int, error) {
 			pods, err := raw.CoreV1().Pods(ns).List(ctx, sel)
 			if err != nil {
-				b.Fatal(err)
+				return 0, err
 			}
 			up := 0
 			for _, p := range pods.Items {
@@ -654,23 +644,15 @@ func sustainedRawCreates(b *testing.B, e *e2eenv.Env) {
 					up++
 				}
 			}
-			if up == n {
-				break
-			}
-			if time.Since(start) > 5*time.Minute {
-				b.Fatalf("%d of %d pods Running after 5 minutes", up, n)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		running.Add(n, time.Since(start))
-		zero := int64(0)
-		if err := raw.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, sel); err != nil {
+			return up, nil
+		}))
+		if err := raw.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, sel); err != nil {
 			b.Fatal(err)
 		}
 		if err := raw.CoreV1().Secrets(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, sel); err != nil {
 			b.Fatal(err)
 		}
-		for {
+		for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
 			pods, err := raw.CoreV1().Pods(ns).List(ctx, sel)
 			if err != nil {
 				b.Fatal(err)
@@ -678,12 +660,33 @@ func sustainedRawCreates(b *testing.B, e *e2eenv.Env) {
 			if len(pods.Items) == 0 {
 				break
 			}
-			time.Sleep(100 * time.Millisecond)
+			if time.Now().After(deadline) {
+				b.Fatalf("%d raw pods left 3 minutes after their delete", len(pods.Items))
+			}
 		}
 	}
 	accepted.Report(b, "accepted/s")
 	running.Report(b, "running/s")
 	b.ReportMetric(float64(n), "sessions")
+}
+
+// waitAllRunning polls running (how many of the burst's n are Running) until all are, and
+// returns the time since start; after 5 minutes the benchmark fails naming what.
+func waitAllRunning(b *testing.B, start time.Time, n int, what string, running func() (int, error)) time.Duration {
+	b.Helper()
+	for {
+		up, err := running()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if up == n {
+			return time.Since(start)
+		}
+		if time.Since(start) > 5*time.Minute {
+			b.Fatalf("%d of %d %s Running after 5 minutes", up, n, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // burst runs do(j) for j in [0, n) on workers goroutines and returns how long all took;

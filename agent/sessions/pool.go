@@ -564,21 +564,9 @@ func (c *Controller) reconcilePool(ctx context.Context) error {
 	have := 0
 	var current []*corev1.Pod // warm pods of the current template, in the cache
 	podIDs := map[string]bool{}
-	now := c.now()
-	c.mu.Lock()
-	for id, at := range c.poolCreated {
-		// Seen (warm, or claimed already) or too old: the cache speaks for it now.
-		if _, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(id)); err == nil || now.Sub(at) > poolCreatedGrace {
-			delete(c.poolCreated, id)
-		}
-	}
-	c.mu.Unlock()
 	for _, p := range pods {
 		id := p.Labels[apiv1.LabelSessionID]
 		podIDs[id] = true
-		c.mu.Lock()
-		delete(c.poolCreated, id) // in the cache: counted from here on
-		c.mu.Unlock()
 		if p.DeletionTimestamp != nil {
 			continue
 		}
@@ -591,10 +579,23 @@ func (c *Controller) reconcilePool(ctx context.Context) error {
 			return err
 		}
 	}
+	// Pods an earlier pass created count until the list above shows them. The cache may
+	// show one only now (the calls since the list take round trips): a warm pod the list
+	// missed still counts, or the pool would create one too many and delete it again; a
+	// claimed one is a session's now, and one the grace outlived is the cache's to show.
+	now := c.now()
 	c.mu.Lock()
-	for id := range c.poolCreated {
-		if size > 0 && !podIDs[id] {
-			have++ // created by an earlier pass, not in the cache yet
+	for id, at := range c.poolCreated {
+		if podIDs[id] || now.Sub(at) > poolCreatedGrace {
+			delete(c.poolCreated, id)
+			continue
+		}
+		if p, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(id)); err == nil && !isWarm(p) {
+			delete(c.poolCreated, id)
+			continue
+		}
+		if size > 0 {
+			have++
 		}
 	}
 	c.mu.Unlock()

@@ -6,7 +6,12 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes/fake"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/cakeai/cake-agents/agent/litellm"
 	"github.com/cakeai/cake-agents/agent/store"
@@ -110,5 +115,78 @@ func TestPoolTemplate(t *testing.T) {
 	}
 	if slices.Contains(plain.Spec.InitContainers[0].Args, "--key-at-claim") {
 		t.Error("a session pod's config leaves its key out")
+	}
+}
+
+// splitPodLister lists from one cache and gets from another: the pod cache as a pool
+// pass sees it when the watch delivers a pod between the pass's list and its later reads.
+type splitPodLister struct{ list, get corelisters.PodLister }
+
+func (s splitPodLister) List(sel labels.Selector) ([]*corev1.Pod, error) { return s.list.List(sel) }
+func (s splitPodLister) Pods(ns string) corelisters.PodNamespaceLister {
+	return splitPodNamespaceLister{s.list.Pods(ns), s.get.Pods(ns)}
+}
+
+type splitPodNamespaceLister struct {
+	list, get corelisters.PodNamespaceLister
+}
+
+func (s splitPodNamespaceLister) List(sel labels.Selector) ([]*corev1.Pod, error) {
+	return s.list.List(sel)
+}
+func (s splitPodNamespaceLister) Get(name string) (*corev1.Pod, error) { return s.get.Get(name) }
+
+// TestPoolCountsAPodTheCacheShowsLate: a pool pod created by one pass, missing from the
+// next pass's list but in the cache by the time the pass reads it again, still counts —
+// the pass creates no second pod (which the pool would then delete as surplus).
+func TestPoolCountsAPodTheCacheShowsLate(t *testing.T) {
+	st, _ := newStore(t)
+	ctx := context.Background()
+	cfg := testConfig("sessions")
+	cfg.WarmPoolSize = 1
+	kube := fake.NewClientset()
+	c := newTestController(t, cfg, kube, st)
+	empty := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	c.podLister = corelisters.NewPodLister(empty)
+	count := func() int {
+		t.Helper()
+		pods, err := kube.CoreV1().Pods(cfg.Namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(pods.Items)
+	}
+	if err := c.reconcilePool(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("first pass: %d pods, want 1", n)
+	}
+	// Still not in the list; already in the cache when read by name.
+	late := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	pods, _ := kube.CoreV1().Pods(cfg.Namespace).List(ctx, metav1.ListOptions{})
+	for i := range pods.Items {
+		if err := late.Add(&pods.Items[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.podLister = splitPodLister{list: corelisters.NewPodLister(empty), get: corelisters.NewPodLister(late)}
+	if err := c.reconcilePool(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Errorf("a pass that met the pod late: %d pods, want 1", n)
+	}
+	// Claimed meanwhile: a session's pod now, so the pool makes a new warm one.
+	claimed := pods.Items[0].DeepCopy()
+	claimed.Labels[LabelPoolState] = PoolStateClaimed
+	if err := late.Update(claimed); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.reconcilePool(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 2 {
+		t.Errorf("after a claim the cache showed late: %d pods, want 2 (the claimed one and a new warm one)", n)
 	}
 }

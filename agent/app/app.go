@@ -182,7 +182,7 @@ func Serve(ctx context.Context, cfg *Config, logOut io.Writer) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		opened, err := openStoreWithRetry(ctx, cfg, log, func(err error) { gate.setPending("store", err) })
+		opened, kr, err := openStoreWithRetry(ctx, cfg, log, func(err error) { gate.setPending("store", err) })
 		if err != nil {
 			fail(err)
 			return
@@ -191,7 +191,7 @@ func Serve(ctx context.Context, cfg *Config, logOut io.Writer) error {
 		if err := publishServingCA(ctx, kube, cfg.Namespace, cfg.ServingCAConfigMap, cfg.Release, cert.caPEM); err != nil {
 			log.Warn("publish serving CA failed: the plugin cannot verify this agent until it succeeds", "configmap", cfg.ServingCAConfigMap, "error", err)
 		}
-		deps, err := wire(ctx, cfg, restCfg, kube, st, reg, log)
+		deps, err := wire(ctx, cfg, restCfg, kube, st, kr, reg, log)
 		if err != nil {
 			fail(err)
 			return

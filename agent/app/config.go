@@ -36,6 +36,9 @@ type Config struct {
 	PodName     string
 	Release     string
 	ExternalURL string
+	// SessionWebDomain, when set, serves each session's OpenCode web UI at
+	// <id>.<SessionWebDomain> (see server.SessionWeb); the scheme is ExternalURL's.
+	SessionWebDomain string
 
 	DatabaseURL string
 	AuthSecret  string
@@ -64,9 +67,11 @@ type Config struct {
 	// bound); with one set, "never" (0) is refused.
 	SessionMaxIdleTimeout time.Duration
 	SessionMaxTTL         time.Duration
-	MaxActiveSessions     int
-	WarmPoolSize          int
-	ReconcileInterval     time.Duration
+	// TranscriptRetention is how long a deleted session's transcript is kept (0: forever).
+	TranscriptRetention time.Duration
+	MaxActiveSessions   int
+	WarmPoolSize        int
+	ReconcileInterval   time.Duration
 	// KubeAPIQPS and KubeAPIBurst are the client-side rate limit of the agent's Kubernetes
 	// client (sessions.KubeQPS and KubeBurst when zero).
 	KubeAPIQPS   int
@@ -162,6 +167,7 @@ func Options() []Option {
 		{Flag: "pod-name", Env: "AGENT_POD_NAME", Usage: "this replica's pod name (leader-election identity; hostname when empty)"},
 		{Flag: "release", Env: "AGENT_RELEASE", Default: "cake-agents", Usage: "Helm release name, set as app.kubernetes.io/instance on session objects"},
 		{Flag: "external-url", Env: "AGENT_EXTERNAL_URL", Usage: "public URL of the web UI/API (e.g. https://agents.example.com), used in links"},
+		{Flag: "session-web-domain", Env: "AGENT_SESSION_WEB_DOMAIN", Usage: "serve each session's own OpenCode web UI at <session id>.<this domain> (e.g. agents.example.com, with wildcard DNS and certificate routed to the agent; a port may follow for local use); empty: not served"},
 		{Flag: "database-url", Env: "DATABASE_URL", Default: "sqlite:///data/agents.db", Secret: true, Usage: "sqlite:///path/to.db or postgres://user:pass@host/db; when unset or empty and PG* variables are set, pgx builds the connection from them"},
 		{Flag: "auth-secret", Env: "AGENT_AUTH_SECRET", Secret: true, Usage: "secret for cookie signing and credential encryption at rest (required with Postgres; generated and stored when empty with SQLite)"},
 		{Flag: "log-format", Env: "AGENT_LOG_FORMAT", Default: "text", Usage: "log format: text or json"},
@@ -185,6 +191,7 @@ func Options() []Option {
 		{Flag: "session-ttl", Kind: KindDuration, Env: "AGENT_SESSION_TTL", Default: "0", Usage: "delete a session this long after creation (0 disables)"},
 		{Flag: "session-max-idle-timeout", Kind: KindDuration, Env: "AGENT_SESSION_MAX_IDLE_TIMEOUT", Default: "0", Usage: "longest idle timeout a session may ask for; when set, asking for none (0) is refused (0: no maximum)"},
 		{Flag: "session-max-ttl", Kind: KindDuration, Env: "AGENT_SESSION_MAX_TTL", Default: "0", Usage: "longest time to live a session may ask for; when set, asking for none (0) is refused (0: no maximum)"},
+		{Flag: "transcript-retention", Kind: KindDuration, Env: "AGENT_TRANSCRIPT_RETENTION", Default: "720h", Usage: "how long the recorded conversation of a deleted session stays readable with kubectl agents session logs before it is removed (0: kept forever)"},
 		{Flag: "warm-pool-size", Kind: KindInt, Env: "AGENT_WARM_POOL_SIZE", Default: "0", Usage: "session pods kept started ahead of creates (of the current pod template); a create claims one instead of waiting for a pod (0: off, and the pool's pods are deleted)"},
 		{Flag: "max-active-sessions", Kind: KindInt, Env: "AGENT_MAX_ACTIVE_SESSIONS", Default: "5", Usage: "active sessions allowed per user (0: unlimited)"},
 		{Flag: "kube-api-qps", Kind: KindInt, Env: "AGENT_KUBE_API_QPS", Default: "0", Usage: "requests per second the agent sends the Kubernetes API at most, bursts aside (0: 200); each cold session start is two (its Secret and Pod)"},
@@ -333,6 +340,7 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		PodName:                 get("pod-name"),
 		Release:                 get("release"),
 		ExternalURL:             get("external-url"),
+		SessionWebDomain:        strings.ToLower(strings.TrimSuffix(get("session-web-domain"), ".")),
 		DatabaseURL:             get("database-url"),
 		AuthSecret:              get("auth-secret"),
 		LogFormat:               get("log-format"),
@@ -355,6 +363,7 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		SessionTTL:              dur("session-ttl"),
 		SessionMaxIdleTimeout:   dur("session-max-idle-timeout"),
 		SessionMaxTTL:           dur("session-max-ttl"),
+		TranscriptRetention:     dur("transcript-retention"),
 		MaxActiveSessions:       integer("max-active-sessions"),
 		WarmPoolSize:            integer("warm-pool-size"),
 		ReconcileInterval:       dur("reconcile-interval"),
@@ -419,6 +428,18 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 	}
 	if c.SessionNamespace == "" {
 		c.SessionNamespace = c.Namespace
+	}
+	if d := c.SessionWebDomain; d != "" {
+		host := d
+		if h, _, err := net.SplitHostPort(d); err == nil {
+			host = h
+		}
+		if strings.ContainsAny(host, "/:*@ ") || !strings.Contains(host, ".") && host != "localhost" || strings.HasPrefix(host, ".") {
+			errs = append(errs, fmt.Sprintf("%s=%q: want a DNS name whose subdomains reach the agent, such as agents.example.com (no scheme, no wildcard)", name("session-web-domain"), d))
+		}
+		if c.ExternalURL == "" {
+			errs = append(errs, fmt.Sprintf("%s needs %s: session hosts use its scheme, and their pages link back to the web UI", name("session-web-domain"), name("external-url")))
+		}
 	}
 	if u, err := url.Parse(c.GitHubURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || strings.Trim(u.Path, "/") != "" {
 		errs = append(errs, fmt.Sprintf("%s: %q is not a GitHub web URL such as https://github.com", name("github-url"), c.GitHubURL))

@@ -83,17 +83,20 @@ func randomSecret() ([]byte, error) {
 
 // openStoreWithRetry opens the database, retrying while it is unreachable;
 // onRetry reports the reason so /readyz can show it.
-func openStoreWithRetry(ctx context.Context, cfg *Config, log hclog.Logger, onRetry func(error)) (store.Store, error) {
+// The keyring, from the auth secret, also seals what the agent hands browsers
+// (server.SessionWeb's tickets and cookies).
+func openStoreWithRetry(ctx context.Context, cfg *Config, log hclog.Logger, onRetry func(error)) (store.Store, *keyring.Keyring, error) {
 	secret, err := authSecret(cfg, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	kr, err := keyring.New(secret)
 	if err != nil {
-		return nil, fmt.Errorf("auth secret: %w", err)
+		return nil, nil, fmt.Errorf("auth secret: %w", err)
 	}
-	return storeopen.WaitOpen(ctx, storeopen.Options{URL: cfg.DatabaseURL, Keyring: kr, Logger: log.Named("store")},
+	st, err := storeopen.WaitOpen(ctx, storeopen.Options{URL: cfg.DatabaseURL, Keyring: kr, Logger: log.Named("store")},
 		storeopen.Backoff{OnRetry: func(err error, _ time.Duration) { onRetry(err) }})
+	return st, kr, err
 }
 
 // components is the wired agent: the HTTP handler and what runs in the background.
@@ -250,7 +253,7 @@ func markSeeded(ctx context.Context, st store.Store) error {
 }
 
 // wire builds every component on top of an open store.
-func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernetes.Interface, st store.Store, reg *prometheus.Registry, log hclog.Logger) (*components, error) {
+func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernetes.Interface, st store.Store, kr *keyring.Keyring, reg *prometheus.Registry, log hclog.Logger) (*components, error) {
 	scfg, err := sessionsConfig(cfg, reg)
 	if err != nil {
 		return nil, err
@@ -281,7 +284,14 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 	// The Linear integration needs the authorizer and the audit recorder built below;
 	// the ready hook reads it only once sessions run, after wire returned.
 	var lin *linear.Service
+	// Every session's conversation is recorded in the store as it happens (by the
+	// leader), and once more before its pod goes, so it can be read after a stop or a
+	// delete; a session started again without its OpenCode state resumes from it.
+	recorder := conversation.NewRecorder(conv, st, log.Named("transcript"))
+	ctrl.AddLeaderTask(recorder.Run)
+	ctrl.SetBeforePodDelete(recorder.Final)
 	ctrl.SetReadyHook(func(ctx context.Context, s *store.Session) {
+		conv.ResumeConversation(ctx, s)
 		conv.DeliverInitialPrompt(ctx, s)
 		if lin != nil {
 			// An issue's session (started again, too) has its answers commented there:
@@ -370,13 +380,15 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		webhooks["POST /integrations/linear/webhook"] = lin
 	}
 	srv := server.New(server.Options{
-		Store:             st,
-		Sessions:          ctrl,
-		Conversation:      conv,
-		Authorizer:        authz,
-		Namespace:         cfg.Namespace,
-		Authenticate:      authn.Wrap,
-		UI:                ui.New(ui.Options{Authenticate: authn.WrapWith, Tokens: tokens, Log: log.Named("ui"), ExternalURL: cfg.ExternalURL}),
+		Store:        st,
+		Sessions:     ctrl,
+		Conversation: conv,
+		Authorizer:   authz,
+		Namespace:    cfg.Namespace,
+		Authenticate: authn.Wrap,
+		UI: ui.New(ui.Options{Authenticate: authn.WrapWith, Tokens: tokens, Log: log.Named("ui"), ExternalURL: cfg.ExternalURL,
+			SessionWeb: cfg.SessionWebDomain != ""}),
+		SessionWeb:        sessionWeb(cfg, kr, authenticators, st, rec, authz, anonymous, log),
 		Audit:             rec,
 		Log:               log,
 		Registry:          reg,
@@ -423,7 +435,15 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 				log.Error("client certificate authentication unavailable", "error", err)
 			}
 		}()
-		go pruneIntegrationEvents(ctx, st, log.Named("integrations"))
+		// Delivery ids of Slack and Linear, to recognise a retry.
+		go pruneHourly(ctx, log.Named("integrations"), "integration events", func(ctx context.Context) (int, error) {
+			return st.PruneEvents(ctx, time.Now().Add(-IntegrationEventRetention))
+		})
+		if cfg.TranscriptRetention > 0 {
+			go pruneHourly(ctx, log.Named("transcripts"), "transcripts of deleted sessions", func(ctx context.Context) (int, error) {
+				return st.PruneTranscripts(ctx, time.Now().Add(-cfg.TranscriptRetention))
+			})
+		}
 		if slackEvents != nil {
 			go func() {
 				if err := slackEvents.Run(ctx); err != nil && ctx.Err() == nil {
@@ -434,6 +454,25 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		return ctrl.Run(ctx)
 	}
 	return &components{handler: srv, run: run}, nil
+}
+
+// sessionWeb serves sessions' OpenCode web UI on their own hosts, when configured. Its
+// authentication is the API's, except that a browser behind the authenticating proxy is
+// checked with the session host's own Origin rule (OpenCode's UI sends no CSRF header).
+func sessionWeb(cfg *Config, kr *keyring.Keyring, authenticators []auth.Authenticator, st store.Store, rec *audit.Recorder,
+	authz *auth.SARAuthorizer, anonymous prometheus.Counter, log hclog.Logger) *server.SessionWeb {
+	if cfg.SessionWebDomain == "" {
+		return nil
+	}
+	scheme := "https"
+	if u, err := url.Parse(cfg.ExternalURL); err == nil && u.Scheme == "http" {
+		scheme = "http"
+	}
+	sw := &server.SessionWeb{Domain: cfg.SessionWebDomain, Scheme: scheme, Sealer: kr, Workspace: sessions.WorkspaceDir}
+	authn := auth.NewMiddleware(authenticators, st, rec, log.Named("auth"),
+		auth.WithAdminResolver(authz), auth.WithAnonymousCounter(anonymous), auth.WithHeaderCSRF(sw.CheckOrigin))
+	sw.Authenticate = authn.WrapWith
+	return sw
 }
 
 // linearService is the Linear integration; nil when it is not enabled (parse made
@@ -504,18 +543,18 @@ func githubAPIURL(cfg *Config) string {
 // kept to recognise a retry: both retry for at most a few hours.
 const IntegrationEventRetention = 24 * time.Hour
 
-// pruneIntegrationEvents forgets old delivery ids, at start and hourly, until ctx ends.
-// Every replica does it: the delete is idempotent and cheap.
-func pruneIntegrationEvents(ctx context.Context, st store.Store, log hclog.Logger) {
+// pruneHourly runs prune at start and hourly until ctx ends, logging what it removed
+// (what names it). Every replica does it: the deletes are idempotent and cheap.
+func pruneHourly(ctx context.Context, log hclog.Logger, what string, prune func(ctx context.Context) (int, error)) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		n, err := st.PruneEvents(ctx, time.Now().Add(-IntegrationEventRetention))
+		n, err := prune(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			log.Warn("prune integration events failed", "error", err)
+			log.Warn("prune "+what+" failed", "error", err)
 		case n > 0:
-			log.Debug("integration events pruned", "count", n)
+			log.Info(what+" pruned", "count", n)
 		}
 		select {
 		case <-ctx.Done():

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/cakeai/cake-agents/agent/github"
+	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -38,16 +39,8 @@ func TestWiredHeaderCSRF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
 	// Nothing here reaches the Kubernetes API: the request is refused before.
-	deps, err := wire(context.Background(), cfg, &rest.Config{Host: "https://127.0.0.1:1"}, fake.NewClientset(), st, prometheus.NewRegistry(), hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	deps := wireForTest(t, cfg)
 	serve := func(method, path string, hdr ...string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(method, "http://agent.example"+path, strings.NewReader("{}"))
 		r.Header.Set("X-Auth-Request-Email", "jane@example.com")
@@ -127,6 +120,89 @@ func TestWiredGitHubApp(t *testing.T) {
 		}
 		if _, err := sessionsConfig(cfg, prometheus.NewRegistry()); err == nil || !strings.Contains(err.Error(), "--github-app-private-key-file") || !strings.Contains(err.Error(), want) {
 			t.Errorf("key file %s: %v, want an error naming the flag and %q", file, err, want)
+		}
+	}
+}
+
+// wireForTest wires cfg on an in-memory store and a fake clientset, with an API server
+// address nothing answers on.
+func wireForTest(t *testing.T, cfg *Config) *components {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: sqlite.Memory})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	deps, err := wire(context.Background(), cfg, &rest.Config{Host: "https://127.0.0.1:1"}, fake.NewClientset(), st, testKeyring(t), prometheus.NewRegistry(), hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return deps
+}
+
+func testKeyring(t *testing.T) *keyring.Keyring {
+	t.Helper()
+	kr, err := keyring.New([]byte("wire-test-auth-secret-0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+// TestWiredSessionWeb: with a session domain, a session's host is the session's (its
+// sign-in page, never the agent's API), and the agent's own host is unchanged.
+func TestWiredSessionWeb(t *testing.T) {
+	cfg, err := parseArgs(t, map[string]string{
+		"AGENT_SESSION_WEB_DOMAIN":       "Agents.Example.",
+		"AGENT_EXTERNAL_URL":             "https://agents.example",
+		"AGENT_HEADER_AUTH_ENABLED":      "true",
+		"AGENT_HEADER_AUTH_EMAIL_HEADER": "X-Auth-Request-Email",
+		"AGENT_TRUSTED_PROXY_CIDRS":      "192.0.2.0/24",
+	}, "--namespace", "agents", "--database-url", "sqlite://:memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SessionWebDomain != "agents.example" {
+		t.Errorf("domain %q", cfg.SessionWebDomain)
+	}
+	deps := wireForTest(t, cfg)
+	serve := func(host, path string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodGet, "http://"+host+path, nil)
+		r.Header.Set("Sec-Fetch-Mode", "navigate")
+		rec := httptest.NewRecorder()
+		deps.handler.ServeHTTP(rec, r)
+		return rec
+	}
+	rec := serve("abc12345.agents.example", "/api/v1/version")
+	if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), "Open in OpenCode") || !strings.Contains(rec.Body.String(), "https://agents.example/sessions/abc12345") {
+		t.Errorf("a session host without a sign-in: %d %s", rec.Code, rec.Body)
+	}
+	if rec := serve("agents.example", "/healthz"); rec.Code != http.StatusOK {
+		t.Errorf("the agent's host: %d %s", rec.Code, rec.Body)
+	}
+	// Behind the proxy, OpenCode's own UI changes things with the session host's Origin
+	// and without the API's CSRF header; another origin is refused.
+	post := func(origin string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, "http://abc12345.agents.example/session", strings.NewReader("{}"))
+		r.Header.Set("X-Auth-Request-Email", "jane@example.com")
+		r.Header.Set("Origin", origin)
+		rec := httptest.NewRecorder()
+		deps.handler.ServeHTTP(rec, r)
+		return rec
+	}
+	if rec := post("https://abc12345.agents.example"); strings.Contains(rec.Body.String(), "cross-site") {
+		t.Errorf("the session's own UI behind the proxy: %d %s", rec.Code, rec.Body)
+	}
+	if rec := post("https://evil.example"); rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "cross-site") {
+		t.Errorf("another site behind the proxy: %d %s", rec.Code, rec.Body)
+	}
+	for _, bad := range []map[string]string{
+		{"AGENT_SESSION_WEB_DOMAIN": "*.agents.example", "AGENT_EXTERNAL_URL": "https://agents.example"},
+		{"AGENT_SESSION_WEB_DOMAIN": "https://agents.example", "AGENT_EXTERNAL_URL": "https://agents.example"},
+		{"AGENT_SESSION_WEB_DOMAIN": "agents.example"},
+	} {
+		if _, err := parseArgs(t, bad, "--namespace", "agents"); err == nil || !strings.Contains(err.Error(), "session-web-domain") {
+			t.Errorf("%v: %v, want an error naming --session-web-domain", bad, err)
 		}
 	}
 }

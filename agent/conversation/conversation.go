@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -120,23 +121,41 @@ func (c *Relay) Branch(ctx context.Context, s *store.Session) (string, error) {
 }
 
 // ensureConversation returns the session's OpenCode conversation id, creating the
-// conversation on first use and recording it so every client shares it.
+// conversation on first use and recording it so every client shares it. A recorded
+// conversation the session's OpenCode does not know (a pod started without the state of
+// the one before: no persistent volume, or a volume from before OpenCode's state lived
+// on it) is replaced by a new one, seeded with a digest of the recorded transcript so
+// the model still knows what came before.
 func (c *Relay) ensureConversation(ctx context.Context, s *store.Session, oc *opencode.Client) (string, error) {
-	if s.OpenCodeSessionID != "" {
-		return s.OpenCodeSessionID, nil
+	old := s.OpenCodeSessionID
+	if old != "" {
+		_, err := oc.GetSession(ctx, old)
+		if err == nil {
+			return old, nil
+		}
+		if !opencode.IsNotFound(err) {
+			return "", fmt.Errorf("look up the OpenCode conversation: %w", err)
+		}
+		c.log.Info("the session's OpenCode does not know its conversation; starting a new one from the transcript", "session", s.ID, "conversation", old)
 	}
 	created, err := oc.CreateSession(ctx, s.Title)
 	if err != nil {
 		return "", fmt.Errorf("create the OpenCode conversation: %w", err)
 	}
 	id := created.ID
+	if seed := c.seed(ctx, s); seed != "" {
+		if err := oc.AddContext(ctx, id, seed); err != nil {
+			return "", fmt.Errorf("give the new OpenCode conversation the transcript so far: %w", err)
+		}
+	}
 	err = retry.OnError(retry.DefaultRetry, isConflict, func() error {
 		cur, err := c.st.GetSession(ctx, s.ID)
 		if err != nil {
 			return err
 		}
-		if cur.OpenCodeSessionID != "" {
+		if cur.OpenCodeSessionID != old {
 			id = cur.OpenCodeSessionID // another replica or request won the race
+			*s = *cur
 			return nil
 		}
 		cur.OpenCodeSessionID = id
@@ -147,6 +166,102 @@ func (c *Relay) ensureConversation(ctx context.Context, s *store.Session, oc *op
 		return nil
 	})
 	return id, err
+}
+
+// ResumeConversation runs when a session turns Running again (the ready hook): a
+// session with a recorded transcript whose OpenCode lost the conversation (no
+// persistent volume) gets its new, seeded conversation now, so whoever attaches finds
+// the digest there. A session with nothing recorded is left alone.
+func (c *Relay) ResumeConversation(ctx context.Context, s *store.Session) {
+	// A fork without a prompt begins its seeded conversation now (one with a prompt
+	// does when the prompt is delivered).
+	fork := s.ForkedFrom != "" && s.OpenCodeSessionID == "" && s.Prompt == ""
+	if !fork {
+		if s.OpenCodeSessionID == "" && !s.PromptSent {
+			return // a first start: the initial prompt makes the conversation
+		}
+		if _, msgs, err := c.st.GetTranscript(ctx, s.ID); err != nil || len(msgs) == 0 {
+			return
+		}
+	}
+	oc, err := c.client(ctx, s)
+	if err == nil {
+		err = waitHealthy(ctx, oc, 2*time.Minute, c.stillRunning(s.ID))
+	}
+	if err == nil {
+		_, err = c.ensureConversation(ctx, s, oc)
+	}
+	if err != nil && ctx.Err() == nil {
+		c.log.Warn("resume the session's conversation failed; the next prompt tries again", "session", s.ID, "error", err)
+	}
+}
+
+// seedBytes bounds the digest a new conversation is seeded with; the newest messages
+// are kept when the transcript is longer.
+const seedBytes = 12 << 10
+
+// seed returns what a new conversation of s begins with: the digest of its recorded
+// transcript, or for a fork with nothing recorded yet, of the transcript of the
+// session it was forked from ("" when there is none).
+func (c *Relay) seed(ctx context.Context, s *store.Session) string {
+	_, msgs, err := Transcript(ctx, c.st, s.ID)
+	if err == nil && len(msgs) > 0 {
+		return Digest(s.ID, msgs, seedBytes)
+	}
+	if s.ForkedFrom == "" {
+		return ""
+	}
+	_, msgs, err = Transcript(ctx, c.st, s.ForkedFrom)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		c.log.Warn("read the transcript a fork starts from failed", "session", s.ID, "source", s.ForkedFrom, "error", err)
+	}
+	// A running source's latest words may not be recorded yet: ask its OpenCode too.
+	if src, err := c.st.GetSession(ctx, s.ForkedFrom); err == nil && src.State == apiv1.StateRunning {
+		if live, err := c.Messages(ctx, src); err == nil {
+			msgs = Merge(msgs, live)
+		}
+	}
+	if len(msgs) == 0 {
+		return ""
+	}
+	return ForkDigest(s.ForkedFrom, msgs, seedBytes)
+}
+
+// Digest renders msgs as the context a new conversation of session id starts with: who
+// said what, oldest first, each tool call as one line, cut to about limit bytes by
+// leaving out the oldest messages.
+func Digest(id string, msgs []apiv1.Message, limit int) string {
+	return digest(fmt.Sprintf("This conversation continues an earlier one of session %s: its OpenCode was restarted without the earlier state (the session has no persistent volume). The earlier conversation, from the agent's transcript", id), msgs, limit)
+}
+
+// ForkDigest is Digest for the first conversation of a fork of session src.
+func ForkDigest(src string, msgs []apiv1.Message, limit int) string {
+	return digest(fmt.Sprintf("This session is a fork of session %s, on the same repository and branch, starting from its conversation so far. That conversation, from the agent's transcript", src), msgs, limit)
+}
+
+func digest(head string, msgs []apiv1.Message, limit int) string {
+	lines := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s: %s", m.Role, strings.TrimSpace(m.Text))
+		for _, t := range m.Tools {
+			fmt.Fprintf(&b, "\n  (ran %s", t.Tool)
+			if t.Title != "" {
+				fmt.Fprintf(&b, ": %s", t.Title)
+			}
+			fmt.Fprintf(&b, ", %s)", t.Status)
+		}
+		lines = append(lines, b.String())
+	}
+	first, size := len(lines), 0
+	for first > 0 && size+len(lines[first-1]) <= limit {
+		first--
+		size += len(lines[first]) + 2
+	}
+	if first > 0 {
+		head += fmt.Sprintf(" (its %d oldest messages left out)", first)
+	}
+	return head + ":\n\n" + strings.Join(lines[first:], "\n\n")
 }
 
 // Send delivers text to the session's conversation, creating the conversation on first
@@ -234,26 +349,70 @@ func (c *Relay) Events(ctx context.Context, s *store.Session, w http.ResponseWri
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
+	// Events are read in their own goroutine so a quiet stream still gets keep-alive
+	// comments: through port-forwards a client cannot otherwise tell a quiet stream
+	// from a dead connection.
+	type next struct {
+		ev  *opencode.Event
+		err error
+	}
+	evs := make(chan next)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			ev, err := stream.Next()
+			select {
+			case evs <- next{ev, err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	keepAlive := time.NewTicker(KeepAliveInterval)
+	defer keepAlive.Stop()
 	for {
-		ev, err := stream.Next()
-		if errors.Is(err, io.EOF) {
+		var n next
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-keepAlive.C:
+			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
+				return err
+			}
+			if err := rc.Flush(); err != nil {
+				return err
+			}
+			continue
+		case n = <-evs:
+		}
+		if errors.Is(n.err, io.EOF) {
 			return nil
 		}
+		if n.err != nil {
+			return n.err
+		}
+		b, err := json.Marshal(n.ev)
 		if err != nil {
 			return err
 		}
-		b, err := json.Marshal(ev)
-		if err != nil {
-			return err
-		}
-		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b); err != nil {
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", n.ev.Type, b); err != nil {
 			return err
 		}
 		if err := rc.Flush(); err != nil {
 			return err
 		}
+		keepAlive.Reset(KeepAliveInterval)
 	}
 }
+
+// KeepAliveInterval is how often Events writes an SSE comment on a stream that is
+// otherwise quiet (apiv1.EventKeepAlive, which clients time out against); a variable
+// for tests.
+var KeepAliveInterval = apiv1.EventKeepAlive
 
 // Proxy forwards r to path rest of the session's OpenCode (see proxy.Proxy.Serve),
 // calling onActivity (when set) as proxy.Target.OnActivity describes: once for the

@@ -3,6 +3,7 @@ package conversation
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -65,6 +66,8 @@ func TestRelayWithRealOpenCode(t *testing.T) {
 	oc := opencodetest.Start(t, opencodetest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	defer func(d time.Duration) { KeepAliveInterval = d }(KeepAliveInterval)
+	KeepAliveInterval = 300 * time.Millisecond
 	st, err := sqlite.Open(ctx, sqlite.Options{Path: sqlite.Memory})
 	if err != nil {
 		t.Fatal(err)
@@ -147,8 +150,98 @@ func TestRelayWithRealOpenCode(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("events: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
 	if err != nil || line != "event: server.connected\n" {
 		t.Fatalf("first line of the stream: %q, %v", line, err)
 	}
+	// A quiet stream carries keep-alive comments.
+	for line != ": keep-alive\n" {
+		if line, err = br.ReadString('\n'); err != nil {
+			t.Fatalf("no keep-alive on a quiet stream: %v", err)
+		}
+	}
+
+	// The recorder: everything so far, in order, tool calls too; then a follower keeps
+	// the transcript current without being asked.
+	rec := NewRecorder(r, st, nil)
+	if err := rec.Record(ctx, cur, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := transcriptTexts(ctx, t, st, s.ID); got != "user:first prompt|assistant:"+fakemodel.Reply("first prompt")+"|user:second prompt|assistant:"+fakemodel.Reply("second prompt") {
+		t.Fatalf("recorded: %s", got)
+	}
+	rec.scanEvery, rec.debounce = 100*time.Millisecond, 50*time.Millisecond
+	runCtx, stopRec := context.WithCancel(ctx)
+	recDone := make(chan struct{})
+	go func() { defer close(recDone); rec.Run(runCtx) }()
+	if err := r.Send(ctx, cur, "#tool:bash echo recorded-tool"); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(transcriptTexts(ctx, t, st, s.ID), fakemodel.ToolResultPrefix+"recorded-tool") {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the follower never recorded the tool turn: %s", transcriptTexts(ctx, t, st, s.ID))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	_, msgs, err := Transcript(ctx, st, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tool *apiv1.ToolCall
+	for _, m := range msgs {
+		for i := range m.Tools {
+			tool = &m.Tools[i]
+		}
+	}
+	if tool == nil || tool.Tool != "bash" || !strings.Contains(tool.Output, "recorded-tool") {
+		t.Fatalf("the recorded tool call: %+v", tool)
+	}
+	stopRec()
+	<-recDone
+
+	// OpenCode lost the conversation (a pod started without its state): the next
+	// prompt goes to a new conversation that starts with a digest of the transcript.
+	cur, err = st.GetSession(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := cur.OpenCodeSessionID
+	cur.OpenCodeSessionID = "ses_lostlostlostlostlostlost"
+	if err := st.UpdateSession(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Send(ctx, cur, "after the loss"); err != nil {
+		t.Fatalf("Send to a lost conversation: %v", err)
+	}
+	if cur.OpenCodeSessionID == lost || cur.OpenCodeSessionID == "ses_lostlostlostlostlostlost" {
+		t.Fatalf("the conversation was not replaced: %s", cur.OpenCodeSessionID)
+	}
+	waitForMessage(ctx, t, r, cur, "assistant", fakemodel.Reply("after the loss"))
+	seeded := false
+	for _, req := range oc.Model.Requests() {
+		if !req.Title && strings.Contains(req.LastUserText(), "after the loss") {
+			for _, m := range req.Messages {
+				seeded = seeded || (strings.Contains(m.Content, "continues an earlier one") && strings.Contains(m.Content, "user: first prompt"))
+			}
+		}
+	}
+	if !seeded {
+		t.Fatalf("the new conversation's first request lacks the digest: %+v", oc.Model.Requests())
+	}
+}
+
+// transcriptTexts renders a session's recorded transcript as role:text|role:text.
+func transcriptTexts(ctx context.Context, t *testing.T, st store.Store, id string) string {
+	t.Helper()
+	_, msgs, err := Transcript(ctx, st, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		t.Fatal(err)
+	}
+	var parts []string
+	for _, m := range msgs {
+		parts = append(parts, m.Role+":"+m.Text)
+	}
+	return strings.Join(parts, "|")
 }

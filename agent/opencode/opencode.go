@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -291,6 +292,30 @@ func (c *Client) PromptAsync(ctx context.Context, sessionID, text string) error 
 	return c.do(ctx, http.MethodPost, "/session/"+url.PathEscape(sessionID)+"/prompt_async", body, nil)
 }
 
+// AddContext adds text to the conversation as a user message the model does not answer
+// now (OpenCode's noReply), returning once it is stored: the model reads it with the
+// next prompt. It is how a conversation started afresh is given what came before.
+func (c *Client) AddContext(ctx context.Context, sessionID, text string) error {
+	if sessionID == "" {
+		return errors.New("opencode: a session id is required to add context")
+	}
+	body := map[string]any{"noReply": true, "parts": []textPart{{Type: "text", Text: text}}}
+	return c.do(ctx, http.MethodPost, "/session/"+url.PathEscape(sessionID)+"/message", body, nil)
+}
+
+// GetSession returns the conversation with the given id (an *Error with StatusCode 404
+// when OpenCode does not know it, see IsNotFound).
+func (c *Client) GetSession(ctx context.Context, sessionID string) (*Session, error) {
+	if sessionID == "" {
+		return nil, errors.New("opencode: a session id is required")
+	}
+	var s Session
+	if err := c.do(ctx, http.MethodGet, "/session/"+url.PathEscape(sessionID), nil, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
 // Abort stops the model's current turn in the conversation.
 func (c *Client) Abort(ctx context.Context, sessionID string) error {
 	return c.do(ctx, http.MethodPost, "/session/"+url.PathEscape(sessionID)+"/abort", nil, nil)
@@ -332,12 +357,22 @@ type wireMessage struct {
 		Text      string `json:"text"`
 		Synthetic bool   `json:"synthetic"`
 		Ignored   bool   `json:"ignored"`
+		// Tool parts: the tool and its state.
+		Tool  string `json:"tool"`
+		State struct {
+			Status string          `json:"status"`
+			Title  string          `json:"title"`
+			Input  json.RawMessage `json:"input"`
+			Output string          `json:"output"`
+			Error  string          `json:"error"`
+		} `json:"state"`
 	} `json:"parts"`
 }
 
-// Messages returns the conversation: each message's role and the concatenation of its
-// text parts (tool calls, reasoning and step markers are left out; text OpenCode
+// Messages returns the conversation: each message's role, the concatenation of its
+// text parts and its tool calls (reasoning and step markers are left out; text OpenCode
 // injected itself is too). An assistant turn that failed carries the error as its text.
+// Every message names sessionID as its Conversation.
 func (c *Client) Messages(ctx context.Context, sessionID string) ([]apiv1.Message, error) {
 	if sessionID == "" {
 		return nil, errors.New("opencode: a session id is required to read messages")
@@ -349,9 +384,21 @@ func (c *Client) Messages(ctx context.Context, sessionID string) ([]apiv1.Messag
 	out := make([]apiv1.Message, 0, len(wire))
 	for _, m := range wire {
 		var texts []string
+		var tools []apiv1.ToolCall
 		for _, p := range m.Parts {
-			if p.Type == "text" && !p.Synthetic && !p.Ignored && p.Text != "" {
+			switch {
+			case p.Type == "text" && !p.Synthetic && !p.Ignored && p.Text != "":
 				texts = append(texts, p.Text)
+			case p.Type == "tool" && p.Tool != "":
+				out := p.State.Output
+				if p.State.Status == "error" {
+					out = p.State.Error
+				}
+				var in json.RawMessage
+				if len(p.State.Input) > 0 && string(p.State.Input) != "null" && string(p.State.Input) != "{}" {
+					in = p.State.Input
+				}
+				tools = append(tools, apiv1.ToolCall{Tool: p.Tool, Status: p.State.Status, Title: p.State.Title, Input: in, Output: cut(out, apiv1.MaxToolOutputBytes)})
 			}
 		}
 		text := strings.Join(texts, "\n")
@@ -363,13 +410,27 @@ func (c *Client) Messages(ctx context.Context, sessionID string) ([]apiv1.Messag
 			text = "error: " + msg
 		}
 		out = append(out, apiv1.Message{
-			ID:        m.Info.ID,
-			Role:      m.Info.Role,
-			Text:      text,
-			CreatedAt: time.UnixMilli(m.Info.Time.Created).UTC(),
+			ID:           m.Info.ID,
+			Role:         m.Info.Role,
+			Text:         text,
+			CreatedAt:    time.UnixMilli(m.Info.Time.Created).UTC(),
+			Tools:        tools,
+			Conversation: sessionID,
 		})
 	}
 	return out, nil
+}
+
+// cut returns s cut to at most n bytes on a rune boundary, saying how much was left out.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	end := n
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	return s[:end] + fmt.Sprintf("\n[... %d more bytes]", len(s)-end)
 }
 
 // DeliverPrompt starts a conversation titled title and sends prompt as its first

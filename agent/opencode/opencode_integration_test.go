@@ -105,8 +105,49 @@ func TestRealOpenCode(t *testing.T) {
 	if err := c.PromptAsync(ctx, id, "run it #tool:bash echo tool-ran-here"); err != nil {
 		t.Fatal(err)
 	}
-	waitForReply(ctx, t, c, id, fakemodel.ToolResultPrefix+"tool-ran-here")
+	msgs = waitForReply(ctx, t, c, id, fakemodel.ToolResultPrefix+"tool-ran-here")
+	var tool *apiv1.ToolCall
+	for _, m := range msgs {
+		if m.Conversation != id {
+			t.Errorf("message %s names conversation %q, want %q", m.ID, m.Conversation, id)
+		}
+		for i := range m.Tools {
+			tool = &m.Tools[i]
+		}
+	}
+	if tool == nil || tool.Tool != "bash" || tool.Status != "completed" || !strings.Contains(tool.Output, "tool-ran-here") || !strings.Contains(string(tool.Input), "echo tool-ran-here") {
+		t.Fatalf("the bash call in the messages: %+v", tool)
+	}
 
+	// Context added without a reply: stored as a user message the model answers
+	// nothing to now, and reads with the next prompt.
+	asked := len(oc.Model.Requests())
+	if err := c.AddContext(ctx, id, "earlier-context-marker"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(oc.Model.Requests()); n != asked {
+		t.Fatalf("AddContext made the model answer (%d requests, was %d)", n, asked)
+	}
+	if err := c.PromptAsync(ctx, id, "after the context"); err != nil {
+		t.Fatal(err)
+	}
+	waitForReply(ctx, t, c, id, fakemodel.Reply("after the context"))
+	sawContext := false
+	for _, r := range oc.Model.Requests() {
+		for _, m := range r.Messages {
+			sawContext = sawContext || (!r.Title && strings.Contains(m.Content, "earlier-context-marker"))
+		}
+	}
+	if !sawContext {
+		t.Fatalf("the model never read the added context: %+v", oc.Model.Requests())
+	}
+
+	if got, err := c.GetSession(ctx, id); err != nil || got.ID != id {
+		t.Fatalf("GetSession(%s) = %+v, %v", id, got, err)
+	}
+	if _, err := c.GetSession(ctx, "ses_doesnotexist"); !opencode.IsNotFound(err) {
+		t.Fatalf("GetSession of an unknown conversation: %v, want a 404", err)
+	}
 	if _, err := c.Messages(ctx, "ses_doesnotexist"); err == nil {
 		t.Fatal("Messages of an unknown session succeeded")
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -244,5 +245,28 @@ func TestCreateZeroTimeoutsMeanNever(t *testing.T) {
 	if code, body := capped.do("alice", "PATCH", "/api/v1/sessions/"+s.ID, json.RawMessage(`{"idleTimeout": "0"}`)); code != http.StatusBadRequest ||
 		!bytes.Contains(body, []byte("sessions.maxIdleTimeout")) {
 		t.Errorf("PATCH idleTimeout 0 with a maximum: %d %s", code, body)
+	}
+}
+
+// TestForkTakesTheSourcesSettings: a fork gets the repository, branch, model and
+// persistence of a session the caller can see, a title saying what it is, and names
+// its source; a session the caller cannot see is not found, as everywhere.
+func TestForkTakesTheSourcesSettings(t *testing.T) {
+	e := newEnv(t, nil)
+	src := e.create("alice", apiv1.CreateSessionRequest{Title: "flaky test", Repo: "https://github.com/org/repo", Branch: "dev", Persistent: true})
+	fork := e.create("alice", apiv1.CreateSessionRequest{ForkOf: src.ID, Prompt: "try a mutex"})
+	if fork.Repo != src.Repo || fork.Branch != "dev" || !fork.Persistent || fork.Model != src.Model || fork.ForkedFrom != src.ID || fork.Title != "fork of flaky test" {
+		t.Fatalf("fork %+v of %+v", fork, src)
+	}
+	// What the request says wins.
+	own := e.create("alice", apiv1.CreateSessionRequest{ForkOf: src.ID, Title: "mine", Repo: "https://github.com/org/other"})
+	if own.Title != "mine" || own.Repo != "https://github.com/org/other" || own.Branch != "" {
+		t.Fatalf("fork with its own settings: %+v", own)
+	}
+	if code, body := e.do("bob", "POST", "/api/v1/sessions", apiv1.CreateSessionRequest{ForkOf: src.ID}); code != 404 || !strings.Contains(string(body), "forkOf") {
+		t.Fatalf("bob forking alice's private session: %d %s", code, body)
+	}
+	if code, _ := e.do("alice", "POST", "/api/v1/sessions", apiv1.CreateSessionRequest{ForkOf: "../x"}); code != 400 {
+		t.Fatalf("a malformed forkOf: %d", code)
 	}
 }

@@ -103,6 +103,12 @@ type fakeConversation struct {
 	eventsErr error
 	// hold keeps a proxied request open this long, as a long-lived stream would.
 	hold time.Duration
+	// messages, when set, is the live conversation Messages answers.
+	messages []apiv1.Message
+	// holdEvents keeps an event stream open until its context ends.
+	holdEvents bool
+	// proxyHeader is set on every proxied answer (what a session's pod might send).
+	proxyHeader http.Header
 }
 
 func (f *fakeConversation) Send(ctx context.Context, s *store.Session, text string) error {
@@ -116,21 +122,30 @@ func (f *fakeConversation) Send(ctx context.Context, s *store.Session, text stri
 }
 
 func (f *fakeConversation) Messages(context.Context, *store.Session) ([]apiv1.Message, error) {
+	if f.messages != nil {
+		return f.messages, nil
+	}
 	return []apiv1.Message{{ID: "m1", Role: "user", Text: "hi"}}, nil
 }
 
-func (f *fakeConversation) Events(_ context.Context, _ *store.Session, w http.ResponseWriter) error {
+func (f *fakeConversation) Events(ctx context.Context, _ *store.Session, w http.ResponseWriter) error {
 	if f.eventsErr != nil {
 		return f.eventsErr
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	_, err := io.WriteString(w, "data: {}\n\n")
+	if f.holdEvents {
+		<-ctx.Done()
+	}
 	return err
 }
 
 // Proxy reports the request as activity, as proxy.Proxy does.
 func (f *fakeConversation) Proxy(w http.ResponseWriter, r *http.Request, s *store.Session, rest string, onActivity func()) {
 	onActivity()
+	for k, v := range f.proxyHeader {
+		w.Header()[k] = v
+	}
 	select {
 	case <-time.After(f.hold):
 	case <-r.Context().Done():

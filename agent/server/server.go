@@ -105,6 +105,10 @@ type Options struct {
 	// Webhooks are served outside the API, without its authentication (each delivery
 	// carries its own signature), by pattern: "POST /integrations/slack/events".
 	Webhooks map[string]http.Handler
+	// SessionWeb, when set, serves sessions' own OpenCode web UI on hosts of their own
+	// (see SessionWeb); nil leaves POST /api/v1/sessions/{id}/web answering how to
+	// enable it.
+	SessionWeb *SessionWeb
 	// Now is the clock (tests replace it).
 	Now func() time.Time
 }
@@ -195,9 +199,10 @@ func (s *Server) apiRoutes() []route {
 		{"POST /api/v1/sessions/{id}/start", "Start a stopped session", s.startSession},
 		{"GET /api/v1/sessions/{id}/events", "OpenCode's event stream (server-sent events)", s.sessionEvents},
 		{"POST /api/v1/sessions/{id}/messages", "Send a prompt to the session", s.sendMessage},
-		{"GET /api/v1/sessions/{id}/logs", "The conversation so far", s.sessionLogs},
+		{"GET /api/v1/sessions/{id}/logs", "The conversation so far, live while the session runs, recorded after (also of a deleted session, until its retention ends)", s.sessionLogs},
 		{"POST /api/v1/sessions/{id}/attach", "Credentials for a direct attach (owner only)", s.attachSession},
 		{"/api/v1/sessions/{id}/proxy/{rest...}", "Proxy to the session's OpenCode server (HTTP, SSE, WebSocket)", s.proxySession},
+		{"POST /api/v1/sessions/{id}/web", "A short-lived URL opening the session's own OpenCode web UI on its host, signed in as the caller", s.mintSessionWeb},
 		{"POST /api/v1/tokens", "Create a personal access token (shown once)", s.createToken},
 		{"GET /api/v1/tokens", "List the caller's tokens (admins: ?user=NAME for another user's)", s.listTokens},
 		{"DELETE /api/v1/tokens", "Revoke every token of a user (?user=NAME: id, Kubernetes user name or email; admins, or anyone with user=me)", s.revokeUserTokens},
@@ -241,5 +246,6 @@ func (s *Server) routes() http.Handler {
 	if s.opts.UI != nil {
 		mux.Handle("/", s.opts.UI)
 	}
-	return audit.RequestIDMiddleware(recoverer(s.log, mux))
+	// A session's host is the session's OpenCode on every path: it is matched first.
+	return audit.RequestIDMiddleware(recoverer(s.log, s.sessionWebHosts(mux)))
 }

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cakeai/cake-agents/agent/audit"
+	"github.com/cakeai/cake-agents/agent/auth"
 	"github.com/cakeai/cake-agents/agent/gitcred"
 	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/litellm"
@@ -38,6 +39,9 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
 		return
 	}
+	if req.ForkOf != "" && !s.fillFork(w, r, id, &req) {
+		return
+	}
 	model, ok := s.resolveModel(w, r, req.Model)
 	if !ok {
 		return
@@ -53,6 +57,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		Prompt:     req.Prompt,
 		Model:      model,
 		Persistent: req.Persistent,
+		ForkedFrom: req.ForkOf,
 	}
 	// Asked for, 0 is "never"; not asked for, the configured default applies.
 	if req.IdleTimeout != nil {
@@ -94,6 +99,38 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 	failpoint.Hit("create", "respond", sess.ID)
 	w.Header().Set("Location", "/api/v1/sessions/"+sess.ID)
 	writeJSON(w, http.StatusCreated, s.toAPI(r, sess, nil))
+}
+
+// fillFork checks the session a create forks (the caller must see it: others are not
+// found, as everywhere) and takes what the request left empty from it: repository,
+// branch, model, persistence and a title. It answers the error itself.
+func (s *Server) fillFork(w http.ResponseWriter, r *http.Request, id *auth.Identity, req *apiv1.CreateSessionRequest) bool {
+	if err := apiv1.ValidateSessionID(req.ForkOf); err != nil {
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "forkOf: "+err.Error())
+		return false
+	}
+	src, err := s.opts.Store.GetSession(r.Context(), req.ForkOf)
+	if err == nil && !auth.CanView(id, src) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		s.storeError(w, r, err, "forkOf: session "+req.ForkOf)
+		return false
+	}
+	if req.Repo == "" {
+		req.Repo, req.Branch = src.Repo, src.Branch
+	}
+	if req.Model == "" {
+		req.Model = src.Model
+	}
+	req.Persistent = req.Persistent || src.Persistent
+	if req.Title == "" {
+		req.Title = "fork of " + src.Title
+		if r := []rune(req.Title); len(r) > apiv1.MaxTitleLen {
+			req.Title = string(r[:apiv1.MaxTitleLen-3]) + "..."
+		}
+	}
+	return true
 }
 
 func defaultTitle(req apiv1.CreateSessionRequest) string {
@@ -327,6 +364,7 @@ func (s *Server) toAPI(r *http.Request, sess *store.Session, names map[string]st
 		PodName:            sess.PodName,
 		PodNamespace:       sess.PodNamespace,
 		StartKind:          sess.StartKind,
+		ForkedFrom:         sess.ForkedFrom,
 		CreatedAt:          sess.CreatedAt,
 		UpdatedAt:          sess.UpdatedAt,
 		StartedAt:          sess.StartedAt,

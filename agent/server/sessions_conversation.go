@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cakeai/cake-agents/agent/auth"
+	"github.com/cakeai/cake-agents/agent/conversation"
 	"github.com/cakeai/cake-agents/agent/httperr"
 	"github.com/cakeai/cake-agents/agent/store"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
@@ -50,20 +51,64 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]string{"status": "sent"})
 }
 
+// sessionLogs answers the conversation: the agent's recorded transcript, merged with
+// what the session's OpenCode has now while it runs. A stopped session answers its
+// transcript, and so does a deleted one (to its owner, admins, and anyone when it was
+// not private) until the retention pruner removes it.
 func (s *Server) sessionLogs(w http.ResponseWriter, r *http.Request) {
-	_, sess, ok := s.runningSession(w, r, apiv1.VerbGet)
+	sid := r.PathValue("id")
+	if err := apiv1.ValidateSessionID(sid); err != nil {
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
+		return
+	}
+	id, ok := s.authorize(w, r, apiv1.VerbGet, sid)
 	if !ok {
 		return
 	}
-	msgs, err := s.opts.Conversation.Messages(r.Context(), sess)
-	if err != nil {
-		httperr.Write(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode: "+err.Error())
+	ctx := r.Context()
+	sess, err := s.opts.Store.GetSession(ctx, sid)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.storeError(w, r, err, "session "+sid)
 		return
 	}
-	if msgs == nil {
-		msgs = []apiv1.Message{}
+	head, recorded, terr := conversation.Transcript(ctx, s.opts.Store, sid)
+	if terr != nil && !errors.Is(terr, store.ErrNotFound) {
+		s.storeError(w, r, terr, "the transcript of session "+sid)
+		return
 	}
-	writeJSON(w, http.StatusOK, apiv1.MessageList{Items: msgs})
+	// Visibility as for the session itself; a deleted one's is the transcript's.
+	owner := sess
+	if owner == nil && head != nil {
+		owner = &store.Session{ID: sid, OwnerID: head.OwnerID, Private: head.Private}
+	}
+	if owner == nil || !auth.CanView(id, owner) {
+		if owner != nil {
+			s.record(r, "session.get", sid, "denied", "private session of another user")
+		}
+		httperr.Write(w, http.StatusNotFound, apiv1.CodeNotFound, "session "+sid+" not found (and no transcript of it is kept)")
+		return
+	}
+	out := apiv1.MessageList{Items: recorded, Source: apiv1.TranscriptRecorded}
+	if sess == nil {
+		out.Deleted = head.DeletedAt
+	}
+	if sess != nil && sess.State == apiv1.StateRunning {
+		live, err := s.opts.Conversation.Messages(ctx, sess)
+		switch {
+		case err == nil:
+			out.Items, out.Source = conversation.Merge(recorded, live), apiv1.TranscriptLive
+		case len(recorded) == 0:
+			httperr.Write(w, http.StatusBadGateway, apiv1.CodeUnavailable, "could not reach the session's OpenCode, and nothing of its conversation is recorded yet: "+err.Error())
+			return
+		default:
+			// What was recorded is the best answer there is; Source says so.
+			s.log.Warn("read the live conversation failed; answering the recorded one", "session", sid, "error", err)
+		}
+	}
+	if out.Items == nil {
+		out.Items = []apiv1.Message{}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) sessionEvents(w http.ResponseWriter, r *http.Request) {
@@ -74,8 +119,13 @@ func (s *Server) sessionEvents(w http.ResponseWriter, r *http.Request) {
 	// Opening the stream is activity; what streams afterwards is not, or a browser tab
 	// left open would keep the session from ever reaching its idle timeout.
 	tw := &startedWriter{ResponseWriter: w, onStart: func() { s.opts.Sessions.Touch(r.Context(), sess.ID, "events") }}
-	err := s.opts.Conversation.Events(r.Context(), sess, tw)
-	if err == nil || r.Context().Err() != nil {
+	// The stream ends when the session stops (through any replica): a client then
+	// learns it at once instead of holding a stream that only carries keep-alives.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go s.cancelWhenNotRunning(ctx, sess.ID, runningCheckEvery, cancel) // read here: the goroutine may outlive a test that changes it
+	err := s.opts.Conversation.Events(ctx, sess, tw)
+	if err == nil || ctx.Err() != nil {
 		return
 	}
 	if !tw.started {
@@ -84,6 +134,28 @@ func (s *Server) sessionEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Warn("event stream ended", "session", sess.ID, "error", err)
+}
+
+// runningCheckEvery is how often an open event stream checks its session still runs.
+var runningCheckEvery = 2 * time.Second
+
+// cancelWhenNotRunning calls cancel (checking every every) once session id is deleted or leaves Running (a
+// database hiccup is not taken for either), or when ctx ends.
+func (s *Server) cancelWhenNotRunning(ctx context.Context, id string, every time.Duration, cancel func()) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, err := s.opts.Store.GetSession(ctx, id)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && cur.State != apiv1.StateRunning) {
+			cancel()
+			return
+		}
+	}
 }
 
 // startedWriter remembers whether a response was started, so a handler can still

@@ -169,6 +169,9 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	if err := excludeStateDir(o.Workspace); err != nil {
+		return err
+	}
 	if err := installGHHosts(o); err != nil {
 		return err
 	}
@@ -187,6 +190,42 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("write the OpenCode config %s: %w", o.ConfigPath, err)
 	}
 	fmt.Fprintf(o.Stderr, "wrote OpenCode config %s\n", o.ConfigPath)
+	return nil
+}
+
+// StateDir is the directory of a persistent workspace where OpenCode keeps its own
+// state (its conversations: XDG_DATA_HOME and XDG_STATE_HOME point under it), so a
+// session started again resumes the same conversation. It is kept out of git.
+const StateDir = ".cake"
+
+// excludeStateDir keeps StateDir out of the checkout's git status (.git/info/exclude,
+// which is never committed or pushed). Without a checkout there is nothing to do.
+func excludeStateDir(workspace string) error {
+	info := filepath.Join(workspace, ".git", "info")
+	if _, err := os.Stat(filepath.Join(workspace, ".git")); err != nil {
+		return nil //nolint:nilerr // no checkout: nothing to keep the directory out of
+	}
+	line := "/" + StateDir + "/"
+	path := filepath.Join(info, "exclude")
+	cur, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	for _, l := range strings.Split(string(cur), "\n") {
+		if strings.TrimSpace(l) == line {
+			return nil
+		}
+	}
+	if err := os.MkdirAll(info, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", info, err)
+	}
+	if len(cur) > 0 && !strings.HasSuffix(string(cur), "\n") {
+		cur = append(cur, '\n')
+	}
+	cur = append(cur, []byte("# OpenCode's state in a persistent workspace (cake-agents)\n"+line+"\n")...)
+	if err := os.WriteFile(path, cur, 0o644); err != nil {
+		return fmt.Errorf("keep %s out of git: %w", StateDir, err)
+	}
 	return nil
 }
 

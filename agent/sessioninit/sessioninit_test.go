@@ -115,6 +115,21 @@ func TestRunSkipsExistingCheckout(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(ws, "work.txt")); err != nil || string(b) != "mine" {
 		t.Errorf("work lost: %q %v", b, err)
 	}
+	// OpenCode's state under StateDir stays out of git, listed once however often the
+	// session starts.
+	if err := os.MkdirAll(filepath.Join(ws, StateDir, "data", "opencode"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ws, StateDir, "data", "opencode", "db"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("git", "-C", ws, "status", "--porcelain").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "?? work.txt" {
+		t.Errorf("git status = %q, %v; want only the user's file", out, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(ws, ".git", "info", "exclude")); strings.Count(string(b), "/"+StateDir+"/") != 1 {
+		t.Errorf("exclude file:\n%s", b)
+	}
 }
 
 func TestRunErrorsNameTheProblem(t *testing.T) {

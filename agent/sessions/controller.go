@@ -96,6 +96,8 @@ type Controller struct {
 	poolCreated   map[string]time.Time // pool pods created, by id, until the cache shows them
 	keyDelivery   KeyDelivery          // gives a claimed pod's OpenCode its LiteLLM key (see SetKeyDelivery)
 	workspacePrep WorkspacePrep        // clones a repository into a claimed pod (see SetWorkspacePrep)
+	beforeDelete  func(ctx context.Context, id string)
+	leaderTasks   []func(ctx context.Context)
 }
 
 // New builds a controller; nothing runs until Run.
@@ -161,6 +163,24 @@ func New(cfg Config, kube kubernetes.Interface, st store.Store, log hclog.Logger
 func (c *Controller) SetReadyHook(f func(ctx context.Context, s *store.Session)) {
 	c.mu.Lock()
 	c.readyHook = f
+	c.mu.Unlock()
+}
+
+// SetBeforePodDelete sets a function called before a session's running pod is deleted
+// (a stop, a delete, the idle timeout, the TTL): the last moment its OpenCode can be
+// asked anything, which the agent uses to record the conversation once more. It is
+// called once per pod, under the session's lock, and should return within seconds.
+func (c *Controller) SetBeforePodDelete(f func(ctx context.Context, id string)) {
+	c.mu.Lock()
+	c.beforeDelete = f
+	c.mu.Unlock()
+}
+
+// AddLeaderTask adds a function run for the length of every leadership term of this
+// process (ctx ends with the term): work only one replica should do at a time.
+func (c *Controller) AddLeaderTask(f func(ctx context.Context)) {
+	c.mu.Lock()
+	c.leaderTasks = append(c.leaderTasks, f)
 	c.mu.Unlock()
 }
 

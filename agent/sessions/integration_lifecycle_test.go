@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -211,4 +213,72 @@ func BenchmarkCreate(b *testing.B) {
 		checkPods(b)
 		lat.Report(b, "ms")
 	})
+}
+
+// TestStartWaitsForTerminatingVolume: a persistent session started while its old claim
+// is still being deleted (held here by a finalizer) gets no pod naming it — such a pod
+// would never be scheduled — and no failed attempt: it waits, saying why, and starts on
+// a new claim once the old one is gone.
+func TestStartWaitsForTerminatingVolume(t *testing.T) {
+	e := newEnv(t)
+	c, _ := e.start(e.config())
+	ctx := ctxT(t)
+	id := NewID()
+	// One volume for each claim: the first is Released with its claim.
+	e.preBoundPVNamed(id, e.ns+"-"+id+"-1")
+	e.preBoundPVNamed(id, e.ns+"-"+id+"-2")
+	s := &store.Session{ID: id, OwnerID: e.owner, Persistent: true}
+	if err := c.Create(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(id, "Running", inState(apiv1.StateRunning))
+	if _, err := c.Stop(ctx, id, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(id, "Stopped", inState(apiv1.StateStopped))
+	pvcs := e.kube.CoreV1().PersistentVolumeClaims(e.ns)
+	old, err := pvcs.Get(ctx, PVCName(id), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const hold = "test.cake.ai/hold"
+	old.Finalizers = append(old.Finalizers, hold)
+	if old, err = pvcs.Update(ctx, old, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pvcs.Delete(ctx, PVCName(id), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := c.Start(ctx, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	waiting := e.waitSession(id, "waiting for the volume", func(s *store.Session) bool {
+		return s != nil && strings.Contains(s.Message, "still being deleted")
+	})
+	if !waiting.State.Active() || waiting.State == apiv1.StateRunning {
+		t.Fatalf("state while the old volume goes: %s", waiting.State)
+	}
+	time.Sleep(2 * time.Second) // past a few retries: still no pod, still not Failed
+	if _, err := e.pod(ctx, id); !apierrors.IsNotFound(err) {
+		t.Fatalf("a pod was created on a terminating claim: %v", err)
+	}
+	if cur, _ := e.st.GetSession(ctx, id); cur.State == apiv1.StateFailed {
+		t.Fatalf("the wait counted as failures: %s", cur.Message)
+	}
+
+	// The old claim goes; the session starts on a new one.
+	cur, err := pvcs.Get(ctx, PVCName(id), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Finalizers = slices.DeleteFunc(cur.Finalizers, func(f string) bool { return f == hold })
+	if _, err := pvcs.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(id, "Running on a new volume", inState(apiv1.StateRunning))
+	fresh, err := pvcs.Get(ctx, PVCName(id), metav1.GetOptions{})
+	if err != nil || fresh.UID == old.UID || fresh.DeletionTimestamp != nil {
+		t.Fatalf("the new claim: %v (old uid %s)", err, old.UID)
+	}
 }

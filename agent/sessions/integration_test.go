@@ -148,11 +148,15 @@ func (e *env) pod(ctx context.Context, id string) (*corev1.Pod, error) {
 
 // preBoundPV makes a volume for the session's workspace claim: the test cluster has no
 // provisioner, and a claim that never binds keeps its pod unschedulable.
-func (e *env) preBoundPV(id string) {
+func (e *env) preBoundPV(id string) { e.preBoundPVNamed(id, e.ns+"-"+id) }
+
+// preBoundPVNamed is preBoundPV with the volume's name: a claim made again (after the
+// first was deleted) needs a second volume, as the first is Released.
+func (e *env) preBoundPVNamed(id, name string) {
 	e.t.Helper()
 	ctx := ctxT(e.t)
 	pv := &corev1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: e.ns + "-" + id},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.PersistentVolumeSpec{
 			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
 			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},

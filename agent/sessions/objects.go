@@ -59,7 +59,8 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op, modelKey 
 	}
 
 	gatewayDown := errors.Is(err, litellm.ErrUnavailable)
-	outage := gatewayDown || unreachable(err)
+	volumeGoing := errors.Is(err, errVolumeTerminating)
+	outage := gatewayDown || volumeGoing || unreachable(err)
 	c.mu.Lock()
 	if !outage {
 		c.failures[s.ID]++
@@ -71,6 +72,8 @@ func (c *Controller) launch(ctx context.Context, s *store.Session, op, modelKey 
 		switch {
 		case gatewayDown:
 			msg = "the session's LiteLLM key cannot be made yet, retrying: " + litellm.Advice(err)
+		case volumeGoing:
+			msg = errVolumeTerminating.Error()
 		case outage:
 			msg = "the Kubernetes API cannot be reached, retrying: " + apiMessage(err)
 		}
@@ -217,16 +220,43 @@ func (c *Controller) ensureSecret(ctx context.Context, s *store.Session, sp *ses
 	return nil
 }
 
+// errVolumeTerminating: the session's volume claim is being deleted (its last pod, or a
+// person, deleted it). A pod naming it would never be scheduled, so the start waits
+// for it to go and then makes a new one; the wait is not a failed attempt.
+var errVolumeTerminating = errors.New("the session's persistent volume claim is still being deleted; the session starts with a new one once it is gone")
+
 func (c *Controller) ensurePVC(ctx context.Context, s *store.Session) error {
-	if cur, err := c.pvcLister.PersistentVolumeClaims(c.cfg.Namespace).Get(PVCName(s.ID)); err == nil && cur.DeletionTimestamp == nil {
-		return nil
+	pvcs := c.kube.CoreV1().PersistentVolumeClaims(c.cfg.Namespace)
+	// An existing claim (a start after a stop) is read from the API, not the cache: a
+	// delete the cache has not seen yet would otherwise give the pod a dying claim.
+	// Starts are rare enough for the round trip.
+	exists := func() (bool, error) {
+		cur, err := pvcs.Get(ctx, PVCName(s.ID), metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("read persistent volume claim %s: %w", PVCName(s.ID), err)
+		case cur.DeletionTimestamp != nil:
+			return true, errVolumeTerminating
+		}
+		return true, nil
+	}
+	if _, err := c.pvcLister.PersistentVolumeClaims(c.cfg.Namespace).Get(PVCName(s.ID)); err == nil {
+		if ok, err := exists(); ok || err != nil {
+			return err
+		}
 	}
 	pvc, err := c.buildPVC(s)
 	if err != nil {
 		return &permanentError{err: err}
 	}
-	_, err = c.kube.CoreV1().PersistentVolumeClaims(c.cfg.Namespace).Create(ctx, pvc, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
+	_, err = pvcs.Create(ctx, pvc, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		_, err = exists() // the cache is behind: is the one there going away?
+		return err
+	}
+	if err != nil {
 		return fmt.Errorf("create persistent volume claim %s: %w", PVCName(s.ID), err)
 	}
 	return nil
@@ -257,6 +287,16 @@ func (c *Controller) ensurePod(ctx context.Context, s *store.Session, sp *sessio
 // deletePod deletes the session's pod; it reports whether the pod is gone.
 func (c *Controller) deletePod(ctx context.Context, id string) (bool, error) {
 	c.observedPod(id)
+	c.mu.Lock()
+	before := c.beforeDelete
+	c.mu.Unlock()
+	if before != nil {
+		// Only a pod still serving: not one already terminating (a retried stop) or
+		// never started.
+		if p, err := c.podLister.Pods(c.cfg.Namespace).Get(PodName(id)); err == nil && p.DeletionTimestamp == nil && podReady(p) {
+			before(ctx, id)
+		}
+	}
 	err := c.kube.CoreV1().Pods(c.cfg.Namespace).Delete(ctx, PodName(id), metav1.DeleteOptions{})
 	if apierrors.IsNotFound(err) {
 		return true, nil

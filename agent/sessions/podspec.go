@@ -168,6 +168,15 @@ func (c *Controller) buildPod(s *store.Session, sp *sessionProviders) (*corev1.P
 		{Name: "HOME", Value: HomeDir},
 		{Name: "TMPDIR", Value: TmpDir},
 	}
+	if s.Persistent {
+		// OpenCode's conversations live on the session's volume, so a start after a
+		// stop resumes the same conversation; the init container keeps the directory
+		// out of git.
+		state := WorkspaceDir + "/" + sessioninit.StateDir
+		env = append(env,
+			corev1.EnvVar{Name: "XDG_DATA_HOME", Value: state + "/data"},
+			corev1.EnvVar{Name: "XDG_STATE_HOME", Value: state + "/state"})
+	}
 	if c.cfg.LiteLLM != nil {
 		// Optional so a Secret written before keys were configured does not block the
 		// pod; ensureSecret adds the key on the next start.

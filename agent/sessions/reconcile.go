@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,6 +44,16 @@ func (c *Controller) reconcileLoop(ctx context.Context) {
 		defer wg.Done()
 		c.poolLoop(ctx) // with size 0 it deletes what a previous configuration left
 	}()
+	c.mu.Lock()
+	tasks := slices.Clone(c.leaderTasks)
+	c.mu.Unlock()
+	for _, task := range tasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			task(ctx)
+		}()
+	}
 	c.sweep(ctx)
 	t := time.NewTicker(c.cfg.ReconcileInterval)
 loop:

@@ -75,6 +75,9 @@ type Session struct {
 	// StartKind is how the session's first pod came to be (warm: claimed from the
 	// pool; cold, the default: created for it). It is written at create only.
 	StartKind apiv1.StartKind
+	// ForkedFrom is the session this one was forked from ("" for none); its transcript
+	// seeds this one's first conversation. Written at create only.
+	ForkedFrom string
 
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
@@ -187,6 +190,34 @@ type IntegrationLink struct {
 	Data       []byte
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
+}
+
+// Transcript is the head of a session's recorded conversation: what deciding who may
+// read it needs once the session row is gone (it outlives the session until the
+// retention pruner removes it).
+type Transcript struct {
+	SessionID string
+	OwnerID   string
+	Private   bool
+	Title     string
+	Repo      string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// DeletedAt is when the session was deleted (nil while it exists); set by the
+	// session's delete itself, so no delete leaves a transcript that is never pruned.
+	DeletedAt *time.Time
+}
+
+// TranscriptMessage is one message of a transcript, keyed by (session, ID): recording
+// the same message again replaces it, so a message recorded while it was still being
+// written is completed by the next recording, never duplicated.
+type TranscriptMessage struct {
+	// ID is OpenCode's message id.
+	ID   string
+	Role string
+	// Body is JSON the agent owns (an apiv1.Message); the store never reads it.
+	Body      []byte
+	CreatedAt time.Time
 }
 
 // AuditEvent is one audited decision.
@@ -333,6 +364,19 @@ type Store interface {
 	// its predecessor) about to post the same answer only the one whose swap succeeds
 	// posts it. Data changed since old is ErrConflict; a missing link ErrNotFound.
 	UpdateLinkData(ctx context.Context, source, externalID string, old, data []byte) error
+
+	// PutTranscript records t's head (owner, privacy, title and repo replaced; created
+	// on first use) and each of msgs, replacing a message with the same ID, in one
+	// transaction; it fills t's times. A head created for a session that no longer
+	// exists is created deleted now, so it is pruned like any other. An empty SessionID
+	// or OwnerID, or a message without ID, is ErrInvalid.
+	PutTranscript(ctx context.Context, t *Transcript, msgs []*TranscriptMessage) error
+	// GetTranscript returns session id's transcript head and messages, ordered by
+	// CreatedAt, then ID (ErrNotFound: nothing was ever recorded).
+	GetTranscript(ctx context.Context, id string) (*Transcript, []*TranscriptMessage, error)
+	// PruneTranscripts removes the transcripts of sessions deleted before the given
+	// time and returns how many it removed.
+	PruneTranscripts(ctx context.Context, deletedBefore time.Time) (int, error)
 
 	AppendAudit(ctx context.Context, e *AuditEvent) error
 	ListAudit(ctx context.Context, f AuditFilter) (*AuditPage, error)

@@ -2,6 +2,7 @@ package ui_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -299,13 +300,37 @@ func lifecycle(t *testing.T, s *stack, b *browser, prefix string, persistent boo
 	b.shot(prefix + "06-session-phone")
 	b.do("desktop viewport", chromedp.EmulateViewport(1280, 860))
 
+	// What the agent recorded of the conversation is what a stopped session shows.
+	recorded, _ := json.Marshal(apiv1.Message{ID: "msg_recorded", Role: "assistant", Text: "Recorded before the stop.", CreatedAt: time.Now()})
+	if err := s.st.PutTranscript(context.Background(), &store.Transcript{SessionID: id, OwnerID: sess.OwnerID},
+		[]*store.TranscriptMessage{{ID: "msg_recorded", Role: "assistant", Body: recorded, CreatedAt: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
 	b.do("stop", chromedp.Click(css("#stop")))
 	b.wait("state Stopped", `document.querySelector('#state').textContent === 'Stopped'`, 20*time.Second)
 	b.wait("the Start button", `!document.querySelector('#start').hidden && document.querySelector('#stop').hidden`, 5*time.Second)
 	if got := b.text("#reason"); !strings.Contains(got, "StoppedByUser") {
 		t.Errorf("the stop reason is not shown: %q", got)
 	}
+	b.wait("the recorded conversation of the stopped session", `[...document.querySelectorAll('.msg-assistant .msg-text')].some(e => e.textContent === 'Recorded before the stop.')`, 10*time.Second)
 	b.shot(prefix + "07-session-stopped")
+
+	// Fork: a new session from this one, which names it; then it goes again.
+	b.navigate("fork", chromedp.Click(css("#fork")))
+	forkPath := b.eval(`location.pathname`)
+	forkID := strings.TrimPrefix(forkPath, "/sessions/")
+	if forkID == id || !strings.HasPrefix(forkPath, "/sessions/") {
+		t.Fatalf("after fork the browser is at %q", forkPath)
+	}
+	if f, err := s.st.GetSession(context.Background(), forkID); err != nil || f.ForkedFrom != id || f.Repo != sess.Repo || f.Title != "fork of Flaky queue test" {
+		t.Fatalf("the fork: %+v, %v", f, err)
+	}
+	b.wait("the fork's page", `!document.querySelector('#detail').hidden`, 10*time.Second)
+	if err := s.st.DeleteSession(context.Background(), forkID); err != nil {
+		t.Fatal(err)
+	}
+	b.navigate("back to the session", chromedp.Navigate(base+"/sessions/"+id))
+	b.wait("the session detail again", `!document.querySelector('#detail').hidden`, 10*time.Second)
 
 	b.do("ask to delete", chromedp.Click(css("#delete")), chromedp.WaitVisible(css("#confirm-ok")))
 	b.shot(prefix + "08-delete-confirm")

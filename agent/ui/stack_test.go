@@ -58,6 +58,16 @@ func newStack(t *testing.T) *stack {
 // stand-in). mk gets the store and the conversation, whose Send delivers prompts.
 func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) server.Sessions) *stack {
 	t.Helper()
+	return newStackConfig(t, mk, nil)
+}
+
+// stackHook changes the server's and the UI's options before the stack is built;
+// agentHost is the agent's host:port.
+type stackHook func(so *server.Options, uo *ui.Options, kr *keyring.Keyring, authn *auth.Middleware, agentHost string)
+
+// newStackConfig is newStackWith with options changed by hook (nil: none).
+func newStackConfig(t *testing.T, mk func(st store.Store, conv *fakeConversation) server.Sessions, hook stackHook) *stack {
+	t.Helper()
 	ctx := context.Background()
 	kr, err := keyring.New([]byte("ui-test-auth-secret-0123456789abcdef"))
 	if err != nil {
@@ -94,7 +104,10 @@ func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) 
 	// Sessions' workspaces are on WorkBranch, and their pull requests are on the fake
 	// GitHub, looked up with the owner's linked token.
 	gh.AddUserToken(linkedToken)
-	srv := server.New(server.Options{
+	// Unstarted, so its address is known before the server is built.
+	agent := httptest.NewUnstartedServer(nil)
+	uo := ui.Options{Authenticate: authn.WrapWith, Tokens: tokens, Log: log}
+	so := server.Options{
 		GitHub: &github.DeviceFlow{BaseURL: ghSrv.URL, ClientID: "Iv1.ui-test", Scope: "repo", HTTP: ghSrv.Client()},
 		Workspaces: &vcs.Watcher{Branches: conv, Tokens: staticToken(linkedToken), Store: st, GitHubHost: "github.com",
 			APIURL: github.APIURL(ghSrv.URL), HTTP: ghSrv.Client()},
@@ -107,9 +120,14 @@ func newStackWith(t *testing.T, mk func(st store.Store, conv *fakeConversation) 
 		MaxActiveSessions: 5,
 		// As the agent is wired with a gateway: sessions may start without stored providers.
 		Providers: &providers.Defaults{LiteLLMBaseURL: "http://litellm:4000/v1", DefaultModel: "gpt-4o-mini"},
-		UI:        ui.New(ui.Options{Authenticate: authn.WrapWith, Tokens: tokens, Log: log}),
-	})
-	agent := httptest.NewServer(srv)
+	}
+	if hook != nil {
+		hook(&so, &uo, kr, authn, agent.Listener.Addr().String())
+	}
+	so.UI = ui.New(uo)
+	srv := server.New(so)
+	agent.Config.Handler = srv
+	agent.Start()
 	t.Cleanup(agent.Close)
 	t.Cleanup(ctrl.wait)
 	return &stack{t: t, st: st, handler: srv, agent: agent, conv: conv, ctrl: ctrl, github: gh}

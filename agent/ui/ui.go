@@ -55,6 +55,9 @@ type Options struct {
 	// ExternalURL is the agent's public URL: shown in CLI hints, its origin is accepted
 	// by the CSRF checks and an https URL makes the sign-in cookie Secure.
 	ExternalURL string
+	// SessionWeb shows "Open in OpenCode" on a session's page: the agent serves
+	// sessions' own web UI on their hosts (server.SessionWeb).
+	SessionWeb bool
 }
 
 type handler struct {
@@ -193,6 +196,8 @@ type pageData struct {
 	Error     string
 	Next      string
 	TokenAuth bool
+	// SessionWeb: sessions' own OpenCode web UI is served (Options.SessionWeb).
+	SessionWeb bool
 }
 
 type userView struct {
@@ -201,7 +206,7 @@ type userView struct {
 }
 
 func (h *handler) data(r *http.Request, page, title string) *pageData {
-	d := &pageData{Title: title, Page: page, API: h.opts.APIBase, Server: h.serverURL(r)}
+	d := &pageData{Title: title, Page: page, API: h.opts.APIBase, Server: h.serverURL(r), SessionWeb: h.opts.SessionWeb}
 	if id := auth.FromContext(r.Context()); id != nil {
 		d.User = &userView{Name: id.Display(), Admin: id.Admin}
 	}

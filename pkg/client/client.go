@@ -381,7 +381,8 @@ func (c *Client) SendMessage(ctx context.Context, id, text string) error {
 	return c.call(ctx, http.MethodPost, sessionPath(id, "messages"), nil, apiv1.SendMessageRequest{Text: text}, nil)
 }
 
-// Messages calls GET /api/v1/sessions/{id}/logs: the conversation so far.
+// Messages calls GET /api/v1/sessions/{id}/logs: the conversation so far (the recorded
+// transcript of a session that is stopped or deleted).
 func (c *Client) Messages(ctx context.Context, id string) (*apiv1.MessageList, error) {
 	var l apiv1.MessageList
 	return &l, c.call(ctx, http.MethodGet, sessionPath(id, "logs"), nil, nil, &l)

@@ -225,6 +225,34 @@ func TestEventsStreamsUntilCancelled(t *testing.T) {
 	}
 }
 
+// TestEventsIdleTimeout: keep-alive comments keep a quiet stream alive; a stream silent
+// past the idle timeout (a dead connection that never says so) fails with ErrStreamIdle.
+func TestEventsIdleTimeout(t *testing.T) {
+	c := newTestClient(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 6; i++ { // 600 ms of keep-alives, then the event
+			_, _ = io.WriteString(w, ": keep-alive\n\n")
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+		_, _ = io.WriteString(w, "data: {}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // then silence, connection open
+	}))
+	s, err := c.Events(context.Background(), "abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetIdleTimeout(300 * time.Millisecond)
+	if _, err := s.Next(); err != nil {
+		t.Fatalf("an event after keep-alives longer than the timeout in total: %v", err)
+	}
+	if _, err := s.Next(); !errors.Is(err, ErrStreamIdle) {
+		t.Fatalf("a silent stream: %v, want ErrStreamIdle", err)
+	}
+}
+
 func TestEventsReportsErrors(t *testing.T) {
 	c := newTestClient(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusConflict)

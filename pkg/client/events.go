@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -32,7 +33,72 @@ type EventStream struct {
 	// skipLF is set after a CR so that the LF of a CRLF pair is dropped without
 	// waiting (a Peek would block until the server sends its next event).
 	skipLF bool
+	// watch, when set, is the idle watchdog (see SetIdleTimeout).
+	watch *idleWatch
 }
+
+// ErrStreamIdle is returned by Next once the stream was silent longer than the idle
+// timeout: the connection is presumed dead.
+var ErrStreamIdle = errors.New("the event stream went silent (no keep-alive): the connection is presumed dead")
+
+// SetIdleTimeout makes the stream fail with ErrStreamIdle once nothing at all (no
+// event, no keep-alive comment) arrived for d; a few apiv1.EventKeepAlive is right. Call
+// it once, before the first Next.
+func (s *EventStream) SetIdleTimeout(d time.Duration) {
+	w := &idleWatch{body: s.body, timeout: d, last: time.Now(), done: make(chan struct{})}
+	s.watch = w
+	s.r = bufio.NewReaderSize(w, 64<<10)
+	go w.run()
+}
+
+// idleWatch passes reads through, noting when bytes last arrived, and closes the body
+// when none came for timeout (which makes the blocked read fail).
+type idleWatch struct {
+	body    io.ReadCloser
+	timeout time.Duration
+	mu      sync.Mutex
+	last    time.Time
+	fired   bool
+	done    chan struct{}
+	once    sync.Once
+}
+
+func (w *idleWatch) Read(p []byte) (int, error) {
+	n, err := w.body.Read(p)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if n > 0 {
+		w.last = time.Now()
+	}
+	if err != nil && w.fired {
+		return n, ErrStreamIdle
+	}
+	return n, err
+}
+
+func (w *idleWatch) run() {
+	t := time.NewTicker(w.timeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.done:
+			return
+		case <-t.C:
+			w.mu.Lock()
+			idle := time.Since(w.last) > w.timeout
+			if idle {
+				w.fired = true
+			}
+			w.mu.Unlock()
+			if idle {
+				_ = w.body.Close()
+				return
+			}
+		}
+	}
+}
+
+func (w *idleWatch) stop() { w.once.Do(func() { close(w.done) }) }
 
 // maxEventLine bounds one SSE line so a misbehaving stream cannot exhaust memory;
 // OpenCode's largest events (whole message parts) stay far below it.
@@ -164,4 +230,9 @@ func (s *EventStream) readLine() (string, error) {
 }
 
 // Close ends the stream.
-func (s *EventStream) Close() error { return s.body.Close() }
+func (s *EventStream) Close() error {
+	if s.watch != nil {
+		s.watch.stop()
+	}
+	return s.body.Close()
+}

@@ -43,11 +43,18 @@ type fakeAgent struct {
 	// identityHeaders records the identity headers (those who.HeaderAuthInfo names) that
 	// reached whoami, as "Name: value".
 	identityHeaders []string
-	events          string
-	proxied         []string
+	// events are the event streams served, one per request; once they are all
+	// served the session answers 409 NotRunning, as a stopped one does. afterStream[n],
+	// when set, becomes the session's conversation once stream n was served (what
+	// happened while the client was away).
+	events      []string
+	afterStream [][]apiv1.Message
+	proxied     []string
 	// openCodeDown answers this many proxied requests with 502, as the agent does
 	// while a session's OpenCode is not listening yet.
 	openCodeDown int
+	// eventStreams counts the event streams requested.
+	eventStreams int
 	// tokens are the personal access tokens by id; tokenRequests what token create sent;
 	// tokenQueries the ?user= of token lists and revocations.
 	tokens        map[string]apiv1.Token
@@ -251,8 +258,17 @@ func (a *fakeAgent) handler() http.Handler {
 		writeJSON(w, 200, apiv1.MessageList{Items: a.messages[s.ID]})
 	}))
 	mux.HandleFunc("GET /api/v1/sessions/{id}/events", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
+		n := a.eventStreams
+		a.eventStreams++
+		if n >= len(a.events) {
+			writeErr(w, 409, apiv1.CodeNotRunning, "session "+s.ID+" is Stopped, not Running")
+			return
+		}
 		w.Header().Set("Content-Type", "text/event-stream")
-		_, _ = w.Write([]byte(a.events))
+		_, _ = w.Write([]byte(a.events[n]))
+		if n < len(a.afterStream) && a.afterStream[n] != nil {
+			a.messages[s.ID] = a.afterStream[n]
+		}
 	}))
 	mux.HandleFunc("POST /api/v1/sessions/{id}/attach", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
 		writeJSON(w, 200, apiv1.AttachInfo{Password: "session-secret", PodName: s.PodName, PodNamespace: s.PodNamespace})

@@ -23,6 +23,7 @@ and admins.`,
 	}
 	cmd.AddCommand(
 		NewCmdSessionCreate(f, streams),
+		NewCmdSessionFork(f, streams),
 		NewCmdSessionList(f, streams),
 		NewCmdSessionGet(f, streams),
 		NewCmdSessionDelete(f, streams),

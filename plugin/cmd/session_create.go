@@ -29,6 +29,8 @@ type SessionCreateOptions struct {
 	TTL         time.Duration
 	Wait        bool
 	Timeout     time.Duration
+	// ForkOf is the session `session fork` starts from.
+	ForkOf string
 
 	// PollInterval is how often --wait asks the agent for the state (the API has no
 	// watch for sessions).
@@ -79,12 +81,18 @@ on stderr and fails if it ends Failed or --timeout passes first.`,
 	fl.StringVar(&o.Model, "model", "", "Model as provider/model, one of \"kubectl agents models\" (default: the agent's default model)")
 	_ = cmd.RegisterFlagCompletionFunc("model", completeModels(f))
 	fl.BoolVar(&o.Persistent, "persistent", false, "Keep the workspace on a volume across stop and start")
+	o.addLifetimeFlags(cmd)
+	return cmd
+}
+
+// addLifetimeFlags adds the flags create and fork share: the timeouts, --wait and -o.
+func (o *SessionCreateOptions) addLifetimeFlags(cmd *cobra.Command) {
+	fl := cmd.Flags()
 	fl.DurationVar(&o.IdleTimeout, "idle-timeout", 0, "Stop the session after this long without activity; 0: never, if the agent's maximum allows (default: the agent's configuration)")
 	fl.DurationVar(&o.TTL, "ttl", 0, "Delete the session this long after creation; 0: never, if the agent's maximum allows (default: the agent's configuration)")
 	fl.BoolVar(&o.Wait, "wait", false, "Wait until the session is Running, showing progress on stderr")
 	fl.DurationVar(&o.Timeout, "timeout", o.Timeout, "How long --wait waits")
 	o.PrintFlags.AddFlags(cmd)
-	return cmd
 }
 
 // Complete notes whether --private was given, so the agent's default applies otherwise.
@@ -128,7 +136,7 @@ func (o *SessionCreateOptions) Run(ctx context.Context) error {
 		return err
 	}
 	req := apiv1.CreateSessionRequest{
-		Title: o.Title, Repo: o.Repo, Branch: o.Branch, Prompt: o.Prompt, Model: o.Model, Persistent: o.Persistent,
+		Title: o.Title, Repo: o.Repo, Branch: o.Branch, Prompt: o.Prompt, Model: o.Model, Persistent: o.Persistent, ForkOf: o.ForkOf,
 	}
 	if o.privateSet {
 		p := o.Private
@@ -142,10 +150,17 @@ func (o *SessionCreateOptions) Run(ctx context.Context) error {
 	}
 	s, err := c.CreateSession(ctx, req)
 	if err != nil {
+		if o.ForkOf != "" {
+			return sessionError(err, "fork", o.ForkOf)
+		}
 		return fmt.Errorf("create session: %w", err)
 	}
 	if o.PrintFlags.IsDefault() {
-		fmt.Fprintf(o.Out, "%s created\n", sessionRef(s.ID))
+		if o.ForkOf != "" {
+			fmt.Fprintf(o.Out, "%s created (a fork of %s)\n", sessionRef(s.ID), sessionRef(o.ForkOf))
+		} else {
+			fmt.Fprintf(o.Out, "%s created\n", sessionRef(s.ID))
+		}
 	}
 	if o.Wait {
 		s, err = waitRunning(ctx, c, o.ErrOut, s, o.Timeout, o.PollInterval)
@@ -157,4 +172,49 @@ func (o *SessionCreateOptions) Run(ctx context.Context) error {
 		return nil
 	}
 	return o.PrintFlags.Print(o.Out, []apiv1.Session{*s}, false)
+}
+
+// NewCmdSessionFork returns `session fork`: a create that starts from another session.
+func NewCmdSessionFork(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	o := NewSessionCreateOptions(f, streams)
+	cmd := &cobra.Command{
+		Use:   "fork SESSION [--prompt TEXT] [flags]",
+		Short: "Start a new session from another one's repository and conversation",
+		Long: `Create a session from SESSION (yours, or one shared with you): the same repository,
+branch, model and persistence, and its conversation so far, which the new session's
+OpenCode starts with as a digest of the recorded transcript. Try another approach
+without disturbing the original.
+
+The fork clones the repository afresh: work the original has not pushed is not in it.`,
+		Example: `  kubectl agents session fork SESSION --prompt "try it with a mutex instead" --wait
+  kubectl agents session fork SESSION --title "second opinion" -o name`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeSessions(f, false),
+		RunE:              runOptions(&sessionForkOptions{o}),
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.Title, "title", "", `Title shown in lists (default: "fork of" and the original's)`)
+	fl.StringVar(&o.Prompt, "prompt", "", "First message for the agent, after the original's conversation")
+	fl.BoolVar(&o.Private, "private", true, "Only you (and admins) can see and attach; --private=false shares the session with all users")
+	fl.StringVar(&o.Model, "model", "", "Model as provider/model (default: the original's)")
+	_ = cmd.RegisterFlagCompletionFunc("model", completeModels(f))
+	o.addLifetimeFlags(cmd)
+	return cmd
+}
+
+// sessionForkOptions is a create whose source comes from the arguments.
+type sessionForkOptions struct{ *SessionCreateOptions }
+
+// Complete takes the session to fork.
+func (o *sessionForkOptions) Complete(cmd *cobra.Command, args []string) error {
+	o.ForkOf = args[0]
+	return o.SessionCreateOptions.Complete(cmd, args)
+}
+
+// Validate checks the session id and the create's flags.
+func (o *sessionForkOptions) Validate() error {
+	if err := checkSessionIDs(o.ForkOf); err != nil {
+		return err
+	}
+	return o.SessionCreateOptions.Validate()
 }

@@ -72,6 +72,10 @@ func (o *SessionLifecycleOptions) Run(ctx context.Context) error {
 			continue
 		}
 		fmt.Fprintf(o.Out, "%s %s (%s)\n", sessionRef(id), pastTense(o.Verb), s.State)
+		if o.Verb == "start" && !s.Persistent {
+			// Said where the user looks: the OpenCode they attach to next is a new one.
+			fmt.Fprintf(o.ErrOut, "note: %s has no persistent volume, so its workspace and OpenCode start afresh; the agent begins a new conversation seeded with a digest of the recorded one (the full transcript: kubectl agents session logs %s)\n", sessionRef(id), id)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -3,7 +3,9 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -280,7 +282,7 @@ func TestSessionDelete(t *testing.T) {
 
 func TestSessionStopStart(t *testing.T) {
 	f, _ := seeded(t).start()
-	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
 	for _, verb := range []string{"stop", "start"} {
 		o := &SessionLifecycleOptions{IOStreams: streams, Factory: f, Verb: verb, IDs: []string{"abc12"}}
 		if err := o.Validate(); err != nil {
@@ -293,26 +295,47 @@ func TestSessionStopStart(t *testing.T) {
 	if want := "session/abc12 stopped (Stopping)\nsession/abc12 started (Pending)\n"; out.String() != want {
 		t.Errorf("out = %q, want %q", out.String(), want)
 	}
+	// Not persistent: the start says the conversation begins afresh, from a digest.
+	if !strings.Contains(errOut.String(), "new conversation seeded with a digest") {
+		t.Errorf("stderr = %q", errOut.String())
+	}
 }
 
 func TestSessionLogsAndFollow(t *testing.T) {
 	a := seeded(t)
 	a.messages["abc12"] = []apiv1.Message{
 		{ID: "m1", Role: "user", Text: "fix the flaky test", CreatedAt: fixedNow.Add(-3 * time.Minute)},
-		{ID: "m2", Role: "assistant", Text: "Done: the test waited on a timer.\n", CreatedAt: fixedNow.Add(-2 * time.Minute)},
+		{ID: "m2", Role: "assistant", Text: "Done: the test waited on a timer.\n", CreatedAt: fixedNow.Add(-2 * time.Minute),
+			Tools: []apiv1.ToolCall{{Tool: "bash", Title: "go test ./...", Status: "completed"}}},
 	}
-	a.events = "data: {\"type\":\"server.connected\",\"properties\":{}}\n\n" +
-		"data: {\"type\":\"message.part.delta\",\"properties\":{\"delta\":\"Looking\"}}\n\n" +
-		": heartbeat\n\n" +
-		"event: message.part.delta\ndata: {\"properties\":{\"delta\":\" at it.\"}}\n\n" +
-		"data: {\"type\":\"session.idle\",\"properties\":{}}\n\n"
+	delta := func(msg, part, text string) string {
+		b, _ := json.Marshal(map[string]any{"type": "message.part.delta", "properties": map[string]string{"messageID": msg, "partID": part, "field": "text", "delta": text}})
+		return "data: " + string(b) + "\n\n"
+	}
+	// The first stream drops in the middle of an answer (an agent restart); the
+	// answer went on meanwhile; the second stream carries the rest; then the session
+	// stops.
+	a.events = []string{
+		"data: {\"type\":\"server.connected\",\"properties\":{}}\n\n" +
+			"data: {\"type\":\"message.part.updated\",\"properties\":{\"part\":{\"id\":\"r1\",\"messageID\":\"m3\",\"type\":\"reasoning\"}}}\n\n" +
+			delta("m3", "r1", "thinking, not shown") +
+			delta("m3", "p1", "Looking") +
+			": heartbeat\n\n" +
+			delta("m3", "p1", " at"),
+		delta("m3", "p1", " the rest.") +
+			delta("m3", "p2", "Second part.") +
+			"data: {\"type\":\"session.idle\",\"properties\":{}}\n\n",
+	}
+	resumed := append(slices.Clone(a.messages["abc12"]), apiv1.Message{ID: "m3", Role: "assistant", Text: "Looking at it.", CreatedAt: fixedNow.Add(-time.Minute)})
+	final := append(slices.Clone(a.messages["abc12"]), apiv1.Message{ID: "m3", Role: "assistant", Text: "Looking at it. the rest.\nSecond part.", CreatedAt: fixedNow.Add(-time.Minute)})
+	a.afterStream = [][]apiv1.Message{resumed, final}
 	f, _ := a.start()
-	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
 	o := &SessionLogsOptions{IOStreams: streams, Factory: f, ID: "abc12", Timestamps: true}
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	want := "2026-11-28T11:57:00Z user:\nfix the flaky test\n\n2026-11-28T11:58:00Z assistant:\nDone: the test waited on a timer.\n"
+	want := "2026-11-28T11:57:00Z user:\nfix the flaky test\n\n2026-11-28T11:58:00Z assistant:\nDone: the test waited on a timer.\n  [bash: go test ./... (completed)]\n"
 	if out.String() != want {
 		t.Errorf("logs:\n%q\nwant\n%q", out.String(), want)
 	}
@@ -320,12 +343,53 @@ func TestSessionLogsAndFollow(t *testing.T) {
 	out.Reset()
 	o.Follow, o.Timestamps = true, false
 	err := o.Run(context.Background())
-	if err == nil || err.Error() != "follow session/abc12: the agent ended the stream (the session stopped?)" {
+	if err == nil || err.Error() != "follow session/abc12: the session is no longer running" {
 		t.Errorf("err = %v", err)
 	}
-	want = "user:\nfix the flaky test\n\nassistant:\nDone: the test waited on a timer.\nLooking at it.\n"
+	// Every word once: " it." came while the stream was down and is printed from the
+	// conversation at the resume; the rest from the new stream.
+	want = "user:\nfix the flaky test\n\nassistant:\nDone: the test waited on a timer.\n  [bash: go test ./... (completed)]\n\nassistant:\nLooking at it. the rest.\nSecond part.\n"
 	if out.String() != want {
-		t.Errorf("follow:\n%q\nwant\n%q", out.String(), want)
+		t.Errorf("follow:\n%q\nwant\n%q\nstderr %q", out.String(), want, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "resuming") || !strings.Contains(errOut.String(), "resumed following session/abc12") {
+		t.Errorf("stderr: %q", errOut.String())
+	}
+}
+
+func TestSessionLogsFormats(t *testing.T) {
+	a := seeded(t)
+	a.messages["abc12"] = []apiv1.Message{
+		{ID: "m1", Role: "user", Text: "run the tests", CreatedAt: fixedNow.Add(-3 * time.Minute)},
+		{ID: "m2", Role: "assistant", Text: "They pass.", CreatedAt: fixedNow.Add(-2 * time.Minute),
+			Tools: []apiv1.ToolCall{{Tool: "bash", Title: "go test", Status: "completed", Input: json.RawMessage(`{"command":"go test"}`), Output: "ok ```x```"}}},
+	}
+	f, _ := a.start()
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o := &SessionLogsOptions{IOStreams: streams, Factory: f, ID: "abc12", Output: "markdown"}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := "# Session abc12\n\n## user · 2026-11-28T11:57:00Z\n\nrun the tests\n\n## assistant · 2026-11-28T11:58:00Z\n\nThey pass.\n\n**bash**: go test (completed)\n\n```json\n{\"command\":\"go test\"}\n```\n\n````\nok ```x```\n````\n"
+	if out.String() != want {
+		t.Errorf("markdown:\n%s\nwant\n%s", out.String(), want)
+	}
+	out.Reset()
+	o.Output = "json"
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var got apiv1.MessageList
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil || len(got.Items) != 2 || got.Items[1].Tools[0].Output != "ok ```x```" {
+		t.Errorf("json: %v %s", err, out.String())
+	}
+	for _, bad := range []*SessionLogsOptions{{ID: "abc12", Output: "yaml"}, {ID: "abc12", Output: "json", Follow: true}} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("Validate(%+v) passed", bad)
+		}
 	}
 }
 
@@ -496,5 +560,71 @@ abc12   <none>   Running   alice@example.com   github.com/acme/widgets   60m   c
 		if out.String() != want {
 			t.Errorf("-o %s:\n%s\nwant:\n%s", format, out.String(), want)
 		}
+	}
+}
+
+// TestSessionListWatch: after the list, a changed session is printed again (no second
+// header), a deleted one once more as Deleted, and the watch ends with its context.
+func TestSessionListWatch(t *testing.T) {
+	a := seeded(t)
+	f, _ := a.start()
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o := NewSessionListOptions(f, streams)
+	o.Watch, o.WatchEvery = true, 100*time.Millisecond
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	time.Sleep(350 * time.Millisecond) // the list, then a few quiet rounds
+	a.mu.Lock()
+	a.sessions["abc12"].State, a.sessions["abc12"].ResourceVersion = apiv1.StateStopped, a.sessions["abc12"].ResourceVersion+1
+	delete(a.sessions, "def34")
+	a.mu.Unlock()
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var after []string
+	for _, l := range lines[4:] { // header and the three sessions
+		after = append(after, strings.Join(strings.Fields(l)[:3], " "))
+	}
+	if strings.Count(out.String(), "NAME") != 1 || strings.Join(after, "|") != "def34 <none> Deleted|abc12 fix the" {
+		t.Fatalf("watch output:\n%s\nafter the list: %q", out.String(), after)
+	}
+	if !strings.Contains(lines[len(lines)-1], "Stopped") {
+		t.Fatalf("the changed session's line: %q", lines[len(lines)-1])
+	}
+	o.WatchEvery = time.Millisecond
+	if err := o.Validate(); err == nil {
+		t.Error("a 1ms watch interval passed validation")
+	}
+}
+
+// TestSessionFork: `session fork` sends a create naming its source, with only what the
+// user gave (the agent takes the rest from the source), and says what it made.
+func TestSessionFork(t *testing.T) {
+	a := newFakeAgent(t)
+	f, _ := a.start()
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	cmd := NewCmdSessionFork(f, streams)
+	cmd.SetArgs([]string{"abc12", "--prompt", "try a mutex"})
+	cmd.SetOut(out)
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "session/s1 created (a fork of session/abc12)\n" {
+		t.Errorf("out = %q", out.String())
+	}
+	if len(a.created) != 1 || a.created[0].ForkOf != "abc12" || a.created[0].Prompt != "try a mutex" || a.created[0].Repo != "" || a.created[0].Private != nil {
+		t.Fatalf("create sent: %+v", a.created)
+	}
+	cmd = NewCmdSessionFork(f, streams)
+	cmd.SetArgs([]string{"bad/id"})
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "not valid") {
+		t.Errorf("a malformed id: %v", err)
 	}
 }

@@ -292,6 +292,9 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("BusyIsNotIdle", p.testBusyIsNotIdle)
 			t.Run("Attach", p.testAttach)
 			t.Run("StopStartDelete", p.testStopStartDelete)
+			t.Run("FreshConversationSeeded", p.testFreshConversationSeeded)
+			t.Run("Fork", p.testFork)
+			t.Run("FollowAcrossAgentRestart", p.testFollowAcrossAgentRestart)
 			t.Run("SecondUser", p.testSecondUser)
 			t.Run("DoctorAndHeaderSpoofing", p.testDoctor)
 			t.Run("Tokens", p.testTokens)
@@ -421,6 +424,9 @@ func (p *product) attachAndPrompt(t *testing.T, id, prompt string) {
 	waitScreen("the reply on screen", fakemodel.Reply(prompt))
 }
 
+// testStopStartDelete: a persistent session keeps its workspace and its OpenCode
+// conversation across stop and start, leaves nothing behind when deleted but its
+// transcript, and the audit log tells its story.
 func (p *product) testStopStartDelete(t *testing.T) {
 	ctx := context.Background()
 	id := lastField(p.agents(t, p.alice, "session", "create", "--repo", p.repo, "--persistent", "--wait", "-o", "name"))
@@ -434,6 +440,9 @@ func (p *product) testStopStartDelete(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ws, "progress.txt"), []byte("halfway there\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	word := "kumquat-" + id
+	p.send(t, p.alice, id, "remember the word "+word)
+	p.waitReply(t, p.alice, id, "remember the word "+word)
 
 	p.agents(t, p.alice, "session", "stop", id)
 	p.waitState(t, p.alice, id, apiv1.StateStopped)
@@ -455,6 +464,8 @@ func (p *product) testStopStartDelete(t *testing.T) {
 		}
 		return nil
 	})
+	// ... and the same conversation: OpenCode's state lives on the volume too.
+	p.checkSameConversation(t, "cat progress.txt", "remember the word "+word)
 
 	p.agents(t, p.alice, "session", "delete", id)
 	eventually(t, time.Minute, "nothing left after delete", func() error {
@@ -473,6 +484,8 @@ func (p *product) testStopStartDelete(t *testing.T) {
 		return nil
 	})
 
+	p.testDeletedTranscript(t, id, word)
+
 	// The audit log tells the session's story to an admin, newest first; alice may not read it.
 	var actions []string
 	for _, line := range strings.Split(strings.TrimSpace(p.agents(t, p.admin, "audit", "--target", id, "--no-headers", "--limit", "0")), "\n") {
@@ -480,7 +493,7 @@ func (p *product) testStopStartDelete(t *testing.T) {
 			actions = append(actions, f[2])
 		}
 	}
-	if got, want := strings.Join(actions, " "), "session.delete session.message session.start session.stop session.create"; got != want {
+	if got, want := strings.Join(actions, " "), "session.delete session.message session.start session.stop session.message session.create"; got != want {
 		t.Errorf("kubectl agents audit --target %s: actions %q, want %q", id, got, want)
 	}
 	if out, err := p.agentsErr(t, p.alice, "audit"); err == nil || !strings.Contains(out, "the audit log is for admins") {

@@ -247,7 +247,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 	if err != nil {
 		return fmt.Errorf("read the session secret: %w", err)
 	}
-	local, err := r.secretVolumes(ctx, pod, dir)
+	local, err := r.secretVolumes(ctx, pod, dir, ws)
 	if err != nil {
 		return err
 	}
@@ -371,11 +371,14 @@ func (r *Runner) reportInitFailure(ctx context.Context, pod *corev1.Pod, contain
 }
 
 // secretVolumes writes the pod's Secret volumes (their items, or every key) into dir
-// and returns a replacer from their mount paths to the local directories, for the
+// and returns a replacer from their mount paths (and the workspace volume's, to ws) to
+// the local directories, for the
 // paths in the containers' arguments and environment. A missing optional key is left
 // out, as the kubelet does.
-func (r *Runner) secretVolumes(ctx context.Context, pod *corev1.Pod, dir string) (*strings.Replacer, error) {
-	local := map[string]string{} // volume name -> directory
+func (r *Runner) secretVolumes(ctx context.Context, pod *corev1.Pod, dir, ws string) (*strings.Replacer, error) {
+	// The workspace too: paths under it (a persistent session's XDG_DATA_HOME) name
+	// the local directory.
+	local := map[string]string{"workspace": ws} // volume name -> directory
 	for _, v := range pod.Spec.Volumes {
 		if v.Secret == nil {
 			continue

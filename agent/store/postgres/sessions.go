@@ -18,7 +18,7 @@ import (
 const sessionColumns = `id, title, owner_id, private, repo, branch, prompt, model, persistent,
 	idle_timeout_ns, ttl_ns, state, reason, message, pod_name, pod_namespace, image, init_image,
 	opencode_session_id, prompt_sent, created_at, updated_at, started_at, stopped_at,
-	last_activity_at, last_activity_source, resource_version, start_kind`
+	last_activity_at, last_activity_source, resource_version, start_kind, forked_from`
 
 func scanSession(row pgx.Row) (*store.Session, error) {
 	var (
@@ -29,7 +29,7 @@ func scanSession(row pgx.Row) (*store.Session, error) {
 	err := row.Scan(&s.ID, &s.Title, &s.OwnerID, &s.Private, &s.Repo, &s.Branch, &s.Prompt, &s.Model, &s.Persistent,
 		&idle, &ttl, &state, &s.Reason, &s.Message, &s.PodName, &s.PodNamespace, &s.Image, &s.InitImage,
 		&s.OpenCodeSessionID, &s.PromptSent, &s.CreatedAt, &s.UpdatedAt, &s.StartedAt, &s.StoppedAt,
-		&s.LastActivityAt, &s.LastActivitySource, &s.ResourceVersion, &s.StartKind)
+		&s.LastActivityAt, &s.LastActivitySource, &s.ResourceVersion, &s.StartKind, &s.ForkedFrom)
 	if err != nil {
 		return nil, err
 	}
@@ -70,11 +70,11 @@ func (s *Store) CreateSession(ctx context.Context, sess *store.Session, maxActiv
 		}
 	}
 	_, err = tx.Exec(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES
-		($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)`,
+		($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)`,
 		in.ID, in.Title, in.OwnerID, in.Private, in.Repo, in.Branch, in.Prompt, in.Model, in.Persistent,
 		int64(in.IdleTimeout), int64(in.TTL), string(in.State), in.Reason, in.Message, in.PodName, in.PodNamespace,
 		in.Image, in.InitImage, in.OpenCodeSessionID, in.PromptSent, in.CreatedAt, in.UpdatedAt,
-		in.StartedAt, in.StoppedAt, in.LastActivityAt, in.LastActivitySource, in.ResourceVersion, in.StartKind)
+		in.StartedAt, in.StoppedAt, in.LastActivityAt, in.LastActivitySource, in.ResourceVersion, in.StartKind, in.ForkedFrom)
 	if err != nil {
 		return mapErr(err, "create session %q", in.ID)
 	}

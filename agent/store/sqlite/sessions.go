@@ -16,7 +16,7 @@ import (
 const sessionColumns = `id, title, owner_id, private, repo, branch, prompt, model, persistent,
 	idle_timeout_ns, ttl_ns, state, reason, message, pod_name, pod_namespace, image, init_image,
 	opencode_session_id, prompt_sent, created_at, updated_at, started_at, stopped_at,
-	last_activity_at, last_activity_source, resource_version, start_kind`
+	last_activity_at, last_activity_source, resource_version, start_kind, forked_from`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -32,7 +32,7 @@ func scanSession(row scanner) (*store.Session, error) {
 	err := row.Scan(&s.ID, &s.Title, &s.OwnerID, &private, &s.Repo, &s.Branch, &s.Prompt, &s.Model, &persistent,
 		&idle, &ttl, &state, &s.Reason, &s.Message, &s.PodName, &s.PodNamespace, &s.Image, &s.InitImage,
 		&s.OpenCodeSessionID, &promptSent, &created, &updated, &started, &stopped,
-		&activity, &s.LastActivitySource, &s.ResourceVersion, &s.StartKind)
+		&activity, &s.LastActivitySource, &s.ResourceVersion, &s.StartKind, &s.ForkedFrom)
 	if err != nil {
 		return nil, err
 	}
@@ -85,11 +85,11 @@ func (s *Store) CreateSession(ctx context.Context, sess *store.Session, maxActiv
 		}
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		in.ID, in.Title, in.OwnerID, in.Private, in.Repo, in.Branch, in.Prompt, in.Model, in.Persistent,
 		int64(in.IdleTimeout), int64(in.TTL), string(in.State), in.Reason, in.Message, in.PodName, in.PodNamespace,
 		in.Image, in.InitImage, in.OpenCodeSessionID, in.PromptSent, ts(in.CreatedAt), ts(in.UpdatedAt),
-		tsPtr(in.StartedAt), tsPtr(in.StoppedAt), ts(in.LastActivityAt), in.LastActivitySource, in.ResourceVersion, in.StartKind)
+		tsPtr(in.StartedAt), tsPtr(in.StoppedAt), ts(in.LastActivityAt), in.LastActivitySource, in.ResourceVersion, in.StartKind, in.ForkedFrom)
 	if err != nil {
 		return mapErr(err, "create session %q", in.ID)
 	}

@@ -48,6 +48,7 @@ func Run(t *testing.T, newDB NewDB) {
 		{"RotateCredentials", testRotate},
 		{"ModelKeys", testModelKeys},
 		{"SessionVCS", testSessionVCS},
+		{"Transcripts", testTranscripts},
 		{"Providers", testProviders},
 		{"ProviderSecretsAtRest", testProviderSecretsAtRest},
 		{"IntegrationEvents", testIntegrationEvents},
@@ -123,7 +124,7 @@ func fullSession(id, owner string, created time.Time) *store.Session {
 		Model: "litellm/m", Persistent: true, IdleTimeout: 90 * time.Minute, TTL: 36 * time.Hour,
 		State: apiv1.StateRunning, Reason: "PodReady", Message: "the pod is ready",
 		PodName: "session-" + id, PodNamespace: "cake-sessions", Image: "img:1", InitImage: "init:1",
-		OpenCodeSessionID: "ses_123", PromptSent: true, StartKind: apiv1.StartKindWarm,
+		OpenCodeSessionID: "ses_123", PromptSent: true, StartKind: apiv1.StartKindWarm, ForkedFrom: "src0",
 		CreatedAt: created, StartedAt: &started,
 		LastActivityAt: created.Add(time.Second), LastActivitySource: "create",
 	}

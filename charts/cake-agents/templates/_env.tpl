@@ -32,6 +32,10 @@ Environment of the agent container. Every name here must be one the agent unders
 - name: AGENT_EXTERNAL_URL
   value: {{ printf "%s://%s" $cp.externalScheme $cp.host | quote }}
 {{- end }}
+{{- if $cp.sessionWeb.enabled }}
+- name: AGENT_SESSION_WEB_DOMAIN
+  value: {{ include "cake-agents.sessionWebDomain" . | quote }}
+{{- end }}
 - name: AGENT_LOG_FORMAT
   value: {{ $cp.logFormat | quote }}
 - name: AGENT_LOG_LEVEL
@@ -227,6 +231,8 @@ Environment of the agent container. Every name here must be one the agent unders
   value: {{ $s.maxIdleTimeout | default "0" | toString | quote }}
 - name: AGENT_SESSION_MAX_TTL
   value: {{ $s.maxTTL | default "0" | toString | quote }}
+- name: AGENT_TRANSCRIPT_RETENTION
+  value: {{ $s.transcriptRetention | default "720h" | toString | quote }}
 - name: AGENT_MAX_ACTIVE_SESSIONS
   value: {{ $s.maxActivePerUser | toString | quote }}
 - name: AGENT_WARM_POOL_SIZE

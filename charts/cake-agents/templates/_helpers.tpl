@@ -220,3 +220,13 @@ chart renders from values, or empty when no provider is given.
 {{- printf "%s-providers" (include "cake-agents.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
+
+{{/*
+Parent domain of the session hosts (controlPlane.sessionWeb): its domain, else
+controlPlane.host, which the agent's links need anyway.
+*/}}
+{{- define "cake-agents.sessionWebDomain" -}}
+{{- $cp := .Values.controlPlane -}}
+{{- $host := required "controlPlane.host is required with controlPlane.sessionWeb.enabled: session hosts link back to the web UI there" $cp.host -}}
+{{- $cp.sessionWeb.domain | default $host | trimSuffix "." | lower -}}
+{{- end }}

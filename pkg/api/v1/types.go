@@ -100,6 +100,8 @@ type Session struct {
 	// StartKind is "warm" when the create claimed a pod of the warm pool, "cold" when
 	// a pod was created for the session.
 	StartKind StartKind `json:"startKind,omitempty"`
+	// ForkedFrom is the session this one was forked from (CreateSessionRequest.ForkOf).
+	ForkedFrom string `json:"forkedFrom,omitempty"`
 
 	CreatedAt time.Time  `json:"createdAt"`
 	UpdatedAt time.Time  `json:"updatedAt"`
@@ -142,6 +144,10 @@ type CreateSessionRequest struct {
 	// (never), which an admin maximum (sessions.maxIdleTimeout, maxTTL) may refuse.
 	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
 	TTL         *Duration `json:"ttl,omitempty"`
+	// ForkOf starts the session from another one the caller can see: its repository,
+	// branch, model and persistence unless given here, and its conversation so far,
+	// which seeds the new session's first conversation.
+	ForkOf string `json:"forkOf,omitempty"`
 }
 
 // UpdateSessionRequest is the body of PATCH /api/v1/sessions/{id}; nil fields are unchanged.
@@ -166,17 +172,62 @@ type SendMessageRequest struct {
 	Text string `json:"text"`
 }
 
-// Message is one message of a session's conversation, as GET /api/v1/sessions/{id}/logs returns it.
+// Message is one message of a session's conversation, as GET
+// /api/v1/sessions/{id}/messages returns it.
 type Message struct {
-	ID        string    `json:"id"`
-	Role      string    `json:"role"` // "user" or "assistant"
+	ID   string `json:"id"`
+	Role string `json:"role"` // "user" or "assistant"
+	// Text is the message's text parts, joined by newlines (an assistant turn that
+	// failed: "error: " and the error).
 	Text      string    `json:"text"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Tools are the tool calls of an assistant message, in order.
+	Tools []ToolCall `json:"tools,omitempty"`
+	// Conversation is the OpenCode conversation the message belongs to: a session has
+	// more than one when it was started again without a persistent volume.
+	Conversation string `json:"conversation,omitempty"`
 }
 
-// MessageList is the conversation of a session.
+// ToolCall is one tool an assistant message ran (a shell command, a file edit, ...).
+type ToolCall struct {
+	Tool string `json:"tool"`
+	// Status is OpenCode's: "pending", "running", "completed" or "error".
+	Status string `json:"status"`
+	// Title is OpenCode's one-line description of the call, when it has one.
+	Title string `json:"title,omitempty"`
+	// Input is the tool's arguments as OpenCode has them.
+	Input json.RawMessage `json:"input,omitempty"`
+	// Output is what the tool answered (the error for a failed call), cut to
+	// MaxToolOutputBytes.
+	Output string `json:"output,omitempty"`
+}
+
+// EventKeepAlive is how often the agent writes a comment on a session's event stream
+// that is otherwise quiet, so a client can tell a quiet stream from a dead connection
+// (a port-forward whose far end went away may never say so).
+const EventKeepAlive = 10 * time.Second
+
+// MaxToolOutputBytes bounds a ToolCall's recorded Output: a transcript keeps what a
+// tool said, not every byte of a build log.
+const MaxToolOutputBytes = 16 << 10
+
+// Where a MessageList was read from.
+const (
+	// TranscriptLive: the session's OpenCode, now (and the agent's record of earlier
+	// conversations of the session).
+	TranscriptLive = "live"
+	// TranscriptRecorded: the agent's record only (the session is not Running, or was
+	// deleted, or its OpenCode did not answer).
+	TranscriptRecorded = "recorded"
+)
+
+// MessageList is the conversation of a session, oldest first.
 type MessageList struct {
 	Items []Message `json:"items"`
+	// Source says where it was read from: TranscriptLive or TranscriptRecorded.
+	Source string `json:"source,omitempty"`
+	// Deleted is when the session was deleted, for the transcript of a deleted session.
+	Deleted *time.Time `json:"deleted,omitempty"`
 }
 
 // AttachInfo is the answer of POST /api/v1/sessions/{id}/attach: what a session's owner
@@ -186,6 +237,15 @@ type AttachInfo struct {
 	Password     string `json:"password"`
 	PodName      string `json:"podName"`
 	PodNamespace string `json:"podNamespace"`
+}
+
+// SessionWebResponse is the answer of POST /api/v1/sessions/{id}/web: a URL that opens
+// the session's own OpenCode web UI in a browser, signed in as the caller, on the
+// session's host (<id>.<the agent's session domain>). It works once, briefly: open it
+// at once.
+type SessionWebResponse struct {
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expiresAt"`
 }
 
 // User is a person or service account known to the agent.

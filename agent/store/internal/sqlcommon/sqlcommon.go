@@ -261,6 +261,20 @@ func ProviderAAD(id string) []byte {
 	return []byte("provider\x00" + id)
 }
 
+// CheckTranscript refuses what PutTranscript must not store: a head without session
+// or owner, a message without id.
+func CheckTranscript(t *store.Transcript, msgs []*store.TranscriptMessage) error {
+	if t.SessionID == "" || t.OwnerID == "" {
+		return fmt.Errorf("record a transcript: the session and its owner are required: %w", store.ErrInvalid)
+	}
+	for _, m := range msgs {
+		if m.ID == "" {
+			return fmt.Errorf("record the transcript of session %s: a message without id: %w", t.SessionID, store.ErrInvalid)
+		}
+	}
+	return nil
+}
+
 // CheckProviders refuses a set ReplaceProviders must not store: an empty or
 // duplicate ID.
 func CheckProviders(ps []*store.Provider) error {

@@ -427,6 +427,7 @@
       const running = s.state === 'Running';
       const active = ['Pending', 'Starting', 'Running'].includes(s.state);
       $('#stop').hidden = !active;
+      if ($('#open-web')) $('#open-web').hidden = !running;
       $('#start').hidden = !(s.state === 'Stopped' || s.state === 'Failed');
       $('#delete').disabled = s.state === 'Deleting';
       const composer = $('#send');
@@ -451,6 +452,7 @@
     }
 
     let wasRunning = false;
+    let lastState = '';
     async function load() {
       try {
         sess = await api('GET', path);
@@ -475,14 +477,18 @@
         // either in the history or on the stream, never lost.
         openStream();
         await loadLogs();
-      } else if (!running) {
+      } else if (!running && sess.state !== lastState) {
         closeStream();
         activity.textContent = '';
+        const ended = sess.state === 'Stopped' || sess.state === 'Failed';
+        // The agent keeps the conversation of a stopped session: show it, once.
+        if (ended) await loadLogs();
         note(sess.state === 'Pending' || sess.state === 'Starting'
           ? 'Starting the session… the conversation appears when it is Running.'
-          : 'The session is ' + sess.state + '.' + (sess.state === 'Stopped' || sess.state === 'Failed' ? ' Start it to continue the conversation.' : ''));
+          : 'The session is ' + sess.state + '.' + (ended ? ' Start it to continue the conversation.' : ''));
       }
       wasRunning = running;
+      lastState = sess.state;
     }
 
     async function action(btn, verb) {
@@ -500,6 +506,41 @@
     }
     $('#stop').addEventListener('click', (ev) => action(ev.currentTarget, 'stop'));
     $('#start').addEventListener('click', (ev) => action(ev.currentTarget, 'start'));
+    $('#fork').addEventListener('click', async (ev) => {
+      const btn = ev.currentTarget;
+      btn.disabled = true;
+      try {
+        const s = await api('POST', '/sessions', { forkOf: id });
+        location.assign('/sessions/' + encodeURIComponent(s.id));
+      } catch (e) {
+        showError(e);
+        btn.disabled = false;
+      }
+    });
+
+    if ($('#open-web')) {
+      $('#open-web').addEventListener('click', async (ev) => {
+        const btn = ev.currentTarget;
+        // Opened now, while the click counts as the user's, or a popup blocker stops it;
+        // it goes to the session's host once the agent has issued the link.
+        const win = window.open('about:blank', '_blank');
+        btn.disabled = true;
+        try {
+          const r = await api('POST', path + '/web');
+          if (win) {
+            win.opener = null;
+            win.location.replace(r.url);
+          } else {
+            location.assign(r.url);
+          }
+        } catch (e) {
+          if (win) win.close();
+          showError(e);
+        } finally {
+          btn.disabled = false;
+        }
+      });
+    }
 
     const dlg = $('#confirm');
     $('#delete').addEventListener('click', () => { dlg.returnValue = ''; dlg.showModal(); });

@@ -97,7 +97,15 @@ distclean: clean ## Also remove cached tools and cluster binaries.
 # goreleaser reads the commit only when `git ls-remote --get-url` answers: a clone without a
 # remote gets the project's URL through git's environment config (nothing is written).
 RELEASE_GIT_ENV := $(if $(shell git remote 2>/dev/null),,GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url GIT_CONFIG_VALUE_0=https://github.com/cakeai/cake-agents.git)
-release-snapshot: ## Build the plugin's release offline: archives, checksums and krew manifest in dist/; refresh krew/agents.yaml.
-	GORELEASER="$$(hack/tools.sh goreleaser)"; $(RELEASE_GIT_ENV) "$${GORELEASER}" release --snapshot --clean
-	cp dist/krew/agents.yaml krew/agents.yaml
-	@echo "dist/: $$(cd dist && ls *.tar.gz *.zip checksums.txt | tr '\n' ' ')"
+CHART_VERSION := $(shell sed -n 's/^version: *//p' charts/cake-agents/Chart.yaml)
+# The next release's version (the chart's) marked as a snapshot of this commit.
+SNAPSHOT_VERSION ?= $(CHART_VERSION)-snapshot-$(COMMIT)
+# Where the snapshot's chart says the project's images are (registry.project); empty: unset.
+RELEASE_REGISTRY ?=
+RELEASETOOL := go run ./internal/release/cmd/releasetool
+release-snapshot: ## Build offline what a release publishes into dist/: plugin archives, checksums, krew manifest (agents.yaml), chart package (chart/).
+	GORELEASER="$$(hack/tools.sh goreleaser)"; SNAPSHOT_VERSION=$(SNAPSHOT_VERSION) $(RELEASE_GIT_ENV) "$${GORELEASER}" release --snapshot --clean
+	$(RELEASETOOL) krew-manifest -tag v$(SNAPSHOT_VERSION) -dist dist -o dist/agents.yaml
+	"$$(hack/tools.sh validate-krew-manifest)" -manifest dist/agents.yaml -skip-install
+	$(RELEASETOOL) package-chart -version $(SNAPSHOT_VERSION) -changes Unreleased -registry "$(RELEASE_REGISTRY)" -o dist/chart
+	@echo "dist/: $$(cd dist && ls *.tar.gz *.zip checksums.txt agents.yaml chart/*.tgz | tr '\n' ' ')"

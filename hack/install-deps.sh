@@ -37,6 +37,7 @@ declare -A wanted=(
   [iptables]=iptables          # kube-proxy on the real node
   [conntrack]=conntrack        # kube-proxy flushes stale UDP entries with it
   [debootstrap]=debootstrap    # image root file systems from Debian packages
+  [shellcheck]=shellcheck      # make lint: actionlint checks the workflows' run: scripts with it
 )
 
 missing=()

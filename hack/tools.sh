@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds one pinned developer tool on demand and prints the path of its binary.
 #
-#   hack/tools.sh helm|helm-unittest|golangci-lint|goreleaser|krew|validate-krew-manifest
+#   hack/tools.sh helm|helm-unittest|golangci-lint|goreleaser|krew|validate-krew-manifest|actionlint
 #
 # Versions are pinned by the tools modules under hack/tools (never the project's own go.mod,
 # so tools never move its k8s.io versions). Binaries land in $CACHE_DIR/tools/bin with a stamp
@@ -23,7 +23,7 @@ BIN="${CACHE_DIR}/tools/bin"
 TOOLS="${ROOT}/hack/tools"
 
 log() { echo "tools: $*" >&2; }
-usage() { echo "usage: $0 [--check] helm|helm-unittest|golangci-lint|goreleaser|krew|validate-krew-manifest" >&2; exit 2; }
+usage() { echo "usage: $0 [--check] helm|helm-unittest|golangci-lint|goreleaser|krew|validate-krew-manifest|actionlint" >&2; exit 2; }
 
 check=false
 if [[ "${1:-}" == "--check" ]]; then check=true; shift; fi
@@ -53,6 +53,10 @@ case "${name}" in
   goreleaser)
     mod="${TOOLS}/goreleaser"; pkg="github.com/goreleaser/goreleaser/v2"; modpath="github.com/goreleaser/goreleaser/v2"
     ldflags_extra="-X main.version=@VERSION@ -X main.builtBy=hack/tools.sh"
+    ;;
+  actionlint)
+    mod="${TOOLS}/actionlint"; pkg="github.com/rhysd/actionlint/cmd/actionlint"; modpath="github.com/rhysd/actionlint"
+    ldflags_extra="-X github.com/rhysd/actionlint.version=@VERSION@"
     ;;
   krew | validate-krew-manifest)
     mod="${TOOLS}/krew"; pkg="sigs.k8s.io/krew/cmd/${name}"; modpath="sigs.k8s.io/krew"

@@ -31,11 +31,14 @@ type Config struct {
 	// of its serving certificate so the plugin can verify it.
 	ServingCAConfigMap string
 
-	Kubeconfig  string
-	Namespace   string
-	PodName     string
-	Release     string
-	ExternalURL string
+	Kubeconfig string
+	Namespace  string
+	PodName    string
+	Release    string
+	// ChartVersion is the version of the Helm chart that installed the agent, reported by
+	// GET /api/v1/version (kubectl agents version).
+	ChartVersion string
+	ExternalURL  string
 	// SessionWebDomain, when set, serves each session's OpenCode web UI at
 	// <id>.<SessionWebDomain> (see server.SessionWeb); the scheme is ExternalURL's.
 	SessionWebDomain string
@@ -166,6 +169,7 @@ func Options() []Option {
 		{Flag: "namespace", Env: "AGENT_NAMESPACE", Default: "cake-agents", Usage: "namespace the agent runs in (Lease, serving-CA ConfigMap)"},
 		{Flag: "pod-name", Env: "AGENT_POD_NAME", Usage: "this replica's pod name (leader-election identity; hostname when empty)"},
 		{Flag: "release", Env: "AGENT_RELEASE", Default: "cake-agents", Usage: "Helm release name, set as app.kubernetes.io/instance on session objects"},
+		{Flag: "chart-version", Env: "AGENT_CHART_VERSION", Usage: "version of the Helm chart that installed the agent, reported by its version endpoint (the chart sets it)"},
 		{Flag: "external-url", Env: "AGENT_EXTERNAL_URL", Usage: "public URL of the web UI/API (e.g. https://agents.example.com), used in links"},
 		{Flag: "session-web-domain", Env: "AGENT_SESSION_WEB_DOMAIN", Usage: "serve each session's own OpenCode web UI at <session id>.<this domain> (e.g. agents.example.com, with wildcard DNS and certificate routed to the agent; a port may follow for local use); empty: not served"},
 		{Flag: "database-url", Env: "DATABASE_URL", Default: "sqlite:///data/agents.db", Secret: true, Usage: "sqlite:///path/to.db or postgres://user:pass@host/db; when unset or empty and PG* variables are set, pgx builds the connection from them"},
@@ -339,6 +343,7 @@ func parse(v map[string]*value, errs []string) (*Config, error) {
 		Namespace:               get("namespace"),
 		PodName:                 get("pod-name"),
 		Release:                 get("release"),
+		ChartVersion:            get("chart-version"),
 		ExternalURL:             get("external-url"),
 		SessionWebDomain:        strings.ToLower(strings.TrimSuffix(get("session-web-domain"), ".")),
 		DatabaseURL:             get("database-url"),

@@ -398,6 +398,7 @@ func wire(ctx context.Context, cfg *Config, restCfg *rest.Config, kube kubernete
 		Providers:         &providers.Defaults{LiteLLMBaseURL: cfg.LiteLLMBaseURL, ProviderJSON: cfg.ProviderJSON, DefaultModel: cfg.DefaultModel},
 		DefaultTokenTTL:   cfg.TokenDefaultTTL,
 		MaxTokenTTL:       cfg.TokenMaxTTL,
+		ChartVersion:      cfg.ChartVersion,
 		ExternalURL:       cfg.ExternalURL,
 		HeaderAuth:        header.State(),
 		HeaderAuthInfo:    header.Info(),

@@ -58,7 +58,8 @@ func (s *Server) record(r *http.Request, action, target, outcome, detail string)
 
 func (s *Server) getVersion(w http.ResponseWriter, _ *http.Request) {
 	v := version.Get()
-	writeJSON(w, http.StatusOK, apiv1.VersionInfo{Version: v.Version, Commit: v.Commit, Date: v.Date, GoVersion: v.GoVersion, Platform: v.Platform})
+	writeJSON(w, http.StatusOK, apiv1.VersionInfo{Version: s.version(), Commit: v.Commit, Date: v.Date, GoVersion: v.GoVersion, Platform: v.Platform,
+		ChartVersion: s.opts.ChartVersion, SupportedClients: version.SupportedClients(s.version())})
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {

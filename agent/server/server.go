@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -83,6 +84,11 @@ type Options struct {
 	MaxTokenTTL     time.Duration
 	// ExternalURL is the public URL of the agent, used in links.
 	ExternalURL string
+	// ChartVersion is the version of the chart that installed the agent (GET /api/v1/version).
+	ChartVersion string
+	// Version is the agent's version for the plugin's skew check; empty: this binary's
+	// (version.Version). Tests set it.
+	Version string
 	// HeaderAuth is the header authenticator's state, reported by whoami.
 	HeaderAuth apiv1.HeaderAuthState
 	// HeaderAuthInfo describes the header authenticator's configuration (header names,
@@ -119,6 +125,9 @@ type Server struct {
 	log     hclog.Logger
 	metrics *metrics
 	handler http.Handler
+
+	skewMu     sync.Mutex
+	skewLogged map[string]bool // plugin versions outside the window, logged once each
 }
 
 // New builds the server and its routes.
@@ -247,5 +256,5 @@ func (s *Server) routes() http.Handler {
 		mux.Handle("/", s.opts.UI)
 	}
 	// A session's host is the session's OpenCode on every path: it is matched first.
-	return audit.RequestIDMiddleware(recoverer(s.log, s.sessionWebHosts(mux)))
+	return audit.RequestIDMiddleware(recoverer(s.log, s.versionSkew(s.sessionWebHosts(mux))))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -68,6 +69,7 @@ func TestVersion(t *testing.T) {
 	a := newFakeAgent(t)
 	f, _ := a.start()
 	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	f.ErrOut = errOut
 
 	o := &VersionOptions{IOStreams: streams, Factory: f, ClientOnly: true}
 	if err := o.Run(context.Background()); err != nil {
@@ -86,7 +88,7 @@ func TestVersion(t *testing.T) {
 	if out.String() != want {
 		t.Errorf("version = %q, want %q", out.String(), want)
 	}
-	if want := "WARNING: the plugin (v0.1.0) and the agent (v0.3.1) are more than one minor version apart; some commands may fail: upgrade the plugin (kubectl krew upgrade agents)\n"; errOut.String() != want {
+	if want := "WARNING: kubectl-agents v0.1.0 is too old for the agent v0.3.1 (it supports plugins 0.2 to 0.4): upgrade the plugin with `kubectl krew upgrade agents`\n"; errOut.String() != want {
 		t.Errorf("skew warning = %q, want %q", errOut.String(), want)
 	}
 
@@ -97,23 +99,6 @@ func TestVersion(t *testing.T) {
 	}
 	if errOut.String() != "" {
 		t.Errorf("warned within one minor version: %q", errOut.String())
-	}
-}
-
-func TestSkewWarning(t *testing.T) {
-	for _, tc := range []struct {
-		plugin, agent string
-		warn          bool
-	}{
-		{"v1.2.0", "v1.3.9", false},
-		{"v1.4.0", "v1.2.0", true},
-		{"v2.0.0", "v1.9.0", true},
-		{"dev", "v1.0.0", false},
-		{"v1.2.0-rc.1", "1.2.3", false},
-	} {
-		if got := skewWarning(tc.plugin, tc.agent) != ""; got != tc.warn {
-			t.Errorf("skewWarning(%s, %s) = %v, want %v", tc.plugin, tc.agent, got, tc.warn)
-		}
 	}
 }
 
@@ -639,6 +624,52 @@ func TestDoctorProbesTheConfiguredHeaders(t *testing.T) {
 	} {
 		if !strings.Contains(out.String(), line) {
 			t.Errorf("doctor output misses %q:\n%s", line, out)
+		}
+	}
+}
+
+// TestVersionSkewWarnsOnce: the plugin sends its version; an agent that finds it outside
+// its window answers every request with a Warning, which the plugin prints once, on
+// stderr, for the whole command. version shows the chart's version.
+func TestVersionSkewWarnsOnce(t *testing.T) {
+	var sent []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent = append(sent, r.Header.Get(version.HeaderClient))
+		w.Header().Set(version.HeaderAgent, "0.9.0")
+		w.Header().Add("Warning", version.WarningHeader("kubectl-agents dev is too old: upgrade the plugin"))
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/api/v1/version":
+			_, _ = w.Write([]byte(`{"version":"0.9.0","commit":"abc","date":"d","goVersion":"go","platform":"linux/amd64","chartVersion":"0.9.1","supportedClients":"0.8 to 0.10"}`))
+		default:
+			_, _ = w.Write([]byte(`{"items":[]}`))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	f := NewFactory()
+	f.StatePath = filepath.Join(t.TempDir(), "plugin.json")
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	root := NewCmdRootWithFactory(f, streams)
+	root.SetArgs([]string{"version", "--server", srv.URL})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.Agent(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListSessions(context.Background(), client.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(errOut.String(), "WARNING: kubectl-agents dev is too old: upgrade the plugin\n"); got != 1 || strings.Count(errOut.String(), "\n") != 1 {
+		t.Errorf("stderr %q: want the warning once", errOut.String())
+	}
+	if !strings.Contains(out.String(), "Chart Version: 0.9.1\n") {
+		t.Errorf("version printed %q", out.String())
+	}
+	for _, v := range sent {
+		if v != version.Version {
+			t.Errorf("a request said plugin version %q, want %q", v, version.Version)
 		}
 	}
 }

@@ -102,7 +102,7 @@ func (o *DoctorOptions) Run(ctx context.Context) error {
 	pluginVersion := version.Get().Version
 	if v, err := c.Version(ctx); err != nil {
 		o.report("FAIL", "agent version: %v", err)
-	} else if w := skewWarning(pluginVersion, v.Version); w != "" {
+	} else if w := version.Skew(pluginVersion, v.Version); w != "" {
 		o.report("warn", "versions: %s", w)
 	} else {
 		o.report("ok", "versions: plugin %s, agent %s", pluginVersion, v.Version)

@@ -15,6 +15,7 @@ import (
 
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/client"
+	"github.com/cakeai/cake-agents/pkg/version"
 )
 
 // fakeAgent implements the agent's HTTP API contract (DESIGN §5) in memory, enough for
@@ -439,6 +440,12 @@ func (a *fakeAgent) handler() http.Handler {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// As the agent does: a plugin outside its window gets a Warning on every answer.
+		if v := r.Header.Get(version.HeaderClient); v != "" {
+			if text := version.Skew(v, a.version.Version); text != "" {
+				w.Header().Add("Warning", version.WarningHeader(text))
+			}
+		}
 		if a.token != "" && r.Header.Get("Authorization") != "Bearer "+a.token && !strings.HasPrefix(r.URL.Path, "/healthz") {
 			writeErr(w, 401, apiv1.CodeUnauthorized, "invalid or expired token")
 			return
@@ -451,11 +458,11 @@ func (a *fakeAgent) handler() http.Handler {
 func (a *fakeAgent) start() (*Factory, *httptest.Server) {
 	srv := httptest.NewServer(a.handler())
 	a.t.Cleanup(srv.Close)
-	c, err := client.New(srv.URL, srv.Client())
+	f := NewFactory()
+	c, err := client.New(srv.URL, srv.Client(), f.clientOptions()...)
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	f := NewFactory()
 	f.Client = c
 	return f, srv
 }

@@ -82,7 +82,7 @@ func (o *LoginOptions) Run(ctx context.Context) error {
 	if hc == nil {
 		hc = &http.Client{}
 	}
-	c, err := client.New(o.Server, hc, client.WithToken(o.Token), client.WithUserAgent(userAgent()))
+	c, err := client.New(o.Server, hc, o.Factory.clientOptions(client.WithToken(o.Token))...)
 	if err != nil {
 		return fmt.Errorf("--server: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 
@@ -41,6 +42,9 @@ type Factory struct {
 
 	// Client, when set, is used as is (tests; the lead's tests of the real agent).
 	Client *client.Client
+	// ErrOut receives the agent's warnings (such as a plugin too old for it); nil drops them.
+	ErrOut io.Writer
+	warned sync.Map // warning texts printed
 
 	mu     sync.Mutex
 	agent  *client.Client
@@ -59,6 +63,22 @@ func NewFactory() *Factory {
 
 // userAgent names the plugin and its version in the agent's logs and audit trail.
 func userAgent() string { return "kubectl-agents/" + version.Version }
+
+// clientOptions are the options of every client the plugin makes: its User-Agent, and its
+// version sent to the agent, whose warnings (one line saying which side to upgrade when
+// the two are too far apart) f prints once each.
+func (f *Factory) clientOptions(more ...client.Option) []client.Option {
+	return append(more, client.WithUserAgent(userAgent()), client.WithVersion(version.Version, f.warn))
+}
+
+// warn prints an agent's warning to ErrOut, once per process however many clients and
+// requests carry it.
+func (f *Factory) warn(text string) {
+	if _, dup := f.warned.LoadOrStore(text, struct{}{}); dup || f.ErrOut == nil {
+		return
+	}
+	fmt.Fprintln(f.ErrOut, "WARNING: "+text)
+}
 
 // state reads the plugin's state file; problems with it never block a command.
 func (f *Factory) state() config.State {
@@ -140,7 +160,7 @@ func (f *Factory) Agent(ctx context.Context) (*client.Client, error) {
 		if s := f.state(); s.Server == server {
 			token = s.Token
 		}
-		c, err := client.New(server, &http.Client{}, client.WithToken(token), client.WithUserAgent(userAgent()))
+		c, err := client.New(server, &http.Client{}, f.clientOptions(client.WithToken(token))...)
 		if err != nil {
 			return nil, fmt.Errorf("--server: %w", err)
 		}
@@ -169,7 +189,7 @@ func (f *Factory) Agent(ctx context.Context) (*client.Client, error) {
 		return nil, err
 	}
 	hc.Transport = &rememberNamespace{next: hc.Transport, path: f.StatePath, namespace: ns}
-	c, err := client.New(tunnel.AgentURL(ns), hc, client.WithUserAgent(userAgent()))
+	c, err := client.New(tunnel.AgentURL(ns), hc, f.clientOptions()...)
 	if err != nil {
 		return nil, err
 	}
@@ -228,6 +248,9 @@ func NewCmdRoot(streams genericiooptions.IOStreams) *cobra.Command {
 
 // NewCmdRootWithFactory builds the command tree on f (tests inject f.Client).
 func NewCmdRootWithFactory(f *Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	if f.ErrOut == nil {
+		f.ErrOut = streams.ErrOut
+	}
 	cmd := &cobra.Command{
 		Use:   "kubectl-agents",
 		Short: "Run and attach to OpenCode coding-agent sessions on Kubernetes",

@@ -3,8 +3,6 @@ package cmd
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -32,10 +30,11 @@ func NewCmdVersion(f *Factory, streams genericiooptions.IOStreams) *cobra.Comman
 	o := &VersionOptions{IOStreams: streams, Factory: f}
 	cmd := &cobra.Command{
 		Use:   "version",
-		Short: "Print the plugin and agent versions",
-		Long: `Print the version of this plugin and of the agent it reaches, and warn when they
-are more than one minor version apart. --client prints only the plugin's and needs
-no cluster.`,
+		Short: "Print the plugin, agent and chart versions",
+		Long: `Print the version of this plugin, of the agent it reaches and of the chart the agent
+was installed with. When plugin and agent are outside the agent's supported window (the
+same major version, at most one minor version apart), every command prints one line
+saying which to upgrade. --client prints only the plugin's and needs no cluster.`,
 		Example: `  kubectl agents version
   kubectl agents version --client
   kubectl agents version -o json`,
@@ -72,53 +71,13 @@ func (o *VersionOptions) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Out, "Client Version: %s\n", out.Client)
 		if out.Agent != nil {
 			fmt.Fprintf(o.Out, "Agent Version: %s (commit %s, built %s, %s, %s)\n", out.Agent.Version, out.Agent.Commit, out.Agent.Date, out.Agent.GoVersion, out.Agent.Platform)
+			if out.Agent.ChartVersion != "" {
+				fmt.Fprintf(o.Out, "Chart Version: %s\n", out.Agent.ChartVersion)
+			}
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	if out.Agent != nil {
-		if w := skewWarning(out.Client.Version, out.Agent.Version); w != "" {
-			fmt.Fprintln(o.ErrOut, "WARNING: "+w)
-		}
-	}
-	return nil
-}
-
-// skewWarning returns a warning when plugin and agent versions are more than one minor
-// version apart (or differ in major), the range the v1 API promises to keep working;
-// unparsable versions (dev builds) are not compared.
-func skewWarning(pluginVersion, agentVersion string) string {
-	pMaj, pMin, ok1 := majorMinor(pluginVersion)
-	aMaj, aMin, ok2 := majorMinor(agentVersion)
-	if !ok1 || !ok2 {
-		return ""
-	}
-	d := pMin - aMin
-	if d < 0 {
-		d = -d
-	}
-	if pMaj == aMaj && d <= 1 {
-		return ""
-	}
-	fix := "upgrade the plugin (kubectl krew upgrade agents)"
-	if pMaj > aMaj || pMaj == aMaj && pMin > aMin {
-		fix = "ask your platform team to upgrade the agent, or install a matching plugin"
-	}
-	return fmt.Sprintf("the plugin (%s) and the agent (%s) are more than one minor version apart; some commands may fail: %s", pluginVersion, agentVersion, fix)
-}
-
-func majorMinor(v string) (int, int, bool) {
-	v = strings.TrimPrefix(v, "v")
-	parts := strings.SplitN(v, ".", 3)
-	if len(parts) < 2 {
-		return 0, 0, false
-	}
-	major, err1 := strconv.Atoi(parts[0])
-	minor, err2 := strconv.Atoi(strings.SplitN(parts[1], "-", 2)[0])
-	if err1 != nil || err2 != nil {
-		return 0, 0, false
-	}
-	return major, minor, true
+	// A plugin outside the agent's supported window has had the agent's one-line warning
+	// printed already (see clientOptions).
+	return err
 }

@@ -28,6 +28,8 @@ Environment of the agent container. Every name here must be one the agent unders
       fieldPath: metadata.name
 - name: AGENT_RELEASE
   value: {{ .Release.Name | quote }}
+- name: AGENT_CHART_VERSION
+  value: {{ .Chart.Version | quote }}
 {{- if $cp.host }}
 - name: AGENT_EXTERNAL_URL
   value: {{ printf "%s://%s" $cp.externalScheme $cp.host | quote }}
@@ -178,9 +180,9 @@ Environment of the agent container. Every name here must be one the agent unders
 - name: AGENT_SESSION_NAMESPACE
   value: {{ include "cake-agents.sessionNamespace" . | quote }}
 - name: AGENT_DATA_PLANE_IMAGE
-  value: {{ include "cake-agents.image" (dict "image" .Values.dataPlane.image "root" .) | quote }}
+  value: {{ include "cake-agents.image" (dict "image" .Values.dataPlane.image "root" . "project" true) | quote }}
 - name: AGENT_DATA_PLANE_INIT_IMAGE
-  value: {{ include "cake-agents.image" (dict "image" .Values.dataPlaneInit.image "root" .) | quote }}
+  value: {{ include "cake-agents.image" (dict "image" .Values.dataPlaneInit.image "root" . "project" true) | quote }}
 - name: AGENT_IMAGE_PULL_POLICY
   value: {{ .Values.dataPlane.image.pullPolicy | quote }}
 {{- with .Values.imagePullSecrets }}

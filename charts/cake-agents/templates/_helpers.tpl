@@ -87,7 +87,8 @@ Namespace of session pods.
 
 {{/*
 Image reference: {{ include "cake-agents.image" (dict "image" .Values.x.image "root" $) }}.
-registry.default is prefixed when the repository names no registry; the tag defaults to the
+registry.default is prefixed when the repository names no registry (for the project's own images,
+"project" true, registry.project when registry.default is empty); the tag defaults to the
 chart's appVersion (override with "defaultTag"); a digest wins over the tag.
 */}}
 {{- define "cake-agents.image" -}}
@@ -95,6 +96,9 @@ chart's appVersion (override with "defaultTag"); a digest wins over the tag.
 {{- $first := first (splitList "/" $repo) }}
 {{- $hasRegistry := and (gt (len (splitList "/" $repo)) 1) (or (contains "." $first) (contains ":" $first) (eq "localhost" $first)) }}
 {{- $registry := trimSuffix "/" (.root.Values.registry.default | default "") }}
+{{- if and (not $registry) .project }}
+{{- $registry = trimSuffix "/" (.root.Values.registry.project | default "") }}
+{{- end }}
 {{- if and $registry (not $hasRegistry) }}
 {{- $repo = printf "%s/%s" $registry $repo }}
 {{- end }}

@@ -475,6 +475,12 @@ type VersionInfo struct {
 	Date      string `json:"date"`
 	GoVersion string `json:"goVersion"`
 	Platform  string `json:"platform"`
+	// ChartVersion is the version of the Helm chart that installed the agent (empty when
+	// it was not installed by the chart).
+	ChartVersion string `json:"chartVersion,omitempty"`
+	// SupportedClients is the range of plugin versions the agent supports ("0.2 to 0.4");
+	// empty for a development build, which supports any.
+	SupportedClients string `json:"supportedClients,omitempty"`
 }
 
 // Error is the body of every error response: {"error":{"code":"...","message":"..."}}.

@@ -34,7 +34,9 @@ func TestTimers(t *testing.T) {
 	if err := c.Create(ctx, victim, 0); err != nil {
 		t.Fatal(err)
 	}
-	e.waitSession(victim.ID, "Running", inState(apiv1.StateRunning))
+	if r := e.waitSession(victim.ID, "Running", inState(apiv1.StateRunning)); r.LastActivitySource != ActivityReady || r.LastActivityAt.Before(r.CreatedAt) {
+		t.Errorf("a session that became Running: last activity %q at %s (created %s); want %q, the idle timer counting from then", r.LastActivitySource, r.LastActivityAt, r.CreatedAt, ActivityReady)
+	}
 	before, err := e.pod(ctx, victim.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -90,17 +92,25 @@ func TestUnschedulableTimesOut(t *testing.T) {
 // TestIdleWaitsForOpenCodesWork: at the idle deadline a session whose OpenCode is working
 // (a long tool call with nobody attached) is not stopped: its activity is recorded as
 // opencode-busy and the timer starts again. Once the work is done, the next deadline
-// stops it; an OpenCode that does not answer the question is stopped as before.
+// stops it; an OpenCode that does not answer the question is stopped as before, one that
+// misses a single answer is asked again, and a session whose initial prompt the agent
+// has not delivered yet is not idle either (prompt-pending).
 func TestIdleWaitsForOpenCodesWork(t *testing.T) {
 	e := newEnv(t)
 	var busy atomic.Bool
 	busy.Store(true)
-	var asked atomic.Int32
+	var asked, flakyAsked atomic.Int32
 	c, _ := e.startWith(e.config(), func(c *Controller) {
 		c.SetWorkCheck(func(ctx context.Context, s *store.Session) (bool, error) {
 			asked.Add(1)
-			if s.Title == "unreachable" {
+			switch s.Title {
+			case "unreachable":
 				return false, errors.New("dial pod: connection refused")
+			case "flaky":
+				if flakyAsked.Add(1)%2 == 1 {
+					return false, errors.New("port-forward: lost connection")
+				}
+				return true, nil
 			}
 			return busy.Load(), nil
 		})
@@ -108,7 +118,11 @@ func TestIdleWaitsForOpenCodesWork(t *testing.T) {
 	ctx := ctxT(t)
 	working := &store.Session{OwnerID: e.owner, IdleTimeout: time.Second}
 	unreachable := &store.Session{OwnerID: e.owner, IdleTimeout: time.Second, Title: "unreachable"}
-	for _, s := range []*store.Session{working, unreachable} {
+	flaky := &store.Session{OwnerID: e.owner, IdleTimeout: time.Second, Title: "flaky"}
+	// No ready hook delivers prompts here, so this one's prompt stays undelivered; its
+	// OpenCode does not answer, so only the pending prompt keeps it running.
+	pending := &store.Session{OwnerID: e.owner, IdleTimeout: time.Second, Title: "unreachable", Prompt: "fix the flaky test"}
+	for _, s := range []*store.Session{working, unreachable, flaky, pending} {
 		if err := c.Create(ctx, s, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -126,6 +140,16 @@ func TestIdleWaitsForOpenCodesWork(t *testing.T) {
 	u := e.waitSession(unreachable.ID, "the unreachable one Stopped", inState(apiv1.StateStopped))
 	if u.Reason != ReasonIdleTimeout {
 		t.Errorf("the unreachable session stopped with reason %q", u.Reason)
+	}
+	for _, x := range []struct {
+		s    *store.Session
+		what string
+		src  string
+	}{{flaky, "one that misses every other answer", ActivityOpenCodeBusy}, {pending, "one whose initial prompt is undelivered", ActivityPromptPending}} {
+		got := e.waitSession(x.s.ID, x.what, func(s *store.Session) bool { return s != nil })
+		if got.State != apiv1.StateRunning || got.LastActivitySource != x.src {
+			t.Errorf("%s after 3 idle timeouts: %s (%s), last activity %q; want Running, %q", x.what, got.State, got.Reason, got.LastActivitySource, x.src)
+		}
 	}
 
 	busy.Store(false)

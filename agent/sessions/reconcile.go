@@ -322,6 +322,10 @@ func (c *Controller) reconcileActive(ctx context.Context, s *store.Session) erro
 			if x.State != s.State || (x.State == o.State && x.Reason == o.Reason && x.Message == o.Message) {
 				return false, nil
 			}
+			if o.State == apiv1.StateRunning && x.State != apiv1.StateRunning && x.LastActivityAt.Before(now) {
+				// Nobody could use it while it started: its idle timer counts from now.
+				x.LastActivityAt, x.LastActivitySource = now.UTC(), ActivityReady
+			}
 			x.State, x.Reason, x.Message = o.State, o.Reason, o.Message
 			return true, nil
 		})

@@ -60,14 +60,14 @@ func (c *Controller) stopIdle(ctx context.Context, s *store.Session, now time.Ti
 	if d, ok := s.IdleDeadline(); s.State != apiv1.StateRunning || !ok || now.Before(d) {
 		return s, false, nil
 	}
-	if c.working(ctx, s) {
+	if src, busy := c.busy(ctx, s); busy {
 		// Its own work is activity: the timer starts again from now. Written at once, not
 		// through Touch's rate limit: this happens once per idle timeout at most.
-		if err := c.st.TouchSession(ctx, s.ID, now.UTC(), ActivityOpenCodeBusy); err != nil {
+		if err := c.st.TouchSession(ctx, s.ID, now.UTC(), src); err != nil {
 			return nil, false, fmt.Errorf("record the working session's activity: %w", err)
 		}
 		fresh := *s
-		fresh.LastActivityAt, fresh.LastActivitySource = now.UTC(), ActivityOpenCodeBusy
+		fresh.LastActivityAt, fresh.LastActivitySource = now.UTC(), src
 		return &fresh, false, nil
 	}
 	msg := fmt.Sprintf("no activity for %s (last: %s at %s)", s.IdleTimeout, orText(s.LastActivitySource, "unknown"), s.LastActivityAt.UTC().Format(time.RFC3339))
@@ -91,9 +91,39 @@ func (c *Controller) stopIdle(ctx context.Context, s *store.Session, now time.Ti
 	return ss, true, err
 }
 
-// ActivityOpenCodeBusy is the activity source recorded when the idle deadline found the
-// session's OpenCode working.
-const ActivityOpenCodeBusy = apiv1.ActivityOpenCodeBusy
+// Activity sources the controller records itself (see apiv1's).
+const (
+	// ActivityOpenCodeBusy: the idle deadline found the session's OpenCode working.
+	ActivityOpenCodeBusy = apiv1.ActivityOpenCodeBusy
+	// ActivityReady: the session became Running.
+	ActivityReady = apiv1.ActivityReady
+	// ActivityPromptPending: the idle deadline found the initial prompt undelivered.
+	ActivityPromptPending = apiv1.ActivityPromptPending
+)
+
+// busy reports whether s, at its idle deadline, has work under way, and the activity
+// source to record for it: an initial prompt the agent has not delivered yet (the work
+// asked for has not begun; delivery retries while OpenCode comes up), or its OpenCode
+// working.
+func (c *Controller) busy(ctx context.Context, s *store.Session) (string, bool) {
+	if s.Prompt != "" && !s.PromptSent && s.StartedAt != nil && c.now().Sub(*s.StartedAt) < promptPendingGrace {
+		return ActivityPromptPending, true
+	}
+	if c.working(ctx, s) {
+		return ActivityOpenCodeBusy, true
+	}
+	return "", false
+}
+
+// promptPendingGrace bounds how long after a start an undelivered initial prompt keeps
+// a session from idling: delivery gives up long before (see conversation's
+// DeliverInitialPrompt), and a prompt never delivered must not keep a pod forever.
+const promptPendingGrace = 10 * time.Minute
+
+// workCheckAttempts is how many times working asks before it takes an OpenCode for not
+// answering: one lost request through a port-forward on a loaded node is no reason to
+// stop a session in the middle of its work.
+const workCheckAttempts = 3
 
 // working asks the work check, if set, whether the OpenCode of s is working. An OpenCode
 // that does not answer is not working: the idle timer stops the session as before.
@@ -104,14 +134,25 @@ func (c *Controller) working(ctx context.Context, s *store.Session) bool {
 	if check == nil {
 		return false
 	}
-	wctx, cancel := context.WithTimeout(ctx, healthProbeTimeout)
-	defer cancel()
-	busy, err := check(wctx, s)
-	if err != nil {
-		c.log.Warn("ask the idle session's OpenCode whether it is working failed; stopping it as idle", "session", s.ID, "error", err)
-		return false
+	var err error
+	for attempt := 0; attempt < workCheckAttempts; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return false
+			case <-time.After(time.Second):
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, healthProbeTimeout)
+		var busy bool
+		busy, err = check(wctx, s)
+		cancel()
+		if err == nil {
+			return busy
+		}
 	}
-	return busy
+	c.log.Warn("ask the idle session's OpenCode whether it is working failed; stopping it as idle", "session", s.ID, "attempts", workCheckAttempts, "error", err)
+	return false
 }
 
 // startTimeout turns o, what the pod of s says, into Failed with StartTimeout when the

@@ -109,6 +109,10 @@ func explainSession(s *apiv1.Session, now time.Time) string {
 				src = " (opencode-busy: OpenCode was working, a model answering or a tool running)"
 			case apiv1.ActivityAttached:
 				src = " (attached: a client held a connection open)"
+			case apiv1.ActivityReady:
+				src = " (ready: the session became Running; the idle timer counts from then)"
+			case apiv1.ActivityPromptPending:
+				src = " (prompt-pending: its initial prompt was still being delivered)"
 			}
 		}
 		line("Last activity %s%s.", ago(now, s.LastActivityAt), src)

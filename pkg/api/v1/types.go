@@ -594,4 +594,10 @@ const (
 	// ActivityOpenCodeBusy: at the idle deadline the session's OpenCode was working (a
 	// model answering, a tool running), so the idle timer started again.
 	ActivityOpenCodeBusy = "opencode-busy"
+	// ActivityReady: the session became Running (its OpenCode answering). The idle timer
+	// counts from there, so a slow start does not use up the idle timeout.
+	ActivityReady = "ready"
+	// ActivityPromptPending: at the idle deadline the agent had not yet delivered the
+	// session's initial prompt, so the work it asked for has not begun.
+	ActivityPromptPending = "prompt-pending"
 )

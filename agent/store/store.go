@@ -396,4 +396,7 @@ type Migrator interface {
 	// database is up to date). A database newer than the binary is an error wrapping
 	// ErrSchemaTooNew.
 	Migrate(ctx context.Context) (applied []int, err error)
+	// MigrateTo is Migrate stopping after version to: tests of upgrades from an earlier
+	// release's schema build that schema with it.
+	MigrateTo(ctx context.Context, to int) (applied []int, err error)
 }

@@ -212,6 +212,11 @@ func (s *Store) SchemaVersion(ctx context.Context) (current, latest int, err err
 // later ones find nothing to do; a failed migration leaves the schema untouched.
 // (Hence no migration may use CREATE INDEX CONCURRENTLY.)
 func (s *Store) Migrate(ctx context.Context) ([]int, error) {
+	return s.MigrateTo(ctx, sqlcommon.Latest(s.migrations))
+}
+
+// MigrateTo implements store.Migrator: Migrate, stopping after version to.
+func (s *Store) MigrateTo(ctx context.Context, to int) ([]int, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return nil, mapErr(err, "migrate")
@@ -231,6 +236,7 @@ func (s *Store) Migrate(ctx context.Context) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
+	pending = sqlcommon.UpTo(pending, to)
 	var applied []int
 	for _, m := range pending {
 		// No arguments: the simple protocol runs a multi-statement file.

@@ -198,6 +198,11 @@ func schemaVersion(ctx context.Context, q querier) (int, error) {
 // which is the lock: another process migrating the same file waits, then finds
 // nothing left to do.
 func (s *Store) Migrate(ctx context.Context) ([]int, error) {
+	return s.MigrateTo(ctx, sqlcommon.Latest(s.migrations))
+}
+
+// MigrateTo implements store.Migrator: Migrate, stopping after version to.
+func (s *Store) MigrateTo(ctx context.Context, to int) ([]int, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: migrate: %w", err)
@@ -214,6 +219,7 @@ func (s *Store) Migrate(ctx context.Context) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
+	pending = sqlcommon.UpTo(pending, to)
 	var applied []int
 	for _, m := range pending {
 		if _, err := tx.ExecContext(ctx, m.SQL); err != nil {

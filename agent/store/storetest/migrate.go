@@ -123,3 +123,66 @@ func testSchemaTooNew(t *testing.T, h *harness) {
 		t.Errorf("SchemaVersion = %d, %v; want 9999", cur, err)
 	}
 }
+
+// testUpgradeFromEarlierSchemas: a database left by any earlier release, with its users and
+// sessions, is migrated forward by this binary and everything in it stays readable and
+// writable. For each earlier schema version k the rows are written with plain SQL in the
+// first schema's columns (which every later migration must keep), then the store migrates
+// from k to the latest and reads them back through its API.
+func testUpgradeFromEarlierSchemas(t *testing.T, h *harness) {
+	ctx := t.Context()
+	_, latest, err := migrator(t, h.open(OpenOptions{Keyring: mustKeyring(t, secretA), SkipMigrate: true})).SchemaVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 1; k < latest; k++ {
+		t.Run(fmt.Sprintf("from%d", k), func(t *testing.T) {
+			h := &harness{t: t, db: h.newDB(t)}
+			old := h.open(OpenOptions{Keyring: mustKeyring(t, secretA), SkipMigrate: true})
+			if _, err := migrator(t, old).MigrateTo(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+			if cur, _, err := migrator(t, old).SchemaVersion(ctx); err != nil || cur != k {
+				t.Fatalf("MigrateTo(%d): at version %d, %v", k, cur, err)
+			}
+			for _, stmt := range []string{
+				`INSERT INTO users (id, source, subject, email, admin, created_at, last_seen_at)
+				 VALUES ('u-old', 'header', 'old', 'old@example.com', TRUE, '2026-01-02T03:04:05.000000Z', '2026-01-02T03:04:05.000000Z')`,
+				`INSERT INTO sessions (id, title, owner_id, private, repo, branch, prompt, model, persistent, idle_timeout_ns, ttl_ns,
+				   state, pod_name, pod_namespace, opencode_session_id, prompt_sent, created_at, updated_at, started_at, last_activity_at, last_activity_source)
+				 VALUES ('s-old', 'from an earlier release', 'u-old', TRUE, 'https://github.com/org/repo', 'main', 'fix it', 'acme/big', TRUE, 1800000000000, 0,
+				   'Running', 'cake-session-s-old', 'sessions', 'ses_old', TRUE, '2026-01-02T03:04:05.000000Z', '2026-01-02T03:04:05.000000Z',
+				   '2026-01-02T03:04:05.000000Z', '2026-01-02T03:04:06.000000Z', 'create')`,
+			} {
+				if err := h.db.Exec(ctx, stmt); err != nil {
+					t.Fatalf("write rows at schema %d: %v", k, err)
+				}
+			}
+			s := h.open() // migrates from k to the latest, as the new agent does at start
+			if cur, _, err := migrator(t, s).SchemaVersion(ctx); err != nil || cur != latest {
+				t.Fatalf("after the upgrade: version %d, %v; want %d", cur, err, latest)
+			}
+			got, err := s.GetSession(ctx, "s-old")
+			if err != nil {
+				t.Fatalf("the session written at schema %d: %v", k, err)
+			}
+			if got.Title != "from an earlier release" || got.OwnerID != "u-old" || !got.Private || got.Repo != "https://github.com/org/repo" ||
+				got.Branch != "main" || got.Prompt != "fix it" || got.Model != "acme/big" || !got.Persistent || got.IdleTimeout.Minutes() != 30 ||
+				got.State != apiv1.StateRunning || got.PodName != "cake-session-s-old" || got.OpenCodeSessionID != "ses_old" || !got.PromptSent ||
+				got.StartedAt == nil || got.LastActivitySource != "create" {
+				t.Errorf("the session after the upgrade from schema %d: %+v", k, got)
+			}
+			if u, err := s.GetUser(ctx, "u-old"); err != nil || u.Email != "old@example.com" || !u.Admin {
+				t.Errorf("the user after the upgrade from schema %d: %+v, %v", k, u, err)
+			}
+			got.State = apiv1.StateStopped
+			if err := s.UpdateSession(ctx, got); err != nil {
+				t.Errorf("update the upgraded session: %v", err)
+			}
+			page, err := s.ListSessions(ctx, store.SessionFilter{OwnerID: "u-old"})
+			if err != nil || len(page.Items) != 1 || page.Items[0].State != apiv1.StateStopped {
+				t.Errorf("list after the upgrade from schema %d: %+v, %v", k, page, err)
+			}
+		})
+	}
+}

@@ -57,20 +57,22 @@ func Run(t *testing.T, newDB NewDB) {
 		{"Settings", testSettings},
 		{"MigrateFromEmpty", testMigrateFromEmpty},
 		{"MigrateConcurrently", testMigrateConcurrently},
+		{"UpgradeFromEarlierSchemas", testUpgradeFromEarlierSchemas},
 		{"SchemaTooNew", testSchemaTooNew},
 		{"CanceledContext", testCanceled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.fn(t, &harness{t: t, db: newDB(t)})
+			tc.fn(t, &harness{t: t, db: newDB(t), newDB: newDB})
 		})
 	}
 }
 
 // harness is one subtest's database.
 type harness struct {
-	t  *testing.T
-	db DB
+	t     *testing.T
+	db    DB
+	newDB NewDB // for tests that need more databases
 }
 
 const (

@@ -69,6 +69,16 @@ func LoadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 	return out, nil
 }
 
+// UpTo is the migrations of ms (sorted) whose version is at most to.
+func UpTo(ms []Migration, to int) []Migration {
+	for i, m := range ms {
+		if m.Version > to {
+			return ms[:i]
+		}
+	}
+	return ms
+}
+
 // Latest is the highest version in ms (which must be sorted).
 func Latest(ms []Migration) int { return ms[len(ms)-1].Version }
 

@@ -77,4 +77,46 @@ func testChartPackage(t *testing.T, root, dist, version string) {
 	if got := dep.Labels["helm.sh/chart"]; got != "cake-agents-"+version {
 		t.Errorf("helm.sh/chart label %q, want cake-agents-%s", got, version)
 	}
+
+	// The next release, as a user upgrades to it with the same values, then rolls back: the
+	// database's volume and the generated auth secret (which encrypts credentials) are the
+	// same objects throughout; only the agent's image moves. (That the database's rows
+	// survive the schema's migration is the store conformance suite's UpgradeFromEarlierSchemas.)
+	ctx := context.Background()
+	kube := c.AdminClient()
+	pvc, err := kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "cake-agents-data", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := kube.CoreV1().Secrets(ns).Get(ctx, "cake-agents-auth", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := version + ".1"
+	nextDir := t.TempDir()
+	run(t, root, append(env, "HELM="+helm), "go", "run", "./internal/release/cmd/releasetool", "package-chart",
+		"-version", next, "-changes", "Unreleased", "-registry", snapshotRegistry, "-o", nextDir)
+	run(t, root, env, helm, "upgrade", "cake-agents", filepath.Join(nextDir, "cake-agents-"+next+".tgz"), "--namespace", ns,
+		"--set", "rbac.createUserRoles=false", "--wait", "--timeout", "5m")
+	same := func(when, wantImage string) {
+		t.Helper()
+		dep, err := kube.AppsV1().Deployments(ns).Get(ctx, "cake-agents", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := dep.Spec.Template.Spec.Containers[0].Image; got != wantImage {
+			t.Errorf("%s: the agent runs %s, want %s", when, got, wantImage)
+		}
+		p, err := kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "cake-agents-data", metav1.GetOptions{})
+		if err != nil || p.UID != pvc.UID {
+			t.Errorf("%s: the database's volume is not the one installed (%v)", when, err)
+		}
+		a, err := kube.CoreV1().Secrets(ns).Get(ctx, "cake-agents-auth", metav1.GetOptions{})
+		if err != nil || a.UID != auth.UID || string(a.Data["secret"]) != string(auth.Data["secret"]) {
+			t.Errorf("%s: the auth secret changed: credentials encrypted with it would be lost (%v)", when, err)
+		}
+	}
+	same("after the upgrade", snapshotRegistry+"/cake-agents/web:"+next)
+	run(t, root, env, helm, "rollback", "cake-agents", "1", "--namespace", ns, "--wait", "--timeout", "5m")
+	same("after helm rollback", wantImage)
 }

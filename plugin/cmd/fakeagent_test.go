@@ -38,6 +38,9 @@ type fakeAgent struct {
 	ready    apiv1.Readiness
 	// token, when set, must arrive as a bearer token.
 	token string
+	// sessionWebDomain, when set, serves POST /sessions/{id}/web as the agent does with
+	// session hosts; empty answers as an agent without them.
+	sessionWebDomain string
 	// trustHeaders makes the fake (wrongly) accept X-Auth-Request-Email, or the email
 	// header who.HeaderAuthInfo names.
 	trustHeaders bool
@@ -240,6 +243,13 @@ func (a *fakeAgent) handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/sessions/{id}/stop", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
 		s.State = apiv1.StateStopping
 		writeJSON(w, 200, s)
+	}))
+	mux.HandleFunc("POST /api/v1/sessions/{id}/web", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
+		if a.sessionWebDomain == "" {
+			writeErr(w, 404, apiv1.CodeNotFound, "this agent does not serve sessions' OpenCode web UI: an admin enables it with the chart's controlPlane.sessionWeb.enabled")
+			return
+		}
+		writeJSON(w, 200, apiv1.SessionWebResponse{URL: "https://" + s.ID + "." + a.sessionWebDomain + "/_cake/enter?ticket=t1", ExpiresAt: time.Now().Add(30 * time.Second)})
 	}))
 	mux.HandleFunc("POST /api/v1/sessions/{id}/start", withSession(func(w http.ResponseWriter, r *http.Request, s *apiv1.Session) {
 		s.State = apiv1.StatePending

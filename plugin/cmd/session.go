@@ -32,6 +32,7 @@ and admins.`,
 		NewCmdSessionLogs(f, streams),
 		NewCmdSessionSend(f, streams),
 		NewCmdSessionWhy(f, streams),
+		NewCmdSessionWeb(f, streams),
 	)
 	return cmd
 }

@@ -628,3 +628,32 @@ func TestSessionFork(t *testing.T) {
 		t.Errorf("a malformed id: %v", err)
 	}
 }
+
+// TestSessionWeb: session web prints the one-time link alone on stdout (for a browser), says
+// on stderr how long it works; an agent without session hosts answers with how to enable
+// them (not "not found" for a session that exists), and a missing session is not found.
+func TestSessionWeb(t *testing.T) {
+	a := seeded(t)
+	f, _ := a.start()
+	run := func(id string) (string, string, error) {
+		streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+		root := NewCmdRootWithFactory(f, streams)
+		root.SetArgs([]string{"session", "web", id})
+		err := root.Execute()
+		return out.String(), errOut.String(), err
+	}
+	if _, _, err := run("abc12"); err == nil || !strings.Contains(err.Error(), "controlPlane.sessionWeb.enabled") || strings.Contains(err.Error(), "not found") {
+		t.Errorf("without session hosts: %v", err)
+	}
+	a.sessionWebDomain = "agents.example.com"
+	out, errOut, err := run("abc12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != "https://abc12.agents.example.com/_cake/enter?ticket=t1\n" || !strings.Contains(errOut, "it works once") {
+		t.Errorf("stdout %q stderr %q", out, errOut)
+	}
+	if _, _, err := run("nope9"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("a missing session: %v", err)
+	}
+}

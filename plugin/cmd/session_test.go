@@ -629,7 +629,7 @@ func TestSessionFork(t *testing.T) {
 	}
 }
 
-// TestSessionWeb: session web prints the one-time link alone on stdout (for a browser), says
+// TestSessionWeb: session web prints the short-lived link alone on stdout (for a browser), says
 // on stderr how long it works; an agent without session hosts answers with how to enable
 // them (not "not found" for a session that exists), and a missing session is not found.
 func TestSessionWeb(t *testing.T) {
@@ -650,7 +650,7 @@ func TestSessionWeb(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out != "https://abc12.agents.example.com/_cake/enter?ticket=t1\n" || !strings.Contains(errOut, "it works once") {
+	if out != "https://abc12.agents.example.com/_cake/enter?ticket=t1\n" || !strings.Contains(errOut, "do not share it") {
 		t.Errorf("stdout %q stderr %q", out, errOut)
 	}
 	if _, _, err := run("nope9"); err == nil || !strings.Contains(err.Error(), "not found") {

@@ -24,8 +24,8 @@ func NewCmdSessionWeb(f *Factory, streams genericiooptions.IOStreams) *cobra.Com
 	o := &SessionWebOptions{IOStreams: streams, Factory: f}
 	cmd := &cobra.Command{
 		Use:   "web SESSION",
-		Short: "Print a link that opens the session's OpenCode web UI in a browser",
-		Long: `Print a one-time link to the session's own OpenCode web UI, served by the agent on the
+		Short: "Print a short-lived link that opens the session's OpenCode web UI in a browser",
+		Long: `Print a short-lived link to the session's own OpenCode web UI, served by the agent on the
 session's host (<session>.<domain>, controlPlane.sessionWeb in the chart). The link is valid
 for 30 seconds; opening it signs the browser in to that host alone, as you.
 
@@ -75,7 +75,7 @@ func (o *SessionWebOptions) Run(ctx context.Context) error {
 	}
 	return printStructured(o.Out, o.Output, w, func() error {
 		fmt.Fprintln(o.Out, w.URL)
-		fmt.Fprintf(o.ErrOut, "Open it within %s (it works once, until %s).\n", time.Until(w.ExpiresAt).Round(time.Second), w.ExpiresAt.Local().Format(time.TimeOnly))
+		fmt.Fprintf(o.ErrOut, "Open it within %s (until %s); it signs in whoever opens it, as you: do not share it.\n", time.Until(w.ExpiresAt).Round(time.Second), w.ExpiresAt.Local().Format(time.TimeOnly))
 		return nil
 	})
 }

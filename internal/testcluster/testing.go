@@ -18,6 +18,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -568,3 +569,26 @@ func (c *Cluster) KubeconfigFor(t testing.TB, cfg *rest.Config) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// VolumeForClaim creates a 1Gi hostPath PersistentVolume reserved for claim in ns (the test
+// cluster has no provisioner, so a chart's PVC, and helm --wait with it, would wait forever)
+// and deletes it when t ends.
+func (c *Cluster) VolumeForClaim(t testing.TB, ns, claim string) {
+	t.Helper()
+	pv := &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + claim},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/lib/cake-agents-test"}},
+			ClaimRef:                      &corev1.ObjectReference{Kind: "PersistentVolumeClaim", Namespace: ns, Name: claim},
+		},
+	}
+	if _, err := c.client.CoreV1().PersistentVolumes().Create(testContext(t), pv, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create the volume for %s/%s: %v", ns, claim, err)
+	}
+	t.Cleanup(func() {
+		_ = c.client.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{})
+	})
+}

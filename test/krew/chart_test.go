@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -61,23 +59,7 @@ func testChartPackage(t *testing.T, root, dist, version string) {
 	// The default install (SQLite); the cluster-wide user ClusterRoles belong to the shared
 	// cluster's end-to-end release, as in test/chart.
 	ns := c.NewNamespace(t, nil)
-	// SQLite's volume: the test cluster has no provisioner, so a volume waits for the claim.
-	pv := &corev1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: ns + "-data"},
-		Spec: corev1.PersistentVolumeSpec{
-			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
-			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
-			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/lib/cake-agents-test"}},
-			ClaimRef:                      &corev1.ObjectReference{Kind: "PersistentVolumeClaim", Namespace: ns, Name: "cake-agents-data"},
-		},
-	}
-	if _, err := c.AdminClient().CoreV1().PersistentVolumes().Create(context.Background(), pv, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = c.AdminClient().CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{})
-	})
+	c.VolumeForClaim(t, ns, "cake-agents-data") // SQLite's
 	run(t, root, env, helm, "install", "cake-agents", pkg, "--namespace", ns, "--set", "rbac.createUserRoles=false", "--wait", "--timeout", "5m")
 	t.Cleanup(func() {
 		cmd := []string{"uninstall", "cake-agents", "--namespace", ns, "--wait"}

@@ -216,7 +216,12 @@ func Start(t testing.TB, opts Options) *Server {
 	})
 
 	url := "http://" + addr
-	client, err := opencode.New(url, opts.Password, &http.Client{Timeout: 30 * time.Second})
+	// A hung request still fails, but only its answer's headers are bounded: Client.Timeout
+	// would also cut the event streams Run and the relays read for as long as the caller's
+	// context allows (a loaded machine took a terminal's exit past 30 s into the stream).
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.ResponseHeaderTimeout = 30 * time.Second
+	client, err := opencode.New(url, opts.Password, &http.Client{Transport: transport})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,33 +9,15 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/cakeai/cake-agents/internal/syncbuf"
 	"github.com/cakeai/cake-agents/internal/testcluster"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
 func TestMain(m *testing.M) { testcluster.Main(m) }
-
-// lockedBuffer collects the agent's log while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // The install guide's minimal values enable header auth and name no trusted proxy
 // network. The agent used to exit at start with "header auth is enabled but no trusted
@@ -67,7 +49,7 @@ func TestServeWithHeaderAuthAndNoTrustedProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	served := make(chan error, 1)
 	go func() { served <- Serve(ctx, cfg, logs) }()
 	defer func() {

@@ -36,6 +36,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
+	"github.com/cakeai/cake-agents/internal/syncbuf"
 	"github.com/cakeai/cake-agents/internal/testcluster"
 	"github.com/cakeai/cake-agents/test/fakemodel"
 )
@@ -293,7 +294,7 @@ func TestPrivateCATrustedBySessions(t *testing.T) {
 	port := freePort(t)
 	cmd := exec.Command(opencodeBin, "serve", "--port", strconv.Itoa(port), "--hostname", "127.0.0.1", "--print-logs")
 	cmd.Dir, cmd.Env = opts.Workspace, environ
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

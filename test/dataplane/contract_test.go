@@ -22,7 +22,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,6 +40,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
+	"github.com/cakeai/cake-agents/internal/syncbuf"
 	"github.com/cakeai/cake-agents/internal/testcluster"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
@@ -274,24 +274,6 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// syncBuffer collects a process's output for the failure message.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // writableByOthers are the places a process that is not root can write on a normal root
 // filesystem; in the pod they are read-only, so the OpenCode process must leave them alone.
 var writableByOthers = []string{"/tmp", "/var/tmp", "/dev/shm"}
@@ -415,7 +397,7 @@ func TestOpenCodeServesThePodContract(t *testing.T) {
 		args[i+1] = strconv.Itoa(port)
 	}
 	start := time.Now()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	// As root, a private mount namespace gives the pod's filesystem: the root (and /tmp,
 	// /var/tmp, /dev/shm when they are mounts of their own) read-only, the volume dirs bound
 	// writable over themselves, then setpriv drops to the pod's uid/gid.

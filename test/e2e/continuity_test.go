@@ -1,16 +1,15 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/cakeai/cake-agents/internal/syncbuf"
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/test/fakemodel"
 )
@@ -116,7 +115,7 @@ func (p *product) testFollowAcrossAgentRestart(t *testing.T) {
 
 	cmd := exec.Command(p.x.kubectl, "agents", "session", "logs", "-f", id, "--agent-namespace", p.ns)
 	cmd.Env = append(os.Environ(), "PATH="+p.x.path(), "KUBECONFIG="+p.alice, "HOME="+t.TempDir())
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -192,22 +191,4 @@ func (p *product) checkSameConversation(t *testing.T, prompt, earlier string) {
 	if contentHas(saw, seedMark) {
 		t.Fatalf("the conversation was replaced by a seeded one: %+v", saw)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe to write from a process's copier and read from a test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -21,12 +21,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cakeai/cake-agents/agent/opencode"
+	"github.com/cakeai/cake-agents/internal/syncbuf"
 	"github.com/cakeai/cake-agents/test/fakemodel"
 )
 
@@ -44,7 +44,7 @@ type Server struct {
 	// Client is an opencode.Client for URL with the password.
 	Client *opencode.Client
 
-	logs *lockedBuffer
+	logs *syncbuf.Buffer
 }
 
 // Logs returns what OpenCode printed so far.
@@ -189,7 +189,7 @@ func Start(t testing.TB, opts Options) *Server {
 		// Any npm access (a background plugin install) fails fast instead of hanging.
 		"npm_config_registry=http://127.0.0.1:9/",
 	)
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	cmd.Stdout = logs
 	cmd.Stderr = logs
 	// Own process group so Cleanup kills anything OpenCode started.
@@ -262,23 +262,6 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func tail(s string, n int) string {

@@ -1,7 +1,6 @@
 package storeopen
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/cakeai/cake-agents/agent/store"
 	"github.com/cakeai/cake-agents/agent/store/keyring"
 	"github.com/cakeai/cake-agents/agent/store/sqlite"
+	"github.com/cakeai/cake-agents/internal/syncbuf"
 	"github.com/cakeai/cake-agents/internal/testpg"
 )
 
@@ -178,27 +177,9 @@ func TestOpenPostgresFromPGEnv(t *testing.T) {
 	}
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestWaitOpenGivesUp(t *testing.T) {
 	port := freePort(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Debug})
 	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 	defer cancel()
@@ -250,7 +231,7 @@ func TestWaitOpenRecovers(t *testing.T) {
 		}
 	}()
 
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	s, err := WaitOpen(ctx, Options{URL: u.String(), Logger: hclog.New(&hclog.LoggerOptions{Output: &logs})},

@@ -211,7 +211,7 @@ func (s *Server) apiRoutes() []route {
 		{"GET /api/v1/sessions/{id}/logs", "The conversation so far, live while the session runs, recorded after (also of a deleted session, until its retention ends)", s.sessionLogs},
 		{"POST /api/v1/sessions/{id}/attach", "Credentials for a direct attach (owner only)", s.attachSession},
 		{"/api/v1/sessions/{id}/proxy/{rest...}", "Proxy to the session's OpenCode server (HTTP, SSE, WebSocket)", s.proxySession},
-		{"POST /api/v1/sessions/{id}/web", "A short-lived URL opening the session's own OpenCode web UI on its host, signed in as the caller", s.mintSessionWeb},
+		{"POST /api/v1/sessions/{id}/web", "A single-use, short-lived URL opening the session's own OpenCode web UI on its host, signed in as the caller", s.mintSessionWeb},
 		{"POST /api/v1/tokens", "Create a personal access token (shown once)", s.createToken},
 		{"GET /api/v1/tokens", "List the caller's tokens (admins: ?user=NAME for another user's)", s.listTokens},
 		{"DELETE /api/v1/tokens", "Revoke every token of a user (?user=NAME: id, Kubernetes user name or email; admins, or anyone with user=me)", s.revokeUserTokens},

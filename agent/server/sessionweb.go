@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -29,7 +30,9 @@ import (
 //
 // Signing in: the agent's UI asks POST /api/v1/sessions/{id}/web, which checks that the
 // caller may drive the session and answers a URL on the session's host carrying a
-// ticket valid for ticketTTL. /_cake/enter trades the ticket for a cookie of that host
+// ticket valid once, for sessionWebTicketTTL. /_cake/enter trades the ticket for a cookie
+// of that host (recording its nonce in the store every replica shares, so a copy of the
+// URL, from a browser's history or a proxy's log, signs nobody in again)
 // only (HttpOnly, SameSite=Lax, no Domain: no other session's host, nor the agent's
 // own, ever receives it). Ticket and cookie are sealed with the agent's keyring (the
 // auth secret every replica shares) and bound to the session's id, so one session's
@@ -88,6 +91,23 @@ type webGrant struct {
 	Session  string         `json:"s"`
 	Identity *auth.Identity `json:"i"`
 	Expires  int64          `json:"e"` // Unix seconds
+	// Nonce makes a ticket single-use: the first sign-in records it (tickets only).
+	Nonce string `json:"n,omitempty"`
+}
+
+// sessionWebTicketSource is the store's event source (RecordEvent) under which used
+// tickets' nonces are remembered; the store forgets them with other events' after a day,
+// long past any ticket's expiry.
+const sessionWebTicketSource = "session-web-ticket"
+
+// newTicket seals a single-use ticket (a random 128-bit nonce) signing ident in to
+// session's host until exp.
+func (sw *SessionWeb) newTicket(session string, ident *auth.Identity, exp time.Time) (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return sw.seal("ticket", webGrant{Session: session, Identity: ident, Expires: exp.Unix(), Nonce: base64.RawURLEncoding.EncodeToString(b)})
 }
 
 // sessionWebAAD binds a sealed value to its kind and session: a ticket is no cookie,
@@ -192,7 +212,7 @@ func (s *Server) mintSessionWeb(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exp := s.opts.Now().Add(sessionWebTicketTTL)
-	ticket, err := sw.seal("ticket", webGrant{Session: sess.ID, Identity: id, Expires: exp.Unix()})
+	ticket, err := sw.newTicket(sess.ID, id, exp)
 	if err != nil {
 		s.log.Error("seal session web ticket failed", "error", err)
 		httperr.Write(w, http.StatusInternalServerError, apiv1.CodeInternal, "could not issue a ticket for the session's web UI")
@@ -265,8 +285,17 @@ func (s *Server) enterSessionWeb(w http.ResponseWriter, r *http.Request, id stri
 		return
 	}
 	g, err := sw.open("ticket", id, r.URL.Query().Get("ticket"), now)
+	if err == nil && g.Nonce == "" {
+		err = errors.New("malformed")
+	}
 	if err != nil {
-		render(w, r, http.StatusUnauthorized, apiv1.CodeUnauthorized, "The link to this session's web UI is "+err.Error()+" (links work for "+sessionWebTicketTTL.String()+").")
+		render(w, r, http.StatusUnauthorized, apiv1.CodeUnauthorized, "The link to this session's web UI is "+err.Error()+" (a link works once, for "+sessionWebTicketTTL.String()+").")
+		return
+	}
+	if r.Method == http.MethodHead {
+		// A link checker: the ticket is good, but only opening it uses it up and signs in.
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusNoContent)
 		return
 	}
 	ttl := sw.CookieTTL
@@ -284,6 +313,17 @@ func (s *Server) enterSessionWeb(w http.ResponseWriter, r *http.Request, id stri
 	if err != nil {
 		s.log.Error("seal session web cookie failed", "session", id, "error", err)
 		render(w, r, http.StatusInternalServerError, apiv1.CodeInternal, "Could not sign you in to this session's web UI: "+err.Error()+".")
+		return
+	}
+	// Used up last, once nothing else can fail: an error here leaves the link usable.
+	first, err := s.opts.Store.RecordEvent(r.Context(), sessionWebTicketSource, g.Nonce)
+	if err != nil {
+		s.log.Error("record session web ticket failed", "session", id, "error", err)
+		render(w, r, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "Could not check the link against the agent's database: reload this page in a moment.")
+		return
+	}
+	if !first {
+		render(w, r, http.StatusUnauthorized, apiv1.CodeUnauthorized, "The link to this session's web UI was already used (a link works once, for "+sessionWebTicketTTL.String()+").")
 		return
 	}
 	http.SetCookie(w, &http.Cookie{

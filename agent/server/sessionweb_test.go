@@ -145,7 +145,15 @@ func TestSessionWebSignIn(t *testing.T) {
 	if u.Scheme != "http" || u.Host != id+".agents.test" || u.Path != SessionWebEnterPath || u.Query().Get("ticket") == "" {
 		t.Fatalf("web URL %s", u)
 	}
+	// A HEAD (a link checker) neither uses the ticket nor signs in.
+	if resp, _ := w.hostReq(u.Host, "HEAD", u.RequestURI(), nil); resp.StatusCode != http.StatusNoContent || len(resp.Cookies()) != 0 {
+		t.Errorf("HEAD of the link: %d %v, want 204 without a cookie", resp.StatusCode, resp.Header["Set-Cookie"])
+	}
 	c := w.enter(u)
+	// The link works once: a copy (history, a proxy's log) signs nobody in again.
+	if resp, body := w.hostReq(u.Host, "GET", u.RequestURI(), navigate); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "already used") || len(resp.Cookies()) != 0 {
+		t.Errorf("the link a second time: %d %v %s", resp.StatusCode, resp.Header["Set-Cookie"], body)
+	}
 	if !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Domain != "" || c.Path != "/" {
 		t.Errorf("cookie %+v: want HttpOnly, SameSite=Lax, host-only, path /", c)
 	}
@@ -172,8 +180,9 @@ func TestSessionWebSignIn(t *testing.T) {
 		t.Errorf("API on the agent's host: %d", code)
 	}
 	// A ticket works briefly; a cookie until it expires.
+	unused := w.ticketURL("alice", id)
 	w.advance(sessionWebTicketTTL)
-	if resp, body := w.hostReq(u.Host, "GET", u.RequestURI(), navigate); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "expired") || !strings.Contains(body, "https://agents.test/sessions/"+id) {
+	if resp, body := w.hostReq(unused.Host, "GET", unused.RequestURI(), navigate); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "expired") || !strings.Contains(body, "https://agents.test/sessions/"+id) {
 		t.Errorf("a stale ticket: %d %s", resp.StatusCode, body)
 	}
 	w.advance(DefaultSessionWebCookieTTL)

@@ -344,7 +344,8 @@ type Store interface {
 	// RecordEvent remembers that an outside system delivered event eventID of source
 	// (a Slack event_id, a Linear delivery id) and reports whether this is the first
 	// delivery: false for a duplicate, so a retried delivery is acknowledged without
-	// being handled twice. Empty arguments are ErrInvalid.
+	// being handled twice. The session web UI's single-use sign-in links use it the same
+	// way. Empty arguments are ErrInvalid.
 	RecordEvent(ctx context.Context, source, eventID string) (first bool, err error)
 	// PruneEvents forgets events recorded before the given time and returns how many.
 	PruneEvents(ctx context.Context, before time.Time) (int, error)

@@ -369,8 +369,8 @@ func (c *Client) StopSession(ctx context.Context, id string) (*apiv1.Session, er
 	return &s, c.call(ctx, http.MethodPost, sessionPath(id, "stop"), nil, nil, &s)
 }
 
-// SessionWeb calls POST /api/v1/sessions/{id}/web: a short-lived URL that opens the
-// session's own OpenCode web UI on its host, signed in as the caller.
+// SessionWeb calls POST /api/v1/sessions/{id}/web: a single-use, short-lived URL that
+// opens the session's own OpenCode web UI on its host, signed in as the caller.
 func (c *Client) SessionWeb(ctx context.Context, id string) (*apiv1.SessionWebResponse, error) {
 	var out apiv1.SessionWebResponse
 	return &out, c.call(ctx, http.MethodPost, sessionPath(id, "web"), nil, nil, &out)

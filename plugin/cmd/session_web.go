@@ -24,10 +24,11 @@ func NewCmdSessionWeb(f *Factory, streams genericiooptions.IOStreams) *cobra.Com
 	o := &SessionWebOptions{IOStreams: streams, Factory: f}
 	cmd := &cobra.Command{
 		Use:   "web SESSION",
-		Short: "Print a short-lived link that opens the session's OpenCode web UI in a browser",
+		Short: "Print a single-use link that opens the session's OpenCode web UI in a browser",
 		Long: `Print a short-lived link to the session's own OpenCode web UI, served by the agent on the
-session's host (<session>.<domain>, controlPlane.sessionWeb in the chart). The link is valid
-for 30 seconds; opening it signs the browser in to that host alone, as you.
+session's host (<session>.<domain>, controlPlane.sessionWeb in the chart). The link works
+once, within 30 seconds; opening it signs the browser in to that host alone, as you. Open it
+yourself rather than sharing it: whoever opens it first is signed in as you.
 
 Without session hosts, kubectl agents port-forward SESSION serves the same UI on a local port.`,
 		Example: `  kubectl agents session web SESSION

@@ -279,7 +279,7 @@ func (s *Service) start(ctx context.Context, log hclog.Logger, v *User, id strin
 	repo, err := s.o.Store.GetSetting(ctx, TeamRepoSetting(iss.Team.Key))
 	if errors.Is(err, store.ErrNotFound) || (err == nil && repo == "") {
 		s.tell(ctx, log, iss.ID, fmt.Sprintf("I can't start a session for %s: team %s has no repository configured. "+
-			"An agent admin sets it with `PUT /api/v1/integrations/linear/teams/%s` and `{\"repo\": \"https://github.com/org/name\"}` "+
+			"An agent admin sets it with `kubectl agents integrations linear-team %s --repo https://github.com/org/name` "+
 			"(the repository's full URL); %s.", iss.Identifier, iss.Team.Key, iss.Team.Key, retry))
 		return nil
 	}

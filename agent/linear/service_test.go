@@ -378,7 +378,7 @@ func TestNoRepositorySaysTheFullURL(t *testing.T) {
 	if len(c) != 1 {
 		t.Fatalf("comments %q", c)
 	}
-	contains(t, "comment", c[0], "`PUT /api/v1/integrations/linear/teams/OPS`", `{"repo": "https://github.com/org/name"}`)
+	contains(t, "comment", c[0], "`kubectl agents integrations linear-team OPS --repo https://github.com/org/name`")
 	if err := apiv1.ValidateRepoURL("https://github.com/org/name"); err != nil {
 		t.Errorf("the example is refused by the API: %v", err)
 	}

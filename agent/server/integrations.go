@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"regexp"
 	"strings"
 	"time"
 
@@ -45,9 +44,6 @@ func (s *Server) listIntegrations(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// linearTeamKey is a Linear team key: letters and digits, as Linear allows them.
-var linearTeamKey = regexp.MustCompile(`^[A-Za-z0-9]{1,10}$`)
-
 // linearAdmin lets admins through and answers everyone else 401, or 403 naming the
 // verb (audited as denied under action): a team's repository says where the agent
 // pushes, which is an admin's business, as with Slack's channel settings.
@@ -65,23 +61,26 @@ func (s *Server) linearAdmin(w http.ResponseWriter, r *http.Request, action stri
 	return true
 }
 
-// putLinearTeam sets the repository sessions of a Linear team's issues start on (admins).
+// putLinearTeam sets the repository sessions of a Linear team's issues start on (admins);
+// an empty repo removes it, as with Slack's channels.
 func (s *Server) putLinearTeam(w http.ResponseWriter, r *http.Request) {
 	if !s.linearAdmin(w, r, "integrations.linear.team") {
 		return
 	}
 	key := r.PathValue("key")
-	if !linearTeamKey.MatchString(key) {
-		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "key: a Linear team key is 1 to 10 letters or digits (the prefix of the team's issue identifiers, e.g. ENG)")
+	if err := apiv1.ValidateLinearTeamKey(key); err != nil {
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "key: "+err.Error())
 		return
 	}
 	var req apiv1.LinearTeam
 	if !decode(w, r, &req) {
 		return
 	}
-	if err := apiv1.ValidateRepoURL(req.Repo); err != nil {
-		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "repo: "+err.Error())
-		return
+	if req.Repo != "" {
+		if err := apiv1.ValidateRepoURL(req.Repo); err != nil {
+			httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "repo: "+err.Error())
+			return
+		}
 	}
 	key = strings.ToUpper(key)
 	if err := s.opts.Store.PutSetting(r.Context(), linear.TeamRepoSetting(key), req.Repo); err != nil {
@@ -100,8 +99,8 @@ func (s *Server) getLinearTeam(w http.ResponseWriter, r *http.Request) {
 	}
 	key := strings.ToUpper(r.PathValue("key"))
 	repo, err := s.opts.Store.GetSetting(r.Context(), linear.TeamRepoSetting(key))
-	if errors.Is(err, store.ErrNotFound) {
-		httperr.Write(w, http.StatusNotFound, apiv1.CodeNotFound, "Linear team "+key+" has no repository: an admin sets it with PUT /api/v1/integrations/linear/teams/"+key)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && repo == "") {
+		httperr.Write(w, http.StatusNotFound, apiv1.CodeNotFound, "Linear team "+key+" has no repository: an admin sets it with `kubectl agents integrations linear-team "+key+" --repo URL`")
 		return
 	}
 	if err != nil {

@@ -345,7 +345,7 @@ func TestLinearUnknownUserAndTeamWithoutRepo(t *testing.T) {
 		t.Fatal(code)
 	}
 	eventually(t, "the team without a repository is told", func() bool { return len(le.fake.Comments("i-4")) == 1 })
-	if c := le.fake.Comments("i-4")[0].Body; !strings.Contains(c, "PUT /api/v1/integrations/linear/teams/OPS") || !strings.Contains(c, "https://github.com/org/name") {
+	if c := le.fake.Comments("i-4")[0].Body; !strings.Contains(c, "kubectl agents integrations linear-team OPS --repo https://github.com/org/name") {
 		t.Errorf("comment %q", c)
 	}
 
@@ -388,6 +388,14 @@ func TestLinearTeamsAndIntegrations(t *testing.T) {
 	if code != http.StatusOK || json.Unmarshal(body, &team) != nil || team.Key != "ENG" || team.Repo != teamRepo {
 		t.Errorf("get: %d %s", code, body)
 	}
+	// An empty repo removes it, as with Slack's channels; the refusal names the command.
+	if code, body := le.do("root", "PUT", "/api/v1/integrations/linear/teams/ENG", apiv1.LinearTeam{}); code != http.StatusOK {
+		t.Errorf("put empty: %d %s", code, body)
+	}
+	if code, body := le.do("root", "GET", "/api/v1/integrations/linear/teams/ENG", nil); code != http.StatusNotFound || !strings.Contains(string(body), "kubectl agents integrations linear-team ENG --repo URL") {
+		t.Errorf("get removed: %d %s", code, body)
+	}
+	le.setTeamRepo()
 	// Like a Slack channel's, a team's repository is for admins only, to read too: a
 	// refusal names the verb and is audited.
 	code, body = le.do("alice", "GET", "/api/v1/integrations/linear/teams/eng", nil)

@@ -229,7 +229,7 @@ func (s *Server) apiRoutes() []route {
 		{"GET /api/v1/integrations/slack/channels/{id}", "A Slack channel's default repository (admins)", s.getSlackChannel},
 		{"PUT /api/v1/integrations/slack/channels/{id}", "Set a Slack channel's default repository; an empty repo removes it (admins)", s.putSlackChannel},
 		{"GET /api/v1/integrations/linear/teams/{key}", "The repository sessions of a Linear team's issues start on (admins)", s.getLinearTeam},
-		{"PUT /api/v1/integrations/linear/teams/{key}", "Set the repository sessions of a Linear team's issues start on (admins)", s.putLinearTeam},
+		{"PUT /api/v1/integrations/linear/teams/{key}", "Set the repository sessions of a Linear team's issues start on; an empty repo removes it (admins)", s.putLinearTeam},
 	}
 }
 

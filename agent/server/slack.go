@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"net/http"
-	"regexp"
 
 	"github.com/cakeai/cake-agents/agent/audit"
 	"github.com/cakeai/cake-agents/agent/auth"
@@ -13,15 +12,12 @@ import (
 	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 )
 
-// slackChannelRe matches Slack's channel ids (public C…, private G…, DMs D…).
-var slackChannelRe = regexp.MustCompile(`^[CGD][A-Z0-9]{2,30}$`)
-
 // slackChannel answers the channel id of the path, or 400 for anything else (a
 // channel's name is not its id, and the id is part of a settings key).
 func slackChannel(w http.ResponseWriter, r *http.Request) (string, bool) {
 	ch := r.PathValue("id")
-	if !slackChannelRe.MatchString(ch) {
-		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "channel: want Slack's channel id such as C0123ABCD (in Slack: the channel's details, at the bottom), not its name")
+	if err := apiv1.ValidateSlackChannelID(ch); err != nil {
+		httperr.Write(w, http.StatusBadRequest, apiv1.CodeBadRequest, "channel: "+err.Error())
 		return "", false
 	}
 	return ch, true

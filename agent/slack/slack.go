@@ -40,7 +40,7 @@ const Source = "slack"
 const sourceMessage = "slack-message"
 
 // ChannelRepoSetting is the settings key of a channel's default repository (an admin
-// sets it with PUT /api/v1/integrations/slack/channels/{id}).
+// sets it with `kubectl agents integrations slack-channel ID --repo URL`).
 func ChannelRepoSetting(channel string) string { return "slack.channel." + channel + ".repo" }
 
 // Sessions is the session lifecycle as the integration needs it.

@@ -527,6 +527,27 @@ func (c *Client) Integrations(ctx context.Context) (*apiv1.IntegrationList, erro
 	return &l, c.call(ctx, http.MethodGet, "/api/v1/integrations", nil, nil, &l)
 }
 
+// SlackChannel calls GET /api/v1/integrations/slack/channels/{channel}: the channel's
+// default repository ("" when it has none; admins only).
+func (c *Client) SlackChannel(ctx context.Context, channel string) (*apiv1.SlackChannel, error) {
+	var out apiv1.SlackChannel
+	return &out, c.call(ctx, http.MethodGet, "/api/v1/integrations/slack/channels/"+url.PathEscape(channel), nil, nil, &out)
+}
+
+// LinearTeam calls GET /api/v1/integrations/linear/teams/{key}: the repository sessions of
+// the team's issues start on (a NotFound error when it has none; admins only).
+func (c *Client) LinearTeam(ctx context.Context, key string) (*apiv1.LinearTeam, error) {
+	var out apiv1.LinearTeam
+	return &out, c.call(ctx, http.MethodGet, "/api/v1/integrations/linear/teams/"+url.PathEscape(key), nil, nil, &out)
+}
+
+// SetLinearTeam calls PUT /api/v1/integrations/linear/teams/{key}: the repository
+// sessions of the team's issues start on ("" removes it; admins only).
+func (c *Client) SetLinearTeam(ctx context.Context, key, repo string) (*apiv1.LinearTeam, error) {
+	var out apiv1.LinearTeam
+	return &out, c.call(ctx, http.MethodPut, "/api/v1/integrations/linear/teams/"+url.PathEscape(key), nil, apiv1.LinearTeam{Repo: repo}, &out)
+}
+
 // SetSlackChannel calls PUT /api/v1/integrations/slack/channels/{channel}: the
 // repository sessions started in that Slack channel use when the message names none
 // ("" removes it; admins only).

@@ -79,6 +79,9 @@ type fakeAgent struct {
 	models       apiv1.ModelList
 	providers    string
 	providerPuts []string
+	// repos are Slack channels' and Linear teams' repositories ("slack/C0123", "linear/ENG"),
+	// answered as the agent does (a Linear team without one is 404).
+	repos map[string]string
 }
 
 func newFakeAgent(t *testing.T) *fakeAgent {
@@ -96,6 +99,7 @@ func newFakeAgent(t *testing.T) *fakeAgent {
 		ready:       apiv1.Readiness{Ready: true, Checks: map[string]string{"store": "ok", "kube": "ok"}},
 		tokens:      map[string]apiv1.Token{},
 		credentials: map[string]apiv1.PutCredentialRequest{},
+		repos:       map[string]string{},
 		now:         time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC),
 	}
 }
@@ -134,6 +138,38 @@ func (a *fakeAgent) handler() http.Handler {
 			return
 		}
 		writeJSON(w, 200, a.integrations)
+	})
+	mux.HandleFunc("GET /api/v1/integrations/slack/channels/{id}", func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		writeJSON(w, 200, apiv1.SlackChannel{Channel: r.PathValue("id"), Repo: a.repos["slack/"+r.PathValue("id")]})
+	})
+	mux.HandleFunc("PUT /api/v1/integrations/slack/channels/{id}", func(w http.ResponseWriter, r *http.Request) {
+		var req apiv1.SlackChannel
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.repos["slack/"+r.PathValue("id")] = req.Repo
+		writeJSON(w, 200, apiv1.SlackChannel{Channel: r.PathValue("id"), Repo: req.Repo})
+	})
+	mux.HandleFunc("GET /api/v1/integrations/linear/teams/{key}", func(w http.ResponseWriter, r *http.Request) {
+		key := strings.ToUpper(r.PathValue("key"))
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.repos["linear/"+key] == "" {
+			writeErr(w, http.StatusNotFound, apiv1.CodeNotFound, "Linear team "+key+" has no repository")
+			return
+		}
+		writeJSON(w, 200, apiv1.LinearTeam{Key: key, Repo: a.repos["linear/"+key]})
+	})
+	mux.HandleFunc("PUT /api/v1/integrations/linear/teams/{key}", func(w http.ResponseWriter, r *http.Request) {
+		key := strings.ToUpper(r.PathValue("key"))
+		var req apiv1.LinearTeam
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.repos["linear/"+key] = req.Repo
+		writeJSON(w, 200, apiv1.LinearTeam{Key: key, Repo: req.Repo})
 	})
 	mux.HandleFunc("GET /api/v1/providers", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	apiv1 "github.com/cakeai/cake-agents/pkg/api/v1"
 	"github.com/cakeai/cake-agents/pkg/client"
 	"github.com/cakeai/cake-agents/test/fakelinear"
 	"github.com/cakeai/cake-agents/test/fakemodel"
@@ -33,12 +32,15 @@ func (p *product) testLinearAssignment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := admin.NewRequest(ctx, http.MethodPut, "/api/v1/integrations/linear/teams/ENG", nil, apiv1.LinearTeam{Repo: p.repo})
-	if err != nil {
-		t.Fatal(err)
+	// An admin gives the team its repository with the plugin; alice may not.
+	if out, err := p.agentsErr(t, p.alice, "integrations", "linear-team", "ENG", "--repo", p.repo); err == nil {
+		t.Errorf("alice set team ENG's repository:\n%s", out)
 	}
-	if err := admin.Do(req, &apiv1.LinearTeam{}); err != nil {
-		t.Fatalf("set team ENG's repository: %v", err)
+	if out := p.agents(t, p.admin, "integrations", "linear-team", "eng", "--repo", p.repo); !strings.Contains(out, "Linear team ENG: "+p.repo+"\n") {
+		t.Errorf("integrations linear-team --repo:\n%s", out)
+	}
+	if out := p.agents(t, p.admin, "integrations", "list"); !regexp.MustCompile(`(?m)^linear\s+true\s+true\s+true\s`).MatchString(out) {
+		t.Errorf("integrations list:\n%s", out)
 	}
 	if out := p.agents(t, p.alice, "doctor"); !strings.Contains(out, "[ok]   Linear: enabled and reachable: API key of Linear user cake") {
 		t.Errorf("doctor:\n%s", out)

@@ -32,8 +32,11 @@ func (p *product) testSlackMention(t *testing.T) {
 		t.Fatal(err)
 	}
 	channel := fmt.Sprintf("C0E2E%d", time.Now().UnixNano()%1000000)
-	if _, err := admin.SetSlackChannel(ctx, channel, p.repo); err != nil {
-		t.Fatal(err)
+	if out := p.agents(t, p.admin, "integrations", "slack-channel", channel, "--repo", p.repo); !strings.Contains(out, "Slack channel "+channel+": "+p.repo+"\n") {
+		t.Errorf("integrations slack-channel --repo:\n%s", out)
+	}
+	if out := p.agents(t, p.admin, "integrations", "slack-channel", channel, "-o", "json"); !strings.Contains(out, `"repo": "`+p.repo+`"`) {
+		t.Errorf("integrations slack-channel -o json:\n%s", out)
 	}
 	events := p.env.HTTPURL + "/integrations/slack/events"
 	deliver := func(body []byte, secret string, retry int) int {

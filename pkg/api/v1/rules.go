@@ -26,12 +26,16 @@ func ValidateSessionID(id string) error {
 	if validSessionID(id) {
 		return nil
 	}
-	shown := id
-	if len(shown) > 2*MaxSessionIDLen {
-		// The id comes from a request path; an error echoes only enough to recognise it.
-		shown = shown[:2*MaxSessionIDLen] + "..."
+	return fmt.Errorf("session id %q is not valid: ids are 1 to %d lowercase letters, digits and '-', starting with a letter and not ending with '-'", truncate(id, 2*MaxSessionIDLen), MaxSessionIDLen)
+}
+
+// truncate shortens s to n bytes and "...": these values come from request paths, and an
+// error echoes only enough of one to recognise it.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
 	}
-	return fmt.Errorf("session id %q is not valid: ids are 1 to %d lowercase letters, digits and '-', starting with a letter and not ending with '-'", shown, MaxSessionIDLen)
+	return s
 }
 
 func validSessionID(id string) bool {
@@ -185,4 +189,28 @@ func RepoSSHHost(repo string) string {
 		return strings.ToLower(u.Hostname())
 	}
 	return strings.ToLower(u.Host)
+}
+
+// slackChannelID matches Slack's channel ids: public C…, private G…, direct messages D….
+var slackChannelID = regexp.MustCompile(`^[CGD][A-Z0-9]{2,30}$`)
+
+// ValidateSlackChannelID returns an error naming the rule unless id is a Slack channel id
+// (C0123ABCD), which people confuse with the channel's name.
+func ValidateSlackChannelID(id string) error {
+	if slackChannelID.MatchString(id) {
+		return nil
+	}
+	return fmt.Errorf("%q is not a Slack channel id: want Slack's id such as C0123ABCD (in Slack: the channel's details, at the bottom), not its name", truncate(id, 40))
+}
+
+// linearTeamKey matches a Linear team key: letters and digits, as Linear allows them.
+var linearTeamKey = regexp.MustCompile(`^[A-Za-z0-9]{1,10}$`)
+
+// ValidateLinearTeamKey returns an error naming the rule unless key is a Linear team key,
+// the prefix of the team's issue identifiers (ENG for ENG-123).
+func ValidateLinearTeamKey(key string) error {
+	if linearTeamKey.MatchString(key) {
+		return nil
+	}
+	return fmt.Errorf("%q is not a Linear team key: want the prefix of the team's issue identifiers (ENG for ENG-123), 1 to 10 letters or digits", truncate(key, 40))
 }

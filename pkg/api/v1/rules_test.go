@@ -134,6 +134,34 @@ func TestValidateCredentialHost(t *testing.T) {
 	}
 }
 
+// Slack channel ids and Linear team keys: the plugin and the API refuse the same values,
+// naming the id people confuse them with.
+func TestValidateIntegrationIDs(t *testing.T) {
+	for _, ok := range []string{"C0123ABCD", "G01", "D0ABC"} {
+		if err := ValidateSlackChannelID(ok); err != nil {
+			t.Errorf("channel %q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "general", "#general", "c0123abcd", "C0", "X0123", "C0123/../x", "C" + strings.Repeat("A", 31)} {
+		if err := ValidateSlackChannelID(bad); err == nil || !strings.Contains(err.Error(), "not its name") {
+			t.Errorf("channel %q: %v", bad, err)
+		}
+	}
+	for _, ok := range []string{"ENG", "eng", "A1", "ABCDEFGHIJ"} {
+		if err := ValidateLinearTeamKey(ok); err != nil {
+			t.Errorf("team %q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "ENG-123", "EN G", "ABCDEFGHIJK", "ENG/.."} {
+		if err := ValidateLinearTeamKey(bad); err == nil || !strings.Contains(err.Error(), "ENG for ENG-123") {
+			t.Errorf("team %q: %v", bad, err)
+		}
+	}
+	if err := ValidateLinearTeamKey(strings.Repeat("x", 100)); err == nil || len(err.Error()) > 200 {
+		t.Errorf("a long key is echoed whole: %v", err)
+	}
+}
+
 func TestRepoCredentialHost(t *testing.T) {
 	for repo, want := range map[string]string{
 		"https://GitHub.com/org/repo.git":    "github.com",

@@ -57,8 +57,7 @@ is there or what to set. Any user may list; "kubectl agents doctor" checks the s
 		Args: cobra.NoArgs,
 		RunE: runOptions(o),
 	}
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml (default: a table)")
-	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
+	addStructuredOutputFlag(cmd, &o.Output, "Output format: json or yaml (default: a table)")
 	return cmd
 }
 
@@ -184,9 +183,8 @@ func newCmdIntegrationRepo(f *Factory, streams genericiooptions.IOStreams, kind 
 	}
 	cmd.Flags().StringVar(&o.Repo, "repo", "", "Repository URL to set (https:// or SSH, as session create --repo takes)")
 	cmd.Flags().BoolVar(&o.Clear, "clear", false, "Remove the repository")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml")
+	addStructuredOutputFlag(cmd, &o.Output, "Output format: json or yaml")
 	cmd.MarkFlagsMutuallyExclusive("repo", "clear")
-	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -246,12 +244,4 @@ func (o *IntegrationRepoOptions) Run(ctx context.Context) error {
 		}
 		return err
 	})
-}
-
-// validateStructuredOutput accepts -o json, yaml or nothing.
-func validateStructuredOutput(format string) error {
-	if format != "" && format != "json" && format != "yaml" {
-		return fmt.Errorf("--output %q is not supported: use json or yaml", format)
-	}
-	return nil
 }

@@ -32,17 +32,13 @@ name to the gateway; its line shows the default.`,
 		Args: cobra.NoArgs,
 		RunE: runOptions(o),
 	}
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml (default: a table)")
-	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
+	addStructuredOutputFlag(cmd, &o.Output, "Output format: json or yaml (default: a table)")
 	return cmd
 }
 
 // Validate checks -o.
 func (o *ModelsOptions) Validate() error {
-	if o.Output != "" && o.Output != "json" && o.Output != "yaml" {
-		return fmt.Errorf("--output %q is not supported: use json or yaml", o.Output)
-	}
-	return nil
+	return validateStructuredOutput(o.Output)
 }
 
 // Run lists the models.

@@ -269,6 +269,21 @@ func printStructured(out interface{ Write([]byte) (int, error) }, format string,
 	return text()
 }
 
+// addStructuredOutputFlag adds -o for a command printing one value as text by default, or
+// as JSON or YAML (printStructured); usage names what is printed.
+func addStructuredOutputFlag(cmd *cobra.Command, output *string, usage string) {
+	cmd.Flags().StringVarP(output, "output", "o", "", usage)
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
+}
+
+// validateStructuredOutput accepts the -o of addStructuredOutputFlag: json, yaml or none.
+func validateStructuredOutput(format string) error {
+	if format != "" && format != "json" && format != "yaml" {
+		return fmt.Errorf("--output %q is not supported: use json or yaml", format)
+	}
+	return nil
+}
+
 // displayUser is the first of candidates that is set: how a user is named in messages.
 func displayUser(candidates ...string) string {
 	for _, c := range candidates {

@@ -37,8 +37,7 @@ Without session hosts, kubectl agents port-forward SESSION serves the same UI on
 		ValidArgsFunction: completeSessions(f, true),
 		RunE:              runOptions(o),
 	}
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml (the URL and when it expires)")
-	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
+	addStructuredOutputFlag(cmd, &o.Output, "Output format: json or yaml (the URL and when it expires)")
 	return cmd
 }
 
@@ -50,8 +49,8 @@ func (o *SessionWebOptions) Complete(_ *cobra.Command, args []string) error {
 
 // Validate checks the session id and -o.
 func (o *SessionWebOptions) Validate() error {
-	if o.Output != "" && o.Output != "json" && o.Output != "yaml" {
-		return fmt.Errorf("--output %q is not supported: use json or yaml", o.Output)
+	if err := validateStructuredOutput(o.Output); err != nil {
+		return err
 	}
 	return checkSessionIDs(o.ID)
 }

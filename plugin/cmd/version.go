@@ -42,17 +42,13 @@ saying which to upgrade. --client prints only the plugin's and needs no cluster.
 		RunE: runOptions(o),
 	}
 	cmd.Flags().BoolVar(&o.ClientOnly, "client", false, "Print only the plugin's version (no agent needed)")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml")
-	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
+	addStructuredOutputFlag(cmd, &o.Output, "Output format: json or yaml")
 	return cmd
 }
 
 // Validate checks -o.
 func (o *VersionOptions) Validate() error {
-	if o.Output != "" && o.Output != "json" && o.Output != "yaml" {
-		return fmt.Errorf("--output %q is not supported: use json or yaml", o.Output)
-	}
-	return nil
+	return validateStructuredOutput(o.Output)
 }
 
 // Run prints the versions.

@@ -34,17 +34,13 @@ may use it.`,
 		Args: cobra.NoArgs,
 		RunE: runOptions(o),
 	}
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml (default: readable text)")
-	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
+	addStructuredOutputFlag(cmd, &o.Output, "Output format: json or yaml (default: readable text)")
 	return cmd
 }
 
 // Validate checks -o.
 func (o *WhoAmIOptions) Validate() error {
-	if o.Output != "" && o.Output != "json" && o.Output != "yaml" {
-		return fmt.Errorf("--output %q is not supported: use json or yaml", o.Output)
-	}
-	return nil
+	return validateStructuredOutput(o.Output)
 }
 
 // Run asks the agent and prints the answer.

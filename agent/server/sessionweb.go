@@ -30,11 +30,11 @@ import (
 //
 // Signing in: the agent's UI asks POST /api/v1/sessions/{id}/web, which checks that the
 // caller may drive the session and answers a URL on the session's host carrying a
-// ticket valid once, for sessionWebTicketTTL. /_cake/enter trades the ticket for a cookie
-// of that host (recording its nonce in the store every replica shares, so a copy of the
-// URL, from a browser's history or a proxy's log, signs nobody in again)
-// only (HttpOnly, SameSite=Lax, no Domain: no other session's host, nor the agent's
-// own, ever receives it). Ticket and cookie are sealed with the agent's keyring (the
+// ticket valid once, within sessionWebTicketTTL. /_cake/enter trades the ticket for a
+// cookie of that host only (HttpOnly, SameSite=Lax, no Domain: no other session's host,
+// nor the agent's own, ever receives it) and records the ticket's nonce in the store every
+// replica shares, so a copy of the URL (a browser's history, a proxy's log) signs nobody
+// in again. Ticket and cookie are sealed with the agent's keyring (the
 // auth secret every replica shares) and bound to the session's id, so one session's
 // cannot open another's. Each request is authorised again as the API would authorise
 // it (owner, admin, or granted attach, with the Kubernetes answers cached briefly), so
